@@ -1,0 +1,1 @@
+"""ipbx: a SIP server and IP-PBX."""

@@ -1,0 +1,7 @@
+"""ipbx command line."""
+import sys
+
+
+def main() -> int:
+    print("ipbx: not built yet", file=sys.stderr)
+    return 1
