@@ -1,0 +1,395 @@
+"""The YAML configuration file: schema, defaults and error reporting.
+
+`load_config(path)` is the only entry point. The schema is a tree of frozen pydantic
+models that forbid unknown keys, so a typo such as ``lisen:`` is an error rather than a
+silently ignored setting. Errors name the file, the line and the field
+(``ipbx.yaml:7: extensions[1].password: ...``): the YAML is composed into nodes first,
+which remember where they started, and each pydantic error location is walked back
+through that node tree to a line.
+
+With no file the embedded default is used, with a demo tenant whose passwords are
+generated once and kept in ``<data_dir>/demo-accounts.yaml``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+DEMO_ACCOUNTS_FILE = "demo-accounts.yaml"
+DEMO_EXTENSIONS = (("1000", "Alice"), ("1001", "Bob"), ("1002", "Carol"), ("1003", "Dave"))
+
+Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
+
+# RFC 3261 §19.1.2: sip: defaults to 5060 and sips: (TLS) to 5061. WebSocket listeners
+# have no SIP default port (RFC 7118 rides on HTTP ports), so they must name one.
+_DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, line and field."""
+
+
+class _Model(BaseModel):
+    # Numbers are accepted where strings are expected because users write
+    # `number: 1000` unquoted.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+
+class ListenAddress(_Model):
+    """Where a SIP transport listens, written in the file as ``udp://host:port``."""
+
+    transport: Transport
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_url(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return _parse_listen_url(value)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}://{host}:{self.port}"
+
+
+def _parse_listen_url(url: str) -> dict[str, Any]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid listen address {url!r}: {exc}") from None
+    transport = parts.scheme.lower()
+    if transport not in ("udp", "tcp", "tls", "ws", "wss"):
+        raise ValueError(
+            f"invalid listen address {url!r}: expected udp://, tcp://, tls://, ws:// or wss://"
+        )
+    if not parts.hostname:
+        raise ValueError(f"invalid listen address {url!r}: no host")
+    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"invalid listen address {url!r}: expected transport://host:port")
+    if port is None:
+        if transport not in _DEFAULT_PORTS:
+            raise ValueError(f"invalid listen address {url!r}: {transport} needs a port")
+        port = _DEFAULT_PORTS[transport]
+    return {"transport": transport, "host": parts.hostname, "port": port}
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _port_range(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+    if match is None:
+        raise ValueError(f"expected a port range such as 20000-20999, got {value!r}")
+    return (int(match[1]), int(match[2]))
+
+
+def _check_port_range(value: tuple[int, int]) -> tuple[int, int]:
+    first, last = value
+    if not (1024 <= first < last <= 65535):
+        raise ValueError(f"{first}-{last}: need 1024 <= first < last <= 65535")
+    # RFC 3550 §11: RTP takes the even port and RTCP the odd one above it.
+    if first % 2:
+        raise ValueError(f"{first}-{last}: the first port must be even")
+    return value
+
+
+PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
+Digits = Annotated[str, Field(pattern=r"^[0-9]+$")]
+
+
+class SipConfig(_Model):
+    listen: list[ListenAddress] = Field(
+        default_factory=lambda: [
+            ListenAddress(transport="udp", host="0.0.0.0", port=5060),
+            ListenAddress(transport="tcp", host="0.0.0.0", port=5060),
+            ListenAddress(transport="tls", host="0.0.0.0", port=5061),
+        ]
+    )
+    realm: str = Field(default="ipbx", min_length=1)
+    domain: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    min_expires: int = Field(default=60, ge=1)
+    max_expires: int = Field(default=3600, ge=1)
+    default_expires: int = Field(default=3600, ge=1)
+    qualify_interval: float = Field(default=30.0, gt=0)
+    nonce_lifetime: float = Field(default=300.0, gt=0)
+    max_message_size: int = Field(default=65535, ge=1500)
+    user_agent: str = "ipbx"
+
+    @model_validator(mode="after")
+    def _check_expires(self) -> SipConfig:
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need min_expires <= default_expires <= max_expires")
+        return self
+
+
+class MediaConfig(_Model):
+    address: str = "127.0.0.1"
+    public_address: str | None = None
+    rtp_ports: PortRange = (20000, 29999)
+
+    @field_validator("address", "public_address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        return None if value is None else _ip_address(value)
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_rtp_ports(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return _check_port_range(value)
+
+
+class Extension(_Model):
+    number: Digits
+    name: str = ""
+    password: str = Field(min_length=4)
+
+
+class Config(_Model):
+    # validate_default: the default is relative too and must be anchored at start-up.
+    data_dir: Path = Field(default=Path("data"), validate_default=True)
+    database_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    sip: SipConfig = Field(default_factory=SipConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    extensions: list[Extension] = Field(default_factory=list)
+    echo_test: Digits = "9196"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("expected a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _unique_numbers(cls, value: list[Extension]) -> list[Extension]:
+        first_index: dict[str, int] = {}
+        for index, extension in enumerate(value):
+            if extension.number in first_index:
+                # `at` lets the error formatter point at the duplicate item's line
+                # instead of the `extensions:` key.
+                raise PydanticCustomError(
+                    "duplicate_number",
+                    "number {number} is already used by extensions[{first}]",
+                    {
+                        "number": extension.number,
+                        "first": first_index[extension.number],
+                        "at": (index, "number"),
+                    },
+                )
+            first_index[extension.number] = index
+        return value
+
+    @property
+    def store_url(self) -> str:
+        """The database URL to open: `database_url`, or SQLite inside `data_dir`."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'ipbx.db'}"
+
+
+class _DemoAccounts(_Model):
+    extensions: list[Extension]
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate the configuration file, or the embedded default when None."""
+    if path is not None:
+        return _validate(Config, _read_yaml(path), path)
+    config = Config()
+    return config.model_copy(update={"extensions": _demo_extensions(config.data_dir)})
+
+
+def _demo_extensions(data_dir: Path) -> list[Extension]:
+    """The demo tenant's extensions, with passwords generated on first start.
+
+    The passwords are random so that a demo left running on a public address is not an
+    open relay; they are kept so that phones provisioned once keep working.
+    """
+    path = data_dir / DEMO_ACCOUNTS_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once must not both write passwords.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _validate(_DemoAccounts, _read_yaml(path), path).extensions
+    extensions = [
+        Extension(number=number, name=name, password=_random_password())
+        for number, name in DEMO_EXTENSIONS
+    ]
+    document = {"extensions": [extension.model_dump() for extension in extensions]}
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write("# Demo tenant accounts generated by ipbx on first start.\n")
+        file.write("# Delete this file to generate new passwords.\n")
+        yaml.safe_dump(document, file, sort_keys=False)
+    return extensions
+
+
+def _random_password() -> str:
+    # Letters and digits only: these get typed on desk-phone keypads.
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose integers are YAML 1.2 decimals without leading zeros.
+
+    YAML 1.1 reads ``0100`` as octal 64 and ``1:30`` as sexagesimal 90, which would turn
+    an extension number into a different one. Here those stay strings.
+    """
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file into Python data plus the node tree that knows line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read: {reason}") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, None
+        _check_duplicate_keys(node, path)
+        return loader.construct_document(node), node
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"{mark.line + 1}:" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
+    # PyYAML keeps the last of two equal keys silently; a repeated key is almost always a
+    # copy-paste mistake, so it is reported like any other error.
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    line = key.start_mark.line + 1
+                    raise ConfigError(f"{path}:{line}: {key.value}: duplicate key")
+                seen.add(key.value)
+            _check_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, path)
+
+
+def _validate(model: type[_M], parsed: tuple[Any, yaml.Node | None], path: Path) -> _M:
+    data, root = parsed
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues = sorted(
+            (_describe(error, root) for error in exc.errors(include_url=False)),
+            key=lambda issue: issue[0] or 0,
+        )
+        raise ConfigError(
+            "\n".join(
+                f"{path}:{line}: {text}" if line else f"{path}: {text}" for line, text in issues
+            )
+        ) from None
+
+
+def _describe(error: Any, root: yaml.Node | None) -> tuple[int | None, str]:
+    """The line a pydantic error points at, and its text as ``field: message``."""
+    ctx = error.get("ctx") or {}
+    loc = tuple(error["loc"]) + tuple(ctx.get("at", ()))
+    message = str(ctx["error"]) if error["type"] == "value_error" else error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    field = _field_path(loc)
+    return _line_of(root, loc), f"{field}: {message}" if field else message
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the deepest node that `loc` reaches in the YAML tree.
+
+    A missing field has no node of its own, so the enclosing mapping's line is used.
+    """
+    if root is None:
+        return None
+    node: yaml.Node = root
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    line = key.start_mark.line + 1
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
