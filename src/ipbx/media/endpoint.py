@@ -1,0 +1,270 @@
+"""A media endpoint: one RTP/RTCP socket pair and what a call does with it.
+
+Modes for incoming packets: terminate (decode for recording, detect DTMF),
+echo, or bridge to another endpoint. The bridge path forwards datagrams
+byte for byte without parsing them: it is the hot path at hundreds of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ipbx.media.channel import Channel, discard
+from ipbx.media.codecs import Codec, Decoder, Pcm, create_decoder, create_encoder
+from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
+from ipbx.media.ports import PortPool, PortPoolExhausted
+from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
+from ipbx.media.wav import WavWriter, read_wav
+
+log = logging.getLogger(__name__)
+
+# RFC 3551 §4.5: 20 ms is the default packetisation for G.711.
+PTIME_MS = 20
+_PTIME = PTIME_MS / 1000
+_RTP_SSRC_OFFSET = 8
+_RTCP_SSRC_OFFSET = 4
+
+
+class MediaError(RuntimeError):
+    """A media operation that cannot run in the endpoint's current state."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStats:
+    packets_sent: int
+    bytes_sent: int
+    packets_received: int
+    bytes_received: int
+
+
+class MediaEndpoint:
+    """Create with `await MediaEndpoint.open(pool)`; `close()` returns the ports."""
+
+    def __init__(self, pool: PortPool, port: int, rtp: Channel, rtcp: Channel) -> None:
+        self._pool = pool
+        self._port = port
+        self._rtp = rtp
+        self._rtcp = rtcp
+        self._partner: MediaEndpoint | None = None
+        self.codec: Codec | None = None
+        self.dtmf_pt: int | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        self._decoder: Decoder | None = None
+        self._recorder: WavWriter | None = None
+        self._dtmf = DtmfReceiver()
+        # RFC 3550 §5.1: SSRC, first sequence number and timestamp are random.
+        self._ssrc = random.getrandbits(32)
+        self._seq = random.randrange(SEQ_MOD)
+        self._timestamp_base = random.randrange(TIMESTAMP_MOD)
+        self._epoch = asyncio.get_running_loop().time()
+        self._closed = False
+        self._terminate_mode()
+
+    @classmethod
+    async def open(cls, pool: PortPool) -> MediaEndpoint:
+        """Bind an RTP/RTCP pair, skipping ports another process holds."""
+        loop = asyncio.get_running_loop()
+        for _ in range(pool.size):
+            port = pool.acquire()
+            rtp, rtcp = Channel(_RTP_SSRC_OFFSET), Channel(_RTCP_SSRC_OFFSET)
+            try:
+                await _bind(loop, rtp, pool.address, port)
+                await _bind(loop, rtcp, pool.address, port + 1)
+            except OSError as exc:
+                log.debug("RTP port %d busy: %s", port, exc)
+                rtp.close()
+                pool.release(port)
+                continue
+            return cls(pool, port, rtp, rtcp)
+        raise PortPoolExhausted(f"every RTP port in {pool.first}-{pool.last} is busy")
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._pool.address, self._port
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """Where RTP goes now: the SDP address, or the latched source."""
+        peer = self._rtp.peer
+        return None if peer is None else (peer[0], peer[1])
+
+    @property
+    def stats(self) -> MediaStats:
+        rtp = self._rtp
+        return MediaStats(
+            rtp.packets_sent, rtp.bytes_sent, rtp.packets_received, rtp.bytes_received
+        )
+
+    def set_remote(
+        self,
+        host: str,
+        port: int,
+        codec: Codec,
+        dtmf_pt: int | None = None,
+        rtcp_port: int | None = None,
+    ) -> None:
+        """Apply a negotiated SDP; call again on every re-INVITE."""
+        # RFC 3550 §11: RTCP goes to the next port unless a=rtcp (RFC 3605) says otherwise.
+        self._rtp.set_peer((host, port))
+        self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
+        self.codec = codec
+        self.dtmf_pt = dtmf_pt
+        self._decoder = create_decoder(codec)
+
+    def echo(self) -> None:
+        """Send every RTP packet back where it came from."""
+        self.detach()
+        self._rtp.sink = self._rtp.send
+
+    def detach(self) -> None:
+        """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
+        partner, self._partner = self._partner, None
+        if partner is not None:
+            partner._partner = None
+            partner._terminate_mode()
+        self._terminate_mode()
+
+    def record(self, path: str | Path) -> None:
+        """Write the received audio, decoded, to a WAV file until stop_recording()."""
+        codec = self._require_codec()
+        self.stop_recording()
+        self._recorder = WavWriter(path, rate=codec.clock_rate)
+
+    def stop_recording(self) -> Path | None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return None
+        recorder.close()
+        return recorder.path
+
+    async def play(self, source: str | Path | Pcm) -> None:
+        """Send audio in real time, returning when it has all been sent."""
+        codec = self._require_codec()
+        encoder = create_encoder(codec)
+        if isinstance(source, str | Path):
+            pcm = await asyncio.to_thread(read_wav, source, codec.clock_rate)
+        else:
+            pcm = np.asarray(source, dtype=np.int16)
+        frame = codec.samples_per_frame(PTIME_MS)
+        pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first_timestamp = self._timestamp_at(start)
+        for index, offset in enumerate(range(0, len(pcm), frame)):
+            # Each frame is due at start + n x ptime, so sleep jitter never accumulates.
+            await _sleep_until(loop, start + index * _PTIME)
+            if self._closed:
+                return
+            # RFC 3551 §4.1: the marker bit flags the first packet of a talkspurt.
+            self._send(
+                codec.payload_type,
+                encoder.encode(pcm[offset : offset + frame]),
+                marker=index == 0,
+                timestamp=(first_timestamp + offset) % TIMESTAMP_MOD,
+            )
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """Send digits as RFC 4733 telephone-events at real-time pace."""
+        codec = self._require_codec()
+        if self.dtmf_pt is None:
+            raise MediaError("the peer did not negotiate telephone-event")
+        for digit in digits:
+            digit_event(digit)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        for digit in digits:
+            packets = digit_packets(
+                digit, self._timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
+            )
+            for packet in packets:
+                await _sleep_until(loop, due)
+                if self._closed:
+                    return
+                self._send(self.dtmf_pt, packet.payload, packet.marker, packet.timestamp)
+                due += _PTIME
+            due += gap_ms / 1000
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.detach()
+        self.stop_recording()
+        self._rtp.close()
+        self._rtcp.close()
+        self._pool.release(self._port)
+
+    def _terminate_mode(self) -> None:
+        self._rtp.sink = self._on_rtp
+        self._rtcp.sink = discard
+
+    def _on_rtp(self, data: bytes) -> None:
+        # A peer using rtcp-mux (RFC 5761) sends RTCP here too.
+        if is_rtcp(data):
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError as exc:
+            log.debug("dropping malformed RTP: %s", exc)
+            return
+        if packet.payload_type == self.dtmf_pt:
+            self._on_telephone_event(packet)
+        elif (
+            self._recorder is not None
+            and self._decoder is not None
+            and self.codec is not None
+            and packet.payload_type == self.codec.payload_type
+        ):
+            self._recorder.write(self._decoder.decode(packet.payload))
+
+    def _on_telephone_event(self, packet: RtpPacket) -> None:
+        try:
+            digits = self._dtmf.receive(packet.timestamp, packet.payload)
+        except DtmfError as exc:
+            log.debug("dropping malformed telephone-event: %s", exc)
+            return
+        for digit in digits:
+            if self.on_dtmf is not None:
+                self.on_dtmf(digit)
+
+    def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
+        packet = RtpPacket(payload_type, self._seq, timestamp, self._ssrc, payload, marker)
+        self._seq = seq_add(self._seq, 1)
+        self._rtp.send(packet.serialize())
+
+    def _timestamp_at(self, when: float) -> int:
+        # One media clock for audio and telephone-events, so interleaving them
+        # never makes the RTP timestamp jump backwards (RFC 4733 §2.3.4).
+        clock_rate = self.codec.clock_rate if self.codec else 8000
+        return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
+
+    def _require_codec(self) -> Codec:
+        if self.codec is None or self._closed:
+            raise MediaError("set_remote() must negotiate a codec first (or endpoint closed)")
+        return self.codec
+
+
+def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Relay RTP and RTCP between two endpoints, untouched, in both directions."""
+    a.detach()
+    b.detach()
+    a._partner, b._partner = b, a
+    a._rtp.sink, b._rtp.sink = b._rtp.send, a._rtp.send
+    a._rtcp.sink, b._rtcp.sink = b._rtcp.send, a._rtcp.send
+
+
+async def _bind(loop: asyncio.AbstractEventLoop, channel: Channel, address: str, port: int) -> None:
+    await loop.create_datagram_endpoint(lambda: channel, local_addr=(address, port))
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, due: float) -> None:
+    delay = due - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
