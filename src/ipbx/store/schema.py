@@ -1,0 +1,71 @@
+"""Table definitions: the current shape of the database, as SQLAlchemy Core tables.
+
+The migrations in `migrations/versions/` are the history that produces this shape;
+`tests/store` checks that the two agree.
+"""
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Named constraints so that later migrations can drop or alter them by name, on SQLite
+# (batch mode) as on PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+)
+
+extensions = Table(
+    "extensions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("number", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("ha1_md5", String(32), nullable=False),
+    Column("ha1_sha256", String(64), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant_id", "number"),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("aor", String(32), nullable=False),
+    Column("contact_uri", Text, nullable=False),
+    # Start-up deletes expired bindings by this column.
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("call_id", Text, nullable=False),
+    Column("cseq", Integer, nullable=False),
+    Column("received_transport", String(8), nullable=False),
+    Column("received_host", String(255), nullable=False),
+    Column("received_port", Integer, nullable=False),
+    Column("instance_id", Text, nullable=True),
+    Column("user_agent", Text, nullable=False),
+    Column("q", Float, nullable=False),
+    UniqueConstraint("tenant_id", "aor", "contact_uri"),
+)
