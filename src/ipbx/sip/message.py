@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ipbx.sip.errors import SipError
-from ipbx.sip.uri import NameAddr, Uri, Via, is_token, parse_name_addr, parse_uri, parse_via_list
+from ipbx.sip.uri import (
+    NameAddr,
+    Uri,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uri,
+    parse_via_list,
+    split_quoted,
+)
 
 T = TypeVar("T")
 
@@ -277,7 +286,6 @@ class Message:
 
     def name_addrs(self, name: str) -> list[NameAddr]:
         """Every value of a comma-list name-addr header (Contact, Route, Record-Route)."""
-        from ipbx.sip.uri import split_quoted
 
         def parse() -> list[NameAddr]:
             out: list[NameAddr] = []

@@ -1,0 +1,538 @@
+"""The four transaction state machines of RFC 3261 §17, sans-I/O.
+
+`TransactionLayer` owns every transaction. The transport shell feeds it parsed messages
+(`receive`) and the clock (`expire`); the transaction user (TU) sends requests and
+responses through it. It never touches a socket or the clock: what must go on the wire
+is queued and taken with `outgoing()`, and `next_deadline()` says when to call `expire`.
+
+Deviations from RFC 3261 are those of RFC 6026: a 2xx moves an INVITE server transaction
+to Accepted (absorbing retransmitted INVITEs for 64*T1) and an INVITE client transaction
+to Accepted (passing retransmitted 2xx to the TU for 64*T1) instead of terminating.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.uri import Via, split_quoted
+
+MAGIC_COOKIE = "z9hG4bK"
+RELIABLE = frozenset({"TCP", "TLS", "WS", "WSS"})
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message came from or goes to. For stream transports (host, port) names the
+    connection, since the peer's port is unique per connection."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport in RELIABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """RFC 3261 §17.1.1.1 / Table 4 values, in seconds."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+class State(Enum):
+    TRYING = "trying"
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    ACCEPTED = "accepted"
+    TERMINATED = "terminated"
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, to_tag: str | None = None
+) -> Response:
+    """A response to `request` per RFC 3261 §8.2.6.2: Via, From, Call-ID and CSeq copied,
+    To copied and given a tag unless it has one (or this is a 100)."""
+    headers = Headers()
+    for name, value in request.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq") or (name == "Timestamp" and status == 100):
+            headers.add(name, value)
+        elif name == "To":
+            if to_tag and status != 100 and request.to.tag is None:
+                value = f"{value};tag={to_tag}"
+            headers.add(name, value)
+    return Response(headers, b"", status, reason if reason is not None else REASONS.get(status, ""))
+
+
+def _transport_error_response(request: Request, status: int) -> Response:
+    return make_response(request, status)
+
+
+@dataclass(eq=False)
+class Transaction:
+    request: Request
+    peer: Address
+    key: tuple[str, ...]
+    state: State
+    is_invite: bool
+    last: bytes = b""
+    interval: float = 0.0
+    generation: int = 0
+    response: Response | None = None
+
+    @property
+    def branch(self) -> str:
+        return self.key[0]
+
+
+@dataclass(eq=False)
+class ClientTransaction(Transaction):
+    pass
+
+
+@dataclass(eq=False)
+class ServerTransaction(Transaction):
+    to_tag: str = field(default_factory=new_tag)
+
+
+# --- events for the TU ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request. `transaction` is None for an ACK to a 2xx (it is end-to-end)."""
+
+    request: Request
+    source: Address
+    transaction: ServerTransaction | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response for a client transaction; a time-out or transport failure arrives as a
+    synthesized 408 or 503 (RFC 3261 §8.1.3.1)."""
+
+    response: Response
+    transaction: ClientTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReceived:
+    """A CANCEL matched this INVITE server transaction; it has been answered 200 already.
+    The TU should answer the INVITE 487 if it has not sent a final response."""
+
+    transaction: ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTransactionFailed:
+    """No ACK ever came for a final response to an INVITE (Timer H)."""
+
+    transaction: ServerTransaction
+
+
+Event = RequestReceived | ResponseReceived | CancelReceived | ServerTransactionFailed
+
+
+class TransactionLayer:
+    def __init__(self, timers: Timers | None = None) -> None:
+        self.timers = timers or Timers()
+        self._client: dict[tuple[str, ...], ClientTransaction] = {}
+        self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        # (Call-ID, From tag, CSeq) of requests without To tag, for merged-request
+        # detection (RFC 3261 §8.2.2.2).
+        self._merge: dict[tuple[str, str, int, str], ServerTransaction] = {}
+        self._heap: list[tuple[float, int, Transaction, int, str]] = []
+        self._seq = itertools.count()
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[Event] = []
+
+    # --- I/O shell interface -------------------------------------------------------------
+
+    def outgoing(self) -> list[tuple[bytes, Address]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            _, _, tx, generation, _ = self._heap[0]
+            if tx.generation == generation and tx.state is not State.TERMINATED:
+                return self._heap[0][0]
+            heapq.heappop(self._heap)
+        return None
+
+    def expire(self, now: float) -> list[Event]:
+        while self._heap and self._heap[0][0] <= now:
+            _, _, tx, generation, name = heapq.heappop(self._heap)
+            if tx.generation == generation and tx.state is not State.TERMINATED:
+                self._fire(tx, name, now)
+        return self._take_events()
+
+    def receive(self, msg: Request | Response, source: Address, now: float) -> list[Event]:
+        if isinstance(msg, Request):
+            self._receive_request(msg, source, now)
+        else:
+            self._receive_response(msg, now)
+        return self._take_events()
+
+    def transport_failed(self, tx: ClientTransaction, now: float) -> list[Event]:
+        """The transport could not send the request (RFC 3261 §8.1.3.1): report 503."""
+        if tx.state is not State.TERMINATED:
+            self._terminate(tx)
+            self._events.append(ResponseReceived(_transport_error_response(tx.request, 503), tx))
+        return self._take_events()
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return len(self._client), len(self._server)
+
+    # --- TU interface ----------------------------------------------------------------------
+
+    def send_request(self, request: Request, dest: Address, now: float) -> ClientTransaction:
+        """Start a client transaction. The request's top Via must carry a fresh branch."""
+        branch = request.via.branch or ""
+        is_invite = request.method == "INVITE"
+        tx = ClientTransaction(
+            request,
+            dest,
+            (branch, request.method),
+            State.CALLING if is_invite else State.TRYING,
+            is_invite,
+        )
+        self._client[tx.key] = tx
+        tx.last = request.serialize()
+        self._out.append((tx.last, dest))
+        t1 = self.timers.t1
+        if not dest.reliable:
+            tx.interval = t1
+            self._arm(tx, now + t1, "A" if is_invite else "E")
+        self._arm(tx, now + 64 * t1, "B" if is_invite else "F")
+        return tx
+
+    def send_ack(self, ack: Request, dest: Address) -> None:
+        """An ACK for a 2xx is sent by the TU outside any transaction (RFC 3261 §13.2.2.4)."""
+        self._out.append((ack.serialize(), dest))
+
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
+        if tx.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
+            return
+        if tx.state is State.ACCEPTED and response.status < 300:
+            # 2xx retransmissions are the UAS core's job and bypass the state machine.
+            self._out.append((response.serialize(), tx.peer))
+            return
+        if tx.state is State.ACCEPTED:
+            return
+        tx.response = response
+        tx.last = response.serialize()
+        self._out.append((tx.last, tx.peer))
+        status = response.status
+        if status < 200:
+            tx.state = State.PROCEEDING
+            return
+        self._unmerge(tx)
+        tx.generation += 1
+        t1 = self.timers.t1
+        if tx.is_invite and status < 300:
+            tx.state = State.ACCEPTED
+            self._arm(tx, now + 64 * t1, "L")
+        elif tx.is_invite:
+            tx.state = State.COMPLETED
+            if not tx.peer.reliable:
+                tx.interval = t1
+                self._arm(tx, now + t1, "G")
+            self._arm(tx, now + 64 * t1, "H")
+        else:
+            tx.state = State.COMPLETED
+            self._arm(tx, now + (0 if tx.peer.reliable else 64 * t1), "J")
+
+    def reply(
+        self, tx: ServerTransaction, status: int, now: float, reason: str | None = None
+    ) -> None:
+        self.respond(tx, make_response(tx.request, status, reason, tx.to_tag), now)
+
+    def reply_stateless(self, request: Request, source: Address, status: int, reason: str) -> None:
+        """Answer without a transaction (for requests too broken to match one)."""
+        if request.method != "ACK":
+            self._out.append(
+                (make_response(request, status, reason, new_tag()).serialize(), source)
+            )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _arm(self, tx: Transaction, when: float, name: str) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), tx, tx.generation, name))
+
+    def _terminate(self, tx: Transaction) -> None:
+        tx.state = State.TERMINATED
+        tx.generation += 1
+        if isinstance(tx, ClientTransaction):
+            self._client.pop(tx.key, None)
+        else:
+            self._server.pop(tx.key, None)
+            self._unmerge(tx)  # type: ignore[arg-type]
+
+    def _unmerge(self, tx: ServerTransaction) -> None:
+        req = tx.request
+        if req.to.tag is None:
+            key = (req.call_id, req.from_.tag or "", req.cseq.number, req.method)
+            if self._merge.get(key) is tx:
+                del self._merge[key]
+
+    @staticmethod
+    def _server_key(request: Request, method: str) -> tuple[str, ...]:
+        via = request.via
+        branch = via.branch or ""
+        sent_by = f"{via.host}:{via.port or ''}"
+        if branch.startswith(MAGIC_COOKIE):
+            return (branch, sent_by, method)
+        # RFC 2543 peers: match on the identifying headers (RFC 3261 §17.2.3).
+        to_tag = request.to.tag or ""
+        return (
+            f"{request.call_id}|{request.from_.tag}|{to_tag}|{request.cseq.number}|{via}",
+            sent_by,
+            method,
+        )
+
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        _stamp_via(request, source)
+        method = request.method
+        key = self._server_key(request, "INVITE" if method == "ACK" else method)
+        tx = self._server.get(key)
+        if tx is not None:
+            if method == "ACK":
+                if tx.state is State.COMPLETED:
+                    tx.state = State.CONFIRMED
+                    tx.generation += 1
+                    self._arm(tx, now + (0 if source.reliable else self.timers.t4), "I")
+                elif tx.state is State.ACCEPTED:
+                    # An ACK to a 2xx that reused the INVITE branch (RFC 2543 style).
+                    self._events.append(RequestReceived(request, source, None))
+                return
+            if tx.last and tx.state in (State.PROCEEDING, State.COMPLETED, State.TRYING):
+                self._out.append((tx.last, tx.peer))
+            return
+        if method == "ACK":
+            self._events.append(RequestReceived(request, source, None))
+            return
+        if method == "CANCEL":
+            self._receive_cancel(request, source, key, now)
+            return
+        tx = ServerTransaction(
+            request, source, key, State.PROCEEDING if method == "INVITE" else State.TRYING,
+            method == "INVITE",
+        )  # fmt: skip
+        self._server[key] = tx
+        if request.to.tag is None:
+            merge_key = (request.call_id, request.from_.tag or "", request.cseq.number, method)
+            if merge_key in self._merge:
+                self.reply(tx, 482, now)
+                return
+            self._merge[merge_key] = tx
+        if tx.is_invite:
+            # RFC 3261 §17.2.1: a 100 at once spares the client its retransmissions.
+            self.reply(tx, 100, now)
+        self._events.append(RequestReceived(request, source, tx))
+
+    def _receive_cancel(
+        self, request: Request, source: Address, key: tuple[str, ...], now: float
+    ) -> None:
+        cancel_tx = ServerTransaction(request, source, key, State.TRYING, False)
+        self._server[key] = cancel_tx
+        invite = self._server.get((*key[:2], "INVITE"))
+        if invite is None:
+            self.reply(cancel_tx, 481, now)
+            return
+        self.respond(cancel_tx, make_response(request, 200, None, invite.to_tag), now)
+        if invite.state is State.PROCEEDING:
+            self._events.append(CancelReceived(invite))
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        branch = response.via.branch or ""
+        tx = self._client.get((branch, response.cseq.method))
+        if tx is None:
+            return  # stray response: a UA core discards it (RFC 3261 §17.1.3, §18.1.2)
+        status = response.status
+        if status < 200:
+            if tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+                if tx.state is State.TRYING and not tx.peer.reliable:
+                    tx.interval = self.timers.t2 / 2  # next E fires at T2 (§17.1.2.2)
+                if tx.state is State.CALLING:
+                    tx.generation += 1
+                    self._arm(tx, now + 64 * self.timers.t1, "B")
+                tx.state = State.PROCEEDING
+                self._events.append(ResponseReceived(response, tx))
+            return
+        if tx.is_invite:
+            self._invite_final(tx, response, now)
+            return
+        if tx.state in (State.TRYING, State.PROCEEDING):
+            tx.state = State.COMPLETED
+            tx.generation += 1
+            self._arm(tx, now + (0 if tx.peer.reliable else self.timers.t4), "K")
+            self._events.append(ResponseReceived(response, tx))
+
+    def _invite_final(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        if response.status < 300:
+            if tx.state in (State.CALLING, State.PROCEEDING):
+                tx.state = State.ACCEPTED
+                tx.generation += 1
+                self._arm(tx, now + 64 * self.timers.t1, "M")
+            if tx.state is State.ACCEPTED:
+                self._events.append(ResponseReceived(response, tx))
+            return
+        if tx.state in (State.CALLING, State.PROCEEDING):
+            tx.state = State.COMPLETED
+            tx.generation += 1
+            tx.last = make_ack(tx.request, response).serialize()
+            self._out.append((tx.last, tx.peer))
+            self._arm(tx, now + (0 if tx.peer.reliable else 32.0), "D")
+            self._events.append(ResponseReceived(response, tx))
+        elif tx.state is State.COMPLETED:
+            self._out.append((tx.last, tx.peer))
+
+    def _fire(self, tx: Transaction, name: str, now: float) -> None:
+        if name in ("A", "E", "G"):
+            if name == "A" and tx.state is not State.CALLING:
+                return
+            if name == "E" and tx.state not in (State.TRYING, State.PROCEEDING):
+                return
+            if name == "G" and tx.state is not State.COMPLETED:
+                return
+            self._out.append((tx.last, tx.peer))
+            cap = self.timers.t2 if name in ("E", "G") else float("inf")
+            if name == "E" and tx.state is State.PROCEEDING:
+                tx.interval = self.timers.t2
+            else:
+                tx.interval = min(tx.interval * 2, cap)
+            self._arm(tx, now + tx.interval, name)
+        elif name in ("B", "F"):
+            self._terminate(tx)
+            assert isinstance(tx, ClientTransaction)
+            self._events.append(ResponseReceived(_transport_error_response(tx.request, 408), tx))
+        elif name == "H":
+            self._terminate(tx)
+            assert isinstance(tx, ServerTransaction)
+            self._events.append(ServerTransactionFailed(tx))
+        else:  # D, I, J, K, L, M: the transaction's lingering time is over
+            self._terminate(tx)
+
+
+def _stamp_via(request: Request, source: Address) -> None:
+    """RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via, so that responses
+    routed on that Via reach a client behind NAT."""
+    top = request.via
+    params = dict(top.params)
+    changed = False
+    if top.host.strip("[]") != source.host:
+        params["received"] = source.host
+        changed = True
+    if "rport" in params and params["rport"] is None:
+        params["rport"] = str(source.port)
+        changed = True
+    if not changed:
+        return
+    parts = split_quoted(request.headers.get_all("Via")[0], ",")
+    parts[0] = str(Via(top.transport, top.host, top.port, params))
+    items = list(request.headers)
+    index = next(i for i, (name, _) in enumerate(items) if name == "Via")
+    items[index] = ("Via", ",".join(parts))
+    request.headers = Headers(items)
+
+
+def _top_via(request: Request) -> str:
+    return split_quoted(request.headers.get_all("Via")[0], ",")[0].strip()
+
+
+def make_ack(invite: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (RFC 3261 §17.1.1.3)."""
+    headers = Headers()
+    headers.add("Via", _top_via(invite))
+    for name in ("Max-Forwards", "From"):
+        value = invite.headers.get(name)
+        if value is not None:
+            headers.add(name, value)
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq.number} ACK")
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    return Request(headers, b"", "ACK", invite.uri)
+
+
+def make_cancel(invite: Request) -> Request:
+    """CANCEL for a pending INVITE (RFC 3261 §9.1): same branch, so it matches."""
+    headers = Headers()
+    headers.add("Via", _top_via(invite))
+    for name in ("Max-Forwards", "From", "To"):
+        value = invite.headers.get(name)
+        if value is not None:
+            headers.add(name, value)
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq.number} CANCEL")
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    return Request(headers, b"", "CANCEL", invite.uri)

@@ -1,0 +1,225 @@
+"""RFC 3261 §17 transaction state machines, driven with a fake clock and no sockets."""
+
+from ipbx.sip.message import Request, Response, parse_datagram
+from ipbx.sip.transaction import (
+    Address,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransactionFailed,
+    State,
+    TransactionLayer,
+    make_cancel,
+    make_response,
+)
+
+UDP = Address("UDP", "192.0.2.10", 5062)
+TCP = Address("TCP", "192.0.2.10", 40000)
+
+
+def request(method: str = "INVITE", branch: str = "z9hG4bKabc", to_tag: str = "") -> Request:
+    to = "<sip:1001@pbx>" + (f";tag={to_tag}" if to_tag else "")
+    msg = parse_datagram(
+        (
+            f"{method} sip:1001@pbx SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 192.0.2.10:5062;branch={branch};rport\r\n"
+            f"From: <sip:1000@pbx>;tag=f1\r\nTo: {to}\r\nCall-ID: c1@h\r\n"
+            f"CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(msg, Request)
+    return msg
+
+
+def sent(layer: TransactionLayer) -> list[Request | Response]:
+    return [parse_datagram(data) for data, _ in layer.outgoing()]
+
+
+def fire_all(layer: TransactionLayer, until: float) -> list[float]:
+    """Run the clock to `until`, returning the times at which something was sent."""
+    times = []
+    while (deadline := layer.next_deadline()) is not None and deadline <= until:
+        layer.expire(deadline)
+        if layer.outgoing():
+            times.append(deadline)
+    return times
+
+
+def test_invite_client_retransmits_on_timer_a_and_times_out_with_408_on_b() -> None:
+    layer = TransactionLayer()
+    tx = layer.send_request(request(), UDP, now=0.0)
+    assert len(layer.outgoing()) == 1
+    times = []
+    events = []
+    while (deadline := layer.next_deadline()) is not None:
+        events += layer.expire(deadline)
+        if layer.outgoing():
+            times.append(deadline)
+    # Timer A doubles from T1 without cap: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 (§17.1.1.2)
+    assert times == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert len(events) == 1
+    assert isinstance(events[0], ResponseReceived)
+    assert events[0].response.status == 408
+    assert tx.state is State.TERMINATED
+
+
+def test_non_invite_client_caps_timer_e_at_t2() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), UDP, now=0.0)
+    layer.outgoing()
+    times = fire_all(layer, 32.0)
+    assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
+    assert all(b - a == 4.0 for a, b in zip(times[4:], times[5:], strict=False))
+
+
+def test_no_retransmission_over_a_reliable_transport() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), TCP, now=0.0)
+    layer.outgoing()
+    assert fire_all(layer, 40.0) == []
+
+
+def test_invite_client_acks_a_failure_and_absorbs_its_retransmission() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    tx = layer.send_request(invite, UDP, now=0.0)
+    layer.outgoing()
+    busy = make_response(invite, 486, to_tag="t9")
+    events = layer.receive(parse_datagram(busy.serialize()), UDP, now=0.2)
+    assert [type(e) for e in events] == [ResponseReceived]
+    (ack,) = sent(layer)
+    assert isinstance(ack, Request)
+    assert ack.method == "ACK"
+    assert ack.via.branch == "z9hG4bKabc"
+    assert ack.to.tag == "t9"
+    assert ack.cseq.number == 1
+    assert layer.receive(parse_datagram(busy.serialize()), UDP, now=0.3) == []
+    assert len(layer.outgoing()) == 1
+    assert tx.state is State.COMPLETED
+    layer.expire(33.0)
+    assert tx.state is State.TERMINATED
+
+
+def test_invite_client_passes_2xx_retransmissions_to_the_tu() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    layer.send_request(invite, UDP, now=0.0)
+    ok = make_response(invite, 200, to_tag="t1")
+    assert len(layer.receive(ok, UDP, now=0.1)) == 1
+    assert len(layer.receive(ok, UDP, now=0.6)) == 1
+    assert layer.outgoing()[1:] == []  # the TU, not the transaction, ACKs a 2xx
+
+
+def test_invite_server_sends_100_then_retransmits_final_on_timer_g() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), UDP, now=0.0)
+    assert isinstance(event, RequestReceived)
+    tx = event.transaction
+    assert tx is not None
+    assert [m.status for m in sent(layer)] == [100]  # type: ignore[union-attr]
+    layer.reply(tx, 486, now=0.1)
+    assert len(layer.outgoing()) == 1
+    times = fire_all(layer, 10.0)
+    assert times == [0.6, 1.6, 3.6, 7.6]
+    layer.receive(request("ACK", to_tag=tx.to_tag), UDP, now=10.0)
+    assert tx.state is State.CONFIRMED
+    assert fire_all(layer, 20.0) == []
+    assert tx.state is State.TERMINATED
+
+
+def test_invite_server_timer_h_reports_a_missing_ack() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), UDP, now=0.0)
+    assert event.transaction is not None  # type: ignore[union-attr]
+    layer.reply(event.transaction, 480, now=0.0)  # type: ignore[union-attr]
+    events = []
+    while (deadline := layer.next_deadline()) is not None:
+        events += layer.expire(deadline)
+    assert [type(e) for e in events] == [ServerTransactionFailed]
+
+
+def test_retransmitted_request_gets_the_last_response_again() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request("REGISTER"), UDP, now=0.0)
+    assert isinstance(event, RequestReceived) and event.transaction
+    layer.reply(event.transaction, 200, now=0.0)
+    first = layer.outgoing()
+    assert layer.receive(request("REGISTER"), UDP, now=0.5) == []
+    assert layer.outgoing() == first
+
+
+def test_invite_retransmission_after_2xx_is_absorbed() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), UDP, now=0.0)
+    assert isinstance(event, RequestReceived) and event.transaction
+    layer.reply(event.transaction, 200, now=0.1)
+    layer.outgoing()
+    assert layer.receive(request(), UDP, now=0.5) == []
+    assert layer.outgoing() == []
+    assert event.transaction.state is State.ACCEPTED
+
+
+def test_ack_for_2xx_goes_to_the_tu_without_a_transaction() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request("ACK", branch="z9hG4bKnew", to_tag="t"), UDP, now=0.0)
+    assert isinstance(event, RequestReceived)
+    assert event.transaction is None
+
+
+def test_cancel_matches_the_invite_and_is_answered_200() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    (event,) = layer.receive(invite, UDP, now=0.0)
+    layer.outgoing()
+    events = layer.receive(make_cancel(request()), UDP, now=1.0)
+    assert [type(e) for e in events] == [CancelReceived]
+    assert events[0].transaction is event.transaction  # type: ignore[union-attr]
+    (ok,) = sent(layer)
+    assert isinstance(ok, Response)
+    assert (ok.status, ok.cseq.method) == (200, "CANCEL")
+
+
+def test_cancel_without_invite_is_481() -> None:
+    layer = TransactionLayer()
+    assert layer.receive(make_cancel(request()), UDP, now=0.0) == []
+    (answer,) = sent(layer)
+    assert answer.status == 481  # type: ignore[union-attr]
+
+
+def test_merged_request_is_482() -> None:
+    layer = TransactionLayer()
+    layer.receive(request(branch="z9hG4bKone"), UDP, now=0.0)
+    layer.outgoing()
+    assert layer.receive(request(branch="z9hG4bKtwo"), UDP, now=0.1) == []
+    answers = [m.status for m in sent(layer)]  # type: ignore[union-attr]
+    assert 482 in answers
+
+
+def test_via_gets_received_and_rport_for_nat() -> None:
+    layer = TransactionLayer()
+    nat = Address("UDP", "203.0.113.7", 61000)
+    (event,) = layer.receive(request("OPTIONS"), nat, now=0.0)
+    assert isinstance(event, RequestReceived)
+    via = event.request.via
+    assert via.params["received"] == "203.0.113.7"
+    assert via.params["rport"] == "61000"
+    assert event.transaction is not None
+    layer.reply(event.transaction, 200, now=0.0)
+    ((_, dest),) = layer.outgoing()
+    assert dest == nat
+
+
+def test_rfc2543_request_without_magic_cookie_still_matches() -> None:
+    layer = TransactionLayer()
+    old = request("OPTIONS", branch="oldstyle")
+    (event,) = layer.receive(old, UDP, now=0.0)
+    assert isinstance(event, RequestReceived) and event.transaction
+    layer.reply(event.transaction, 200, now=0.0)
+    layer.outgoing()
+    assert layer.receive(request("OPTIONS", branch="oldstyle"), UDP, now=0.1) == []
+    assert len(layer.outgoing()) == 1
+
+
+def test_stray_response_is_dropped() -> None:
+    layer = TransactionLayer()
+    assert layer.receive(make_response(request(), 200, to_tag="x"), UDP, now=0.0) == []
