@@ -1,5 +1,7 @@
 """RFC 3261 §17 transaction state machines, driven with a fake clock and no sockets."""
 
+import itertools
+
 from ipbx.sip.message import Request, Response, parse_datagram
 from ipbx.sip.transaction import (
     Address,
@@ -69,7 +71,7 @@ def test_non_invite_client_caps_timer_e_at_t2() -> None:
     layer.outgoing()
     times = fire_all(layer, 32.0)
     assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
-    assert all(b - a == 4.0 for a, b in zip(times[4:], times[5:], strict=False))
+    assert all(b - a == 4.0 for a, b in itertools.pairwise(times[4:]))
 
 
 def test_no_retransmission_over_a_reliable_transport() -> None:
