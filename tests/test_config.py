@@ -223,3 +223,14 @@ class TestErrorsNameFileLineAndField:
 
     def test_empty_file_is_the_default(self, tmp_path: Path) -> None:
         assert load_config(write(tmp_path, "")).extensions == []
+
+
+def test_passwords_stay_out_of_logged_reprs(tmp_path: Path) -> None:
+    assert "secret1000" not in repr(load_config(write(tmp_path, CONTRACT)))
+
+
+def test_expires_limits_must_be_ordered(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "sip:\n  min_expires: 600\n  default_expires: 300\n"))
+    assert message == (
+        f"{tmp_path / 'ipbx.yaml'}:1: sip: need min_expires <= default_expires <= max_expires"
+    )

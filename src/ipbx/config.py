@@ -130,6 +130,8 @@ Digits = Annotated[str, Field(pattern=r"^[0-9]+$")]
 
 
 class SipConfig(_Model):
+    """The SIP server: listeners, digest realm and registrar limits (RFC 3261 §10.3)."""
+
     listen: list[ListenAddress] = Field(
         default_factory=lambda: [
             ListenAddress(transport="udp", host="0.0.0.0", port=5060),
@@ -157,6 +159,8 @@ class SipConfig(_Model):
 
 
 class MediaConfig(_Model):
+    """Where RTP is sent from and which ports it may use."""
+
     address: str = "127.0.0.1"
     public_address: str | None = None
     rtp_ports: PortRange = (20000, 29999)
@@ -173,12 +177,17 @@ class MediaConfig(_Model):
 
 
 class Extension(_Model):
+    """A phone account; its number is the digest username and the AOR."""
+
     number: Digits
     name: str = ""
-    password: str = Field(min_length=4)
+    # repr=False: configs get logged, passwords must not be.
+    password: str = Field(min_length=4, repr=False)
 
 
 class Config(_Model):
+    """The whole configuration file."""
+
     # validate_default: the default is relative too and must be anchored at start-up.
     data_dir: Path = Field(default=Path("data"), validate_default=True)
     database_url: str | None = None
