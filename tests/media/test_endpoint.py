@@ -1,0 +1,234 @@
+"""MediaEndpoint over real loopback sockets, on uvloop as in production."""
+
+import asyncio
+import socket
+import wave
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+import uvloop
+
+from ipbx.media.codecs import PCMA, PCMU
+from ipbx.media.endpoint import MediaEndpoint, MediaError, bridge
+from ipbx.media.ports import PortPool
+from ipbx.media.rtcp import ReceiverReport
+from ipbx.media.rtp import RtpPacket
+from ipbx.media.wav import read_wav
+
+TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(4000) / 8000)).astype(np.int16)
+
+
+def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop") -> None:
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(asyncio.wait_for(scenario(), 10))
+
+
+def dominant_frequency(pcm: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(pcm), 1 / 8000)[np.argmax(spectrum)])
+
+
+class Phone(asyncio.DatagramProtocol):
+    """A bare UDP socket standing in for a SIP phone's RTP port."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.put_nowait((data, addr))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.transport.get_extra_info("sockname")
+        return host, port
+
+    async def next(self) -> tuple[bytes, Any]:
+        return await asyncio.wait_for(self.received.get(), 1)
+
+    async def nothing(self) -> bool:
+        await asyncio.sleep(0.1)
+        return self.received.empty()
+
+
+async def phone() -> Phone:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    return protocol
+
+
+def rtp(ssrc: int, seq: int) -> bytes:
+    return RtpPacket(0, seq, seq * 160, ssrc, b"\xff" * 160).serialize()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_played_tone_is_recorded_at_1_khz(pool: PortPool, tmp_path: Path, loop: str) -> None:
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*b.local_address, PCMA)
+        b.set_remote(*a.local_address, PCMA)
+        b.record(tmp_path / "call.wav")
+        started = asyncio.get_running_loop().time()
+        await a.play(TONE)
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(0.1)
+        assert b.stop_recording() == tmp_path / "call.wav"
+        assert a.stats.packets_sent == b.stats.packets_received == 25
+        assert a.stats.bytes_sent == 25 * (12 + 160)
+        # Real-time pace: 25 frames of 20 ms, the first sent at once.
+        assert 0.46 <= elapsed < 0.7
+        a.close()
+        b.close()
+
+    run(scenario, loop)
+    recorded = read_wav(tmp_path / "call.wav")
+    assert len(recorded) == len(TONE)
+    assert dominant_frequency(recorded) == pytest.approx(1000, abs=4)
+
+
+def test_plays_a_wav_file(pool: PortPool, tmp_path: Path) -> None:
+
+    prompt = tmp_path / "prompt.wav"
+    with wave.open(str(prompt), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.repeat(TONE[:800], 2).tobytes())
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*b.local_address, PCMU)
+        b.set_remote(*a.local_address, PCMU)
+        await a.play(prompt)
+        await asyncio.sleep(0.05)
+        assert b.stats.packets_received == 5
+        a.close()
+        b.close()
+
+    run(scenario)
+
+
+def test_echo_returns_the_tone(pool: PortPool, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        caller, echo = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        caller.set_remote(*echo.local_address, PCMU)
+        echo.set_remote("127.0.0.1", 9, PCMU)  # wrong SDP address: latching must fix it
+        echo.echo()
+        caller.record(tmp_path / "echo.wav")
+        await caller.play(TONE)
+        await asyncio.sleep(0.1)
+        caller.close()
+        echo.close()
+
+    run(scenario)
+    echoed = read_wav(tmp_path / "echo.wav")
+    assert len(echoed) == len(TONE)
+    assert dominant_frequency(echoed) == pytest.approx(1000, abs=4)
+
+
+def test_dtmf_digits_arrive_as_sent(pool: PortPool) -> None:
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*b.local_address, PCMU, dtmf_pt=101)
+        b.set_remote(*a.local_address, PCMU, dtmf_pt=101)
+        b.on_dtmf = heard.append
+        await a.send_dtmf("159#*0", duration_ms=60, gap_ms=20)
+        await asyncio.sleep(0.1)
+        a.close()
+        b.close()
+
+    run(scenario)
+    assert heard == list("159#*0")
+
+
+def test_dtmf_needs_negotiated_telephone_event(pool: PortPool) -> None:
+    async def scenario() -> None:
+        a = await MediaEndpoint.open(pool)
+        with pytest.raises(MediaError):
+            await a.send_dtmf("1")
+        a.set_remote("127.0.0.1", 9, PCMU)
+        with pytest.raises(MediaError):
+            await a.send_dtmf("1")
+        a.close()
+
+    run(scenario)
+
+
+def test_bridge_relays_both_ways_and_latches_to_the_real_source(pool: PortPool) -> None:
+    async def scenario() -> None:
+        caller, callee_sdp, callee_nat, caller_rtcp, callee_rtcp = [await phone() for _ in range(5)]
+        x, y = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        x.set_remote(*caller.address, PCMU, rtcp_port=caller_rtcp.address[1])
+        y.set_remote(*callee_sdp.address, PCMU, rtcp_port=callee_rtcp.address[1])
+        bridge(x, y)
+
+        # Before the callee speaks, media goes to the address its SDP gave.
+        caller.transport.sendto(rtp(1, 1), x.local_address)
+        assert await callee_sdp.next() == (rtp(1, 1), y.local_address)
+
+        # The callee is behind NAT: its packets come from elsewhere, and y latches there.
+        callee_nat.transport.sendto(rtp(2, 1), y.local_address)
+        assert await caller.next() == (rtp(2, 1), x.local_address)
+        caller.transport.sendto(rtp(1, 2), x.local_address)
+        assert await callee_nat.next() == (rtp(1, 2), y.local_address)
+        assert y.remote_address == callee_nat.address
+
+        # A packet from another address reusing the latched SSRC does not hijack the stream.
+        callee_sdp.transport.sendto(rtp(2, 2), y.local_address)
+        assert await caller.nothing()
+        assert y.remote_address == callee_nat.address
+
+        # RTCP takes the parallel path, port + 1.
+        report = ReceiverReport(1).serialize()
+        caller_rtcp.transport.sendto(report, (x.local_address[0], x.local_address[1] + 1))
+        assert (await callee_rtcp.next())[0] == report
+
+        assert (x.stats.packets_received, x.stats.packets_sent) == (2, 1)
+        assert (y.stats.packets_received, y.stats.packets_sent) == (1, 2)
+
+        x.close()
+        # Closing one side detaches the other instead of relaying into a closed socket.
+        callee_nat.transport.sendto(rtp(2, 3), y.local_address)
+        assert await caller.nothing()
+        y.close()
+
+    run(scenario)
+
+
+def test_close_returns_ports_to_the_pool(pool: PortPool) -> None:
+    async def scenario() -> None:
+        before = pool.available
+        endpoint = await MediaEndpoint.open(pool)
+        assert pool.available == before - 1
+        endpoint.close()
+        endpoint.close()
+        assert pool.available == before
+
+    run(scenario)
+
+
+def test_open_skips_a_port_held_by_another_process(free_udp_port: int) -> None:
+    first = free_udp_port - free_udp_port % 2
+    pool = PortPool("127.0.0.1", first, first + 3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", first + 1))
+
+        async def scenario() -> None:
+            endpoint = await MediaEndpoint.open(pool)
+            assert endpoint.local_address == ("127.0.0.1", first + 2)
+            endpoint.close()
+
+        try:
+            run(scenario)
+        except OSError:
+            pytest.skip("neighbouring port is busy on this machine")
