@@ -1,0 +1,212 @@
+"""HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760), sans-I/O.
+
+Nonces are stateless: a timestamp signed with a per-process secret, so a challenge costs
+no memory and a server restart merely makes old nonces `stale`. Replays within a nonce's
+lifetime are refused by remembering the highest nonce-count seen per nonce (qop=auth).
+Only HA1 = H(username:realm:password) is ever needed on the server side.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ipbx.sip.uri import split_quoted
+
+ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "MD5": hashlib.md5,
+    "SHA-256": hashlib.sha256,
+}
+
+
+def digest(algorithm: str, text: str) -> str:
+    return ALGORITHMS[algorithm](text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    return digest(algorithm, f"{username}:{realm}:{password}")
+
+
+def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split `Digest a="b", c=d` into ("Digest", {"a": "b", "c": "d"}); names lowercased."""
+    scheme, _, rest = value.strip().partition(" ")
+    params: dict[str, str] = {}
+    for item in split_quoted(rest, ","):
+        name, eq, raw = item.strip().partition("=")
+        if not eq:
+            continue
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        params[name.strip().lower()] = raw
+    return scheme, params
+
+
+class Verdict(Enum):
+    OK = "ok"
+    MISSING = "missing"  # no credentials for this realm: challenge
+    STALE = "stale"  # right password, old nonce: challenge with stale=true
+    FAILED = "failed"  # wrong credentials: challenge again (and count the failure)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    params: dict[str, str]
+
+
+class DigestAuthenticator:
+    def __init__(
+        self,
+        realm: str,
+        lifetime: float = 300.0,
+        algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
+        secret: bytes | None = None,
+    ) -> None:
+        self.realm = realm
+        self.lifetime = lifetime
+        self.algorithms = algorithms
+        self._secret = secret or secrets.token_bytes(32)
+        self._opaque = secrets.token_hex(8)
+        self._counts: dict[str, int] = {}
+
+    def _sign(self, stamp: bytes) -> bytes:
+        return hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:12]
+
+    def make_nonce(self, now: float) -> str:
+        stamp = struct.pack(">d", now)
+        return base64.urlsafe_b64encode(stamp + self._sign(stamp)).decode().rstrip("=")
+
+    def _nonce_age(self, nonce: str, now: float) -> float | None:
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except (ValueError, TypeError):
+            return None
+        if len(raw) != 20 or not hmac.compare_digest(raw[8:], self._sign(raw[:8])):
+            return None
+        (stamp,) = struct.unpack(">d", raw[:8])
+        return now - float(stamp)
+
+    def challenges(self, now: float, stale: bool = False) -> list[str]:
+        """One WWW-/Proxy-Authenticate value per algorithm, in order of preference."""
+        nonce = self.make_nonce(now)
+        suffix = ", stale=true" if stale else ""
+        return [
+            f'Digest realm="{self.realm}", nonce="{nonce}", opaque="{self._opaque}", '
+            f'algorithm={alg}, qop="auth"{suffix}'
+            for alg in self.algorithms
+        ]
+
+    def credentials(self, header_values: list[str]) -> Credentials | None:
+        """The Digest credentials for our realm among Authorization header values."""
+        for value in header_values:
+            scheme, params = parse_auth_params(value)
+            if scheme.lower() == "digest" and params.get("realm") == self.realm:
+                username = params.get("username")
+                if username:
+                    return Credentials(username, params)
+        return None
+
+    def verify(
+        self,
+        creds: Credentials | None,
+        method: str,
+        ha1_for: Callable[[str], str | None],
+        now: float,
+    ) -> Verdict:
+        """Check `creds` for a request of `method`. `ha1_for(algorithm)` gives the stored
+        HA1 of creds.username, or None for an unknown user (answered like a bad password,
+        so that scanners cannot tell existing extensions from missing ones)."""
+        if creds is None:
+            return Verdict.MISSING
+        p = creds.params
+        algorithm = p.get("algorithm", "MD5").upper()
+        if algorithm == "SHA256":
+            algorithm = "SHA-256"
+        if algorithm not in self.algorithms:
+            return Verdict.MISSING
+        nonce = p.get("nonce", "")
+        age = self._nonce_age(nonce, now)
+        if age is None:
+            return Verdict.MISSING
+        stored = ha1_for(algorithm)
+        if stored is None:
+            return Verdict.FAILED
+        ha2 = digest(algorithm, f"{method}:{p.get('uri', '')}")
+        qop = p.get("qop")
+        if qop is not None:
+            if qop.lower() != "auth":
+                return Verdict.FAILED
+            nc = p.get("nc", "")
+            expected = digest(algorithm, f"{stored}:{nonce}:{nc}:{p.get('cnonce', '')}:{qop}:{ha2}")
+        else:
+            nc = ""
+            expected = digest(algorithm, f"{stored}:{nonce}:{ha2}")
+        if not hmac.compare_digest(expected, p.get("response", "").lower()):
+            return Verdict.FAILED
+        if age > self.lifetime or age < -5:
+            return Verdict.STALE
+        if qop is not None and not self._fresh_count(nonce, nc, now):
+            return Verdict.STALE
+        return Verdict.OK
+
+    def _fresh_count(self, nonce: str, nc: str, now: float) -> bool:
+        try:
+            count = int(nc, 16)
+        except ValueError:
+            return False
+        if count <= self._counts.get(nonce, 0):
+            return False
+        if len(self._counts) > 100_000:
+            self._prune(now)
+        self._counts[nonce] = count
+        return True
+
+    def _prune(self, now: float) -> None:
+        self._counts = {
+            n: c
+            for n, c in self._counts.items()
+            if (age := self._nonce_age(n, now)) is not None and age <= self.lifetime
+        }
+
+
+def authorization(
+    challenge: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The client's answer to one WWW-/Proxy-Authenticate value (RFC 7616 §3.4)."""
+    _, p = parse_auth_params(challenge)
+    algorithm = p.get("algorithm", "MD5").upper()
+    realm, nonce = p.get("realm", ""), p.get("nonce", "")
+    key = ha1(username, realm, password, algorithm)
+    ha2 = digest(algorithm, f"{method}:{uri}")
+    fields = [
+        f'username="{username}"',
+        f'realm="{realm}"',
+        f'nonce="{nonce}"',
+        f'uri="{uri}"',
+        f"algorithm={algorithm}",
+    ]
+    qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
+    if "auth" in qops:
+        cnonce = cnonce or secrets.token_hex(8)
+        count = f"{nc:08x}"
+        response = digest(algorithm, f"{key}:{nonce}:{count}:{cnonce}:auth:{ha2}")
+        fields += ["qop=auth", f"nc={count}", f'cnonce="{cnonce}"']
+    else:
+        response = digest(algorithm, f"{key}:{nonce}:{ha2}")
+    fields.append(f'response="{response}"')
+    if "opaque" in p:
+        fields.append(f'opaque="{p["opaque"]}"')
+    return "Digest " + ", ".join(fields)
