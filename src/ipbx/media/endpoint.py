@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.channel import Channel, discard
-from ipbx.media.codecs import Codec, Decoder, Pcm, create_decoder, create_encoder
+from ipbx.media.codecs import (
+    Codec,
+    CodecError,
+    Decoder,
+    Encoder,
+    Pcm,
+    create_decoder,
+    create_encoder,
+)
 from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
@@ -116,7 +124,11 @@ class MediaEndpoint:
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
         self.codec = codec
         self.dtmf_pt = dtmf_pt
-        self._decoder = create_decoder(codec)
+        # A codec we cannot decode can still be bridged; only record() needs it.
+        try:
+            self._decoder = create_decoder(codec)
+        except CodecError:
+            self._decoder = None
 
     def echo(self) -> None:
         """Send every RTP packet back where it came from."""
@@ -134,6 +146,8 @@ class MediaEndpoint:
     def record(self, path: str | Path) -> None:
         """Write the received audio, decoded, to a WAV file until stop_recording()."""
         codec = self._require_codec()
+        if self._decoder is None:
+            raise MediaError(f"cannot record: no decoder for {codec.name}")
         self.stop_recording()
         self._recorder = WavWriter(path, rate=codec.clock_rate)
 
@@ -147,7 +161,7 @@ class MediaEndpoint:
     async def play(self, source: str | Path | Pcm) -> None:
         """Send audio in real time, returning when it has all been sent."""
         codec = self._require_codec()
-        encoder = create_encoder(codec)
+        encoder = _encoder(codec)
         if isinstance(source, str | Path):
             pcm = await asyncio.to_thread(read_wav, source, codec.clock_rate)
         else:
@@ -258,6 +272,13 @@ def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
     a._partner, b._partner = b, a
     a._rtp.sink, b._rtp.sink = b._rtp.send, a._rtp.send
     a._rtcp.sink, b._rtcp.sink = b._rtcp.send, a._rtcp.send
+
+
+def _encoder(codec: Codec) -> Encoder:
+    try:
+        return create_encoder(codec)
+    except CodecError as exc:
+        raise MediaError(f"cannot play: {exc}") from exc
 
 
 async def _bind(loop: asyncio.AbstractEventLoop, channel: Channel, address: str, port: int) -> None:
