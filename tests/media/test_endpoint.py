@@ -14,7 +14,7 @@ import uvloop
 from ipbx.media.codecs import PCMA, PCMU
 from ipbx.media.endpoint import MediaEndpoint, MediaError, bridge
 from ipbx.media.ports import PortPool
-from ipbx.media.rtcp import ReceiverReport
+from ipbx.media.rtcp import ReceiverReport, SenderReport
 from ipbx.media.rtp import RtpPacket
 from ipbx.media.wav import read_wav
 
@@ -84,7 +84,7 @@ def test_a_played_tone_is_recorded_at_1_khz(pool: PortPool, tmp_path: Path, loop
         assert a.stats.packets_sent == b.stats.packets_received == 25
         assert a.stats.bytes_sent == 25 * (12 + 160)
         # Real-time pace: 25 frames of 20 ms, the first sent at once.
-        assert 0.46 <= elapsed < 0.7
+        assert 0.46 <= elapsed < 1.0
         a.close()
         b.close()
 
@@ -232,3 +232,31 @@ def test_open_skips_a_port_held_by_another_process(free_udp_port: int) -> None:
             run(scenario)
         except OSError:
             pytest.skip("neighbouring port is busy on this machine")
+
+
+def test_garbage_on_the_rtp_port_is_dropped_without_harm(pool: PortPool, tmp_path: Path) -> None:
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        stranger = await phone()
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*b.local_address, PCMU, dtmf_pt=101)
+        b.set_remote(*stranger.address, PCMU, dtmf_pt=101)
+        b.on_dtmf = heard.append
+        b.record(tmp_path / "noise.wav")
+        for junk in [
+            b"\x00",
+            b"\x80" * 11,
+            SenderReport(9, 1, 2, 3, 4).serialize(),  # RTCP muxed onto the RTP port (RFC 5761)
+            RtpPacket(101, 1, 1, 9, b"\x01").serialize(),  # truncated telephone-event
+            RtpPacket(0, 2, 2, 9, b"\xff" * 160, padding=200).serialize()[:-1] + b"\xf0",
+        ]:
+            stranger.transport.sendto(junk, b.local_address)
+        await asyncio.sleep(0.05)
+        await a.send_dtmf("4", duration_ms=40)
+        await asyncio.sleep(0.05)
+        a.close()
+        b.close()
+
+    run(scenario)
+    assert heard == ["4"]
