@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO_ROOT / "bench" / "scenarios"
@@ -213,6 +213,12 @@ class IpbxServer(ServerProcess):
     config_path: Path
 
 
+class IpbxFactory(Protocol):
+    """What the interop tests' ipbx_server fixture hands a test."""
+
+    def __call__(self, extensions: int = 2, extra: Sequence[Extension] = ()) -> IpbxServer: ...
+
+
 def options_probe(port: int, timeout: float = 0.5) -> bool:
     """Send one OPTIONS datagram to 127.0.0.1:port; True on any SIP response."""
     tag = secrets.token_hex(6)
@@ -245,9 +251,11 @@ def wait_ready(server: ServerProcess, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
+            log = server.log_tail()
+            hint = "" if log else " without a word: does its entry point run main()?"
             raise ServerNotReady(
                 f"{server.name} exited with {server.process.returncode} before answering "
-                f"OPTIONS on udp:{LOOPBACK}:{server.port}\n{server.log_tail()}"
+                f"OPTIONS on udp:{LOOPBACK}:{server.port}{hint}\n{log}"
             )
         if options_probe(server.port):
             return
