@@ -113,10 +113,6 @@ class WavWriter:
             self._file.close()
             self._file = None
 
-    @property
-    def duration(self) -> float:
-        return (self._data_bytes // 2 + self._pending_samples) / self.rate
-
     def __enter__(self) -> WavWriter:
         return self
 
