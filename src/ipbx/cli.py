@@ -1,7 +1,73 @@
-"""ipbx command line."""
+"""The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
 import sys
+from pathlib import Path
+
+from ipbx.config import ConfigError, load_config
 
 
-def main() -> int:
-    print("ipbx: not built yet", file=sys.stderr)
-    return 1
+def _run(coro_factory: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is a safety net
+        pass
+    asyncio.run(coro_factory)  # type: ignore[arg-type]
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from ipbx.pbx.core import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ipbx: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.config is None:
+        logging.getLogger("ipbx").info(
+            "no --config: demo tenant, passwords in %s", config.data_dir / "demo-accounts.yaml"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ipbx", description="SIP server and IP-PBX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the PBX")
+    serve.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    from ipbx.phone.cli import add_arguments
+
+    add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))
+    args = parser.parse_args(argv)
+    result: list[int] = []
+
+    async def runner() -> None:
+        if args.command == "serve":
+            result.append(await _serve(args))
+        else:
+            from ipbx.phone.cli import run
+
+            result.append(await run(args))
+
+    _run(runner())
+    return result[0] if result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -145,9 +146,12 @@ class Transaction:
         return self.key[0]
 
 
+ResponseHandler = Callable[["Response", "ClientTransaction"], None]
+
+
 @dataclass(eq=False)
 class ClientTransaction(Transaction):
-    pass
+    on_response: ResponseHandler | None = None
 
 
 @dataclass(eq=False)
@@ -248,8 +252,15 @@ class TransactionLayer:
 
     # --- TU interface ----------------------------------------------------------------------
 
-    def send_request(self, request: Request, dest: Address, now: float) -> ClientTransaction:
-        """Start a client transaction. The request's top Via must carry a fresh branch."""
+    def send_request(
+        self,
+        request: Request,
+        dest: Address,
+        now: float,
+        on_response: ResponseHandler | None = None,
+    ) -> ClientTransaction:
+        """Start a client transaction. The request's top Via must carry a fresh branch.
+        `on_response` is kept on the transaction for the TU's dispatch of its responses."""
         branch = request.via.branch or ""
         is_invite = request.method == "INVITE"
         tx = ClientTransaction(
@@ -258,6 +269,7 @@ class TransactionLayer:
             (branch, request.method),
             State.CALLING if is_invite else State.TRYING,
             is_invite,
+            on_response=on_response,
         )
         self._client[tx.key] = tx
         tx.last = request.serialize()

@@ -1,0 +1,540 @@
+"""Calls between extensions, as a back-to-back user agent (B2BUA) with anchored media.
+
+A Call has a caller Leg (the dialog with whoever sent the INVITE) and, once answered,
+one callee Leg; while ringing it has a callee Leg per contact of the called extension,
+all rung at once (parallel forking). Each Leg owns one media endpoint, so RTP always
+flows phone -> ipbx -> phone with symmetric latching, which is what keeps NATed phones
+working and what later lets recording, transcoding and DTMF detection sit in the path.
+
+In-dialog requests (re-INVITE and UPDATE for hold/resume and session refresh, INFO,
+BYE) are passed to the other leg with SDP rewritten to our own media address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ipbx import sdp
+from ipbx.media.codecs import AUDIO_CODECS, Codec
+from ipbx.media.endpoint import MediaEndpoint, bridge
+from ipbx.media.ports import PortPool
+from ipbx.pbx.location import Binding, Location
+from ipbx.sip.dialog import Dialog, dialog_key_of
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.transaction import (
+    Address,
+    ClientTransaction,
+    ServerTransaction,
+    make_cancel,
+    make_response,
+    new_tag,
+)
+from ipbx.sip.transport.endpoint import SipEndpoint
+from ipbx.sip.uri import NameAddr, Uri
+
+log = logging.getLogger("ipbx.calls")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
+_call_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Leg:
+    """One SIP dialog (or an INVITE still ringing) plus one media endpoint."""
+
+    call: Call
+    peer: Address
+    media: MediaEndpoint
+    invite: Request
+    server_tx: ServerTransaction | None = None
+    client_tx: ClientTransaction | None = None
+    dialog: Dialog | None = None
+    other: Leg | None = None
+    provisional: bool = False
+    cancel_wanted: bool = False
+    final: Response | None = None
+    unacked_2xx: asyncio.TimerHandle | None = None
+    pending_ack_cseq: int | None = None
+
+    def set_remote_from(self, description: sdp.SessionDescription) -> None:
+        """Point this leg's media at the address its phone gave in SDP. A hold that says
+        c=0.0.0.0 keeps the old address; latching still follows the phone's packets."""
+        host, port = sdp.remote_address(description)
+        if host in ("0.0.0.0", "::") or port == 0:
+            return
+        self.media.set_remote(host, port, _relay_codec(description))
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    caller: Leg | None = None
+    callee: Leg | None = None
+    forks: list[Leg] = field(default_factory=list)
+    b_call_id: str = field(default_factory=lambda: secrets.token_hex(10))
+    b_tag: str = field(default_factory=new_tag)
+    ended: bool = False
+
+
+def _relay_codec(description: sdp.SessionDescription) -> Codec:
+    """A relay forwards bytes untouched; the endpoint only needs to know the stream's
+    first payload type and clock rate, whatever the codec."""
+    media = description.audio
+    if media is None or not media.payload_types():
+        raise SipError(488, "no audio stream")
+    pt = media.payload_types()[0]
+    rtpmap = media.rtpmaps().get(pt)
+    if rtpmap is not None:
+        return Codec(rtpmap.name, pt, rtpmap.clock_rate, rtpmap.channels)
+    static = next((c for c in AUDIO_CODECS if c.payload_type == pt), None)
+    return static or Codec(f"pt{pt}", pt, 8000)
+
+
+def _parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:
+    if not msg.body:
+        return None
+    if msg.content_type != "application/sdp":
+        raise SipError(415, "only application/sdp bodies are understood")
+    try:
+        return sdp.SessionDescription.parse(msg.body)
+    except sdp.SdpError as exc:
+        raise SipError(exc.status_code, str(exc)) from None
+
+
+class Calls:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        location: Location,
+        ports: PortPool,
+        media_address: str,
+        is_extension: Callable[[str], str | None],
+        echo_number: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.location = location
+        self.ports = ports
+        self.media_address = media_address
+        self.is_extension = is_extension
+        self.echo_number = echo_number
+        self.calls: dict[str, Call] = {}
+        self.dialogs: dict[tuple[str, str, str], Leg] = {}
+        self._by_invite: dict[int, Call] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- entry points from the PBX core ---------------------------------------------------
+
+    def on_invite(
+        self, request: Request, source: Address, tx: ServerTransaction, caller: str
+    ) -> None:
+        if request.max_forwards == 0:
+            raise SipError(483, "Max-Forwards exhausted")
+        offer = _parse_sdp(request)
+        if offer is None:
+            raise SipError(488, "an INVITE without an SDP offer is not supported yet")
+        target = request.uri.user or ""
+        if target == self.echo_number:
+            self._spawn(self._echo(request, source, tx, offer))
+            return
+        name = self.is_extension(target)
+        if name is None:
+            raise SipError(404, f"no extension {target}")
+        bindings = self.location.reachable(target, time.time())
+        if not bindings:
+            raise SipError(480, f"{target} is not registered")
+        call = Call(f"c{next(_call_ids)}")
+        self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings))
+
+    def on_cancel(self, tx: ServerTransaction) -> bool:
+        call = self._by_invite.get(id(tx))
+        if call is None or call.callee is not None:
+            return False
+        log.info("%s cancelled by the caller", call.id)
+        self.endpoint.reply(tx, 487)
+        for fork in call.forks:
+            self._cancel_fork(fork)
+        self._end(call)
+        return True
+
+    def on_in_dialog(self, request: Request, tx: ServerTransaction | None) -> bool:
+        """Handle a request with a To tag; False if it belongs to no dialog of ours."""
+        leg = self.dialogs.get(dialog_key_of(request))
+        if leg is None or leg.dialog is None:
+            return False
+        if request.method == "ACK":
+            if leg.pending_ack_cseq == request.cseq.number:
+                self._stop_2xx(leg)
+            return True
+        assert tx is not None
+        leg.dialog.receive_request(request)
+        if request.method == "BYE":
+            self.endpoint.reply(tx, 200)
+            log.info("%s hung up by %s", leg.call.id, leg.peer)
+            other = leg.other
+            if other is not None and other.dialog is not None:
+                self.endpoint.send_request(other.dialog.create_request("BYE"), other.peer)
+            self._end(leg.call)
+            return True
+        self._relay_request(leg, request, tx)
+        return True
+
+    def on_no_ack(self, tx: ServerTransaction) -> None:
+        call = self._by_invite.get(id(tx))
+        if call is not None:
+            self._hangup(call)
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    # --- the echo test --------------------------------------------------------------------
+
+    async def _echo(
+        self,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription,
+    ) -> None:
+        media = await MediaEndpoint.open(self.ports)
+        try:
+            answer, codec, dtmf = sdp.answer(
+                offer, self.media_address, media.local_address[1], AUDIO_CODECS
+            )
+        except sdp.SdpError as exc:
+            media.close()
+            self.endpoint.reply(tx, exc.status_code)
+            return
+        host, port = sdp.remote_address(offer)
+        media.set_remote(host, port, codec, dtmf)
+        media.echo()
+        call = Call(f"c{next(_call_ids)}")
+        leg = Leg(call, source, media, request, server_tx=tx)
+        call.caller = leg
+        leg.dialog = Dialog.as_uas(request, tx.to_tag)
+        self._register(call, leg)
+        self._answer(leg, 200, bytes(answer))
+        log.info("%s echo test for %s", call.id, source)
+
+    # --- setting up a call ------------------------------------------------------------------
+
+    async def _dial(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription,
+        caller: str,
+        target: str,
+        bindings: list[Binding],
+    ) -> None:
+        caller_media = await MediaEndpoint.open(self.ports)
+        callee_media = await MediaEndpoint.open(self.ports)
+        if tx.response is not None and tx.response.status >= 200:
+            caller_media.close()
+            callee_media.close()
+            return  # cancelled while the ports were being opened
+        a = Leg(call, source, caller_media, request, server_tx=tx)
+        a.set_remote_from(offer)
+        call.caller = a
+        self.calls[call.id] = call
+        self._by_invite[id(tx)] = call
+        body = bytes(sdp.anchor(offer, self.media_address, callee_media.local_address[1]))
+        from_ = request.from_
+        log.info("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
+        for binding in bindings:
+            invite = self._callee_invite(call, request, from_, target, binding, body)
+            fork = Leg(call, binding.source, callee_media, invite)
+            call.forks.append(fork)
+            fork.client_tx = self.endpoint.send_request(
+                invite, binding.source, self._fork_handler(fork)
+            )
+
+    def _fork_handler(self, fork: Leg) -> Callable[[Response, ClientTransaction], None]:
+        return lambda response, _tx: self._on_fork_response(fork, response)
+
+    def _callee_invite(
+        self,
+        call: Call,
+        request: Request,
+        from_: NameAddr,
+        target: str,
+        binding: Binding,
+        body: bytes,
+    ) -> Request:
+        dest = binding.source
+        local = self.endpoint.local_address(dest)
+        headers = Headers()
+        headers.add("Max-Forwards", str((request.max_forwards or 70) - 1))
+        caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
+        headers.add("From", str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag})))
+        headers.add("To", str(NameAddr(Uri("sip", target, None, local.host, local.port))))
+        headers.add("Call-ID", call.b_call_id)
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<{self.endpoint.contact(dest)}>")
+        headers.add("Allow", ALLOW)
+        headers.add("Content-Type", "application/sdp")
+        return Request(headers, body, "INVITE", binding.uri)
+
+    def _on_fork_response(self, fork: Leg, response: Response) -> None:
+        call = fork.call
+        status = response.status
+        if status < 200:
+            fork.provisional = True
+            if fork.cancel_wanted:
+                self._cancel_fork(fork)
+            elif status > 100 and not call.ended and call.callee is None:
+                self._relay_provisional(fork, response)
+            return
+        if status < 300:
+            self._on_fork_answered(fork, response)
+            return
+        fork.final = response
+        if call.ended or call.callee is not None:
+            return
+        if all(f.final is not None for f in call.forks):
+            self._fail(call, [f.final for f in call.forks if f.final is not None])
+
+    def _relay_provisional(self, fork: Leg, response: Response) -> None:
+        a = fork.call.caller
+        if a is None or a.server_tx is None:
+            return
+        out = make_response(a.invite, response.status, response.reason, a.server_tx.to_tag)
+        description = _parse_sdp(response)
+        if description is not None and description.audio is not None:
+            # Early media (183 with SDP): the callee's media flows to the caller now.
+            fork.set_remote_from(description)
+            self._bridge(a, fork)
+            out.body = bytes(sdp.anchor(description, self.media_address, a.media.local_address[1]))
+            out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", f"<{self.endpoint.contact(a.peer)}>")
+        self.endpoint.respond(a.server_tx, out)
+
+    def _on_fork_answered(self, fork: Leg, response: Response) -> None:
+        call = fork.call
+        if fork.dialog is None:
+            fork.dialog = Dialog.as_uac(fork.invite, response)
+        # Every 2xx (and every retransmission of it) is acknowledged (RFC 3261 §13.2.2.4).
+        self.endpoint.send_ack(fork.dialog.create_ack(fork.invite.cseq.number), fork.peer)
+        if call.callee is fork:
+            return
+        if call.ended or call.callee is not None:
+            # A second phone answered too late: it gets hung up at once (§13.2.2.4).
+            self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
+            return
+        a = call.caller
+        assert a is not None and a.server_tx is not None
+        call.callee = fork
+        for other in call.forks:
+            if other is not fork:
+                self._cancel_fork(other)
+        self._by_invite.pop(id(a.server_tx), None)
+        description = _parse_sdp(response)
+        body = b""
+        if description is not None:
+            fork.set_remote_from(description)
+            body = bytes(sdp.anchor(description, self.media_address, a.media.local_address[1]))
+        a.dialog = Dialog.as_uas(a.invite, a.server_tx.to_tag)
+        a.other, fork.other = fork, a
+        self._register(call, a)
+        self._register(call, fork)
+        self._bridge(a, fork)
+        self._answer(a, 200, body)
+        log.info("%s answered by %s", call.id, fork.peer)
+
+    def _fail(self, call: Call, finals: list[Response]) -> None:
+        a = call.caller
+        assert a is not None and a.server_tx is not None
+        status = _best_failure([r.status for r in finals])
+        log.info("%s failed: %d", call.id, status)
+        self.endpoint.reply(a.server_tx, status)
+        self._end(call)
+
+    def _cancel_fork(self, fork: Leg) -> None:
+        if fork.final is not None or fork.dialog is not None or fork.client_tx is None:
+            return
+        if not fork.provisional:
+            # RFC 3261 §9.1: no CANCEL before a provisional response; send it on the first.
+            fork.cancel_wanted = True
+            return
+        fork.cancel_wanted = False
+        self.endpoint.send_cancel(make_cancel(fork.client_tx.request), fork.peer)
+
+    # --- in-dialog requests ---------------------------------------------------------------
+
+    def _relay_request(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+        other = leg.other
+        if other is None or other.dialog is None:
+            if request.method in ("INVITE", "UPDATE") and leg.call.callee is None:
+                # The echo test: accept a refresh or hold with our own answer.
+                self._echo_refresh(leg, request, tx)
+                return
+            self.endpoint.reply(tx, 200 if request.method == "INFO" else 405)
+            return
+        description = _parse_sdp(request)
+        body = b""
+        if description is not None:
+            leg.set_remote_from(description)
+            body = bytes(sdp.anchor(description, self.media_address, other.media.local_address[1]))
+        extra = [("Contact", f"<{self.endpoint.contact(other.peer)}>")]
+        if request.method == "INFO" and request.body:
+            body = request.body
+        out = other.dialog.create_request(
+            request.method, body, request.headers.get("Content-Type") if body else None, extra
+        )
+        self.endpoint.send_request(
+            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
+        )
+
+    def _relay_response(
+        self, leg: Leg, tx: ServerTransaction, other: Leg, sent: Request, response: Response
+    ) -> None:
+        if response.status == 100:
+            return
+        if other.dialog is not None:
+            other.dialog.receive_response(response)
+        if sent.method == "INVITE" and 200 <= response.status < 300 and other.dialog is not None:
+            self.endpoint.send_ack(other.dialog.create_ack(sent.cseq.number), other.peer)
+        out = make_response(tx.request, response.status, response.reason, tx.to_tag)
+        description = _parse_sdp(response)
+        if description is not None:
+            other.set_remote_from(description)
+            out.body = bytes(
+                sdp.anchor(description, self.media_address, leg.media.local_address[1])
+            )
+            out.headers.add("Content-Type", "application/sdp")
+        if response.status < 300:
+            out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        if tx.is_invite and 200 <= response.status < 300:
+            self._send_2xx(leg, tx, out)
+        else:
+            self.endpoint.respond(tx, out)
+
+    def _echo_refresh(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+        description = _parse_sdp(request)
+        body = b""
+        if description is not None:
+            answer, codec, dtmf = sdp.answer(
+                description, self.media_address, leg.media.local_address[1], AUDIO_CODECS
+            )
+            host, port = sdp.remote_address(description)
+            if host not in ("0.0.0.0", "::") and port:
+                leg.media.set_remote(host, port, codec, dtmf)
+            body = bytes(answer)
+        out = make_response(request, 200, None, tx.to_tag)
+        out.body = body
+        if body:
+            out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        if tx.is_invite:
+            self._send_2xx(leg, tx, out)
+        else:
+            self.endpoint.respond(tx, out)
+
+    # --- answering, 2xx reliability, teardown ----------------------------------------------
+
+    def _answer(self, leg: Leg, status: int, body: bytes) -> None:
+        assert leg.server_tx is not None
+        out = make_response(leg.invite, status, None, leg.server_tx.to_tag)
+        out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        out.headers.add("Allow", ALLOW)
+        if body:
+            out.body = body
+            out.headers.add("Content-Type", "application/sdp")
+        self._send_2xx(leg, leg.server_tx, out)
+
+    def _send_2xx(self, leg: Leg, tx: ServerTransaction, response: Response) -> None:
+        """Send a 2xx to an INVITE and, over UDP, repeat it until the ACK comes
+        (RFC 3261 §13.3.1.4: T1 doubling up to T2, giving up after 64*T1)."""
+        self.endpoint.respond(tx, response)
+        self._stop_2xx(leg)
+        leg.pending_ack_cseq = tx.request.cseq.number
+        if leg.peer.reliable:
+            return
+        timers = self.endpoint.layer.timers
+        data = response.serialize()
+        started = self.endpoint.loop.time()
+
+        def again(interval: float) -> None:
+            if self.endpoint.loop.time() - started >= 64 * timers.t1:
+                leg.unacked_2xx = None
+                log.info("%s: no ACK for 2xx from %s", leg.call.id, leg.peer)
+                self._hangup(leg.call)
+                return
+            self.endpoint.send_raw(data, leg.peer)
+            nxt = min(interval * 2, timers.t2)
+            leg.unacked_2xx = self.endpoint.loop.call_later(nxt, again, nxt)
+
+        leg.unacked_2xx = self.endpoint.loop.call_later(timers.t1, again, timers.t1)
+
+    def _stop_2xx(self, leg: Leg) -> None:
+        if leg.unacked_2xx is not None:
+            leg.unacked_2xx.cancel()
+            leg.unacked_2xx = None
+        leg.pending_ack_cseq = None
+
+    def _bridge(self, a: Leg, b: Leg) -> None:
+        bridge(a.media, b.media)
+
+    def _register(self, call: Call, leg: Leg) -> None:
+        assert leg.dialog is not None
+        self.calls[call.id] = call
+        self.dialogs[leg.dialog.key] = leg
+
+    def _hangup(self, call: Call) -> None:
+        """End an established call from our side: BYE to every leg with a dialog."""
+        for leg in (call.caller, call.callee):
+            if leg is not None and leg.dialog is not None:
+                self.endpoint.send_request(leg.dialog.create_request("BYE"), leg.peer)
+        self._end(call)
+
+    def _end(self, call: Call) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        self.calls.pop(call.id, None)
+        closed: set[int] = set()
+        for leg in (call.caller, call.callee, *call.forks):
+            if leg is None:
+                continue
+            self._stop_2xx(leg)
+            if leg.dialog is not None:
+                self.dialogs.pop(leg.dialog.key, None)
+            if leg.server_tx is not None:
+                self._by_invite.pop(id(leg.server_tx), None)
+            if id(leg.media) not in closed:
+                closed.add(id(leg.media))
+                leg.media.close()
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call task failed", exc_info=task.exception())
+
+
+def _best_failure(statuses: list[int]) -> int:
+    """The response the caller gets when no phone answered (after RFC 3261 §16.7 step 6:
+    a 6xx wins; busy beats unavailable; time-outs read as unavailable)."""
+    for status in statuses:
+        if status >= 600:
+            return status
+    if 486 in statuses:
+        return 486
+    real = [s for s in statuses if s not in (408, 503)]
+    if not real:
+        return 480
+    return min(real, key=lambda s: s // 100)

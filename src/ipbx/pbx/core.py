@@ -1,0 +1,208 @@
+"""The PBX core: the SIP transaction user that sends each request where it belongs
+(registrar, calls, OPTIONS) after the checks RFC 3261 §8.2 asks of every UAS, in its
+order: method (405/501), Request-URI scheme (416), Require (420), content (415/406),
+then authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ipbx.config import Config
+from ipbx.media.ports import PortPool
+from ipbx.pbx.calls import ALLOW, Calls
+from ipbx.pbx.location import Binding, Location
+from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
+from ipbx.sip.auth import DigestAuthenticator
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.transaction import Address, ServerTransaction
+from ipbx.sip.transport.certs import ensure_self_signed, server_context
+from ipbx.sip.transport.endpoint import SipEndpoint
+from ipbx.sip.uri import split_quoted
+from ipbx.store.store import Store
+
+log = logging.getLogger("ipbx.pbx")
+
+SUPPORTED: frozenset[str] = frozenset()  # option tags we implement (none needed yet)
+# Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
+KNOWN = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
+IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "ACK", "CANCEL"})
+
+
+def _tokens(values: list[str]) -> list[str]:
+    return [t.strip() for v in values for t in split_quoted(v, ",") if t.strip()]
+
+
+class Pbx:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.location = Location(store)
+        self.endpoint = SipEndpoint(
+            self,
+            max_message_size=config.sip.max_message_size,
+            user_agent=config.sip.user_agent,
+        )
+        sip = config.sip
+        self.auth = Authenticator(
+            self.endpoint, store, DigestAuthenticator(sip.realm, sip.nonce_lifetime)
+        )
+        self.registrar = Registrar(
+            self.endpoint,
+            self.auth,
+            self.location,
+            ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
+        )
+        media = config.media
+        first, last = media.rtp_ports
+        self.calls = Calls(
+            self.endpoint,
+            self.location,
+            PortPool(media.address, first, last),
+            media.public_address or media.address,
+            self._extension_name,
+            config.echo_test,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _extension_name(self, number: str) -> str | None:
+        ext = self.store.get_extension(number)
+        return None if ext is None else ext.name
+
+    async def start(self) -> list[Address]:
+        restored = self.location.load(time.time())
+        if restored:
+            log.info("restored %d registration(s)", restored)
+        bound = []
+        for listen in self.config.sip.listen:
+            tls = None
+            if listen.transport in ("tls", "wss"):
+                cert, key = self.config.sip.tls_cert, self.config.sip.tls_key
+                if cert is None or key is None:
+                    cert, key = ensure_self_signed(self.config.data_dir)
+                tls = server_context(cert, key)
+            if listen.transport in ("ws", "wss"):
+                log.warning("%s: WebSocket transport is not available yet; skipped", listen)
+                continue
+            bound.append(
+                await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
+            )
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        return bound
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.endpoint.close()
+
+    # --- TransactionUser --------------------------------------------------------------
+
+    def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
+        if tx is None:
+            self.calls.on_in_dialog(request, None)
+            return
+        method = request.method
+        if request.uri.scheme not in ("sip", "sips"):
+            raise SipError(416, f"unsupported URI scheme {request.uri.scheme}")
+        unsupported = [
+            tag
+            for tag in _tokens(request.headers.get_all("Require"))
+            + _tokens(request.headers.get_all("Proxy-Require"))
+            if tag not in SUPPORTED
+        ]
+        if unsupported:
+            self.endpoint.reply(tx, 420, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if request.to.tag is not None:
+            if not self.calls.on_in_dialog(request, tx):
+                self.endpoint.reply(tx, 481)
+            return
+        if method == "REGISTER":
+            self.registrar.on_register(request, source, tx, time.time())
+        elif method == "OPTIONS":
+            self.endpoint.reply(tx, 200, headers=self._capabilities())
+        elif method == "INVITE":
+            self._on_invite(request, source, tx)
+        elif method in IN_DIALOG_ONLY:
+            self.endpoint.reply(tx, 481)
+        elif method in KNOWN:
+            self.endpoint.reply(tx, 405, headers=[("Allow", ALLOW)])
+        else:
+            self.endpoint.reply(tx, 501, headers=[("Allow", ALLOW)])
+
+    def _on_invite(self, request: Request, source: Address, tx: ServerTransaction) -> None:
+        accept = _tokens(request.headers.get_all("Accept"))
+        if accept and not any(a.split(";")[0].strip().lower() in _SDP_TYPES for a in accept):
+            self.endpoint.reply(tx, 406, headers=[("Accept", "application/sdp")])
+            return
+        if request.body and request.content_type != "application/sdp":
+            self.endpoint.reply(tx, 415, headers=[("Accept", "application/sdp")])
+            return
+        caller = self.auth.check(request, tx, time.time())
+        if caller is not None:
+            self.calls.on_invite(request, source, tx, caller)
+
+    def on_cancel(self, tx: ServerTransaction) -> None:
+        if not self.calls.on_cancel(tx):
+            self.endpoint.reply(tx, 487)
+
+    def on_no_ack(self, tx: ServerTransaction) -> None:
+        self.calls.on_no_ack(tx)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Language", "en")]
+
+    # --- housekeeping: expiry and qualify ------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        interval = self.config.sip.qualify_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for aor in self.location.expire(now):
+                log.info("registration of %s expired", aor)
+            for binding in self.location.all_bindings(now):
+                self._qualify(binding)
+
+    def _qualify(self, binding: Binding) -> None:
+        """OPTIONS to a registered contact; one that does not answer is skipped for calls
+        until it answers again (Asterisk's `qualify`, Kamailio's nathelper pings)."""
+        local = self.endpoint.local_address(binding.source)
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:ipbx@{local.host}:{local.port}>;tag=q{id(binding) & 0xFFFFFF:x}")
+        headers.add("To", f"<{binding.uri}>")
+        headers.add("Call-ID", f"qualify-{id(binding):x}-{time.monotonic_ns()}")
+        headers.add("CSeq", "1 OPTIONS")
+        request = Request(headers, b"", "OPTIONS", binding.uri)
+
+        def answered(response: Response, _tx: object) -> None:
+            alive = response.status not in (408, 503)
+            if alive != binding.reachable:
+                log.info("contact %s of %s is %s", binding.uri, binding.aor,
+                         "reachable" if alive else "unreachable")  # fmt: skip
+            self.location.mark(binding, alive)
+
+        self.endpoint.send_request(request, binding.source, answered)
+
+
+_SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    store = Store(config.store_url)
+    store.migrate()
+    store.apply_extensions(
+        [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
+    )
+    pbx = Pbx(config, store)
+    try:
+        await pbx.start()
+        log.info("ipbx ready: %d extension(s), echo test at %s", len(config.extensions),
+                 config.echo_test)  # fmt: skip
+        await stop.wait()
+    finally:
+        await pbx.stop()
+        store.close()

@@ -1,0 +1,106 @@
+"""The location service: which contacts an address-of-record is reachable at.
+
+Bindings live in memory for lookups on every call and are written through to the store,
+so registrations survive a restart. Each binding remembers the address its REGISTER came
+from: requests to a phone go there (not to the Contact host, which behind NAT is a
+private address), as Kamailio's nathelper or Asterisk's `force_rport` do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ipbx.sip.transaction import Address
+from ipbx.sip.uri import Uri, parse_uri
+from ipbx.store.records import BindingRecord
+from ipbx.store.store import Store
+
+
+@dataclass
+class Binding:
+    aor: str
+    uri: Uri
+    expires_at: float
+    call_id: str
+    cseq: int
+    source: Address
+    instance_id: str | None = None
+    user_agent: str = ""
+    q: float = 1.0
+    reachable: bool = True
+    missed_pings: int = field(default=0, compare=False)
+
+    def record(self) -> BindingRecord:
+        return BindingRecord(
+            aor=self.aor,
+            contact_uri=str(self.uri),
+            expires_at=self.expires_at,
+            call_id=self.call_id,
+            cseq=self.cseq,
+            transport=self.source.transport,
+            host=self.source.host,
+            port=self.source.port,
+            instance_id=self.instance_id,
+            user_agent=self.user_agent,
+            q=self.q,
+        )
+
+    @classmethod
+    def from_record(cls, rec: BindingRecord) -> Binding:
+        return cls(
+            aor=rec.aor,
+            uri=parse_uri(rec.contact_uri),
+            expires_at=rec.expires_at,
+            call_id=rec.call_id,
+            cseq=rec.cseq,
+            source=Address(rec.transport, rec.host, rec.port),
+            instance_id=rec.instance_id,
+            user_agent=rec.user_agent,
+            q=rec.q,
+        )
+
+
+class Location:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._bindings: dict[str, list[Binding]] = {}
+
+    def load(self, now: float) -> int:
+        """Read the bindings that outlived a restart; returns how many."""
+        self._bindings.clear()
+        records = self._store.load_bindings(now)
+        for rec in records:
+            self._bindings.setdefault(rec.aor, []).append(Binding.from_record(rec))
+        return len(records)
+
+    def bindings(self, aor: str, now: float) -> list[Binding]:
+        """Unexpired bindings of `aor`, best q first."""
+        current = [b for b in self._bindings.get(aor, ()) if b.expires_at > now]
+        return sorted(current, key=lambda b: -b.q)
+
+    def reachable(self, aor: str, now: float) -> list[Binding]:
+        return [b for b in self.bindings(aor, now) if b.reachable]
+
+    def all_bindings(self, now: float) -> list[Binding]:
+        return [b for aor in list(self._bindings) for b in self.bindings(aor, now)]
+
+    def replace(self, aor: str, bindings: list[Binding]) -> None:
+        if bindings:
+            self._bindings[aor] = bindings
+        else:
+            self._bindings.pop(aor, None)
+        self._store.save_bindings(aor, [b.record() for b in bindings])
+
+    def mark(self, binding: Binding, reachable: bool) -> None:
+        binding.missed_pings = 0 if reachable else binding.missed_pings + 1
+        binding.reachable = reachable
+
+    def expire(self, now: float) -> list[str]:
+        """Forget expired bindings in memory; returns the AORs that lost one."""
+        changed = []
+        for aor, bindings in list(self._bindings.items()):
+            kept = [b for b in bindings if b.expires_at > now]
+            if len(kept) != len(bindings):
+                changed.append(aor)
+                self.replace(aor, kept)
+        return changed

@@ -1,0 +1,181 @@
+"""The registrar (RFC 3261 §10.3): REGISTER with digest authentication binds an
+extension's address-of-record to the contacts a phone gives.
+
+Steps follow §10.3's numbering: the Request-URI scheme (step 1-2), authentication and
+authorisation (3-4), the address-of-record from To (5), then each Contact with its
+expiry, Min-Expires (423), Call-ID/CSeq ordering and the `*` wildcard (6-7), and the
+200 listing every current binding (8).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from dataclasses import dataclass
+
+from ipbx.pbx.location import Binding, Location
+from ipbx.sip.auth import DigestAuthenticator, Verdict
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import MAX_EXPIRES, Request
+from ipbx.sip.transaction import Address, ServerTransaction
+from ipbx.sip.transport.endpoint import SipEndpoint
+from ipbx.sip.uri import unescape
+from ipbx.store.store import Store
+
+log = logging.getLogger("ipbx.registrar")
+
+MAX_CONTACTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPolicy:
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+
+
+class Authenticator:
+    """Digest checks against the store's HA1s, shared by the registrar and the call
+    handler (401 with WWW-Authenticate for REGISTER, 407 with Proxy-Authenticate else)."""
+
+    def __init__(self, endpoint: SipEndpoint, store: Store, digest: DigestAuthenticator) -> None:
+        self.endpoint = endpoint
+        self.store = store
+        self.digest = digest
+
+    def check(self, request: Request, tx: ServerTransaction, now: float) -> str | None:
+        """The authenticated extension number, or None after sending the challenge."""
+        registering = request.method == "REGISTER"
+        header = "Authorization" if registering else "Proxy-Authorization"
+        creds = self.digest.credentials(request.headers.get_all(header))
+
+        def ha1_for(algorithm: str) -> str | None:
+            assert creds is not None
+            ext = self.store.get_extension(creds.username)
+            if ext is None:
+                return None
+            return ext.ha1_sha256 if algorithm == "SHA-256" else ext.ha1_md5
+
+        verdict = self.digest.verify(creds, request.method, ha1_for, now)
+        if verdict is Verdict.OK:
+            assert creds is not None
+            return creds.username
+        if verdict is Verdict.FAILED:
+            assert creds is not None
+            log.info("bad credentials for %r from %s", creds.username, tx.peer)
+        status = 401 if registering else 407
+        name = "WWW-Authenticate" if registering else "Proxy-Authenticate"
+        challenges = self.digest.challenges(now, stale=verdict is Verdict.STALE)
+        self.endpoint.reply(tx, status, headers=[(name, c) for c in challenges])
+        return None
+
+
+class Registrar:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        auth: Authenticator,
+        location: Location,
+        policy: ExpiryPolicy,
+    ) -> None:
+        self.endpoint = endpoint
+        self.auth = auth
+        self.location = location
+        self.policy = policy
+
+    def on_register(
+        self, request: Request, source: Address, tx: ServerTransaction, now: float
+    ) -> None:
+        if request.uri.scheme not in ("sip", "sips") or not request.to.uri.is_sip:
+            raise SipError(416, "only sip and sips addresses can register")
+        user = self.auth.check(request, tx, now)
+        if user is None:
+            return
+        aor = unescape(request.to.uri.user or "")
+        if aor != user:
+            raise SipError(403, "credentials do not match the address-of-record")
+        try:
+            bindings = self._apply(aor, request, source, now)
+        except SipError as exc:
+            if exc.status != 423:
+                raise
+            self.endpoint.reply(tx, 423, headers=[("Min-Expires", str(self.policy.min_expires))])
+            return
+        contacts = [f"<{b.uri}>;expires={max(0, round(b.expires_at - now))}" for b in bindings]
+        headers = [("Contact", c) for c in contacts]
+        headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        self.endpoint.reply(tx, 200, headers=headers)
+
+    def _expiry(self, request: Request, param: str | None) -> int:
+        if param is not None:
+            text = param.strip()
+            if not text.isdigit() or len(text) > 10 or int(text) > MAX_EXPIRES:
+                raise SipError(400, f"bad expires parameter {param!r}")
+            value = int(text)
+        else:
+            header = request.expires
+            value = self.policy.default_expires if header is None else header
+        return min(value, self.policy.max_expires)
+
+    def _apply(self, aor: str, request: Request, source: Address, now: float) -> list[Binding]:
+        current = {b.uri.key(): b for b in self.location.bindings(aor, now)}
+        raw = request.headers.get_all("Contact")
+        call_id, cseq = request.call_id, request.cseq.number
+        if any(value.strip() == "*" for value in raw):
+            # §10.3 step 6: '*' only alone and with Expires: 0.
+            if len(raw) != 1 or request.expires != 0:
+                raise SipError(400, "'*' needs Expires: 0 and no other Contact")
+            for binding in current.values():
+                if binding.call_id == call_id and cseq <= binding.cseq:
+                    raise SipError(500, "out-of-order REGISTER")
+            self.location.replace(aor, [])
+            log.info("unregistered all of %s", aor)
+            return []
+        contacts = request.contacts
+        changes: list[tuple[Binding, int]] = []
+        for contact in contacts:
+            expires = self._expiry(request, contact.params.get("expires"))
+            if 0 < expires < self.policy.min_expires:
+                raise SipError(423, f"Min-Expires is {self.policy.min_expires}")
+            instance = contact.params.get("+sip.instance")
+            binding = Binding(
+                aor=aor,
+                uri=contact.uri,
+                expires_at=now + expires,
+                call_id=call_id,
+                cseq=cseq,
+                source=source,
+                instance_id=instance.strip('"<>') if instance else None,
+                user_agent=request.headers.get("User-Agent") or "",
+                q=_q(contact.params.get("q")),
+            )
+            changes.append((binding, expires))
+        for binding, _ in changes:
+            old = current.get(binding.uri.key())
+            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                raise SipError(500, "out-of-order REGISTER")
+        for binding, expires in changes:
+            key = binding.uri.key()
+            if binding.instance_id:
+                # RFC 5626 §6: a new Contact from the same device instance replaces its old one.
+                for k, old in list(current.items()):
+                    if old.instance_id == binding.instance_id:
+                        del current[k]
+            if expires == 0:
+                current.pop(key, None)
+            else:
+                current[key] = binding
+        result = sorted(current.values(), key=lambda b: b.expires_at)[-MAX_CONTACTS:]
+        if changes:
+            self.location.replace(aor, result)
+            log.info("%s registered %d contact(s) from %s", aor, len(result), source)
+        return result
+
+
+def _q(value: str | None) -> float:
+    if value is None:
+        return 1.0
+    try:
+        return min(max(float(value), 0.0), 1.0)
+    except ValueError:
+        raise SipError(400, f"bad q value {value!r}") from None

@@ -1,0 +1,320 @@
+"""The asyncio shell around the sans-I/O SIP layers, in the manner of aioquic's
+asyncio/protocol.py: sockets in, `TransactionLayer` in the middle, a transaction user (TU)
+on top. This file and its siblings are the only SIP code that knows asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Any, Protocol, cast
+
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import BadRequest, Request, Response, parse_datagram
+from ipbx.sip.transaction import (
+    REASONS,
+    Address,
+    CancelReceived,
+    ClientTransaction,
+    Event,
+    RequestReceived,
+    ResponseHandler,
+    ResponseReceived,
+    ServerTransaction,
+    ServerTransactionFailed,
+    Timers,
+    TransactionLayer,
+    make_response,
+    new_branch,
+)
+from ipbx.sip.transport.stream import StreamConnection, StreamTransports
+from ipbx.sip.uri import Uri, Via
+
+log = logging.getLogger("ipbx.sip")
+
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+
+
+class TransactionUser(Protocol):
+    def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
+        """A new request; for an ACK to a 2xx, `tx` is None."""
+
+    def on_cancel(self, tx: ServerTransaction) -> None:
+        """A CANCEL for a pending INVITE (already answered 200)."""
+
+    def on_no_ack(self, tx: ServerTransaction) -> None:
+        """A final response to an INVITE was never acknowledged."""
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, hence a cast and not a check.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.endpoint.datagram_received(data, Address("UDP", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transaction times out on its own.
+        log.debug("udp error: %s", exc)
+
+
+class SipEndpoint:
+    """Owns the listening sockets and the transaction layer; routes events to the TU."""
+
+    def __init__(
+        self,
+        tu: TransactionUser,
+        *,
+        max_message_size: int = 65535,
+        timers: Timers | None = None,
+        user_agent: str = "ipbx",
+    ) -> None:
+        self.tu = tu
+        self.layer = TransactionLayer(timers)
+        self.max_message_size = max_message_size
+        self.user_agent = user_agent
+        self.loop = asyncio.get_running_loop()
+        self._udp: dict[int, tuple[_Datagram, Address]] = {}  # by address family
+        self._listening: dict[str, Address] = {}
+        self.streams = StreamTransports(self, max_message_size)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    # --- listening ------------------------------------------------------------------------
+
+    async def listen(
+        self, transport: str, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> Address:
+        """Open a listening socket; returns the bound address (port 0 picks a free one)."""
+        transport = transport.upper()
+        if transport == "UDP":
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            udp_transport, protocol = await self.loop.create_datagram_endpoint(
+                lambda: _Datagram(self), local_addr=(host, port), family=family
+            )
+            bound = udp_transport.get_extra_info("sockname")
+            address = Address("UDP", host, int(bound[1]))
+            self._udp[family] = (protocol, address)
+        else:
+            address = await self.streams.listen(transport, host, port, tls)
+        self._listening.setdefault(transport, address)
+        log.info("listening on %s:%s:%d", transport.lower(), host, address.port)
+        return address
+
+    def listening(self, transport: str) -> Address | None:
+        return self._listening.get(transport.upper())
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for protocol, _ in self._udp.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await self.streams.close()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, source: Address) -> None:
+        if len(data) > self.max_message_size or data in (b"\r\n\r\n", b"\r\n"):
+            return  # keep-alive CRLFs on UDP need no answer (RFC 5626 §4.4.1 uses STUN)
+        try:
+            msg = parse_datagram(data)
+        except BadRequest as exc:
+            self._refuse(exc, source)
+            return
+        except SipError:
+            return  # not even a request line: nothing to answer to (RFC 3261 §18.3)
+        self.message_received(msg, source)
+
+    def message_received(self, msg: Request | Response, source: Address) -> None:
+        try:
+            events = self.layer.receive(msg, source, self.loop.time())
+        except SipError as exc:
+            if isinstance(msg, Request):
+                self._refuse(BadRequest(exc.status, exc.reason, msg), source)
+            return
+        self._dispatch(events)
+        self._pump()
+
+    def stream_error(self, exc: SipError, conn: StreamConnection) -> None:
+        if isinstance(exc, BadRequest):
+            self._refuse(exc, conn.address)
+
+    def _refuse(self, exc: BadRequest, source: Address) -> None:
+        request = exc.request
+        log.info("refused %s from %s: %d %s", request.method, source, exc.status, exc.reason)
+        if request.method == "ACK" or not request.headers.get("Via"):
+            return
+        try:
+            response = make_response(request, exc.status, None)
+        except SipError:
+            return
+        response.reason = _reason(exc.status, exc.reason)
+        self.send_raw(response.serialize(), source)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        tu = self.tu
+        for event in events:
+            try:
+                if isinstance(event, RequestReceived):
+                    tu.on_request(event.request, event.source, event.transaction)
+                elif isinstance(event, ResponseReceived):
+                    handler = event.transaction.on_response
+                    if handler is not None:
+                        handler(event.response, event.transaction)
+                elif isinstance(event, CancelReceived):
+                    tu.on_cancel(event.transaction)
+                elif isinstance(event, ServerTransactionFailed):
+                    tu.on_no_ack(event.transaction)
+            except SipError as exc:
+                if isinstance(event, RequestReceived) and event.transaction is not None:
+                    self.reply(event.transaction, exc.status, _reason(exc.status, exc.reason))
+            except Exception:
+                log.exception("transaction user failed on %r", event)
+                if isinstance(event, RequestReceived) and event.transaction is not None:
+                    self.reply(event.transaction, 500)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send_request(
+        self,
+        request: Request,
+        dest: Address,
+        on_response: ResponseHandler | None = None,
+    ) -> ClientTransaction:
+        self._add_via(request, dest)
+        request.headers.set("User-Agent", self.user_agent)
+        tx = self.layer.send_request(request, dest, self.loop.time(), on_response)
+        self._pump()
+        return tx
+
+    def send_cancel(self, cancel: Request, dest: Address) -> ClientTransaction:
+        """A CANCEL keeps the INVITE's Via and branch (RFC 3261 §9.1), so none is added."""
+        tx = self.layer.send_request(cancel, dest, self.loop.time())
+        self._pump()
+        return tx
+
+    def send_ack(self, ack: Request, dest: Address) -> None:
+        self._add_via(ack, dest)
+        self.layer.send_ack(ack, dest)
+        self._pump()
+
+    def respond(self, tx: ServerTransaction, response: Response) -> None:
+        if response.status >= 200 and "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        self.layer.respond(tx, response, self.loop.time())
+        self._pump()
+
+    def reply(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        response = make_response(tx.request, status, reason, tx.to_tag)
+        for name, value in headers or []:
+            response.headers.add(name, value)
+        self.respond(tx, response)
+        return response
+
+    def send_raw(self, data: bytes, dest: Address) -> None:
+        if dest.transport == "UDP":
+            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
+            entry = self._udp.get(family)
+            if entry is not None and entry[0].transport is not None:
+                entry[0].transport.sendto(data, (dest.host, dest.port))
+        else:
+            self.streams.send(data, dest)
+
+    def local_address(self, dest: Address) -> Address:
+        """The address our messages to `dest` leave from (for Via and Contact)."""
+        if dest.transport == "UDP":
+            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
+            entry = self._udp.get(family)
+            if entry is None:
+                raise SipError(503, f"no UDP socket for {dest.host}")
+            local = entry[1]
+        else:
+            found = self._listening.get(dest.transport)
+            if found is None:
+                raise SipError(503, f"no {dest.transport} transport")
+            local = found
+        if local.host in ("0.0.0.0", "::"):
+            return Address(local.transport, _route_source(dest.host), local.port)
+        return local
+
+    def contact(self, dest: Address, user: str | None = None) -> Uri:
+        local = self.local_address(dest)
+        params: dict[str, str | None] = {}
+        if dest.transport != "UDP":
+            params["transport"] = dest.transport.lower()
+        return Uri("sip", user, None, _host_literal(local.host), local.port, params)
+
+    def _add_via(self, request: Request, dest: Address) -> None:
+        local = self.local_address(dest)
+        via = Via(
+            dest.transport,
+            _host_literal(local.host),
+            local.port,
+            {"branch": new_branch(), "rport": None},
+        )
+        request.headers.prepend("Via", str(via))
+
+    def _pump(self) -> None:
+        for data, dest in self.layer.outgoing():
+            self.send_raw(data, dest)
+        deadline = self.layer.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._dispatch(self.layer.expire(self.loop.time()))
+        self._pump()
+
+
+def resolve(uri: Uri) -> Address:
+    """Where to send a request for `uri` (RFC 3263 without DNS: numeric hosts and names
+    the system resolver knows; SRV/NAPTR lookups belong to the trunk layer)."""
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    host, port = uri.host_port(DEFAULT_PORTS.get(transport, 5060))
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        host = str(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0])
+    return Address(transport, host, port)
+
+
+def _route_source(host: str) -> str:
+    """The local address the kernel would use to reach `host` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1" if family == socket.AF_INET else "::1"
+
+
+def _host_literal(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _reason(status: int, detail: str) -> str:
+    base = REASONS.get(status, "Error")
+    # A reason phrase is free text; CR/LF would break the status line.
+    detail = detail.replace("\r", " ").replace("\n", " ")[:80]
+    return f"{base} ({detail})" if detail else base

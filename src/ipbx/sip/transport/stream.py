@@ -1,0 +1,132 @@
+"""Stream transports (TCP and TLS): connections, framing and reuse (RFC 3261 §18.3).
+
+A connection is named by the peer's (transport, host, port); responses and requests to
+that peer reuse it, which is what lets phones behind NAT receive calls over the
+connection they opened (RFC 5626's idea without its Outbound machinery). A CRLFCRLF ping
+gets a CRLF pong (RFC 5626 §3.5.1). A framing error closes the connection, since the
+message boundaries are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, cast
+
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import StreamFramer
+from ipbx.sip.transaction import Address
+
+if TYPE_CHECKING:
+    from ipbx.sip.transport.endpoint import SipEndpoint
+
+log = logging.getLogger("ipbx.sip.stream")
+
+
+class StreamConnection(asyncio.Protocol):
+    def __init__(self, owner: StreamTransports, transport_name: str) -> None:
+        self.owner = owner
+        self.name = transport_name
+        self.framer = StreamFramer(owner.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.address = Address(transport_name, "", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, hence a cast and not a check.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.address = Address(self.name, str(peer[0]), int(peer[1]))
+        self.owner.connections[self.address] = self
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            items = self.framer.feed(data)
+        except SipError as exc:
+            log.info("closing %s: %s", self.address, exc.reason)
+            self.owner.endpoint.stream_error(exc, self)
+            self.close()
+            return
+        for item in items:
+            if isinstance(item, bytes):
+                self.write(b"\r\n")
+            else:
+                self.owner.endpoint.message_received(item, self.address)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.owner.connections.get(self.address) is self:
+            del self.owner.connections[self.address]
+
+
+class StreamTransports:
+    def __init__(self, endpoint: SipEndpoint, max_message_size: int) -> None:
+        self.endpoint = endpoint
+        self.max_message_size = max_message_size
+        self.connections: dict[Address, StreamConnection] = {}
+        self._servers: list[asyncio.Server] = []
+        self._tls: dict[str, ssl.SSLContext | None] = {}
+        self._pending: dict[Address, list[bytes]] = {}
+
+    async def listen(
+        self, transport: str, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> Address:
+        if transport == "TLS" and tls is None:
+            raise SipError(500, "TLS needs a certificate")
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: StreamConnection(self, transport), host, port, ssl=tls, reuse_address=True
+        )
+        self._servers.append(server)
+        self._tls[transport] = tls
+        bound = server.sockets[0].getsockname()
+        return Address(transport, host, int(bound[1]))
+
+    def send(self, data: bytes, dest: Address) -> None:
+        conn = self.connections.get(dest)
+        if conn is not None:
+            conn.write(data)
+            return
+        queued = self._pending.get(dest)
+        if queued is not None:
+            queued.append(data)
+            return
+        self._pending[dest] = [data]
+        asyncio.get_running_loop().create_task(self._connect(dest))
+
+    async def _connect(self, dest: Address) -> None:
+        loop = asyncio.get_running_loop()
+        client_tls: ssl.SSLContext | None = None
+        if dest.transport == "TLS":
+            # Peers on a PBX's own network mostly carry self-signed certificates.
+            client_tls = ssl.create_default_context()
+            client_tls.check_hostname = False
+            client_tls.verify_mode = ssl.CERT_NONE
+        try:
+            _, conn = await loop.create_connection(
+                lambda: StreamConnection(self, dest.transport), dest.host, dest.port, ssl=client_tls
+            )
+        except OSError as exc:
+            log.info("cannot connect to %s: %s", dest, exc)
+            self._pending.pop(dest, None)
+            return
+        # Register under the address we dialled, which is how the TU names the peer.
+        self.connections[dest] = conn
+        conn.address = dest
+        for data in self._pending.pop(dest, []):
+            conn.write(data)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            conn.close()
+        for server in self._servers:
+            await server.wait_closed()
