@@ -1,0 +1,108 @@
+"""Run `ipbx phone` as a process and judge the audio it records: shared by the phone
+tests and the interop tests that pit it against other SIP phones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.harness import Extension, stop_process
+
+RATE = 8000
+
+
+def write_tone(path: Path, frequency: float, seconds: float) -> Path:
+    """A 16-bit mono 8 kHz sine at half scale."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    samples = (16000 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(samples.tobytes())
+    return path
+
+
+@dataclass(frozen=True)
+class Audio:
+    seconds: float
+    dominant_hz: float
+
+
+def analyse(path: Path) -> Audio:
+    """Length and the strongest frequency (numpy FFT) of a 16-bit mono WAV."""
+    with wave.open(str(path), "rb") as wav:
+        rate = wav.getframerate()
+        frames = wav.readframes(wav.getnframes())
+        channels = wav.getnchannels()
+    samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.float64)
+    if samples.size == 0:
+        return Audio(0.0, 0.0)
+    spectrum = np.abs(np.fft.rfft(samples - samples.mean()))
+    frequencies = np.fft.rfftfreq(samples.size, 1 / rate)
+    return Audio(samples.size / rate, float(frequencies[int(np.argmax(spectrum))]))
+
+
+@dataclass
+class PhoneRun:
+    """One `ipbx phone` process; its log (stderr) goes to a file, stdout to a pipe."""
+
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the log shows `text` (e.g. that the phone has registered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"ipbx phone never logged {text!r}:\n{self.log}")
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Exit status and stdout; a phone still running after `timeout` is stopped."""
+        try:
+            stdout, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.process)
+            message = f"ipbx phone still running after {timeout} s:\n{self.log}"
+            raise AssertionError(message) from None
+        return self.process.returncode, stdout
+
+
+@contextmanager
+def ipbx_phone(workdir: Path, server_port: int, user: Extension, *args: str) -> Iterator[PhoneRun]:
+    """Start `ipbx phone --server 127.0.0.1:PORT --user U --password P ARGS`; it is
+    stopped by PID when the block ends, if still running."""
+    log_path = workdir / f"phone-{user.number}-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable, "-m", "ipbx.cli", "phone",
+        "--server", f"127.0.0.1:{server_port}",
+        "--user", user.number, "--password", user.password,
+        *args,
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=log, text=True,
+        )  # fmt: skip
+    run = PhoneRun(process, log_path)
+    try:
+        yield run
+    finally:
+        if process.poll() is None:
+            stop_process(process)
