@@ -118,6 +118,7 @@ def write_users_csv(path: Path, users: Sequence[Extension]) -> Path:
         f"{u.number};{u.password};[authentication username={u.number} password={u.password}]"
         for u in users
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -359,6 +360,7 @@ def start_kamailio(
     *,
     cpu: int | None = None,
     children: int = 2,
+    shm_mb: int = 512,
     ready_timeout: float = 10.0,
 ) -> ServerProcess:
     """Run bench/kamailio/kamailio.cfg in the foreground on a free UDP port."""
@@ -377,6 +379,10 @@ def start_kamailio(
         str(workdir / "kamailio.pid"),
         "-Y",
         str(workdir),
+        # Shared memory holds transactions and the location table; the 64 MB default
+        # runs out under a call ramp (tm: "out of mem"), so give it what deployments do.
+        "-m",
+        str(shm_mb),
         "-A",
         f"LISTEN=udp:{LOOPBACK}:{port}",
         "-A",
