@@ -202,9 +202,9 @@ def test_name_addr_without_space_before_bracket() -> None:
 def test_stream_framing_waits_for_the_body_and_answers_pings() -> None:
     data = load("esc01")
     framer = StreamFramer()
-    assert framer.feed(b"\r\n\r\n" + data[:100]) == [StreamFramer.PING]
-    assert framer.feed(data[100:-10]) == []
-    messages = framer.feed(data[-10:] + data)
+    assert list(framer.feed(b"\r\n\r\n" + data[:100])) == [StreamFramer.PING]
+    assert list(framer.feed(data[100:-10])) == []
+    messages = list(framer.feed(data[-10:] + data))
     assert len(messages) == 2
     assert messages[0] == messages[1] == parse_datagram(data)
 
@@ -212,15 +212,15 @@ def test_stream_framing_waits_for_the_body_and_answers_pings() -> None:
 def test_stream_framing_without_content_length_is_fatal() -> None:
     framer = StreamFramer()
     with pytest.raises(SipError):
-        framer.feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
+        list(framer.feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
                     b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\n"
-                    b"CSeq: 1 OPTIONS\r\n\r\n")  # fmt: skip
+                    b"CSeq: 1 OPTIONS\r\n\r\n"))  # fmt: skip
 
 
 def test_stream_framing_bounds_header_size() -> None:
     framer = StreamFramer(max_size=1000)
     with pytest.raises(SipError):
-        framer.feed(b"INVITE sip:a@b SIP/2.0\r\nX: " + b"y" * 2000)
+        list(framer.feed(b"INVITE sip:a@b SIP/2.0\r\nX: " + b"y" * 2000))
 
 
 # --- round trip properties -------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_stream_framing_any_split(msg: Request | Response, chunk: int) -> None:
     framer = StreamFramer()
     out: list[object] = []
     for i in range(0, len(data), chunk):
-        out += framer.feed(data[i : i + chunk])
+        out += list(framer.feed(data[i : i + chunk]))
     assert out == [msg, msg]
 
 

@@ -88,6 +88,9 @@ class Registrar:
     ) -> None:
         if request.uri.scheme not in ("sip", "sips") or not request.to.uri.is_sip:
             raise SipError(416, "only sip and sips addresses can register")
+        wildcard = any(value.strip() == "*" for value in request.headers.get_all("Contact"))
+        if not wildcard:
+            request.contacts  # noqa: B018 - a malformed Contact is a 400 before any challenge
         user = self.auth.check(request, tx, now)
         if user is None:
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ipbx.sip.errors import SipError
 from ipbx.sip.uri import (
@@ -383,10 +383,11 @@ def parse_head(head: bytes) -> Request | Response:
         _validate(response)
         return response
     parts = start.split(" ")
-    if len(parts) != 3 or not is_token(parts[0]):
-        raise SipError(400, f"bad request line {start[:80]!r}")
-    method, uri_text, version = parts
+    method = parts[0] if is_token(parts[0]) else ""
     request = Request(headers, b"", method, Uri("sip"))
+    if len(parts) != 3 or not method:
+        raise BadRequest(400, f"bad request line {start[:80]!r}", request)
+    uri_text, version = parts[1], parts[2]
     if version != _VERSION:
         status = 505 if version.startswith("SIP/") else 400
         raise BadRequest(status, f"unsupported version {version!r}", request)
@@ -395,8 +396,6 @@ def parse_head(head: bytes) -> Request | Response:
         if request.uri.headers is not None:
             raise SipError(400, "headers are not allowed in a Request-URI")
         _validate(request)
-    except BadRequest:
-        raise
     except SipError as exc:
         raise BadRequest(exc.status, exc.reason, request) from None
     return request
@@ -461,7 +460,7 @@ def _drop_length(msg: Message) -> None:
         msg.headers.remove("Content-Length")
 
 
-def _reraise_for(msg: Request | Response, exc: SipError) -> None:
+def _reraise_for(msg: Request | Response, exc: SipError) -> NoReturn:
     if isinstance(msg, Request):
         raise BadRequest(exc.status, exc.reason, msg) from None
     raise exc
@@ -481,37 +480,40 @@ class StreamFramer:
         self._buffer = bytearray()
         self._max = max_size
 
-    def feed(self, data: bytes) -> list[Request | Response | bytes]:
+    def feed(self, data: bytes) -> Iterator[Request | Response | bytes]:
+        """Yield what `data` completes. A generator, so that the messages before a
+        framing error are still handled before the error is raised."""
         self._buffer += data
-        out: list[Request | Response | bytes] = []
         buf = self._buffer
         while buf:
             if buf.startswith(b"\r\n"):
                 # CRLFs between messages: a double one is a keep-alive ping.
                 if buf.startswith(self.PING):
                     del buf[:4]
-                    out.append(self.PING)
+                    yield self.PING
                     continue
                 if len(buf) < 4 and self.PING.startswith(bytes(buf)):
-                    break
+                    return
                 del buf[:2]
                 continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > self._max:
                     raise SipError(400, "headers too large")
-                break
+                return
             msg = parse_head(bytes(buf[:end]))
-            length = content_length(msg.headers)
+            try:
+                length = content_length(msg.headers)
+            except SipError as exc:
+                _reraise_for(msg, exc)
             if length is None:
-                raise SipError(400, "Content-Length is required on a stream")
+                _reraise_for(msg, SipError(400, "Content-Length is required on a stream"))
             total = end + 4 + length
             if total > self._max:
                 raise SipError(413, "message too large")
             if len(buf) < total:
-                break
+                return
             msg.body = bytes(buf[end + 4 : total])
             _drop_length(msg)
             del buf[:total]
-            out.append(msg)
-        return out
+            yield msg

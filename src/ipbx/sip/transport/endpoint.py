@@ -99,6 +99,10 @@ class SipEndpoint:
             udp_transport, protocol = await self.loop.create_datagram_endpoint(
                 lambda: _Datagram(self), local_addr=(host, port), family=family
             )
+            sock = udp_transport.get_extra_info("socket")
+            # Bursts of REGISTERs (a site's phones after a power cut) overflow the default
+            # buffer; the kernel caps this at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             bound = udp_transport.get_extra_info("sockname")
             address = Address("UDP", host, int(bound[1]))
             self._udp[family] = (protocol, address)

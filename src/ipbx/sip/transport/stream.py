@@ -41,17 +41,15 @@ class StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            items = self.framer.feed(data)
+            for item in self.framer.feed(data):
+                if isinstance(item, bytes):
+                    self.write(b"\r\n")
+                else:
+                    self.owner.endpoint.message_received(item, self.address)
         except SipError as exc:
             log.info("closing %s: %s", self.address, exc.reason)
             self.owner.endpoint.stream_error(exc, self)
             self.close()
-            return
-        for item in items:
-            if isinstance(item, bytes):
-                self.write(b"\r\n")
-            else:
-                self.owner.endpoint.message_received(item, self.address)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -1,0 +1,178 @@
+"""A deliberately small SIP client for server tests: raw sockets, our parser for the
+answers, and the digest client half to get past challenges. Real peers (SIPp, baresip)
+are exercised in tests/interop; this one lets a test say exactly which bytes go out."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from ipbx.sip.auth import authorization
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Headers, Response, parse_datagram
+
+LOOPBACK = "127.0.0.1"
+
+
+def parse_any(data: bytes) -> Response:
+    """Our parser's view of a response; when the server rightly echoes a malformed Via
+    or From back (RFC 3261 §8.2.6.2 copies them), just the status line."""
+    try:
+        msg = parse_datagram(data)
+    except SipError:
+        status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        _, status, reason = status_line.split(" ", 2)
+        return Response(Headers(), b"", int(status), reason)
+    assert isinstance(msg, Response), f"expected a response, got {msg!r}"
+    return msg
+
+
+@dataclass
+class SipClient:
+    """One UDP socket (or one TCP/TLS connection) speaking to the server at `port`."""
+
+    port: int
+    transport: str = "udp"
+    timeout: float = 2.0
+    sock: socket.socket = field(init=False)
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        if self.transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((LOOPBACK, 0))
+        else:
+            raw = socket.create_connection((LOOPBACK, self.port), timeout=self.timeout)
+            if self.transport == "tls":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                raw = context.wrap_socket(raw)
+            self.sock = raw
+        self.sock.settimeout(self.timeout)
+        self.local_port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        if self.transport == "udp":
+            self.sock.sendto(data, (LOOPBACK, self.port))
+        else:
+            self.sock.sendall(data)
+
+    def receive(self, timeout: float | None = None) -> Response | None:
+        """The next response, skipping provisional ones; None on time-out."""
+        self.sock.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            while True:
+                for msg in self._read():
+                    if isinstance(msg, Response) and msg.status >= 200:
+                        return msg
+        except TimeoutError:
+            return None
+
+    def _read(self) -> list[object]:
+        if self.transport == "udp":
+            return [parse_any(self.sock.recv(65535))]
+        data = self.sock.recv(65535)
+        if not data:
+            raise TimeoutError("connection closed")
+        self.buffer += data
+        out: list[object] = []
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            m = re.search(rb"^(?:Content-Length|l)\s*:\s*(\d+)", self.buffer[:end], re.I | re.M)
+            total = end + 4 + (int(m.group(1)) if m else 0)
+            if len(self.buffer) < total:
+                break
+            out.append(parse_any(bytes(self.buffer[:total])))
+            del self.buffer[:total]
+        return out
+
+    def message(
+        self,
+        method: str,
+        uri: str,
+        *,
+        user: str = "1000",
+        to: str | None = None,
+        call_id: str | None = None,
+        cseq: int = 1,
+        headers: list[str] | None = None,
+        body: bytes = b"",
+    ) -> bytes:
+        tag = secrets.token_hex(4)
+        sent_by = f"{self.transport.upper()} {LOOPBACK}:{self.local_port}"
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/{sent_by};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{user}@{LOOPBACK}>;tag={tag}",
+            f"To: <{to or f'sip:{user}@{LOOPBACK}'}>",
+            f"Call-ID: {call_id or secrets.token_hex(8)}",
+            f"CSeq: {cseq} {method}",
+            *(headers or []),
+            f"Content-Length: {len(body)}",
+            "",
+            "",
+        ]
+        return "\r\n".join(lines).encode() + body
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        *,
+        password: str | None = None,
+        user: str = "1000",
+        headers: list[str] | None = None,
+        **kw: object,
+    ) -> Response | None:
+        """Send a request; answer one 401/407 challenge when a password is given."""
+        call_id = secrets.token_hex(8)
+        self.send(self.message(method, uri, user=user, call_id=call_id, headers=headers, **kw))  # type: ignore[arg-type]
+        response = self.receive()
+        if response is None or response.status not in (401, 407) or password is None:
+            return response
+        if method == "INVITE":
+            self.send(self._ack(response, uri))
+        name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        challenge = response.headers.get_all(name)[0]
+        creds = authorization(challenge, method, uri, user, password)
+        extra = [*(headers or []), f"{answer}: {creds}"]
+        self.send(
+            self.message(method, uri, user=user, call_id=call_id, cseq=2, headers=extra, **kw)
+        )  # type: ignore[arg-type]
+        return self.receive()
+
+    def _ack(self, response: Response, uri: str) -> bytes:
+        via = response.headers.get_all("Via")[0]
+        lines = [
+            f"ACK {uri} SIP/2.0",
+            f"Via: {via}",
+            "Max-Forwards: 70",
+            f"From: {response.headers.get('From')}",
+            f"To: {response.headers.get('To')}",
+            f"Call-ID: {response.call_id}",
+            f"CSeq: {response.cseq.number} ACK",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        return "\r\n".join(lines).encode()
+
+    def register(
+        self, user: str, password: str, expires: int = 3600, contact_port: int | None = None
+    ) -> Response | None:
+        contact = f"<sip:{user}@{LOOPBACK}:{contact_port or self.local_port}>"
+        return self.request(
+            "REGISTER",
+            f"sip:{LOOPBACK}:{self.port}",
+            user=user,
+            password=password,
+            headers=[f"Contact: {contact}", f"Expires: {expires}"],
+        )
