@@ -1,0 +1,241 @@
+"""The registrar and simple call routing, seen from a phone on loopback (RFC 3261 §10)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from conftest import launch
+from sipclient import LOOPBACK, SipClient
+
+from bench.harness import IpbxServer, free_port, free_udp_range
+from ipbx.sip.message import Request, parse_datagram
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+
+
+def _client(server: IpbxServer, transport: str = "udp") -> SipClient:
+    return SipClient(server.port, transport=transport)
+
+
+def test_register_is_challenged_then_bound(server: IpbxServer) -> None:
+    phone = _client(server)
+    first = phone.request(
+        "REGISTER", f"sip:{LOOPBACK}", headers=[f"Contact: <sip:1000@{LOOPBACK}:5999>"]
+    )
+    assert first is not None and first.status == 401
+    assert {
+        c.split("algorithm=")[1].split(",")[0] for c in first.headers.get_all("WWW-Authenticate")
+    } == {"MD5", "SHA-256"}
+    ok = phone.register("1000", "secret1000", expires=600, contact_port=5999)
+    assert ok is not None and ok.status == 200
+    (contact,) = ok.contacts
+    assert contact.uri.port == 5999
+    assert 590 <= int(contact.params["expires"] or 0) <= 600
+    assert ok.headers.get("Date")
+
+
+def test_wrong_password_and_unknown_user_look_the_same(server: IpbxServer) -> None:
+    phone = _client(server)
+    wrong = phone.register("1000", "not-the-password")
+    missing = phone.register("7777", "whatever")
+    assert wrong is not None and missing is not None
+    assert (wrong.status, wrong.reason) == (missing.status, missing.reason) == (401, "Unauthorized")
+
+
+def test_too_brief_expiry_is_423_with_min_expires(server: IpbxServer) -> None:
+    response = _client(server).register("1001", "secret1001", expires=10)
+    assert response is not None and response.status == 423
+    assert response.headers.get("Min-Expires") == "60"
+
+
+def test_star_unregisters_everything(server: IpbxServer) -> None:
+    phone = _client(server)
+    assert phone.register("1002", "secret1002", contact_port=6001).status == 200  # type: ignore[union-attr]
+    response = phone.request(
+        "REGISTER",
+        f"sip:{LOOPBACK}",
+        user="1002",
+        password="secret1002",
+        headers=["Contact: *", "Expires: 0"],
+    )
+    assert response is not None and response.status == 200
+    assert response.contacts == []
+    bad = phone.request(
+        "REGISTER", f"sip:{LOOPBACK}", user="1002", password="secret1002", headers=["Contact: *"]
+    )
+    assert bad is not None and bad.status == 400
+
+
+def test_several_contacts_per_address_of_record(server: IpbxServer) -> None:
+    desk, soft = _client(server), _client(server)
+    assert desk.register("1003", "secret1003").status == 200  # type: ignore[union-attr]
+    both = soft.register("1003", "secret1003")
+    assert both is not None and {c.uri.port for c in both.contacts} == {
+        desk.local_port,
+        soft.local_port,
+    }
+
+
+def test_options_lists_what_we_allow(server: IpbxServer) -> None:
+    response = _client(server).request("OPTIONS", f"sip:{LOOPBACK}:{server.port}")
+    assert response is not None and response.status == 200
+    assert "INVITE" in (response.headers.get("Allow") or "")
+
+
+def test_calls_to_unknown_and_unregistered_extensions(server: IpbxServer) -> None:
+    caller = _client(server)
+    body = SDP.format(port=4000).encode()
+    sdp = ["Content-Type: application/sdp"]
+    unknown = caller.request(
+        "INVITE", f"sip:4321@{LOOPBACK}", password="secret1000", headers=sdp, body=body
+    )
+    assert unknown is not None and unknown.status == 404
+    away = caller.request(
+        "INVITE", f"sip:1001@{LOOPBACK}", password="secret1000", headers=sdp, body=body
+    )
+    assert away is not None and away.status == 480
+
+
+def test_echo_test_returns_our_rtp(server: IpbxServer) -> None:
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind((LOOPBACK, 0))
+    rtp.settimeout(2)
+    caller = _client(server)
+    answer = caller.request(
+        "INVITE",
+        f"sip:9196@{LOOPBACK}",
+        password="secret1000",
+        headers=[
+            "Content-Type: application/sdp",
+            f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>",
+        ],
+        body=SDP.format(port=rtp.getsockname()[1]).encode(),
+    )
+    assert answer is not None and answer.status == 200
+    media_port = int(answer.body.decode().split("m=audio ")[1].split()[0])
+    packet = struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234) + bytes(160)
+    rtp.sendto(packet, (LOOPBACK, media_port))
+    assert rtp.recv(2048) == packet
+
+
+def test_sha256_digest_is_accepted(server: IpbxServer) -> None:
+    from ipbx.sip.auth import authorization
+
+    phone = _client(server)
+    uri = f"sip:{LOOPBACK}"
+    contact = [f"Contact: <sip:1000@{LOOPBACK}:{phone.local_port}>"]
+    phone.send(phone.message("REGISTER", uri, call_id="sha", headers=contact))
+    challenge = phone.receive()
+    assert challenge is not None
+    sha = next(c for c in challenge.headers.get_all("WWW-Authenticate") if "SHA-256" in c)
+    creds = authorization(sha, "REGISTER", uri, "1000", "secret1000")
+    headers = [*contact, f"Authorization: {creds}"]
+    phone.send(phone.message("REGISTER", uri, call_id="sha", cseq=2, headers=headers))
+    ok = phone.receive()
+    assert ok is not None and ok.status == 200
+
+
+def _invite_arrives(sock: socket.socket) -> Request:
+    data = sock.recv(65535)
+    msg = parse_datagram(data)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_registration_survives_a_restart(tmp_path: Path) -> None:
+    port = free_port("both")
+    first, last = free_udp_range(40)
+    config = (
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}]\n"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        "extensions:\n"
+        '  - {number: "1000", name: Alice, password: secret1000}\n'
+        '  - {number: "1001", name: Bob, password: secret1001}\n'
+    )
+    server = launch(tmp_path, config, port)
+    phone = SipClient(port, timeout=3)
+    try:
+        assert phone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]
+    finally:
+        server.stop()
+    server = launch(tmp_path, config, port)
+    try:
+        _send_authenticated_invite(SipClient(port))
+        invite = _invite_arrives(phone.sock)
+        assert invite.method == "INVITE"
+        assert invite.uri.port == phone.local_port
+    finally:
+        server.stop()
+
+
+def _send_authenticated_invite(caller: SipClient) -> None:
+    """INVITE 1001 as 1000 without waiting for the final answer (the callee is us)."""
+    from ipbx.sip.auth import authorization
+
+    uri = f"sip:1001@{LOOPBACK}"
+    body = SDP.format(port=4002).encode()
+    headers = [
+        "Content-Type: application/sdp",
+        f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>",
+    ]
+    call_id = secrets.token_hex(8)
+    caller.send(caller.message("INVITE", uri, call_id=call_id, headers=headers, body=body))
+    challenge = caller.receive()
+    assert challenge is not None and challenge.status == 407
+    creds = authorization(
+        challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, "1000", "secret1000"
+    )
+    caller.send(
+        caller.message(
+            "INVITE",
+            uri,
+            call_id=call_id,
+            cseq=2,
+            headers=[*headers, f"Proxy-Authorization: {creds}"],
+            body=body,
+        )
+    )
+
+
+def test_calls_reach_a_tcp_phone_over_its_own_connection(server: IpbxServer) -> None:
+    """The connection a phone registered over is how it is reached (NAT-friendly)."""
+    phone = _client(server, "tcp")
+    assert phone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]
+    _send_authenticated_invite(_client(server))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        data = phone.sock.recv(65535)
+        if data.startswith(b"INVITE "):
+            break
+    else:
+        pytest.fail("no INVITE on the registered TCP connection")
+    phone.close()
+
+
+def test_tls_listener_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    port, tls_port = free_port("both"), free_port("tcp")
+    first, last = free_udp_range(10)
+    config = (
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, tls://{LOOPBACK}:{tls_port}]\n"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
+    )
+    server = launch(tmp_path, config, port)
+    try:
+        client = SipClient(tls_port, transport="tls")
+        response = client.request("OPTIONS", f"sip:{LOOPBACK}:{tls_port};transport=tls")
+        assert response is not None and response.status == 200
+        assert (tmp_path / "data" / "tls-cert.pem").exists()
+    finally:
+        server.stop()
