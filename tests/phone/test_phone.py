@@ -177,3 +177,27 @@ def test_phone_api_over_tcp(ipbx: IpbxServer) -> None:
             await bob.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_giving_up_on_a_ringing_call_cancels_it(ipbx: IpbxServer) -> None:
+    """A caller that stops waiting sends CANCEL; the callee sees its INVITE cancelled."""
+
+    async def scenario() -> None:
+        server = Address("UDP", "127.0.0.1", ipbx.port)
+        alice = await Phone.start(PhoneSettings(server, CALLER.number, CALLER.password))
+        bob = await Phone.start(PhoneSettings(server, CALLEE.number, CALLEE.password))
+        try:
+            assert (await bob.register(120)).status == 200
+            bob.accepting = True
+            calling = asyncio.create_task(alice.call(CALLEE.number))
+            incoming = await asyncio.wait_for(bob.incoming.get(), 5)
+            await asyncio.sleep(0.3)
+            calling.cancel()
+            await asyncio.wait_for(incoming.cancelled.wait(), 5)
+            with pytest.raises(asyncio.CancelledError):
+                await calling
+        finally:
+            await alice.close()
+            await bob.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

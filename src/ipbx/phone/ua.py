@@ -28,6 +28,7 @@ from ipbx.sip.transaction import (
     Address,
     ClientTransaction,
     ServerTransaction,
+    make_cancel,
     make_response,
     new_tag,
 )
@@ -283,9 +284,11 @@ class Phone:
         on_provisional: Callable[[Response], None] | None,
     ) -> Response:
         final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        provisional: list[Response] = []
 
         def on_response(response: Response, tx: ClientTransaction) -> None:
             if response.status < 200:
+                provisional.append(response)
                 if on_provisional is not None:
                     on_provisional(response)
             elif not final.done():
@@ -293,9 +296,16 @@ class Phone:
             elif response.status < 300 and request.method == "INVITE":
                 self._ack_again(response)
 
-        self.endpoint.send_request(request, dest, on_response)
-        # The transaction's own timer B/F ends this with a synthesized 408 (64*T1).
-        return await final
+        tx = self.endpoint.send_request(request, dest, on_response)
+        try:
+            # The transaction's own timer B/F ends this with a synthesized 408 (64*T1).
+            return await final
+        except asyncio.CancelledError:
+            # Given up on (--timeout): stop the far end ringing. RFC 3261 §9.1 allows a
+            # CANCEL only once a provisional response has arrived.
+            if request.method == "INVITE" and provisional:
+                self.endpoint.send_cancel(make_cancel(tx.request), dest)
+            raise
 
     def _ack_again(self, response: Response) -> None:
         """A retransmitted 2xx means our ACK was lost: send it again (§13.2.2.4)."""
