@@ -68,7 +68,7 @@ class PhoneSettings:
 
 @dataclass
 class IncomingCall:
-    """An INVITE waiting for `Phone.answer` or `Phone.reject`."""
+    """An INVITE waiting for `Phone.answer`."""
 
     request: Request
     source: Address
@@ -435,10 +435,6 @@ class Phone:
         self._send_2xx(call, tx, answer)
         log.info("%s: answered from %s, %s", dialog.call_id, request.from_.uri, codec.name)
         return call
-
-    def reject(self, incoming: IncomingCall, status: int = 486) -> None:
-        self._pending.pop(id(incoming.tx), None)
-        self.endpoint.reply(incoming.tx, status)
 
     def _contact_for(self, dest: Address) -> str:
         return f"<{self.endpoint.contact(dest, self.settings.user)}>"
