@@ -306,7 +306,7 @@ def start_ipbx(
     extensions: Sequence[Extension],
     *,
     cpu: int | None = None,
-    rtp_ports: int = 200,
+    rtp_ports: int = 1000,
     ready_timeout: float = 10.0,
 ) -> IpbxServer:
     """Write a config under workdir, run `python -m ipbx.cli serve`, wait for OPTIONS.
@@ -424,6 +424,7 @@ class SippResult:
     """Totals from the last row of SIPp's -trace_stat CSV (cumulative columns)."""
 
     returncode: int
+    requested: int
     successful: int
     failed: int
     elapsed_s: float
@@ -432,8 +433,10 @@ class SippResult:
 
     @property
     def failed_pct(self) -> float:
-        total = self.successful + self.failed
-        return 100.0 * self.failed / total if total else 100.0
+        """Calls that failed or never finished (SIPp's -timeout cut them), in percent."""
+        if self.requested <= 0:
+            return 100.0
+        return 100.0 * (self.requested - self.successful) / self.requested
 
     @property
     def rate(self) -> float:
@@ -453,17 +456,20 @@ def _epoch(timestamp: str) -> float:
     return float(timestamp.split("\t")[-1])
 
 
-def parse_sipp_stats(stat_path: Path, returncode: int, workdir: Path, name: str) -> SippResult:
+def parse_sipp_stats(
+    stat_path: Path, returncode: int, requested: int, workdir: Path, name: str
+) -> SippResult:
     rows: list[list[str]] = []
     if stat_path.exists():
         with stat_path.open(newline="") as handle:
             rows = [row for row in csv.reader(handle, delimiter=";") if row]
     if len(rows) < 2:
-        return SippResult(returncode, 0, 0, 0.0, workdir, name)
+        return SippResult(returncode, requested, 0, 0, 0.0, workdir, name)
     header, last = rows[0], rows[-1]
     column = {title: index for index, title in enumerate(header)}
     return SippResult(
         returncode=returncode,
+        requested=requested,
         successful=int(last[column["SuccessfulCall(C)"]]),
         failed=int(last[column["FailedCall(C)"]]),
         elapsed_s=_epoch(last[column["CurrentTime"]]) - _epoch(last[column["StartTime"]]),
@@ -486,6 +492,7 @@ class SippProcess:
 
     process: subprocess.Popen[bytes]
     port: int
+    calls: int
     workdir: Path
     name: str
     deadline_s: float
@@ -499,6 +506,7 @@ class SippProcess:
         return parse_sipp_stats(
             self.workdir / f"{self.name}.stat.csv",
             self.process.returncode,
+            self.calls,
             self.workdir,
             self.name,
         )
@@ -580,7 +588,7 @@ def start_sipp(
             stdout=screen,
             stderr=subprocess.STDOUT,
         )
-    return SippProcess(process, port, workdir, run_name, deadline_s=timeout + 10.0)
+    return SippProcess(process, port, calls, workdir, run_name, deadline_s=timeout + 10.0)
 
 
 def run_sipp(
