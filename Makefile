@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 .PHONY: serve test install peers lint bench
 
 $(VENV)/.installed: pyproject.toml
+	@python3 -c 'import ensurepip' 2>/dev/null || scripts/install-peers python3-venv
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

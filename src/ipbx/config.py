@@ -129,6 +129,13 @@ PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 Digits = Annotated[str, Field(pattern=r"^[0-9]+$")]
 
 
+DigestAlgorithm = Literal["MD5", "SHA-256"]
+
+
+def _md5() -> list[DigestAlgorithm]:
+    return ["MD5"]
+
+
 class SipConfig(_Model):
     """The SIP server: listeners, digest realm and registrar limits (RFC 3261 §10.3)."""
 
@@ -148,6 +155,10 @@ class SipConfig(_Model):
     default_expires: int = Field(default=3600, ge=1)
     qualify_interval: float = Field(default=30.0, gt=0)
     nonce_lifetime: float = Field(default=300.0, gt=0)
+    # Challenges offered, most preferred first (RFC 7616 §3.7). MD5 alone by default, as
+    # Asterisk does: some phones (baresip 1.0, older desk phones) fail a REGISTER outright
+    # when they meet a SHA-256 challenge instead of skipping it.
+    digest_algorithms: list[DigestAlgorithm] = Field(default_factory=_md5, min_length=1)
     max_message_size: int = Field(default=65535, ge=1500)
     user_agent: str = "ipbx"
 

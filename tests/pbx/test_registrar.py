@@ -32,9 +32,8 @@ def test_register_is_challenged_then_bound(server: IpbxServer) -> None:
         "REGISTER", f"sip:{LOOPBACK}", headers=[f"Contact: <sip:1000@{LOOPBACK}:5999>"]
     )
     assert first is not None and first.status == 401
-    assert {
-        c.split("algorithm=")[1].split(",")[0] for c in first.headers.get_all("WWW-Authenticate")
-    } == {"MD5", "SHA-256"}
+    (challenge,) = first.headers.get_all("WWW-Authenticate")
+    assert "algorithm=MD5" in challenge  # MD5 alone by default: see sip.digest_algorithms
     ok = phone.register("1000", "secret1000", expires=600, contact_port=5999)
     assert ok is not None and ok.status == 200
     (contact,) = ok.contacts
@@ -127,21 +126,34 @@ def test_echo_test_returns_our_rtp(server: IpbxServer) -> None:
     assert rtp.recv(2048) == packet
 
 
-def test_sha256_digest_is_accepted(server: IpbxServer) -> None:
+def test_sha256_digest_when_configured(tmp_path: Path) -> None:
     from ipbx.sip.auth import authorization
 
-    phone = _client(server)
-    uri = f"sip:{LOOPBACK}"
-    contact = [f"Contact: <sip:1000@{LOOPBACK}:{phone.local_port}>"]
-    phone.send(phone.message("REGISTER", uri, call_id="sha", headers=contact))
-    challenge = phone.receive()
-    assert challenge is not None
-    sha = next(c for c in challenge.headers.get_all("WWW-Authenticate") if "SHA-256" in c)
-    creds = authorization(sha, "REGISTER", uri, "1000", "secret1000")
-    headers = [*contact, f"Authorization: {creds}"]
-    phone.send(phone.message("REGISTER", uri, call_id="sha", cseq=2, headers=headers))
-    ok = phone.receive()
-    assert ok is not None and ok.status == 200
+    port = free_port("both")
+    first, last = free_udp_range(10)
+    config = (
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"sip:\n  listen: [udp://{LOOPBACK}:{port}]\n  digest_algorithms: [SHA-256, MD5]\n"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
+    )
+    server = launch(tmp_path, config, port)
+    try:
+        phone = SipClient(port)
+        uri = f"sip:{LOOPBACK}"
+        contact = [f"Contact: <sip:1000@{LOOPBACK}:{phone.local_port}>"]
+        phone.send(phone.message("REGISTER", uri, call_id="sha", headers=contact))
+        challenge = phone.receive()
+        assert challenge is not None
+        sha, md5 = challenge.headers.get_all("WWW-Authenticate")
+        assert "algorithm=SHA-256" in sha and "algorithm=MD5" in md5  # preferred first
+        creds = authorization(sha, "REGISTER", uri, "1000", "secret1000")
+        headers = [*contact, f"Authorization: {creds}"]
+        phone.send(phone.message("REGISTER", uri, call_id="sha", cseq=2, headers=headers))
+        ok = phone.receive()
+        assert ok is not None and ok.status == 200
+    finally:
+        server.stop()
 
 
 def _invite_arrives(sock: socket.socket) -> Request:

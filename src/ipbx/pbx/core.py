@@ -47,7 +47,9 @@ class Pbx:
         )
         sip = config.sip
         self.auth = Authenticator(
-            self.endpoint, store, DigestAuthenticator(sip.realm, sip.nonce_lifetime)
+            self.endpoint,
+            store,
+            DigestAuthenticator(sip.realm, sip.nonce_lifetime, tuple(sip.digest_algorithms)),
         )
         self.registrar = Registrar(
             self.endpoint,
