@@ -326,9 +326,24 @@ def start_ipbx(
         rtp_range=rtp_range,
         extensions=extensions,
     )
+    return run_ipbx(workdir, config_path, port, rtp_range, cpu=cpu, ready_timeout=ready_timeout)
+
+
+def run_ipbx(
+    workdir: Path,
+    config_path: Path,
+    port: int,
+    rtp_range: tuple[int, int] = (0, 0),
+    *,
+    cpu: int | None = None,
+    ready_timeout: float = 10.0,
+) -> IpbxServer:
+    """Run `python -m ipbx.cli serve --config config_path` in workdir; `port` is its UDP
+    port (for the readiness probe). The log is appended to, so a restarted server keeps
+    one log."""
     log_path = workdir / "ipbx.log"
     command = [sys.executable, "-m", "ipbx.cli", "serve", "--config", str(config_path)]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             _pinned(command, cpu),
             cwd=workdir,
@@ -343,7 +358,7 @@ def start_ipbx(
         process=process,
         log_path=log_path,
         workdir=workdir,
-        data_dir=data_dir,
+        data_dir=workdir / "data",
         rtp_range=rtp_range,
         config_path=config_path,
     )

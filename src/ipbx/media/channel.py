@@ -28,6 +28,10 @@ class Channel(asyncio.DatagramProtocol):
         # Where the SSRC sits: byte 8 of an RTP header, byte 4 of an RTCP one.
         self._ssrc_offset = ssrc_offset
         self.transport: asyncio.DatagramTransport | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the peer and the counts: the socket stays open for another endpoint."""
         self.peer: Address | None = None
         self.latched = False
         self.peer_ssrc = b""
@@ -82,3 +86,6 @@ class Channel(asyncio.DatagramProtocol):
         self.latched = True
         self.peer_ssrc = ssrc
         return True
+
+
+ChannelPair = tuple[Channel, Channel]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.channel import Channel, discard
+from ipbx.media.channel import Channel, ChannelPair, discard
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -55,7 +55,7 @@ class MediaStats:
 class MediaEndpoint:
     """Create with `await MediaEndpoint.open(pool)`; `close()` returns the ports."""
 
-    def __init__(self, pool: PortPool, port: int, rtp: Channel, rtcp: Channel) -> None:
+    def __init__(self, pool: PortPool[ChannelPair], port: int, rtp: Channel, rtcp: Channel) -> None:
         self._pool = pool
         self._port = port
         self._rtp = rtp
@@ -76,11 +76,20 @@ class MediaEndpoint:
         self._terminate_mode()
 
     @classmethod
-    async def open(cls, pool: PortPool) -> MediaEndpoint:
-        """Bind an RTP/RTCP pair, skipping ports another process holds."""
+    async def open(cls, pool: PortPool[ChannelPair]) -> MediaEndpoint:
+        """Take a warm RTP/RTCP pair, or bind one, skipping ports another process holds."""
         loop = asyncio.get_running_loop()
+        warm = pool.take_warm(loop.time())
+        if warm is not None:
+            return cls._reuse(pool, warm)
         for _ in range(pool.size):
-            port = pool.acquire()
+            try:
+                port = pool.acquire()
+            except PortPoolExhausted:
+                warm = pool.take_warm(loop.time(), force=True)
+                if warm is None:
+                    raise
+                return cls._reuse(pool, warm)
             rtp, rtcp = Channel(_RTP_SSRC_OFFSET), Channel(_RTCP_SSRC_OFFSET)
             try:
                 await _bind(loop, rtp, pool.address, port)
@@ -92,6 +101,13 @@ class MediaEndpoint:
                 continue
             return cls(pool, port, rtp, rtcp)
         raise PortPoolExhausted(f"every RTP port in {pool.first}-{pool.last} is busy")
+
+    @classmethod
+    def _reuse(cls, pool: PortPool[ChannelPair], warm: tuple[int, ChannelPair]) -> MediaEndpoint:
+        port, (rtp, rtcp) = warm
+        rtp.reset()
+        rtcp.reset()
+        return cls(pool, port, rtp, rtcp)
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -211,9 +227,13 @@ class MediaEndpoint:
         self._closed = True
         self.detach()
         self.stop_recording()
-        self._rtp.close()
-        self._rtcp.close()
-        self._pool.release(self._port)
+        self._rtp.reset()
+        self._rtcp.reset()
+        now = asyncio.get_running_loop().time()
+        if not self._pool.keep_warm(self._port, (self._rtp, self._rtcp), now):
+            self._rtp.close()
+            self._rtcp.close()
+            self._pool.release(self._port)
 
     def _terminate_mode(self) -> None:
         self._rtp.sink = self._on_rtp
@@ -263,6 +283,13 @@ class MediaEndpoint:
         if self.codec is None or self._closed:
             raise MediaError("set_remote() must negotiate a codec first (or endpoint closed)")
         return self.codec
+
+
+def close_pool(pool: PortPool[ChannelPair]) -> None:
+    """Close the sockets the pool keeps warm (at shutdown)."""
+    for rtp, rtcp in pool.drain_warm():
+        rtp.close()
+        rtcp.close()
 
 
 def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:

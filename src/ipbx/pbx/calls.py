@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipbx import sdp
+from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import AUDIO_CODECS, Codec
-from ipbx.media.endpoint import MediaEndpoint, bridge
-from ipbx.media.ports import PortPool
+from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool
+from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
@@ -113,7 +114,7 @@ class Calls:
         self,
         endpoint: SipEndpoint,
         location: Location,
-        ports: PortPool,
+        ports: PortPool[ChannelPair],
         media_address: str,
         is_extension: Callable[[str], str | None],
         echo_number: str,
@@ -194,6 +195,12 @@ class Calls:
     def active(self) -> int:
         return len(self.calls)
 
+    def close(self) -> None:
+        """End every call from our side and close the media sockets (at shutdown)."""
+        for call in list(self.calls.values()):
+            self._hangup(call)
+        close_pool(self.ports)
+
     # --- the echo test --------------------------------------------------------------------
 
     async def _echo(
@@ -236,8 +243,17 @@ class Calls:
         target: str,
         bindings: list[Binding],
     ) -> None:
-        caller_media = await MediaEndpoint.open(self.ports)
-        callee_media = await MediaEndpoint.open(self.ports)
+        try:
+            caller_media = await MediaEndpoint.open(self.ports)
+        except PortPoolExhausted:
+            self._no_ports(tx)
+            return
+        try:
+            callee_media = await MediaEndpoint.open(self.ports)
+        except PortPoolExhausted:
+            caller_media.close()
+            self._no_ports(tx)
+            return
         if tx.response is not None and tx.response.status >= 200:
             caller_media.close()
             callee_media.close()
@@ -249,7 +265,7 @@ class Calls:
         self._by_invite[id(tx)] = call
         body = bytes(sdp.anchor(offer, self.media_address, callee_media.local_address[1]))
         from_ = request.from_
-        log.info("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
+        log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
         for binding in bindings:
             invite = self._callee_invite(call, request, from_, target, binding, body)
             fork = Leg(call, binding.source, callee_media, invite)
@@ -257,6 +273,10 @@ class Calls:
             fork.client_tx = self.endpoint.send_request(
                 invite, binding.source, self._fork_handler(fork)
             )
+
+    def _no_ports(self, tx: ServerTransaction) -> None:
+        log.warning("RTP port range exhausted: call refused")
+        self.endpoint.reply(tx, 503, headers=[("Retry-After", "5")])
 
     def _fork_handler(self, fork: Leg) -> Callable[[Response, ClientTransaction], None]:
         return lambda response, _tx: self._on_fork_response(fork, response)

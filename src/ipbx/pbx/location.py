@@ -1,9 +1,13 @@
 """The location service: which contacts an address-of-record is reachable at.
 
-Bindings live in memory for lookups on every call and are written through to the store,
-so registrations survive a restart. Each binding remembers the address its REGISTER came
-from: requests to a phone go there (not to the Contact host, which behind NAT is a
-private address), as Kamailio's nathelper or Asterisk's `force_rport` do.
+Bindings live in memory for lookups on every call and are written behind to the store in
+batches (`flush`, a few times a second and at shutdown), so registrations survive a
+restart without a database transaction per REGISTER; a crash loses at most the last
+fraction of a second of refreshes, which phones repeat anyway.
+
+Each binding remembers the address its REGISTER came from: requests to a phone go there
+(not to the Contact host, which behind NAT is a private address), as Kamailio's
+nathelper or Asterisk's `force_rport` do.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Location:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._bindings: dict[str, list[Binding]] = {}
+        self._dirty: set[str] = set()
 
     def load(self, now: float) -> int:
         """Read the bindings that outlived a restart; returns how many."""
@@ -89,7 +94,16 @@ class Location:
             self._bindings[aor] = bindings
         else:
             self._bindings.pop(aor, None)
-        self._store.save_bindings(aor, [b.record() for b in bindings])
+        self._dirty.add(aor)
+
+    def flush(self) -> int:
+        """Write the AORs changed since the last flush in one transaction."""
+        if not self._dirty:
+            return 0
+        changes = {aor: [b.record() for b in self._bindings.get(aor, ())] for aor in self._dirty}
+        self._dirty.clear()
+        self._store.save_bindings(changes)
+        return len(changes)
 
     def mark(self, binding: Binding, reachable: bool) -> None:
         binding.missed_pings = 0 if reachable else binding.missed_pings + 1

@@ -13,6 +13,7 @@ import email.utils
 import logging
 from dataclasses import dataclass
 
+from ipbx.pbx.directory import Directory
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.auth import DigestAuthenticator, Verdict
 from ipbx.sip.errors import SipError
@@ -20,7 +21,6 @@ from ipbx.sip.message import MAX_EXPIRES, Request
 from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import unescape
-from ipbx.store.store import Store
 
 log = logging.getLogger("ipbx.registrar")
 
@@ -38,9 +38,11 @@ class Authenticator:
     """Digest checks against the store's HA1s, shared by the registrar and the call
     handler (401 with WWW-Authenticate for REGISTER, 407 with Proxy-Authenticate else)."""
 
-    def __init__(self, endpoint: SipEndpoint, store: Store, digest: DigestAuthenticator) -> None:
+    def __init__(
+        self, endpoint: SipEndpoint, directory: Directory, digest: DigestAuthenticator
+    ) -> None:
         self.endpoint = endpoint
-        self.store = store
+        self.directory = directory
         self.digest = digest
 
     def check(self, request: Request, tx: ServerTransaction, now: float) -> str | None:
@@ -51,7 +53,7 @@ class Authenticator:
 
         def ha1_for(algorithm: str) -> str | None:
             assert creds is not None
-            ext = self.store.get_extension(creds.username)
+            ext = self.directory.get(creds.username)
             if ext is None:
                 return None
             return ext.ha1_sha256 if algorithm == "SHA-256" else ext.ha1_md5
@@ -122,6 +124,7 @@ class Registrar:
 
     def _apply(self, aor: str, request: Request, source: Address, now: float) -> list[Binding]:
         current = {b.uri.key(): b for b in self.location.bindings(aor, now)}
+        before = set(current)
         raw = request.headers.get_all("Contact")
         call_id, cseq = request.call_id, request.cseq.number
         if any(value.strip() == "*" for value in raw):
@@ -171,7 +174,9 @@ class Registrar:
         result = sorted(current.values(), key=lambda b: b.expires_at)[-MAX_CONTACTS:]
         if changes:
             self.location.replace(aor, result)
-            log.info("%s registered %d contact(s) from %s", aor, len(result), source)
+            # A refresh of an unchanged set is routine; a new or lost contact is news.
+            level = logging.DEBUG if before == {b.uri.key() for b in result} else logging.INFO
+            log.log(level, "%s registered %d contact(s) from %s", aor, len(result), source)
         return result
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipbx import sdp
+from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import AUDIO_CODECS, Codec, Pcm
-from ipbx.media.endpoint import PTIME_MS, MediaEndpoint
+from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, close_pool
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
 from ipbx.sip.auth import authorization
@@ -196,7 +197,7 @@ class Phone:
     def __init__(self, settings: PhoneSettings) -> None:
         self.settings = settings
         self.endpoint = SipEndpoint(self, user_agent=USER_AGENT)
-        self.pool = PortPool(settings.local_host, *settings.rtp_ports)
+        self.pool: PortPool[ChannelPair] = PortPool(settings.local_host, *settings.rtp_ports)
         self.calls: dict[tuple[str, str, str], Call] = {}
         self.incoming: asyncio.Queue[IncomingCall] = asyncio.Queue()
         self._pending: dict[int, IncomingCall] = {}
@@ -222,6 +223,7 @@ class Phone:
             with contextlib.suppress(TimeoutError):
                 await self.unregister()
         await self.endpoint.close()
+        close_pool(self.pool)
 
     # --- requests with digest authentication ----------------------------------------------
 

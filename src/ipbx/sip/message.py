@@ -120,21 +120,44 @@ MAX_CSEQ = 2**31 - 1
 MAX_EXPIRES = 2**32 - 1
 
 
+# Names as code and most peers spell them, mapped without lowercasing first.
+_EXACT = {**{name: name for name in _KNOWN}, **_CANONICAL}
+
+
 def canonical_name(name: str) -> str:
-    return _CANONICAL.get(name.lower(), name)
+    found = _EXACT.get(name)
+    return found if found is not None else _CANONICAL.get(name.lower(), name)
 
 
 class Headers:
     """An ordered multi-map of header fields with case-insensitive names.
 
-    Parsed forms of structured values are cached until the next change.
+    Lookups go through an index built on first use; parsed forms of structured values
+    are cached. Both are dropped on any change.
     """
 
-    __slots__ = ("_cache", "_items")
+    __slots__ = ("_cache", "_index", "_items")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str]] = items if items is not None else []
         self._cache: dict[str, object] = {}
+        self._index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, value in self._items:
+                if key in index:
+                    index[key].append(value)
+                else:
+                    index[key] = [value]
+            self._index = index
+        return index
+
+    def _changed(self) -> None:
+        self._cache.clear()
+        self._index = None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -149,26 +172,25 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def get(self, name: str) -> str | None:
-        name = canonical_name(name)
-        for key, value in self._items:
-            if key == name:
-                return value
-        return None
+        values = self._lookup().get(canonical_name(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        name = canonical_name(name)
-        return [value for key, value in self._items if key == name]
+        return list(self._lookup().get(canonical_name(name), ()))
+
+    def count(self, name: str) -> int:
+        return len(self._lookup().get(canonical_name(name), ()))
 
     def __contains__(self, name: str) -> bool:
-        return self.get(name) is not None
+        return canonical_name(name) in self._lookup()
 
     def add(self, name: str, value: str) -> None:
         self._items.append((canonical_name(name), value))
-        self._cache.clear()
+        self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         self._items.insert(0, (canonical_name(name), value))
-        self._cache.clear()
+        self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name by one, keeping the first one's position."""
@@ -184,12 +206,12 @@ class Headers:
         if not placed:
             out.append((name, value))
         self._items = out
-        self._cache.clear()
+        self._changed()
 
     def remove(self, name: str) -> None:
         name = canonical_name(name)
         self._items = [(k, v) for k, v in self._items if k != name]
-        self._cache.clear()
+        self._changed()
 
     def copy(self) -> Headers:
         return Headers(list(self._items))
@@ -404,7 +426,7 @@ def parse_head(head: bytes) -> Request | Response:
 def _validate(msg: Message) -> None:
     headers = msg.headers
     for name in _SINGLE:
-        if len(headers.get_all(name)) > 1:
+        if headers.count(name) > 1:
             raise SipError(400, f"multiple {name} values")
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if name not in headers:

@@ -18,6 +18,8 @@ from ipbx.sip.errors import SipError
 # RFC 3261 §25.1 token characters; a method or parameter name is a token.
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+_BAD_HOST = re.compile(r"[ \t<>\"']")
+_BAD_URI = re.compile(r"[ \t\r\n<>]")
 
 Params = dict[str, str | None]
 
@@ -31,6 +33,8 @@ def split_quoted(text: str, sep: str) -> list[str]:
 
     Raises SipError for an unterminated quoted string (RFC 4475 §3.1.2.6).
     """
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
     parts: list[str] = []
     start = 0
     in_quote = in_angle = False
@@ -181,7 +185,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
         port_text = rest[1:] if rest else ""
     else:
         host, _, port_text = text.partition(":")
-    if not host or any(c in host for c in " \t<>\"'"):
+    if not host or _BAD_HOST.search(host):
         raise SipError(400, f"bad host {text!r}")
     if port_text:
         if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
@@ -193,9 +197,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
 def parse_uri(text: str) -> Uri:
     """Parse a URI with no surrounding whitespace (RFC 3261 §19.1, §25.1)."""
     scheme, colon, rest = text.partition(":")
-    if not colon or not _SCHEME.match(scheme) or not rest:
-        raise SipError(400, f"bad URI {text!r}")
-    if any(c in text for c in " \t\r\n<>"):
+    if not colon or not _SCHEME.match(scheme) or not rest or _BAD_URI.search(text):
         raise SipError(400, f"bad URI {text!r}")
     lscheme = scheme.lower()
     if lscheme not in ("sip", "sips"):

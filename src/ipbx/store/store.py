@@ -6,7 +6,7 @@ work would cost more than the SQL itself.
 """
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,19 +143,24 @@ class Store:
             return self._extension_rows(connection, tenant, None)
 
     def save_bindings(
-        self, aor: str, bindings: Sequence[BindingRecord], tenant: str = DEFAULT_TENANT
+        self, changes: Mapping[str, Sequence[BindingRecord]], tenant: str = DEFAULT_TENANT
     ) -> None:
-        """Replace all bindings of `aor` with `bindings`, in one transaction."""
-        for binding in bindings:
-            if binding.aor != aor:
-                raise ValueError(f"binding for {binding.aor!r} saved under {aor!r}")
+        """Replace the bindings of each AOR in `changes` (an empty list removes them all),
+        in one transaction: the registrar hands over a batch of REGISTERs at a time."""
+        for aor, bindings in changes.items():
+            for binding in bindings:
+                if binding.aor != aor:
+                    raise ValueError(f"binding for {binding.aor!r} saved under {aor!r}")
+        if not changes:
+            return
         with self._engine.begin() as connection:
             tenant_id = self._tenant_id(connection, tenant, create=False)
-            connection.execute(_DELETE_AOR, {"tenant_id": tenant_id, "aor": aor})
-            if bindings:
-                connection.execute(
-                    _INSERT_BINDING, [_binding_row(tenant_id, binding) for binding in bindings]
-                )
+            connection.execute(
+                _DELETE_AOR, [{"tenant_id": tenant_id, "aor": aor} for aor in changes]
+            )
+            rows = [_binding_row(tenant_id, b) for bindings in changes.values() for b in bindings]
+            if rows:
+                connection.execute(_INSERT_BINDING, rows)
 
     def delete_binding(self, aor: str, contact_uri: str, tenant: str = DEFAULT_TENANT) -> None:
         with self._engine.begin() as connection:
