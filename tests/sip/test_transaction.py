@@ -225,3 +225,13 @@ def test_rfc2543_request_without_magic_cookie_still_matches() -> None:
 def test_stray_response_is_dropped() -> None:
     layer = TransactionLayer()
     assert layer.receive(make_response(request(), 200, to_tag="x"), UDP, now=0.0) == []
+
+
+def test_tags_and_branches_are_unique_and_of_the_right_shape() -> None:
+    from ipbx.sip.transaction import new_branch, new_tag
+
+    tags = {new_tag() for _ in range(5000)}
+    branches = {new_branch() for _ in range(5000)}
+    assert len(tags) == len(branches) == 5000
+    assert all(len(t) == 12 for t in tags)
+    assert all(b.startswith("z9hG4bK") and len(b) == 23 for b in branches)

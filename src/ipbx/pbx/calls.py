@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from ipbx.sip.transaction import (
     make_cancel,
     make_response,
     new_tag,
+    random_hex,
 )
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import NameAddr, Uri
@@ -79,7 +79,7 @@ class Call:
     caller: Leg | None = None
     callee: Leg | None = None
     forks: list[Leg] = field(default_factory=list)
-    b_call_id: str = field(default_factory=lambda: secrets.token_hex(10))
+    b_call_id: str = field(default_factory=lambda: random_hex(10))
     b_tag: str = field(default_factory=new_tag)
     ended: bool = False
 

@@ -2,8 +2,10 @@
 
 Bindings live in memory for lookups on every call and are written behind to the store in
 batches (`flush`, a few times a second and at shutdown), so registrations survive a
-restart without a database transaction per REGISTER; a crash loses at most the last
-fraction of a second of refreshes, which phones repeat anyway.
+restart without a database transaction per REGISTER. A refresh that changes nothing but
+the expiry is written only when the stored expiry would lapse before half of the newly
+granted interval: after a restart every binding is still valid when its phone next
+refreshes (phones refresh before half their interval, or get written every time).
 
 Each binding remembers the address its REGISTER came from: requests to a phone go there
 (not to the Contact host, which behind NAT is a private address), as Kamailio's
@@ -69,6 +71,8 @@ class Location:
         self._store = store
         self._bindings: dict[str, list[Binding]] = {}
         self._dirty: set[str] = set()
+        # What the store holds, per AOR: contact key -> (source, instance, expires_at).
+        self._stored: dict[str, dict[tuple[object, ...], _Stored]] = {}
 
     def load(self, now: float) -> int:
         """Read the bindings that outlived a restart; returns how many."""
@@ -76,6 +80,7 @@ class Location:
         records = self._store.load_bindings(now)
         for rec in records:
             self._bindings.setdefault(rec.aor, []).append(Binding.from_record(rec))
+        self._stored = {aor: _stored(b) for aor, b in self._bindings.items()}
         return len(records)
 
     def bindings(self, aor: str, now: float) -> list[Binding]:
@@ -89,12 +94,25 @@ class Location:
     def all_bindings(self, now: float) -> list[Binding]:
         return [b for aor in list(self._bindings) for b in self.bindings(aor, now)]
 
-    def replace(self, aor: str, bindings: list[Binding]) -> None:
+    def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
         if bindings:
             self._bindings[aor] = bindings
         else:
             self._bindings.pop(aor, None)
-        self._dirty.add(aor)
+        if not self._stored_enough(aor, bindings, now):
+            self._dirty.add(aor)
+
+    def _stored_enough(self, aor: str, bindings: list[Binding], now: float) -> bool:
+        stored = self._stored.get(aor, {})
+        if stored.keys() != {b.uri.key() for b in bindings}:
+            return False
+        for b in bindings:
+            source, instance, expires_at = stored[b.uri.key()]
+            if source != b.source or instance != b.instance_id:
+                return False
+            if expires_at < b.expires_at - (b.expires_at - now) / 2:
+                return False
+        return True
 
     def flush(self) -> int:
         """Write the AORs changed since the last flush in one transaction."""
@@ -103,6 +121,8 @@ class Location:
         changes = {aor: [b.record() for b in self._bindings.get(aor, ())] for aor in self._dirty}
         self._dirty.clear()
         self._store.save_bindings(changes)
+        for aor in changes:
+            self._stored[aor] = _stored(self._bindings.get(aor, []))
         return len(changes)
 
     def mark(self, binding: Binding, reachable: bool) -> None:
@@ -116,5 +136,12 @@ class Location:
             kept = [b for b in bindings if b.expires_at > now]
             if len(kept) != len(bindings):
                 changed.append(aor)
-                self.replace(aor, kept)
+                self.replace(aor, kept, now)
         return changed
+
+
+_Stored = tuple[Address, str | None, float]
+
+
+def _stored(bindings: list[Binding]) -> dict[tuple[object, ...], _Stored]:
+    return {b.uri.key(): (b.source, b.instance_id, b.expires_at) for b in bindings}

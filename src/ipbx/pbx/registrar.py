@@ -134,7 +134,7 @@ class Registrar:
             for binding in current.values():
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     raise SipError(500, "out-of-order REGISTER")
-            self.location.replace(aor, [])
+            self.location.replace(aor, [], now)
             log.info("unregistered all of %s", aor)
             return []
         contacts = request.contacts
@@ -173,7 +173,7 @@ class Registrar:
                 current[key] = binding
         result = sorted(current.values(), key=lambda b: b.expires_at)[-MAX_CONTACTS:]
         if changes:
-            self.location.replace(aor, result)
+            self.location.replace(aor, result, now)
             # A refresh of an unchanged set is routine; a new or lost contact is news.
             level = logging.DEBUG if before == {b.uri.key() for b in result} else logging.INFO
             log.log(level, "%s registered %d contact(s) from %s", aor, len(result), source)
