@@ -154,6 +154,9 @@ class SipConfig(_Model):
     max_expires: int = Field(default=3600, ge=1)
     default_expires: int = Field(default=3600, ge=1)
     qualify_interval: float = Field(default=30.0, gt=0)
+    # RFC 3261 T1, the round-trip estimate all SIP timers derive from (Asterisk's
+    # timer_t1); a transaction with no answer fails after 64*T1.
+    timer_t1: float = Field(default=0.5, ge=0.01, le=5.0)
     nonce_lifetime: float = Field(default=300.0, gt=0)
     # Challenges offered, most preferred first (RFC 7616 §3.7). MD5 alone by default, as
     # Asterisk does: some phones (baresip 1.0, older desk phones) fail a REGISTER outright

@@ -12,7 +12,7 @@ import pytest
 from sipclient import LOOPBACK, SipClient
 
 from bench.harness import IpbxServer, free_port, free_udp_range, run_ipbx
-from ipbx.sip.message import Request, parse_datagram
+from ipbx.sip.message import Request, Response, parse_datagram
 
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -255,5 +255,111 @@ def test_tls_listener_with_a_self_signed_certificate(tmp_path: Path) -> None:
         response = client.request("OPTIONS", f"sip:{LOOPBACK}:{tls_port};transport=tls")
         assert response is not None and response.status == 200
         assert (tmp_path / "data" / "tls-cert.pem").exists()
+    finally:
+        server.stop()
+
+
+def test_invite_with_exhausted_max_forwards_is_483(server: IpbxServer) -> None:
+    caller = _client(server)
+    caller.send(
+        caller.message(
+            "INVITE",
+            f"sip:1001@{LOOPBACK}",
+            headers=["Content-Type: application/sdp"],
+            body=SDP.format(port=4000).encode(),
+        ).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+    )
+    response = caller.receive()
+    assert response is not None and response.status in (407, 483)
+    if response.status == 407:
+        # Authenticate, keeping Max-Forwards at 0: the call must not be forwarded.
+        from ipbx.sip.auth import authorization
+
+        creds = authorization(
+            response.headers.get_all("Proxy-Authenticate")[0],
+            "INVITE",
+            f"sip:1001@{LOOPBACK}",
+            "1000",
+            "secret1000",
+        )
+        caller.send(
+            caller.message(
+                "INVITE",
+                f"sip:1001@{LOOPBACK}",
+                cseq=2,
+                headers=["Content-Type: application/sdp", f"Proxy-Authorization: {creds}"],
+                body=SDP.format(port=4000).encode(),
+            ).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+        )
+        response = caller.receive()
+    assert response is not None and response.status == 483
+
+
+def test_ipv6_registration_and_options(tmp_path: Path) -> None:
+    port = free_port("both")
+    first, last = free_udp_range(10)
+    config = (
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, 'udp://[::1]:{port}']\n"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
+    )
+    server = launch(tmp_path, config, port)
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.settimeout(2)
+            local = sock.getsockname()[1]
+            sock.sendto(
+                (
+                    f"OPTIONS sip:[::1]:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP [::1]:{local};branch=z9hG4bK6v6;rport\r\n"
+                    f"From: <sip:1000@[::1]>;tag=v6\r\nTo: <sip:[::1]:{port}>\r\n"
+                    "Call-ID: v6@test\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                    "Content-Length: 0\r\n\r\n"
+                ).encode(),
+                ("::1", port),
+            )
+            data, source = sock.recvfrom(65535)
+        response = parse_datagram(data)
+        assert isinstance(response, Response) and response.status == 200
+        assert source[0] == "::1"
+        assert response.via.params.get("rport") == str(local)
+    finally:
+        server.stop()
+
+
+def test_qualify_skips_a_contact_that_stopped_answering(tmp_path: Path) -> None:
+    port = free_port("both")
+    first, last = free_udp_range(10)
+    config = (
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"sip:\n  listen: [udp://{LOOPBACK}:{port}]\n"
+        "  qualify_interval: 0.5\n  timer_t1: 0.02\n"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        "extensions:\n"
+        '  - {number: "1000", name: Alice, password: secret1000}\n'
+        '  - {number: "1001", name: Bob, password: secret1001}\n'
+    )
+    server = launch(tmp_path, config, port)
+    try:
+        gone = SipClient(port)
+        assert gone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]
+        gone.close()  # the phone is unplugged: pings to it go unanswered
+        deadline = time.monotonic() + 10
+        while "is unreachable" not in server.log_tail(50) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "is unreachable" in server.log_tail(50)
+        caller = SipClient(port)
+        response = caller.request(
+            "INVITE",
+            f"sip:1001@{LOOPBACK}",
+            password="secret1000",
+            headers=["Content-Type: application/sdp"],
+            body=SDP.format(port=4000).encode(),
+        )
+        assert response is not None and response.status == 480
+        # Refused at once for want of a reachable contact, not after ringing a dead one.
+        assert "not registered" in response.reason
     finally:
         server.stop()

@@ -19,7 +19,7 @@ from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.sip.auth import DigestAuthenticator
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
-from ipbx.sip.transaction import Address, ServerTransaction
+from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import split_quoted
@@ -46,6 +46,7 @@ class Pbx:
         self.endpoint = SipEndpoint(
             self,
             max_message_size=config.sip.max_message_size,
+            timers=Timers(t1=config.sip.timer_t1),
             user_agent=config.sip.user_agent,
         )
         sip = config.sip
