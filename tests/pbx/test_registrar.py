@@ -360,6 +360,6 @@ def test_qualify_skips_a_contact_that_stopped_answering(tmp_path: Path) -> None:
         )
         assert response is not None and response.status == 480
         # Refused at once for want of a reachable contact, not after ringing a dead one.
-        assert "not registered" in response.reason
+        assert "no reachable contact" in response.reason
     finally:
         server.stop()

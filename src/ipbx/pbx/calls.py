@@ -149,7 +149,7 @@ class Calls:
             raise SipError(404, f"no extension {target}")
         bindings = self.location.reachable(target, time.time())
         if not bindings:
-            raise SipError(480, f"{target} is not registered")
+            raise SipError(480, f"{target} has no reachable contact")
         call = Call(f"c{next(_call_ids)}")
         self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings))
 
