@@ -21,10 +21,19 @@ SDP = (
 )
 
 
-def launch(workdir: Path, config: str, port: int) -> IpbxServer:
-    """Run `ipbx serve` on a configuration the test wrote itself (TLS, restarts ...)."""
+def launch(workdir: Path, port: int, listen: str, sip_extra: str = "") -> IpbxServer:
+    """Run `ipbx serve` with extensions 1000 and 1001 on the given listeners and extra
+    `sip:` settings (TLS, IPv6, timers ...); `port` is the UDP port to probe."""
+    first, last = free_udp_range(10)
     config_path = workdir / "ipbx.yaml"
-    config_path.write_text(config)
+    config_path.write_text(
+        f"data_dir: {workdir / 'data'}\n"
+        f"sip:\n  listen: [{listen}]\n{sip_extra}"
+        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
+        "extensions:\n"
+        '  - {number: "1000", name: Alice, password: secret1000}\n'
+        '  - {number: "1001", name: Bob, password: secret1001}\n'
+    )
     return run_ipbx(workdir, config_path, port)
 
 
@@ -136,14 +145,9 @@ def test_sha256_digest_when_configured(tmp_path: Path) -> None:
     from ipbx.sip.auth import authorization
 
     port = free_port("both")
-    first, last = free_udp_range(10)
-    config = (
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"sip:\n  listen: [udp://{LOOPBACK}:{port}]\n  digest_algorithms: [SHA-256, MD5]\n"
-        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
-        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
+    server = launch(
+        tmp_path, port, f"udp://{LOOPBACK}:{port}", "  digest_algorithms: [SHA-256, MD5]\n"
     )
-    server = launch(tmp_path, config, port)
     try:
         phone = SipClient(port)
         uri = f"sip:{LOOPBACK}"
@@ -171,22 +175,14 @@ def _invite_arrives(sock: socket.socket) -> Request:
 
 def test_registration_survives_a_restart(tmp_path: Path) -> None:
     port = free_port("both")
-    first, last = free_udp_range(40)
-    config = (
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}]\n"
-        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
-        "extensions:\n"
-        '  - {number: "1000", name: Alice, password: secret1000}\n'
-        '  - {number: "1001", name: Bob, password: secret1001}\n'
-    )
-    server = launch(tmp_path, config, port)
+    listen = f"udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}"
+    server = launch(tmp_path, port, listen)
     phone = SipClient(port, timeout=3)
     try:
         assert phone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]
     finally:
         server.stop()
-    server = launch(tmp_path, config, port)
+    server = launch(tmp_path, port, listen)
     try:
         _send_authenticated_invite(SipClient(port))
         invite = _invite_arrives(phone.sock)
@@ -242,14 +238,7 @@ def test_calls_reach_a_tcp_phone_over_its_own_connection(server: IpbxServer) -> 
 
 def test_tls_listener_with_a_self_signed_certificate(tmp_path: Path) -> None:
     port, tls_port = free_port("both"), free_port("tcp")
-    first, last = free_udp_range(10)
-    config = (
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, tls://{LOOPBACK}:{tls_port}]\n"
-        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
-        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
-    )
-    server = launch(tmp_path, config, port)
+    server = launch(tmp_path, port, f"udp://{LOOPBACK}:{port}, tls://{LOOPBACK}:{tls_port}")
     try:
         client = SipClient(tls_port, transport="tls")
         response = client.request("OPTIONS", f"sip:{LOOPBACK}:{tls_port};transport=tls")
@@ -297,14 +286,7 @@ def test_invite_with_exhausted_max_forwards_is_483(server: IpbxServer) -> None:
 
 def test_ipv6_registration_and_options(tmp_path: Path) -> None:
     port = free_port("both")
-    first, last = free_udp_range(10)
-    config = (
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"sip:\n  listen: [udp://{LOOPBACK}:{port}, 'udp://[::1]:{port}']\n"
-        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
-        'extensions:\n  - {number: "1000", name: Alice, password: secret1000}\n'
-    )
-    server = launch(tmp_path, config, port)
+    server = launch(tmp_path, port, f"udp://{LOOPBACK}:{port}, 'udp://[::1]:{port}'")
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
             sock.bind(("::1", 0))
@@ -331,17 +313,8 @@ def test_ipv6_registration_and_options(tmp_path: Path) -> None:
 
 def test_qualify_skips_a_contact_that_stopped_answering(tmp_path: Path) -> None:
     port = free_port("both")
-    first, last = free_udp_range(10)
-    config = (
-        f"data_dir: {tmp_path / 'data'}\n"
-        f"sip:\n  listen: [udp://{LOOPBACK}:{port}]\n"
-        "  qualify_interval: 0.5\n  timer_t1: 0.02\n"
-        f"media:\n  address: {LOOPBACK}\n  rtp_ports: {first}-{last}\n"
-        "extensions:\n"
-        '  - {number: "1000", name: Alice, password: secret1000}\n'
-        '  - {number: "1001", name: Bob, password: secret1001}\n'
-    )
-    server = launch(tmp_path, config, port)
+    sip_extra = "  qualify_interval: 0.5\n  timer_t1: 0.02\n"
+    server = launch(tmp_path, port, f"udp://{LOOPBACK}:{port}", sip_extra)
     try:
         gone = SipClient(port)
         assert gone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]

@@ -93,42 +93,28 @@ def test_every_torture_file_is_classified() -> None:
     assert {p.stem for p in TORTURE.glob("*.dat")} == set(EXPECTED)
 
 
+def _expected(name: str, transport: str) -> set[int] | None:
+    if transport == "udp":
+        return _statuses(EXPECTED[name])
+    if name in STREAM_WAITS:
+        return None
+    return _statuses(STREAM_ONLY.get(name, EXPECTED[name]))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("round_,name", ROUNDS)
-def test_torture_message_over_udp(
+def test_torture_message(
     servers: dict[object, IpbxServer],
     tmp_path_factory: pytest.TempPathFactory,
+    transport: str,
     round_: int,
     name: str,
 ) -> None:
-    server = _server_for(servers, ("udp", round_), tmp_path_factory)
-    client = SipClient(server.port, timeout=1.0)
+    server = _server_for(servers, (transport, round_), tmp_path_factory)
+    client = SipClient(server.port, transport=transport, timeout=1.0)
     try:
         client.send((TORTURE / f"{name}.dat").read_bytes())
-        expected = _statuses(EXPECTED[name])
-        response = client.receive(timeout=1.0 if expected else 0.3)
-        if expected is None:
-            assert response is None
-        else:
-            assert response is not None, f"no answer to {name}"
-            assert response.status in expected, f"{name}: {response.status} {response.reason}"
-    finally:
-        client.close()
-
-
-@pytest.mark.parametrize("round_,name", ROUNDS)
-def test_torture_message_over_tcp(
-    servers: dict[object, IpbxServer],
-    tmp_path_factory: pytest.TempPathFactory,
-    round_: int,
-    name: str,
-) -> None:
-    server = _server_for(servers, ("tcp", round_), tmp_path_factory)
-    client = SipClient(server.port, transport="tcp", timeout=1.0)
-    try:
-        client.send((TORTURE / f"{name}.dat").read_bytes())
-        expected = (
-            None if name in STREAM_WAITS else _statuses(STREAM_ONLY.get(name, EXPECTED[name]))
-        )
+        expected = _expected(name, transport)
         response = client.receive(timeout=1.0 if expected else 0.3)
         if expected is None:
             assert response is None

@@ -10,6 +10,7 @@ receiver be (spaces around '=', ';' and '/', spaces inside <>).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -28,18 +29,11 @@ def is_token(text: str) -> bool:
     return _TOKEN.match(text) is not None
 
 
-def split_quoted(text: str, sep: str) -> list[str]:
-    """Split on `sep` outside quoted strings and <...>; quoted-pairs are honoured.
-
-    Raises SipError for an unterminated quoted string (RFC 4475 §3.1.2.6).
-    """
-    if '"' not in text and "<" not in text:
-        return text.split(sep)
-    parts: list[str] = []
-    start = 0
-    in_quote = in_angle = False
-    i = 0
-    n = len(text)
+def _outside_quotes(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of every character outside quoted strings, honouring
+    quoted-pairs; raises SipError for an unterminated quoted string (RFC 4475 §3.1.2.6)."""
+    in_quote = False
+    i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if in_quote:
@@ -49,16 +43,28 @@ def split_quoted(text: str, sep: str) -> list[str]:
                 in_quote = False
         elif ch == '"':
             in_quote = True
-        elif ch == "<":
+        else:
+            yield i, ch
+        i += 1
+    if in_quote:
+        raise SipError(400, "unterminated quoted string")
+
+
+def split_quoted(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside quoted strings and <...>."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
+    parts: list[str] = []
+    start = 0
+    in_angle = False
+    for i, ch in _outside_quotes(text):
+        if ch == "<":
             in_angle = True
         elif ch == ">":
             in_angle = False
         elif ch == sep and not in_angle:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
-    if in_quote:
-        raise SipError(400, "unterminated quoted string")
     parts.append(text[start:])
     return parts
 
@@ -276,23 +282,7 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 def _find_angle(value: str) -> int:
-    in_quote = False
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if in_quote:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_quote = False
-        elif ch == '"':
-            in_quote = True
-        elif ch == "<":
-            return i
-        i += 1
-    if in_quote:
-        raise SipError(400, "unterminated quoted string")
-    return -1
+    return next((i for i, ch in _outside_quotes(value) if ch == "<"), -1)
 
 
 @dataclass(frozen=True, slots=True)
