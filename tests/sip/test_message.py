@@ -301,3 +301,16 @@ def test_stream_framing_any_split(msg: Request | Response, chunk: int) -> None:
 def test_arbitrary_bytes_raise_only_sip_errors(data: bytes) -> None:
     with contextlib.suppress(SipError):
         parse_datagram(data)
+
+
+def test_changing_one_header_reparses_only_that_one() -> None:
+    msg = parse_datagram(load("esc01"))
+    from_before, cseq_before = msg.from_, msg.cseq
+    assert msg.via.params.get("received") is None
+    msg.headers.replace_first(
+        "Via", "SIP/2.0/UDP host5.example.net;branch=z9hG4bKx;received=1.2.3.4"
+    )
+    assert msg.via.params["received"] == "1.2.3.4"
+    assert msg.from_ is from_before and msg.cseq is cseq_before
+    msg.headers.set("From", "<sip:other@example.net>;tag=9")
+    assert msg.from_.uri.user == "other"

@@ -133,7 +133,8 @@ class Headers:
     """An ordered multi-map of header fields with case-insensitive names.
 
     Lookups go through an index built on first use; parsed forms of structured values
-    are cached. Both are dropped on any change.
+    are cached under the header's canonical name (a trailing "," for the list form), and
+    a change drops only what it touches.
     """
 
     __slots__ = ("_cache", "_index", "_items")
@@ -155,9 +156,20 @@ class Headers:
             self._index = index
         return index
 
-    def _changed(self) -> None:
-        self._cache.clear()
+    def _changed(self, name: str) -> None:
+        self._cache.pop(name, None)
+        self._cache.pop(name + ",", None)
         self._index = None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the value of the first field called `name`, in place."""
+        name = canonical_name(name)
+        for i, (key, _) in enumerate(self._items):
+            if key == name:
+                self._items[i] = (key, value)
+                self._changed(name)
+                return
+        raise KeyError(name)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -185,12 +197,14 @@ class Headers:
         return canonical_name(name) in self._lookup()
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((canonical_name(name), value))
-        self._changed()
+        name = canonical_name(name)
+        self._items.append((name, value))
+        self._changed(name)
 
     def prepend(self, name: str, value: str) -> None:
-        self._items.insert(0, (canonical_name(name), value))
-        self._changed()
+        name = canonical_name(name)
+        self._items.insert(0, (name, value))
+        self._changed(name)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name by one, keeping the first one's position."""
@@ -206,12 +220,12 @@ class Headers:
         if not placed:
             out.append((name, value))
         self._items = out
-        self._changed()
+        self._changed(name)
 
     def remove(self, name: str) -> None:
         name = canonical_name(name)
         self._items = [(k, v) for k, v in self._items if k != name]
-        self._changed()
+        self._changed(name)
 
     def copy(self) -> Headers:
         return Headers(list(self._items))
@@ -270,7 +284,7 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.parsed("cseq", lambda: parse_cseq(self.headers.get("CSeq") or ""))
+        return self.headers.parsed("CSeq", lambda: parse_cseq(self.headers.get("CSeq") or ""))
 
     @property
     def vias(self) -> list[Via]:
@@ -280,7 +294,7 @@ class Message:
                 vias.extend(parse_via_list(value))
             return vias
 
-        return self.headers.parsed("via", parse)
+        return self.headers.parsed("Via", parse)
 
     @property
     def via(self) -> Via:
@@ -315,7 +329,7 @@ class Message:
                 out.extend(parse_name_addr(v) for v in split_quoted(value, ",") if v.strip())
             return out
 
-        return self.headers.parsed("list:" + name.lower(), parse)
+        return self.headers.parsed(canonical_name(name) + ",", parse)
 
     @property
     def contacts(self) -> list[NameAddr]:

@@ -531,10 +531,7 @@ def _stamp_via(request: Request, source: Address) -> None:
         return
     parts = split_quoted(request.headers.get_all("Via")[0], ",")
     parts[0] = str(Via(top.transport, top.host, top.port, params))
-    items = list(request.headers)
-    index = next(i for i, (name, _) in enumerate(items) if name == "Via")
-    items[index] = ("Via", ",".join(parts))
-    request.headers = Headers(items)
+    request.headers.replace_first("Via", ",".join(parts))
 
 
 def _top_via(request: Request) -> str:
