@@ -594,7 +594,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     parser.add_argument("--call-rates", default="25,50,100,200,400,800,1600,3200")
     parser.add_argument(
         "--rtp-calls",
-        default="50,100,200,400,700,1000",
+        default="100,200,300,400,500,600,800,1000",
         help="concurrent calls per step of the RTP ramp (ipbx has RTP ports for 1000)",
     )
     parser.add_argument(
