@@ -55,7 +55,6 @@ class Leg:
     media: MediaEndpoint
     invite: Request
     server_tx: ServerTransaction | None = None
-    client_tx: ClientTransaction | None = None
     dialog: Dialog | None = None
     other: Leg | None = None
     provisional: bool = False
@@ -270,9 +269,9 @@ class Calls:
             invite = self._callee_invite(call, request, from_, target, binding, body)
             fork = Leg(call, binding.source, callee_media, invite)
             call.forks.append(fork)
-            fork.client_tx = self.endpoint.send_request(
-                invite, binding.source, self._fork_handler(fork)
-            )
+            # The fork keeps its INVITE, not the transaction: the transaction's handler
+            # refers to the fork, and a cycle would outlive the call until a full GC.
+            self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
 
     def _no_ports(self, tx: ServerTransaction) -> None:
         log.warning("RTP port range exhausted: call refused")
@@ -379,14 +378,14 @@ class Calls:
         self._end(call)
 
     def _cancel_fork(self, fork: Leg) -> None:
-        if fork.final is not None or fork.dialog is not None or fork.client_tx is None:
+        if fork.final is not None or fork.dialog is not None:
             return
         if not fork.provisional:
             # RFC 3261 §9.1: no CANCEL before a provisional response; send it on the first.
             fork.cancel_wanted = True
             return
         fork.cancel_wanted = False
-        self.endpoint.send_cancel(make_cancel(fork.client_tx.request), fork.peer)
+        self.endpoint.send_cancel(make_cancel(fork.invite), fork.peer)
 
     # --- in-dialog requests ---------------------------------------------------------------
 
@@ -533,6 +532,11 @@ class Calls:
             if id(leg.media) not in closed:
                 closed.add(id(leg.media))
                 leg.media.close()
+            leg.other = None
+        # Legs point at their call: drop the references back so that the call is freed
+        # by reference counting, not left for the cyclic collector.
+        call.caller = call.callee = None
+        call.forks = []
 
     def _spawn(self, coro: object) -> None:
         assert asyncio.iscoroutine(coro)

@@ -218,7 +218,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         # with CPython's default thresholds the cyclic collector ran so often it took a
         # tenth of call-setup time. Objects alive at start-up never need scanning.
         gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+        gc.set_threshold(50_000, 50, 100)
         log.info("ipbx ready: %d extension(s), echo test at %s", len(config.extensions),
                  config.echo_test)  # fmt: skip
         await stop.wait()

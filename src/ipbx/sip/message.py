@@ -161,6 +161,12 @@ class Headers:
         self._cache.pop(name + ",", None)
         self._index = None
 
+    def compact(self) -> None:
+        """Drop the index and parsed values (rebuilt if asked for again): for messages
+        that are kept but no longer read."""
+        self._cache.clear()
+        self._index = None
+
     def replace_first(self, name: str, value: str) -> None:
         """Replace the value of the first field called `name`, in place."""
         name = canonical_name(name)

@@ -151,7 +151,7 @@ def _transport_error_response(request: Request, status: int) -> Response:
     return make_response(request, status)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Transaction:
     request: Request
     peer: Address
@@ -171,14 +171,15 @@ class Transaction:
 ResponseHandler = Callable[["Response", "ClientTransaction"], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ClientTransaction(Transaction):
     on_response: ResponseHandler | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ServerTransaction(Transaction):
     to_tag: str = field(default_factory=new_tag)
+    merge_key: tuple[str, str, int, str] | None = None
 
 
 # --- events for the TU ------------------------------------------------------------------
@@ -324,6 +325,12 @@ class TransactionLayer:
             tx.state = State.PROCEEDING
             return
         self._unmerge(tx)
+        if not tx.is_invite:
+            # Completed, the transaction only resends `last` for 64*T1 (RFC 3261
+            # §17.2.2); tens of thousands linger under load, and their parsed headers made
+            # the cyclic collector's full passes take seconds.
+            tx.request.headers.compact()
+            tx.response = None
         tx.generation += 1
         t1 = self.timers.t1
         if tx.is_invite and status < 300:
@@ -370,11 +377,8 @@ class TransactionLayer:
             self._unmerge(tx)  # type: ignore[arg-type]
 
     def _unmerge(self, tx: ServerTransaction) -> None:
-        req = tx.request
-        if req.to.tag is None:
-            key = (req.call_id, req.from_.tag or "", req.cseq.number, req.method)
-            if self._merge.get(key) is tx:
-                del self._merge[key]
+        if tx.merge_key is not None and self._merge.get(tx.merge_key) is tx:
+            del self._merge[tx.merge_key]
 
     @staticmethod
     def _server_key(request: Request, method: str) -> tuple[str, ...]:
@@ -426,6 +430,7 @@ class TransactionLayer:
                 self.reply(tx, 482, now)
                 return
             self._merge[merge_key] = tx
+            tx.merge_key = merge_key
         if tx.is_invite:
             # RFC 3261 §17.2.1: a 100 at once spares the client its retransmissions.
             self.reply(tx, 100, now)
@@ -466,6 +471,7 @@ class TransactionLayer:
         if tx.state in (State.TRYING, State.PROCEEDING):
             tx.state = State.COMPLETED
             tx.generation += 1
+            tx.request.headers.compact()
             self._arm(tx, now + (0 if tx.peer.reliable else self.timers.t4), "K")
             self._events.append(ResponseReceived(response, tx))
 

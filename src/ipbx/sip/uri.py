@@ -10,7 +10,6 @@ receiver be (spaces around '=', ';' and '/', spaces inside <>).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -29,42 +28,33 @@ def is_token(text: str) -> bool:
     return _TOKEN.match(text) is not None
 
 
-def _outside_quotes(text: str) -> Iterator[tuple[int, str]]:
-    """(index, character) of every character outside quoted strings, honouring
-    quoted-pairs; raises SipError for an unterminated quoted string (RFC 4475 §3.1.2.6)."""
-    in_quote = False
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if in_quote:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_quote = False
-        elif ch == '"':
-            in_quote = True
-        else:
-            yield i, ch
-        i += 1
-    if in_quote:
+# A quoted string with its quoted-pairs, or an <...> section (to the end if unclosed).
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_QUOTED_OR_ANGLED = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*(?:>|$)', re.S)
+
+
+def _mask(pattern: re.Pattern[str], text: str) -> str:
+    """`text` with every match of `pattern` blanked out (same length), so separators
+    found in the result are the ones outside quotes; an unterminated quoted string is
+    refused (RFC 4475 §3.1.2.6)."""
+    masked = pattern.sub(lambda m: " " * len(m.group()), text)
+    if '"' in masked:
         raise SipError(400, "unterminated quoted string")
+    return masked
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside quoted strings and <...>."""
     if '"' not in text and "<" not in text:
         return text.split(sep)
+    masked = _mask(_QUOTED_OR_ANGLED, text)
     parts: list[str] = []
     start = 0
-    in_angle = False
-    for i, ch in _outside_quotes(text):
-        if ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        elif ch == sep and not in_angle:
-            parts.append(text[start:i])
-            start = i + 1
+    at = masked.find(sep)
+    while at >= 0:
+        parts.append(text[start:at])
+        start = at + 1
+        at = masked.find(sep, start)
     parts.append(text[start:])
     return parts
 
@@ -282,7 +272,9 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 def _find_angle(value: str) -> int:
-    return next((i for i, ch in _outside_quotes(value) if ch == "<"), -1)
+    if '"' not in value:
+        return value.find("<")
+    return _mask(_QUOTED, value).find("<")
 
 
 @dataclass(frozen=True, slots=True)
