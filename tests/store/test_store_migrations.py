@@ -10,23 +10,30 @@ from ipbx.store import Store
 from ipbx.store.schema import metadata
 
 
-def test_migrate_creates_the_schema_on_a_fresh_file_and_is_idempotent(
-    tmp_path: Path, store_url: str
-) -> None:
+def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> None:
     store = Store(store_url)
     store.migrate()
     store.migrate()
     store.close()
-    assert (tmp_path / "data" / "ipbx.db").exists()
-
     engine = sa.create_engine(store_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
         tenants = connection.execute(sa.text("SELECT domain FROM tenants")).scalars().all()
-        journal = connection.execute(sa.text("PRAGMA journal_mode")).scalar()
     engine.dispose()
     assert {"tenants", "extensions", "registrations", "alembic_version"} <= tables
     assert tenants == ["default"]
+
+
+def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'data' / 'ipbx.db'}"
+    store = Store(url)
+    store.migrate()
+    store.close()
+    assert (tmp_path / "data" / "ipbx.db").exists()
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        journal = connection.execute(sa.text("PRAGMA journal_mode")).scalar()
+    engine.dispose()
     assert journal == "wal"
 
 

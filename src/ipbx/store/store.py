@@ -66,6 +66,9 @@ class Store:
 
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; ipbx ships psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self._engine: Engine = create_engine(
