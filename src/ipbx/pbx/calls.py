@@ -62,6 +62,10 @@ class Leg:
     final: Response | None = None
     unacked_2xx: asyncio.TimerHandle | None = None
     pending_ack_cseq: int | None = None
+    # The ACK we sent for this leg's 2xx, re-sent for each retransmitted 2xx.
+    ack: bytes | None = None
+    # Late offer (RFC 3264 §2): our 2xx carried the offer, the ACK brings the answer.
+    awaiting_answer: Callable[[sdp.SessionDescription], None] | None = None
 
     def set_remote_from(self, description: sdp.SessionDescription) -> None:
         """Point this leg's media at the address its phone gave in SDP. A hold that says
@@ -136,9 +140,8 @@ class Calls:
     ) -> None:
         if request.max_forwards == 0:
             raise SipError(483, "Max-Forwards exhausted")
+        # An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 2xx.
         offer = _parse_sdp(request)
-        if offer is None:
-            raise SipError(488, "an INVITE without an SDP offer is not supported yet")
         target = request.uri.user or ""
         if target == self.echo_number:
             self._spawn(self._echo(request, source, tx, offer))
@@ -171,6 +174,8 @@ class Calls:
         if request.method == "ACK":
             if leg.pending_ack_cseq == request.cseq.number:
                 self._stop_2xx(leg)
+                if leg.awaiting_answer is not None:
+                    self._late_answer(leg, request)
             return True
         assert tx is not None
         leg.dialog.receive_request(request)
@@ -207,27 +212,41 @@ class Calls:
         request: Request,
         source: Address,
         tx: ServerTransaction,
-        offer: sdp.SessionDescription,
+        offer: sdp.SessionDescription | None,
     ) -> None:
-        media = await MediaEndpoint.open(self.ports)
         try:
-            answer, codec, dtmf = sdp.answer(
-                offer, self.media_address, media.local_address[1], AUDIO_CODECS
-            )
-        except sdp.SdpError as exc:
-            media.close()
-            self.endpoint.reply(tx, exc.status_code)
+            media = await MediaEndpoint.open(self.ports)
+        except PortPoolExhausted:
+            self._no_ports(tx)
             return
-        host, port = sdp.remote_address(offer)
-        media.set_remote(host, port, codec, dtmf)
-        media.echo()
         call = Call(f"c{next(_call_ids)}")
         leg = Leg(call, source, media, request, server_tx=tx)
+        port = media.local_address[1]
+        if offer is None:
+            body = sdp.make_offer(self.media_address, port, AUDIO_CODECS)
+            leg.awaiting_answer = lambda answer: self._echo_to(
+                leg, answer, *sdp.negotiated(answer, AUDIO_CODECS)
+            )
+        else:
+            try:
+                body, codec, dtmf = sdp.answer(offer, self.media_address, port, AUDIO_CODECS)
+            except sdp.SdpError as exc:
+                media.close()
+                self.endpoint.reply(tx, exc.status_code)
+                return
+            self._echo_to(leg, offer, codec, dtmf)
         call.caller = leg
         leg.dialog = Dialog.as_uas(request, tx.to_tag)
         self._register(call, leg)
-        self._answer(leg, 200, bytes(answer))
+        self._answer(leg, 200, bytes(body))
         log.info("%s echo test for %s", call.id, source)
+
+    def _echo_to(
+        self, leg: Leg, remote: sdp.SessionDescription, codec: Codec, dtmf: int | None
+    ) -> None:
+        host, port = sdp.remote_address(remote)
+        leg.media.set_remote(host, port, codec, dtmf)
+        leg.media.echo()
 
     # --- setting up a call ------------------------------------------------------------------
 
@@ -237,7 +256,7 @@ class Calls:
         request: Request,
         source: Address,
         tx: ServerTransaction,
-        offer: sdp.SessionDescription,
+        offer: sdp.SessionDescription | None,
         caller: str,
         target: str,
         bindings: list[Binding],
@@ -258,11 +277,13 @@ class Calls:
             callee_media.close()
             return  # cancelled while the ports were being opened
         a = Leg(call, source, caller_media, request, server_tx=tx)
-        a.set_remote_from(offer)
         call.caller = a
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
-        body = bytes(sdp.anchor(offer, self.media_address, callee_media.local_address[1]))
+        body = b""
+        if offer is not None:
+            a.set_remote_from(offer)
+            body = bytes(sdp.anchor(offer, self.media_address, callee_media.local_address[1]))
         from_ = request.from_
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
         for binding in bindings:
@@ -300,7 +321,8 @@ class Calls:
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self.endpoint.contact(dest)}>")
         headers.add("Allow", ALLOW)
-        headers.add("Content-Type", "application/sdp")
+        if body:
+            headers.add("Content-Type", "application/sdp")
         return Request(headers, body, "INVITE", binding.uri)
 
     def _on_fork_response(self, fork: Leg, response: Response) -> None:
@@ -341,14 +363,20 @@ class Calls:
         call = fork.call
         if fork.dialog is None:
             fork.dialog = Dialog.as_uac(fork.invite, response)
-        # Every 2xx (and every retransmission of it) is acknowledged (RFC 3261 §13.2.2.4).
-        self.endpoint.send_ack(fork.dialog.create_ack(fork.invite.cseq.number), fork.peer)
-        if call.callee is fork:
+        if fork.ack is not None:
+            # Every retransmission of the 2xx gets the same ACK (RFC 3261 §13.2.2.4).
+            self.endpoint.send_raw(fork.ack, fork.peer)
             return
-        if call.ended or call.callee is not None:
-            # A second phone answered too late: it gets hung up at once (§13.2.2.4).
+        description = _parse_sdp(response)
+        late_offer = not fork.invite.body
+        if call.ended or (call.callee is not None and call.callee is not fork):
+            # A second phone answered too late: ACK (with an answer to its offer, if it
+            # made one) and hang it up at once.
+            self._ack(fork, self._refusal(fork, description) if late_offer else b"")
             self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
             return
+        if call.callee is fork:
+            return  # a late offer: the ACK waits for the caller's answer
         a = call.caller
         assert a is not None and a.server_tx is not None
         call.callee = fork
@@ -356,11 +384,21 @@ class Calls:
             if other is not fork:
                 self._cancel_fork(other)
         self._by_invite.pop(id(a.server_tx), None)
-        description = _parse_sdp(response)
         body = b""
         if description is not None:
             fork.set_remote_from(description)
             body = bytes(sdp.anchor(description, self.media_address, a.media.local_address[1]))
+        if late_offer and description is None:
+            log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
+            self._ack(fork, b"")
+            self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
+            self.endpoint.reply(a.server_tx, 488)
+            self._end(call)
+            return
+        if late_offer:
+            a.awaiting_answer = lambda answer: self._relay_answer(a, fork, answer)
+        else:
+            self._ack(fork, b"")
         a.dialog = Dialog.as_uas(a.invite, a.server_tx.to_tag)
         a.other, fork.other = fork, a
         self._register(call, a)
@@ -368,6 +406,43 @@ class Calls:
         self._bridge(a, fork)
         self._answer(a, 200, body)
         log.info("%s answered by %s", call.id, fork.peer)
+
+    def _ack(self, leg: Leg, body: bytes) -> None:
+        assert leg.dialog is not None
+        ack = leg.dialog.create_ack(leg.invite.cseq.number, body, "application/sdp")
+        self.endpoint.send_ack(ack, leg.peer)
+        leg.ack = ack.serialize()
+
+    def _late_answer(self, leg: Leg, ack: Request) -> None:
+        """The ACK that completes a late offer must carry the answer (RFC 3264 §2); without
+        one, or with one we cannot use, the session cannot start: hang up."""
+        hook, leg.awaiting_answer = leg.awaiting_answer, None
+        assert hook is not None
+        try:
+            answer = _parse_sdp(ack)
+            if answer is None:
+                raise SipError(400, "ACK without the answer to our offer")
+            hook(answer)
+        except (SipError, sdp.SdpError) as exc:
+            log.info("%s: %s; hanging up", leg.call.id, exc)
+            self._hangup(leg.call)
+
+    def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
+        a.set_remote_from(answer)
+        self._ack(b, bytes(sdp.anchor(answer, self.media_address, b.media.local_address[1])))
+
+    def _refusal(self, fork: Leg, offer: sdp.SessionDescription | None) -> bytes:
+        """A valid answer for a late-offer 2xx we are about to hang up (RFC 3261 §13.2.2.4:
+        the ACK must still complete the offer/answer)."""
+        if offer is None:
+            return b""
+        try:
+            answer, _, _ = sdp.answer(
+                offer, self.media_address, fork.media.local_address[1], AUDIO_CODECS
+            )
+        except sdp.SdpError:
+            return b""
+        return bytes(answer)
 
     def _fail(self, call: Call, finals: list[Response]) -> None:
         a = call.caller
@@ -533,6 +608,7 @@ class Calls:
                 closed.add(id(leg.media))
                 leg.media.close()
             leg.other = None
+            leg.awaiting_answer = None
         # Legs point at their call: drop the references back so that the call is freed
         # by reference counting, not left for the cyclic collector.
         call.caller = call.callee = None
