@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ipbx.sip.auth import authorization
 from ipbx.sip.errors import SipError
-from ipbx.sip.message import Headers, Response, parse_datagram
+from ipbx.sip.message import Headers, Request, Response, parse_datagram
 
 LOOPBACK = "127.0.0.1"
 
@@ -176,3 +176,88 @@ class SipClient:
             password=password,
             headers=[f"Contact: {contact}", f"Expires: {expires}"],
         )
+
+
+def udp_socket() -> socket.socket:
+    """A UDP socket on loopback, e.g. for a test's RTP."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.settimeout(3)
+    return sock
+
+
+def next_request(client: SipClient, method: str) -> Request:
+    """Wait on the client's socket for a request of `method` (a phone being called)."""
+    while True:
+        msg = parse_datagram(client.sock.recv(65535))
+        if isinstance(msg, Request) and msg.method == method:
+            return msg
+
+
+def reply_to(request: Request, status: int, extra: list[str], body: bytes = b"") -> bytes:
+    """A response to a request the server sent us, as a phone would build it."""
+    to = request.headers.get("To") or ""
+    if status > 100 and ";tag=" not in to:
+        to += ";tag=callee"
+    lines = [f"SIP/2.0 {status} OK"]
+    lines += [f"Via: {v}" for v in request.headers.get_all("Via")]
+    lines += [
+        f"From: {request.headers.get('From')}",
+        f"To: {to}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.headers.get('CSeq')}",
+        *extra,
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def ack_for(ok: Response, caller: SipClient, body: bytes = b"") -> bytes:
+    """The ACK for a 2xx to our INVITE, sent to its Contact (RFC 3261 §13.2.2.4)."""
+    target = ok.contacts[0].uri
+    lines = [
+        f"ACK {target} SIP/2.0",
+        f"Via: SIP/2.0/UDP {LOOPBACK}:{caller.local_port};branch=z9hG4bK{secrets.token_hex(6)}",
+        "Max-Forwards: 70",
+        f"From: {ok.headers.get('From')}",
+        f"To: {ok.headers.get('To')}",
+        f"Call-ID: {ok.call_id}",
+        f"CSeq: {ok.cseq.number} ACK",
+        *(["Content-Type: application/sdp"] if body else []),
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def in_dialog(
+    client: SipClient,
+    method: str,
+    target: str,
+    local: str,
+    remote: str,
+    call_id: str,
+    cseq: int,
+    extra: list[str] | None = None,
+    body: bytes = b"",
+) -> bytes:
+    """A request inside a dialog: `local`/`remote` are the From/To values with tags."""
+    branch = f"z9hG4bK{secrets.token_hex(6)}"
+    lines = [
+        f"{method} {target} SIP/2.0",
+        f"Via: SIP/2.0/UDP {LOOPBACK}:{client.local_port};branch={branch};rport",
+        "Max-Forwards: 70",
+        f"From: {local}",
+        f"To: {remote}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        *(extra or []),
+        *(["Content-Type: application/sdp"] if body else []),
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
