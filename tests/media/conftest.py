@@ -1,7 +1,6 @@
 """Loopback media fixtures: a port pool in a random slice of 30000-39999."""
 
 import random
-import socket
 
 import pytest
 
@@ -14,11 +13,3 @@ def pool() -> PortPool:
     # MediaEndpoint.open also skips any port that turns out to be busy.
     first = random.randrange(30000, 39800, 2)
     return PortPool("127.0.0.1", first, first + 199)
-
-
-@pytest.fixture
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
