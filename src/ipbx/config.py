@@ -154,6 +154,12 @@ class SipConfig(_Model):
     max_expires: int = Field(default=3600, ge=1)
     default_expires: int = Field(default=3600, ge=1)
     qualify_interval: float = Field(default=30.0, gt=0)
+    # A source failing digest authentication `ban_failures` times within `ban_window`
+    # seconds is ignored for `ban_seconds` (0 disables); `trusted` networks never are.
+    ban_failures: int = Field(default=10, ge=0)
+    ban_window: float = Field(default=60.0, gt=0)
+    ban_seconds: float = Field(default=600.0, gt=0)
+    trusted: list[str] = Field(default_factory=list)
     # RFC 3261 T1, the round-trip estimate all SIP timers derive from (Asterisk's
     # timer_t1); a transaction with no answer fails after 64*T1.
     timer_t1: float = Field(default=0.5, ge=0.01, le=5.0)
@@ -164,6 +170,13 @@ class SipConfig(_Model):
     digest_algorithms: list[DigestAlgorithm] = Field(default_factory=_md5, min_length=1)
     max_message_size: int = Field(default=65535, ge=1500)
     user_agent: str = "ipbx"
+
+    @field_validator("trusted")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
 
     @model_validator(mode="after")
     def _check_expires(self) -> SipConfig:

@@ -14,6 +14,7 @@ from ipbx.config import Config
 from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, Calls
 from ipbx.pbx.directory import Directory
+from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.sip.auth import DigestAuthenticator
@@ -50,10 +51,13 @@ class Pbx:
             user_agent=config.sip.user_agent,
         )
         sip = config.sip
+        self.guard = Guard(sip.ban_failures, sip.ban_window, sip.ban_seconds, sip.trusted)
+        self.endpoint.admits = self.guard.admits
         self.auth = Authenticator(
             self.endpoint,
             self.directory,
             DigestAuthenticator(sip.realm, sip.nonce_lifetime, tuple(sip.digest_algorithms)),
+            self.guard,
         )
         self.registrar = Registrar(
             self.endpoint,

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from ipbx.pbx.directory import Directory
+from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.auth import DigestAuthenticator, Verdict
 from ipbx.sip.errors import SipError
@@ -39,11 +40,16 @@ class Authenticator:
     handler (401 with WWW-Authenticate for REGISTER, 407 with Proxy-Authenticate else)."""
 
     def __init__(
-        self, endpoint: SipEndpoint, directory: Directory, digest: DigestAuthenticator
+        self,
+        endpoint: SipEndpoint,
+        directory: Directory,
+        digest: DigestAuthenticator,
+        guard: Guard,
     ) -> None:
         self.endpoint = endpoint
         self.directory = directory
         self.digest = digest
+        self.guard = guard
 
     def check(self, request: Request, tx: ServerTransaction, now: float) -> str | None:
         """The authenticated extension number, or None after sending the challenge."""
@@ -61,10 +67,12 @@ class Authenticator:
         verdict = self.digest.verify(creds, request.method, ha1_for, now)
         if verdict is Verdict.OK:
             assert creds is not None
+            self.guard.succeeded(tx.peer.host)
             return creds.username
         if verdict is Verdict.FAILED:
             assert creds is not None
             log.info("bad credentials for %r from %s", creds.username, tx.peer)
+            self.guard.failed(tx.peer.host, self.endpoint.loop.time())
         status = 401 if registering else 407
         name = "WWW-Authenticate" if registering else "Proxy-Authenticate"
         challenges = self.digest.challenges(now, stale=verdict is Verdict.STALE)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from ipbx.sip.errors import SipError
@@ -86,6 +87,8 @@ class SipEndpoint:
         self.streams = StreamTransports(self, max_message_size)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        # Policy hook: a source for which this says False is ignored (banned scanners).
+        self.admits: Callable[[str, float], bool] = lambda host, now: True
 
     # --- listening ------------------------------------------------------------------------
 
@@ -126,6 +129,8 @@ class SipEndpoint:
     # --- receiving --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, source: Address) -> None:
+        if not self.admits(source.host, self.loop.time()):
+            return
         if len(data) > self.max_message_size or data in (b"\r\n\r\n", b"\r\n"):
             return  # keep-alive CRLFs on UDP need no answer (RFC 5626 §4.4.1 uses STUN)
         try:
@@ -138,6 +143,8 @@ class SipEndpoint:
         self.message_received(msg, source)
 
     def message_received(self, msg: Request | Response, source: Address) -> None:
+        if source.transport != "UDP" and not self.admits(source.host, self.loop.time()):
+            return
         try:
             events = self.layer.receive(msg, source, self.loop.time())
         except SipError as exc:
