@@ -154,6 +154,9 @@ class SipConfig(_Model):
     max_expires: int = Field(default=3600, ge=1)
     default_expires: int = Field(default=3600, ge=1)
     qualify_interval: float = Field(default=30.0, gt=0)
+    # A TCP/TLS connection idle this long is closed; the default outlasts the longest
+    # registration, so a phone's refreshes keep its connection (and reachability).
+    tcp_idle_timeout: float = Field(default=3660.0, gt=0)
     # A source failing digest authentication `ban_failures` times within `ban_window`
     # seconds is ignored for `ban_seconds` (0 disables); `trusted` networks never are.
     ban_failures: int = Field(default=10, ge=0)

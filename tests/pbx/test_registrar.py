@@ -336,3 +336,19 @@ def test_qualify_skips_a_contact_that_stopped_answering(tmp_path: Path) -> None:
         assert "no reachable contact" in response.reason
     finally:
         server.stop()
+
+
+def test_idle_tcp_connections_are_closed(tmp_path: Path) -> None:
+    port = free_port("both")
+    listen = f"udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}"
+    server = launch(tmp_path, port, listen, "  qualify_interval: 0.2\n  tcp_idle_timeout: 1\n")
+    try:
+        silent = socket.create_connection((LOOPBACK, port), timeout=5)
+        talker = SipClient(port, transport="tcp", timeout=5)
+        response = talker.request("OPTIONS", f"sip:{LOOPBACK}:{port};transport=tcp")
+        assert response is not None and response.status == 200
+        assert silent.recv(1) == b""  # closed by the server, not timed out here
+        assert talker.sock.recv(1) == b""
+        assert "closing idle connection" in server.log_tail(20)
+    finally:
+        server.stop()

@@ -175,12 +175,14 @@ class Pbx:
     # --- housekeeping: expiry and qualify ------------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        """Every qualify interval: expire registrations, close idle connections, ping."""
         interval = self.config.sip.qualify_interval
         while True:
             await asyncio.sleep(interval)
             now = time.time()
             for aor in self.location.expire(now):
                 log.info("registration of %s expired", aor)
+            self.endpoint.streams.reap(self.endpoint.loop.time(), self.config.sip.tcp_idle_timeout)
             for binding in self.location.all_bindings(now):
                 self._qualify(binding)
 

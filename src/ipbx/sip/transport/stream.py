@@ -4,7 +4,10 @@ A connection is named by the peer's (transport, host, port); responses and reque
 that peer reuse it, which is what lets phones behind NAT receive calls over the
 connection they opened (RFC 5626's idea without its Outbound machinery). A CRLFCRLF ping
 gets a CRLF pong (RFC 5626 §3.5.1). A framing error closes the connection, since the
-message boundaries are lost.
+message boundaries are lost. Idle connections are reaped (`reap`): ones that never
+carried a SIP message after HELLO_LIMIT seconds, others after the configured idle time
+(long enough for a registered phone's refreshes to keep its connection), so a scanner
+that opens connections and goes quiet cannot exhaust file descriptors.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ipbx.sip.stream")
 
+HELLO_LIMIT = 32.0  # 64*T1: as long as a transaction would wait for its first message
+
 
 class StreamConnection(asyncio.Protocol):
     def __init__(self, owner: StreamTransports, transport_name: str) -> None:
@@ -31,6 +36,8 @@ class StreamConnection(asyncio.Protocol):
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.address = Address(transport_name, "", 0)
+        self.last_active = asyncio.get_running_loop().time()
+        self.messages = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, hence a cast and not a check.
@@ -40,11 +47,13 @@ class StreamConnection(asyncio.Protocol):
         self.owner.connections[self.address] = self
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = asyncio.get_running_loop().time()
         try:
             for item in self.framer.feed(data):
                 if isinstance(item, bytes):
                     self.write(b"\r\n")
                 else:
+                    self.messages += 1
                     self.owner.endpoint.message_received(item, self.address)
         except SipError as exc:
             log.info("closing %s: %s", self.address, exc.reason)
@@ -54,6 +63,7 @@ class StreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            self.last_active = asyncio.get_running_loop().time()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -98,6 +108,19 @@ class StreamTransports:
             return
         self._pending[dest] = [data]
         asyncio.get_running_loop().create_task(self._connect(dest))
+
+    def reap(self, now: float, idle_limit: float) -> int:
+        """Close idle connections (see the module docstring); returns how many."""
+        idle = [
+            conn
+            for conn in self.connections.values()
+            if now - conn.last_active
+            > (idle_limit if conn.messages else min(HELLO_LIMIT, idle_limit))
+        ]
+        for conn in idle:
+            log.info("closing idle connection %s", conn.address)
+            conn.close()
+        return len(idle)
 
     async def _connect(self, dest: Address) -> None:
         loop = asyncio.get_running_loop()
