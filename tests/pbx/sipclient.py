@@ -138,7 +138,7 @@ class SipClient:
         if response is None or response.status not in (401, 407) or password is None:
             return response
         if method == "INVITE":
-            self.send(self._ack(response, uri))
+            self.send(self.ack_failure(response, uri))
         name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
         answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
         challenge = response.headers.get_all(name)[0]
@@ -149,7 +149,8 @@ class SipClient:
         )  # type: ignore[arg-type]
         return self.receive()
 
-    def _ack(self, response: Response, uri: str) -> bytes:
+    def ack_failure(self, response: Response, uri: str) -> bytes:
+        """The ACK for a non-2xx final answer to our INVITE (RFC 3261 §17.1.1.3)."""
         via = response.headers.get_all("Via")[0]
         lines = [
             f"ACK {uri} SIP/2.0",
@@ -261,3 +262,35 @@ def in_dialog(
         "",
     ]
     return "\r\n".join(lines).encode() + body
+
+
+def send_authenticated_invite(
+    caller: SipClient,
+    uri: str,
+    headers: list[str],
+    body: bytes = b"",
+    user: str = "1000",
+    password: str = "secret1000",
+) -> None:
+    """INVITE as `user`, answering the 407, without waiting for the final answer (the
+    test plays the callee too). The 407 is ACKed by the server's transaction rules."""
+    call_id = secrets.token_hex(8)
+    caller.send(
+        caller.message("INVITE", uri, user=user, call_id=call_id, headers=headers, body=body)
+    )
+    challenge = caller.receive()
+    assert challenge is not None and challenge.status == 407, challenge
+    creds = authorization(
+        challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, user, password
+    )
+    caller.send(
+        caller.message(
+            "INVITE",
+            uri,
+            user=user,
+            call_id=call_id,
+            cseq=2,
+            headers=[*headers, f"Proxy-Authorization: {creds}"],
+            body=body,
+        )
+    )

@@ -4,8 +4,6 @@ resume by UPDATE (RFC 3311), and BYE from the callee."""
 
 from __future__ import annotations
 
-import secrets
-
 from sipclient import (
     LOOPBACK,
     SipClient,
@@ -13,12 +11,12 @@ from sipclient import (
     in_dialog,
     next_request,
     reply_to,
+    send_authenticated_invite,
     udp_socket,
 )
 
 from bench.harness import IpbxServer
 from ipbx import sdp
-from ipbx.sip.auth import authorization
 from ipbx.sip.message import Response
 
 SDP = (
@@ -44,31 +42,12 @@ def test_hold_by_reinvite_resume_by_update_and_bye_from_the_callee(server: IpbxS
     a_port, b_port = udp_socket().getsockname()[1], udp_socket().getsockname()[1]
 
     # Set up the call (1000 -> 1002), answering the 407.
-    uri = f"sip:1002@{LOOPBACK}"
     contact = f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>"
-    call_id = secrets.token_hex(8)
-    caller.send(
-        caller.message(
-            "INVITE",
-            uri,
-            call_id=call_id,
-            headers=[contact, "Content-Type: application/sdp"],
-            body=body(a_port, "sendrecv", 1),
-        )
-    )
-    challenge = final(caller)
-    creds = authorization(
-        challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, "1000", "secret1000"
-    )
-    caller.send(
-        caller.message(
-            "INVITE",
-            uri,
-            call_id=call_id,
-            cseq=2,
-            headers=[contact, f"Proxy-Authorization: {creds}", "Content-Type: application/sdp"],
-            body=body(a_port, "sendrecv", 1),
-        )
+    send_authenticated_invite(
+        caller,
+        f"sip:1002@{LOOPBACK}",
+        [contact, "Content-Type: application/sdp"],
+        body(a_port, "sendrecv", 1),
     )
     invite = next_request(callee, "INVITE")
     b_side = sdp.remote_address(sdp.SessionDescription.parse(invite.body))

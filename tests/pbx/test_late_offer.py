@@ -3,14 +3,20 @@ offer, the caller's ACK the answer; ipbx anchors both and RTP then flows through
 
 from __future__ import annotations
 
-import secrets
 import struct
 
-from sipclient import LOOPBACK, SipClient, ack_for, next_request, reply_to, udp_socket
+from sipclient import (
+    LOOPBACK,
+    SipClient,
+    ack_for,
+    next_request,
+    reply_to,
+    send_authenticated_invite,
+    udp_socket,
+)
 
 from bench.harness import IpbxServer
 from ipbx import sdp
-from ipbx.sip.auth import authorization
 
 OFFER = (
     "v=0\r\no=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -28,24 +34,8 @@ def test_late_offer_call_is_anchored_both_ways(server: IpbxServer) -> None:
     caller = SipClient(server.port, timeout=3)
     a_rtp, b_rtp = udp_socket(), udp_socket()
 
-    uri = f"sip:1001@{LOOPBACK}"
     contact = f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>"
-    call_id = secrets.token_hex(8)
-    caller.send(caller.message("INVITE", uri, call_id=call_id, headers=[contact]))
-    challenge = caller.receive()
-    assert challenge is not None and challenge.status == 407
-    creds = authorization(
-        challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, "1000", "secret1000"
-    )
-    caller.send(
-        caller.message(
-            "INVITE",
-            uri,
-            call_id=call_id,
-            cseq=2,
-            headers=[contact, f"Proxy-Authorization: {creds}"],
-        )
-    )
+    send_authenticated_invite(caller, f"sip:1001@{LOOPBACK}", [contact])
 
     invite = next_request(callee, "INVITE")
     assert invite.body == b""  # the late offer is passed on as a late offer

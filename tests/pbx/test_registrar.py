@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import socket
 import struct
 import time
 from pathlib import Path
 
 import pytest
-from sipclient import LOOPBACK, SipClient
+from sipclient import LOOPBACK, SipClient, send_authenticated_invite
 
 from bench.harness import IpbxServer, free_port, free_udp_range, run_ipbx
 from ipbx.sip.message import Request, Response, parse_datagram
@@ -194,30 +193,12 @@ def test_registration_survives_a_restart(tmp_path: Path) -> None:
 
 def _send_authenticated_invite(caller: SipClient) -> None:
     """INVITE 1001 as 1000 without waiting for the final answer (the callee is us)."""
-    from ipbx.sip.auth import authorization
-
-    uri = f"sip:1001@{LOOPBACK}"
-    body = SDP.format(port=4002).encode()
-    headers = [
-        "Content-Type: application/sdp",
-        f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>",
-    ]
-    call_id = secrets.token_hex(8)
-    caller.send(caller.message("INVITE", uri, call_id=call_id, headers=headers, body=body))
-    challenge = caller.receive()
-    assert challenge is not None and challenge.status == 407
-    creds = authorization(
-        challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, "1000", "secret1000"
-    )
-    caller.send(
-        caller.message(
-            "INVITE",
-            uri,
-            call_id=call_id,
-            cseq=2,
-            headers=[*headers, f"Proxy-Authorization: {creds}"],
-            body=body,
-        )
+    contact = f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>"
+    send_authenticated_invite(
+        caller,
+        f"sip:1001@{LOOPBACK}",
+        ["Content-Type: application/sdp", contact],
+        SDP.format(port=4002).encode(),
     )
 
 
