@@ -51,7 +51,7 @@ class FreePort(Protocol):
 def _require_peers() -> None:
     # `make test` installs the peers; a missing one is a broken set-up, not a reason to
     # report the interop tests as skipped.
-    tools = ("sipp", "taskset", "baresip", "svwar")
+    tools = ("sipp", "taskset", "baresip", "svwar", "linphonec")
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"interop peers not installed ({', '.join(missing)}): run make peers")

@@ -333,3 +333,19 @@ def test_idle_tcp_connections_are_closed(tmp_path: Path) -> None:
         assert "closing idle connection" in server.log_tail(20)
     finally:
         server.stop()
+
+
+def test_instance_id_is_echoed_and_replaces_the_old_contact(server: IpbxServer) -> None:
+    instance = '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000000000001>"'
+    first, second = _client(server), _client(server)
+    for phone in (first, second):  # the same device, rebooted on a new port
+        contact = f"Contact: <sip:1003@{LOOPBACK}:{phone.local_port}>;{instance}"
+        ok = phone.request(
+            "REGISTER", f"sip:{LOOPBACK}", user="1003", password="secret1003", headers=[contact]
+        )
+        assert ok is not None and ok.status == 200
+    ports = {c.uri.port for c in ok.contacts}
+    assert second.local_port in ports and first.local_port not in ports
+    (binding,) = [c for c in ok.contacts if "+sip.instance" in c.params]
+    assert binding.uri.port == second.local_port
+    assert binding.params["+sip.instance"] == '"<urn:uuid:00000000-0000-1000-8000-000000000001>"'

@@ -114,7 +114,7 @@ class Registrar:
                 raise
             self.endpoint.reply(tx, 423, headers=[("Min-Expires", str(self.policy.min_expires))])
             return
-        contacts = [f"<{b.uri}>;expires={max(0, round(b.expires_at - now))}" for b in bindings]
+        contacts = [_contact_value(b, now) for b in bindings]
         headers = [("Contact", c) for c in contacts]
         headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
         self.endpoint.reply(tx, 200, headers=headers)
@@ -186,6 +186,15 @@ class Registrar:
             level = logging.DEBUG if before == {b.uri.key() for b in result} else logging.INFO
             log.log(level, "%s registered %d contact(s) from %s", aor, len(result), source)
         return result
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    """A binding as the 200 lists it: its expiry, and its instance ID echoed back
+    (RFC 5626 §6), which tells the phone that its device identity was understood."""
+    value = f"<{binding.uri}>;expires={max(0, round(binding.expires_at - now))}"
+    if binding.instance_id:
+        value += f';+sip.instance="<{binding.instance_id}>"'
+    return value
 
 
 def _q(value: str | None) -> float:
