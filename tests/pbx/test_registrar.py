@@ -349,3 +349,20 @@ def test_instance_id_is_echoed_and_replaces_the_old_contact(server: IpbxServer) 
     (binding,) = [c for c in ok.contacts if "+sip.instance" in c.params]
     assert binding.uri.port == second.local_port
     assert binding.params["+sip.instance"] == '"<urn:uuid:00000000-0000-1000-8000-000000000001>"'
+
+
+def test_offer_without_audio_or_malformed_is_refused_at_once(server: IpbxServer) -> None:
+    caller = _client(server)
+    video_only = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=video 4000 RTP/AVP 31\r\n"
+    ).encode()
+    for body, status in ((video_only, 488), (b"this is not sdp", 400)):
+        response = caller.request(
+            "INVITE",
+            f"sip:9196@{LOOPBACK}",
+            password="secret1000",
+            headers=["Content-Type: application/sdp"],
+            body=body,
+        )
+        assert response is not None and response.status == status, response

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from ipbx import sdp
@@ -142,9 +142,14 @@ class Calls:
             raise SipError(483, "Max-Forwards exhausted")
         # An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 2xx.
         offer = _parse_sdp(request)
+        if offer is not None:
+            try:
+                sdp.remote_address(offer)
+            except sdp.SdpError as exc:
+                raise SipError(488, str(exc)) from None
         target = request.uri.user or ""
         if target == self.echo_number:
-            self._spawn(self._echo(request, source, tx, offer))
+            self._spawn(self._echo(request, source, tx, offer), tx)
             return
         name = self.is_extension(target)
         if name is None:
@@ -153,7 +158,7 @@ class Calls:
         if not bindings:
             raise SipError(480, f"{target} has no reachable contact")
         call = Call(f"c{next(_call_ids)}")
-        self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings))
+        self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings), tx)
 
     def on_cancel(self, tx: ServerTransaction) -> bool:
         call = self._by_invite.get(id(tx))
@@ -189,11 +194,6 @@ class Calls:
             return True
         self._relay_request(leg, request, tx)
         return True
-
-    def on_no_ack(self, tx: ServerTransaction) -> None:
-        call = self._by_invite.get(id(tx))
-        if call is not None:
-            self._hangup(call)
 
     @property
     def active(self) -> int:
@@ -614,16 +614,23 @@ class Calls:
         call.caller = call.callee = None
         call.forks = []
 
-    def _spawn(self, coro: object) -> None:
-        assert asyncio.iscoroutine(coro)
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[object, object, None], tx: ServerTransaction) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, tx))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], tx: ServerTransaction) -> None:
+        """A call-setup task that failed must still answer its caller (500), or the
+        caller would ring until its own time-out."""
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("call task failed", exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("call set-up failed", exc_info=task.exception())
+        call = self._by_invite.get(id(tx))
+        if tx.response is None or tx.response.status < 200:
+            self.endpoint.reply(tx, 500)
+        if call is not None:
+            self._hangup(call)
 
 
 def _best_failure(statuses: list[int]) -> int:

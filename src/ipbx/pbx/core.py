@@ -167,7 +167,9 @@ class Pbx:
             self.endpoint.reply(tx, 487)
 
     def on_no_ack(self, tx: ServerTransaction) -> None:
-        self.calls.on_no_ack(tx)
+        # Timer H: the failure response was never acknowledged; the call ended with it.
+        # (A 2xx without ACK is the calls module's own timer, RFC 3261 §13.3.1.4.)
+        log.info("no ACK from %s for a final response to %s", tx.peer, tx.request.method)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Language", "en")]
