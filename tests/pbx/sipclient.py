@@ -244,6 +244,7 @@ def in_dialog(
     cseq: int,
     extra: list[str] | None = None,
     body: bytes = b"",
+    content_type: str = "application/sdp",
 ) -> bytes:
     """A request inside a dialog: `local`/`remote` are the From/To values with tags."""
     branch = f"z9hG4bK{secrets.token_hex(6)}"
@@ -256,7 +257,7 @@ def in_dialog(
         f"Call-ID: {call_id}",
         f"CSeq: {cseq} {method}",
         *(extra or []),
-        *(["Content-Type: application/sdp"] if body else []),
+        *([f"Content-Type: {content_type}"] if body else []),
         f"Content-Length: {len(body)}",
         "",
         "",

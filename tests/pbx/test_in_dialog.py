@@ -136,6 +136,27 @@ def test_hold_by_reinvite_resume_by_update_and_bye_from_the_callee(server: IpbxS
     assert resumed.status == 200 and resumed.cseq.method == "UPDATE"
     assert sdp.direction(sdp.SessionDescription.parse(resumed.body)) == "sendrecv"
 
+    # SIP INFO DTMF (application/dtmf-relay) passes through untouched.
+    relay = b"Signal=5\r\nDuration=160\r\n"
+    caller.send(
+        in_dialog(
+            caller,
+            "INFO",
+            a_target,
+            a_local,
+            a_remote,
+            ok.call_id,
+            4,
+            [],
+            relay,
+            content_type="application/dtmf-relay",
+        )
+    )
+    info = next_request(callee, "INFO")
+    assert info.body == relay and info.content_type == "application/dtmf-relay"
+    callee.send(reply_to(info, 200, []))
+    assert final(caller).status == 200
+
     # The callee hangs up; the caller is told.
     callee.send(in_dialog(callee, "BYE", b_target, b_local, b_remote, invite.call_id, 2))
     bye = next_request(caller, "BYE")

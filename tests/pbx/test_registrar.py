@@ -354,9 +354,9 @@ def test_instance_id_is_echoed_and_replaces_the_old_contact(server: IpbxServer) 
 def test_offer_without_audio_or_malformed_is_refused_at_once(server: IpbxServer) -> None:
     caller = _client(server)
     video_only = (
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        "m=video 4000 RTP/AVP 31\r\n"
-    ).encode()
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=video 4000 RTP/AVP 31\r\n"
+    )
     for body, status in ((video_only, 488), (b"this is not sdp", 400)):
         response = caller.request(
             "INVITE",

@@ -473,17 +473,18 @@ class Calls:
                 return
             self.endpoint.reply(tx, 200 if request.method == "INFO" else 405)
             return
-        description = _parse_sdp(request)
-        body = b""
-        if description is not None:
-            leg.set_remote_from(description)
-            body = bytes(sdp.anchor(description, self.media_address, other.media.local_address[1]))
+        # Only INVITE and UPDATE carry offers to anchor; any other body (INFO's
+        # application/dtmf-relay, say) passes through as it is.
+        body, content_type = request.body, request.headers.get("Content-Type")
+        if request.method in ("INVITE", "UPDATE"):
+            description = _parse_sdp(request)
+            body, content_type = b"", "application/sdp"
+            if description is not None:
+                leg.set_remote_from(description)
+                port = other.media.local_address[1]
+                body = bytes(sdp.anchor(description, self.media_address, port))
         extra = [("Contact", f"<{self.endpoint.contact(other.peer)}>")]
-        if request.method == "INFO" and request.body:
-            body = request.body
-        out = other.dialog.create_request(
-            request.method, body, request.headers.get("Content-Type") if body else None, extra
-        )
+        out = other.dialog.create_request(request.method, body, content_type, extra)
         self.endpoint.send_request(
             out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
         )
@@ -498,7 +499,7 @@ class Calls:
         if sent.method == "INVITE" and 200 <= response.status < 300 and other.dialog is not None:
             self.endpoint.send_ack(other.dialog.create_ack(sent.cseq.number), other.peer)
         out = make_response(tx.request, response.status, response.reason, tx.to_tag)
-        description = _parse_sdp(response)
+        description = _parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
             other.set_remote_from(description)
             out.body = bytes(
