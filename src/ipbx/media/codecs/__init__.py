@@ -1,12 +1,15 @@
 """Codec registry: the list SDP negotiation reads, and encoder/decoder factories.
 
-Adding a codec means one new module and one entry in _FACTORIES.
+Adding a codec means one new module and one entry in _FACTORIES (and in
+AUDIO_CODECS, at its place in our order of preference).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 
+from ipbx.media.codecs import g729
 from ipbx.media.codecs.base import Codec, Decoder, Encoder, Pcm
 from ipbx.media.codecs.g711 import (
     PCMA,
@@ -16,33 +19,53 @@ from ipbx.media.codecs.g711 import (
     pcmu_decoder,
     pcmu_encoder,
 )
+from ipbx.media.codecs.g722 import G722, G722Decoder, G722Encoder
+from ipbx.media.codecs.g729 import G729
+from ipbx.media.codecs.opus import OPUS, OpusDecoder, OpusEncoder
 
 # RFC 4733 §7.1.1: telephone-event has no static payload type; 101 is the
 # de facto default (Cisco, Asterisk, FreeSWITCH all offer it there).
 TELEPHONE_EVENT = Codec("telephone-event", 101, 8000)
 
-# Audio codecs we can encode and decode, in our default order of preference.
-AUDIO_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
+# An encoder factory takes the fmtp parameters the peer sent for the format
+# (RFC 4566 §6 a=fmtp), which say how the peer wants to receive it.
+Fmtp = Mapping[str, str]
+_Factories = tuple[Callable[[Fmtp], Encoder], Callable[[], Decoder]]
 
-_FACTORIES: dict[str, tuple[Callable[[], Encoder], Callable[[], Decoder]]] = {
-    "pcmu": (pcmu_encoder, pcmu_decoder),
-    "pcma": (pcma_encoder, pcma_decoder),
+_FACTORIES: dict[str, _Factories] = {
+    # RFC 7587 §6.1: useinbandfec=1 says the peer can decode in-band FEC.
+    "opus": (lambda fmtp: OpusEncoder(fec=fmtp.get("useinbandfec") == "1"), OpusDecoder),
+    "g722": (lambda fmtp: G722Encoder(), G722Decoder),
+    "pcmu": (lambda fmtp: pcmu_encoder(), pcmu_decoder),
+    "pcma": (lambda fmtp: pcma_encoder(), pcma_decoder),
 }
+
+_BCG729 = g729.load()
+if _BCG729 is not None:
+    _FACTORIES["g729"] = (
+        partial(lambda library, fmtp: g729.G729Encoder(library), _BCG729),
+        partial(g729.G729Decoder, _BCG729),
+    )
+
+# Audio codecs we can encode and decode, in our default order of preference:
+# wideband first (Opus, then G.722), then the G.711 every phone has, and G.729
+# last (narrowband at 8 kbit/s, for peers that offer nothing else).
+AUDIO_CODECS: tuple[Codec, ...] = (OPUS, G722, PCMU, PCMA) + ((G729,) if _BCG729 else ())
 
 
 class CodecError(LookupError):
     """No encoder or decoder for a payload format."""
 
 
-def create_encoder(codec: Codec) -> Encoder:
-    return _factories(codec)[0]()
+def create_encoder(codec: Codec, fmtp: Fmtp | None = None) -> Encoder:
+    return _factories(codec)[0](fmtp or {})
 
 
 def create_decoder(codec: Codec) -> Decoder:
     return _factories(codec)[1]()
 
 
-def _factories(codec: Codec) -> tuple[Callable[[], Encoder], Callable[[], Decoder]]:
+def _factories(codec: Codec) -> _Factories:
     try:
         return _FACTORIES[codec.name.lower()]
     except KeyError:
@@ -51,6 +74,9 @@ def _factories(codec: Codec) -> tuple[Callable[[], Encoder], Callable[[], Decode
 
 __all__ = [
     "AUDIO_CODECS",
+    "G722",
+    "G729",
+    "OPUS",
     "PCMA",
     "PCMU",
     "TELEPHONE_EVENT",
@@ -58,6 +84,7 @@ __all__ = [
     "CodecError",
     "Decoder",
     "Encoder",
+    "Fmtp",
     "Pcm",
     "create_decoder",
     "create_encoder",

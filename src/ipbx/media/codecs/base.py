@@ -26,12 +26,33 @@ class Codec:
         return self.payload_type < 96
 
     def samples_per_frame(self, ptime_ms: int) -> int:
+        """RTP timestamp units per packet of `ptime_ms` (not PCM samples: see pcm_rate)."""
         return self.clock_rate * ptime_ms // 1000
 
 
 class Encoder(Protocol):
+    """Mono int16 PCM at `pcm_rate` in, one RTP payload out.
+
+    `pcm_rate` is the codec's audio sample rate, which is not always the RTP
+    clock rate: G.722 samples at 16 kHz on an 8000 Hz RTP clock (RFC 3551
+    §4.5.2). Callers size packets as pcm_rate x ptime.
+    """
+
+    @property
+    def pcm_rate(self) -> int: ...
+
     def encode(self, pcm: Pcm) -> bytes: ...
 
 
 class Decoder(Protocol):
+    """One RTP payload in, mono int16 PCM at `pcm_rate` out.
+
+    An empty payload stands for a lost packet: a codec with packet loss
+    concealment (Opus) returns a frame of concealment, the others return no
+    samples.
+    """
+
+    @property
+    def pcm_rate(self) -> int: ...
+
     def decode(self, payload: bytes) -> Pcm: ...

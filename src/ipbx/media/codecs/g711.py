@@ -60,6 +60,8 @@ def _alaw_decode_table() -> Pcm:
 
 
 class _Encoder:
+    pcm_rate = 8000
+
     def __init__(self, table: npt.NDArray[np.uint8]) -> None:
         self._table = table
 
@@ -68,6 +70,8 @@ class _Encoder:
 
 
 class _Decoder:
+    pcm_rate = 8000
+
     def __init__(self, table: Pcm) -> None:
         self._table = table
 

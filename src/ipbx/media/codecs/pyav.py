@@ -1,0 +1,55 @@
+"""What the PyAV-backed codecs (G.722, Opus) and the transcoder share: int16 mono
+PCM in and out of FFmpeg frames and packets."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from av.audio.codeccontext import AudioCodecContext
+
+from ipbx.media.codecs.base import Pcm
+
+
+def open_encoder(name: str, rate: int, options: dict[str, str]) -> AudioCodecContext:
+    context = av.CodecContext.create(name, "w")
+    assert isinstance(context, AudioCodecContext)
+    context.sample_rate = rate
+    context.layout = "mono"
+    context.format = "s16"
+    context.options = options
+    context.open()
+    return context
+
+
+def open_decoder(name: str, rate: int) -> AudioCodecContext:
+    context = av.CodecContext.create(name, "r")
+    assert isinstance(context, AudioCodecContext)
+    context.sample_rate = rate
+    context.layout = "mono"
+    return context
+
+
+def audio_frame(pcm: Pcm, rate: int, pts: int | None = None) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+    )
+    frame.sample_rate = rate
+    frame.pts = pts
+    return frame
+
+
+def frames_pcm(frames: list[av.AudioFrame]) -> Pcm:
+    """The frames' samples as one mono int16 array (the contexts above output s16 mono)."""
+    if not frames:
+        return np.zeros(0, dtype=np.int16)
+    return np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames]).astype(np.int16)
+
+
+def encode(context: AudioCodecContext, pcm: Pcm, pts: int) -> bytes:
+    return b"".join(
+        bytes(packet) for packet in context.encode(audio_frame(pcm, context.sample_rate, pts))
+    )
+
+
+def decode(context: AudioCodecContext, payload: bytes) -> Pcm:
+    return frames_pcm(context.decode(av.Packet(payload)))

@@ -1,0 +1,67 @@
+"""Transcoding between two call legs that share no codec.
+
+A Transcoder turns the RTP payloads of one codec into payloads of another:
+decode, resample between the two PCM rates (FFmpeg's swresample), cut into
+packets of the destination's ptime, encode. Packet boundaries do not line up
+(a 30 ms packet in may make one or two 20 ms packets out), so each input gives
+zero or more payloads. The endpoint writes the RTP headers; `timestamp_step`
+is what each output payload adds to the RTP timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import av
+import numpy as np
+
+from ipbx.media.codecs import Codec, Pcm, create_decoder, create_encoder
+from ipbx.media.codecs.pyav import audio_frame, frames_pcm
+
+# RFC 3551 §4.5: 20 ms is the default packetisation.
+PTIME_MS = 20
+
+
+class Transcoder:
+    def __init__(
+        self,
+        src: Codec,
+        dst: Codec,
+        ptime_ms: int = PTIME_MS,
+        dst_fmtp: Mapping[str, str] | None = None,
+    ) -> None:
+        self._decoder = create_decoder(src)
+        self._encoder = create_encoder(dst, dst_fmtp)
+        self.src_rate = self._decoder.pcm_rate
+        self.dst_rate = self._encoder.pcm_rate
+        self.packet_samples = self.dst_rate * ptime_ms // 1000
+        # RTP clock, not PCM rate: they differ for G.722 (RFC 3551 §4.5.2).
+        self.timestamp_step = dst.samples_per_frame(ptime_ms)
+        self._resampler = (
+            None
+            if self.src_rate == self.dst_rate
+            else av.AudioResampler(format="s16", layout="mono", rate=self.dst_rate)
+        )
+        self._primed = False
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def transcode(self, payload: bytes) -> list[bytes]:
+        """Payloads for one source payload; an empty one is a lost packet (see Decoder)."""
+        pcm = self._resample(self._decoder.decode(payload))
+        pending = np.concatenate([self._pending, pcm])
+        whole = len(pending) - len(pending) % self.packet_samples
+        self._pending = pending[whole:]
+        packets = pending[:whole].reshape(-1, self.packet_samples)
+        return [self._encoder.encode(packet) for packet in packets]
+
+    def _resample(self, pcm: Pcm) -> Pcm:
+        if self._resampler is None or not len(pcm):
+            return pcm
+        out = frames_pcm(self._resampler.resample(audio_frame(pcm, self.src_rate)))
+        if not self._primed:
+            # The filter holds back a few samples at the start; pad them once so
+            # that n ms in always gives n ms out and packets stay 1:1 with input.
+            missing = len(pcm) * self.dst_rate // self.src_rate - len(out)
+            out = np.concatenate([np.zeros(max(missing, 0), dtype=np.int16), out])
+            self._primed = True
+        return out

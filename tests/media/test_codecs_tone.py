@@ -1,0 +1,95 @@
+"""Every codec carries a 1 kHz tone through encode and decode, in payloads of the size
+its RTP payload format specifies."""
+
+import numpy as np
+import pytest
+
+from ipbx.media.codecs import (
+    AUDIO_CODECS,
+    G722,
+    G729,
+    OPUS,
+    PCMA,
+    PCMU,
+    Pcm,
+    create_decoder,
+    create_encoder,
+)
+from ipbx.media.codecs.base import Codec
+
+TONE_HZ = 1000
+LEVEL = 8000  # about -12 dBFS
+
+
+def tone(rate: int, ms: int, hz: int = TONE_HZ) -> Pcm:
+    t = np.arange(rate * ms // 1000) / rate
+    return np.rint(LEVEL * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def dominant_frequency(pcm: Pcm, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+def rms(pcm: Pcm) -> float:
+    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+
+
+def assert_tone(pcm: Pcm, rate: int) -> None:
+    # Skip the codec's start-up (Opus lookahead, ADPCM/CELP adaptation).
+    steady = pcm[len(pcm) // 5 :]
+    assert abs(dominant_frequency(steady, rate) - TONE_HZ) <= 20
+    # A sine of peak LEVEL has an RMS of LEVEL/sqrt(2); lossy codecs stay within 3 dB.
+    assert rms(steady) == pytest.approx(LEVEL / np.sqrt(2), rel=0.3)
+
+
+# (codec, bytes per 20 ms packet): RFC 3551 §4.5.14 G.711 one byte a sample;
+# §4.5.2 G.722 64 kbit/s; §4.5.6 G.729 two 10-byte frames. Opus is variable.
+PAYLOAD_SIZES = [(PCMU, 160), (PCMA, 160), (G722, 160), (G729, 20)]
+
+
+def if_installed(codec: Codec) -> pytest.MarkDecorator:
+    # G.729 is registered only where libbcg729 loads.
+    return pytest.mark.skipif(codec not in AUDIO_CODECS, reason=f"{codec.name} not installed")
+
+
+@pytest.mark.parametrize(
+    "codec", [pytest.param(c, marks=if_installed(c)) for c in (OPUS, G722, PCMU, PCMA, G729)]
+)
+def test_a_tone_survives_encode_and_decode(codec: Codec) -> None:
+    encoder, decoder = create_encoder(codec), create_decoder(codec)
+    rate = encoder.pcm_rate
+    assert decoder.pcm_rate == rate
+    pcm = tone(rate, 1000)
+    packet = rate * 20 // 1000
+    decoded = np.concatenate(
+        [decoder.decode(encoder.encode(pcm[i : i + packet])) for i in range(0, len(pcm), packet)]
+    )
+    assert len(decoded) == len(pcm)
+    assert_tone(decoded, rate)
+
+
+@pytest.mark.parametrize(
+    ("codec", "size"), [pytest.param(c, s, marks=if_installed(c)) for c, s in PAYLOAD_SIZES]
+)
+def test_payload_size_of_20_ms(codec: Codec, size: int) -> None:
+    encoder = create_encoder(codec)
+    assert len(encoder.encode(tone(encoder.pcm_rate, 20))) == size
+
+
+def test_g722_rtp_clock_is_8000_though_it_samples_at_16000() -> None:
+    # RFC 3551 §4.5.2
+    assert G722.clock_rate == 8000
+    assert create_encoder(G722).pcm_rate == create_decoder(G722).pcm_rate == 16000
+    assert G722.samples_per_frame(20) == 160
+
+
+def test_opus_rtpmap_is_48000_with_two_channels() -> None:
+    # RFC 7587 §7: "opus/48000/2" even when mono is sent.
+    assert (OPUS.clock_rate, OPUS.channels) == (48000, 2)
+    assert create_encoder(OPUS).pcm_rate == 48000
+
+
+def test_registry_lists_wideband_first() -> None:
+    assert AUDIO_CODECS[:4] == (OPUS, G722, PCMU, PCMA)
+    assert set(AUDIO_CODECS) <= {OPUS, G722, PCMU, PCMA, G729}
