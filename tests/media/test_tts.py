@@ -63,3 +63,10 @@ def test_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(subprocess, "run", slow)
     with pytest.raises(tts.TtsError, match=r"longer than 0\.5 s"):
         tts.synthesize("Hello", tmp_path, timeout=0.5)
+
+
+def test_failing_espeak_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tts, "ESPEAK", shutil.which("false") or "/bin/false")
+    with pytest.raises(tts.TtsError, match=r"failed \(exit 1\)"):
+        tts.synthesize("Hello", tmp_path)
+    assert list(tmp_path.iterdir()) == []

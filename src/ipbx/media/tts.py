@@ -1,7 +1,7 @@
 """Text-to-speech prompts through espeak-ng, cached as 8 kHz mono WAV files.
 
 A prompt is synthesised once: the file name is a hash of everything that shapes
-the audio (text, voice, speed, rate), so the next `say` of the same text is a file
+the audio (text, voice, speed, rate), so saying the same text again is a file
 lookup, and the cached WAV plays through MediaEndpoint.play like any prompt.
 """
 
@@ -45,23 +45,26 @@ def synthesize(
     path.parent.mkdir(parents=True, exist_ok=True)
     # Temporary names in the cache directory, renamed into place: concurrent callers
     # never see a half-written prompt.
-    fd, raw_name = tempfile.mkstemp(suffix=".raw.wav", dir=path.parent)
-    os.close(fd)
-    raw = Path(raw_name)
+    raw, out = (_temp_file(path.parent, suffix) for suffix in (".espeak.wav", ".wav"))
     try:
         _espeak(text, voice, speed, raw, timeout)
         try:
             pcm = read_audio(raw, rate)
         except AudioFileError as exc:
             raise TtsError(f"espeak-ng wrote unreadable audio: {exc}") from exc
-        fd, out_name = tempfile.mkstemp(suffix=".wav", dir=path.parent)
-        os.close(fd)
-        with WavWriter(out_name, rate) as writer:
+        with WavWriter(out, rate) as writer:
             writer.write(pcm)
-        os.replace(out_name, path)
+        os.replace(out, path)
     finally:
         raw.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
     return path
+
+
+def _temp_file(directory: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=directory)
+    os.close(fd)
+    return Path(name)
 
 
 def _espeak(text: str, voice: str, speed: int, out: Path, timeout: float) -> None:
