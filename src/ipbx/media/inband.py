@@ -5,8 +5,8 @@ eight ITU-T Q.23 frequencies is measured with the Goertzel algorithm over 205-sa
 blocks (25.6 ms, bins ~39 Hz wide, enough to separate 697 and 770 Hz); a block
 holds a digit when one low-group and one high-group frequency carry most of its
 energy (so speech and noise are not taken for digits), both are above a minimum
-level, their level difference is within the twist limits and neither has a strong
-second harmonic (tones have none; voiced speech does). A digit is reported once
+level, their level difference is within the twist limits and the pair has no strong
+second harmonics (tones have none; voiced speech does). A digit is reported once
 it has lasted the minimum duration and again only after the key was released.
 """
 
@@ -20,10 +20,10 @@ import numpy.typing as npt
 from ipbx.media.codecs.base import Pcm
 
 RATE = 8000
-# ITU-T Q.23 §2: low (row) and high (column) group frequencies, in Hz.
+# ITU-T Q.23: low (row) and high (column) group frequencies, in Hz.
 LOW_GROUP = (697.0, 770.0, 852.0, 941.0)
 HIGH_GROUP = (1209.0, 1336.0, 1477.0, 1633.0)
-# ITU-T Q.23 figure 1: the keypad, rows by low-group, columns by high-group frequency.
+# ITU-T Q.23: the keypad, rows by low-group, columns by high-group frequency.
 KEYPAD = ("123A", "456B", "789C", "*0#D")
 # G.711 (μ-law): a sine at the coder's overload point is +3.17 dBm0, so 0 dBm0 is a
 # sine whose RMS is 3.17 dB below that of a full-scale int16 sine.

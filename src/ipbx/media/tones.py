@@ -30,7 +30,7 @@ class ToneSpec:
     cadence: tuple[float, ...] = ()  # on, off, on, off ... seconds; () is continuous
 
 
-# The ITU-T E.180 §2 recommendation (400-450 Hz, ringing ~1 s on / ~4 s off, busy and
+# The ITU-T E.180 recommendation (400-450 Hz, ringing ~1 s on / ~4 s off, busy and
 # congestion cadences of equal on/off), with the CEPT values of ETSI TR 101 041-1:
 # 425 Hz; ringback 1 s on 4 s off; busy 0.5/0.5; congestion 0.25/0.25.
 _EU: dict[Kind, ToneSpec] = {
