@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ipbx.media.codecs import TELEPHONE_EVENT, Codec
+from ipbx.media.srtp import CryptoAttribute, CryptoError, choose_crypto
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # RFC 3264 §6.1: the answer's direction is the offer's seen from the other side.
@@ -25,7 +26,8 @@ _MIRRORED = {
 }
 # RFC 3264 §8.4: RFC 2543 put a call on hold with c=0.0.0.0; we must understand it.
 HOLD_ADDRESS = "0.0.0.0"
-AUDIO_PROTOS = ("RTP/AVP",)
+AUDIO_PROTOS = ("RTP/AVP", "RTP/SAVP")
+AVP, SAVP = AUDIO_PROTOS
 PTIME_MS = 20
 # RFC 4733 §3.2: events 0-15 are DTMF, 16 hook flash.
 DTMF_EVENTS = "0-16"
@@ -392,8 +394,13 @@ def make_offer(
     )
 
 
-def _audio_media(port: int, codecs: Sequence[Codec], direction: str) -> Media:
-    media = Media("audio", port, AUDIO_PROTOS[0], [str(c.payload_type) for c in codecs])
+def _audio_media(
+    port: int,
+    codecs: Sequence[Codec],
+    direction: str,
+    crypto: Sequence[CryptoAttribute] = (),
+) -> Media:
+    media = Media("audio", port, SAVP if crypto else AVP, [str(c.payload_type) for c in codecs])
     for codec in codecs:
         # RFC 3264 §5.1 recommends rtpmap even for static payload types.
         channels = f"/{codec.channels}" if codec.channels != 1 else ""
@@ -401,8 +408,39 @@ def _audio_media(port: int, codecs: Sequence[Codec], direction: str) -> Media:
         media.attributes.append(Attribute("rtpmap", rtpmap))
         if codec.name == TELEPHONE_EVENT.name:
             media.attributes.append(Attribute("fmtp", f"{codec.payload_type} {DTMF_EVENTS}"))
+    media.attributes += [Attribute("crypto", str(c)) for c in crypto]
     media.attributes += [Attribute("ptime", str(PTIME_MS)), Attribute(direction)]
     return media
+
+
+def crypto_attributes(media: Media) -> list[CryptoAttribute]:
+    """The a=crypto lines we can use; ones that fail to parse are skipped, as RFC 4568
+    §5.1.2 lets an answerer ignore attributes it does not understand."""
+    found = []
+    for attribute in media.attributes:
+        if attribute.name == "crypto" and attribute.value:
+            try:
+                found.append(CryptoAttribute.parse(attribute.value))
+            except CryptoError:
+                continue
+    return found
+
+
+def srtp_keys(
+    ours: SessionDescription, theirs: SessionDescription
+) -> tuple[CryptoAttribute, CryptoAttribute] | None:
+    """(local, remote) SDES keys of the audio stream, or None for plain RTP: ours is our
+    offer and theirs their answer, or ours our answer and theirs their offer (RFC 4568
+    §7.1: both sides keep the tag and suite, each sends with its own key)."""
+    media = _audio(theirs)
+    if media.proto != SAVP:
+        return None
+    local = crypto_attributes(_audio(ours))
+    for remote in crypto_attributes(media):
+        match = next((c for c in local if (c.tag, c.suite) == (remote.tag, remote.suite)), None)
+        if match is not None:
+            return match, remote
+    raise SdpError("RTP/SAVP without an a=crypto matching ours (RFC 4568 §7.1.3)", 488)
 
 
 def _find(media: Media, codec: Codec) -> int | None:
@@ -460,10 +498,18 @@ def answer(
             # §6: a rejected stream keeps its place with port 0 and the offered formats.
             answered.append(Media(media.media, 0, media.proto, list(media.formats)))
             continue
+        crypto: list[CryptoAttribute] = []
+        if media.proto == SAVP:
+            # SDES (RFC 4568 §7.1.1): answer one offered crypto with our own key.
+            keys = choose_crypto(crypto_attributes(media))
+            if keys is None:
+                answered.append(Media(media.media, 0, media.proto, list(media.formats)))
+                continue
+            crypto = [keys]
         chosen = match
         codec, event = match
         mirrored = _MIRRORED[_effective_direction(offer, media)]
-        answered.append(_audio_media(port, [c for c in (codec, event) if c], mirrored))
+        answered.append(_audio_media(port, [c for c in (codec, event) if c], mirrored, crypto))
     if chosen is None:
         raise SdpError("no common audio codec or transport in the offer", 488)
     codec, event = chosen
@@ -497,7 +543,11 @@ def negotiated(
 
 
 def anchor(
-    sdp: SessionDescription, address: str, port: int, version: int | None = None
+    sdp: SessionDescription,
+    address: str,
+    port: int,
+    version: int | None = None,
+    crypto: Sequence[CryptoAttribute] | None = None,
 ) -> SessionDescription:
     """Rewrite SDP so media flows through us (a B2BUA anchoring media).
 
@@ -506,7 +556,9 @@ def anchor(
     §8) unless given, and other active streams are disabled because we relay
     only audio. Addresses meant for the original peer (a=rtcp, ICE) are
     dropped. An RFC 2543 hold (c=0.0.0.0) is restated as a direction
-    attribute so the far side still sees the hold.
+    attribute so the far side still sees the hold. With `crypto`, the audio
+    stream's a=crypto lines become those (RTP/SAVP), or none at all (RTP/AVP)
+    when it is empty: that is how a B2BUA ends SRTP on one leg (RFC 4568).
     """
     media = _audio(sdp)
     result = sdp.copy()
@@ -525,6 +577,10 @@ def anchor(
             stream.port = port
             if restate_hold:
                 stream.set_direction(hold)
+            if crypto is not None:
+                stream.attributes = [a for a in stream.attributes if a.name != "crypto"]
+                stream.attributes += [Attribute("crypto", str(c)) for c in crypto]
+                stream.proto = SAVP if crypto else AVP
         else:
             stream.port = 0
     result.attributes = [a for a in result.attributes if a.name not in _PEER_ONLY_ATTRIBUTES]

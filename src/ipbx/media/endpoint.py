@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.channel import Channel, ChannelPair, discard
+from ipbx.media.channel import Channel, ChannelPair, Sink, discard
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -29,6 +29,7 @@ from ipbx.media.codecs import (
 from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
+from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter, read_wav
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class MediaEndpoint:
         self._timestamp_base = random.randrange(TIMESTAMP_MOD)
         self._epoch = asyncio.get_running_loop().time()
         self._closed = False
+        self._srtp: SrtpContext | None = None
+        self._send_rtp: Sink = rtp.send
+        self._send_rtcp: Sink = rtcp.send
         self._terminate_mode()
 
     @classmethod
@@ -149,7 +153,7 @@ class MediaEndpoint:
     def echo(self) -> None:
         """Send every RTP packet back where it came from."""
         self.detach()
-        self._rtp.sink = self._rtp.send
+        self._rtp.sink = self._inbound(self._send_rtp)
 
     def detach(self) -> None:
         """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
@@ -235,8 +239,27 @@ class MediaEndpoint:
             self._rtcp.close()
             self._pool.release(self._port)
 
+    def set_srtp(self, context: SrtpContext | None) -> None:
+        """Put SRTP (RFC 3711) on this leg, or take it off; a running bridge is rewired,
+        so the other leg may stay plain RTP. Without SRTP on either leg the relay path
+        is the plain byte copy."""
+        if context is self._srtp:
+            return
+        self._srtp = context
+        self._send_rtp = self._rtp.send if context is None else protecting(context, self._rtp.send)
+        self._send_rtcp = (
+            self._rtcp.send if context is None else protecting(context, self._rtcp.send)
+        )
+        if self._partner is not None:
+            bridge(self, self._partner)
+        else:
+            self._terminate_mode()
+
+    def _inbound(self, sink: Sink) -> Sink:
+        return sink if self._srtp is None else unprotecting(self._srtp, sink)
+
     def _terminate_mode(self) -> None:
-        self._rtp.sink = self._on_rtp
+        self._rtp.sink = self._inbound(self._on_rtp)
         self._rtcp.sink = discard
 
     def _on_rtp(self, data: bytes) -> None:
@@ -271,7 +294,7 @@ class MediaEndpoint:
     def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
         packet = RtpPacket(payload_type, self._seq, timestamp, self._ssrc, payload, marker)
         self._seq = seq_add(self._seq, 1)
-        self._rtp.send(packet.serialize())
+        self._send_rtp(packet.serialize())
 
     def _timestamp_at(self, when: float) -> int:
         # One media clock for audio and telephone-events, so interleaving them
@@ -293,12 +316,13 @@ def close_pool(pool: PortPool[ChannelPair]) -> None:
 
 
 def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
-    """Relay RTP and RTCP between two endpoints, untouched, in both directions."""
+    """Relay RTP and RTCP between two endpoints in both directions: byte for byte, except
+    that a leg with SRTP has it removed on the way in and added on the way out."""
     a.detach()
     b.detach()
     a._partner, b._partner = b, a
-    a._rtp.sink, b._rtp.sink = b._rtp.send, a._rtp.send
-    a._rtcp.sink, b._rtcp.sink = b._rtcp.send, a._rtcp.send
+    a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
+    a._rtcp.sink, b._rtcp.sink = a._inbound(b._send_rtcp), b._inbound(a._send_rtcp)
 
 
 def _encoder(codec: Codec) -> Encoder:
