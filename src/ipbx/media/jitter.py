@@ -45,7 +45,7 @@ class JitterConfig:
     # across the wrap. 128 slots hold 2.5 s of 20 ms frames.
     capacity: int = 128
     # Frame duration assumed until two consecutive packets show the real one
-    # (RFC 3551 §4.5: 20 ms is the default packetization of the audio codecs).
+    # (RFC 3551 §4.2: 20 ms is the default audio packetization interval).
     ptime_ms: int = 20
     min_delay_ms: float = 20.0
     max_delay_ms: float = 200.0
@@ -172,7 +172,7 @@ class JitterBuffer:
 
     def push(self, packet: RtpPacket, now: float) -> None:
         if packet.ssrc != self._ssrc:
-            # RFC 3550 §8.2: a new SSRC is a new source with its own sequence and timing;
+            # RFC 3550 §3 (SSRC): a new SSRC is a new source with its own sequence and timing;
             # frames still held from the old one are discarded.
             self._restart(packet, now)
             return
@@ -336,7 +336,7 @@ class JitterBuffer:
         return Lost(self._next_seq, self._next_ts % TIMESTAMP_MOD, conceal)
 
     def _learn_step(self, ts: int) -> None:
-        # Consecutive frames show the real packetization (RFC 3551 §4.5: ptime may differ).
+        # Consecutive frames show the real packetization, which a=ptime (RFC 4566 §6) may change.
         if self._previous_ts is not None:
             step = ts - self._previous_ts
             if 0 < step <= self.clock_rate * _MAX_FRAME_SECONDS:
