@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from ipbx import sdp
 from ipbx.media.channel import ChannelPair
-from ipbx.media.codecs import AUDIO_CODECS, Codec
+from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec
 from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool
 from ipbx.media.ports import PortPool, PortPoolExhausted
+from ipbx.media.srtp import CryptoAttribute, SrtpContext, choose_crypto
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
@@ -64,16 +65,38 @@ class Leg:
     pending_ack_cseq: int | None = None
     # The ACK we sent for this leg's 2xx, re-sent for each retransmitted 2xx.
     ack: bytes | None = None
+    # SDES keys (ours, theirs) when this leg's phone speaks SRTP; ipbx ends SRTP here.
+    srtp: tuple[CryptoAttribute, CryptoAttribute] | None = None
     # Late offer (RFC 3264 §2): our 2xx carried the offer, the ACK brings the answer.
     awaiting_answer: Callable[[sdp.SessionDescription], None] | None = None
 
-    def set_remote_from(self, description: sdp.SessionDescription) -> None:
-        """Point this leg's media at the address its phone gave in SDP. A hold that says
-        c=0.0.0.0 keeps the old address; latching still follows the phone's packets."""
+    def take_sdp(self, description: sdp.SessionDescription) -> None:
+        """Apply the SDP this leg's phone sent (an offer or an answer): where its media
+        goes, and its SDES keys when it speaks SRTP. A hold that says c=0.0.0.0 keeps the
+        old address; latching still follows the phone's packets."""
         host, port = sdp.remote_address(description)
-        if host in ("0.0.0.0", "::") or port == 0:
+        if host not in ("0.0.0.0", "::") and port != 0:
+            self.media.set_remote(host, port, _relay_codec(description))
+        media = description.audio
+        assert media is not None  # remote_address() found it
+        if media.proto != sdp.SAVP:
+            self.srtp = None
+            self.media.set_srtp(None)
             return
-        self.media.set_remote(host, port, _relay_codec(description))
+        offered = sdp.crypto_attributes(media)
+        local = self.srtp[0] if self.srtp else None
+        remote = next(
+            (c for c in offered if local and (c.tag, c.suite) == (local.tag, local.suite)), None
+        )
+        if local is None or remote is None:
+            # A new offer: answer one of its keys with our own (RFC 4568 §7.1.1).
+            local = choose_crypto(offered)
+            if local is None:
+                raise SipError(488, "no usable a=crypto in RTP/SAVP (RFC 4568)")
+            remote = next(c for c in offered if (c.tag, c.suite) == (local.tag, local.suite))
+        if self.srtp != (local, remote):
+            self.srtp = (local, remote)
+            self.media.set_srtp(SrtpContext(local, remote))
 
 
 @dataclass(eq=False)
@@ -97,7 +120,7 @@ def _relay_codec(description: sdp.SessionDescription) -> Codec:
     rtpmap = media.rtpmaps().get(pt)
     if rtpmap is not None:
         return Codec(rtpmap.name, pt, rtpmap.clock_rate, rtpmap.channels)
-    static = next((c for c in AUDIO_CODECS if c.payload_type == pt), None)
+    static = next((c for c in CODECS if c.payload_type == pt), None)
     return static or Codec(f"pt{pt}", pt, 8000)
 
 
@@ -225,7 +248,7 @@ class Calls:
         if offer is None:
             body = sdp.make_offer(self.media_address, port, AUDIO_CODECS)
             leg.awaiting_answer = lambda answer: self._echo_to(
-                leg, answer, *sdp.negotiated(answer, AUDIO_CODECS)
+                leg, answer, body, *sdp.negotiated(answer, AUDIO_CODECS)
             )
         else:
             try:
@@ -234,7 +257,7 @@ class Calls:
                 media.close()
                 self.endpoint.reply(tx, exc.status_code)
                 return
-            self._echo_to(leg, offer, codec, dtmf)
+            self._echo_to(leg, offer, body, codec, dtmf)
         call.caller = leg
         leg.dialog = Dialog.as_uas(request, tx.to_tag)
         self._register(call, leg)
@@ -242,10 +265,18 @@ class Calls:
         log.info("%s echo test for %s", call.id, source)
 
     def _echo_to(
-        self, leg: Leg, remote: sdp.SessionDescription, codec: Codec, dtmf: int | None
+        self,
+        leg: Leg,
+        remote: sdp.SessionDescription,
+        ours: sdp.SessionDescription,
+        codec: Codec,
+        dtmf: int | None,
     ) -> None:
         host, port = sdp.remote_address(remote)
-        leg.media.set_remote(host, port, codec, dtmf)
+        if host not in ("0.0.0.0", "::") and port:
+            leg.media.set_remote(host, port, codec, dtmf)
+        keys = sdp.srtp_keys(ours, remote)
+        leg.media.set_srtp(SrtpContext(*keys) if keys else None)
         leg.media.echo()
 
     # --- setting up a call ------------------------------------------------------------------
@@ -282,8 +313,14 @@ class Calls:
         self._by_invite[id(tx)] = call
         body = b""
         if offer is not None:
-            a.set_remote_from(offer)
-            body = bytes(sdp.anchor(offer, self.media_address, callee_media.local_address[1]))
+            try:
+                a.take_sdp(offer)
+            except SipError as exc:
+                self.endpoint.reply(tx, exc.status)
+                self._end(call)
+                return
+            # The callees get plain RTP: SRTP, if the caller speaks it, ends here.
+            body = self._anchor(offer, callee_media, None)
         from_ = request.from_
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
         for binding in bindings:
@@ -352,9 +389,9 @@ class Calls:
         description = _parse_sdp(response)
         if description is not None and description.audio is not None:
             # Early media (183 with SDP): the callee's media flows to the caller now.
-            fork.set_remote_from(description)
+            fork.take_sdp(description)
             self._bridge(a, fork)
-            out.body = bytes(sdp.anchor(description, self.media_address, a.media.local_address[1]))
+            out.body = self._sdp_for(a, description)
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", f"<{self.endpoint.contact(a.peer)}>")
         self.endpoint.respond(a.server_tx, out)
@@ -386,8 +423,8 @@ class Calls:
         self._by_invite.pop(id(a.server_tx), None)
         body = b""
         if description is not None:
-            fork.set_remote_from(description)
-            body = bytes(sdp.anchor(description, self.media_address, a.media.local_address[1]))
+            fork.take_sdp(description)
+            body = self._sdp_for(a, description)
         if late_offer and description is None:
             log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
             self._ack(fork, b"")
@@ -428,8 +465,23 @@ class Calls:
             self._hangup(leg.call)
 
     def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
-        a.set_remote_from(answer)
-        self._ack(b, bytes(sdp.anchor(answer, self.media_address, b.media.local_address[1])))
+        a.take_sdp(answer)
+        self._ack(b, self._sdp_for(b, answer))
+
+    def _sdp_for(self, leg: Leg, description: sdp.SessionDescription) -> bytes:
+        """SDP from the other side, anchored on `leg`'s media endpoint for its phone."""
+        return self._anchor(description, leg.media, leg.srtp[0] if leg.srtp else None)
+
+    def _anchor(
+        self,
+        description: sdp.SessionDescription,
+        media: MediaEndpoint,
+        key: CryptoAttribute | None,
+    ) -> bytes:
+        crypto = [key] if key is not None else []
+        return bytes(
+            sdp.anchor(description, self.media_address, media.local_address[1], None, crypto)
+        )
 
     def _refusal(self, fork: Leg, offer: sdp.SessionDescription | None) -> bytes:
         """A valid answer for a late-offer 2xx we are about to hang up (RFC 3261 §13.2.2.4:
@@ -480,9 +532,8 @@ class Calls:
             description = _parse_sdp(request)
             body, content_type = b"", "application/sdp"
             if description is not None:
-                leg.set_remote_from(description)
-                port = other.media.local_address[1]
-                body = bytes(sdp.anchor(description, self.media_address, port))
+                leg.take_sdp(description)
+                body = self._sdp_for(other, description)
         extra = [("Contact", f"<{self.endpoint.contact(other.peer)}>")]
         out = other.dialog.create_request(request.method, body, content_type, extra)
         self.endpoint.send_request(
@@ -501,10 +552,8 @@ class Calls:
         out = make_response(tx.request, response.status, response.reason, tx.to_tag)
         description = _parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
-            other.set_remote_from(description)
-            out.body = bytes(
-                sdp.anchor(description, self.media_address, leg.media.local_address[1])
-            )
+            other.take_sdp(description)
+            out.body = self._sdp_for(leg, description)
             out.headers.add("Content-Type", "application/sdp")
         if response.status < 300:
             out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
@@ -520,9 +569,7 @@ class Calls:
             answer, codec, dtmf = sdp.answer(
                 description, self.media_address, leg.media.local_address[1], AUDIO_CODECS
             )
-            host, port = sdp.remote_address(description)
-            if host not in ("0.0.0.0", "::") and port:
-                leg.media.set_remote(host, port, codec, dtmf)
+            self._echo_to(leg, description, answer, codec, dtmf)
             body = bytes(answer)
         out = make_response(request, 200, None, tx.to_tag)
         out.body = body

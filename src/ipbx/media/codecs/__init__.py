@@ -1,7 +1,7 @@
 """Codec registry: the list SDP negotiation reads, and encoder/decoder factories.
 
 Adding a codec means one new module and one entry in _FACTORIES (and in
-AUDIO_CODECS, at its place in our order of preference).
+CODECS, at its place in our order of preference).
 """
 
 from __future__ import annotations
@@ -47,10 +47,16 @@ if _BCG729 is not None:
         partial(g729.G729Decoder, _BCG729),
     )
 
-# Audio codecs we can encode and decode, in our default order of preference:
-# wideband first (Opus, then G.722), then the G.711 every phone has, and G.729
-# last (narrowband at 8 kbit/s, for peers that offer nothing else).
-AUDIO_CODECS: tuple[Codec, ...] = (OPUS, G722, PCMU, PCMA) + ((G729,) if _BCG729 else ())
+# Every audio codec we can encode and decode (transcoding reads this), in our
+# order of preference: wideband first (Opus, then G.722), then the G.711 every
+# phone has, and G.729 last (8 kbit/s narrowband, for peers with nothing else).
+CODECS: tuple[Codec, ...] = (OPUS, G722, PCMU, PCMA) + ((G729,) if _BCG729 else ())
+
+# What ipbx itself negotiates where it terminates media (echo test, prompts,
+# recording, `ipbx phone`): G.711 until the endpoint plays and records at each
+# codec's PCM rate (G.722 is 16 kHz PCM on an 8 kHz RTP clock) and SDP offers
+# telephone-event at 48 kHz for Opus (RFC 4733 §2.1: same clock as the audio).
+AUDIO_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
 
 
 class CodecError(LookupError):
@@ -74,6 +80,7 @@ def _factories(codec: Codec) -> _Factories:
 
 __all__ = [
     "AUDIO_CODECS",
+    "CODECS",
     "G722",
     "G729",
     "OPUS",
