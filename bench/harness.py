@@ -670,8 +670,10 @@ def start_baresip(
     dial: str | None = None,
     seconds: int = 30,
     codecs: str = "PCMU",
+    media_encryption: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user`, registered at 127.0.0.1:registrar_port.
+    `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
 
     It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
@@ -684,6 +686,8 @@ def start_baresip(
     snd_dir.mkdir(exist_ok=True)
     rtp_first, rtp_last = free_udp_range(20)
     modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
+    if media_encryption is not None:
+        modules.append("srtp.so")
     config = [
         "poll_method epoll",
         f"sip_listen {LOOPBACK}:{free_port('both')}",
@@ -702,6 +706,7 @@ def start_baresip(
     account = (
         f"<sip:{user.number}@{LOOPBACK}:{registrar_port}>;auth_pass={user.password};"
         f"regint=60;answermode=auto;audio_codecs={codecs}"
+        + (f";mediaenc={media_encryption}" if media_encryption else "")
     )
     (config_dir / "accounts").write_text(account + "\n")
     command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]

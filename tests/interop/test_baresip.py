@@ -69,3 +69,44 @@ def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> N
     heard_by_baresip = analyse(dumps[-1])
     assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
     assert heard_by_baresip.seconds >= 1.0
+
+
+def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
+    """baresip with mandatory SDES-SRTP calls `ipbx phone`, which speaks plain RTP only:
+    ipbx ends SRTP on the caller's leg (issue 3). baresip refuses unencrypted media, so
+    its hearing our tone shows our packets to it were SRTP; our hearing its tone shows
+    ipbx decrypted its SRTP."""
+    server = ipbx_server(extensions=2)
+    baresip_tone = write_tone(tmp_path / "1000hz.wav", 1000, 4)
+    our_tone = write_tone(tmp_path / "700hz.wav", 700, 3)
+    recording = tmp_path / "heard-by-ipbx-phone.wav"
+    with ipbx_phone(
+        tmp_path, server.port, PHONE,
+        "--register", "--answer", "--play", str(our_tone),
+        "--record", str(recording), "--timeout", "20",
+    ) as phone:  # fmt: skip
+        phone.wait_for("registered as")
+        baresip = start_baresip(
+            tmp_path,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone,
+            dial=PHONE.number,
+            seconds=15,
+            media_encryption="srtp-mand",
+        )
+        try:
+            status, out = phone.finish()
+        finally:
+            stop_process(baresip)
+    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
+    assert "SRTP is Enabled" in baresip_log, baresip_log  # baresip's leg negotiated SDES
+    assert "RTP/SAVP" not in phone.log  # the plain phone never saw SRTP
+    heard_by_us = analyse(recording)
+    assert heard_by_us.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), baresip_log
+    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
+    assert dumps, baresip_log
+    heard_by_baresip = analyse(dumps[-1])
+    assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
+    assert heard_by_baresip.seconds >= 1.0
