@@ -86,7 +86,9 @@ class Pbx:
         if restored:
             log.info("restored %d registration(s)", restored)
         bound = []
-        for listen in self.config.sip.listen:
+        # Streams first, UDP last: a server that answers on UDP has every listener up
+        # (tests and load balancers take an OPTIONS answer as "ready").
+        for listen in sorted(self.config.sip.listen, key=lambda entry: entry.transport == "udp"):
             tls = None
             if listen.transport in ("tls", "wss"):
                 cert, key = self.config.sip.tls_cert, self.config.sip.tls_key
