@@ -688,6 +688,8 @@ def start_baresip(
     modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
     if media_encryption is not None:
         modules.append("srtp.so")
+    if "opus" in codecs.lower():
+        modules.append("opus.so")
     config = [
         "poll_method epoll",
         f"sip_listen {LOOPBACK}:{free_port('both')}",

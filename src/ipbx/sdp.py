@@ -443,6 +443,39 @@ def srtp_keys(
     raise SdpError("RTP/SAVP without an a=crypto matching ours (RFC 4568 §7.1.3)", 488)
 
 
+def offers(description: SessionDescription, codec: Codec) -> bool:
+    """Whether the audio stream lists `codec` (by rtpmap, or by static number)."""
+    return _find(_audio(description), codec) is not None
+
+
+def with_codecs(description: SessionDescription, codecs: Sequence[Codec]) -> SessionDescription:
+    """A copy whose audio stream also lists `codecs` it lacks, after its own (so a
+    codec both sides share still wins): what a transcoding B2BUA offers the callee."""
+    result = description.copy()
+    media = _audio(result)
+    used = {int(f) for f in media.formats if f.isdigit()}
+    free = (pt for pt in range(96, 128) if pt not in used)
+    added: list[Codec] = []
+    for codec in codecs:
+        if _find(media, codec) is not None:
+            continue
+        if codec.is_static and codec.payload_type not in used:
+            added.append(codec)
+        else:
+            pt = next(free, None)
+            if pt is None:
+                break
+            added.append(replace(codec, payload_type=pt))
+    extra = _audio_media(0, added, "sendrecv")
+    media.formats += extra.formats
+    media.attributes = [
+        *(a for a in media.attributes if a.name in ("rtpmap", "fmtp")),
+        *(a for a in extra.attributes if a.name in ("rtpmap", "fmtp")),
+        *(a for a in media.attributes if a.name not in ("rtpmap", "fmtp")),
+    ]
+    return result
+
+
 def _find(media: Media, codec: Codec) -> int | None:
     """The payload type `media` uses for `codec`, if any."""
     rtpmaps = media.rtpmaps()

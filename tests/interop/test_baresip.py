@@ -110,3 +110,45 @@ def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path
     heard_by_baresip = analyse(dumps[-1])
     assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
     assert heard_by_baresip.seconds >= 1.0
+
+
+def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
+    ipbx_server: IpbxFactory, tmp_path: Path
+) -> None:
+    """baresip offering only Opus calls `ipbx phone`, which speaks only G.711: no codec
+    in common, so ipbx transcodes both ways (issue 3) and each hears the other's tone."""
+    server = ipbx_server(extensions=2)
+    # baresip's file source must match the codec: 48 kHz stereo for Opus.
+    baresip_tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)
+    our_tone = write_tone(tmp_path / "700hz.wav", 700, 3)
+    recording = tmp_path / "heard-by-ipbx-phone.wav"
+    with ipbx_phone(
+        tmp_path, server.port, PHONE,
+        "--register", "--answer", "--codec", "PCMU", "--play", str(our_tone),
+        "--record", str(recording), "--timeout", "20",
+    ) as phone:  # fmt: skip
+        phone.wait_for("registered as")
+        baresip = start_baresip(
+            tmp_path,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone,
+            dial=PHONE.number,
+            seconds=15,
+            codecs="opus/48000/2",
+        )
+        try:
+            status, out = phone.finish()
+        finally:
+            stop_process(baresip)
+    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
+    assert "transcoding opus <-> PCMU" in server.log_tail(100)
+    heard_by_us = analyse(recording)
+    assert heard_by_us.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), server.log_tail()
+    assert heard_by_us.seconds >= 1.0
+    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
+    assert dumps, baresip_log
+    heard_by_baresip = analyse(dumps[-1])
+    assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), baresip_log
+    assert heard_by_baresip.seconds >= 1.0

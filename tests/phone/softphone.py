@@ -19,14 +19,17 @@ from bench.harness import Extension, stop_process
 RATE = 8000
 
 
-def write_tone(path: Path, frequency: float, seconds: float) -> Path:
-    """A 16-bit mono 8 kHz sine at half scale."""
-    t = np.arange(int(RATE * seconds)) / RATE
-    samples = (16000 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+def write_tone(
+    path: Path, frequency: float, seconds: float, rate: int = RATE, channels: int = 1
+) -> Path:
+    """A 16-bit sine at half scale (8 kHz mono unless told otherwise)."""
+    t = np.arange(int(rate * seconds)) / rate
+    mono = (16000 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    samples = np.repeat(mono, channels)
     with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
+        wav.setnchannels(channels)
         wav.setsampwidth(2)
-        wav.setframerate(RATE)
+        wav.setframerate(rate)
         wav.writeframes(samples.tobytes())
     return path
 

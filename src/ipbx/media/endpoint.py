@@ -30,6 +30,7 @@ from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
+from ipbx.media.transcode import Transcoder
 from ipbx.media.wav import WavWriter, read_wav
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class MediaEndpoint:
         self._epoch = asyncio.get_running_loop().time()
         self._closed = False
         self._srtp: SrtpContext | None = None
+        # The bridge function that joined this endpoint to its partner, to rewire with.
+        self._bridged_by: Callable[[MediaEndpoint, MediaEndpoint], None] = bridge
         self._send_rtp: Sink = rtp.send
         self._send_rtcp: Sink = rtcp.send
         self._terminate_mode()
@@ -251,7 +254,7 @@ class MediaEndpoint:
             self._rtcp.send if context is None else protecting(context, self._rtcp.send)
         )
         if self._partner is not None:
-            bridge(self, self._partner)
+            self._bridged_by(self, self._partner)
         else:
             self._terminate_mode()
 
@@ -321,6 +324,7 @@ def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
     a.detach()
     b.detach()
     a._partner, b._partner = b, a
+    a._bridged_by = b._bridged_by = bridge
     a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
     a._rtcp.sink, b._rtcp.sink = a._inbound(b._send_rtcp), b._inbound(a._send_rtcp)
 
@@ -340,3 +344,38 @@ async def _sleep_until(loop: asyncio.AbstractEventLoop, due: float) -> None:
     delay = due - loop.time()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+def transcode_bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Bridge two legs whose codecs differ (set by set_remote): each direction is decoded,
+    resampled and re-encoded, and sent as the receiving leg's own RTP stream (its SSRC,
+    sequence and timestamps). RTCP describes a stream that no longer exists on the other
+    side, so it is not carried across; neither, yet, is telephone-event."""
+    a.detach()
+    b.detach()
+    a._partner, b._partner = b, a
+    a._bridged_by = b._bridged_by = transcode_bridge
+    a._rtp.sink = a._inbound(_transcoding(a, b))
+    b._rtp.sink = b._inbound(_transcoding(b, a))
+
+
+def _transcoding(src: MediaEndpoint, dst: MediaEndpoint) -> Sink:
+    source, target = src._require_codec(), dst._require_codec()
+    transcoder = Transcoder(source, target)
+    timestamp = dst._timestamp_base
+
+    def sink(data: bytes) -> None:
+        nonlocal timestamp
+        if is_rtcp(data):
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            return
+        if packet.payload_type != source.payload_type:
+            return
+        for payload in transcoder.transcode(packet.payload):
+            dst._send(target.payload_type, payload, False, timestamp)
+            timestamp = (timestamp + transcoder.timestamp_step) % TIMESTAMP_MOD
+
+    return sink

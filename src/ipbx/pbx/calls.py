@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ipbx import sdp
 from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec
-from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool
+from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool, transcode_bridge
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.srtp import CryptoAttribute, SrtpContext, choose_crypto
 from ipbx.pbx.location import Binding, Location
@@ -319,8 +319,9 @@ class Calls:
                 self.endpoint.reply(tx, exc.status)
                 self._end(call)
                 return
-            # The callees get plain RTP: SRTP, if the caller speaks it, ends here.
-            body = self._anchor(offer, callee_media, None)
+            # The callees get plain RTP (SRTP, if the caller speaks it, ends here), and
+            # every codec we can transcode to, after the caller's own.
+            body = self._anchor(sdp.with_codecs(offer, CODECS), callee_media, None)
         from_ = request.from_
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
         for binding in bindings:
@@ -424,7 +425,6 @@ class Calls:
         body = b""
         if description is not None:
             fork.take_sdp(description)
-            body = self._sdp_for(a, description)
         if late_offer and description is None:
             log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
             self._ack(fork, b"")
@@ -440,9 +440,33 @@ class Calls:
         a.other, fork.other = fork, a
         self._register(call, a)
         self._register(call, fork)
-        self._bridge(a, fork)
+        if description is not None and not late_offer:
+            body = self._join(a, fork, description)
+        else:
+            self._bridge(a, fork)
+            if description is not None:
+                body = self._sdp_for(a, description)
         self._answer(a, 200, body)
         log.info("%s answered by %s", call.id, fork.peer)
+
+    def _join(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> bytes:
+        """Bridge the caller to the callee that answered and return the caller's 2xx body:
+        the callee's answer anchored for the caller when the caller offered that codec;
+        otherwise our own answer to the caller's offer, with the legs transcoded."""
+        offer = _parse_sdp(a.invite)
+        chosen = b.media.codec
+        if offer is None or chosen is None or sdp.offers(offer, chosen):
+            self._bridge(a, b)
+            return self._sdp_for(a, answer)
+        ours, codec, dtmf = sdp.answer(offer, self.media_address, a.media.local_address[1], CODECS)
+        keys = sdp.srtp_keys(ours, offer)
+        a.srtp = keys
+        a.media.set_srtp(SrtpContext(*keys) if keys else None)
+        host, port = sdp.remote_address(offer)
+        a.media.set_remote(host, port, codec, dtmf)
+        transcode_bridge(a.media, b.media)
+        log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
+        return bytes(ours)
 
     def _ack(self, leg: Leg, body: bytes) -> None:
         assert leg.dialog is not None
