@@ -25,7 +25,7 @@ from bench.harness import (
     start_baresip,
     stop_process,
 )
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.phone.softphone import Audio, analyse, ipbx_phone, write_tone
 
 BARESIP, PHONE = extension_range(2)
 TOLERANCE_HZ = 20
@@ -71,43 +71,56 @@ def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> N
     assert heard_by_baresip.seconds >= 1.0
 
 
-def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
-    """baresip with mandatory SDES-SRTP calls `ipbx phone`, which speaks plain RTP only:
-    ipbx ends SRTP on the caller's leg (issue 3). baresip refuses unencrypted media, so
-    its hearing our tone shows our packets to it were SRTP; our hearing its tone shows
-    ipbx decrypted its SRTP."""
-    server = ipbx_server(extensions=2)
-    baresip_tone = write_tone(tmp_path / "1000hz.wav", 1000, 4)
+def _baresip_calls_phone(
+    server: IpbxServer,
+    tmp_path: Path,
+    baresip_tone: Path,
+    phone_args: tuple[str, ...] = (),
+    **baresip: str,
+) -> tuple[Audio, Audio, str]:
+    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz and records;
+    returns what the phone heard, what baresip heard, and baresip's log."""
     our_tone = write_tone(tmp_path / "700hz.wav", 700, 3)
     recording = tmp_path / "heard-by-ipbx-phone.wav"
     with ipbx_phone(
         tmp_path, server.port, PHONE,
-        "--register", "--answer", "--play", str(our_tone),
+        "--register", "--answer", *phone_args, "--play", str(our_tone),
         "--record", str(recording), "--timeout", "20",
     ) as phone:  # fmt: skip
         phone.wait_for("registered as")
-        baresip = start_baresip(
+        process = start_baresip(
             tmp_path,
             registrar_port=server.port,
             user=BARESIP,
             audio_file=baresip_tone,
             dial=PHONE.number,
             seconds=15,
-            media_encryption="srtp-mand",
+            **baresip,
         )
         try:
             status, out = phone.finish()
         finally:
-            stop_process(baresip)
+            stop_process(process)
     baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
     assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
-    assert "SRTP is Enabled" in baresip_log, baresip_log  # baresip's leg negotiated SDES
-    assert "RTP/SAVP" not in phone.log  # the plain phone never saw SRTP
-    heard_by_us = analyse(recording)
-    assert heard_by_us.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), baresip_log
+    assert "RTP/SAVP" not in phone.log  # the phone speaks plain RTP only
     dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
     assert dumps, baresip_log
-    heard_by_baresip = analyse(dumps[-1])
+    return analyse(recording), analyse(dumps[-1]), baresip_log
+
+
+def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
+    """baresip with mandatory SDES-SRTP calls `ipbx phone`, which speaks plain RTP only:
+    ipbx ends SRTP on the caller's leg (issue 3). baresip refuses unencrypted media, so
+    its hearing our tone shows our packets to it were SRTP; our hearing its tone shows
+    ipbx decrypted its SRTP."""
+    server = ipbx_server(extensions=2)
+    tone = write_tone(tmp_path / "1000hz.wav", 1000, 4)
+    heard_by_us, heard_by_baresip, log = _baresip_calls_phone(
+        server, tmp_path, tone, media_encryption="srtp-mand"
+    )
+    assert "SRTP is Enabled" in log, log  # baresip's leg negotiated SDES
+    assert heard_by_us.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), log
     assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
     assert heard_by_baresip.seconds >= 1.0
 
@@ -119,36 +132,12 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     in common, so ipbx transcodes both ways (issue 3) and each hears the other's tone."""
     server = ipbx_server(extensions=2)
     # baresip's file source must match the codec: 48 kHz stereo for Opus.
-    baresip_tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)
-    our_tone = write_tone(tmp_path / "700hz.wav", 700, 3)
-    recording = tmp_path / "heard-by-ipbx-phone.wav"
-    with ipbx_phone(
-        tmp_path, server.port, PHONE,
-        "--register", "--answer", "--codec", "PCMU", "--play", str(our_tone),
-        "--record", str(recording), "--timeout", "20",
-    ) as phone:  # fmt: skip
-        phone.wait_for("registered as")
-        baresip = start_baresip(
-            tmp_path,
-            registrar_port=server.port,
-            user=BARESIP,
-            audio_file=baresip_tone,
-            dial=PHONE.number,
-            seconds=15,
-            codecs="opus/48000/2",
-        )
-        try:
-            status, out = phone.finish()
-        finally:
-            stop_process(baresip)
-    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
-    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
+    tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)
+    heard_by_us, heard_by_baresip, log = _baresip_calls_phone(
+        server, tmp_path, tone, ("--codec", "PCMU"), codecs="opus/48000/2"
+    )
     assert "transcoding opus <-> PCMU" in server.log_tail(100)
-    heard_by_us = analyse(recording)
     assert heard_by_us.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), server.log_tail()
     assert heard_by_us.seconds >= 1.0
-    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
-    assert dumps, baresip_log
-    heard_by_baresip = analyse(dumps[-1])
-    assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), baresip_log
+    assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), log
     assert heard_by_baresip.seconds >= 1.0
