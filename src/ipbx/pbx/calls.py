@@ -63,6 +63,8 @@ class Leg:
     final: Response | None = None
     unacked_2xx: asyncio.TimerHandle | None = None
     pending_ack_cseq: int | None = None
+    # The offer the caller's INVITE carried (None for a late offer).
+    offer: sdp.SessionDescription | None = None
     # The ACK we sent for this leg's 2xx, re-sent for each retransmitted 2xx.
     ack: bytes | None = None
     # SDES keys (ours, theirs) when this leg's phone speaks SRTP; ipbx ends SRTP here.
@@ -307,7 +309,7 @@ class Calls:
             caller_media.close()
             callee_media.close()
             return  # cancelled while the ports were being opened
-        a = Leg(call, source, caller_media, request, server_tx=tx)
+        a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
         call.caller = a
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
@@ -453,7 +455,7 @@ class Calls:
         """Bridge the caller to the callee that answered and return the caller's 2xx body:
         the callee's answer anchored for the caller when the caller offered that codec;
         otherwise our own answer to the caller's offer, with the legs transcoded."""
-        offer = _parse_sdp(a.invite)
+        offer = a.offer
         chosen = b.media.codec
         if offer is None or chosen is None or sdp.offers(offer, chosen):
             self._bridge(a, b)
