@@ -247,17 +247,7 @@ def _strip_mki(packet: bytes, mki: bytes, tag_length: int) -> bytes:
 
 def protecting(context: SrtpContext, sink: Sink) -> Sink:
     """Wrap `sink` so that plain RTP/RTCP handed to it leaves as SRTP/SRTCP."""
-
-    def send(data: bytes) -> None:
-        try:
-            packet = context.protect_rtcp(data) if is_rtcp(data) else context.protect(data)
-        except SrtpError as exc:
-            context.dropped += 1
-            log.debug("dropping a packet SRTP cannot protect: %s", exc)
-            return
-        sink(packet)
-
-    return send
+    return _through(context, context.protect, context.protect_rtcp, sink, "protect")
 
 
 def unprotecting(context: SrtpContext, sink: Sink) -> Sink:
@@ -265,14 +255,23 @@ def unprotecting(context: SrtpContext, sink: Sink) -> Sink:
 
     Packets failing authentication or the replay check (RFC 3711 §3.3.2) are dropped.
     """
+    return _through(context, context.unprotect, context.unprotect_rtcp, sink, "unprotect")
 
-    def receive(data: bytes) -> None:
+
+def _through(
+    context: SrtpContext,
+    rtp: Callable[[bytes], bytes],
+    rtcp: Callable[[bytes], bytes],
+    sink: Sink,
+    what: str,
+) -> Sink:
+    def pass_on(data: bytes) -> None:
         try:
-            packet = context.unprotect_rtcp(data) if is_rtcp(data) else context.unprotect(data)
+            packet = rtcp(data) if is_rtcp(data) else rtp(data)
         except SrtpError as exc:
             context.dropped += 1
-            log.debug("dropping an SRTP packet: %s", exc)
+            log.debug("dropping a packet SRTP cannot %s: %s", what, exc)
             return
         sink(packet)
 
-    return receive
+    return pass_on
