@@ -42,6 +42,7 @@ from bench.harness import (  # noqa: E402
     LOOPBACK,
     ServerNotReady,
     ServerProcess,
+    SippProcess,
     SippResult,
     extension_range,
     free_port,
@@ -202,6 +203,41 @@ def bench_register(server: ServerProcess, settings: Settings, workdir: Path) -> 
     return ramp(settings.register_rates, step)
 
 
+def start_callee(
+    scenario: str,
+    args: Sequence[str],
+    calls: int,
+    port: int,
+    timeout: float,
+    settings: Settings,
+    workdir: Path,
+    name: str,
+) -> SippProcess:
+    """The SIPp callee of a call ramp, bound and ready for the first INVITE.
+
+    Kamailio's parallel workers may deliver the ACK after the BYE (UDP keeps no order):
+    the UAS must not abort such a finished call (and BYE it) for that. ipbx's qualify
+    OPTIONS count as calls of the UAS: leave room for a few, and stop the UAS by PID once
+    the caller is done.
+    """
+    uas = start_sipp(
+        scenario,
+        None,
+        *args,
+        "-default_behaviors",
+        "all,-abortunexp",
+        calls=calls + 10,
+        workdir=workdir,
+        local_port=port,
+        timeout=timeout + 5,
+        cpu=settings.sipp_cpu,
+        name=name,
+    )
+    # Let the UAS bind its port before the first INVITE reaches it.
+    time.sleep(0.3)
+    return uas
+
+
 def bench_calls(server: ServerProcess, settings: Settings, workdir: Path) -> Step | None:
     caller, callee = extension_range(2)
     caller_csv = write_users_csv(workdir / "caller.csv", [caller])
@@ -214,24 +250,7 @@ def bench_calls(server: ServerProcess, settings: Settings, workdir: Path) -> Ste
     def step(rate: int) -> Step:
         calls = max(1, round(rate * settings.step_seconds))
         timeout = settings.step_seconds * 2 + 15
-        # Kamailio's parallel workers may deliver the ACK after the BYE (UDP keeps no
-        # order): the UAS must not abort such a finished call (and BYE it) for that.
-        # ipbx's qualify OPTIONS count as calls of the UAS: leave room for a few, and
-        # stop the UAS by PID once the caller is done.
-        uas = start_sipp(
-            "uas",
-            None,
-            "-default_behaviors",
-            "all,-abortunexp",
-            calls=calls + 10,
-            workdir=workdir,
-            local_port=uas_port,
-            timeout=timeout + 5,
-            cpu=settings.sipp_cpu,
-            name=f"uas-{rate}",
-        )
-        # Let the UAS bind its port before the first INVITE reaches it.
-        time.sleep(0.3)
+        uas = start_callee("uas", (), calls, uas_port, timeout, settings, workdir, f"uas-{rate}")
         before = server.cpu_seconds()
         result = run_sipp(
             "uac_auth",
@@ -374,28 +393,20 @@ def bench_rtp(server: ServerProcess, settings: Settings, workdir: Path) -> RtpOu
         uac_media, _ = free_udp_range(RTP_RETURN_OFFSET + 2)
         counter = PacketCounter(uac_media + RTP_RETURN_OFFSET, settings.sipp_cpu)
         try:
-            uas = start_sipp(
-                "uas_rtp",
-                None,
+            # The echo thread shares its core with the callers: a deep buffer rides out
+            # its late wake-ups (the default 208 KiB overflows at 400 calls).
+            echo = (
                 "-rtp_echo",
                 "-mi",
                 LOOPBACK,
                 "-mp",
                 str(uas_media),
-                # The echo thread shares its core with the callers: a deep buffer rides
-                # out its late wake-ups (the default 208 KiB overflows at 400 calls).
                 "-rtp_buffsize",
                 str(4 << 20),
-                "-default_behaviors",
-                "all,-abortunexp",
-                calls=calls + 10,
-                workdir=workdir,
-                local_port=uas_port,
-                timeout=timeout + 5,
-                cpu=settings.sipp_cpu,
-                name=f"uas-{calls}",
             )
-            time.sleep(0.3)
+            uas = start_callee(
+                "uas_rtp", echo, calls, uas_port, timeout, settings, workdir, f"uas-{calls}"
+            )
             prioritise(threads_of(uas.process.pid))
             uac = start_sipp(
                 "uac_rtp",

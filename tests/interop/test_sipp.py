@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from bench.harness import (
     IpbxFactory,
     IpbxServer,
@@ -84,43 +86,30 @@ def test_register_50_users_with_digest_auth(ipbx_server: IpbxFactory, tmp_path: 
     assert (result.successful, result.failed) == (50, 0), result.errors()
 
 
-def test_20_calls_from_1000_reach_sipp_uas_registered_as_1001(
-    ipbx_server: IpbxFactory, tmp_path: Path
+# (callee scenario, caller scenario, calls), each through the B2BUA:
+CALLS = {
+    # INVITE (407, then credentials) -> 180 -> 200 -> ACK -> BYE.
+    "20 calls from 1000 reach a SIPp UAS registered as 1001": ("uas", "uac_auth", 20),
+    # RFC 3261 9.2: CANCEL while ringing -> 200 for the CANCEL, 487 for the INVITE.
+    "CANCEL before answer gives 487 to the caller": ("uas_ring", "uac_cancel", 1),
+    # A B2BUA relays the callee's final status: 486 Busy Here arrives as 486.
+    "the callee's 486 reaches the caller as 486": ("uas_busy", "uac_busy", 1),
+}
+
+
+@pytest.mark.parametrize(("callee_scenario", "caller_scenario", "calls"), CALLS.values(), ids=CALLS)
+def test_call_flows_through_ipbx(
+    ipbx_server: IpbxFactory,
+    tmp_path: Path,
+    callee_scenario: str,
+    caller_scenario: str,
+    calls: int,
 ) -> None:
-    """INVITE (407, then credentials) -> 180 -> 200 -> ACK -> BYE, through the B2BUA."""
     server = ipbx_server(extensions=2)
 
-    with registered_callee(server, tmp_path, "uas", calls=20) as uas:
-        caller = call_from_1000(server, tmp_path, "uac_auth", calls=20)
+    with registered_callee(server, tmp_path, callee_scenario, calls=calls) as uas:
+        caller = call_from_1000(server, tmp_path, caller_scenario, calls=calls)
         callee = uas.finish(timeout=10)
 
-    assert (caller.successful, caller.failed) == (20, 0), caller.errors()
-    assert (callee.successful, callee.failed) == (20, 0), callee.errors()
-
-
-def test_cancel_before_answer_gives_487_to_the_caller(
-    ipbx_server: IpbxFactory, tmp_path: Path
-) -> None:
-    """RFC 3261 9.2: CANCEL while ringing -> 200 for the CANCEL, 487 for the INVITE."""
-    server = ipbx_server(extensions=2)
-
-    with registered_callee(server, tmp_path, "uas_ring", calls=1) as uas:
-        caller = call_from_1000(server, tmp_path, "uac_cancel", calls=1)
-        callee = uas.finish(timeout=10)
-
-    assert (caller.successful, caller.failed) == (1, 0), caller.errors()
-    assert (callee.successful, callee.failed) == (1, 0), callee.errors()
-
-
-def test_callee_486_busy_reaches_the_caller_as_486(
-    ipbx_server: IpbxFactory, tmp_path: Path
-) -> None:
-    """A B2BUA relays the callee's final status: 486 Busy Here arrives as 486."""
-    server = ipbx_server(extensions=2)
-
-    with registered_callee(server, tmp_path, "uas_busy", calls=1) as uas:
-        caller = call_from_1000(server, tmp_path, "uac_busy", calls=1)
-        callee = uas.finish(timeout=10)
-
-    assert (caller.successful, caller.failed) == (1, 0), caller.errors()
-    assert (callee.successful, callee.failed) == (1, 0), callee.errors()
+    assert (caller.successful, caller.failed) == (calls, 0), caller.errors()
+    assert (callee.successful, callee.failed) == (calls, 0), callee.errors()

@@ -8,6 +8,8 @@ must record the other's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -151,16 +153,26 @@ def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
     assert status == 2
 
 
+@contextlib.asynccontextmanager
+async def alice_and_bob(ipbx: IpbxServer, transport: str) -> AsyncIterator[tuple[Phone, Phone]]:
+    """Two Phone objects on the server; Bob registered and accepting calls."""
+    server = Address(transport, "127.0.0.1", ipbx.port)
+    alice = await Phone.start(PhoneSettings(server, CALLER.number, CALLER.password))
+    bob = await Phone.start(PhoneSettings(server, CALLEE.number, CALLEE.password))
+    try:
+        assert (await bob.register(120)).status == 200
+        bob.accepting = True
+        yield alice, bob
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 def test_phone_api_over_tcp(ipbx: IpbxServer) -> None:
     """The Phone class from Python: register both ends over TCP, call, hang up."""
 
     async def scenario() -> None:
-        server = Address("TCP", "127.0.0.1", ipbx.port)
-        alice = await Phone.start(PhoneSettings(server, CALLER.number, CALLER.password))
-        bob = await Phone.start(PhoneSettings(server, CALLEE.number, CALLEE.password))
-        try:
-            assert (await bob.register(120)).status == 200
-            bob.accepting = True
+        async with alice_and_bob(ipbx, "TCP") as (alice, bob):
             calling = asyncio.create_task(alice.call(CALLEE.number))
             incoming = await bob.incoming.get()
             answered = await bob.answer(incoming)
@@ -172,9 +184,6 @@ def test_phone_api_over_tcp(ipbx: IpbxServer) -> None:
             with pytest.raises(CallFailed) as failed:
                 await alice.call(ABSENT.number)
             assert failed.value.status == 480
-        finally:
-            await alice.close()
-            await bob.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
@@ -183,12 +192,7 @@ def test_giving_up_on_a_ringing_call_cancels_it(ipbx: IpbxServer) -> None:
     """A caller that stops waiting sends CANCEL; the callee sees its INVITE cancelled."""
 
     async def scenario() -> None:
-        server = Address("UDP", "127.0.0.1", ipbx.port)
-        alice = await Phone.start(PhoneSettings(server, CALLER.number, CALLER.password))
-        bob = await Phone.start(PhoneSettings(server, CALLEE.number, CALLEE.password))
-        try:
-            assert (await bob.register(120)).status == 200
-            bob.accepting = True
+        async with alice_and_bob(ipbx, "UDP") as (alice, bob):
             calling = asyncio.create_task(alice.call(CALLEE.number))
             incoming = await asyncio.wait_for(bob.incoming.get(), 5)
             await asyncio.sleep(0.3)
@@ -196,8 +200,5 @@ def test_giving_up_on_a_ringing_call_cancels_it(ipbx: IpbxServer) -> None:
             await asyncio.wait_for(incoming.cancelled.wait(), 5)
             with pytest.raises(asyncio.CancelledError):
                 await calling
-        finally:
-            await alice.close()
-            await bob.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
