@@ -1,9 +1,23 @@
-"""Persistent state: provisioning (tenants, extensions) and registrations.
+"""Persistent state: provisioning (tenants, extensions), registrations and call records.
 
 This package is the only code that speaks SQL. Callers get dataclasses, never ORM rows.
 """
 
-from ipbx.store.records import DEFAULT_TENANT, BindingRecord, ExtensionRecord
+from ipbx.store.records import (
+    DEFAULT_TENANT,
+    BindingRecord,
+    CallRecord,
+    ExtensionRecord,
+    LegRecord,
+)
 from ipbx.store.store import Store, UnknownTenantError
 
-__all__ = ["DEFAULT_TENANT", "BindingRecord", "ExtensionRecord", "Store", "UnknownTenantError"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "BindingRecord",
+    "CallRecord",
+    "ExtensionRecord",
+    "LegRecord",
+    "Store",
+    "UnknownTenantError",
+]

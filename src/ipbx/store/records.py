@@ -34,3 +34,45 @@ class BindingRecord:
     instance_id: str | None = None
     user_agent: str = ""
     q: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LegRecord:
+    """One leg of a call as the media engine saw it: what ipbx received from that phone.
+
+    `packets_lost` is expected minus received (RFC 3550 A.3); `jitter_ms` the
+    interarrival jitter (A.8); `rtt_ms` the round-trip time from RTCP, when the phone
+    sent reports; `mos` the E-model estimate (ITU-T G.107), None without media.
+    """
+
+    role: str
+    peer: str
+    codec: str
+    packets_received: int
+    packets_lost: int
+    jitter_ms: float
+    rtt_ms: float | None = None
+    mos: float | None = None
+
+    @property
+    def loss_percent(self) -> float:
+        expected = self.packets_received + self.packets_lost
+        return 100 * self.packets_lost / expected if expected > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A call detail record. Times are epoch seconds; `answered` is None for a call
+    nobody answered. `result` is answered, busy, no_answer, cancelled or failed.
+    `digits` are the DTMF digits ipbx itself received (apps, not relayed calls)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    started: float
+    ended: float
+    result: str
+    answered: float | None = None
+    digits: str = ""
+    recording: str | None = None
+    legs: tuple[LegRecord, ...] = ()

@@ -69,3 +69,42 @@ registrations = Table(
     Column("q", Float, nullable=False),
     UniqueConstraint("tenant_id", "aor", "contact_uri"),
 )
+
+# Call detail records: one row per call, one row per leg with its media quality.
+call_records = Table(
+    "call_records",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(64), nullable=False, unique=True),
+    Column("caller", String(64), nullable=False),
+    Column("callee", String(64), nullable=False),
+    # Epoch seconds; searches go by start time.
+    Column("started", Float, nullable=False, index=True),
+    Column("answered", Float, nullable=True),
+    Column("ended", Float, nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("digits", Text, nullable=False),
+    Column("recording", Text, nullable=True),
+)
+
+call_legs = Table(
+    "call_legs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "call_record_id",
+        Integer,
+        ForeignKey("call_records.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("role", String(16), nullable=False),
+    Column("peer", String(255), nullable=False),
+    Column("codec", String(32), nullable=False),
+    Column("packets_received", Integer, nullable=False),
+    Column("packets_lost", Integer, nullable=False),
+    Column("jitter_ms", Float, nullable=False),
+    Column("rtt_ms", Float, nullable=True),
+    Column("mos", Float, nullable=True),
+)

@@ -26,8 +26,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from ipbx.store.records import DEFAULT_TENANT, BindingRecord, ExtensionRecord
-from ipbx.store.schema import extensions, registrations, tenants
+from ipbx.store.records import (
+    DEFAULT_TENANT,
+    BindingRecord,
+    CallRecord,
+    ExtensionRecord,
+    LegRecord,
+)
+from ipbx.store.schema import call_legs, call_records, extensions, registrations, tenants
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -207,6 +213,81 @@ class Store:
                 for row in rows
             ]
 
+    def save_call_records(
+        self, records: Sequence[CallRecord], tenant: str = DEFAULT_TENANT
+    ) -> None:
+        """Write finished calls, in one transaction: the PBX hands them over in batches."""
+        if not records:
+            return
+        with self._engine.begin() as connection:
+            tenant_id = self._tenant_id(connection, tenant, create=False)
+            for record in records:
+                record_id = connection.execute(
+                    insert(call_records)
+                    .values(
+                        tenant_id=tenant_id,
+                        call_id=record.call_id,
+                        caller=record.caller,
+                        callee=record.callee,
+                        started=record.started,
+                        answered=record.answered,
+                        ended=record.ended,
+                        result=record.result,
+                        digits=record.digits,
+                        recording=record.recording,
+                    )
+                    .returning(call_records.c.id)
+                ).scalar_one()
+                if record.legs:
+                    connection.execute(
+                        insert(call_legs),
+                        [_leg_row(record_id, leg) for leg in record.legs],
+                    )
+
+    def call_records(self, limit: int = 100, tenant: str = DEFAULT_TENANT) -> list[CallRecord]:
+        """The latest calls, newest first, each with its legs in the order they were saved."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(call_records)
+                .join(tenants, tenants.c.id == call_records.c.tenant_id)
+                .where(tenants.c.domain == tenant)
+                .order_by(call_records.c.started.desc(), call_records.c.id.desc())
+                .limit(limit)
+            ).all()
+            legs: dict[int, list[LegRecord]] = {row.id: [] for row in rows}
+            for leg in connection.execute(
+                select(call_legs)
+                .where(call_legs.c.call_record_id.in_(list(legs)))
+                .order_by(call_legs.c.id)
+            ):
+                legs[leg.call_record_id].append(
+                    LegRecord(
+                        role=leg.role,
+                        peer=leg.peer,
+                        codec=leg.codec,
+                        packets_received=leg.packets_received,
+                        packets_lost=leg.packets_lost,
+                        jitter_ms=leg.jitter_ms,
+                        rtt_ms=leg.rtt_ms,
+                        mos=leg.mos,
+                    )
+                )
+        return [
+            CallRecord(
+                call_id=row.call_id,
+                caller=row.caller,
+                callee=row.callee,
+                started=row.started,
+                answered=row.answered,
+                ended=row.ended,
+                result=row.result,
+                digits=row.digits,
+                recording=row.recording,
+                legs=tuple(legs[row.id]),
+            )
+            for row in rows
+        ]
+
     def _extension_rows(
         self, connection: Connection, tenant: str, number: str | None
     ) -> list[ExtensionRecord]:
@@ -265,4 +346,18 @@ def _binding_row(tenant_id: int, binding: BindingRecord) -> dict[str, Any]:
         "instance_id": binding.instance_id,
         "user_agent": binding.user_agent,
         "q": binding.q,
+    }
+
+
+def _leg_row(record_id: int, leg: LegRecord) -> dict[str, Any]:
+    return {
+        "call_record_id": record_id,
+        "role": leg.role,
+        "peer": leg.peer,
+        "codec": leg.codec,
+        "packets_received": leg.packets_received,
+        "packets_lost": leg.packets_lost,
+        "jitter_ms": leg.jitter_ms,
+        "rtt_ms": leg.rtt_ms,
+        "mos": leg.mos,
     }
