@@ -13,6 +13,8 @@ from ipbx.media.quality import (
     G711_PLC,
     G729,
     ReceptionStatistics,
+    StreamMeter,
+    leg_mos,
     mos,
     mos_from_r,
     ntp_short,
@@ -182,3 +184,21 @@ def test_r_to_mos_is_clamped() -> None:
     assert mos_from_r(120) == 4.5
     values = [mos_from_r(r / 2) for r in range(0, 241)]
     assert values == sorted(values)
+
+
+def test_stream_meter_counts_loss_and_jitter_across_a_new_ssrc() -> None:
+    now = [0.0]
+    meter = StreamMeter(lambda: now[0])
+    for ssrc in (1, 2):
+        for seq in range(200):
+            now[0] += 0.020
+            if seq % 20 != 5:
+                meter(RtpPacket(0, seq, seq * 160, ssrc, b"\xff" * 160).serialize())
+    meter(b"\x80\xc8" + bytes(30))  # RTCP on a muxed port is not counted
+    reading = meter.reading()
+    assert reading.packets_lost == 20
+    assert reading.loss_percent == pytest.approx(5.0, abs=0.3)
+    assert reading.jitter_ms < 1
+    assert leg_mos("PCMU", reading.loss_percent, reading.jitter_ms, None) < leg_mos(
+        "PCMU", 0.0, reading.jitter_ms, None
+    )

@@ -27,10 +27,13 @@ from ipbx.media.codecs import (
     create_encoder,
 )
 from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
+from ipbx.media.inband import RATE as INBAND_RATE
+from ipbx.media.inband import InbandDetector
 from ipbx.media.ports import PortPool, PortPoolExhausted
+from ipbx.media.quality import StreamMeter
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
-from ipbx.media.transcode import Transcoder
+from ipbx.media.transcode import Resampler, Transcoder
 from ipbx.media.wav import WavWriter, read_wav
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,15 @@ class MediaEndpoint:
         self._decoder: Decoder | None = None
         self._recorder: WavWriter | None = None
         self._dtmf = DtmfReceiver()
+        # In-band tones are listened for until the peer shows it sends RFC 4733 events,
+        # so a phone that sends both is not heard twice.
+        self._inband: InbandDetector | None = InbandDetector()
+        self._inband_resampler: Resampler | None = None
+        # What the phone sends us, packet by packet, on every path (relay included).
+        self.meter = StreamMeter(asyncio.get_running_loop().time)
+        # A second consumer of the received RTP (a call recorder), beside the mode's own.
+        self._tap: Sink | None = None
+        self._mode: Callable[[], None] = self._terminate_mode
         # RFC 3550 §5.1: SSRC, first sequence number and timestamp are random.
         self._ssrc = random.getrandbits(32)
         self._seq = random.randrange(SEQ_MOD)
@@ -147,6 +159,7 @@ class MediaEndpoint:
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
         self.codec = codec
         self.dtmf_pt = dtmf_pt
+        self.meter.clock_rate = codec.clock_rate
         # A codec we cannot decode can still be bridged; only record() needs it.
         try:
             self._decoder = create_decoder(codec)
@@ -154,16 +167,28 @@ class MediaEndpoint:
             self._decoder = None
 
     def echo(self) -> None:
-        """Send every RTP packet back where it came from."""
+        """Send every RTP packet back where it came from (still detecting DTMF)."""
         self.detach()
-        self._rtp.sink = self._inbound(self._send_rtp)
+        self._mode = self._echo_mode
+        self._echo_mode()
+
+    def set_tap(self, tap: Sink | None) -> None:
+        """Give every received RTP packet (after SRTP) also to `tap`, whatever the mode;
+        None removes it."""
+        self._tap = tap
+        if self._partner is not None:
+            self._bridged_by(self, self._partner)
+        else:
+            self._mode()
 
     def detach(self) -> None:
         """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
         partner, self._partner = self._partner, None
         if partner is not None:
             partner._partner = None
+            partner._mode = partner._terminate_mode
             partner._terminate_mode()
+        self._mode = self._terminate_mode
         self._terminate_mode()
 
     def record(self, path: str | Path) -> None:
@@ -256,13 +281,41 @@ class MediaEndpoint:
         if self._partner is not None:
             self._bridged_by(self, self._partner)
         else:
-            self._terminate_mode()
+            self._mode()
 
     def _inbound(self, sink: Sink) -> Sink:
+        """The RTP socket's sink: SRTP removed, then `sink`, the meter and the tap."""
+        meter, tap = self.meter, self._tap
+        if tap is None:
+
+            def received(data: bytes) -> None:
+                sink(data)
+                meter(data)
+
+        else:
+
+            def received(data: bytes) -> None:
+                sink(data)
+                meter(data)
+                tap(data)
+
+        return received if self._srtp is None else unprotecting(self._srtp, received)
+
+    def _inbound_rtcp(self, sink: Sink) -> Sink:
         return sink if self._srtp is None else unprotecting(self._srtp, sink)
 
     def _terminate_mode(self) -> None:
         self._rtp.sink = self._inbound(self._on_rtp)
+        self._rtcp.sink = discard
+
+    def _echo_mode(self) -> None:
+        send, listen = self._send_rtp, self._on_rtp
+
+        def echoed(data: bytes) -> None:
+            send(data)
+            listen(data)
+
+        self._rtp.sink = self._inbound(echoed)
         self._rtcp.sink = discard
 
     def _on_rtp(self, data: bytes) -> None:
@@ -275,14 +328,32 @@ class MediaEndpoint:
             log.debug("dropping malformed RTP: %s", exc)
             return
         if packet.payload_type == self.dtmf_pt:
+            self._inband = None
             self._on_telephone_event(packet)
-        elif (
-            self._recorder is not None
-            and self._decoder is not None
-            and self.codec is not None
-            and packet.payload_type == self.codec.payload_type
+            return
+        if (
+            self._decoder is None
+            or self.codec is None
+            or packet.payload_type != self.codec.payload_type
+            or (self._recorder is None and self._inband is None)
         ):
-            self._recorder.write(self._decoder.decode(packet.payload))
+            return
+        pcm = self._decoder.decode(packet.payload)
+        if self._recorder is not None:
+            self._recorder.write(pcm)
+        if self._inband is not None:
+            self._listen_inband(pcm)
+
+    def _listen_inband(self, pcm: Pcm) -> None:
+        assert self._inband is not None and self._decoder is not None
+        rate = self._decoder.pcm_rate
+        if rate != INBAND_RATE:
+            if self._inband_resampler is None or self._inband_resampler.src_rate != rate:
+                self._inband_resampler = Resampler(rate, INBAND_RATE)
+            pcm = self._inband_resampler.resample(pcm)
+        for digit in self._inband.feed(pcm):
+            if self.on_dtmf is not None:
+                self.on_dtmf(digit)
 
     def _on_telephone_event(self, packet: RtpPacket) -> None:
         try:
@@ -326,7 +397,7 @@ def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = bridge
     a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
-    a._rtcp.sink, b._rtcp.sink = a._inbound(b._send_rtcp), b._inbound(a._send_rtcp)
+    a._rtcp.sink, b._rtcp.sink = a._inbound_rtcp(b._send_rtcp), b._inbound_rtcp(a._send_rtcp)
 
 
 def _encoder(codec: Codec) -> Encoder:

@@ -11,11 +11,12 @@ timestamp of the wall clock (RFC 3550 §4), as the round-trip computation needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ipbx.media.jitter import timestamp_diff
 from ipbx.media.rtcp import ReportBlock, SenderReport
-from ipbx.media.rtp import SEQ_MOD, RtpPacket, seq_add
+from ipbx.media.rtp import SEQ_MOD, RtpPacket, is_rtcp, seq_add
 
 # RFC 3550 A.1 constants.
 MAX_DROPOUT = 3000
@@ -63,14 +64,18 @@ class ReceptionStatistics:
         """Account for one packet; False while the source is on probation or after a jump."""
         if packet.ssrc != self.ssrc:
             raise ValueError(f"packet from SSRC {packet.ssrc:#x}, expected {self.ssrc:#x}")
+        return self.count(packet.sequence_number, packet.timestamp, now)
+
+    def count(self, seq: int, timestamp: int, now: float) -> bool:
+        """`receive` for a caller that read the header fields itself (the relay path)."""
         if not self._started:
             # A.1: a new source starts on probation, one below its first sequence number.
-            self._init_seq(packet.sequence_number)
-            self.max_seq = seq_add(packet.sequence_number, -1)
+            self._init_seq(seq)
+            self.max_seq = seq_add(seq, -1)
             self._started = True
-        if not self._update_seq(packet.sequence_number):
+        if not self._update_seq(seq):
             return False
-        self._update_jitter(packet.timestamp, now)
+        self._update_jitter(timestamp, now)
         return True
 
     @property
@@ -277,3 +282,70 @@ def mos(
 ) -> float:
     """Estimated listening-quality MOS for a codec, packet loss (%) and one-way delay."""
     return mos_from_r(r_factor(codec, loss_percent, delay_ms, burst_ratio))
+
+
+_IMPAIRMENTS = {"PCMU": G711_PLC, "PCMA": G711_PLC, "G729": G729, "G722": G722, "OPUS": OPUS}
+
+
+def leg_mos(codec: str, loss_percent: float, jitter_ms: float, rtt_ms: float | None) -> float:
+    """MOS of what one phone sent us. The delay is half the round trip when RTCP gave
+    one, plus the jitter buffer a receiver would need (twice the interarrival jitter,
+    Cole & Rosenbluth's rule) and one 20 ms packet. Unknown codecs count as G.711."""
+    impairment = _IMPAIRMENTS.get(codec.upper(), G711_PLC)
+    delay = (rtt_ms or 0.0) / 2 + 2 * jitter_ms + 20
+    return mos(impairment, loss_percent, delay)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    packets_received: int
+    packets_lost: int
+    jitter_ms: float
+
+    @property
+    def loss_percent(self) -> float:
+        expected = self.packets_received + self.packets_lost
+        return 100 * self.packets_lost / expected if expected > 0 else 0.0
+
+
+class StreamMeter:
+    """Receive statistics of everything one phone sends, read from raw datagrams.
+
+    The relay path calls it for every packet, so it reads only the header fields it
+    needs. A new SSRC (a phone that restarts its stream, RFC 3550 §8.2) starts a new
+    ReceptionStatistics; the counts of earlier sources are kept in the totals.
+    """
+
+    def __init__(self, clock: Callable[[], float], clock_rate: int = 8000) -> None:
+        self._clock = clock
+        self.clock_rate = clock_rate
+        self._ssrc = b""
+        self._stats: ReceptionStatistics | None = None
+        self._received = 0
+        self._lost = 0
+
+    def __call__(self, data: bytes) -> None:
+        if len(data) < 12 or is_rtcp(data):
+            return
+        stats = self._stats
+        if data[8:12] != self._ssrc:
+            self._retire()
+            self._ssrc = data[8:12]
+            stats = self._stats = ReceptionStatistics(
+                int.from_bytes(self._ssrc, "big"), self.clock_rate
+            )
+        assert stats is not None
+        stats.count((data[2] << 8) | data[3], int.from_bytes(data[4:8], "big"), self._clock())
+
+    def reading(self) -> MeterReading:
+        stats = self._stats
+        received, lost = self._received, self._lost
+        if stats is not None:
+            received += stats.received
+            lost += max(0, stats.cumulative_lost)
+        return MeterReading(received, lost, stats.jitter_ms if stats is not None else 0.0)
+
+    def _retire(self) -> None:
+        if self._stats is not None:
+            self._received += self._stats.received
+            self._lost += max(0, self._stats.cumulative_lost)

@@ -22,6 +22,33 @@ from ipbx.media.codecs.pyav import audio_frame, frames_pcm
 PTIME_MS = 20
 
 
+class Resampler:
+    """Stateful mono int16 resampling between two PCM rates (FFmpeg's swresample), for
+    audio cut in consecutive chunks; n ms in gives n ms out from the first chunk on."""
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        self.src_rate = src_rate
+        self.dst_rate = dst_rate
+        self._resampler = (
+            None
+            if src_rate == dst_rate
+            else av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
+        )
+        self._primed = False
+
+    def resample(self, pcm: Pcm) -> Pcm:
+        if self._resampler is None or not len(pcm):
+            return pcm
+        out = frames_pcm(self._resampler.resample(audio_frame(pcm, self.src_rate)))
+        if not self._primed:
+            # The filter holds back a few samples at the start; pad them once so
+            # that n ms in always gives n ms out and packets stay 1:1 with input.
+            missing = len(pcm) * self.dst_rate // self.src_rate - len(out)
+            out = np.concatenate([np.zeros(max(missing, 0), dtype=np.int16), out])
+            self._primed = True
+        return out
+
+
 class Transcoder:
     def __init__(
         self,
@@ -37,31 +64,14 @@ class Transcoder:
         self.packet_samples = self.dst_rate * ptime_ms // 1000
         # RTP clock, not PCM rate: they differ for G.722 (RFC 3551 §4.5.2).
         self.timestamp_step = dst.samples_per_frame(ptime_ms)
-        self._resampler = (
-            None
-            if self.src_rate == self.dst_rate
-            else av.AudioResampler(format="s16", layout="mono", rate=self.dst_rate)
-        )
-        self._primed = False
+        self._resampler = Resampler(self.src_rate, self.dst_rate)
         self._pending = np.zeros(0, dtype=np.int16)
 
     def transcode(self, payload: bytes) -> list[bytes]:
         """Payloads for one source payload; an empty one is a lost packet (see Decoder)."""
-        pcm = self._resample(self._decoder.decode(payload))
+        pcm = self._resampler.resample(self._decoder.decode(payload))
         pending = np.concatenate([self._pending, pcm])
         whole = len(pending) - len(pending) % self.packet_samples
         self._pending = pending[whole:]
         packets = pending[:whole].reshape(-1, self.packet_samples)
         return [self._encoder.encode(packet) for packet in packets]
-
-    def _resample(self, pcm: Pcm) -> Pcm:
-        if self._resampler is None or not len(pcm):
-            return pcm
-        out = frames_pcm(self._resampler.resample(audio_frame(pcm, self.src_rate)))
-        if not self._primed:
-            # The filter holds back a few samples at the start; pad them once so
-            # that n ms in always gives n ms out and packets stay 1:1 with input.
-            missing = len(pcm) * self.dst_rate // self.src_rate - len(out)
-            out = np.concatenate([np.zeros(max(missing, 0), dtype=np.int16), out])
-            self._primed = True
-        return out

@@ -72,11 +72,18 @@ def _lowpass(cutoff: float) -> npt.NDArray[np.float64]:
 
 
 class WavWriter:
-    """Write 16-bit mono PCM incrementally, keeping the header valid on disk."""
+    """Write 16-bit PCM incrementally, keeping the header valid on disk: a file cut off
+    by a crash holds everything up to the last flush, and says so in its header.
 
-    def __init__(self, path: str | Path, rate: int = 8000, flush_ms: int = 200) -> None:
+    With several channels, `write` takes an array of shape (samples, channels).
+    """
+
+    def __init__(
+        self, path: str | Path, rate: int = 8000, flush_ms: int = 200, channels: int = 1
+    ) -> None:
         self.path = Path(path)
         self.rate = rate
+        self.channels = channels
         self._flush_samples = rate * flush_ms // 1000
         self._pending: list[bytes] = []
         self._pending_samples = 0
@@ -133,10 +140,10 @@ class WavWriter:
             b"fmt ",
             16,
             1,  # WAVE_FORMAT_PCM
-            1,
+            self.channels,
             self.rate,
-            self.rate * 2,
-            2,
+            self.rate * 2 * self.channels,
+            2 * self.channels,
             16,
             b"data",
             self._data_bytes,
