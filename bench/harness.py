@@ -130,6 +130,27 @@ def _pinned(command: list[str], cpu: int | None) -> list[str]:
     return command if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
+def _spawn(
+    command: list[str],
+    cpu: int | None,
+    workdir: Path,
+    log_path: Path,
+    *,
+    append: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server in workdir, pinned to `cpu`, its stdout and stderr in log_path."""
+    with log_path.open("ab" if append else "wb") as log:
+        return subprocess.Popen(
+            _pinned(command, cpu),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
     """SIGTERM the process by its PID, wait, SIGKILL if it is still there."""
     if process.poll() is None:
@@ -177,6 +198,31 @@ def cpu_seconds(pid: int) -> float:
         # stime field 15 (proc(5)).
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def udp_drops(ports: Sequence[int]) -> int:
+    """Datagrams the kernel dropped at full receive buffers of the sockets bound to these
+    127.0.0.1 ports (last column of /proc/net/udp)."""
+    wanted = {f"{port:04X}" for port in ports}
+    drops = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, port = fields[1].split(":")
+        if address == "0100007F" and port in wanted:
+            drops += int(fields[-1])
+    return drops
+
+
+def core_times(cpu: int | None) -> tuple[int, int]:
+    """Busy and total jiffies of one core (all cores if None), from /proc/stat."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            ticks = [int(field) for field in fields[1:]]
+            # idle and iowait are fields 4 and 5 (proc(5)).
+            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+    raise OSError(f"no {name} in /proc/stat")
 
 
 @dataclass
@@ -343,15 +389,9 @@ def run_ipbx(
     one log."""
     log_path = workdir / "ipbx.log"
     command = [sys.executable, "-m", "ipbx.cli", "serve", "--config", str(config_path)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            _pinned(command, cpu),
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    process = _spawn(
+        command, cpu, workdir, log_path, append=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     server = IpbxServer(
         name="ipbx",
         port=port,
@@ -403,14 +443,7 @@ def start_kamailio(
         "-A",
         f"CHILDREN={children}",
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            _pinned(command, cpu),
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = _spawn(command, cpu, workdir, log_path)
     server = ServerProcess(
         name="kamailio", port=port, process=process, log_path=log_path, workdir=workdir
     )
@@ -420,6 +453,66 @@ def start_kamailio(
         server.stop()
         raise
     return server
+
+
+def start_rtpengine(
+    workdir: Path,
+    *,
+    cpu: int | None = None,
+    rtp_ports: int = 4000,
+    ready_timeout: float = 10.0,
+) -> ServerProcess:
+    """Run rtpengine in the foreground as a userspace relay (--table=-1: no kernel module)
+    with one worker thread, its ng control port (`ServerProcess.port`) and RTP ports
+    picked free on 127.0.0.1. --config-file=none keeps /etc/rtpengine/rtpengine.conf
+    (the Debian service's ports) out of it; its timeouts outlast a benchmark step."""
+    from bench.ng import NgClient, NgError
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port("udp")
+    first, last = free_udp_range(rtp_ports)
+    log_path = workdir / "rtpengine.log"
+    command = [
+        "rtpengine",
+        "--config-file=none",
+        "--foreground",
+        "--log-stderr",
+        "--log-level=3",
+        "--table=-1",
+        f"--interface={LOOPBACK}",
+        f"--listen-ng={LOOPBACK}:{port}",
+        f"--port-min={first}",
+        f"--port-max={last}",
+        "--num-threads=1",
+        "--timeout=600",
+        "--delete-delay=0",
+    ]
+    process = _spawn(command, cpu, workdir, log_path)
+    server = ServerProcess(
+        name="rtpengine", port=port, process=process, log_path=log_path, workdir=workdir
+    )
+    client = NgClient(port, timeout=0.2, attempts=1)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise ServerNotReady(
+                    f"rtpengine exited with {process.returncode}\n{server.log_tail()}"
+                )
+            try:
+                client.command("ping")
+                return server
+            except NgError:
+                if time.monotonic() > deadline:
+                    raise ServerNotReady(
+                        f"rtpengine did not answer ng ping on udp:{LOOPBACK}:{port}\n"
+                        f"{server.log_tail()}"
+                    ) from None
+    except BaseException:
+        server.stop()
+        raise
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from bench.harness import (  # noqa: E402
     ServerProcess,
     SippProcess,
     SippResult,
+    core_times,
     extension_range,
     free_port,
     free_udp_range,
@@ -52,6 +53,7 @@ from bench.harness import (  # noqa: E402
     start_ipbx,
     start_kamailio,
     start_sipp,
+    udp_drops,
     write_users_csv,
 )
 
@@ -331,31 +333,6 @@ def prioritise(threads: Iterable[int]) -> None:
 
 def threads_of(pid: int) -> list[int]:
     return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
-
-
-def udp_drops(ports: Sequence[int]) -> int:
-    """Datagrams the kernel dropped at full receive buffers of the sockets bound to these
-    127.0.0.1 ports (last column of /proc/net/udp)."""
-    wanted = {f"{port:04X}" for port in ports}
-    drops = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        address, port = fields[1].split(":")
-        if address == "0100007F" and port in wanted:
-            drops += int(fields[-1])
-    return drops
-
-
-def core_times(cpu: int | None) -> tuple[int, int]:
-    """Busy and total jiffies of one core (all cores if None), from /proc/stat."""
-    name = "cpu" if cpu is None else f"cpu{cpu}"
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == name:
-            ticks = [int(field) for field in fields[1:]]
-            # idle and iowait are fields 4 and 5 (proc(5)).
-            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
-    raise OSError(f"no {name} in /proc/stat")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,559 @@
+"""RTP load through a media relay: N calls, 20 ms packets both ways, loss and added jitter.
+
+    python bench/rtpload.py --server ipbx --sip-port P --server-pid PID --calls 500
+    python bench/rtpload.py --server rtpengine --ng-port P --server-pid PID --calls 500
+    python bench/rtpload.py --server ipbx ... --mode transcode --calls 100
+
+Each call has a caller side (A) and a callee side (B); A's RTP goes to the relay's port
+for A and comes out at B from the relay's port for B, and the other way round. Calls
+are set up the way each relay is driven: through ipbx by SIP (bench/sipua.py: INVITE with
+digest as 1000, answered by 1001), through rtpengine by its ng protocol (offer with A's
+SDP, answer with B's: the ports rtpengine returns are where each side sends).
+
+All callers share one UDP socket and all callees another: the relay anchors each call on
+its own ports, so the port a packet comes from says which stream it belongs to. One
+single-threaded loop (no asyncio: this is the load generator's hot path) sends every
+stream's packet at its 20 ms tick, the streams spread over 1 ms slots, and reads what
+the relay delivers with the kernel's receive timestamp (SO_TIMESTAMPNS), so the time the
+generator takes to read a packet is not counted against the relay.
+
+Figures, one JSON line on stdout:
+  loss_pct         packets sent but never received, over packets sent (both directions);
+  jitter_p99_ms    99th percentile of the delay a packet got beyond its stream's fastest
+                   packet (receive time - send time - per-stream minimum): the delay
+                   variation the relay added (ITU-T Y.1540 PDV, min-based);
+  server_cpu_pct   the relay's CPU (its process tree, /proc) over the steady window,
+  server_us_per_packet  the same CPU per relayed packet;
+  generator_*      the generator's own CPU, lateness and kernel drops, so a saturated
+                   generator is not mistaken for a slow relay.
+Every loop is bounded: the run lasts --seconds, the drain at most DRAIN_S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.harness import cpu_seconds, udp_drops  # noqa: E402
+from bench.ng import NgClient  # noqa: E402
+from bench.sipua import Call, SipFailure, UserAgents, sdp_body  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+PTIME_NS = 20_000_000
+# Streams are spread over this many slots of one packet interval (1 ms each).
+SLOTS = 20
+SLOT_NS = PTIME_NS // SLOTS
+# After the last send, read until nothing came for DRAIN_QUIET_S, or DRAIN_S at most.
+DRAIN_S = 2.0
+DRAIN_QUIET_S = 0.3
+# Packets read from one socket before the loop looks at the clock again.
+READ_BUDGET = 64
+# Linux socket options the socket module does not name (asm-generic/socket.h).
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35
+BUFFER_BYTES = 16 << 20
+SETUP_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class Media:
+    """What one side sends: RTP payload type, SDP rtpmap, timestamp step per 20 ms, and
+    payloads replayed in a loop."""
+
+    payload_type: int
+    rtpmap: str
+    timestamp_step: int
+    payloads: list[bytes]
+
+
+def speech_like(rate: int, seconds: float = 2.0) -> np.ndarray:
+    """A voiced-sounding test signal: a 140 Hz harmonic series, syllable-rate (4 Hz)
+    amplitude modulation and a little noise, int16. Encoders do real work on it, unlike
+    on silence or a pure tone."""
+    t = np.arange(int(rate * seconds)) / rate
+    voice = sum(np.sin(2 * np.pi * 140 * h * t) / h for h in range(1, 12) if 140 * h < rate / 2)
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
+    noise = np.random.default_rng(7).normal(0, 0.02, len(t))
+    signal = 0.3 * envelope * voice / 3 + noise
+    return (np.clip(signal, -1, 1) * 32767).astype(np.int16)
+
+
+def encode_frames(codec: str, rate: int, options: dict[str, str]) -> list[bytes]:
+    """Encode speech_like() once with PyAV into 20 ms payloads."""
+    context = av.CodecContext.create(codec, "w")
+    assert isinstance(context, av.audio.codeccontext.AudioCodecContext)
+    context.sample_rate = rate
+    context.layout = "mono"
+    context.format = "s16"
+    context.options = options
+    if codec == "libopus":
+        context.bit_rate = 32000
+    context.open()
+    pcm = speech_like(rate)
+    frame_samples = rate // 50
+    payloads: list[bytes] = []
+    for index in range(len(pcm) // frame_samples):
+        chunk = pcm[index * frame_samples : (index + 1) * frame_samples]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = index * frame_samples
+        payloads += [bytes(packet) for packet in context.encode(frame)]
+    return payloads
+
+
+def pcmu() -> Media:
+    return Media(0, "PCMU/8000", 160, encode_frames("pcm_mulaw", 8000, {}))
+
+
+def opus() -> Media:
+    # RFC 7587: the RTP clock is 48 kHz and the rtpmap says 2 channels whatever is sent.
+    options = {"application": "voip", "frame_duration": "20"}
+    return Media(111, "opus/48000/2", 960, encode_frames("libopus", 48000, options))
+
+
+@dataclass(frozen=True)
+class CallPorts:
+    """The relay's ports for one call: where A sends (and B's packets come from) and
+    where B sends (and A's packets come from)."""
+
+    for_caller: int
+    for_callee: int
+
+
+def rtp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.bind((LOOPBACK, 0))
+    sock.setblocking(False)
+    return sock
+
+
+# ------------------------------------------------------------------------ call set-up
+
+
+async def ipbx_calls(
+    args: argparse.Namespace, caller: Media, callee: Media, ports: tuple[int, int]
+) -> tuple[UserAgents, list[Call], int]:
+    """Register the callee, place args.calls calls; the agents, the calls, failures."""
+    agents = UserAgents(
+        server_port=args.sip_port,
+        caller=args.caller,
+        caller_password=args.caller_password,
+        callee=args.callee,
+        callee_password=args.callee_password,
+        caller_media=(ports[0], caller.payload_type, caller.rtpmap),
+        callee_media=(ports[1], callee.payload_type, callee.rtpmap),
+    )
+    await agents.start()
+    await agents.register_callee()
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def one(index: int) -> Call | None:
+        async with gate:
+            try:
+                return await agents.place_call(index)
+            except (SipFailure, TimeoutError) as exc:
+                print(f"call {index}: {exc}", file=sys.stderr)
+                return None
+
+    placed = await asyncio.gather(*(one(index) for index in range(args.calls)))
+    calls = [call for call in placed if call is not None]
+    return agents, calls, len(placed) - len(calls)
+
+
+async def ipbx_hang_up(agents: UserAgents, calls: list[Call]) -> int:
+    """BYE every call, then unbind the callee; the number of BYEs not answered 200."""
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY * 2)
+
+    async def one(call: Call) -> bool:
+        async with gate:
+            return await agents.hang_up(call)
+
+    done = await asyncio.gather(*(one(call) for call in calls))
+    try:
+        await agents.register_callee(expires=0)
+    except (SipFailure, TimeoutError) as exc:
+        print(f"unregister: {exc}", file=sys.stderr)
+    agents.close()
+    return done.count(False)
+
+
+def rtpengine_calls(
+    client: NgClient, count: int, caller: Media, callee: Media, ports: tuple[int, int]
+) -> list[tuple[str, str, CallPorts]]:
+    """offer (A's SDP) and answer (B's SDP) per call: the offer's answer is the SDP B
+    gets (rtpengine's port for B), the answer's is the SDP A gets (its port for A)."""
+    token = secrets.token_hex(4)
+    calls: list[tuple[str, str, CallPorts]] = []
+    flags = {"replace": ["origin", "session-connection"]}
+    for index in range(count):
+        call_id, from_tag = f"rtpload-{token}-{index}", f"a{index}"
+        offer = client.command(
+            "offer",
+            **{
+                "call-id": call_id,
+                "from-tag": from_tag,
+                "sdp": sdp_body(ports[0], caller.payload_type, caller.rtpmap),
+                **flags,
+            },
+        )
+        answer = client.command(
+            "answer",
+            **{
+                "call-id": call_id,
+                "from-tag": from_tag,
+                "to-tag": f"b{index}",
+                "sdp": sdp_body(ports[1], callee.payload_type, callee.rtpmap),
+                **flags,
+            },
+        )
+        for_callee = _sdp_port(offer[b"sdp"])
+        for_caller = _sdp_port(answer[b"sdp"])
+        calls.append((call_id, from_tag, CallPorts(for_caller, for_callee)))
+    return calls
+
+
+def _sdp_port(sdp: object) -> int:
+    from bench.sipua import media_port
+
+    assert isinstance(sdp, bytes)
+    return media_port(sdp)
+
+
+# ------------------------------------------------------------------------ the RTP run
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One direction of one call."""
+
+    sender: socket.socket
+    to_port: int  # the relay port it sends to
+    from_port: int  # the relay port its packets come out of, at the other side
+    media: Media
+    forward: bool  # caller to callee
+
+
+@dataclass
+class Window:
+    """CPU counters at the start and end of the steady part of the run."""
+
+    start_ns: int = 0
+    end_ns: int = 0
+    server_cpu: float = 0.0
+    own_cpu: float = 0.0
+    sent: int = 0
+
+
+def run_streams(
+    streams: Sequence[Stream], sockets: Sequence[socket.socket], seconds: float, server_pid: int
+) -> dict[str, float | int]:
+    """Send every stream for `seconds`, read until drained; the figures."""
+    count = len(streams)
+    ticks = int(seconds * 1e9) // SLOT_NS
+    packets_per_stream = math.ceil(ticks / SLOTS)
+    rng = np.random.default_rng()
+    seq0 = [int(x) for x in rng.integers(0, 1 << 16, count)]
+    ts0 = [int(x) for x in rng.integers(0, 1 << 32, count)]
+    headers = []
+    for index, stream in enumerate(streams):
+        header = bytearray(12)
+        header[0] = 0x80
+        header[1] = stream.media.payload_type
+        struct.pack_into(">I", header, 8, 0x10000000 + index)
+        headers.append(header)
+    sendto = [stream.sender.sendto for stream in streams]
+    dests = [(LOOPBACK, stream.to_port) for stream in streams]
+    payloads = [stream.media.payloads for stream in streams]
+    steps = [stream.media.timestamp_step for stream in streams]
+    slots: list[list[int]] = [[] for _ in range(SLOTS)]
+    for index in range(count):
+        slots[index % SLOTS].append(index)
+    by_port = {stream.from_port: index for index, stream in enumerate(streams)}
+    sent_ns: list[list[int]] = [[] for _ in range(count)]
+    rec_stream: list[int] = []
+    rec_seq: list[int] = []
+    rec_time: list[bytes] = []
+    lateness: list[int] = []
+    send_errors = 0
+    stray = 0
+
+    poller = select.epoll()
+    receivers = {}
+    buffer = bytearray(2048)
+    ancillary = socket.CMSG_SPACE(16)
+    for sock in sockets:
+        poller.register(sock.fileno(), select.EPOLLIN)
+        receivers[sock.fileno()] = sock.recvmsg_into
+
+    def drain(fd: int) -> int:
+        nonlocal stray
+        receive = receivers[fd]
+        got = 0
+        for _ in range(READ_BUDGET):
+            try:
+                _, anc, _, source = receive([buffer], ancillary)
+            except BlockingIOError:
+                break
+            index = by_port.get(source[1])
+            if index is None or not anc:
+                stray += 1
+                continue
+            rec_stream.append(index)
+            rec_seq.append(buffer[2] << 8 | buffer[3])
+            rec_time.append(anc[0][2])
+            got += 1
+        return got
+
+    pack = struct.pack_into
+    clock, wall = time.monotonic_ns, time.time_ns
+    window = Window()
+    warmup_tick = min(ticks // 4, 1_000_000_000 // SLOT_NS)
+    start = clock() + 50_000_000
+    for tick in range(ticks):
+        if tick == warmup_tick:
+            window.start_ns = clock()
+            window.server_cpu = cpu_seconds(server_pid)
+            window.own_cpu = time.process_time()
+            window.sent = sum(map(len, sent_ns))
+        due = start + tick * SLOT_NS
+        now = clock()
+        while now < due:
+            for fd, _ in poller.poll((due - now) / 1e9):
+                drain(fd)
+            now = clock()
+        lateness.append(now - due)
+        k = tick // SLOTS
+        for index in slots[tick % SLOTS]:
+            header = headers[index]
+            pack(
+                ">HI",
+                header,
+                2,
+                (seq0[index] + k) & 0xFFFF,
+                (ts0[index] + k * steps[index]) & 0xFFFFFFFF,
+            )
+            stream_payloads = payloads[index]
+            data = header + stream_payloads[k % len(stream_payloads)]
+            sent_at = wall()
+            try:
+                sendto[index](data, dests[index])
+            except OSError:
+                send_errors += 1
+                continue
+            sent_ns[index].append(sent_at)
+        for fd, _ in poller.poll(0):
+            drain(fd)
+    window.end_ns = clock()
+    server_cpu = cpu_seconds(server_pid) - window.server_cpu
+    own_cpu = time.process_time() - window.own_cpu
+    sent_in_window = sum(map(len, sent_ns)) - window.sent
+    quiet_since = clock()
+    drain_end = quiet_since + int(DRAIN_S * 1e9)
+    while (now := clock()) < drain_end and now - quiet_since < DRAIN_QUIET_S * 1e9:
+        for fd, _ in poller.poll(0.05):
+            if drain(fd):
+                quiet_since = clock()
+    drops = udp_drops([sock.getsockname()[1] for sock in sockets])
+    poller.close()
+
+    window_s = (window.end_ns - window.start_ns) / 1e9
+    figures = received_figures(
+        np.array(rec_stream, dtype=np.int64),
+        np.array(rec_seq, dtype=np.int64),
+        np.frombuffer(b"".join(rec_time), dtype=np.int64).reshape(-1, 2),
+        sent_ns,
+        packets_per_stream,
+        [stream.forward for stream in streams],
+    )
+    late = np.array(lateness) / 1e6
+    return {
+        **figures,
+        "server_cpu_pct": round(100 * server_cpu / window_s, 1),
+        "server_us_per_packet": round(1e6 * server_cpu / max(1, sent_in_window), 2),
+        "packets_per_s": round(sent_in_window / window_s),
+        "window_s": round(window_s, 2),
+        "generator_cpu_pct": round(100 * own_cpu / window_s, 1),
+        "generator_late_p99_ms": round(float(np.percentile(late, 99)), 3),
+        "generator_late_max_ms": round(float(late.max()), 3),
+        "generator_drops": drops,
+        "generator_send_errors": send_errors,
+        "stray": stray,
+    }
+
+
+def received_figures(
+    stream: np.ndarray,
+    seq: np.ndarray,
+    stamps: np.ndarray,
+    sent_ns: list[list[int]],
+    packets_per_stream: int,
+    forward: list[bool],
+) -> dict[str, float | int]:
+    """Loss and added delay from what arrived (arrival order) against what was sent.
+
+    A packet's place in its stream is its sequence number less the first one received:
+    a relay keeps the sender's numbers and a transcoder numbers its own, one out per one
+    in, so both index the send times (a lost first packet shifts a stream by a constant,
+    which the per-stream minimum takes out).
+    """
+    count = len(sent_ns)
+    sent = np.full((count, packets_per_stream), -1, dtype=np.int64)
+    for index, times in enumerate(sent_ns):
+        sent[index, : len(times)] = times
+    sent_counts = np.array([len(times) for times in sent_ns])
+    arrival = stamps[:, 0] * 1_000_000_000 + stamps[:, 1]
+    first_seq = np.zeros(count, dtype=np.int64)
+    heard, first_index = np.unique(stream, return_index=True)
+    first_seq[heard] = seq[first_index]
+    position = (seq - first_seq[stream]) & 0xFFFF
+    valid = position < sent_counts[stream]
+    stream, position, arrival = stream[valid], position[valid], arrival[valid]
+    transit = arrival - sent[stream, position]
+    ok = sent[stream, position] >= 0
+    stream, transit = stream[ok], transit[ok]
+    fastest = np.full(count, np.iinfo(np.int64).max)
+    np.minimum.at(fastest, stream, transit)
+    added_ms = (transit - fastest[stream]) / 1e6 if len(transit) else np.zeros(1)
+    received = np.bincount(stream, minlength=count)
+    direction = np.array(forward)
+    total_sent = int(sent_counts.sum())
+
+    def loss(mask: np.ndarray) -> float:
+        expected = int(sent_counts[mask].sum())
+        lost = int(np.maximum(sent_counts[mask] - received[mask], 0).sum())
+        return round(100 * lost / max(1, expected), 4)
+
+    return {
+        "sent": total_sent,
+        "received": int(received.sum()),
+        "loss_pct": loss(np.ones(count, dtype=bool)),
+        "loss_pct_forward": loss(direction),
+        "loss_pct_backward": loss(~direction),
+        "silent_streams": int((received == 0).sum()),
+        "jitter_p50_ms": round(float(np.percentile(added_ms, 50)), 3),
+        "jitter_p99_ms": round(float(np.percentile(added_ms, 99)), 3),
+        "jitter_max_ms": round(float(added_ms.max()), 3),
+        "transit_min_ms": round(float(fastest[fastest < np.iinfo(np.int64).max].min()) / 1e6, 3)
+        if len(transit)
+        else 0.0,
+    }
+
+
+def streams_for(
+    calls: Sequence[CallPorts],
+    caller_sock: socket.socket,
+    callee_sock: socket.socket,
+    caller: Media,
+    callee: Media,
+) -> list[Stream]:
+    streams: list[Stream] = []
+    for ports in calls:
+        streams.append(Stream(caller_sock, ports.for_caller, ports.for_callee, caller, True))
+        streams.append(Stream(callee_sock, ports.for_callee, ports.for_caller, callee, False))
+    return streams
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--server", choices=("ipbx", "rtpengine"), required=True)
+    parser.add_argument("--server-pid", type=int, required=True, help="for its CPU time")
+    parser.add_argument("--sip-port", type=int, help="ipbx: its UDP SIP port")
+    parser.add_argument("--ng-port", type=int, help="rtpengine: its ng control port")
+    parser.add_argument("--mode", choices=("relay", "transcode"), default="relay")
+    parser.add_argument("--calls", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--caller", default="1000")
+    parser.add_argument("--caller-password", default="secret1000")
+    parser.add_argument("--callee", default="1001")
+    parser.add_argument("--callee-password", default="secret1001")
+    args = parser.parse_args(argv)
+    if args.server == "ipbx" and args.sip_port is None:
+        parser.error("--server ipbx needs --sip-port")
+    if args.server == "rtpengine" and args.ng_port is None:
+        parser.error("--server rtpengine needs --ng-port")
+    if args.server == "rtpengine" and args.mode != "relay":
+        parser.error("rtpengine is driven as a relay only")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The caller offers only opus when transcoding; the callee answers only PCMU.
+    caller = opus() if args.mode == "transcode" else pcmu()
+    callee = pcmu()
+    caller_sock, callee_sock = rtp_socket(), rtp_socket()
+    ports = (caller_sock.getsockname()[1], callee_sock.getsockname()[1])
+    record: dict[str, object] = {"server": args.server, "mode": args.mode, "calls": args.calls}
+    started = time.monotonic()
+    try:
+        if args.server == "ipbx":
+            loop = asyncio.new_event_loop()
+            try:
+                agents, placed, failed = loop.run_until_complete(
+                    ipbx_calls(args, caller, callee, ports)
+                )
+                record["setup_s"] = round(time.monotonic() - started, 2)
+                record["setup_failed"] = failed
+                calls = [CallPorts(c.caller_relay_port, c.callee_relay_port) for c in placed]
+                streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
+                record |= run_streams(
+                    streams, (caller_sock, callee_sock), args.seconds, args.server_pid
+                )
+                record["teardown_failed"] = loop.run_until_complete(ipbx_hang_up(agents, placed))
+            finally:
+                loop.close()
+        else:
+            client = NgClient(args.ng_port)
+            try:
+                engine = rtpengine_calls(client, args.calls, caller, callee, ports)
+                record["setup_s"] = round(time.monotonic() - started, 2)
+                record["setup_failed"] = args.calls - len(engine)
+                streams = streams_for(
+                    [ports for _, _, ports in engine], caller_sock, callee_sock, caller, callee
+                )
+                record |= run_streams(
+                    streams, (caller_sock, callee_sock), args.seconds, args.server_pid
+                )
+                for call_id, from_tag, _ in engine:
+                    client.command("delete", **{"call-id": call_id, "from-tag": from_tag})
+            finally:
+                client.close()
+    finally:
+        caller_sock.close()
+        callee_sock.close()
+    record["cpu"] = sorted(os.sched_getaffinity(0))
+    print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
