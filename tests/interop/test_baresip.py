@@ -76,11 +76,13 @@ def _baresip_calls_phone(
     tmp_path: Path,
     baresip_tone: Path,
     phone_args: tuple[str, ...] = (),
+    phone_seconds: float = 3,
     **baresip: str,
 ) -> tuple[Audio, Audio, str]:
-    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz and records;
-    returns what the phone heard, what baresip heard, and baresip's log."""
-    our_tone = write_tone(tmp_path / "700hz.wav", 700, 3)
+    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz for
+    `phone_seconds` (then hangs up) and records; returns what the phone heard, what
+    baresip heard, and baresip's log."""
+    our_tone = write_tone(tmp_path / "700hz.wav", 700, phone_seconds)
     recording = tmp_path / "heard-by-ipbx-phone.wav"
     with ipbx_phone(
         tmp_path, server.port, PHONE,
