@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import cpu_seconds, udp_drops  # noqa: E402
+from bench.harness import core_times, cpu_seconds, udp_drops  # noqa: E402
 from bench.ng import NgClient  # noqa: E402
 from bench.sipua import Call, SipFailure, UserAgents, sdp_body  # noqa: E402
 
@@ -204,12 +204,17 @@ async def ipbx_hang_up(agents: UserAgents, calls: list[Call]) -> int:
 
 
 def rtpengine_calls(
-    client: NgClient, count: int, caller: Media, callee: Media, ports: tuple[int, int]
-) -> list[tuple[str, str, CallPorts]]:
-    """offer (A's SDP) and answer (B's SDP) per call: the offer's answer is the SDP B
-    gets (rtpengine's port for B), the answer's is the SDP A gets (its port for A)."""
+    client: NgClient,
+    count: int,
+    caller: Media,
+    callee: Media,
+    ports: tuple[int, int],
+    calls: list[tuple[str, str, CallPorts]],
+) -> None:
+    """offer (A's SDP) and answer (B's SDP) per call, appended to `calls` as they are made
+    (so a failure half-way still deletes them): the offer's answer is the SDP B gets
+    (rtpengine's port for B), the answer's is the SDP A gets (its port for A)."""
     token = secrets.token_hex(4)
-    calls: list[tuple[str, str, CallPorts]] = []
     flags = {"replace": ["origin", "session-connection"]}
     for index in range(count):
         call_id, from_tag = f"rtpload-{token}-{index}", f"a{index}"
@@ -235,7 +240,6 @@ def rtpengine_calls(
         for_callee = _sdp_port(offer[b"sdp"])
         for_caller = _sdp_port(answer[b"sdp"])
         calls.append((call_id, from_tag, CallPorts(for_caller, for_callee)))
-    return calls
 
 
 def _sdp_port(sdp: object) -> int:
@@ -268,12 +272,15 @@ class Window:
     server_cpu: float = 0.0
     own_cpu: float = 0.0
     sent: int = 0
+    # Busy and total jiffies of the generator's core and the server's (/proc/stat).
+    cores: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
 
 
 def run_streams(
     streams: Sequence[Stream], sockets: Sequence[socket.socket], seconds: float, server_pid: int
 ) -> dict[str, float | int]:
     """Send every stream for `seconds`, read until drained; the figures."""
+    own_core, server_core = _core_of(0), _core_of(server_pid)
     count = len(streams)
     ticks = int(seconds * 1e9) // SLOT_NS
     packets_per_stream = math.ceil(ticks / SLOTS)
@@ -341,6 +348,7 @@ def run_streams(
             window.server_cpu = cpu_seconds(server_pid)
             window.own_cpu = time.process_time()
             window.sent = sum(map(len, sent_ns))
+            window.cores = (core_times(own_core), core_times(server_core))
         due = start + tick * SLOT_NS
         now = clock()
         while now < due:
@@ -372,6 +380,8 @@ def run_streams(
     window.end_ns = clock()
     server_cpu = cpu_seconds(server_pid) - window.server_cpu
     own_cpu = time.process_time() - window.own_cpu
+    own_busy = _busy_share(window.cores[0], core_times(own_core))
+    server_busy = _busy_share(window.cores[1], core_times(server_core))
     sent_in_window = sum(map(len, sent_ns)) - window.sent
     quiet_since = clock()
     drain_end = quiet_since + int(DRAIN_S * 1e9)
@@ -399,12 +409,25 @@ def run_streams(
         "packets_per_s": round(sent_in_window / window_s),
         "window_s": round(window_s, 2),
         "generator_cpu_pct": round(100 * own_cpu / window_s, 1),
+        # What else ran on each core: other processes competing with the run.
+        "generator_core_other_pct": round(100 * own_busy - 100 * own_cpu / window_s, 1),
+        "server_core_other_pct": round(100 * server_busy - 100 * server_cpu / window_s, 1),
         "generator_late_p99_ms": round(float(np.percentile(late, 99)), 3),
         "generator_late_max_ms": round(float(late.max()), 3),
         "generator_drops": drops,
         "generator_send_errors": send_errors,
         "stray": stray,
     }
+
+
+def _core_of(pid: int) -> int | None:
+    """The one core a process is pinned to, or None (then /proc/stat's total)."""
+    cores = os.sched_getaffinity(pid)
+    return next(iter(cores)) if len(cores) == 1 else None
+
+
+def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
 def received_figures(
@@ -525,16 +548,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record["setup_failed"] = failed
                 calls = [CallPorts(c.caller_relay_port, c.callee_relay_port) for c in placed]
                 streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
-                record |= run_streams(
-                    streams, (caller_sock, callee_sock), args.seconds, args.server_pid
-                )
-                record["teardown_failed"] = loop.run_until_complete(ipbx_hang_up(agents, placed))
+                try:
+                    record |= run_streams(
+                        streams, (caller_sock, callee_sock), args.seconds, args.server_pid
+                    )
+                finally:
+                    hang_up = ipbx_hang_up(agents, placed)
+                    record["teardown_failed"] = loop.run_until_complete(hang_up)
             finally:
                 loop.close()
         else:
             client = NgClient(args.ng_port)
+            engine: list[tuple[str, str, CallPorts]] = []
             try:
-                engine = rtpengine_calls(client, args.calls, caller, callee, ports)
+                rtpengine_calls(client, args.calls, caller, callee, ports, engine)
                 record["setup_s"] = round(time.monotonic() - started, 2)
                 record["setup_failed"] = args.calls - len(engine)
                 streams = streams_for(
@@ -543,9 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record |= run_streams(
                     streams, (caller_sock, callee_sock), args.seconds, args.server_pid
                 )
-                for call_id, from_tag, _ in engine:
-                    client.command("delete", **{"call-id": call_id, "from-tag": from_tag})
             finally:
+                for call_id, _, _ in engine:
+                    client.command("delete", **{"call-id": call_id})
                 client.close()
     finally:
         caller_sock.close()

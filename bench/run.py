@@ -15,6 +15,13 @@ Figures, for each server (`make bench` runs this file):
                       the server used under 90 % of its core (see bench_rtp).
 then, where both servers have a figure, {"figure": ..., "ratio_ipbx_to_kamailio": x}.
 
+The media parts (bench/media.py, driven by our own load tool bench/rtpload.py):
+  relay_calls, relay_us_per_packet  G.711 calls relayed by ipbx and by rtpengine on one
+                      core within loss < 0.1 % and added jitter p99 < 5 ms, the CPU per
+                      packet at a load both carried, and {"ratio_ipbx_to_rtpengine": x};
+  transcode_calls     Opus <-> PCMU calls transcoded by ipbx within the same limits, and
+                      its CPU per call.
+
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
 server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
@@ -38,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench import media  # noqa: E402
 from bench.harness import (  # noqa: E402
     LOOPBACK,
     ServerNotReady,
@@ -52,6 +60,7 @@ from bench.harness import (  # noqa: E402
     run_sipp,
     start_ipbx,
     start_kamailio,
+    start_rtpengine,
     start_sipp,
     udp_drops,
     write_users_csv,
@@ -59,7 +68,11 @@ from bench.harness import (  # noqa: E402
 
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
 RTP_FIGURE = "concurrent_rtp_calls"
-PARTS = ("register", "calls", "rtp")
+PARTS = ("register", "calls", "rtp", "relay", "transcode")
+SERVERS = ("ipbx", "kamailio", "rtpengine")
+# What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
+SIP_SERVERS = ("ipbx", "kamailio")
+RELAYS = ("ipbx", "rtpengine")
 MAX_FAILED_PCT = 1.0
 # concurrent_rtp_calls: a step passes with less loss and CPU than these.
 MAX_RTP_LOSS_PCT = 0.1
@@ -145,6 +158,9 @@ class Settings:
     register_rates: list[int]
     call_rates: list[int]
     rtp_calls: list[int]
+    relay_calls: list[int]
+    transcode_calls: list[int]
+    media_seconds: float
     parts: list[str]
     step_seconds: float
     out: Path
@@ -478,6 +494,105 @@ def report_rtp(name: str, outcome: RtpOutcome) -> dict[str, float]:
     return {RTP_FIGURE: best.calls}
 
 
+def start_media_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
+    """A fresh relay for the media parts: ipbx with only the caller and the callee (no
+    registrations or bindings left from the SIP parts), or rtpengine. Each call anchors
+    4 ports (RTP and RTCP per side): 6000 ports carry 1500 calls."""
+    if name == "ipbx":
+        return start_ipbx(workdir, extension_range(2), cpu=settings.server_cpu, rtp_ports=6000)
+    return start_rtpengine(workdir, cpu=settings.server_cpu, rtp_ports=6000)
+
+
+def media_ramp(
+    name: str, mode: str, steps: Sequence[int], settings: Settings, workdir: Path
+) -> media.MediaOutcome | None:
+    """Start the relay, run the ramp against it, stop it; None if it did not start."""
+    try:
+        server = start_media_server(name, settings, workdir / "server")
+    except (ServerNotReady, OSError) as error:
+        reason = str(error).splitlines()[0]
+        log(f"{name}: not started: {reason}")
+        return None
+    log(f"{name}: pid {server.pid}, {mode} ramp")
+    if name == "ipbx":
+        target = ["--server", "ipbx", "--sip-port", str(server.port)]
+    else:
+        target = ["--server", "rtpengine", "--ng-port", str(server.port)]
+    target += ["--server-pid", str(server.pid)]
+
+    def step(calls: int) -> media.MediaStep:
+        return media.run_load(
+            target, calls, settings.media_seconds, mode, settings.sipp_cpu, workdir
+        )
+
+    try:
+        return media.ramp(steps, step, log)
+    finally:
+        code = server.stop()
+        log(f"{name}: stopped (exit {code}); log {server.log_path}")
+
+
+def bench_relay(servers: Sequence[str], settings: Settings) -> bool:
+    """relay_calls for each relay, relay_us_per_packet at a load all carried, ratios."""
+    outcomes: dict[str, media.MediaOutcome] = {}
+    for name in servers:
+        workdir = settings.out / "relay" / name
+        outcome = media_ramp(name, "relay", settings.relay_calls, settings, workdir)
+        if outcome is None:
+            emit({"figure": "relay_calls", "server": name, "value": None, "error": "not started"})
+            continue
+        outcomes[name] = outcome
+        emit(media.figure("relay_calls", name, outcome, codec="PCMU/20ms"))
+    load = media.common_load(outcomes) if outcomes else None
+    if load is not None:
+        for name, outcome in outcomes.items():
+            step = media.step_at(outcome, load)
+            emit(
+                {
+                    "figure": "relay_us_per_packet",
+                    "server": name,
+                    "value": step.record.get("server_us_per_packet"),
+                    "at_calls": load,
+                    "server_cpu_pct": step.record.get("server_cpu_pct"),
+                }
+            )
+    ipbx, engine = outcomes.get("ipbx"), outcomes.get("rtpengine")
+    if ipbx and engine and ipbx.best and engine.best:
+        emit(
+            {
+                "figure": "relay_calls",
+                "ratio_ipbx_to_rtpengine": round(ipbx.best.calls / engine.best.calls, 3),
+            }
+        )
+        if load is not None:
+            mine = media.step_at(ipbx, load).number("server_us_per_packet")
+            theirs = media.step_at(engine, load).number("server_us_per_packet")
+            emit(
+                {
+                    "figure": "relay_us_per_packet",
+                    "ratio_ipbx_to_rtpengine": round(mine / theirs, 3),
+                    "at_calls": load,
+                }
+            )
+    return len(outcomes) == len(servers) and all(o.best for o in outcomes.values())
+
+
+def bench_transcode(settings: Settings) -> bool:
+    """transcode_calls through ipbx, with CPU per call (share of a core)."""
+    outcome = media_ramp(
+        "ipbx", "transcode", settings.transcode_calls, settings, settings.out / "transcode"
+    )
+    if outcome is None:
+        emit({"figure": "transcode_calls", "server": "ipbx", "value": None, "error": "not started"})
+        return False
+    extra: dict[str, object] = {"codecs": "opus/48000 <-> PCMU, 20 ms"}
+    if outcome.best is not None:
+        per_call = outcome.best.number("server_cpu_pct") / outcome.best.calls
+        extra["cpu_pct_per_call"] = round(per_call, 3)
+    emit(media.figure("transcode_calls", "ipbx", outcome, **extra))
+    return outcome.best is not None
+
+
 def start_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
     if name == "ipbx":
         # Extensions 1000 and 1001 for calls, then the registration population. A call
@@ -576,7 +691,7 @@ def parse_rates(text: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--servers", default="ipbx,kamailio", help="comma-separated")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
     parser.add_argument("--users", type=int, default=2000, help="registration population")
     parser.add_argument("--register-rates", default="250,500,1000,2000,4000,8000,16000")
     parser.add_argument("--call-rates", default="25,50,100,200,400,800,1600,3200")
@@ -584,6 +699,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         "--rtp-calls",
         default="100,200,300,400,500,600,800,1000",
         help="concurrent calls per step of the RTP ramp (ipbx has RTP ports for 1000)",
+    )
+    parser.add_argument(
+        "--relay-calls",
+        default="100,200,300,400,500,600,700,800,1000,1200",
+        help="concurrent calls per step of the relay ramp (ipbx and rtpengine)",
+    )
+    parser.add_argument(
+        "--transcode-calls",
+        default="10,20,30,40,50,60,80,100,120,150",
+        help="concurrent calls per step of the Opus <-> PCMU transcoding ramp",
+    )
+    parser.add_argument(
+        "--media-seconds", type=float, default=10.0, help="RTP time of a relay or transcode step"
     )
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
@@ -599,6 +727,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         register_rates=parse_rates(args.register_rates),
         call_rates=parse_rates(args.call_rates),
         rtp_calls=parse_rates(args.rtp_calls),
+        relay_calls=parse_rates(args.relay_calls),
+        transcode_calls=parse_rates(args.transcode_calls),
+        media_seconds=args.media_seconds,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),
@@ -610,7 +741,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     servers, settings = parse_args(argv)
-    unknown = set(servers) - {"ipbx", "kamailio"}
+    unknown = set(servers) - set(SERVERS)
     if unknown:
         log(f"unknown servers: {', '.join(sorted(unknown))}")
         return 2
@@ -620,13 +751,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings.out.mkdir(parents=True, exist_ok=True)
     log(f"output in {settings.out}")
-    results = {name: bench_server(name, settings) for name in servers}
+    results = {name: bench_server(name, settings) for name in servers if name in SIP_SERVERS}
     ipbx, kamailio = results.get("ipbx", {}), results.get("kamailio", {})
     for figure in FIGURES:
         if ipbx.get(figure) and kamailio.get(figure):
             ratio = ipbx[figure] / kamailio[figure]
             emit({"figure": figure, "ratio_ipbx_to_kamailio": round(ratio, 3)})
     complete = all(values or not wanted(name, settings) for name, values in results.items())
+    if "relay" in settings.parts:
+        complete &= bench_relay([name for name in servers if name in RELAYS], settings)
+    if "transcode" in settings.parts and "ipbx" in servers:
+        complete &= bench_transcode(settings)
     return 0 if complete else 1
 
 
