@@ -194,6 +194,8 @@ class MediaConfig(_Model):
     address: str = "127.0.0.1"
     public_address: str | None = None
     rtp_ports: PortRange = (20000, 29999)
+    # Recorded calls: one WAV channel per side (caller left), or both mixed into one.
+    recording_format: Literal["stereo", "mixed"] = "stereo"
 
     @field_validator("address", "public_address")
     @classmethod
@@ -213,6 +215,8 @@ class Extension(_Model):
     name: str = ""
     # repr=False: configs get logged, passwords must not be.
     password: str = Field(min_length=4, repr=False)
+    # Record every answered call to or from this extension (under data_dir/recordings).
+    record: Literal["always", "never"] = "never"
 
 
 class Config(_Model):

@@ -8,6 +8,7 @@ from ipbx.media.dtmf import (
     TelephoneEvent,
     digit_event,
     digit_packets,
+    dtmf_relay_digit,
 )
 
 
@@ -62,3 +63,20 @@ def test_digit_whose_end_packets_were_all_lost_is_reported_when_the_next_starts(
     for packet in digit_packets("8", 2000):
         heard += receiver.receive(packet.timestamp, packet.payload)
     assert heard == ["7", "8"]
+
+
+@pytest.mark.parametrize(
+    ("body", "digit"),
+    [
+        (b"Signal=5\r\nDuration=160\r\n", "5"),
+        (b"signal= *\nduration=100", "*"),
+        (b"Signal=11\r\nDuration=250\r\n", "#"),
+        (b"Signal=d\r\n", "D"),
+        (b"Duration=160\r\n", None),
+        (b"Signal=X\r\n", None),
+        (b"Signal=\r\n", None),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_dtmf_relay_bodies_of_sip_info(body: bytes, digit: str | None) -> None:
+    assert dtmf_relay_digit(body) == digit

@@ -40,13 +40,15 @@ class Audio:
     dominant_hz: float
 
 
-def analyse(path: Path) -> Audio:
-    """Length and the strongest frequency (numpy FFT) of a 16-bit mono WAV."""
+def analyse(path: Path, channel: int = 0) -> Audio:
+    """Length and the strongest frequency (numpy FFT) of one channel of a 16-bit WAV."""
     with wave.open(str(path), "rb") as wav:
         rate = wav.getframerate()
         frames = wav.readframes(wav.getnframes())
         channels = wav.getnchannels()
-    samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.float64)
+    samples = (
+        np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, channel].astype(np.float64)
+    )
     if samples.size == 0:
         return Audio(0.0, 0.0)
     spectrum = np.abs(np.fft.rfft(samples - samples.mean()))

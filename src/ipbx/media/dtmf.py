@@ -118,3 +118,20 @@ class DtmfReceiver:
         else:
             self._pending = event
         return digits
+
+
+def dtmf_relay_digit(body: bytes) -> str | None:
+    """The digit of an application/dtmf-relay body (`Signal=5` and `Duration=160` lines,
+    the format Cisco defined and most phones send in SIP INFO); None if it holds none.
+    Some phones send the event number for * and # (10 and 11), as RFC 4733 numbers them."""
+    for line in body.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip().lower() != "signal":
+            continue
+        value = value.strip().upper()
+        if value.isdigit() and 10 <= int(value) < len(EVENTS):
+            return EVENTS[int(value)]
+        if len(value) == 1 and value in EVENTS[:16]:
+            return value
+        return None
+    return None

@@ -157,6 +157,10 @@ class MediaEndpoint:
         # RFC 3550 §11: RTCP goes to the next port unless a=rtcp (RFC 3605) says otherwise.
         self._rtp.set_peer((host, port))
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
+        self.set_codec(codec, dtmf_pt)
+
+    def set_codec(self, codec: Codec, dtmf_pt: int | None = None) -> None:
+        """The codec (and telephone-event payload type) the phone sends and receives."""
         self.codec = codec
         self.dtmf_pt = dtmf_pt
         self.meter.clock_rate = codec.clock_rate

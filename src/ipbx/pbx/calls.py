@@ -18,12 +18,16 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ipbx import sdp
 from ipbx.media.channel import ChannelPair
-from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec
+from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec, CodecError
+from ipbx.media.dtmf import dtmf_relay_digit
 from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool, transcode_bridge
 from ipbx.media.ports import PortPool, PortPoolExhausted
+from ipbx.media.quality import leg_mos
+from ipbx.media.recorder import CallRecorder
 from ipbx.media.srtp import CryptoAttribute, SrtpContext, choose_crypto
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.dialog import Dialog, dialog_key_of
@@ -40,6 +44,7 @@ from ipbx.sip.transaction import (
 )
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import NameAddr, Uri
+from ipbx.store.records import CallRecord, LegRecord
 
 log = logging.getLogger("ipbx.calls")
 
@@ -104,12 +109,35 @@ class Leg:
 @dataclass(eq=False)
 class Call:
     id: str
+    # Who called whom, for the call record: the caller's extension and the number dialled.
+    from_number: str = ""
+    to_number: str = ""
     caller: Leg | None = None
     callee: Leg | None = None
     forks: list[Leg] = field(default_factory=list)
     b_call_id: str = field(default_factory=lambda: random_hex(10))
     b_tag: str = field(default_factory=new_tag)
     ended: bool = False
+    # The call record's id, unique across restarts and nodes.
+    uid: str = field(default_factory=lambda: random_hex(16))
+    started: float = field(default_factory=time.time)
+    answered: float | None = None
+    # The final status the caller got when nobody answered; "cancelled" by the caller.
+    status: int | None = None
+    cancelled: bool = False
+    # DTMF digits ipbx received on a leg it terminates (the echo test; apps later).
+    digits: list[str] = field(default_factory=list)
+    recorder: CallRecorder | None = None
+
+
+@dataclass(frozen=True)
+class RecordingPolicy:
+    """Which calls are recorded, where and how: calls to or from an extension listed
+    in `always`, into `directory`, one WAV channel per side or `mixed` into one."""
+
+    directory: Path
+    always: frozenset[str] = frozenset()
+    mixed: bool = False
 
 
 def _relay_codec(description: sdp.SessionDescription) -> Codec:
@@ -146,8 +174,12 @@ class Calls:
         media_address: str,
         is_extension: Callable[[str], str | None],
         echo_number: str,
+        recording: RecordingPolicy,
     ) -> None:
         self.endpoint = endpoint
+        self.recording = recording
+        # Records of finished calls, waiting for the store (see take_records()).
+        self.records: list[CallRecord] = []
         self.location = location
         self.ports = ports
         self.media_address = media_address
@@ -174,7 +206,7 @@ class Calls:
                 raise SipError(488, str(exc)) from None
         target = request.uri.user or ""
         if target == self.echo_number:
-            self._spawn(self._echo(request, source, tx, offer), tx)
+            self._spawn(self._echo(request, source, tx, offer, caller), tx)
             return
         name = self.is_extension(target)
         if name is None:
@@ -182,7 +214,7 @@ class Calls:
         bindings = self.location.reachable(target, time.time())
         if not bindings:
             raise SipError(480, f"{target} has no reachable contact")
-        call = Call(f"c{next(_call_ids)}")
+        call = Call(f"c{next(_call_ids)}", caller, target)
         self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings), tx)
 
     def on_cancel(self, tx: ServerTransaction) -> bool:
@@ -190,6 +222,7 @@ class Calls:
         if call is None or call.callee is not None:
             return False
         log.info("%s cancelled by the caller", call.id)
+        call.cancelled = True
         self.endpoint.reply(tx, 487)
         for fork in call.forks:
             self._cancel_fork(fork)
@@ -224,6 +257,11 @@ class Calls:
     def active(self) -> int:
         return len(self.calls)
 
+    def take_records(self) -> list[CallRecord]:
+        """The records of calls finished since the last call, for the store."""
+        records, self.records = self.records, []
+        return records
+
     def close(self) -> None:
         """End every call from our side and close the media sockets (at shutdown)."""
         for call in list(self.calls.values()):
@@ -238,14 +276,16 @@ class Calls:
         source: Address,
         tx: ServerTransaction,
         offer: sdp.SessionDescription | None,
+        caller: str,
     ) -> None:
         try:
             media = await MediaEndpoint.open(self.ports)
         except PortPoolExhausted:
             self._no_ports(tx)
             return
-        call = Call(f"c{next(_call_ids)}")
+        call = Call(f"c{next(_call_ids)}", caller, self.echo_number)
         leg = Leg(call, source, media, request, server_tx=tx)
+        media.on_dtmf = call.digits.append
         port = media.local_address[1]
         if offer is None:
             body = sdp.make_offer(self.media_address, port, AUDIO_CODECS)
@@ -263,6 +303,7 @@ class Calls:
         call.caller = leg
         leg.dialog = Dialog.as_uas(request, tx.to_tag)
         self._register(call, leg)
+        call.answered = time.time()
         self._answer(leg, 200, bytes(body))
         log.info("%s echo test for %s", call.id, source)
 
@@ -449,7 +490,10 @@ class Calls:
             if description is not None:
                 body = self._sdp_for(a, description)
         self._answer(a, 200, body)
+        call.answered = time.time()
         log.info("%s answered by %s", call.id, fork.peer)
+        if self.recording.always & {call.from_number, call.to_number}:
+            self._record(call, a, fork)
 
     def _join(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> bytes:
         """Bridge the caller to the callee that answered and return the caller's 2xx body:
@@ -458,6 +502,9 @@ class Calls:
         offer = a.offer
         chosen = b.media.codec
         if offer is None or chosen is None or sdp.offers(offer, chosen):
+            # A relay: both directions carry what the callee's answer chose.
+            if chosen is not None:
+                a.media.set_codec(chosen, b.media.dtmf_pt)
             self._bridge(a, b)
             return self._sdp_for(a, answer)
         ours, codec, dtmf = sdp.answer(offer, self.media_address, a.media.local_address[1], CODECS)
@@ -527,6 +574,7 @@ class Calls:
         assert a is not None and a.server_tx is not None
         status = _best_failure([r.status for r in finals])
         log.info("%s failed: %d", call.id, status)
+        call.status = status
         self.endpoint.reply(a.server_tx, status)
         self._end(call)
 
@@ -549,6 +597,8 @@ class Calls:
                 # The echo test: accept a refresh or hold with our own answer.
                 self._echo_refresh(leg, request, tx)
                 return
+            if request.method == "INFO":
+                self._on_info(leg, request)
             self.endpoint.reply(tx, 200 if request.method == "INFO" else 405)
             return
         # Only INVITE and UPDATE carry offers to anchor; any other body (INFO's
@@ -587,6 +637,16 @@ class Calls:
             self._send_2xx(leg, tx, out)
         else:
             self.endpoint.respond(tx, out)
+
+    def _on_info(self, leg: Leg, request: Request) -> None:
+        """SIP INFO with application/dtmf-relay (the Cisco format most phones send) on a
+        leg ipbx terminates: the same digit event as RFC 4733 and in-band tones."""
+        content_type = request.headers.get("Content-Type") or ""
+        if content_type.split(";")[0].strip().lower() != "application/dtmf-relay":
+            return
+        digit = dtmf_relay_digit(request.body)
+        if digit is not None and leg.media.on_dtmf is not None:
+            leg.media.on_dtmf(digit)
 
     def _echo_refresh(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
         description = _parse_sdp(request)
@@ -652,6 +712,23 @@ class Calls:
     def _bridge(self, a: Leg, b: Leg) -> None:
         bridge(a.media, b.media)
 
+    def _record(self, call: Call, a: Leg, b: Leg) -> None:
+        """Record the call from now on: caller on the left channel, callee on the right."""
+        codecs = [a.media.codec, b.media.codec]
+        day = time.strftime("%Y-%m-%d", time.gmtime(call.started))
+        path = self.recording.directory / day / f"{call.uid}.wav"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            call.recorder = CallRecorder(
+                path, [c for c in codecs if c is not None], self.recording.mixed
+            )
+        except (OSError, CodecError, ValueError) as exc:
+            log.warning("%s: cannot record: %s", call.id, exc)
+            return
+        a.media.set_tap(call.recorder.sides[0].receive)
+        b.media.set_tap(call.recorder.sides[1].receive)
+        log.info("%s recording to %s", call.id, path)
+
     def _register(self, call: Call, leg: Leg) -> None:
         assert leg.dialog is not None
         self.calls[call.id] = call
@@ -669,6 +746,8 @@ class Calls:
             return
         call.ended = True
         self.calls.pop(call.id, None)
+        if call.caller is not None:
+            self.records.append(self._call_record(call))
         closed: set[int] = set()
         for leg in (call.caller, call.callee, *call.forks):
             if leg is None:
@@ -705,6 +784,54 @@ class Calls:
             self.endpoint.reply(tx, 500)
         if call is not None:
             self._hangup(call)
+
+    def _call_record(self, call: Call) -> CallRecord:
+        recording = None
+        if call.recorder is not None:
+            path = call.recorder.stop()
+            recording = str(path.relative_to(self.recording.directory))
+        legs = [(role, leg) for role, leg in (("caller", call.caller), ("callee", call.callee))]
+        return CallRecord(
+            call_id=call.uid,
+            caller=call.from_number,
+            callee=call.to_number,
+            started=call.started,
+            answered=call.answered,
+            ended=time.time(),
+            result=_result(call),
+            digits="".join(call.digits),
+            recording=recording,
+            legs=tuple(_leg_record(role, leg) for role, leg in legs if leg is not None),
+        )
+
+
+def _leg_record(role: str, leg: Leg) -> LegRecord:
+    reading = leg.media.meter.reading()
+    codec = leg.media.codec.name if leg.media.codec is not None else ""
+    mos = None
+    if reading.packets_received:
+        mos = round(leg_mos(codec, reading.loss_percent, reading.jitter_ms, None), 2)
+    return LegRecord(
+        role=role,
+        peer=f"{leg.peer.transport}:{leg.peer.host}:{leg.peer.port}",
+        codec=codec,
+        packets_received=reading.packets_received,
+        packets_lost=reading.packets_lost,
+        jitter_ms=round(reading.jitter_ms, 2),
+        mos=mos,
+    )
+
+
+def _result(call: Call) -> str:
+    if call.answered is not None:
+        return "answered"
+    if call.cancelled:
+        return "cancelled"
+    if call.status in (486, 600):
+        return "busy"
+    if call.status in (408, 480, 487):
+        return "no_answer"
+    return "failed"
 
 
 def _best_failure(statuses: list[int]) -> int:

@@ -12,7 +12,7 @@ import time
 
 from ipbx.config import Config
 from ipbx.media.ports import PortPool
-from ipbx.pbx.calls import ALLOW, Calls
+from ipbx.pbx.calls import ALLOW, Calls, RecordingPolicy
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
@@ -74,6 +74,11 @@ class Pbx:
             media.public_address or media.address,
             self._extension_name,
             config.echo_test,
+            RecordingPolicy(
+                config.data_dir / "recordings",
+                frozenset(e.number for e in config.extensions if e.record == "always"),
+                media.recording_format == "mixed",
+            ),
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -110,12 +115,27 @@ class Pbx:
             task.cancel()
         self.calls.close()
         await self.endpoint.close()
-        self.location.flush()
+        self._flush()
 
     async def _write_behind(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            self.location.flush()
+            self._flush()
+
+    def _flush(self) -> None:
+        self.location.flush()
+        records = self.calls.take_records()
+        if not records:
+            return
+        try:
+            self.store.save_call_records(records)
+        except Exception:
+            # One bad record must not cost the others: save them one by one.
+            for record in records:
+                try:
+                    self.store.save_call_records([record])
+                except Exception:
+                    log.exception("call record %s could not be saved", record.call_id)
 
     # --- TransactionUser --------------------------------------------------------------
 
