@@ -24,9 +24,12 @@ def discard(data: bytes) -> None:
 
 
 class Channel(asyncio.DatagramProtocol):
-    def __init__(self, ssrc_offset: int) -> None:
+    def __init__(self, ssrc_offset: int, latching: bool = True) -> None:
         # Where the SSRC sits: byte 8 of an RTP header, byte 4 of an RTCP one.
         self._ssrc_offset = ssrc_offset
+        # A server latches; a phone sends where the SDP says (RFC 3264 §5.1) and takes
+        # packets from wherever they come, as phones behind a media relay must.
+        self.latching = latching
         self.transport: asyncio.DatagramTransport | None = None
         self.reset()
 
@@ -52,7 +55,11 @@ class Channel(asyncio.DatagramProtocol):
         log.debug("media socket error from %s: %s", self.peer, exc)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        if (addr != self.peer or not self.latched) and not self._latch(data, addr):
+        if (
+            self.latching
+            and (addr != self.peer or not self.latched)
+            and not self._latch(data, addr)
+        ):
             return
         self.packets_received += 1
         self.bytes_received += len(data)

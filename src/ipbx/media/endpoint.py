@@ -95,12 +95,14 @@ class MediaEndpoint:
         self._terminate_mode()
 
     @classmethod
-    async def open(cls, pool: PortPool[ChannelPair]) -> MediaEndpoint:
-        """Take a warm RTP/RTCP pair, or bind one, skipping ports another process holds."""
+    async def open(cls, pool: PortPool[ChannelPair], latching: bool = True) -> MediaEndpoint:
+        """Take a warm RTP/RTCP pair, or bind one, skipping ports another process holds.
+        With `latching` (a server's endpoint), RTP goes back to where the phone's packets
+        come from; without (a phone's), always to the address from SDP."""
         loop = asyncio.get_running_loop()
         warm = pool.take_warm(loop.time())
         if warm is not None:
-            return cls._reuse(pool, warm)
+            return cls._reuse(pool, warm, latching)
         for _ in range(pool.size):
             try:
                 port = pool.acquire()
@@ -108,8 +110,9 @@ class MediaEndpoint:
                 warm = pool.take_warm(loop.time(), force=True)
                 if warm is None:
                     raise
-                return cls._reuse(pool, warm)
-            rtp, rtcp = Channel(_RTP_SSRC_OFFSET), Channel(_RTCP_SSRC_OFFSET)
+                return cls._reuse(pool, warm, latching)
+            rtp = Channel(_RTP_SSRC_OFFSET, latching)
+            rtcp = Channel(_RTCP_SSRC_OFFSET, latching)
             try:
                 await _bind(loop, rtp, pool.address, port)
                 await _bind(loop, rtcp, pool.address, port + 1)
@@ -122,10 +125,13 @@ class MediaEndpoint:
         raise PortPoolExhausted(f"every RTP port in {pool.first}-{pool.last} is busy")
 
     @classmethod
-    def _reuse(cls, pool: PortPool[ChannelPair], warm: tuple[int, ChannelPair]) -> MediaEndpoint:
+    def _reuse(
+        cls, pool: PortPool[ChannelPair], warm: tuple[int, ChannelPair], latching: bool
+    ) -> MediaEndpoint:
         port, (rtp, rtcp) = warm
-        rtp.reset()
-        rtcp.reset()
+        for channel in (rtp, rtcp):
+            channel.reset()
+            channel.latching = latching
         return cls(pool, port, rtp, rtcp)
 
     @property

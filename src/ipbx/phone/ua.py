@@ -370,7 +370,7 @@ class Phone:
         self, number: str, on_provisional: Callable[[Response], None] | None = None
     ) -> Call:
         """INVITE sip:number@server with an offer; raises CallFailed unless answered."""
-        media = await MediaEndpoint.open(self.pool)
+        media = await MediaEndpoint.open(self.pool, latching=False)
         try:
             return await self._invite(number, media, on_provisional)
         except BaseException:
@@ -420,7 +420,7 @@ class Phone:
             raise CallFailed(487, "Request Terminated")
         self._pending.pop(id(tx), None)
         offer = _sdp_of(request)
-        media = await MediaEndpoint.open(self.pool)
+        media = await MediaEndpoint.open(self.pool, latching=False)
         host, port = media.local_address
         try:
             answer, codec, dtmf_pt = sdp.answer(offer, host, port, self.settings.codecs)
