@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
@@ -24,7 +23,6 @@ from bench.harness import (
     run_ipbx,
     write_ipbx_config,
 )
-from ipbx.media.inband import dtmf_tone
 from ipbx.store import CallRecord, Store
 from tests.pbx.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
 from tests.phone.softphone import analyse, ipbx_phone, write_tone
@@ -79,7 +77,7 @@ def call_records(server: IpbxServer, count: int = 1, timeout: float = 5.0) -> li
         store.close()
 
 
-def _talk(server: IpbxServer, workdir: Path, seconds: float) -> tuple[Path, Path]:
+def talk(server: IpbxServer, workdir: Path, seconds: float) -> None:
     """1000 calls 1001; 1000 plays 1 kHz, 1001 plays 700 Hz, for `seconds`."""
     high = write_tone(workdir / "1000hz.wav", 1000, seconds)
     low = write_tone(workdir / "700hz.wav", 700, seconds)
@@ -96,14 +94,13 @@ def _talk(server: IpbxServer, workdir: Path, seconds: float) -> tuple[Path, Path
             status, out = caller.finish()
         callee.finish()
     assert (status, out.splitlines()[-1]) == (0, "result: answered"), caller.log
-    return high, low
 
 
 def test_a_recorded_call_has_a_record_and_one_channel_per_side(
     recording_ipbx: IpbxServer, tmp_path: Path
 ) -> None:
     started = time.time()
-    _talk(recording_ipbx, tmp_path, 3.0)
+    talk(recording_ipbx, tmp_path, 3.0)
     [record] = call_records(recording_ipbx)
     assert (record.caller, record.callee, record.result) == ("1000", "1001", "answered")
     assert record.answered is not None
@@ -161,26 +158,6 @@ def test_a_recording_cut_by_killing_the_server_is_a_valid_file_of_the_call(
         assert len(frames) == wav.getnframes() * 4  # the header matches the data
     assert analyse(path, 1).seconds == pytest.approx(talked, abs=0.5)
     assert analyse(path, 1).dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
-
-
-def test_echo_test_hears_inband_tones_as_digits(recording_ipbx: IpbxServer, tmp_path: Path) -> None:
-    """A phone that sends DTMF as audio: ipbx's Goertzel detector makes them digits."""
-    gap = np.zeros(800, dtype=np.int16)
-    pcm = np.concatenate([gap, *(np.concatenate([dtmf_tone(d, 100), gap]) for d in "159#")])
-    path = tmp_path / "digits.wav"
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(pcm.astype("<i2").tobytes())
-    with ipbx_phone(
-        tmp_path, recording_ipbx.port, OTHER, "--call", "9196", "--play", str(path),
-        "--duration", "2.5",
-    ) as p:  # fmt: skip
-        status, _ = p.finish()
-    assert status == 0, p.log
-    [record] = call_records(recording_ipbx)
-    assert record.digits == "159#"
 
 
 def test_echo_test_hears_sip_info_digits(recording_ipbx: IpbxServer) -> None:

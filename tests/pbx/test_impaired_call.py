@@ -15,8 +15,7 @@ import pytest
 from ipbx.media.jitter import JitterConfig
 from ipbx.store import CallRecord
 from tests.impairment import NONE, Impairment, ImpairmentProxy, loopback_alias
-from tests.pbx.test_call_records import CALLEE, CALLER, call_records, start_configured_ipbx
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.pbx.test_call_records import call_records, start_configured_ipbx, talk
 
 BAD_NETWORK = Impairment(loss=0.05, delay=0.050, jitter=0.040)
 SECONDS = 8.0
@@ -32,25 +31,12 @@ def _impaired_call(workdir: Path, network: Impairment) -> tuple[CallRecord, np.n
         config["media"]["public_address"] = alias
 
     server = start_configured_ipbx(workdir / "ipbx", edit)
-    high = write_tone(workdir / "1000hz.wav", 1000, SECONDS)
-    low = write_tone(workdir / "700hz.wav", 700, SECONDS)
     try:
         proxy = ImpairmentProxy(
             alias, server.rtp_range, to_server=network, to_phone=network, seed=5
         ).in_thread()
-        with proxy, ipbx_phone(
-            workdir, server.port, CALLEE,
-            "--register", "--answer", "--play", str(low), "--timeout", str(SECONDS + 15),
-        ) as callee:  # fmt: skip
-            callee.wait_for("registered as")
-            with ipbx_phone(
-                workdir, server.port, CALLER,
-                "--call", CALLEE.number, "--play", str(high), "--duration", str(SECONDS),
-                "--timeout", str(SECONDS + 15),
-            ) as caller:  # fmt: skip
-                status, _ = caller.finish()
-            callee.finish()
-        assert status == 0, caller.log
+        with proxy:
+            talk(server, workdir, SECONDS)
         assert proxy.stats["to_server"].forwarded > 2 * 0.9 * SECONDS * 50
         [record] = call_records(server)
     finally:
