@@ -13,6 +13,7 @@ process is stopped by its own PID (SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import secrets
 import signal
@@ -213,16 +214,22 @@ def udp_drops(ports: Sequence[int]) -> int:
     return drops
 
 
-def core_times(cpu: int | None) -> tuple[int, int]:
-    """Busy and total jiffies of one core (all cores if None), from /proc/stat."""
+def core_ticks(cpu: int | None) -> list[int]:
+    """The jiffies of one core (all cores if None) from /proc/stat, in proc(5)'s order:
+    user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice."""
     name = "cpu" if cpu is None else f"cpu{cpu}"
     for line in Path("/proc/stat").read_text().splitlines():
         fields = line.split()
         if fields[0] == name:
-            ticks = [int(field) for field in fields[1:]]
-            # idle and iowait are fields 4 and 5 (proc(5)).
-            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+            return [int(field) for field in fields[1:]]
     raise OSError(f"no {name} in /proc/stat")
+
+
+def core_times(cpu: int | None) -> tuple[int, int]:
+    """Busy and total jiffies of one core (all cores if None), from /proc/stat."""
+    ticks = core_ticks(cpu)
+    # idle and iowait are fields 4 and 5 (proc(5)).
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 @dataclass
@@ -764,9 +771,11 @@ def start_baresip(
     seconds: int = 30,
     codecs: str = "PCMU",
     media_encryption: str | None = None,
+    control_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user`, registered at 127.0.0.1:registrar_port.
     `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
+    `control_port` loads ctrl_tcp on 127.0.0.1:control_port (drive it with BaresipControl).
 
     It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
@@ -797,6 +806,8 @@ def start_baresip(
         "module_app account.so",
         "module_app menu.so",
     ]
+    if control_port is not None:
+        config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{control_port}"]
     (config_dir / "config").write_text("\n".join(config) + "\n")
     account = (
         f"<sip:{user.number}@{LOOPBACK}:{registrar_port}>;auth_pass={user.password};"
@@ -816,3 +827,58 @@ def start_baresip(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+class BaresipControl:
+    """A connection to baresip's ctrl_tcp: each command is a netstring-framed JSON object
+    {"command", "params", "token"} taking the long commands of its menu ("sndcode 5"
+    presses and releases key 5 in the current call, "hangup" ends it). Replies and
+    events ({"event": true, "type": "CALL_DTMF_START", ...}) share the connection."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.events: list[dict[str, object]] = []
+        self._buffer = b""
+        self._timeout = timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+                return
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def command(self, command: str, params: str = "") -> str:
+        """Send one command, wait for its reply; its `data`, or RuntimeError if not ok.
+        Events that arrive meanwhile are kept in `events`."""
+        token = secrets.token_hex(4)
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self._sock.sendall(b"%d:%s," % (len(body), body))
+        while True:
+            message = self._next_message()
+            if message.get("event"):
+                self.events.append(message)
+            elif message.get("token") == token:
+                if not message.get("ok"):
+                    raise RuntimeError(f"baresip refused {command} {params!r}: {message}")
+                return str(message.get("data", ""))
+
+    def _next_message(self) -> dict[str, object]:
+        # A netstring is "<length>:<bytes>," (the framing ctrl_tcp speaks).
+        deadline = time.monotonic() + self._timeout
+        while True:
+            length, colon, rest = self._buffer.partition(b":")
+            if colon and len(rest) > int(length):
+                message: dict[str, object] = json.loads(rest[: int(length)])
+                self._buffer = rest[int(length) + 1 :]
+                return message
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply from baresip's ctrl_tcp: {self._buffer!r}")
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("baresip closed its ctrl_tcp connection")
+            self._buffer += chunk
+
+    def close(self) -> None:
+        self._sock.close()

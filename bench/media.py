@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import REPO_ROOT
+from bench.harness import REPO_ROOT, core_ticks
 
 MAX_LOSS_PCT = 0.1
 MAX_JITTER_P99_MS = 5.0
@@ -32,7 +33,10 @@ MAX_JITTER_P99_MS = 5.0
 MAX_GENERATOR_CPU_PCT = 85.0
 # Other processes using more than this share of either core spoil a step: run it again.
 MAX_OTHER_PCT = 10.0
-RETRIES = 2
+RETRIES = 3
+# Before a step, wait (this long at most) for both cores to be this idle.
+QUIET_PCT = 10.0
+QUIET_WAIT_S = 60.0
 RTPLOAD = REPO_ROOT / "bench" / "rtpload.py"
 
 
@@ -117,16 +121,37 @@ def run_load(
     return MediaStep(calls, record)
 
 
+def wait_quiet(cores: Sequence[int | None], log: Callable[[str], None]) -> None:
+    """Wait until processes use under QUIET_PCT of each core over a second (the relay
+    idles between steps), or QUIET_WAIT_S has passed."""
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while True:
+        before = [core_ticks(core) for core in cores]
+        time.sleep(1.0)
+        busiest = 0.0
+        for core, start in zip(cores, before, strict=True):
+            delta = [end - begin for begin, end in zip(start, core_ticks(core), strict=True)]
+            busiest = max(busiest, 100 * sum(delta[0:3]) / max(1, sum(delta)))
+        if busiest < QUIET_PCT:
+            return
+        if time.monotonic() > deadline:
+            log(f"  cores still {busiest:.0f} % busy after {QUIET_WAIT_S:.0f} s; running anyway")
+            return
+
+
 def ramp(
     steps: Sequence[int],
     run_step: Callable[[int], MediaStep],
     log: Callable[[str], None],
+    cores: Sequence[int | None] = (),
 ) -> MediaOutcome:
     """Rising call counts until one fails (after retries when disturbed)."""
     done: list[MediaStep] = []
     best: MediaStep | None = None
     for calls in steps:
         for _attempt in range(1 + RETRIES):
+            if cores:
+                wait_quiet(cores, log)
             step = run_step(calls)
             log("  " + describe(step))
             if step.failure != "other processes on the cores":

@@ -514,6 +514,9 @@ def media_ramp(
         log(f"{name}: not started: {reason}")
         return None
     log(f"{name}: pid {server.pid}, {mode} ramp")
+    # Both relays get the generator's priority (nice -10, as root), so a test run
+    # elsewhere on the machine preempts neither; what is left is caught by media.ramp.
+    prioritise(threads_of(server.pid))
     if name == "ipbx":
         target = ["--server", "ipbx", "--sip-port", str(server.port)]
     else:
@@ -526,7 +529,7 @@ def media_ramp(
         )
 
     try:
-        return media.ramp(steps, step, log)
+        return media.ramp(steps, step, log, cores=(settings.sipp_cpu, settings.server_cpu))
     finally:
         code = server.stop()
         log(f"{name}: stopped (exit {code}); log {server.log_path}")
