@@ -11,8 +11,9 @@ import pytest
 from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec, create_encoder
 from ipbx.media.endpoint import MediaEndpoint, bridge
 from ipbx.media.jitter import JitterConfig
+from ipbx.media.playout import Playout
 from ipbx.media.ports import PortPool
-from ipbx.media.recorder import CallRecorder, PlayoutSide
+from ipbx.media.recorder import CallRecorder
 from ipbx.media.rtp import RtpPacket
 from tests.media.test_endpoint import dominant_frequency, run
 
@@ -54,7 +55,7 @@ def test_loss_and_jitter_are_concealed_up_to_the_plc_limit() -> None:
     longer than the PLC limit, and the tone is still a 1 kHz tone."""
     rng = random.Random(4)
     now = [0.0]
-    side = PlayoutSide(PCMU, 8000, lambda: now[0])
+    side = Playout(PCMU, 8000, lambda: now[0])
     arrivals = sorted(
         (n * 0.020 + 0.050 + rng.uniform(-0.040, 0.040), packet)
         for n, packet in enumerate(_packets(1000, 10.0))
@@ -78,7 +79,7 @@ def test_loss_and_jitter_are_concealed_up_to_the_plc_limit() -> None:
 
 def test_a_long_outage_is_silence_not_an_endless_repeat() -> None:
     now = [0.0]
-    side = PlayoutSide(PCMA, 8000, lambda: now[0])
+    side = Playout(PCMA, 8000, lambda: now[0])
     packets = [p for p in _packets(1000, 2.0, PCMA) if not 40 <= p.sequence_number < 60]
     out: list[np.ndarray] = []
     for packet in packets:

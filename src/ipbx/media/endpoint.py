@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.channel import Channel, ChannelPair, Sink, discard
+from ipbx.media.clock import media_clock
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -28,12 +29,13 @@ from ipbx.media.codecs import (
 )
 from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
 from ipbx.media.inband import RATE as INBAND_RATE
-from ipbx.media.inband import InbandDetector
+from ipbx.media.inband import InbandDetector, dtmf_tone
+from ipbx.media.playout import Playout
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
-from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpError, RtpPacket, is_rtcp, seq_add
+from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
-from ipbx.media.transcode import Resampler, Transcoder
+from ipbx.media.transcode import Packetizer, Resampler
 from ipbx.media.wav import WavWriter, read_wav
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ PTIME_MS = 20
 _PTIME = PTIME_MS / 1000
 _RTP_SSRC_OFFSET = 8
 _RTCP_SSRC_OFFSET = 4
+# Length of a DTMF key press ipbx regenerates on another leg (Q.24 asks for >= 40 ms).
+DTMF_MS = 100
 
 
 class MediaError(RuntimeError):
@@ -81,6 +85,8 @@ class MediaEndpoint:
         # A second consumer of the received RTP (a call recorder), beside the mode's own.
         self._tap: Sink | None = None
         self._mode: Callable[[], None] = self._terminate_mode
+        # How to stop what plays out on the media clock for this endpoint's bridge.
+        self._stop_playout: list[Callable[[], None]] = []
         # RFC 3550 §5.1: SSRC, first sequence number and timestamp are random.
         self._ssrc = random.getrandbits(32)
         self._seq = random.randrange(SEQ_MOD)
@@ -194,6 +200,11 @@ class MediaEndpoint:
     def detach(self) -> None:
         """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
         partner, self._partner = self._partner, None
+        for endpoint in (self, partner):
+            if endpoint is not None:
+                for stop in endpoint._stop_playout:
+                    stop()
+                endpoint._stop_playout.clear()
         if partner is not None:
             partner._partner = None
             partner._mode = partner._terminate_mode
@@ -330,12 +341,8 @@ class MediaEndpoint:
 
     def _on_rtp(self, data: bytes) -> None:
         # A peer using rtcp-mux (RFC 5761) sends RTCP here too.
-        if is_rtcp(data):
-            return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpError as exc:
-            log.debug("dropping malformed RTP: %s", exc)
+        packet = media_packet(data)
+        if packet is None:
             return
         if packet.payload_type == self.dtmf_pt:
             self._inband = None
@@ -428,35 +435,84 @@ async def _sleep_until(loop: asyncio.AbstractEventLoop, due: float) -> None:
 
 
 def transcode_bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
-    """Bridge two legs whose codecs differ (set by set_remote): each direction is decoded,
-    resampled and re-encoded, and sent as the receiving leg's own RTP stream (its SSRC,
-    sequence and timestamps). RTCP describes a stream that no longer exists on the other
-    side, so it is not carried across; neither, yet, is telephone-event."""
+    """Bridge two legs whose codecs differ (set by set_remote): each direction is played
+    out through a jitter buffer with loss concealment, resampled and re-encoded, and sent
+    as the receiving leg's own RTP stream (its SSRC, sequence and timestamps). DTMF
+    events are regenerated on the other leg: as RFC 4733 events when it negotiated
+    telephone-event, as tones in its audio otherwise. RTCP describes a stream that no
+    longer exists on the other side, so it is not carried across."""
     a.detach()
     b.detach()
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = transcode_bridge
-    a._rtp.sink = a._inbound(_transcoding(a, b))
-    b._rtp.sink = b._inbound(_transcoding(b, a))
+    for src, dst in ((a, b), (b, a)):
+        direction = _Transcoding(src, dst)
+        src._rtp.sink = src._inbound(direction.receive)
+        src._stop_playout.append(direction.close)
 
 
-def _transcoding(src: MediaEndpoint, dst: MediaEndpoint) -> Sink:
-    source, target = src._require_codec(), dst._require_codec()
-    transcoder = Transcoder(source, target)
-    timestamp = dst._timestamp_base
+class _Transcoding:
+    """One direction of a transcoded bridge, played out on the media clock."""
 
-    def sink(data: bytes) -> None:
-        nonlocal timestamp
-        if is_rtcp(data):
+    def __init__(self, src: MediaEndpoint, dst: MediaEndpoint) -> None:
+        self._src, self._dst = src, dst
+        source, target = src._require_codec(), dst._require_codec()
+        self._packetizer = Packetizer(target)
+        self._playout = Playout(source, self._packetizer.pcm_rate, asyncio.get_running_loop().time)
+        self._events = DtmfReceiver()
+        self._tones = np.zeros(0, dtype=np.int16)
+        self._timestamp: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe = media_clock().subscribe(self.tick)
+
+    def receive(self, data: bytes) -> None:
+        packet = media_packet(data)
+        if packet is None:
             return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpError:
-            return
-        if packet.payload_type != source.payload_type:
-            return
-        for payload in transcoder.transcode(packet.payload):
-            dst._send(target.payload_type, payload, False, timestamp)
-            timestamp = (timestamp + transcoder.timestamp_step) % TIMESTAMP_MOD
+        if packet.payload_type == self._src.dtmf_pt:
+            self._src._inband = None
+            try:
+                digits = self._events.receive(packet.timestamp, packet.payload)
+            except DtmfError:
+                return
+            for digit in digits:
+                self._relay_digit(digit)
+        else:
+            self._playout.receive_packet(packet)
 
-    return sink
+    def tick(self, now: float) -> None:
+        dst = self._dst
+        step = self._packetizer.timestamp_step
+        for pcm in self._playout.pull(now):
+            if len(self._tones):
+                pcm = self._mix_tones(pcm)
+            for payload in self._packetizer.packets(pcm):
+                if self._timestamp is None:
+                    self._timestamp = dst._timestamp_at(now)
+                dst._send(dst._require_codec().payload_type, payload, False, self._timestamp)
+                self._timestamp = (self._timestamp + step) % TIMESTAMP_MOD
+
+    def close(self) -> None:
+        self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+
+    def _relay_digit(self, digit: str) -> None:
+        if self._src.on_dtmf is not None:
+            self._src.on_dtmf(digit)
+        if self._dst.dtmf_pt is None:
+            tone = dtmf_tone(digit, DTMF_MS, rate=self._packetizer.pcm_rate)
+            gap = np.zeros(len(tone) // 2, dtype=np.int16)
+            self._tones = np.concatenate([self._tones, tone, gap])
+            return
+        task = asyncio.ensure_future(self._dst.send_dtmf(digit, DTMF_MS))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mix_tones(self, pcm: Pcm) -> Pcm:
+        # While a key is pressed its tone replaces the voice, as a phone's keypad does.
+        count = min(len(pcm), len(self._tones))
+        mixed = pcm.copy()
+        mixed[:count] = self._tones[:count]
+        self._tones = self._tones[count:]
+        return mixed

@@ -6,8 +6,11 @@ codecs are separate modules, as in aiortc.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
@@ -113,6 +116,18 @@ class RtpPacket:
 def is_rtcp(data: bytes) -> bool:
     """Tell RTCP from RTP on a muxed port (RFC 5761 §4)."""
     return len(data) >= 2 and (data[1] & 0x7F) in _RTCP_MUX_RANGE
+
+
+def media_packet(data: bytes) -> RtpPacket | None:
+    """The RTP packet in a datagram of a media socket; None for RTCP sent to the RTP
+    port (rtcp-mux, RFC 5761) and for a malformed packet, which are dropped."""
+    if is_rtcp(data):
+        return None
+    try:
+        return RtpPacket.parse(data)
+    except RtpError as exc:
+        log.debug("dropping malformed RTP: %s", exc)
+        return None
 
 
 def seq_add(seq: int, delta: int) -> int:

@@ -49,7 +49,32 @@ class Resampler:
         return out
 
 
+class Packetizer:
+    """PCM at the codec's rate in, encoded payloads of `ptime_ms` out; the remainder
+    waits for the next call. `timestamp_step` is what each payload adds to the RTP
+    timestamp (the RTP clock, not the PCM rate: they differ for G.722, RFC 3551 §4.5.2)."""
+
+    def __init__(
+        self, codec: Codec, fmtp: Mapping[str, str] | None = None, ptime_ms: int = PTIME_MS
+    ) -> None:
+        self._encoder = create_encoder(codec, fmtp)
+        self.pcm_rate = self._encoder.pcm_rate
+        self.packet_samples = self.pcm_rate * ptime_ms // 1000
+        self.timestamp_step = codec.samples_per_frame(ptime_ms)
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def packets(self, pcm: Pcm) -> list[bytes]:
+        pending = np.concatenate([self._pending, pcm])
+        whole = len(pending) - len(pending) % self.packet_samples
+        self._pending = pending[whole:]
+        packets = pending[:whole].reshape(-1, self.packet_samples)
+        return [self._encoder.encode(packet) for packet in packets]
+
+
 class Transcoder:
+    """Payloads of one codec in, payloads of another out, in arrival order (no jitter
+    buffer: the call path plays out through playout.Playout first)."""
+
     def __init__(
         self,
         src: Codec,
@@ -58,20 +83,13 @@ class Transcoder:
         dst_fmtp: Mapping[str, str] | None = None,
     ) -> None:
         self._decoder = create_decoder(src)
-        self._encoder = create_encoder(dst, dst_fmtp)
+        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms)
         self.src_rate = self._decoder.pcm_rate
-        self.dst_rate = self._encoder.pcm_rate
-        self.packet_samples = self.dst_rate * ptime_ms // 1000
-        # RTP clock, not PCM rate: they differ for G.722 (RFC 3551 §4.5.2).
-        self.timestamp_step = dst.samples_per_frame(ptime_ms)
+        self.dst_rate = self._packetizer.pcm_rate
+        self.packet_samples = self._packetizer.packet_samples
+        self.timestamp_step = self._packetizer.timestamp_step
         self._resampler = Resampler(self.src_rate, self.dst_rate)
-        self._pending = np.zeros(0, dtype=np.int16)
 
     def transcode(self, payload: bytes) -> list[bytes]:
         """Payloads for one source payload; an empty one is a lost packet (see Decoder)."""
-        pcm = self._resampler.resample(self._decoder.decode(payload))
-        pending = np.concatenate([self._pending, pcm])
-        whole = len(pending) - len(pending) % self.packet_samples
-        self._pending = pending[whole:]
-        packets = pending[:whole].reshape(-1, self.packet_samples)
-        return [self._encoder.encode(packet) for packet in packets]
+        return self._packetizer.packets(self._resampler.resample(self._decoder.decode(payload)))

@@ -1,0 +1,70 @@
+"""A transcoded bridge over loopback: PCMU phone <-> ipbx <-> Opus phone, with audio
+played out through the jitter buffer and DTMF regenerated on the far leg."""
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipbx.media.clock import media_clock
+from ipbx.media.codecs import OPUS, PCMU
+from ipbx.media.endpoint import MediaEndpoint, transcode_bridge
+from ipbx.media.ports import PortPool
+from ipbx.media.wav import read_wav
+from tests.media.test_endpoint import dominant_frequency, run
+
+TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int16)
+
+
+async def _call(pool: PortPool, pcmu_dtmf: int | None) -> tuple[MediaEndpoint, ...]:
+    """x (PCMU) -- a [ipbx] b -- y (Opus); y always negotiates telephone-event."""
+    x, a, b, y = [await MediaEndpoint.open(pool) for _ in range(4)]
+    x.set_remote(*a.local_address, PCMU, pcmu_dtmf)
+    a.set_remote(*x.local_address, PCMU, pcmu_dtmf)
+    b.set_remote(*y.local_address, OPUS, 101)
+    y.set_remote(*b.local_address, OPUS, 101)
+    transcode_bridge(a, b)
+    return x, a, b, y
+
+
+def test_tone_is_transcoded_and_stops_ticking_when_the_call_ends(
+    pool: PortPool, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        x, a, b, y = await _call(pool, 101)
+        y.record(tmp_path / "opus-side.wav")
+        await x.play(TONE)
+        await asyncio.sleep(0.3)
+        y.stop_recording()
+        assert b.stats.packets_sent >= 45
+        assert len(media_clock()) == 2  # one playout per direction
+        for endpoint in (x, a, b, y):
+            endpoint.close()
+        assert len(media_clock()) == 0
+
+    run(scenario)
+    heard = read_wav(tmp_path / "opus-side.wav", 8000)
+    assert dominant_frequency(heard) == pytest.approx(1000, abs=20)
+
+
+@pytest.mark.parametrize("pcmu_dtmf", [101, None], ids=["rfc4733", "inband"])
+def test_dtmf_from_the_opus_leg_reaches_the_pcmu_leg(pool: PortPool, pcmu_dtmf: int | None) -> None:
+    """As RFC 4733 events where the PCMU phone negotiated telephone-event, as tones in
+    its audio where it did not (its own in-band detector hears them)."""
+    heard: list[str] = []
+    seen_by_ipbx: list[str] = []
+
+    async def scenario() -> None:
+        x, a, b, y = await _call(pool, pcmu_dtmf)
+        x.on_dtmf = heard.append
+        b.on_dtmf = seen_by_ipbx.append
+        silence = np.zeros(16000, dtype=np.int16)
+        await asyncio.gather(y.play(silence), y.send_dtmf("5#1", duration_ms=80, gap_ms=120))
+        await asyncio.sleep(0.4)
+        for endpoint in (x, a, b, y):
+            endpoint.close()
+
+    run(scenario)
+    assert seen_by_ipbx == ["5", "#", "1"]
+    assert heard == ["5", "#", "1"]
