@@ -279,3 +279,15 @@ def test_telephone_event_codec_entry_is_what_offers_use() -> None:
     sdp = make_offer("10.0.0.5", 20000, [PCMU])
     assert sdp.audio is not None
     assert sdp.audio.rtpmaps()[TELEPHONE_EVENT.payload_type].matches(TELEPHONE_EVENT)
+
+
+def test_opus_beside_telephone_event_at_8000_still_gets_digits() -> None:
+    """Many phones offer only telephone-event/8000 next to Opus (RFC 4733 wants 48000)."""
+    offer = offer_with(
+        "m=audio 4000 RTP/AVP 97 101\r\n"
+        "a=rtpmap:97 opus/48000/2\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+    )
+    sdp, codec, dtmf_pt = answer(offer, "10.0.0.5", 30000, [OPUS, PCMU])
+    assert (codec.name, dtmf_pt) == ("opus", 101)
+    assert "a=rtpmap:101 telephone-event/8000" in sdp.serialize()

@@ -499,10 +499,19 @@ def _choose(
     for codec in supported:
         pt = _find(media, codec)
         if pt is not None:
-            event = replace(TELEPHONE_EVENT, clock_rate=codec.clock_rate)
-            event_pt = _find(media, event) if dtmf else None
-            chosen_event = None if event_pt is None else replace(event, payload_type=event_pt)
-            return replace(codec, payload_type=pt), chosen_event
+            return replace(codec, payload_type=pt), _event_for(media, codec) if dtmf else None
+    return None
+
+
+def _event_for(media: Media, codec: Codec) -> Codec | None:
+    """The telephone-event to use beside `codec`: RFC 4733 §2.1 wants the audio codec's
+    clock rate, but many phones offer only telephone-event/8000 next to Opus or G.722;
+    digits are told apart by timestamp, not duration, so that one is taken too."""
+    for rate in dict.fromkeys((codec.clock_rate, 8000)):
+        event = replace(TELEPHONE_EVENT, clock_rate=rate)
+        pt = _find(media, event)
+        if pt is not None:
+            return replace(event, payload_type=pt)
     return None
 
 
@@ -570,8 +579,8 @@ def negotiated(
     for pt in media.payload_types():
         codec = next((c for c in supported_codecs if _is(pt, rtpmaps, c)), None)
         if codec is not None:
-            event = replace(TELEPHONE_EVENT, clock_rate=codec.clock_rate)
-            return replace(codec, payload_type=pt), _find(media, event)
+            event = _event_for(media, codec)
+            return replace(codec, payload_type=pt), None if event is None else event.payload_type
     raise SdpError("the answer holds no codec we support", 488)
 
 
