@@ -25,15 +25,22 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from ipbx.pbx.destination import Destination
+from ipbx.pbx.dialplan import COUNTRIES, E164, compile_pattern
+from ipbx.sip.transport.resolve import split_host_port
 
 DEMO_ACCOUNTS_FILE = "demo-accounts.yaml"
 DEMO_EXTENSIONS = (("1000", "Alice"), ("1001", "Bob"), ("1002", "Carol"), ("1003", "Dave"))
@@ -217,6 +224,120 @@ class Extension(_Model):
     password: str = Field(min_length=4, repr=False)
     # Record every answered call to or from this extension (under data_dir/recordings).
     record: Literal["always", "never"] = "never"
+    # Which outbound routes this extension may use (emergency numbers always work).
+    permission: Literal["internal", "national", "international"] = "national"
+
+
+def _host_port(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _peer(value: str) -> str:
+    """An `allow_from` entry: a network in CIDR notation, or HOST[:PORT]."""
+    if "/" in value:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return value
+    return _host_port(value)
+
+
+def _destination(value: Any) -> Any:
+    return Destination.parse(value) if isinstance(value, str) else value
+
+
+def _pattern(value: str) -> str:
+    compile_pattern(value)
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+DestinationField = Annotated[
+    Destination, BeforeValidator(_destination), PlainSerializer(str, return_type=str)
+]
+Codec = Annotated[
+    Literal["pcmu", "pcma", "g722", "g729", "opus"],
+    BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+]
+
+
+class TrunkConfig(_Model):
+    """A SIP trunk to a provider or gateway (docs/trunks.md).
+
+    Registration-based when `register` is true (ipbx registers to `host` with
+    `username`/`password`), IP-based otherwise: calls from `allow_from` and the host's
+    addresses are accepted as coming from this trunk.
+    """
+
+    # `register` is the key in the file; as an attribute it would shadow BaseModel.register.
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    name: Name
+    host: Annotated[list[HostPort], BeforeValidator(_one_or_more), Field(min_length=1)]
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    # The SIP domain for Request-URI, From and To (default: the first host, port dropped).
+    domain: str | None = None
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    registration: bool = Field(default=False, alias="register")
+    expires: int = Field(default=3600, ge=30, le=86400)
+    max_channels: int | None = Field(default=None, ge=1)
+    allow_from: list[Annotated[str, AfterValidator(_peer)]] = Field(default_factory=list)
+    outbound_proxy: HostPort | None = None
+    # Codecs offered on this trunk, preferred first; empty means all of ours.
+    codecs: list[Codec] = Field(default_factory=list)
+    # Caller ID: a fixed From user (some providers insist on the account name there),
+    # and whether the caller ID also goes out as P-Asserted-Identity (RFC 3325) or
+    # Remote-Party-ID (draft-ietf-sip-privacy-04, still expected by older gateways).
+    from_user: str | None = None
+    from_domain: str | None = None
+    pai: bool = False
+    rpid: bool = False
+    # OPTIONS health check every this many seconds (0: none, the trunk counts as up).
+    options_interval: float = Field(default=60.0, ge=0)
+    # After a failed registration: first retry delay, doubled per failure up to retry_max.
+    retry_interval: float = Field(default=5.0, gt=0)
+    retry_max: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> TrunkConfig:
+        if self.registration and not (self.username and self.password):
+            raise ValueError("register: true needs username and password")
+        return self
+
+
+class NumberConfig(_Model):
+    """A number (DID) of a tenant, in E.164, and where its calls go."""
+
+    number: str
+    destination: DestinationField
+    tenant: Name = "default"
+
+    @field_validator("number")
+    @classmethod
+    def _check_number(cls, value: str) -> str:
+        if not (E164.fullmatch(value) or re.fullmatch(r"[0-9]{1,15}", value)):
+            raise ValueError(f"{value!r}: expected E.164 (+ and up to 15 digits) or short digits")
+        return value
+
+
+class OutboundRouteConfig(_Model):
+    """Dialled numbers matching `pattern` leave through `trunks`, first available first."""
+
+    name: Name
+    pattern: Annotated[str, AfterValidator(_pattern)]
+    strip: int = Field(default=0, ge=0)
+    prepend: Annotated[str, Field(pattern=r"^\+?[0-9*#]*$")] = ""
+    trunks: list[Name] = Field(min_length=1)
+    caller_id: str | None = None
+    permission: Literal["internal", "national", "international", "emergency"] = "national"
 
 
 class Config(_Model):
@@ -230,6 +351,11 @@ class Config(_Model):
     media: MediaConfig = Field(default_factory=MediaConfig)
     extensions: list[Extension] = Field(default_factory=list)
     echo_test: Digits = "9196"
+    # ISO 3166 code whose dialling rules normalise numbers to E.164 (US, GB, UA, DE, RU ...).
+    country: str | None = None
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    numbers: list[NumberConfig] = Field(default_factory=list)
+    outbound_routes: list[OutboundRouteConfig] = Field(default_factory=list)
 
     @field_validator("data_dir")
     @classmethod
@@ -263,10 +389,57 @@ class Config(_Model):
             first_index[extension.number] = index
         return value
 
+    @field_validator("country")
+    @classmethod
+    def _check_country(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in COUNTRIES:
+            raise ValueError(f"{value!r}: expected one of {', '.join(sorted(COUNTRIES))}")
+        return None if value is None else value.upper()
+
+    @field_validator("trunks", "outbound_routes", "numbers")
+    @classmethod
+    def _unique_keys(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        assert info.field_name is not None
+        _unique(value, "number" if info.field_name == "numbers" else "name", info.field_name)
+        return value
+
+    @model_validator(mode="after")
+    def _check_route_trunks(self) -> Config:
+        known = {trunk.name for trunk in self.trunks}
+        for index, route in enumerate(self.outbound_routes):
+            for position, name in enumerate(route.trunks):
+                if name not in known:
+                    raise PydanticCustomError(
+                        "unknown_trunk",
+                        "no trunk named {name}",
+                        {"name": name, "at": ("outbound_routes", index, "trunks", position)},
+                    )
+        return self
+
     @property
     def store_url(self) -> str:
         """The database URL to open: `database_url`, or SQLite inside `data_dir`."""
         return self.database_url or f"sqlite:///{self.data_dir / 'ipbx.db'}"
+
+
+def _unique(items: list[Any], key: str, field: str) -> None:
+    """Refuse the second item with an already-seen `key`, pointing at its line."""
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        value = getattr(item, key)
+        if value in first_index:
+            raise PydanticCustomError(
+                f"duplicate_{key}",
+                "{key} {value} is already used by {field}[{first}]",
+                {
+                    "key": key,
+                    "value": value,
+                    "field": field,
+                    "first": first_index[value],
+                    "at": (index, key),
+                },
+            )
+        first_index[value] = index
 
 
 class _DemoAccounts(_Model):
