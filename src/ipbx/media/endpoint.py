@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.channel import Channel, ChannelPair, Sink, discard
+from ipbx.media.channel import Channel, ChannelPair, Sink
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import (
     Codec,
@@ -33,6 +33,7 @@ from ipbx.media.inband import InbandDetector, dtmf_tone
 from ipbx.media.playout import Playout
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
+from ipbx.media.reports import Reporter, RoundTripMeter
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.transcode import Packetizer, Resampler
@@ -82,6 +83,9 @@ class MediaEndpoint:
         self._inband_resampler: Resampler | None = None
         # What the phone sends us, packet by packet, on every path (relay included).
         self.meter = StreamMeter(asyncio.get_running_loop().time)
+        self.round_trip = RoundTripMeter(asyncio.get_running_loop().time)
+        # RTCP reports of our own, on a leg where ipbx is the RTP source (reports.py).
+        self._reporter: Reporter | None = None
         # A second consumer of the received RTP (a call recorder), beside the mode's own.
         self._tap: Sink | None = None
         self._mode: Callable[[], None] = self._terminate_mode
@@ -187,6 +191,7 @@ class MediaEndpoint:
         self.detach()
         self._mode = self._echo_mode
         self._echo_mode()
+        self._report()
 
     def set_tap(self, tap: Sink | None) -> None:
         """Give every received RTP packet (after SRTP) also to `tap`, whatever the mode;
@@ -219,6 +224,7 @@ class MediaEndpoint:
             raise MediaError(f"cannot record: no decoder for {codec.name}")
         self.stop_recording()
         self._recorder = WavWriter(path, rate=codec.clock_rate)
+        self._report()
 
     def stop_recording(self) -> Path | None:
         recorder, self._recorder = self._recorder, None
@@ -237,6 +243,7 @@ class MediaEndpoint:
             pcm = np.asarray(source, dtype=np.int16)
         frame = codec.samples_per_frame(PTIME_MS)
         pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
+        self._report()
         loop = asyncio.get_running_loop()
         start = loop.time()
         first_timestamp = self._timestamp_at(start)
@@ -279,6 +286,7 @@ class MediaEndpoint:
             return
         self._closed = True
         self.detach()
+        self._stop_reports()
         self.stop_recording()
         self._rtp.reset()
         self._rtcp.reset()
@@ -327,7 +335,36 @@ class MediaEndpoint:
 
     def _terminate_mode(self) -> None:
         self._rtp.sink = self._inbound(self._on_rtp)
-        self._rtcp.sink = discard
+        self._rtcp.sink = self._inbound_rtcp(self._on_rtcp)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        if self._reporter is not None:
+            self._reporter.received(data)
+        else:
+            self.round_trip.received(data)
+
+    def _report(self) -> None:
+        """Send RTCP reports of our own from now on (ipbx is this leg's RTP source)."""
+        if self._reporter is None and not self._closed:
+            host = self._pool.address
+            self._reporter = Reporter(
+                self._ssrc,
+                self.meter,
+                self.round_trip,
+                self._sent_counts,
+                lambda data: self._send_rtcp(data),
+                f"ipbx-{self._ssrc:08x}@{host}",
+            )
+
+    def _stop_reports(self) -> None:
+        if self._reporter is not None:
+            self._reporter.stop()
+            self._reporter = None
+
+    def _sent_counts(self) -> tuple[int, int, int]:
+        rtp = self._rtp
+        now = asyncio.get_running_loop().time()
+        return rtp.packets_sent, rtp.bytes_sent - 12 * rtp.packets_sent, self._timestamp_at(now)
 
     def _echo_mode(self) -> None:
         send, listen = self._send_rtp, self._on_rtp
@@ -337,7 +374,7 @@ class MediaEndpoint:
             listen(data)
 
         self._rtp.sink = self._inbound(echoed)
-        self._rtcp.sink = discard
+        self._rtcp.sink = self._inbound_rtcp(self._on_rtcp)
 
     def _on_rtp(self, data: bytes) -> None:
         # A peer using rtcp-mux (RFC 5761) sends RTCP here too.
@@ -414,7 +451,23 @@ def bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = bridge
     a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
-    a._rtcp.sink, b._rtcp.sink = a._inbound_rtcp(b._send_rtcp), b._inbound_rtcp(a._send_rtcp)
+    for src, dst in ((a, b), (b, a)):
+        # The phones' own reports pass through; ours would describe streams we only relay.
+        src._stop_reports()
+        src._rtcp.sink = src._inbound_rtcp(_relaying_rtcp(src, dst))
+
+
+def _relaying_rtcp(src: MediaEndpoint, dst: MediaEndpoint) -> Sink:
+    """RTCP from src's phone to dst's: forwarded as it is, and watched on the way for
+    the round trip of each leg (an SR leaving for dst's phone, src's blocks coming in)."""
+    send, received, sent = dst._send_rtcp, src.round_trip.received, dst.round_trip.sent
+
+    def relay(data: bytes) -> None:
+        send(data)
+        received(data)
+        sent(data)
+
+    return relay
 
 
 def _encoder(codec: Codec) -> Encoder:
@@ -448,7 +501,9 @@ def transcode_bridge(a: MediaEndpoint, b: MediaEndpoint) -> None:
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
         src._rtp.sink = src._inbound(direction.receive)
+        src._rtcp.sink = src._inbound_rtcp(src._on_rtcp)
         src._stop_playout.append(direction.close)
+        src._report()
 
 
 class _Transcoding:

@@ -337,6 +337,11 @@ class StreamMeter:
         assert stats is not None
         stats.count((data[2] << 8) | data[3], int.from_bytes(data[4:8], "big"), self._clock())
 
+    @property
+    def current(self) -> ReceptionStatistics | None:
+        """The statistics of the source sending now (None before its first packet)."""
+        return self._stats
+
     def reading(self) -> MeterReading:
         stats = self._stats
         received, lost = self._received, self._lost

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 
 RTCP_SR = 200
 RTCP_RR = 201
+RTCP_SDES = 202
 RTCP_BYE = 203
+# RFC 3550 §6.5.1: the CNAME item of an SDES chunk.
+SDES_CNAME = 1
 
 _COMMON = struct.Struct("!BBH")
 _SR_INFO = struct.Struct("!IQIII")
@@ -92,6 +95,16 @@ class Bye:
             text = self.reason.encode()[:255]
             body += bytes([len(text)]) + text
         return _packet(RTCP_BYE, len(self.sources), body)
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An SDES packet with one CNAME chunk, which every compound RTCP packet must carry
+    after its report (RFC 3550 §6.1, §6.5.1)."""
+    text = cname.encode()[:255]
+    chunk = struct.pack("!IBB", ssrc, SDES_CNAME, len(text)) + text
+    # The item list ends with a null octet, and the chunk is padded to 32 bits with more.
+    chunk += bytes(4 - len(chunk) % 4)
+    return _COMMON.pack(0x80 | 1, RTCP_SDES, len(chunk) // 4) + chunk
 
 
 RtcpPacket = SenderReport | ReceiverReport | Bye

@@ -808,9 +808,10 @@ class Calls:
 def _leg_record(role: str, leg: Leg) -> LegRecord:
     reading = leg.media.meter.reading()
     codec = leg.media.codec.name if leg.media.codec is not None else ""
+    rtt = leg.media.round_trip.rtt_ms
     mos = None
     if reading.packets_received:
-        mos = round(leg_mos(codec, reading.loss_percent, reading.jitter_ms, None), 2)
+        mos = round(leg_mos(codec, reading.loss_percent, reading.jitter_ms, rtt), 2)
     return LegRecord(
         role=role,
         peer=f"{leg.peer.transport}:{leg.peer.host}:{leg.peer.port}",
@@ -818,6 +819,7 @@ def _leg_record(role: str, leg: Leg) -> LegRecord:
         packets_received=reading.packets_received,
         packets_lost=reading.packets_lost,
         jitter_ms=round(reading.jitter_ms, 2),
+        rtt_ms=None if rtt is None else round(rtt, 2),
         mos=mos,
     )
 
