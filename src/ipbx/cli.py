@@ -46,15 +46,41 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trunks(args: argparse.Namespace) -> int:
+    """What the running server last wrote to DATA_DIR/trunks.json (docs/trunks.md)."""
+    from ipbx.pbx.trunks import STATE_FILE, format_state
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ipbx: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        try:
+            print((config.data_dir / STATE_FILE).read_text(encoding="utf-8"), end="")
+        except OSError as exc:
+            print(f"ipbx: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    status, text = format_state(config.data_dir)
+    print(text)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipbx", description="SIP server and IP-PBX")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the PBX")
     serve.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    trunks = sub.add_parser("trunks", help="show the trunks' registration and health")
+    trunks.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
     from ipbx.phone.cli import add_arguments
 
     add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))
     args = parser.parse_args(argv)
+    if args.command == "trunks":
+        return _trunks(args)
     result: list[int] = []
 
     async def runner() -> None:

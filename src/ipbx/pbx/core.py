@@ -13,10 +13,12 @@ import time
 from ipbx.config import Config
 from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, Calls, RecordingPolicy
+from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
+from ipbx.pbx.trunks import Trunks
 from ipbx.sip.auth import DigestAuthenticator
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
@@ -80,6 +82,10 @@ class Pbx:
                 media.recording_format == "mixed",
             ),
         )
+        # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
+        self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
+        self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
+        self.numbers = Numbers.from_config(config.numbers, config.country)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _extension_name(self, number: str) -> str | None:
@@ -108,11 +114,13 @@ class Pbx:
             )
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
+        await self.trunks.start()
         return bound
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.calls.close()
         await self.endpoint.close()
         self._flush()
