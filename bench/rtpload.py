@@ -21,7 +21,8 @@ Figures, one JSON line on stdout:
   loss_pct         packets sent but never received, over packets sent (both directions);
   jitter_p99_ms    99th percentile of the delay a packet got beyond its stream's fastest
                    packet (receive time - send time - per-stream minimum): the delay
-                   variation the relay added (ITU-T Y.1540 PDV, min-based);
+                   variation the relay added (ITU-T Y.1540 PDV, min-based); transcoded
+                   streams against their 20 ms grid instead (see received_figures);
   server_cpu_pct   the relay's CPU (its process tree, /proc) over the steady window,
   server_us_per_packet  the same CPU per relayed packet;
   generator_*      the generator's own CPU, lateness and kernel drops, so a saturated
@@ -279,9 +280,14 @@ class Window:
 
 
 def run_streams(
-    streams: Sequence[Stream], sockets: Sequence[socket.socket], seconds: float, server_pid: int
+    streams: Sequence[Stream],
+    sockets: Sequence[socket.socket],
+    seconds: float,
+    server_pid: int,
+    clocked: bool = False,
 ) -> dict[str, float | int]:
-    """Send every stream for `seconds`, read until drained; the figures."""
+    """Send every stream for `seconds`, read until drained; the figures (`clocked`: see
+    received_figures)."""
     own_core, server_core = _core_of(0), _core_of(server_pid)
     count = len(streams)
     ticks = int(seconds * 1e9) // SLOT_NS
@@ -407,6 +413,7 @@ def run_streams(
         sent_ns,
         packets_per_stream,
         [stream.forward for stream in streams],
+        clocked=clocked,
     )
     late = np.array(lateness) / 1e6
     return {
@@ -459,13 +466,17 @@ def received_figures(
     sent_ns: list[list[int]],
     packets_per_stream: int,
     forward: list[bool],
+    clocked: bool = False,
 ) -> dict[str, float | int]:
     """Loss and added delay from what arrived (arrival order) against what was sent.
 
-    A packet's place in its stream is its sequence number less the first one received:
-    a relay keeps the sender's numbers and a transcoder numbers its own, one out per one
-    in, so both index the send times (a lost first packet shifts a stream by a constant,
-    which the per-stream minimum takes out).
+    A packet's place in its stream is its sequence number less the first one received.
+    A relay keeps the sender's numbers, so the place indexes the packet's send time (a
+    lost first packet shifts a stream by a constant, which the per-stream minimum takes
+    out). A transcoder that plays out on its own clock (`clocked`) numbers its own
+    packets and may conceal or drop a frame on the way, so a place no longer says which
+    packet went in: its packets are held against their ideal 20 ms grid instead (place x
+    20 ms), which measures how evenly the stream arrives (the receiver's view).
     """
     count = len(sent_ns)
     sent = np.full((count, packets_per_stream), -1, dtype=np.int64)
@@ -479,9 +490,11 @@ def received_figures(
     position = (seq - first_seq[stream]) & 0xFFFF
     valid = position < sent_counts[stream]
     stream, position, arrival = stream[valid], position[valid], arrival[valid]
-    transit = arrival - sent[stream, position]
-    ok = sent[stream, position] >= 0
-    stream, transit = stream[ok], transit[ok]
+    if clocked:
+        transit = arrival - position * PTIME_NS
+    else:
+        ok = sent[stream, position] >= 0
+        stream, transit = stream[ok], (arrival - sent[stream, position])[ok]
     fastest = np.full(count, np.iinfo(np.int64).max)
     np.minimum.at(fastest, stream, transit)
     added_ms = (transit - fastest[stream]) / 1e6 if len(transit) else np.zeros(1)
@@ -504,10 +517,16 @@ def received_figures(
         "jitter_p50_ms": round(float(np.percentile(added_ms, 50)), 3),
         "jitter_p99_ms": round(float(np.percentile(added_ms, 99)), 3),
         "jitter_max_ms": round(float(added_ms.max()), 3),
+        "jitter_p99_ms_forward": _p99(added_ms[direction[stream]]),
+        "jitter_p99_ms_backward": _p99(added_ms[~direction[stream]]),
         "transit_min_ms": round(float(fastest[fastest < np.iinfo(np.int64).max].min()) / 1e6, 3)
         if len(transit)
         else 0.0,
     }
+
+
+def _p99(values: np.ndarray) -> float:
+    return round(float(np.percentile(values, 99)), 3) if len(values) else 0.0
 
 
 def streams_for(
@@ -576,7 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
                 try:
                     record |= run_streams(
-                        streams, (caller_sock, callee_sock), args.seconds, args.server_pid
+                        streams,
+                        (caller_sock, callee_sock),
+                        args.seconds,
+                        args.server_pid,
+                        clocked=args.mode == "transcode",
                     )
                 finally:
                     hang_up = ipbx_hang_up(agents, placed)
