@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.channel import Channel, ChannelPair, Sink
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import (
@@ -37,7 +38,7 @@ from ipbx.media.reports import Reporter, RoundTripMeter
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.transcode import Packetizer, Resampler
-from ipbx.media.wav import WavWriter, read_wav
+from ipbx.media.wav import WavWriter
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ class MediaEndpoint:
         if self._decoder is None:
             raise MediaError(f"cannot record: no decoder for {codec.name}")
         self.stop_recording()
-        self._recorder = WavWriter(path, rate=codec.clock_rate)
+        self._recorder = WavWriter(path, rate=self._decoder.pcm_rate)
         self._report()
 
     def stop_recording(self) -> Path | None:
@@ -234,14 +235,20 @@ class MediaEndpoint:
         return recorder.path
 
     async def play(self, source: str | Path | Pcm) -> None:
-        """Send audio in real time, returning when it has all been sent."""
+        """Send audio in real time, returning when it has all been sent. A file may be
+        any format FFmpeg reads (WAV, MP3, Ogg, FLAC ...) at any rate; PCM is taken to
+        be at the codec's PCM rate (`pcm_rate`)."""
         codec = self._require_codec()
         encoder = _encoder(codec)
         if isinstance(source, str | Path):
-            pcm = await asyncio.to_thread(read_wav, source, codec.clock_rate)
+            try:
+                pcm = await asyncio.to_thread(read_audio, source, encoder.pcm_rate)
+            except AudioFileError as exc:
+                raise MediaError(str(exc)) from exc
         else:
             pcm = np.asarray(source, dtype=np.int16)
-        frame = codec.samples_per_frame(PTIME_MS)
+        frame = encoder.pcm_rate * PTIME_MS // 1000
+        step = codec.samples_per_frame(PTIME_MS)
         pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
         self._report()
         loop = asyncio.get_running_loop()
@@ -257,7 +264,7 @@ class MediaEndpoint:
                 codec.payload_type,
                 encoder.encode(pcm[offset : offset + frame]),
                 marker=index == 0,
-                timestamp=(first_timestamp + offset) % TIMESTAMP_MOD,
+                timestamp=(first_timestamp + index * step) % TIMESTAMP_MOD,
             )
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
@@ -429,6 +436,17 @@ class MediaEndpoint:
         # never makes the RTP timestamp jump backwards (RFC 4733 §2.3.4).
         clock_rate = self.codec.clock_rate if self.codec else 8000
         return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pcm_rate(self) -> int:
+        """The sample rate of the audio play() takes and record() writes for the codec
+        (16000 for G.722 on its 8000 Hz RTP clock, 48000 for Opus)."""
+        codec = self._require_codec()
+        return self._decoder.pcm_rate if self._decoder is not None else codec.clock_rate
 
     def _require_codec(self) -> Codec:
         if self.codec is None or self._closed:
