@@ -305,7 +305,7 @@ class Trunk:
                 await asyncio.wait_for(self._register_at(self.server, 0), UNREGISTER_TIMEOUT)
                 log.info("trunk %s: unregistered", self.name)
             except (RegistrationFailed, TimeoutError) as exc:
-                log.info("trunk %s: un-REGISTER: %s", self.name, exc or "no answer")
+                log.info("trunk %s: un-REGISTER: %s", self.name, str(exc) or "no answer")
         if self.config.registration:
             self.registered_until = self.next_attempt = None
             self._set(Registration.UNREGISTERED, "stopped")
