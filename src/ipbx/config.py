@@ -20,7 +20,7 @@ import secrets
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -195,6 +195,9 @@ class SipConfig(_Model):
         return self
 
 
+CodecName = Literal["opus", "g722", "pcmu", "pcma", "g729"]
+
+
 class MediaConfig(_Model):
     """Where RTP is sent from and which ports it may use."""
 
@@ -203,6 +206,16 @@ class MediaConfig(_Model):
     rtp_ports: PortRange = (20000, 29999)
     # Recorded calls: one WAV channel per side (caller left), or both mixed into one.
     recording_format: Literal["stereo", "mixed"] = "stereo"
+    # Codecs in order of preference: what SDP offer/answer picks first where ipbx
+    # chooses, and what it transcodes to (G.729 only where libbcg729 is installed).
+    codecs: list[CodecName] = Field(default_factory=lambda: list(get_args(CodecName)), min_length=1)
+
+    @field_validator("codecs", mode="before")
+    @classmethod
+    def _lower_codecs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v.lower() if isinstance(v, str) else v for v in value]
+        return value
 
     @field_validator("address", "public_address")
     @classmethod
@@ -224,6 +237,10 @@ class Extension(_Model):
     password: str = Field(min_length=4, repr=False)
     # Record every answered call to or from this extension (under data_dir/recordings).
     record: Literal["always", "never"] = "never"
+    # SRTP (SDES, RFC 4568): "auto" answers it when the phone offers it and offers it to
+    # a phone registered over TLS; "required" refuses calls from the phone that do not
+    # offer it (488) and offers it to the phone on any transport.
+    srtp: Literal["auto", "required"] = "auto"
     # Which outbound routes this extension may use (emergency numbers always work).
     permission: Literal["internal", "national", "international"] = "national"
 

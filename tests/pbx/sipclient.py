@@ -76,19 +76,23 @@ class SipClient:
             return None
 
     def _read(self) -> list[object]:
+        return [parse_any(message) for message in self.frames()]
+
+    def frames(self) -> list[bytes]:
+        """The next messages off the socket: a datagram, or what a stream has completed."""
         if self.transport == "udp":
-            return [parse_any(self.sock.recv(65535))]
+            return [self.sock.recv(65535)]
         data = self.sock.recv(65535)
         if not data:
             raise TimeoutError("connection closed")
         self.buffer += data
-        out: list[object] = []
+        out: list[bytes] = []
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             m = re.search(rb"^(?:Content-Length|l)\s*:\s*(\d+)", self.buffer[:end], re.I | re.M)
             total = end + 4 + (int(m.group(1)) if m else 0)
             if len(self.buffer) < total:
                 break
-            out.append(parse_any(bytes(self.buffer[:total])))
+            out.append(bytes(self.buffer[:total]))
             del self.buffer[:total]
         return out
 
@@ -190,9 +194,10 @@ def udp_socket() -> socket.socket:
 def next_request(client: SipClient, method: str) -> Request:
     """Wait on the client's socket for a request of `method` (a phone being called)."""
     while True:
-        msg = parse_datagram(client.sock.recv(65535))
-        if isinstance(msg, Request) and msg.method == method:
-            return msg
+        for data in client.frames():
+            msg = parse_datagram(data)
+            if isinstance(msg, Request) and msg.method == method:
+                return msg
 
 
 def reply_to(request: Request, status: int, extra: list[str], body: bytes = b"") -> bytes:

@@ -28,7 +28,14 @@ from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool, transcode_bri
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import leg_mos
 from ipbx.media.recorder import CallRecorder
-from ipbx.media.srtp import CryptoAttribute, SrtpContext, choose_crypto
+from ipbx.media.srtp import (
+    AES_CM_128_HMAC_SHA1_32,
+    AES_CM_128_HMAC_SHA1_80,
+    CryptoAttribute,
+    SrtpContext,
+    choose_crypto,
+    new_crypto,
+)
 from ipbx.pbx.location import Binding, Location
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
@@ -76,6 +83,8 @@ class Leg:
     srtp: tuple[CryptoAttribute, CryptoAttribute] | None = None
     # Late offer (RFC 3264 §2): our 2xx carried the offer, the ACK brings the answer.
     awaiting_answer: Callable[[sdp.SessionDescription], None] | None = None
+    # The SDES keys we offered this leg's phone (one per suite), until it answers one.
+    offered_keys: tuple[CryptoAttribute, ...] = ()
 
     def take_sdp(self, description: sdp.SessionDescription) -> None:
         """Apply the SDP this leg's phone sent (an offer or an answer): where its media
@@ -91,9 +100,10 @@ class Leg:
             self.media.set_srtp(None)
             return
         offered = sdp.crypto_attributes(media)
-        local = self.srtp[0] if self.srtp else None
-        remote = next(
-            (c for c in offered if local and (c.tag, c.suite) == (local.tag, local.suite)), None
+        ours = (self.srtp[0],) if self.srtp else self.offered_keys
+        local, remote = next(
+            ((k, c) for k in ours for c in offered if (c.tag, c.suite) == (k.tag, k.suite)),
+            (None, None),
         )
         if local is None or remote is None:
             # A new offer: answer one of its keys with our own (RFC 4568 §7.1.1).
@@ -131,13 +141,20 @@ class Call:
 
 
 @dataclass(frozen=True)
-class RecordingPolicy:
-    """Which calls are recorded, where and how: calls to or from an extension listed
-    in `always`, into `directory`, one WAV channel per side or `mixed` into one."""
+class CallPolicy:
+    """Per-extension media rules and preferences for calls.
 
-    directory: Path
-    always: frozenset[str] = frozenset()
-    mixed: bool = False
+    Calls to or from an extension in `record_always` are recorded into `recordings`,
+    one WAV channel per side or `mixed` into one. Extensions in `srtp_required` must
+    offer SRTP when they call and are offered it on any transport when called (others
+    are offered it when registered over TLS). `codecs` is our order of preference.
+    """
+
+    recordings: Path
+    record_always: frozenset[str] = frozenset()
+    mixed_recordings: bool = False
+    srtp_required: frozenset[str] = frozenset()
+    codecs: tuple[Codec, ...] = CODECS
 
 
 def _relay_codec(description: sdp.SessionDescription) -> Codec:
@@ -174,10 +191,10 @@ class Calls:
         media_address: str,
         is_extension: Callable[[str], str | None],
         echo_number: str,
-        recording: RecordingPolicy,
+        policy: CallPolicy,
     ) -> None:
         self.endpoint = endpoint
-        self.recording = recording
+        self.policy = policy
         # Records of finished calls, waiting for the store (see take_records()).
         self.records: list[CallRecord] = []
         self.location = location
@@ -204,6 +221,10 @@ class Calls:
                 sdp.remote_address(offer)
             except sdp.SdpError as exc:
                 raise SipError(488, str(exc)) from None
+        if caller in self.policy.srtp_required and (
+            offer is None or offer.audio is None or offer.audio.proto != sdp.SAVP
+        ):
+            raise SipError(488, f"extension {caller} must offer SRTP (RTP/SAVP with a=crypto)")
         target = request.uri.user or ""
         if target == self.echo_number:
             self._spawn(self._echo(request, source, tx, offer, caller), tx)
@@ -362,14 +383,26 @@ class Calls:
                 self.endpoint.reply(tx, exc.status)
                 self._end(call)
                 return
-            # The callees get plain RTP (SRTP, if the caller speaks it, ends here), and
-            # every codec we can transcode to, after the caller's own.
-            body = self._anchor(sdp.with_codecs(offer, CODECS), callee_media, None)
+            # The callees get every codec we can transcode to, after the caller's own,
+            # and plain RTP unless they get SRTP of their own: SRTP ends on each leg.
+            body = self._anchor(sdp.with_codecs(offer, self.policy.codecs), callee_media, None)
         from_ = request.from_
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
+        keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
+        secure_body = b""
         for binding in bindings:
-            invite = self._callee_invite(call, request, from_, target, binding, body)
-            fork = Leg(call, binding.source, callee_media, invite)
+            secure = body and (
+                target in self.policy.srtp_required or binding.source.transport == "TLS"
+            )
+            if secure and not secure_body:
+                description = sdp.SessionDescription.parse(body)
+                secure_body = self._anchor(description, callee_media, None, keys)
+            invite = self._callee_invite(
+                call, request, from_, target, binding, secure_body if secure else body
+            )
+            fork = Leg(
+                call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
+            )
             call.forks.append(fork)
             # The fork keeps its INVITE, not the transaction: the transaction's handler
             # refers to the fork, and a cycle would outlive the call until a full GC.
@@ -468,6 +501,15 @@ class Calls:
         body = b""
         if description is not None:
             fork.take_sdp(description)
+            if fork.offered_keys and fork.srtp is None:
+                # RFC 3264 §6: an answer keeps the offer's transport; plain RTP to our
+                # RTP/SAVP offer would put the media in the clear.
+                log.info("%s: %s answered RTP/SAVP with plain RTP", call.id, fork.peer)
+                self._ack(fork, b"")
+                self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
+                self.endpoint.reply(a.server_tx, 488)
+                self._end(call)
+                return
         if late_offer and description is None:
             log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
             self._ack(fork, b"")
@@ -492,7 +534,7 @@ class Calls:
         self._answer(a, 200, body)
         call.answered = time.time()
         log.info("%s answered by %s", call.id, fork.peer)
-        if self.recording.always & {call.from_number, call.to_number}:
+        if self.policy.record_always & {call.from_number, call.to_number}:
             self._record(call, a, fork)
 
     def _join(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> bytes:
@@ -507,7 +549,9 @@ class Calls:
                 a.media.set_codec(chosen, b.media.dtmf_pt)
             self._bridge(a, b)
             return self._sdp_for(a, answer)
-        ours, codec, dtmf = sdp.answer(offer, self.media_address, a.media.local_address[1], CODECS)
+        ours, codec, dtmf = sdp.answer(
+            offer, self.media_address, a.media.local_address[1], self.policy.codecs
+        )
         keys = sdp.srtp_keys(ours, offer)
         a.srtp = keys
         a.media.set_srtp(SrtpContext(*keys) if keys else None)
@@ -550,8 +594,9 @@ class Calls:
         description: sdp.SessionDescription,
         media: MediaEndpoint,
         key: CryptoAttribute | None,
+        offered: tuple[CryptoAttribute, ...] = (),
     ) -> bytes:
-        crypto = [key] if key is not None else []
+        crypto = [key] if key is not None else list(offered)
         return bytes(
             sdp.anchor(description, self.media_address, media.local_address[1], None, crypto)
         )
@@ -716,11 +761,11 @@ class Calls:
         """Record the call from now on: caller on the left channel, callee on the right."""
         codecs = [a.media.codec, b.media.codec]
         day = time.strftime("%Y-%m-%d", time.gmtime(call.started))
-        path = self.recording.directory / day / f"{call.uid}.wav"
+        path = self.policy.recordings / day / f"{call.uid}.wav"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             call.recorder = CallRecorder(
-                path, [c for c in codecs if c is not None], self.recording.mixed
+                path, [c for c in codecs if c is not None], self.policy.mixed_recordings
             )
         except (OSError, CodecError, ValueError) as exc:
             log.warning("%s: cannot record: %s", call.id, exc)
@@ -789,7 +834,7 @@ class Calls:
         recording = None
         if call.recorder is not None:
             path = call.recorder.stop()
-            recording = str(path.relative_to(self.recording.directory))
+            recording = str(path.relative_to(self.policy.recordings))
         legs = [(role, leg) for role, leg in (("caller", call.caller), ("callee", call.callee))]
         return CallRecord(
             call_id=call.uid,

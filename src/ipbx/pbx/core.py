@@ -9,10 +9,12 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Sequence
 
 from ipbx.config import Config
+from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.ports import PortPool
-from ipbx.pbx.calls import ALLOW, Calls, RecordingPolicy
+from ipbx.pbx.calls import ALLOW, CallPolicy, Calls
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
@@ -76,10 +78,16 @@ class Pbx:
             media.public_address or media.address,
             self._extension_name,
             config.echo_test,
-            RecordingPolicy(
-                config.data_dir / "recordings",
-                frozenset(e.number for e in config.extensions if e.record == "always"),
-                media.recording_format == "mixed",
+            CallPolicy(
+                recordings=config.data_dir / "recordings",
+                record_always=frozenset(
+                    e.number for e in config.extensions if e.record == "always"
+                ),
+                mixed_recordings=media.recording_format == "mixed",
+                srtp_required=frozenset(
+                    e.number for e in config.extensions if e.srtp == "required"
+                ),
+                codecs=preferred_codecs(media.codecs),
             ),
         )
         # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
@@ -241,6 +249,18 @@ class Pbx:
 
 
 _SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})
+
+
+def preferred_codecs(names: Sequence[str]) -> tuple[Codec, ...]:
+    """The codecs of `media.codecs`, in its order, that this machine can run."""
+    available = {codec.name.lower(): codec for codec in CODECS}
+    missing = [name for name in names if name not in available]
+    if missing:
+        log.warning("codecs %s are not available here (G.729 needs libbcg729)", missing)
+    chosen = tuple(available[name] for name in dict.fromkeys(names) if name in available)
+    if not chosen:
+        raise ValueError(f"none of media.codecs {names} is available")
+    return chosen
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
