@@ -1,4 +1,5 @@
-"""The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent."""
+"""The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent, `trunks` and
+`calls` show the trunks' state and the latest call records."""
 
 from __future__ import annotations
 
@@ -67,6 +68,45 @@ def _trunks(args: argparse.Namespace) -> int:
     return status
 
 
+def _calls(args: argparse.Namespace) -> int:
+    """The latest call records from the store, newest first (a line each, or JSON)."""
+    import dataclasses
+    import json
+    import time
+
+    from ipbx.store import Store
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ipbx: {exc}", file=sys.stderr)
+        return 2
+    store = Store(config.store_url)
+    try:
+        store.migrate()
+        records = store.call_records(limit=args.limit)
+    finally:
+        store.close()
+    for record in records:
+        if args.json:
+            print(json.dumps(dataclasses.asdict(record)))
+            continue
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+        talked = record.ended - record.answered if record.answered is not None else 0.0
+        legs = "; ".join(
+            f"{leg.role} {leg.codec} loss {leg.loss_percent:.1f}% jitter {leg.jitter_ms:.0f} ms"
+            + (f" MOS {leg.mos:.2f}" if leg.mos is not None else "")
+            for leg in record.legs
+        )
+        extra = f" digits {record.digits}" if record.digits else ""
+        extra += f" recording {record.recording}" if record.recording else ""
+        print(
+            f"{started} {record.caller} -> {record.callee} {record.result} "
+            f"{talked:.0f} s [{legs}]{extra}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipbx", description="SIP server and IP-PBX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     trunks = sub.add_parser("trunks", help="show the trunks' registration and health")
     trunks.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
+    calls = sub.add_parser("calls", help="list the latest call records")
+    calls.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    calls.add_argument("--limit", type=int, default=20, help="how many calls (newest first)")
+    calls.add_argument("--json", action="store_true", help="one JSON object per call")
     from ipbx.phone.cli import add_arguments
 
     add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))
     args = parser.parse_args(argv)
     if args.command == "trunks":
         return _trunks(args)
+    if args.command == "calls":
+        return _calls(args)
     result: list[int] = []
 
     async def runner() -> None:

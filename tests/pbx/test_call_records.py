@@ -4,8 +4,11 @@ its own channel, even when the server is killed in the middle of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -119,6 +122,18 @@ def test_a_recorded_call_has_a_record_and_one_channel_per_side(
     assert caller_side.seconds == pytest.approx(record.ended - record.answered, abs=0.5)
     assert caller_side.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ)
     assert callee_side.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ)
+
+
+def test_ipbx_calls_lists_the_record(recording_ipbx: IpbxServer, tmp_path: Path) -> None:
+    talk(recording_ipbx, tmp_path, 1.0)
+    [record] = call_records(recording_ipbx)
+    command = [sys.executable, "-m", "ipbx.cli", "calls", "--config"]
+    config = str(recording_ipbx.config_path)
+    listed = subprocess.run([*command, config, "--json"], capture_output=True, check=True)
+    assert CallRecord(**{**json.loads(listed.stdout), "legs": record.legs}) == record
+    assert [leg["role"] for leg in json.loads(listed.stdout)["legs"]] == ["caller", "callee"]
+    text = subprocess.run([*command, config], capture_output=True, text=True, check=True)
+    assert "1000 -> 1001 answered" in text.stdout and "caller PCMU loss 0.0%" in text.stdout
 
 
 def test_a_call_not_involving_a_recorded_extension_is_not_recorded(
