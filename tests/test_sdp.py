@@ -291,3 +291,18 @@ def test_opus_beside_telephone_event_at_8000_still_gets_digits() -> None:
     sdp, codec, dtmf_pt = answer(offer, "10.0.0.5", 30000, [OPUS, PCMU])
     assert (codec.name, dtmf_pt) == ("opus", 101)
     assert "a=rtpmap:101 telephone-event/8000" in sdp.serialize()
+
+
+def test_format_parameters_of_an_fmtp_line() -> None:
+    offer = offer_with(
+        "m=audio 4000 RTP/AVP 111 101\r\n"
+        "a=rtpmap:111 opus/48000/2\r\n"
+        "a=fmtp:111 minptime=10; useinbandfec=1;Stereo=0\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        "a=fmtp:101 0-15\r\n"
+    )
+    audio = offer.audio
+    assert audio is not None
+    assert audio.format_parameters(111) == {"minptime": "10", "useinbandfec": "1", "stereo": "0"}
+    assert audio.format_parameters(101) == {"0-15": ""}
+    assert audio.format_parameters(0) == {}

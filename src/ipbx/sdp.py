@@ -193,6 +193,13 @@ class Media:
                 return attribute.value[len(prefix) :].strip()
         return None
 
+    def format_parameters(self, payload_type: int) -> dict[str, str]:
+        """The a=fmtp of a format as parameters (`useinbandfec=1; stereo=0` form, the
+        one RFC 7587 and most codecs use); a parameter without `=` maps to ""."""
+        text = self.fmtp(payload_type) or ""
+        pairs = (item.partition("=") for item in text.split(";") if item.strip())
+        return {name.strip().lower(): value.strip() for name, _, value in pairs}
+
     def set_direction(self, direction: str) -> None:
         self.attributes = [a for a in self.attributes if a.name not in DIRECTIONS]
         self.attributes.append(Attribute(direction))

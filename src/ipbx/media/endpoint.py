@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,7 @@ class MediaEndpoint:
         self._partner: MediaEndpoint | None = None
         self.codec: Codec | None = None
         self.dtmf_pt: int | None = None
+        self.fmtp: Mapping[str, str] = {}
         self.on_dtmf: Callable[[str], None] | None = None
         self._decoder: Decoder | None = None
         self._recorder: WavWriter | None = None
@@ -169,17 +170,22 @@ class MediaEndpoint:
         codec: Codec,
         dtmf_pt: int | None = None,
         rtcp_port: int | None = None,
+        fmtp: Mapping[str, str] | None = None,
     ) -> None:
         """Apply a negotiated SDP; call again on every re-INVITE."""
         # RFC 3550 §11: RTCP goes to the next port unless a=rtcp (RFC 3605) says otherwise.
         self._rtp.set_peer((host, port))
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
-        self.set_codec(codec, dtmf_pt)
+        self.set_codec(codec, dtmf_pt, fmtp)
 
-    def set_codec(self, codec: Codec, dtmf_pt: int | None = None) -> None:
-        """The codec (and telephone-event payload type) the phone sends and receives."""
+    def set_codec(
+        self, codec: Codec, dtmf_pt: int | None = None, fmtp: Mapping[str, str] | None = None
+    ) -> None:
+        """The codec (and telephone-event payload type) the phone sends and receives, and
+        the format parameters it asked for (a=fmtp: how it wants to receive the codec)."""
         self.codec = codec
         self.dtmf_pt = dtmf_pt
+        self.fmtp = fmtp or {}
         self.meter.clock_rate = codec.clock_rate
         # A codec we cannot decode can still be bridged; only record() needs it.
         try:
@@ -530,7 +536,7 @@ class _Transcoding:
     def __init__(self, src: MediaEndpoint, dst: MediaEndpoint) -> None:
         self._src, self._dst = src, dst
         source, target = src._require_codec(), dst._require_codec()
-        self._packetizer = Packetizer(target)
+        self._packetizer = Packetizer(target, dst.fmtp)
         self._playout = Playout(source, self._packetizer.pcm_rate, asyncio.get_running_loop().time)
         self._events = DtmfReceiver()
         self._tones = np.zeros(0, dtype=np.int16)

@@ -92,7 +92,10 @@ class Leg:
         old address; latching still follows the phone's packets."""
         host, port = sdp.remote_address(description)
         if host not in ("0.0.0.0", "::") and port != 0:
-            self.media.set_remote(host, port, _relay_codec(description))
+            codec = _relay_codec(description)
+            media = description.audio
+            fmtp = media.format_parameters(codec.payload_type) if media else None
+            self.media.set_remote(host, port, codec, fmtp=fmtp)
         media = description.audio
         assert media is not None  # remote_address() found it
         if media.proto != sdp.SAVP:
@@ -556,7 +559,10 @@ class Calls:
         a.srtp = keys
         a.media.set_srtp(SrtpContext(*keys) if keys else None)
         host, port = sdp.remote_address(offer)
-        a.media.set_remote(host, port, codec, dtmf)
+        assert offer.audio is not None  # answer() accepted its audio stream
+        a.media.set_remote(
+            host, port, codec, dtmf, fmtp=offer.audio.format_parameters(codec.payload_type)
+        )
         transcode_bridge(a.media, b.media)
         log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
         return bytes(ours)
