@@ -18,7 +18,7 @@ import numpy as np
 
 from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.channel import Channel, ChannelPair, Sink
-from ipbx.media.clock import media_clock
+from ipbx.media.clock import TICK, media_clock
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -562,7 +562,9 @@ class _Transcoding:
     def tick(self, now: float) -> None:
         dst = self._dst
         step = self._packetizer.timestamp_step
-        for pcm in self._playout.pull(now):
+        # Play what falls due before the next tick too: a frame due just after this
+        # tick would otherwise wait a whole tick and go out with the next one, 20 ms late.
+        for pcm in self._playout.pull(now + TICK):
             if len(self._tones):
                 pcm = self._mix_tones(pcm)
             for payload in self._packetizer.packets(pcm):
