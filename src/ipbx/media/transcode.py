@@ -24,7 +24,9 @@ PTIME_MS = 20
 
 class Resampler:
     """Stateful mono int16 resampling between two PCM rates (FFmpeg's swresample), for
-    audio cut in consecutive chunks; n ms in gives n ms out from the first chunk on."""
+    audio cut in consecutive chunks. Every chunk comes out exactly as long as the rates
+    say (cumulatively, n ms in, n ms out): the filter holds back and releases a sample
+    or two at will, which would make a 20 ms packet now and then wait for the next one."""
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
         self.src_rate = src_rate
@@ -34,18 +36,23 @@ class Resampler:
             if src_rate == dst_rate
             else av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
         )
-        self._primed = False
+        self._taken = 0
+        self._given = 0
 
     def resample(self, pcm: Pcm) -> Pcm:
         if self._resampler is None or not len(pcm):
             return pcm
         out = frames_pcm(self._resampler.resample(audio_frame(pcm, self.src_rate)))
-        if not self._primed:
-            # The filter holds back a few samples at the start; pad them once so
-            # that n ms in always gives n ms out and packets stay 1:1 with input.
-            missing = len(pcm) * self.dst_rate // self.src_rate - len(out)
-            out = np.concatenate([np.zeros(max(missing, 0), dtype=np.int16), out])
-            self._primed = True
+        self._taken += len(pcm)
+        want = self._taken * self.dst_rate // self.src_rate - self._given
+        if len(out) < want:
+            # Held back by the filter: stand in with the last sample (or silence at the
+            # start); the real samples come out later and are trimmed below.
+            fill = out[-1] if len(out) else 0
+            out = np.concatenate([out, np.full(want - len(out), fill, dtype=np.int16)])
+        elif len(out) > want:
+            out = out[:want]
+        self._given += want
         return out
 
 
