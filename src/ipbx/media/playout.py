@@ -15,12 +15,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ipbx.media.codecs import Codec, Pcm, create_decoder
-from ipbx.media.jitter import Frame, JitterBuffer
+from ipbx.media.jitter import Frame, JitterBuffer, JitterConfig
 from ipbx.media.rtp import RtpPacket, media_packet
 from ipbx.media.transcode import Resampler
 
 # RFC 3551 §4.5: the default packetisation.
 PTIME_MS = 20
+# At least 40 ms of buffering (the jitter buffer's own floor is one 20 ms frame): a
+# server's playout also absorbs its own event-loop stalls (call set-up bursts), and a
+# buffer that starts one frame short grows by a concealed frame and shrinks again a
+# second later, shifting the stream by 20 ms twice (seen in bench/ transcoding runs).
+PLAYOUT_JITTER = JitterConfig(min_delay_ms=40.0)
 # Gain of each successive concealed frame (1.0, 0.75, 0.5): a repeated frame fades
 # instead of buzzing.
 _CONCEAL_FADE = 0.25
@@ -34,7 +39,7 @@ class Playout:
         self.codec = codec
         self._clock = clock
         self._decoder = create_decoder(codec)
-        self._buffer = JitterBuffer(codec.clock_rate)
+        self._buffer = JitterBuffer(codec.clock_rate, PLAYOUT_JITTER)
         self._resampler = Resampler(self._decoder.pcm_rate, rate)
         self._last = np.zeros(self._decoder.pcm_rate * PTIME_MS // 1000, dtype=np.int16)
         self._run = 0
