@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,10 @@ from ipbx.media.srtp import (
     choose_crypto,
     new_crypto,
 )
+from ipbx.pbx.destination import Kind
+from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall, Permission
 from ipbx.pbx.location import Binding, Location
+from ipbx.pbx.trunks import ChannelSlot, Trunk, Trunks
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
@@ -85,6 +88,11 @@ class Leg:
     awaiting_answer: Callable[[sdp.SessionDescription], None] | None = None
     # The SDES keys we offered this leg's phone (one per suite), until it answers one.
     offered_keys: tuple[CryptoAttribute, ...] = ()
+    # A leg through a trunk: the trunk, the channel it holds, whether we answered its
+    # digest challenge already (once per attempt).
+    trunk: Trunk | None = None
+    trunk_slot: ChannelSlot | None = None
+    authenticated: bool = False
 
     def take_sdp(self, description: sdp.SessionDescription) -> None:
         """Apply the SDP this leg's phone sent (an offer or an answer): where its media
@@ -141,6 +149,31 @@ class Call:
     # DTMF digits ipbx received on a leg it terminates (the echo test; apps later).
     digits: list[str] = field(default_factory=list)
     recorder: CallRecorder | None = None
+    # Outbound through trunks: the route, the trunks still to try, what failed so far,
+    # and the media endpoint every attempt shares. An inbound trunk call holds a channel.
+    route: OutboundCall | None = None
+    trunks_left: list[Trunk] = field(default_factory=list)
+    failures: list[Response] = field(default_factory=list)
+    far_media: MediaEndpoint | None = None
+    far_body: bytes = b""
+    inbound_slot: ChannelSlot | None = None
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Calls to and from the outside (docs/trunks.md): the trunks, the outbound routes,
+    the numbers calls come in on, and each extension's outbound permission."""
+
+    trunks: Trunks
+    dialplan: Dialplan
+    numbers: Numbers
+    permissions: Mapping[str, Permission] = field(default_factory=dict)
+
+
+# RFC 3261 §16.7-style failover: a trunk that times out or fails on its side (5xx,
+# 503 overloaded, 408) is no reason to give up; the next trunk may carry the call.
+def _try_next_trunk(status: int) -> bool:
+    return status == 408 or 500 <= status < 600
 
 
 @dataclass(frozen=True)
@@ -195,9 +228,11 @@ class Calls:
         is_extension: Callable[[str], str | None],
         echo_number: str,
         policy: CallPolicy,
+        routing: Routing | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.policy = policy
+        self.routing = routing
         # Records of finished calls, waiting for the store (see take_records()).
         self.records: list[CallRecord] = []
         self.location = location
@@ -232,14 +267,83 @@ class Calls:
         if target == self.echo_number:
             self._spawn(self._echo(request, source, tx, offer, caller), tx)
             return
-        name = self.is_extension(target)
-        if name is None:
+        if self.is_extension(target) is None:
+            route = self._outbound_route(target, caller)
+            call = Call(f"c{next(_call_ids)}", caller, target, route=route)
+            self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+            return
+        self._ring_extension(
+            Call(f"c{next(_call_ids)}", caller, target), request, source, tx, offer
+        )
+
+    def on_trunk_invite(
+        self, request: Request, source: Address, tx: ServerTransaction, trunk: Trunk
+    ) -> None:
+        """A call from a provider: to the destination of the number it was made to."""
+        if request.max_forwards == 0:
+            raise SipError(483, "Max-Forwards exhausted")
+        assert self.routing is not None
+        offer = _parse_sdp(request)
+        number = self.routing.numbers.lookup(request.uri.user, request.to.uri.user)
+        if number is None:
+            log.info("trunk %s: call to %s, which is none of our numbers", trunk.name,
+                     request.to.uri.user or request.uri.user)  # fmt: skip
+            raise SipError(404, "not one of our numbers")
+        destination = number.destination
+        caller = request.from_.uri.user or "anonymous"
+        call = Call(f"c{next(_call_ids)}", caller, number.number)
+        call.inbound_slot = trunk.acquire()
+        if call.inbound_slot is None:
+            raise SipError(503, f"trunk {trunk.name} is at its channel limit")
+        log.info("%s from trunk %s: %s -> %s (%s)", call.id, trunk.name, caller,
+                 number.number, destination)  # fmt: skip
+        try:
+            if destination.kind is Kind.EXTENSION:
+                self._ring_extension(call, request, source, tx, offer, destination.target)
+            elif destination.kind is Kind.NUMBER:
+                call.route = self._outbound_route(destination.target, None)
+                self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+            elif destination.kind is Kind.HANGUP:
+                raise SipError(603, "the number's destination is hangup")
+            else:
+                raise SipError(480, f"{destination.kind.value} destinations are not available yet")
+        except SipError:
+            call.inbound_slot.release()
+            raise
+
+    def _ring_extension(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription | None,
+        target: str | None = None,
+    ) -> None:
+        target = target or call.to_number
+        if self.is_extension(target) is None:
             raise SipError(404, f"no extension {target}")
         bindings = self.location.reachable(target, time.time())
         if not bindings:
             raise SipError(480, f"{target} has no reachable contact")
-        call = Call(f"c{next(_call_ids)}", caller, target)
-        self._spawn(self._dial(call, request, source, tx, offer, caller, target, bindings), tx)
+        self._spawn(self._dial(call, request, source, tx, offer, target, bindings), tx)
+
+    def _outbound_route(self, dialled: str, caller: str | None) -> OutboundCall:
+        """The route for a number that is no extension; `caller` None means a call
+        forwarded by the PBX itself (any route)."""
+        if self.routing is None:
+            raise SipError(404, f"no extension {dialled}")
+        permission = (
+            "international" if caller is None else self.routing.permissions.get(caller, "national")
+        )
+        try:
+            route = self.routing.dialplan.route(dialled, permission)
+        except Forbidden as exc:
+            log.info("call from %s to %s refused: %s", caller, dialled, exc)
+            raise SipError(403, str(exc)) from None
+        if route is None:
+            raise SipError(404, f"no extension or outbound route for {dialled}")
+        return route
 
     def on_cancel(self, tx: ServerTransaction) -> bool:
         call = self._by_invite.get(id(tx))
@@ -348,34 +452,34 @@ class Calls:
 
     # --- setting up a call ------------------------------------------------------------------
 
-    async def _dial(
+    async def _setup(
         self,
         call: Call,
         request: Request,
         source: Address,
         tx: ServerTransaction,
         offer: sdp.SessionDescription | None,
-        caller: str,
-        target: str,
-        bindings: list[Binding],
-    ) -> None:
+    ) -> tuple[MediaEndpoint, bytes] | None:
+        """The caller's leg and the media endpoint of the far side, with the offer for
+        the far side (empty for a late offer); None when the call ended here."""
         try:
             caller_media = await MediaEndpoint.open(self.ports)
         except PortPoolExhausted:
             self._no_ports(tx)
-            return
+            return None
         try:
             callee_media = await MediaEndpoint.open(self.ports)
         except PortPoolExhausted:
             caller_media.close()
             self._no_ports(tx)
-            return
+            return None
         if tx.response is not None and tx.response.status >= 200:
             caller_media.close()
             callee_media.close()
-            return  # cancelled while the ports were being opened
+            return None  # cancelled while the ports were being opened
         a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
         call.caller = a
+        call.far_media = callee_media
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
         body = b""
@@ -385,12 +489,29 @@ class Calls:
             except SipError as exc:
                 self.endpoint.reply(tx, exc.status)
                 self._end(call)
-                return
+                return None
             # The callees get every codec we can transcode to, after the caller's own,
             # and plain RTP unless they get SRTP of their own: SRTP ends on each leg.
             body = self._anchor(sdp.with_codecs(offer, self.policy.codecs), callee_media, None)
+        return callee_media, body
+
+    async def _dial(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription | None,
+        target: str,
+        bindings: list[Binding],
+    ) -> None:
+        ready = await self._setup(call, request, source, tx, offer)
+        if ready is None:
+            return
+        callee_media, body = ready
         from_ = request.from_
-        log.debug("%s %s -> %s: ringing %d contact(s)", call.id, caller, target, len(bindings))
+        log.debug("%s %s -> %s: ringing %d contact(s)", call.id, call.from_number, target,
+                  len(bindings))  # fmt: skip
         keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
         secure_body = b""
         for binding in bindings:
@@ -411,6 +532,107 @@ class Calls:
             # refers to the fork, and a cycle would outlive the call until a full GC.
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
 
+    async def _dial_out(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription | None,
+    ) -> None:
+        """Out through the route's trunks, one at a time, in order (failover)."""
+        assert self.routing is not None and call.route is not None
+        ready = await self._setup(call, request, source, tx, offer)
+        if ready is None:
+            return
+        call.far_body = ready[1]
+        call.trunks_left = self.routing.trunks.candidates(call.route.trunks)
+        await self._next_trunk(call)
+
+    async def _next_trunk(self, call: Call) -> None:
+        route = call.route
+        a = call.caller
+        assert route is not None and a is not None and call.far_media is not None
+        while call.trunks_left and not call.ended:
+            trunk = call.trunks_left.pop(0)
+            slot = trunk.acquire()
+            if slot is None:
+                log.info("%s: trunk %s is at its channel limit", call.id, trunk.name)
+                continue
+            targets = await trunk.targets()
+            if call.ended or not targets:
+                slot.release()
+                continue
+            invite = self._trunk_invite(call, a.invite, trunk, targets[0], route)
+            fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot)
+            call.forks.append(fork)
+            log.info("%s: %s -> %s via trunk %s", call.id, call.from_number, route.number,
+                     trunk.name)  # fmt: skip
+            self.endpoint.send_request(invite, fork.peer, self._fork_handler(fork))
+            return
+        if call.ended:
+            return
+        if call.failures:
+            self._fail(call, call.failures)
+            return
+        log.info("%s: no trunk of route %s can take the call", call.id, route.route)
+        assert a.server_tx is not None
+        self.endpoint.reply(a.server_tx, 503)
+        call.status = 503
+        self._end(call)
+
+    def _trunk_invite(
+        self,
+        call: Call,
+        request: Request,
+        trunk: Trunk,
+        dest: Address,
+        route: OutboundCall,
+        cseq: int = 1,
+        credentials: tuple[str, str] | None = None,
+    ) -> Request:
+        uri = trunk.request_uri(route.number)
+        caller_id = route.caller_id or call.from_number
+        identity = trunk.caller_headers(caller_id, request.from_.display)
+        from_ = f"{identity[0][1]};tag={call.b_tag}"
+        to = f"<sip:{route.number}@{trunk.domain}>"
+        extra = [*identity[1:], *([credentials] if credentials else [])]
+        return self._outgoing_invite(
+            call, request, uri, from_, to, dest, call.far_body, extra, cseq
+        )
+
+    def _on_trunk_failure(self, fork: Leg, response: Response) -> None:
+        """A trunk refused: answer its challenge once, else try the next trunk when the
+        failure is on the provider's side, else give the caller the refusal."""
+        call, trunk = fork.call, fork.trunk
+        assert trunk is not None and fork.trunk_slot is not None
+        status = response.status
+        if status in (401, 407) and not fork.authenticated and not call.ended:
+            credentials = trunk.answer_challenge(response, "INVITE", str(fork.invite.uri))
+            a = call.caller
+            if credentials is not None and a is not None and call.route is not None:
+                fork.authenticated = True
+                fork.provisional = False
+                fork.invite = self._trunk_invite(
+                    call, a.invite, trunk, fork.peer, call.route,
+                    fork.invite.cseq.number + 1, credentials,
+                )  # fmt: skip
+                self.endpoint.send_request(fork.invite, fork.peer, self._fork_handler(fork))
+                return
+        fork.final = response
+        fork.trunk_slot.release()
+        if call.ended or call.callee is not None:
+            return
+        call.failures.append(response)
+        if _try_next_trunk(status) and call.trunks_left:
+            log.info("%s: trunk %s answered %d; trying the next", call.id, trunk.name, status)
+            a = call.caller
+            assert a is not None and a.server_tx is not None
+            self._spawn(self._next_trunk(call), a.server_tx)
+            return
+        log.info("%s: trunk %s answered %d", call.id, trunk.name, status)
+        self._fail(call, call.failures)
+
     def _no_ports(self, tx: ServerTransaction) -> None:
         log.warning("RTP port range exhausted: call refused")
         self.endpoint.reply(tx, 503, headers=[("Retry-After", "5")])
@@ -429,18 +651,37 @@ class Calls:
     ) -> Request:
         dest = binding.source
         local = self.endpoint.local_address(dest)
+        caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
+        from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
+        to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
+        return self._outgoing_invite(call, request, binding.uri, from_value, to, dest, body)
+
+    def _outgoing_invite(
+        self,
+        call: Call,
+        request: Request,
+        uri: Uri,
+        from_: str,
+        to: str,
+        dest: Address,
+        body: bytes,
+        extra: Sequence[tuple[str, str]] = (),
+        cseq: int = 1,
+    ) -> Request:
+        """The INVITE of the far side's dialog (one Call-ID and From tag per call)."""
         headers = Headers()
         headers.add("Max-Forwards", str((request.max_forwards or 70) - 1))
-        caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
-        headers.add("From", str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag})))
-        headers.add("To", str(NameAddr(Uri("sip", target, None, local.host, local.port))))
+        headers.add("From", from_)
+        headers.add("To", to)
         headers.add("Call-ID", call.b_call_id)
-        headers.add("CSeq", "1 INVITE")
+        headers.add("CSeq", f"{cseq} INVITE")
         headers.add("Contact", f"<{self.endpoint.contact(dest)}>")
         headers.add("Allow", ALLOW)
+        for name, value in extra:
+            headers.add(name, value)
         if body:
             headers.add("Content-Type", "application/sdp")
-        return Request(headers, body, "INVITE", binding.uri)
+        return Request(headers, body, "INVITE", uri)
 
     def _on_fork_response(self, fork: Leg, response: Response) -> None:
         call = fork.call
@@ -454,6 +695,9 @@ class Calls:
             return
         if status < 300:
             self._on_fork_answered(fork, response)
+            return
+        if fork.trunk is not None:
+            self._on_trunk_failure(fork, response)
             return
         fork.final = response
         if call.ended or call.callee is not None:
@@ -811,12 +1055,19 @@ class Calls:
             if id(leg.media) not in closed:
                 closed.add(id(leg.media))
                 leg.media.close()
+            if leg.trunk_slot is not None:
+                leg.trunk_slot.release()
             leg.other = None
             leg.awaiting_answer = None
+        if call.far_media is not None:
+            call.far_media.close()  # opened for a trunk attempt that never came
+        if call.inbound_slot is not None:
+            call.inbound_slot.release()
         # Legs point at their call: drop the references back so that the call is freed
         # by reference counting, not left for the cyclic collector.
         call.caller = call.callee = None
         call.forks = []
+        call.far_media = None
 
     def _spawn(self, coro: Coroutine[object, object, None], tx: ServerTransaction) -> None:
         task = asyncio.ensure_future(coro)

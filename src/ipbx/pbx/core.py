@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.ports import PortPool
-from ipbx.pbx.calls import ALLOW, CallPolicy, Calls
+from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
@@ -69,6 +69,10 @@ class Pbx:
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
         )
+        # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
+        self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
+        self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
+        self.numbers = Numbers.from_config(config.numbers, config.country)
         media = config.media
         first, last = media.rtp_ports
         self.calls = Calls(
@@ -89,11 +93,13 @@ class Pbx:
                 ),
                 codecs=preferred_codecs(media.codecs),
             ),
+            Routing(
+                self.trunks,
+                self.dialplan,
+                self.numbers,
+                {e.number: e.permission for e in config.extensions},
+            ),
         )
-        # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
-        self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
-        self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
-        self.numbers = Numbers.from_config(config.numbers, config.country)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _extension_name(self, number: str) -> str | None:
@@ -196,6 +202,20 @@ class Pbx:
         if request.body and request.content_type != "application/sdp":
             self.endpoint.reply(tx, 415, headers=[("Accept", "application/sdp")])
             return
+        trunk = self.trunks.trunk_for_source(source)
+        if trunk is not None:
+            # A provider's peer is trusted by its address (an IP trunk, or the server a
+            # registration trunk registered to): no digest challenge.
+            self.calls.on_trunk_invite(request, source, tx, trunk)
+            return
+        if not request.headers.get("Proxy-Authorization") and not self.location.has_host(
+            source.host
+        ):
+            # Calls from the outside come through trunks; anything else must prove it is
+            # one of our phones. Toll-fraud scanners knock here: log who.
+            log.warning("INVITE to %s from %s:%s:%s, no trunk peer or registered phone: "
+                        "challenged", request.uri, source.transport, source.host,
+                        source.port)  # fmt: skip
         caller = self.auth.check(request, tx, time.time())
         if caller is not None:
             self.calls.on_invite(request, source, tx, caller)

@@ -91,6 +91,10 @@ class Location:
     def reachable(self, aor: str, now: float) -> list[Binding]:
         return [b for b in self.bindings(aor, now) if b.reachable]
 
+    def has_host(self, host: str) -> bool:
+        """Whether any phone is registered from this address (any port, any expiry)."""
+        return any(b.source.host == host for bindings in self._bindings.values() for b in bindings)
+
     def all_bindings(self, now: float) -> list[Binding]:
         return [b for aor in list(self._bindings) for b in self.bindings(aor, now)]
 

@@ -230,6 +230,19 @@ class Trunk:
             headers.append(("Remote-Party-ID", f"{identity};party=calling;screen=yes"))
         return headers
 
+    def answer_challenge(self, response: Response, method: str, uri: str) -> tuple[str, str] | None:
+        """The header that answers a provider's 401/407 to a request we sent through this
+        trunk (RFC 3261 §22.2), with its credentials; None without usable ones."""
+        config = self.config
+        if config.username is None or config.password is None:
+            return None
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        challenge = _pick_challenge(response.headers.get_all(header))
+        if challenge is None:
+            return None
+        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        return name, authorization(challenge, method, uri, config.username, config.password)
+
     async def targets(self) -> list[Address]:
         """The servers to send to, in RFC 3263 order (the outbound proxy when set)."""
         transport = self.config.transport
