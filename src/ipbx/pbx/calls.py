@@ -157,6 +157,12 @@ class Call:
     far_media: MediaEndpoint | None = None
     far_body: bytes = b""
     inbound_slot: ChannelSlot | None = None
+    # A call flow (IVR, voicemail ...) running on the caller's leg, ringing phones for it
+    # (`dialing` resolves to the final status), and the destinations the call went
+    # through, for the call record.
+    app_task: asyncio.Task[None] | None = None
+    dialing: asyncio.Future[int] | None = None
+    path: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,18 @@ def _relay_codec(description: sdp.SessionDescription) -> Codec:
         return Codec(rtpmap.name, pt, rtpmap.clock_rate, rtpmap.channels)
     static = next((c for c in CODECS if c.payload_type == pt), None)
     return static or Codec(f"pt{pt}", pt, 8000)
+
+
+def _dialog_response(
+    request: Request, status: int, reason: str | None, to_tag: str | None
+) -> Response:
+    """A response that sets up the caller's dialog (18x, 2xx to the INVITE): RFC 3261
+    §12.1.1 has the UAS copy the INVITE's Record-Route into it, so that a proxy on the
+    path (a provider's, in front of a trunk) stays on it for the ACK, BYE and re-INVITEs."""
+    out = make_response(request, status, reason, to_tag)
+    for value in request.headers.get_all("Record-Route"):
+        out.headers.add("Record-Route", value)
+    return out
 
 
 def _parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:
@@ -412,43 +430,171 @@ class Calls:
             self._no_ports(tx)
             return
         call = Call(f"c{next(_call_ids)}", caller, self.echo_number)
-        leg = Leg(call, source, media, request, server_tx=tx)
+        leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
         media.on_dtmf = call.digits.append
-        port = media.local_address[1]
-        if offer is None:
+        call.caller = leg
+        self.calls[call.id] = call
+        if self.answer_locally(leg, echo=True):
+            log.info("%s echo test for %s", call.id, source)
+
+    def answer_locally(self, leg: Leg, echo: bool = False) -> bool:
+        """Answer the caller's INVITE ourselves (an app or the echo test): our answer to
+        its offer, or our offer in the 2xx for a late offer (the ACK answers). False when
+        its offer is unusable (the INVITE got the error and the call ended)."""
+        call, tx = leg.call, leg.server_tx
+        assert tx is not None
+        port = leg.media.local_address[1]
+        if leg.offer is None:
             body = sdp.make_offer(self.media_address, port, AUDIO_CODECS)
-            leg.awaiting_answer = lambda answer: self._echo_to(
-                leg, answer, body, *sdp.negotiated(answer, AUDIO_CODECS)
+            leg.awaiting_answer = lambda answer: self._media_to(
+                leg, answer, body, *sdp.negotiated(answer, AUDIO_CODECS), echo
             )
         else:
             try:
-                body, codec, dtmf = sdp.answer(offer, self.media_address, port, AUDIO_CODECS)
+                body, codec, dtmf = sdp.answer(leg.offer, self.media_address, port, AUDIO_CODECS)
             except sdp.SdpError as exc:
-                media.close()
                 self.endpoint.reply(tx, exc.status_code)
-                return
-            self._echo_to(leg, offer, body, codec, dtmf)
-        call.caller = leg
-        leg.dialog = Dialog.as_uas(request, tx.to_tag)
+                self._end(call)
+                return False
+            self._media_to(leg, leg.offer, body, codec, dtmf, echo)
+        leg.dialog = Dialog.as_uas(leg.invite, tx.to_tag)
+        self._by_invite.pop(id(tx), None)
         self._register(call, leg)
         call.answered = time.time()
         self._answer(leg, 200, bytes(body))
-        log.info("%s echo test for %s", call.id, source)
+        return True
 
-    def _echo_to(
+    def _media_to(
         self,
         leg: Leg,
         remote: sdp.SessionDescription,
         ours: sdp.SessionDescription,
         codec: Codec,
         dtmf: int | None,
+        echo: bool,
     ) -> None:
         host, port = sdp.remote_address(remote)
         if host not in ("0.0.0.0", "::") and port:
             leg.media.set_remote(host, port, codec, dtmf)
         keys = sdp.srtp_keys(ours, remote)
+        leg.srtp = keys
         leg.media.set_srtp(SrtpContext(*keys) if keys else None)
-        leg.media.echo()
+        if echo:
+            leg.media.echo()
+
+    # --- call flows (apps) ------------------------------------------------------------------
+
+    def start_app(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription | None,
+        app: Callable[[Leg], Coroutine[object, object, None]],
+    ) -> None:
+        """Run a call flow for a new call: its leg gets a media endpoint, the app
+        answers it (or not) with the verbs of session.py."""
+
+        async def run() -> None:
+            try:
+                media = await MediaEndpoint.open(self.ports)
+            except PortPoolExhausted:
+                self._no_ports(tx)
+                return
+            leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
+            call.caller = leg
+            self.calls[call.id] = call
+            self._by_invite[id(tx)] = call
+            await self._run_app(call, leg, app)
+
+        self._spawn(run(), tx)
+
+    async def _run_app(
+        self, call: Call, leg: Leg, app: Callable[[Leg], Coroutine[object, object, None]]
+    ) -> None:
+        call.app_task = asyncio.current_task()
+        try:
+            await app(leg)
+        finally:
+            call.app_task = None
+        if not call.ended and call.callee is None:
+            self.hangup_app(call, 603)
+
+    def hangup_app(self, call: Call, status: int) -> None:
+        """The app is done with the caller: BYE once answered, `status` before."""
+        if call.ended:
+            return
+        a = call.caller
+        if a is not None and a.dialog is None and a.server_tx is not None:
+            call.status = status
+            self.endpoint.reply(a.server_tx, status)
+            self._end(call)
+        else:
+            self._hangup(call)
+
+    async def dial_from_app(self, call: Call, extensions: list[str], timeout: float) -> int:
+        """Ring every reachable contact of `extensions` with our own offer; on answer,
+        bridge the (answered) caller to that phone. The final status (200 answered)."""
+        a = call.caller
+        assert a is not None
+        now = time.time()
+        bindings = [(n, b) for n in extensions for b in self.location.reachable(n, now)]
+        if not bindings:
+            return 480
+        try:
+            media = await MediaEndpoint.open(self.ports)
+        except PortPoolExhausted:
+            return 503
+        call.far_media = media
+        call.forks = []
+        body = bytes(sdp.make_offer(self.media_address, media.local_address[1], self.policy.codecs))
+        dialing = call.dialing = asyncio.get_running_loop().create_future()
+        for number, binding in bindings:
+            invite = self._callee_invite(call, a.invite, a.invite.from_, number, binding, body)
+            fork = Leg(call, binding.source, media, invite)
+            call.forks.append(fork)
+            self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
+        try:
+            return await asyncio.wait_for(asyncio.shield(dialing), timeout)
+        except TimeoutError:
+            for fork in call.forks:
+                self._cancel_fork(fork)
+            return 480
+        finally:
+            call.dialing = None
+            if call.callee is None and call.far_media is media:
+                media.close()
+                call.far_media = None
+                # A new dial gets a new dialog: another Call-ID and From tag.
+                call.b_call_id, call.b_tag = random_hex(10), new_tag()
+
+    def _app_answered(self, fork: Leg, response: Response) -> None:
+        """A phone an app rang answered: bridge it to the caller, whom we answered."""
+        call, a = fork.call, fork.call.caller
+        assert a is not None and fork.dialog is not None and call.dialing is not None
+        self._ack(fork, b"")
+        description = _parse_sdp(response)
+        if description is None or a.media.codec is None:
+            self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
+            call.dialing.set_result(488)
+            return
+        codec, dtmf = sdp.negotiated(description, self.policy.codecs)
+        host, port = sdp.remote_address(description)
+        fork.media.set_remote(host, port, codec, dtmf)
+        call.callee = fork
+        for other in call.forks:
+            if other is not fork:
+                self._cancel_fork(other)
+        a.other, fork.other = fork, a
+        self._register(call, fork)
+        if codec.name == a.media.codec.name and codec.clock_rate == a.media.codec.clock_rate:
+            self._bridge(a, fork)
+        else:
+            transcode_bridge(a.media, fork.media)
+        call.far_media = None  # the callee leg owns it now
+        log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
+        call.dialing.set_result(200)
 
     # --- setting up a call ------------------------------------------------------------------
 
@@ -690,7 +836,7 @@ class Calls:
             fork.provisional = True
             if fork.cancel_wanted:
                 self._cancel_fork(fork)
-            elif status > 100 and not call.ended and call.callee is None:
+            elif status > 100 and not call.ended and call.callee is None and not call.dialing:
                 self._relay_provisional(fork, response)
             return
         if status < 300:
@@ -703,13 +849,18 @@ class Calls:
         if call.ended or call.callee is not None:
             return
         if all(f.final is not None for f in call.forks):
+            finals = [f.final.status for f in call.forks if f.final is not None]
+            if call.dialing is not None:
+                if not call.dialing.done():
+                    call.dialing.set_result(_best_failure(finals))
+                return
             self._fail(call, [f.final for f in call.forks if f.final is not None])
 
     def _relay_provisional(self, fork: Leg, response: Response) -> None:
         a = fork.call.caller
         if a is None or a.server_tx is None:
             return
-        out = make_response(a.invite, response.status, response.reason, a.server_tx.to_tag)
+        out = _dialog_response(a.invite, response.status, response.reason, a.server_tx.to_tag)
         description = _parse_sdp(response)
         if description is not None and description.audio is not None:
             # Early media (183 with SDP): the callee's media flows to the caller now.
@@ -738,6 +889,10 @@ class Calls:
             return
         if call.callee is fork:
             return  # a late offer: the ACK waits for the caller's answer
+        if call.dialing is not None:
+            if not call.dialing.done():
+                self._app_answered(fork, response)
+            return
         a = call.caller
         assert a is not None and a.server_tx is not None
         call.callee = fork
@@ -889,8 +1044,8 @@ class Calls:
         other = leg.other
         if other is None or other.dialog is None:
             if request.method in ("INVITE", "UPDATE") and leg.call.callee is None:
-                # The echo test: accept a refresh or hold with our own answer.
-                self._echo_refresh(leg, request, tx)
+                # A leg we answered ourselves: a refresh or hold gets our own answer.
+                self._local_refresh(leg, request, tx)
                 return
             if request.method == "INFO":
                 self._on_info(leg, request)
@@ -943,14 +1098,16 @@ class Calls:
         if digit is not None and leg.media.on_dtmf is not None:
             leg.media.on_dtmf(digit)
 
-    def _echo_refresh(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+    def _local_refresh(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
         description = _parse_sdp(request)
         body = b""
         if description is not None:
             answer, codec, dtmf = sdp.answer(
                 description, self.media_address, leg.media.local_address[1], AUDIO_CODECS
             )
-            self._echo_to(leg, description, answer, codec, dtmf)
+            # The echo test keeps echoing; a call flow keeps its leg terminated here.
+            echo = leg.call.app_task is None
+            self._media_to(leg, description, answer, codec, dtmf, echo)
             body = bytes(answer)
         out = make_response(request, 200, None, tx.to_tag)
         out.body = body
@@ -966,7 +1123,7 @@ class Calls:
 
     def _answer(self, leg: Leg, status: int, body: bytes) -> None:
         assert leg.server_tx is not None
-        out = make_response(leg.invite, status, None, leg.server_tx.to_tag)
+        out = _dialog_response(leg.invite, status, None, leg.server_tx.to_tag)
         out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
         out.headers.add("Allow", ALLOW)
         if body:
@@ -1040,6 +1197,11 @@ class Calls:
         if call.ended:
             return
         call.ended = True
+        if call.app_task is not None and call.app_task is not asyncio.current_task():
+            call.app_task.cancel()
+        for fork in call.forks:
+            if fork is not call.callee:
+                self._cancel_fork(fork)
         self.calls.pop(call.id, None)
         if call.caller is not None:
             self.records.append(self._call_record(call))

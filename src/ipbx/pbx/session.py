@@ -1,0 +1,195 @@
+"""The leg verbs apps use: answer, play, say, collect digits, record, dial, hang up.
+
+An app (IVR, voicemail, announcement, ring group ...) is a coroutine that takes a
+Session: the caller's leg, which ipbx answers itself. These are the verbs Asterisk's
+dialplan applications, FreeSWITCH's ESL and Twilio's TwiML give a call flow. When the
+caller hangs up, the app's task is cancelled wherever it is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ipbx.media.tts import synthesize
+
+if TYPE_CHECKING:
+    from ipbx.pbx.calls import Call, Calls, Leg
+
+log = logging.getLogger("ipbx.apps")
+
+# RFC 3261 §21: what a caller gets from a call flow that ends before answering.
+DECLINED = 603
+# The beep that tells a caller to start speaking, as voicemail systems play it.
+_BEEP_HZ = 1000
+_BEEP_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Where spoken prompts are cached and how they are spoken (espeak-ng)."""
+
+    cache_dir: Path
+    voice: str = "en"
+    country: str = "us"
+
+
+@dataclass
+class Session:
+    calls: Calls
+    call: Call
+    leg: Leg
+    prompts: Prompts
+    # Values later steps (and webhooks) can read: caller, digits collected, menu choices.
+    variables: dict[str, str] = field(default_factory=dict)
+    answered: bool = False
+    _digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    def __post_init__(self) -> None:
+        self.leg.media.on_dtmf = self._on_digit
+        self.variables.setdefault("caller", self.call.from_number)
+        self.variables.setdefault("called", self.call.to_number)
+
+    @property
+    def caller(self) -> str:
+        return self.call.from_number
+
+    def _on_digit(self, digit: str) -> None:
+        self.call.digits.append(digit)
+        self._digits.put_nowait(digit)
+
+    async def answer(self) -> None:
+        if not self.answered:
+            self.calls.answer_locally(self.leg)
+            self.answered = True
+
+    async def play(self, source: str | Path, interruptible: bool = False) -> str:
+        """Play a file (any format); with `interruptible`, a key press stops it and is
+        returned (and left for the next collect)."""
+        await self.answer()
+        return await self._interruptible(self.leg.media.play(source), interruptible)
+
+    async def say(self, text: str, interruptible: bool = False) -> str:
+        """Speak `text` (or play `file:PATH`)."""
+        return await self.play(await self.prompt(text), interruptible)
+
+    async def prompt(self, text: str) -> Path:
+        if text.startswith("file:"):
+            return Path(text[5:])
+        rate = self.leg.media.pcm_rate if self.leg.media.codec is not None else 8000
+        prompts = self.prompts
+        return await asyncio.to_thread(
+            synthesize, text, prompts.cache_dir, prompts.voice, 160, rate
+        )
+
+    async def beep(self) -> None:
+        await self.answer()
+        rate = self.leg.media.pcm_rate
+        t = np.arange(int(rate * _BEEP_SECONDS)) / rate
+        await self.leg.media.play((8000 * np.sin(2 * np.pi * _BEEP_HZ * t)).astype(np.int16))
+
+    async def collect(
+        self,
+        max_digits: int,
+        timeout: float,
+        terminators: str = "#",
+        prompt: str | None = None,
+        inter_digit: float = 3.0,
+    ) -> str:
+        """Digits until `max_digits`, a terminator, or silence: `timeout` for the first
+        (after the prompt, which a key press interrupts), `inter_digit` for the rest."""
+        if prompt is not None:
+            await self.say(prompt, interruptible=True)
+        else:
+            await self.answer()
+        digits = ""
+        wait = timeout
+        while len(digits) < max_digits:
+            try:
+                digit = await asyncio.wait_for(self._digits.get(), wait)
+            except TimeoutError:
+                break
+            if digit in terminators:
+                break
+            digits += digit
+            wait = inter_digit
+        return digits
+
+    def flush_digits(self) -> None:
+        while not self._digits.empty():
+            self._digits.get_nowait()
+
+    async def record(self, path: Path, max_seconds: float, stop_digits: str = "#") -> float:
+        """Record what the caller says into `path` until a stop key or `max_seconds`;
+        the seconds recorded."""
+        await self.answer()
+        self.flush_digits()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.leg.media.record(path)
+        try:
+            deadline = started + max_seconds
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    digit = await asyncio.wait_for(self._digits.get(), left)
+                except TimeoutError:
+                    break
+                if digit in stop_digits:
+                    break
+        finally:
+            self.leg.media.stop_recording()
+        return loop.time() - started
+
+    async def dial(self, extensions: Sequence[str], timeout: float) -> int:
+        """Ring these extensions at once; on answer the caller is bridged to whoever
+        answered and the call goes on without the app. The final status: 200 when
+        answered, else why not (486 busy, 480 no answer or not registered ...)."""
+        await self.answer()
+        return await self.calls.dial_from_app(self.call, list(extensions), timeout)
+
+    async def hangup(self, status: int = DECLINED) -> None:
+        """End the call: BYE when answered, `status` to the INVITE otherwise."""
+        self.calls.hangup_app(self.call, status)
+
+    async def _interruptible(self, playing: Awaitable[None], interruptible: bool) -> str:
+        if not interruptible:
+            await playing
+            return ""
+        if not self._digits.empty():
+            # A key already pressed skips the prompt (the collect that follows reads it).
+            task = asyncio.ensure_future(playing)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return ""
+        play_task: asyncio.Future[None] = asyncio.ensure_future(playing)
+        digit_task: asyncio.Future[str] = asyncio.ensure_future(self._peek_digit())
+        try:
+            waiting: set[asyncio.Future[object]] = {play_task, digit_task}  # type: ignore[arg-type]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            play_task.cancel()
+            digit_task.cancel()
+        if digit_task.done() and not digit_task.cancelled():
+            return digit_task.result()
+        return ""
+
+    async def _peek_digit(self) -> str:
+        digit = await self._digits.get()
+        # Put it back in front: the collect that follows reads it first.
+        rest = [digit]
+        while not self._digits.empty():
+            rest.append(self._digits.get_nowait())
+        for item in rest:
+            self._digits.put_nowait(item)
+        return digit
+
+
+App = Callable[[Session], Awaitable[None]]
