@@ -25,7 +25,9 @@ def _record(call_id: str, started: float, **changes: object) -> CallRecord:
 
 
 def test_call_records_come_back_newest_first_with_their_legs(store: Store) -> None:
-    first = _record("a1", 1000.0, digits="123#", recording="recordings/a1.wav")
+    first = _record(
+        "a1", 1000.0, digits="123#", recording="recordings/a1.wav", path="ivr:main,group:x"
+    )
     second = _record("b2", 2000.0, answered=None, result="no_answer", legs=())
     store.save_call_records([first, second])
     assert store.call_records() == [second, first]

@@ -76,3 +76,6 @@ class CallRecord:
     digits: str = ""
     recording: str | None = None
     legs: tuple[LegRecord, ...] = ()
+    # The destinations the call went through, comma-separated (extension:1001,
+    # voicemail:1001 ...).
+    path: str = ""

@@ -86,6 +86,7 @@ call_records = Table(
     Column("result", String(16), nullable=False),
     Column("digits", Text, nullable=False),
     Column("recording", Text, nullable=True),
+    Column("path", Text, nullable=False, server_default=""),
 )
 
 call_legs = Table(

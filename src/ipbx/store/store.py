@@ -235,6 +235,7 @@ class Store:
                         result=record.result,
                         digits=record.digits,
                         recording=record.recording,
+                        path=record.path,
                     )
                     .returning(call_records.c.id)
                 ).scalar_one()
@@ -283,6 +284,7 @@ class Store:
                 result=row.result,
                 digits=row.digits,
                 recording=row.recording,
+                path=row.path,
                 legs=tuple(legs[row.id]),
             )
             for row in rows
