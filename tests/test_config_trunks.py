@@ -9,6 +9,8 @@ from ipbx.config import ConfigError, load_config
 from ipbx.pbx.destination import Destination, Kind
 
 ISSUE_SHAPE = """\
+extensions:
+  - {number: "1001", name: Bob, password: secret1001}
 trunks:
   - {name: provider1, host: "127.0.0.1:5070", transport: udp, username: ipbx, password: trunksecret,
      register: true, max_channels: 2}

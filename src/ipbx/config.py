@@ -18,7 +18,8 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -38,8 +39,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ipbx.pbx.destination import Destination
+from ipbx.pbx.blacklist import check_pattern
+from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, E164, compile_pattern
+from ipbx.pbx.prompt import Prompt
+from ipbx.pbx.schedule import parse_days, parse_ranges, zone
 from ipbx.sip.transport.resolve import split_host_port
 
 DEMO_ACCOUNTS_FILE = "demo-accounts.yaml"
@@ -228,6 +232,61 @@ class MediaConfig(_Model):
         return _check_port_range(value)
 
 
+def _destination(value: Any) -> Any:
+    return Destination.parse(value) if isinstance(value, str) else value
+
+
+def _forward_target(value: Any) -> Any:
+    """A forwarding target: a destination, or a bare outside number (``+15551234567``).
+
+    Bare digits equal to an extension's number were already turned into
+    ``extension:N`` by Config._forward_to_extensions, which knows the extensions.
+    """
+    if isinstance(value, str) and re.fullmatch(r"\+?[0-9]{1,15}", value.strip()):
+        return Destination(Kind.NUMBER, value.strip())
+    return _destination(value)
+
+
+def _prompt(value: Any) -> Any:
+    return Prompt.parse(value) if isinstance(value, str) else value
+
+
+DestinationField = Annotated[
+    Destination, BeforeValidator(_destination), PlainSerializer(str, return_type=str)
+]
+ForwardTarget = Annotated[
+    Destination, BeforeValidator(_forward_target), PlainSerializer(str, return_type=str)
+]
+# A greeting or message: text spoken by text-to-speech, or file:PATH (pbx/prompt.py).
+PromptField = Annotated[Prompt, BeforeValidator(_prompt), PlainSerializer(str, return_type=str)]
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+_HANGUP = Destination(Kind.HANGUP)
+
+
+class VoicemailConfig(_Model):
+    """An extension's mailbox: the PIN its owner dials in with, and where to mail messages."""
+
+    pin: Annotated[str, Field(pattern=r"^[0-9]{1,16}$")] = Field(repr=False)
+    email: Email | None = None
+
+
+class ForwardConfig(_Model):
+    """Where an extension's calls go instead: always, when busy (or DND), when nobody
+    answers within `no_answer_seconds`, or when no phone is registered."""
+
+    always: ForwardTarget | None = None
+    busy: ForwardTarget | None = None
+    no_answer: ForwardTarget | None = None
+    unregistered: ForwardTarget | None = None
+    no_answer_seconds: int = Field(default=20, ge=1, le=600)
+
+    def targets(self) -> Iterator[tuple[str, Destination]]:
+        for key in ("always", "busy", "no_answer", "unregistered"):
+            target = getattr(self, key)
+            if target is not None:
+                yield key, target
+
+
 class Extension(_Model):
     """A phone account; its number is the digest username and the AOR."""
 
@@ -243,6 +302,12 @@ class Extension(_Model):
     srtp: Literal["auto", "required"] = "auto"
     # Which outbound routes this extension may use (emergency numbers always work).
     permission: Literal["internal", "national", "international"] = "national"
+    # Issue 5: personal call handling (docs/features.md).
+    voicemail: VoicemailConfig | None = None
+    forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    dnd: bool = False
+    # The number presented as this extension's caller ID (outside calls, and inside).
+    caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{1,15}$")] | None = None
 
 
 def _host_port(value: str) -> str:
@@ -265,10 +330,6 @@ def _peer(value: str) -> str:
     return _host_port(value)
 
 
-def _destination(value: Any) -> Any:
-    return Destination.parse(value) if isinstance(value, str) else value
-
-
 def _pattern(value: str) -> str:
     compile_pattern(value)
     return value
@@ -276,9 +337,6 @@ def _pattern(value: str) -> str:
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-DestinationField = Annotated[
-    Destination, BeforeValidator(_destination), PlainSerializer(str, return_type=str)
-]
 Codec = Annotated[
     Literal["pcmu", "pcma", "g722", "g729", "opus"],
     BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
@@ -357,6 +415,135 @@ class OutboundRouteConfig(_Model):
     permission: Literal["internal", "national", "international", "emergency"] = "national"
 
 
+# --- issue 5: PBX features (docs/features.md) ---------------------------------------------
+
+
+class SmtpConfig(_Model):
+    """The mail server voicemail-to-email goes through (STARTTLS and login optional)."""
+
+    # `from` is the key in the file; it is a Python keyword, so the attribute is `sender`.
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: Email = Field(alias="from")
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    starttls: bool = False
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_login(self) -> SmtpConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class GroupConfig(_Model):
+    """A ring group (hunt group): its members ring all at once (ringall), one after
+    another in order (sequential), one after another starting after the member who took
+    the last call (roundrobin) or in random order (random). `ring_seconds` is how long
+    each member rings (the whole group, for ringall) before the call goes to `fallback`."""
+
+    name: Name
+    strategy: Literal["ringall", "sequential", "roundrobin", "random"] = "ringall"
+    members: list[Digits] = Field(min_length=1)
+    ring_seconds: int = Field(default=20, ge=1, le=600)
+    fallback: DestinationField = _HANGUP
+
+    @field_validator("members")
+    @classmethod
+    def _unique_members(cls, value: list[str]) -> list[str]:
+        for index, member in enumerate(value):
+            if member in value[:index]:
+                raise PydanticCustomError(
+                    "duplicate_member",
+                    "{member} is listed twice",
+                    {"member": member, "at": (index,)},
+                )
+        return value
+
+
+class IvrConfig(_Model):
+    """An IVR menu (auto-attendant): the greeting, then a digit picks an option; with
+    `direct_dial` the caller may also dial an extension's number. No input within
+    `timeout_seconds`, or a wrong one, replays the greeting up to `retries` times and
+    then goes to `timeout_destination` or `invalid_destination`."""
+
+    name: Name
+    greeting: PromptField
+    options: dict[Annotated[str, Field(pattern=r"^[0-9*#]$")], DestinationField] = Field(
+        default_factory=dict
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    retries: int = Field(default=2, ge=0, le=10)
+    timeout_destination: DestinationField = _HANGUP
+    invalid_destination: DestinationField = _HANGUP
+    direct_dial: bool = False
+
+
+def _check_days(value: str) -> str:
+    parse_days(value)
+    return value
+
+
+def _check_ranges(value: str) -> str:
+    parse_ranges(value)
+    return value
+
+
+def _check_zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+class ScheduleConfig(_Model):
+    """Office hours: `open` inside `hours` (weekday ranges on the `timezone` wall clock),
+    `closed` outside them, and `holiday` (or `closed`) on the `holidays` dates."""
+
+    name: Name
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    hours: dict[
+        Annotated[str, AfterValidator(_check_days)], Annotated[str, AfterValidator(_check_ranges)]
+    ] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    open: DestinationField
+    closed: DestinationField
+    holiday: DestinationField | None = None
+
+
+class AnnouncementConfig(_Model):
+    """A message played to the caller, who is then hung up on: `text` (spoken) or `file`."""
+
+    name: Name
+    text: str | None = Field(default=None, min_length=1)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AnnouncementConfig:
+        if (self.text is None) == (self.file is None):
+            raise ValueError("give either text or file")
+        if self.file is not None:
+            Prompt.from_file(self.file)
+        return self
+
+    @property
+    def prompt(self) -> Prompt:
+        if self.file is not None:
+            return Prompt.from_file(self.file)
+        assert self.text is not None
+        return Prompt(text=self.text)
+
+
+class BlacklistConfig(_Model):
+    """Callers matching `pattern` (``*`` any digits, ``?`` one digit, or ``anonymous``)
+    hear `message` and are hung up on; with `extension`, only on calls to it."""
+
+    pattern: Annotated[str, AfterValidator(check_pattern)]
+    message: PromptField | None = None
+    extension: Digits | None = None
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -373,6 +560,13 @@ class Config(_Model):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     numbers: list[NumberConfig] = Field(default_factory=list)
     outbound_routes: list[OutboundRouteConfig] = Field(default_factory=list)
+    # Issue 5: PBX features (docs/features.md).
+    smtp: SmtpConfig | None = None
+    groups: list[GroupConfig] = Field(default_factory=list)
+    ivrs: list[IvrConfig] = Field(default_factory=list)
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
+    announcements: list[AnnouncementConfig] = Field(default_factory=list)
+    blacklist: list[BlacklistConfig] = Field(default_factory=list)
 
     @field_validator("data_dir")
     @classmethod
@@ -413,7 +607,9 @@ class Config(_Model):
             raise ValueError(f"{value!r}: expected one of {', '.join(sorted(COUNTRIES))}")
         return None if value is None else value.upper()
 
-    @field_validator("trunks", "outbound_routes", "numbers")
+    @field_validator(
+        "trunks", "outbound_routes", "numbers", "groups", "ivrs", "schedules", "announcements"
+    )
     @classmethod
     def _unique_keys(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
         assert info.field_name is not None
@@ -433,10 +629,143 @@ class Config(_Model):
                     )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forward_to_extensions(cls, data: Any) -> Any:
+        """A forwarding target written as bare digits that are one of the extensions
+        means that extension (``busy: "1002"``); any other number goes out by trunk."""
+        if not isinstance(data, dict) or not isinstance(data.get("extensions"), list):
+            return data
+        extensions = data["extensions"]
+        numbers = {str(e.get("number")) for e in extensions if isinstance(e, dict)}
+        rewritten = []
+        for extension in extensions:
+            forward = extension.get("forward") if isinstance(extension, dict) else None
+            if isinstance(forward, dict):
+                forward = {
+                    key: f"extension:{value}"
+                    if key in _FORWARD_KEYS and str(value).strip() in numbers
+                    else value
+                    for key, value in forward.items()
+                }
+                extension = {**extension, "forward": forward}
+            rewritten.append(extension)
+        return {**data, "extensions": rewritten}
+
+    def destinations(self) -> Iterator[tuple[tuple[str | int, ...], Destination]]:
+        """Every destination in the file, with where it is written."""
+        for i, extension in enumerate(self.extensions):
+            for key, target in extension.forward.targets():
+                yield ("extensions", i, "forward", key), target
+        for i, group in enumerate(self.groups):
+            yield ("groups", i, "fallback"), group.fallback
+        for i, ivr in enumerate(self.ivrs):
+            for digit, target in ivr.options.items():
+                yield ("ivrs", i, "options", digit), target
+            yield ("ivrs", i, "timeout_destination"), ivr.timeout_destination
+            yield ("ivrs", i, "invalid_destination"), ivr.invalid_destination
+        for i, schedule in enumerate(self.schedules):
+            for key in ("open", "closed", "holiday"):
+                target = getattr(schedule, key)
+                if target is not None:
+                    yield ("schedules", i, key), target
+        for i, number in enumerate(self.numbers):
+            yield ("numbers", i, "destination"), number.destination
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        """Destinations, group members and blacklist extensions point at things that
+        exist, and a mailbox that mails its messages has a mail server to do it with."""
+        extensions = {e.number: e for e in self.extensions}
+        named: dict[Kind, set[str]] = {
+            Kind.GROUP: {g.name for g in self.groups},
+            Kind.IVR: {m.name for m in self.ivrs},
+            Kind.SCHEDULE: {s.name for s in self.schedules},
+            Kind.ANNOUNCEMENT: {a.name for a in self.announcements},
+        }
+        for at, target in self.destinations():
+            problem = None
+            if target.kind is Kind.EXTENSION and target.target not in extensions:
+                problem = f"{target}: there is no extension {target.target}"
+            elif target.kind is Kind.VOICEMAIL:
+                owner = extensions.get(target.target)
+                if owner is None:
+                    problem = f"{target}: there is no extension {target.target}"
+                elif owner.voicemail is None:
+                    problem = f"{target}: extension {target.target} has no voicemail"
+            elif target.kind in named and target.target not in named[target.kind]:
+                problem = f"{target}: there is no {target.kind.value} named {target.target}"
+            if problem is not None:
+                raise _config_error("unknown_destination", problem, at)
+        for i, group in enumerate(self.groups):
+            for j, member in enumerate(group.members):
+                if member not in extensions:
+                    raise _config_error(
+                        "unknown_member",
+                        f"there is no extension {member}",
+                        ("groups", i, "members", j),
+                    )
+        for i, entry in enumerate(self.blacklist):
+            if entry.extension is not None and entry.extension not in extensions:
+                raise _config_error(
+                    "unknown_extension",
+                    f"there is no extension {entry.extension}",
+                    ("blacklist", i, "extension"),
+                )
+        if self.smtp is None:
+            for i, extension in enumerate(self.extensions):
+                if extension.voicemail is not None and extension.voicemail.email is not None:
+                    raise _config_error(
+                        "no_smtp",
+                        "voicemail to email needs the smtp settings",
+                        ("extensions", i, "voicemail", "email"),
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _check_loops(self) -> Config:
+        """No call may go round in circles without ringing anyone: a schedule's
+        destinations and an extension's forwarding always, on busy and when unregistered
+        are followed at once, so a cycle through them would never end. (Forwarding on no
+        answer, group fallbacks and menus ring someone or wait for the caller first.)"""
+        edges: dict[str, list[tuple[tuple[str | int, ...], Destination]]] = {}
+        for at, target in self.destinations():
+            if at[0] == "schedules":
+                source = f"schedule:{self.schedules[int(at[1])].name}"
+            elif at[0] == "extensions" and at[3] in ("always", "busy", "unregistered"):
+                source = f"extension:{self.extensions[int(at[1])].number}"
+            else:
+                continue
+            edges.setdefault(source, []).append((at, target))
+        done: set[str] = set()
+
+        def visit(node: str, path: list[str]) -> None:
+            for at, target in edges.get(node, ()):
+                name = str(target)
+                if name in path:
+                    cycle = " -> ".join([*path[path.index(name) :], name])
+                    raise _config_error("destination_loop", f"{name}: loop {cycle}", at)
+                if name not in done:
+                    visit(name, [*path, name])
+            done.add(node)
+
+        for start in list(edges):
+            if start not in done:
+                visit(start, [start])
+        return self
+
     @property
     def store_url(self) -> str:
         """The database URL to open: `database_url`, or SQLite inside `data_dir`."""
         return self.database_url or f"sqlite:///{self.data_dir / 'ipbx.db'}"
+
+
+_FORWARD_KEYS = frozenset({"always", "busy", "no_answer", "unregistered"})
+
+
+def _config_error(kind: str, message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
+    """An error of a whole-file check that points at the field `at` (and its line)."""
+    return PydanticCustomError(kind, "{message}", {"message": message, "at": at})
 
 
 def _unique(items: list[Any], key: str, field: str) -> None:
@@ -511,8 +840,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
+# Dates stay strings too: pydantic reads them where a date is expected, and refuses a
+# 2026-13-01 with its line, where PyYAML's own date constructor would raise unmarked.
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _TIMESTAMP_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -593,6 +925,8 @@ def _field_path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif part == "[key]":
+            continue  # pydantic's marker for an error in a mapping's key, named already
         else:
             text += f".{part}" if text else part
     return text
