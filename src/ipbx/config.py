@@ -430,6 +430,9 @@ class SmtpConfig(_Model):
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
     starttls: bool = False
+    # Check the server's certificate on STARTTLS; false accepts a self-signed one (a
+    # local relay such as Postfix with its default snakeoil certificate).
+    tls_verify: bool = True
     timeout: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
