@@ -769,6 +769,15 @@ class Calls:
         fork.trunk_slot.release()
         if call.ended or call.callee is not None:
             return
+        if status in (401, 407):
+            # The provider refused the trunk's credentials (or wants some it has none
+            # of): the trunk's fault, so try the next one. Relayed, the challenge would
+            # ask the caller for credentials it cannot have, and without the
+            # Proxy-Authenticate RFC 3261 §21.4.8 requires of a 407.
+            log.warning("%s: trunk %s refused its credentials (%d %s)", call.id, trunk.name,
+                        status, response.reason)  # fmt: skip
+            status = 503
+            response = Response(Headers(), b"", status, "Trunk authentication failed")
         call.failures.append(response)
         if _try_next_trunk(status) and call.trunks_left:
             log.info("%s: trunk %s answered %d; trying the next", call.id, trunk.name, status)

@@ -202,6 +202,11 @@ class Pbx:
         if request.body and request.content_type != "application/sdp":
             self.endpoint.reply(tx, 415, headers=[("Accept", "application/sdp")])
             return
+        if len(request.contacts) != 1:
+            # RFC 3261 §8.1.1.8, §12.1.1: the Contact is the caller's dialog target.
+            # Without one the call cannot be set up; found only when the callee answers,
+            # the callee was connected to a caller who never heard the 200.
+            raise SipError(400, "an INVITE needs exactly one Contact")
         trunk = self.trunks.trunk_for_source(source)
         if trunk is not None:
             # A provider's peer is trusted by its address (an IP trunk, or the server a
