@@ -32,14 +32,16 @@ from bench.harness import (
 PROVIDER_CFG = REPO_ROOT / "bench" / "kamailio" / "provider.cfg"
 
 
-def start_provider(workdir: Path, port: int) -> ServerProcess:
-    """Kamailio as the provider on udp:127.0.0.1:port, its control socket in workdir."""
+def start_provider(workdir: Path, port: int, *defines: str) -> ServerProcess:
+    """Kamailio as the provider on udp:127.0.0.1:port, its control socket in workdir;
+    `defines` are more -A NAME=VALUE for the cfg (TERMINATION, ...)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "kamailio.log"
     command = [
         "kamailio", "-f", str(PROVIDER_CFG), "-DD", "-E", "-w", str(workdir),
         "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir),
         "-A", f"LISTEN=udp:{LOOPBACK}:{port}", "-A", f'CTL="unix:{workdir / "ctl"}"',
+        *(arg for define in defines for arg in ("-A", define)),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
