@@ -19,8 +19,11 @@ from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
+from ipbx.pbx.mailer import Mailer
+from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.trunks import Trunks
+from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.auth import DigestAuthenticator
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
@@ -34,7 +37,7 @@ log = logging.getLogger("ipbx.pbx")
 
 SUPPORTED: frozenset[str] = frozenset()  # option tags we implement (none needed yet)
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
-KNOWN = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
+KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
 IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "ACK", "CANCEL"})
 
 
@@ -69,6 +72,23 @@ class Pbx:
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
         )
+        # Issue 5: voicemail boxes, and message waiting indication for them (RFC 3842).
+        self.mwi = MessageWaiting(
+            self.endpoint,
+            self.location,
+            self.auth,
+            domain=sip.domain,
+            min_expires=sip.min_expires,
+            max_expires=sip.max_expires,
+            default_expires=sip.default_expires,
+        )
+        self.mailboxes = Mailboxes(
+            config.data_dir,
+            config.extensions,
+            Mailer(config.smtp) if config.smtp is not None else None,
+            self.mwi.notify,
+        )
+        self.mwi.counts = self.mailboxes.counts
         # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
         self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
         self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
@@ -136,6 +156,7 @@ class Pbx:
             task.cancel()
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.calls.close()
+        self.mwi.close()
         await self.endpoint.close()
         self._flush()
 
@@ -176,6 +197,9 @@ class Pbx:
         ]
         if unsupported:
             self.endpoint.reply(tx, 420, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if method == "SUBSCRIBE":
+            self.mwi.on_subscribe(request, source, tx)  # new, or a refresh in its dialog
             return
         if request.to.tag is not None:
             if not self.calls.on_in_dialog(request, tx):
