@@ -135,8 +135,11 @@ class SipClient:
         headers: list[str] | None = None,
         **kw: object,
     ) -> Response | None:
-        """Send a request; answer one 401/407 challenge when a password is given."""
+        """Send a request; answer one 401/407 challenge when a password is given. An
+        INVITE gets a Contact (RFC 3261 §8.1.1.8) unless the headers bring one."""
         call_id = secrets.token_hex(8)
+        if method == "INVITE" and not any(h.lower().startswith("contact:") for h in headers or []):
+            headers = [*(headers or []), f"Contact: <sip:{user}@{LOOPBACK}:{self.local_port}>"]
         self.send(self.message(method, uri, user=user, call_id=call_id, headers=headers, **kw))  # type: ignore[arg-type]
         response = self.receive()
         if response is None or response.status not in (401, 407) or password is None:

@@ -231,11 +231,12 @@ def test_tls_listener_with_a_self_signed_certificate(tmp_path: Path) -> None:
 
 def test_invite_with_exhausted_max_forwards_is_483(server: IpbxServer) -> None:
     caller = _client(server)
+    contact = f"Contact: <sip:1000@{LOOPBACK}:{caller.local_port}>"
     caller.send(
         caller.message(
             "INVITE",
             f"sip:1001@{LOOPBACK}",
-            headers=["Content-Type: application/sdp"],
+            headers=["Content-Type: application/sdp", contact],
             body=SDP.format(port=4000).encode(),
         ).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
     )
@@ -257,7 +258,7 @@ def test_invite_with_exhausted_max_forwards_is_483(server: IpbxServer) -> None:
                 "INVITE",
                 f"sip:1001@{LOOPBACK}",
                 cseq=2,
-                headers=["Content-Type: application/sdp", f"Proxy-Authorization: {creds}"],
+                headers=["Content-Type: application/sdp", contact, f"Proxy-Authorization: {creds}"],
                 body=SDP.format(port=4000).encode(),
             ).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
         )

@@ -226,15 +226,11 @@ class Pbx:
         if request.body and request.content_type != "application/sdp":
             self.endpoint.reply(tx, 415, headers=[("Accept", "application/sdp")])
             return
-        if len(request.contacts) != 1:
-            # RFC 3261 §8.1.1.8, §12.1.1: the Contact is the caller's dialog target.
-            # Without one the call cannot be set up; found only when the callee answers,
-            # the callee was connected to a caller who never heard the 200.
-            raise SipError(400, "an INVITE needs exactly one Contact")
         trunk = self.trunks.trunk_for_source(source)
         if trunk is not None:
             # A provider's peer is trusted by its address (an IP trunk, or the server a
             # registration trunk registered to): no digest challenge.
+            _one_contact(request)
             self.calls.on_trunk_invite(request, source, tx, trunk)
             return
         if not request.headers.get("Proxy-Authorization") and not self.location.has_host(
@@ -247,6 +243,7 @@ class Pbx:
                         source.port)  # fmt: skip
         caller = self.auth.check(request, tx, time.time())
         if caller is not None:
+            _one_contact(request)
             self.calls.on_invite(request, source, tx, caller)
 
     def on_cancel(self, tx: ServerTransaction) -> None:
@@ -298,6 +295,15 @@ class Pbx:
 
 
 _SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})
+
+
+def _one_contact(request: Request) -> None:
+    """RFC 3261 §8.1.1.8, §12.1.1: the Contact is the caller's dialog target. Without
+    one the call cannot be set up; found only when the callee answers, the callee was
+    connected to a caller who never heard the 200. (Checked after authentication, so
+    an RFC 2543 INVITE without Contact, RFC 4475 §3.4 inv2543, is challenged like any other.)"""
+    if len(request.contacts) != 1:
+        raise SipError(400, "an INVITE needs exactly one Contact")
 
 
 def preferred_codecs(names: Sequence[str]) -> tuple[Codec, ...]:
