@@ -17,6 +17,7 @@ from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
+from ipbx.pbx.events import EventBus
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
@@ -49,6 +50,9 @@ class Pbx:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
+        # What happened (call.started ... registration.changed), for the API's live
+        # feed, webhooks and metrics (pbx/events.py lists the types and their data).
+        self.events = EventBus()
         self.directory = Directory(store)
         self.location = Location(store)
         self.endpoint = SipEndpoint(

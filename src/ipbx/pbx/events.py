@@ -1,0 +1,157 @@
+"""The event bus: what happened in the PBX, published once, delivered to every subscriber
+(the WebSocket feed, webhooks, metrics; later the analytics writer).
+
+On one machine the bus is in-process (DESIGN.md: in a cluster it becomes Redis pub/sub
+behind the same two calls). Subscribers run synchronously inside `publish`, in the order
+they subscribed, so they must be quick: a subscriber that needs I/O queues the event and
+does the I/O in its own task. A subscriber that raises is logged and skipped; the
+publisher and the other subscribers never see its exception.
+
+Event types and the keys of `data` (all values JSON-able; times are epoch seconds).
+`call_id` is the call record's id (`CallRecord.call_id`, GET /calls/{call_id}), so an
+event can be joined with the record written when the call ends. Numbers are strings.
+
+``call.started``
+    call_id, caller, callee, direction (``internal``, ``inbound`` from a trunk,
+    ``outbound`` to a trunk); optional caller_name, trunk.
+``call.ringing``
+    call_id, caller, callee, direction, extension (the extension whose phones ring;
+    one event per extension rung).
+``call.answered``
+    call_id, caller, callee, direction, extension (who answered), wait (seconds from
+    call.started to the answer).
+``call.ended``
+    call_id, caller, callee, direction, result (answered, busy, no_answer, cancelled,
+    failed: as in the call record), duration (seconds talked, 0 when not answered).
+``call.missed``
+    call_id, caller, callee, direction, extension (who did not answer), result; what a
+    call-back task needs. Published besides call.ended, not instead of it.
+``voicemail.new``
+    extension, caller, message (its id in the mailbox), duration.
+``registration.changed``
+    extension, registered (bool), contacts (how many bindings the AOR has now).
+
+`Event.involves(extension)` (the `?extension=` filter of the feed) looks at the keys
+caller, callee and extension.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+log = logging.getLogger("ipbx.events")
+
+DEFAULT_TENANT = "default"
+
+# The types of DESIGN.md; `publish` accepts any dotted lower-case name (queue.* and
+# others come with their features), these are the ones documented above.
+CALL_STARTED = "call.started"
+CALL_RINGING = "call.ringing"
+CALL_ANSWERED = "call.answered"
+CALL_ENDED = "call.ended"
+CALL_MISSED = "call.missed"
+VOICEMAIL_NEW = "voicemail.new"
+REGISTRATION_CHANGED = "registration.changed"
+EVENT_TYPES = (
+    CALL_STARTED,
+    CALL_RINGING,
+    CALL_ANSWERED,
+    CALL_ENDED,
+    CALL_MISSED,
+    VOICEMAIL_NEW,
+    REGISTRATION_CHANGED,
+)
+
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+# The data keys that name an extension or a number taking part.
+_PARTIES = ("caller", "callee", "extension")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. `id` is unique (uuid4 hex): webhook receivers drop a
+    delivery whose id they have seen, which makes retried deliveries exactly-once."""
+
+    type: str
+    data: dict[str, object]
+    tenant: str = DEFAULT_TENANT
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "time": self.time,
+            "tenant": self.tenant,
+            "data": self.data,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def involves(self, extension: str) -> bool:
+        return any(str(self.data.get(key)) == extension for key in _PARTIES if key in self.data)
+
+
+def type_matches(patterns: Iterable[str], event_type: str) -> bool:
+    """Whether `event_type` matches one of `patterns` (``call.*``, ``*``, exact names)."""
+    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Publish-subscribe within the process; see the module documentation."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._subscribers: list[Subscriber] = []
+        self.published = 0
+
+    def publish(
+        self,
+        type: str,  # the field is called type in every API (JSON, webhooks)
+        data: Mapping[str, object] | None = None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> Event:
+        """Make an event and hand it to every subscriber; returns it.
+
+        Raises ValueError for a malformed type and TypeError for data that is not
+        JSON-able: both are mistakes of the publishing code, found by its tests.
+        """
+        if not _TYPE.match(type):
+            raise ValueError(f"event type {type!r}: expected dotted lower-case words")
+        payload = dict(data or {})
+        json.dumps(payload)  # TypeError here, not in a subscriber later
+        event = Event(type=type, data=payload, tenant=tenant, time=self._clock())
+        self.published += 1
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s %s", subscriber, type, event.id)
+        return event
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(event)` for every event from now on; returns the function
+        that unsubscribes (safe to call twice, also from inside a callback)."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
