@@ -133,12 +133,15 @@ class SipClient:
         password: str | None = None,
         user: str = "1000",
         headers: list[str] | None = None,
+        add_contact: bool = True,
         **kw: object,
     ) -> Response | None:
         """Send a request; answer one 401/407 challenge when a password is given. An
-        INVITE gets a Contact (RFC 3261 §8.1.1.8) unless the headers bring one."""
+        INVITE gets a Contact (RFC 3261 §8.1.1.8) unless the headers bring one or
+        `add_contact` is False."""
         call_id = secrets.token_hex(8)
-        if method == "INVITE" and not any(h.lower().startswith("contact:") for h in headers or []):
+        has_contact = any(h.lower().startswith("contact:") for h in headers or [])
+        if method == "INVITE" and add_contact and not has_contact:
             headers = [*(headers or []), f"Contact: <sip:{user}@{LOOPBACK}:{self.local_port}>"]
         self.send(self.message(method, uri, user=user, call_id=call_id, headers=headers, **kw))  # type: ignore[arg-type]
         response = self.receive()
@@ -284,6 +287,8 @@ def send_authenticated_invite(
     """INVITE as `user`, answering the 407, without waiting for the final answer (the
     test plays the callee too). The 407 is ACKed by the server's transaction rules."""
     call_id = secrets.token_hex(8)
+    if not any(h.lower().startswith("contact:") for h in headers):
+        headers = [*headers, f"Contact: <sip:{user}@{LOOPBACK}:{caller.local_port}>"]
     caller.send(
         caller.message("INVITE", uri, user=user, call_id=call_id, headers=headers, body=body)
     )

@@ -596,7 +596,7 @@ def test_an_invite_without_contact_is_refused_before_any_phone_rings(tmp_path: P
         phone = registered(server, CALLEE.number, CALLEE.password)
         answer = gw1.client.request(
             "INVITE", f"sip:{DID}@{LOOPBACK}:{server.port}", user="+12125550199",
-            headers=["Content-Type: application/sdp"], body=offer(),
+            headers=["Content-Type: application/sdp"], body=offer(), add_contact=False,
         )  # fmt: skip
         assert answer is not None and answer.status == 400, answer
         assert not any(m.startswith(b"INVITE") for m in received(phone, 0.3))

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from ipbx import sdp
 from ipbx.media.channel import ChannelPair
@@ -36,7 +38,7 @@ from ipbx.media.srtp import (
     choose_crypto,
     new_crypto,
 )
-from ipbx.pbx.destination import Kind
+from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall, Permission
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.trunks import ChannelSlot, Trunk, Trunks
@@ -53,12 +55,15 @@ from ipbx.sip.transaction import (
     random_hex,
 )
 from ipbx.sip.transport.endpoint import SipEndpoint
-from ipbx.sip.uri import NameAddr, Uri
+from ipbx.sip.uri import NameAddr, Uri, parse_name_addr
 from ipbx.store.records import CallRecord, LegRecord
+
+if TYPE_CHECKING:
+    from ipbx.pbx.router import Router
 
 log = logging.getLogger("ipbx.calls")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY"
 _call_ids = itertools.count(1)
 
 
@@ -162,7 +167,14 @@ class Call:
     # through, for the call record.
     app_task: asyncio.Task[None] | None = None
     dialing: asyncio.Future[int] | None = None
+    # The leg a phone rung from a call flow or a transfer is bridged to on answer.
+    keep: Leg | None = None
     path: list[str] = field(default_factory=list)
+    # The extension being rung (its forwarding applies when nobody answers), and the
+    # timer that gives up on its phones after its no-answer time.
+    rang: str | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,8 @@ class Calls:
         self.endpoint = endpoint
         self.policy = policy
         self.routing = routing
+        # Set by the PBX core once it has built the router (router.py imports this module).
+        self.router: Router | None = None
         # Records of finished calls, waiting for the store (see take_records()).
         self.records: list[CallRecord] = []
         self.location = location
@@ -285,14 +299,37 @@ class Calls:
         if target == self.echo_number:
             self._spawn(self._echo(request, source, tx, offer, caller), tx)
             return
-        if self.is_extension(target) is None:
-            route = self._outbound_route(target, caller)
-            call = Call(f"c{next(_call_ids)}", caller, target, route=route)
-            self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+        call = Call(f"c{next(_call_ids)}", caller, target)
+        if self._screened(call, request, source, tx, offer):
             return
-        self._ring_extension(
-            Call(f"c{next(_call_ids)}", caller, target), request, source, tx, offer
+        if self.is_extension(target) is not None:
+            self._ring_extension(call, request, source, tx, offer)
+            return
+        # Internal short numbers (500 for the main menu, say) are numbers like DIDs.
+        number = self.routing.numbers.lookup(target) if self.routing is not None else None
+        if number is not None and self.router is not None:
+            self.start_app(call, request, source, tx, offer, self.router.app(number.destination))
+            return
+        call.route = self._outbound_route(target, caller)
+        self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+
+    def _screened(
+        self,
+        call: Call,
+        request: Request,
+        source: Address,
+        tx: ServerTransaction,
+        offer: sdp.SessionDescription | None,
+    ) -> bool:
+        """A blacklisted caller hears the entry's message and is hung up on."""
+        refused = self.router.screen(call.from_number, call.to_number) if self.router else None
+        if refused is None or self.router is None:
+            return False
+        log.info("%s: %s is blacklisted (%s)", call.id, call.from_number, refused.pattern)
+        self.start_app(
+            call, request, source, tx, offer, self.router.app(Destination(Kind.HANGUP), refused)
         )
+        return True
 
     def on_trunk_invite(
         self, request: Request, source: Address, tx: ServerTransaction, trunk: Trunk
@@ -316,15 +353,17 @@ class Calls:
         log.info("%s from trunk %s: %s -> %s (%s)", call.id, trunk.name, caller,
                  number.number, destination)  # fmt: skip
         try:
+            if self._screened(call, request, source, tx, offer):
+                return
             if destination.kind is Kind.EXTENSION:
                 self._ring_extension(call, request, source, tx, offer, destination.target)
             elif destination.kind is Kind.NUMBER:
                 call.route = self._outbound_route(destination.target, None)
                 self._spawn(self._dial_out(call, request, source, tx, offer), tx)
-            elif destination.kind is Kind.HANGUP:
-                raise SipError(603, "the number's destination is hangup")
+            elif self.router is not None:
+                self.start_app(call, request, source, tx, offer, self.router.app(destination))
             else:
-                raise SipError(480, f"{destination.kind.value} destinations are not available yet")
+                raise SipError(480, f"{destination.kind.value} destinations are not available")
         except SipError:
             call.inbound_slot.release()
             raise
@@ -341,7 +380,13 @@ class Calls:
         target = target or call.to_number
         if self.is_extension(target) is None:
             raise SipError(404, f"no extension {target}")
+        call.path.append(f"extension:{target}")
+        call.rang = target
         bindings = self.location.reachable(target, time.time())
+        instead = self.router.before_ringing(target, bool(bindings)) if self.router else None
+        if instead is not None and self.router is not None:
+            self.start_app(call, request, source, tx, offer, self.router.app(instead))
+            return
         if not bindings:
             raise SipError(480, f"{target} has no reachable contact")
         self._spawn(self._dial(call, request, source, tx, offer, target, bindings), tx)
@@ -396,8 +441,125 @@ class Calls:
                 self.endpoint.send_request(other.dialog.create_request("BYE"), other.peer)
             self._end(leg.call)
             return True
+        if request.method == "REFER":
+            self._on_refer(leg, request, tx)
+            return True
         self._relay_request(leg, request, tx)
         return True
+
+    # --- transfers (RFC 3515 REFER, RFC 3891 Replaces) ---------------------------------------
+
+    def _on_refer(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+        """A phone transfers the party it talks to (its leg's other side): blind to the
+        Refer-To target, or attended, replacing its consultation call with the target's
+        other side. ipbx carries the transfer out itself and reports on it with NOTIFY
+        (message/sipfrag), as a transferee would (RFC 3515 §2.4.4)."""
+        transferee = leg.other
+        value = request.headers.get("Refer-To")
+        if value is None:
+            raise SipError(400, "REFER without Refer-To")
+        try:
+            target = parse_name_addr(value).uri
+        except SipError:
+            raise SipError(400, "malformed Refer-To") from None
+        if transferee is None or transferee.dialog is None:
+            raise SipError(603, "nobody to transfer")
+        self.endpoint.reply(tx, 202)
+        self._refer_progress(leg, "100 Trying", final=False)
+        replaces = _replaces(target)
+        if replaces is not None:
+            self._attended_transfer(leg, transferee, replaces)
+            return
+        number = target.user or ""
+        if self.is_extension(number) is None:
+            self._refer_progress(leg, "404 Not Found", final=True)
+            return
+        call = leg.call
+        self._spawn_task(self._blind_transfer(call, leg, transferee, number))
+
+    async def _blind_transfer(
+        self, call: Call, transferor: Leg, transferee: Leg, number: str
+    ) -> None:
+        # The transferor steps out of the call: its partner is rung for the target.
+        transferor.other = transferee.other = None
+        call.b_call_id, call.b_tag = random_hex(10), new_tag()
+        status = await self.dial_from_app(call, [number], 30.0, keep=transferee)
+        if status != 200:
+            log.info("%s: transfer to %s failed (%d)", call.id, number, status)
+            self._refer_progress(transferor, f"{status} Transfer Failed", final=True)
+            transferor.other, transferee.other = transferee, transferor
+            return
+        call.path.append(f"transfer:{number}")
+        log.info("%s: %s transferred %s to %s", call.id, transferor.peer, transferee.peer, number)
+        self._refer_progress(transferor, "200 OK", final=True)
+        self._retire(transferor)
+
+    def _attended_transfer(
+        self, transferor: Leg, transferee: Leg, replaces: tuple[str, str, str]
+    ) -> None:
+        """Connect the transferee with the far side of the consultation call the
+        transferor names in Replaces, and take the transferor out of both calls."""
+        call_id, to_tag, from_tag = replaces
+        consult = self.dialogs.get((call_id, to_tag, from_tag)) or self.dialogs.get(
+            (call_id, from_tag, to_tag)
+        )
+        target = consult.other if consult is not None else None
+        if consult is None or target is None or target.dialog is None or consult is transferor:
+            self._refer_progress(transferor, "481 Call Does Not Exist", final=True)
+            return
+        call, other_call = transferor.call, consult.call
+        # The target's leg moves into the transferee's call; the consultation call ends
+        # here, its record written now, while it still has its legs.
+        other_call.path.append("transfer")
+        self.records.append(self._call_record(other_call))
+        other_call.caller = other_call.callee = None
+        other_call.forks = [fork for fork in other_call.forks if fork is not target]
+        other_call.far_media = None  # the target's; it goes with the target
+        target.call = call
+        call.caller, call.callee = transferee, target
+        transferee.other, target.other = target, transferee
+        a, b = transferee.media, target.media
+        if (
+            a.codec is not None
+            and b.codec is not None
+            and (a.codec.name, a.codec.clock_rate) != (b.codec.name, b.codec.clock_rate)
+        ):
+            transcode_bridge(a, b)
+        else:
+            bridge(a, b)
+        call.path.append(f"transfer:{target.invite.uri.user or ''}")
+        log.info("%s: attended transfer: %s now talks to %s", call.id, transferee.peer, target.peer)
+        self._refer_progress(transferor, "200 OK", final=True)
+        self._retire(transferor)
+        self._retire(consult)
+        self._end(other_call)
+
+    def _refer_progress(self, leg: Leg, status_line: str, final: bool) -> None:
+        """NOTIFY the transferor of the transfer's progress (RFC 3515 §2.4.5)."""
+        if leg.dialog is None:
+            return
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = leg.dialog.create_request(
+            "NOTIFY",
+            f"SIP/2.0 {status_line}\r\n".encode(),
+            "message/sipfrag;version=2.0",
+            [("Event", "refer"), ("Subscription-State", state)],
+        )
+        self.endpoint.send_request(notify, leg.peer)
+
+    def _retire(self, leg: Leg) -> None:
+        """Take a leg out of its call: BYE its phone and free its media."""
+        if leg.dialog is not None:
+            self.endpoint.send_request(leg.dialog.create_request("BYE"), leg.peer)
+            self.dialogs.pop(leg.dialog.key, None)
+        self._stop_2xx(leg)
+        leg.other = None
+        leg.media.close()
+
+    def _spawn_task(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def active(self) -> int:
@@ -533,11 +695,15 @@ class Calls:
         else:
             self._hangup(call)
 
-    async def dial_from_app(self, call: Call, extensions: list[str], timeout: float) -> int:
+    async def dial_from_app(
+        self, call: Call, extensions: list[str], timeout: float, keep: Leg | None = None
+    ) -> int:
         """Ring every reachable contact of `extensions` with our own offer; on answer,
-        bridge the (answered) caller to that phone. The final status (200 answered)."""
-        a = call.caller
+        bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
+        The final status (200 answered)."""
+        a = keep or call.caller
         assert a is not None
+        call.keep = a
         now = time.time()
         bindings = [(n, b) for n in extensions for b in self.location.reachable(n, now)]
         if not bindings:
@@ -551,7 +717,7 @@ class Calls:
         body = bytes(sdp.make_offer(self.media_address, media.local_address[1], self.policy.codecs))
         dialing = call.dialing = asyncio.get_running_loop().create_future()
         for number, binding in bindings:
-            invite = self._callee_invite(call, a.invite, a.invite.from_, number, binding, body)
+            invite = self._callee_invite(call, a.invite, _identity(call, a), number, binding, body)
             fork = Leg(call, binding.source, media, invite)
             call.forks.append(fork)
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
@@ -563,15 +729,16 @@ class Calls:
             return 480
         finally:
             call.dialing = None
-            if call.callee is None and call.far_media is media:
+            call.keep = None
+            if call.far_media is media:
                 media.close()
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.b_call_id, call.b_tag = random_hex(10), new_tag()
 
     def _app_answered(self, fork: Leg, response: Response) -> None:
-        """A phone an app rang answered: bridge it to the caller, whom we answered."""
-        call, a = fork.call, fork.call.caller
+        """A phone an app rang answered: bridge it to the leg it was rung for."""
+        call, a = fork.call, fork.call.keep or fork.call.caller
         assert a is not None and fork.dialog is not None and call.dialing is not None
         self._ack(fork, b"")
         description = _parse_sdp(response)
@@ -582,7 +749,7 @@ class Calls:
         codec, dtmf = sdp.negotiated(description, self.policy.codecs)
         host, port = sdp.remote_address(description)
         fork.media.set_remote(host, port, codec, dtmf)
-        call.callee = fork
+        call.caller, call.callee = a, fork
         for other in call.forks:
             if other is not fork:
                 self._cancel_fork(other)
@@ -677,6 +844,20 @@ class Calls:
             # The fork keeps its INVITE, not the transaction: the transaction's handler
             # refers to the fork, and a cycle would outlive the call until a full GC.
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
+        seconds = self.router.no_answer_seconds(target) if self.router else None
+        if seconds is not None:
+            call.ring_timer = self.endpoint.loop.call_later(seconds, self._ring_timeout, call)
+
+    def _ring_timeout(self, call: Call) -> None:
+        """Nobody answered in time: cancel the ringing phones; their 487s end the
+        attempt as unanswered, and the no-answer forwarding takes over."""
+        call.ring_timer = None
+        if call.ended or call.callee is not None:
+            return
+        log.info("%s: no answer from %s", call.id, call.rang)
+        call.timed_out = True
+        for fork in call.forks:
+            self._cancel_fork(fork)
 
     async def _dial_out(
         self,
@@ -888,6 +1069,10 @@ class Calls:
             # Every retransmission of the 2xx gets the same ACK (RFC 3261 §13.2.2.4).
             self.endpoint.send_raw(fork.ack, fork.peer)
             return
+        if call.dialing is not None and not call.dialing.done() and not call.ended:
+            # Rung by a call flow or a transfer, while the call already has its parties.
+            self._app_answered(fork, response)
+            return
         description = _parse_sdp(response)
         late_offer = not fork.invite.body
         if call.ended or (call.callee is not None and call.callee is not fork):
@@ -898,13 +1083,11 @@ class Calls:
             return
         if call.callee is fork:
             return  # a late offer: the ACK waits for the caller's answer
-        if call.dialing is not None:
-            if not call.dialing.done():
-                self._app_answered(fork, response)
-            return
         a = call.caller
         assert a is not None and a.server_tx is not None
         call.callee = fork
+        call.far_media = None  # the callee leg owns it now
+        self._stop_ring_timer(call)
         for other in call.forks:
             if other is not fork:
                 self._cancel_fork(other)
@@ -1031,11 +1214,39 @@ class Calls:
     def _fail(self, call: Call, finals: list[Response]) -> None:
         a = call.caller
         assert a is not None and a.server_tx is not None
-        status = _best_failure([r.status for r in finals])
+        status = 480 if call.timed_out else _best_failure([r.status for r in finals])
+        instead = (
+            self.router.after_failure(call.rang, status)
+            if self.router is not None and call.rang is not None
+            else None
+        )
+        if instead is not None and self.router is not None:
+            self._failover(call, self.router.app(instead))
+            return
         log.info("%s failed: %d", call.id, status)
         call.status = status
         self.endpoint.reply(a.server_tx, status)
         self._end(call)
+
+    def _failover(self, call: Call, app: Callable[[Leg], Coroutine[object, object, None]]) -> None:
+        """The phones did not take the call: a call flow takes the caller's leg instead
+        (voicemail, a forward), on the media endpoint it already has."""
+        a = call.caller
+        assert a is not None and a.server_tx is not None
+        self._stop_ring_timer(call)
+        if call.far_media is not None:
+            call.far_media.close()
+            call.far_media = None
+        call.forks = []
+        call.rang = None
+        call.b_call_id, call.b_tag = random_hex(10), new_tag()
+        a.media.detach()
+        self._spawn(self._run_app(call, a, app), a.server_tx)
+
+    def _stop_ring_timer(self, call: Call) -> None:
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
 
     def _cancel_fork(self, fork: Leg) -> None:
         if fork.final is not None or fork.dialog is not None:
@@ -1206,6 +1417,7 @@ class Calls:
         if call.ended:
             return
         call.ended = True
+        self._stop_ring_timer(call)
         if call.app_task is not None and call.app_task is not asyncio.current_task():
             call.app_task.cancel()
         for fork in call.forks:
@@ -1274,6 +1486,7 @@ class Calls:
             result=_result(call),
             digits="".join(call.digits),
             recording=recording,
+            path=",".join(call.path),
             legs=tuple(_leg_record(role, leg) for role, leg in legs if leg is not None),
         )
 
@@ -1307,6 +1520,29 @@ def _result(call: Call) -> str:
     if call.status in (408, 480, 487):
         return "no_answer"
     return "failed"
+
+
+def _identity(call: Call, leg: Leg) -> NameAddr:
+    """Who a phone rung for `leg` sees calling: the caller, or the party a transfer
+    hands over (the called number, for a callee)."""
+    if leg is call.caller:
+        return leg.invite.from_
+    return NameAddr(Uri("sip", call.to_number, None, leg.invite.uri.host, None))
+
+
+def _replaces(target: Uri) -> tuple[str, str, str] | None:
+    """(Call-ID, to-tag, from-tag) of a Refer-To's Replaces header (RFC 3891 §6.1),
+    carried URL-escaped among the URI's headers (RFC 3261 §19.1.1)."""
+    if not target.headers:
+        return None
+    for header in target.headers.split("&"):
+        name, _, value = header.partition("=")
+        if name.lower() != "replaces":
+            continue
+        call_id, *params = unquote(value).split(";")
+        tags = dict(p.strip().partition("=")[::2] for p in params)
+        return call_id.strip(), tags.get("to-tag", ""), tags.get("from-tag", "")
+    return None
 
 
 def _best_failure(statuses: list[int]) -> int:

@@ -23,6 +23,7 @@ from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
+from ipbx.pbx.router import Router
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.auth import DigestAuthenticator
@@ -124,6 +125,8 @@ class Pbx:
                 {e.number: e.permission for e in config.extensions},
             ),
         )
+        # Issue 5: destinations, call flows and personal call handling (docs/features.md).
+        self.calls.router = Router(self.calls, config, self.mailboxes)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _extension_name(self, number: str) -> str | None:

@@ -1,0 +1,209 @@
+"""The router: runs Destinations (DESIGN.md), what every number, menu option, time-out
+and fallback points at, and applies each extension's own call handling (forwarding,
+do-not-disturb) and the blacklist.
+
+A call to an extension stays a plain B2BUA call (calls.py) as long as a phone takes it;
+the router steps in before ringing (forward always, DND, no phone registered, a
+blacklisted caller) and after (busy, no answer). Every other destination is a call flow
+(apps/) on the caller's leg, which ipbx answers itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ipbx.config import AnnouncementConfig, Config, Extension, GroupConfig, IvrConfig
+from ipbx.pbx.apps import voicemail
+from ipbx.pbx.apps.ivr import run_menu
+from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
+from ipbx.pbx.calls import Calls, Leg
+from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.prompt import Prompt
+from ipbx.pbx.schedule import Schedule
+from ipbx.pbx.session import Prompts, Session
+from ipbx.pbx.voicemail import Mailboxes
+
+log = logging.getLogger("ipbx.router")
+
+# How long a member of a group, or an extension dialled from a call flow, rings by default.
+RING_SECONDS = 30
+# Statuses that mean nobody picked up (a ring time-out is our own CANCEL: 487).
+_NO_ANSWER = frozenset({408, 480, 487})
+_BUSY = frozenset({486, 600, 603})
+
+
+class Router:
+    def __init__(self, calls: Calls, config: Config, mailboxes: Mailboxes) -> None:
+        self.calls = calls
+        self.mailboxes = mailboxes
+        self.prompts = Prompts(config.data_dir / "prompts")
+        self.extensions: dict[str, Extension] = {e.number: e for e in config.extensions}
+        self.groups: dict[str, GroupConfig] = {g.name: g for g in config.groups}
+        self.ivrs: dict[str, IvrConfig] = {m.name: m for m in config.ivrs}
+        self.announcements: dict[str, AnnouncementConfig] = {
+            a.name: a for a in config.announcements
+        }
+        self.schedules = {s.name: Schedule.from_config(s) for s in config.schedules}
+        self.blacklist = Blacklist.from_config(config.blacklist, config.country)
+        # Round-robin groups start each call at the member after the last one's first.
+        self._turns: dict[str, Iterator[int]] = {
+            g.name: itertools.cycle(range(len(g.members))) for g in config.groups
+        }
+
+    # --- hooks calls.py calls ---------------------------------------------------------------
+
+    def screen(self, caller: str, called: str) -> BlacklistEntry | None:
+        """The blacklist entry that refuses this caller (to this extension), if any."""
+        return self.blacklist.match(caller, called if called in self.extensions else None)
+
+    def before_ringing(self, extension: str, registered: bool) -> Destination | None:
+        """Where a call to `extension` goes instead of its phones: forwarded always,
+        busy when on do-not-disturb, the unregistered target when no phone is there."""
+        ext = self.extensions.get(extension)
+        if ext is None:
+            return None
+        forward = ext.forward
+        if forward.always is not None:
+            return forward.always
+        if ext.dnd:
+            return forward.busy or self._voicemail_of(ext) or Destination(Kind.HANGUP)
+        if not registered:
+            return forward.unregistered or forward.no_answer or self._voicemail_of(ext)
+        return None
+
+    def no_answer_seconds(self, extension: str) -> float | None:
+        """How long the phones ring before the call goes to the no-answer target."""
+        ext = self.extensions.get(extension)
+        if ext is None or (ext.forward.no_answer is None and ext.voicemail is None):
+            return None
+        return float(ext.forward.no_answer_seconds)
+
+    def after_failure(self, extension: str, status: int) -> Destination | None:
+        """Where an unanswered call to `extension` goes: busy or no-answer forwarding,
+        else the extension's voicemail."""
+        ext = self.extensions.get(extension)
+        if ext is None:
+            return None
+        if status in _BUSY:
+            return ext.forward.busy or self._voicemail_of(ext)
+        if status in _NO_ANSWER:
+            return ext.forward.no_answer or self._voicemail_of(ext)
+        return None
+
+    def app(self, destination: Destination, refused: BlacklistEntry | None = None) -> AppRunner:
+        """A call flow for calls.start_app: runs `destination` on the caller's leg."""
+        return AppRunner(self, destination, refused)
+
+    # --- running destinations ---------------------------------------------------------------
+
+    async def run(self, session: Session, destination: Destination) -> None:
+        call = session.call
+        call.path.append(str(destination))
+        log.info("%s -> %s", call.id, destination)
+        kind, target = destination.kind, destination.target
+        if kind is Kind.EXTENSION:
+            await self._extension(session, target)
+        elif kind is Kind.GROUP:
+            await self._group(session, self.groups[target])
+        elif kind is Kind.IVR:
+            await run_menu(session, self.ivrs[target], self.run, self._is_extension)
+        elif kind is Kind.VOICEMAIL:
+            mailbox = self.mailboxes.get(target)
+            if mailbox is None:
+                await session.say("This mailbox is not available.")
+            else:
+                await voicemail.leave_message(session, mailbox, target)
+        elif kind is Kind.SCHEDULE:
+            await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
+        elif kind is Kind.ANNOUNCEMENT:
+            await self._announce(session, self.announcements[target])
+        elif kind is Kind.HANGUP:
+            await session.hangup()
+        else:
+            # queue, conference, webhook, number from a call flow: later issues.
+            log.info("%s: %s destinations are not available yet", call.id, kind.value)
+            await session.hangup(480)
+
+    async def _extension(self, session: Session, number: str) -> None:
+        ext = self.extensions.get(number)
+        registered = bool(self.calls.location.reachable(number, datetime.now().timestamp()))
+        instead = self.before_ringing(number, registered)
+        if instead is not None:
+            await self.run(session, instead)
+            return
+        seconds = self.no_answer_seconds(number) or RING_SECONDS
+        status = await session.dial([number], seconds)
+        if status == 200:
+            return
+        fallback = self.after_failure(number, status) if ext is not None else None
+        if fallback is not None:
+            await self.run(session, fallback)
+
+    async def _group(self, session: Session, group: GroupConfig) -> None:
+        status = 0
+        for members in self._hunt(group):
+            status = await session.dial(members, group.ring_seconds)
+            if status == 200:
+                return
+        log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
+        await self.run(session, group.fallback)
+
+    def _hunt(self, group: GroupConfig) -> list[list[str]]:
+        """The rounds of ringing: everyone at once, or one at a time in the strategy's order."""
+        members = list(group.members)
+        if group.strategy == "ringall":
+            return [members]
+        if group.strategy == "random":
+            random.shuffle(members)
+        elif group.strategy == "roundrobin":
+            first = next(self._turns[group.name])
+            members = members[first:] + members[:first]
+        return [[member] for member in members]
+
+    async def _announce(self, session: Session, announcement: AnnouncementConfig) -> None:
+        if announcement.file is not None:
+            await session.play(announcement.file)
+        elif announcement.text is not None:
+            await session.say(announcement.text)
+        await session.hangup()
+
+    def _voicemail_of(self, ext: Extension) -> Destination | None:
+        return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
+
+    def _is_extension(self, number: str) -> bool:
+        return number in self.extensions
+
+
+class AppRunner:
+    """What calls.start_app runs on a leg: the session, then the destination."""
+
+    def __init__(
+        self, router: Router, destination: Destination, refused: BlacklistEntry | None
+    ) -> None:
+        self.router = router
+        self.destination = destination
+        self.refused = refused
+
+    async def __call__(self, leg: Leg) -> None:
+        router = self.router
+        session = Session(router.calls, leg.call, leg, router.prompts)
+        if self.refused is not None:
+            leg.call.path.append("blacklist")
+            message = self.refused.message
+            if message is not None:
+                await play_prompt(session, message)
+            await session.hangup()
+            return
+        await router.run(session, self.destination)
+
+
+async def play_prompt(session: Session, prompt: Prompt) -> None:
+    if prompt.file is not None:
+        await session.play(Path(prompt.file))
+    elif prompt.text is not None:
+        await session.say(prompt.text)

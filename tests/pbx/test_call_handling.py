@@ -1,0 +1,212 @@
+"""Personal call handling on a live server: forwarding (always, busy, no answer,
+unregistered), do-not-disturb, the blacklist and office-hours schedules, each proved by
+which phone rings and by the path in the call record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bench.harness import IpbxServer, extension_range, free_port
+from ipbx.sip.message import Request
+from tests.pbx.sipclient import SipClient, next_request, reply_to, send_authenticated_invite
+from tests.pbx.test_call_records import call_records, start_configured_ipbx
+
+CALLER, FIRST, SECOND = extension_range(3)
+LOOPBACK = "127.0.0.1"
+
+
+def _offer() -> bytes:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+        f"m=audio {free_port('udp')} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def make_server(
+    tmp_path: Path,
+) -> Iterator[Callable[[Callable[[dict[str, Any]], None]], IpbxServer]]:
+    servers: list[IpbxServer] = []
+
+    def make(edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
+        server = start_configured_ipbx(tmp_path / f"ipbx{len(servers)}", edit)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        code = server.stop()
+        print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail()}")
+
+
+class Phone:
+    """A registered extension played by a raw SIP socket."""
+
+    def __init__(self, server: IpbxServer, number: str, password: str) -> None:
+        self.client = SipClient(server.port, timeout=8)
+        response = self.client.register(number, password)
+        assert response is not None and response.status == 200, response
+
+    def rings(self) -> Request:
+        return next_request(self.client, "INVITE")
+
+    def answer(self, invite: Request) -> None:
+        contact = f"Contact: <sip:x@{LOOPBACK}:{self.client.local_port}>"
+        self.client.send(
+            reply_to(invite, 200, [contact, "Content-Type: application/sdp"], _offer())
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _call(server: IpbxServer, to: str) -> SipClient:
+    caller = SipClient(server.port, timeout=8)
+    contact = f"Contact: <sip:{CALLER.number}@{LOOPBACK}:{caller.local_port}>"
+    send_authenticated_invite(
+        caller, f"sip:{to}@{LOOPBACK}", [contact, "Content-Type: application/sdp"], _offer()
+    )
+    return caller
+
+
+def _final(caller: SipClient) -> int:
+    """The final answer to the authenticated INVITE (CSeq 2; the challenge to the first
+    one is retransmitted until the server gives up on its ACK)."""
+    while (response := caller.receive(timeout=15)) is not None:
+        if response.cseq.number == 2:
+            return response.status
+    raise AssertionError("no final response to the INVITE")
+
+
+def _forward(extension: int, **forward: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        config["extensions"][extension]["forward"] = forward
+
+    return edit
+
+
+def test_forward_always_rings_the_target_not_the_phone(make_server: Any) -> None:
+    server = make_server(_forward(1, always="1002"))
+    first, second = (
+        Phone(server, FIRST.number, FIRST.password),
+        Phone(server, SECOND.number, SECOND.password),
+    )
+    caller = _call(server, FIRST.number)
+    invite = second.rings()
+    assert invite.uri.user == SECOND.number
+    second.answer(invite)
+    assert _final(caller) == 200
+    first.client.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        first.rings()
+    for phone in (first, second):
+        phone.close()
+    caller.close()
+
+
+@pytest.mark.parametrize("mode", ["busy", "no_answer", "dnd", "unregistered"])
+def test_forwarding_when_the_phone_does_not_take_the_call(make_server: Any, mode: str) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        ext = config["extensions"][1]
+        ext["forward"] = {mode if mode != "dnd" else "busy": "1002", "no_answer_seconds": 2}
+        if mode == "dnd":
+            ext["dnd"] = True
+
+    server = make_server(edit)
+    second = Phone(server, SECOND.number, SECOND.password)
+    first = None if mode == "unregistered" else Phone(server, FIRST.number, FIRST.password)
+    caller = _call(server, FIRST.number)
+    if first is not None and mode in ("busy", "no_answer"):
+        invite = first.rings()
+        if mode == "busy":
+            first.client.send(reply_to(invite, 486, []))
+        else:
+            first.client.send(reply_to(invite, 180, []))
+            cancel = next_request(first.client, "CANCEL")  # after no_answer_seconds
+            first.client.send(reply_to(cancel, 200, []))
+            first.client.send(reply_to(invite, 487, []))
+    forwarded = second.rings()
+    second.answer(forwarded)
+    assert _final(caller) == 200
+    caller.close()
+    for phone in (first, second):
+        if phone is not None:
+            phone.close()
+    time.sleep(0.5)
+    server.stop()
+    [record] = call_records(server)
+    assert record.path == "extension:1001,extension:1002"
+
+
+def test_a_blacklisted_caller_hears_the_message_and_nobody_rings(make_server: Any) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["blacklist"] = [{"pattern": CALLER.number, "message": "Your calls are blocked."}]
+
+    server = make_server(edit)
+    first = Phone(server, FIRST.number, FIRST.password)
+    caller = _call(server, FIRST.number)
+    status = _final(caller)
+    # Answered to hear the message, then hung up on.
+    assert status == 200
+    bye = next_request(caller, "BYE")
+    caller.send(reply_to(bye, 200, []))
+    first.client.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        first.rings()
+    first.close()
+    caller.close()
+    [record] = call_records(server)
+    assert record.path == "blacklist"
+
+
+@pytest.mark.parametrize("open_now", [True, False], ids=["open", "closed"])
+def test_a_schedule_routes_by_the_office_hours_around_now(make_server: Any, open_now: bool) -> None:
+    """The clock is set by the test: the office hours are written around the current
+    time, in a zone where it is about noon now (so the hours never cross midnight)."""
+    utc = datetime.now(UTC)
+    offset = 12 - utc.hour  # Etc/GMT-N is N hours east of UTC (the sign is POSIX's)
+    zone = "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    now = datetime.now(ZoneInfo(zone))
+    day = now.strftime("%a").lower()
+    if open_now:
+        start, end = now - timedelta(minutes=30), now + timedelta(minutes=30)
+    else:
+        start, end = now + timedelta(minutes=30), now + timedelta(minutes=60)
+
+    def edit(config: dict[str, Any]) -> None:
+        config["schedules"] = [
+            {
+                "name": "office",
+                "timezone": zone,
+                "hours": {day: f"{start:%H:%M}-{end:%H:%M}"},
+                "open": "extension:1001",
+                "closed": "extension:1002",
+            }
+        ]
+        config["numbers"] = [{"number": "500", "destination": "schedule:office"}]
+
+    server = make_server(edit)
+    first, second = (
+        Phone(server, FIRST.number, FIRST.password),
+        Phone(server, SECOND.number, SECOND.password),
+    )
+    caller = _call(server, "500")
+    ringing = first if open_now else second
+    invite = ringing.rings()
+    ringing.answer(invite)
+    assert _final(caller) == 200
+    caller.close()
+    first.close()
+    second.close()
+    time.sleep(0.5)
+    server.stop()
+    [record] = call_records(server)
+    target = "extension:1001" if open_now else "extension:1002"
+    assert record.path == f"schedule:office,{target}"

@@ -1,0 +1,159 @@
+"""Transfers on a live server: a phone (raw SIP, the transferor A) talks to B and hands B
+over to C, blind (REFER to C) or attended (A consults C first, then REFER with Replaces).
+B and C are `ipbx phone`s playing their own tones; after the transfer each must hear
+the other's, A is hung up on, and the call record shows the transfer."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from bench.harness import IpbxServer, extension_range, free_port
+from ipbx.sip.message import Request, Response
+from tests.pbx.sipclient import (
+    SipClient,
+    ack_for,
+    in_dialog,
+    reply_to,
+    send_authenticated_invite,
+)
+from tests.pbx.test_call_records import call_records, start_configured_ipbx
+from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
+
+A, B, C = extension_range(3)
+LOOPBACK = "127.0.0.1"
+B_HZ, C_HZ = 700, 1000
+
+
+def _offer() -> bytes:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+        f"m=audio {free_port('udp')} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+class Transferor:
+    """Extension 1000 on a raw socket: calls, and transfers."""
+
+    def __init__(self, server: IpbxServer) -> None:
+        self.client = SipClient(server.port, timeout=10)
+        self.cseq = 10
+
+    def call(self, number: str) -> Response:
+        send_authenticated_invite(
+            self.client, f"sip:{number}@{LOOPBACK}", ["Content-Type: application/sdp"], _offer()
+        )
+        while (response := self.client.receive(timeout=15)) is not None:
+            if response.cseq.number == 2:
+                break
+        assert response is not None and response.status == 200, response
+        self.client.send(ack_for(response, self.client))
+        return response
+
+    def refer(self, dialog: Response, refer_to: str) -> None:
+        self.cseq += 1
+        self.client.send(
+            in_dialog(
+                self.client, "REFER", str(dialog.contacts[0].uri), str(dialog.headers.get("From")),
+                str(dialog.headers.get("To")), dialog.call_id, self.cseq,
+                extra=[f"Refer-To: {refer_to}"],
+            )
+        )  # fmt: skip
+
+    def until_hung_up(self, byes: int) -> list[bytes]:
+        """Answer NOTIFYs and BYEs (and the REFER's 202) until `byes` BYEs came; the
+        sipfrag bodies of the NOTIFYs."""
+        frags: list[bytes] = []
+        while byes:
+            for data in self.client.frames():
+                message = _parse(data)
+                if isinstance(message, Request):
+                    if message.method == "NOTIFY":
+                        frags.append(message.body)
+                    elif message.method == "BYE":
+                        byes -= 1
+                    self.client.send(reply_to(message, 200, []))
+        return frags
+
+
+def _parse(data: bytes) -> Request | Response:
+    from ipbx.sip.message import parse_datagram
+
+    return parse_datagram(data)
+
+
+def _answering(
+    stack: ExitStack, workdir: Path, server: IpbxServer, who: Any, hz: int, *extra: str
+) -> PhoneRun:
+    tone = write_tone(workdir / f"{who.number}.wav", hz, 20)
+    phone = stack.enter_context(
+        ipbx_phone(
+            workdir, server.port, who,
+            "--register", "--answer", "--play", str(tone),
+            "--record", str(workdir / f"heard-by-{who.number}.wav"), "--timeout", "30", *extra,
+        )
+    )  # fmt: skip
+    phone.wait_for("registered as")
+    return phone
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    ipbx = start_configured_ipbx(tmp_path / "ipbx", lambda config: None)
+    yield ipbx
+    code = ipbx.stop()
+    print(f"--- ipbx (exit {code}) log tail:\n{ipbx.log_tail()}")
+
+
+def _heard(workdir: Path, who: Any) -> float:
+    return analyse(workdir / f"heard-by-{who.number}.wav").dominant_hz
+
+
+def test_blind_transfer_connects_the_transferee_with_the_target(
+    server: IpbxServer, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        b = _answering(stack, tmp_path, server, B, B_HZ)
+        c = _answering(stack, tmp_path, server, C, C_HZ, "--duration", "4")
+        a = Transferor(server)
+        dialog = a.call(B.number)
+        a.refer(dialog, f"<sip:{C.number}@{LOOPBACK}>")
+        frags = a.until_hung_up(1)
+        assert any(f.startswith(b"SIP/2.0 200") for f in frags), frags
+        assert c.finish()[0] == 0, c.log
+        assert b.finish()[0] == 0, b.log
+    assert _heard(tmp_path, B) == pytest.approx(C_HZ, abs=20)
+    assert _heard(tmp_path, C) == pytest.approx(B_HZ, abs=20)
+    record = next(r for r in call_records(server) if r.callee == B.number)
+    assert record.path == f"extension:{B.number},transfer:{C.number}"
+
+
+def test_attended_transfer_replaces_the_consultation_call(
+    server: IpbxServer, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        b = _answering(stack, tmp_path, server, B, B_HZ)
+        c = _answering(stack, tmp_path, server, C, C_HZ, "--duration", "5")
+        a = Transferor(server)
+        first = a.call(B.number)
+        consult = a.call(C.number)
+        ours = consult.headers.get("From") or ""
+        theirs = consult.headers.get("To") or ""
+        replaces = f"{consult.call_id};to-tag={_tag(theirs)};from-tag={_tag(ours)}"
+        a.refer(first, f"<sip:{C.number}@{LOOPBACK}?Replaces={quote(replaces, safe='')}>")
+        frags = a.until_hung_up(2)
+        assert any(f.startswith(b"SIP/2.0 200") for f in frags), frags
+        assert c.finish()[0] == 0, c.log
+        assert b.finish()[0] == 0, b.log
+    assert _heard(tmp_path, B) == pytest.approx(C_HZ, abs=20)
+    assert _heard(tmp_path, C) == pytest.approx(B_HZ, abs=20)
+    record = next(r for r in call_records(server, count=2) if r.callee == B.number)
+    assert record.path == f"extension:{B.number},transfer:{C.number}"
+
+
+def _tag(header: str) -> str:
+    return header.split(";tag=")[1].split(";")[0]
