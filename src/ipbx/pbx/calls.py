@@ -40,6 +40,14 @@ from ipbx.media.srtp import (
 )
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall, Permission
+from ipbx.pbx.events import (
+    CALL_ANSWERED,
+    CALL_ENDED,
+    CALL_MISSED,
+    CALL_RINGING,
+    CALL_STARTED,
+    EventBus,
+)
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.trunks import ChannelSlot, Trunk, Trunks
 from ipbx.sip.dialog import Dialog, dialog_key_of
@@ -265,6 +273,8 @@ class Calls:
         self.routing = routing
         # Set by the PBX core once it has built the router (router.py imports this module).
         self.router: Router | None = None
+        # Where call.* events go (pbx/events.py documents their data).
+        self.events = EventBus()
         # Records of finished calls, waiting for the store (see take_records()).
         self.records: list[CallRecord] = []
         self.location = location
@@ -556,6 +566,30 @@ class Calls:
         leg.other = None
         leg.media.close()
 
+    def _publish(self, kind: str, call: Call, **data: object) -> None:
+        direction = (
+            "inbound"
+            if call.inbound_slot is not None
+            else "outbound"
+            if call.route is not None
+            else "internal"
+        )
+        self.events.publish(
+            kind,
+            {
+                "call_id": call.uid,
+                "caller": call.from_number,
+                "callee": call.to_number,
+                "direction": direction,
+                **data,
+            },
+        )
+
+    def _publish_answer(self, call: Call, fork: Leg) -> None:
+        wait = (call.answered or time.time()) - call.started
+        extension = fork.invite.to.uri.user or call.to_number
+        self._publish(CALL_ANSWERED, call, extension=extension, wait=round(wait, 3))
+
     def _spawn_task(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -668,6 +702,7 @@ class Calls:
             call.caller = leg
             self.calls[call.id] = call
             self._by_invite[id(tx)] = call
+            self._publish(CALL_STARTED, call)
             await self._run_app(call, leg, app)
 
         self._spawn(run(), tx)
@@ -716,6 +751,8 @@ class Calls:
         call.forks = []
         body = bytes(sdp.make_offer(self.media_address, media.local_address[1], self.policy.codecs))
         dialing = call.dialing = asyncio.get_running_loop().create_future()
+        for number in dict.fromkeys(n for n, _ in bindings):
+            self._publish(CALL_RINGING, call, extension=number)
         for number, binding in bindings:
             invite = self._callee_invite(call, a.invite, _identity(call, a), number, binding, body)
             fork = Leg(call, binding.source, media, invite)
@@ -760,6 +797,7 @@ class Calls:
         else:
             transcode_bridge(a.media, fork.media)
         call.far_media = None  # the callee leg owns it now
+        self._publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
         call.dialing.set_result(200)
 
@@ -794,6 +832,7 @@ class Calls:
         call.caller = a
         call.far_media = callee_media
         self.calls[call.id] = call
+        self._publish(CALL_STARTED, call)
         self._by_invite[id(tx)] = call
         body = b""
         if offer is not None:
@@ -844,6 +883,7 @@ class Calls:
             # The fork keeps its INVITE, not the transaction: the transaction's handler
             # refers to the fork, and a cycle would outlive the call until a full GC.
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
+        self._publish(CALL_RINGING, call, extension=target)
         seconds = self.router.no_answer_seconds(target) if self.router else None
         if seconds is not None:
             call.ring_timer = self.endpoint.loop.call_later(seconds, self._ring_timeout, call)
@@ -1127,6 +1167,7 @@ class Calls:
                 body = self._sdp_for(a, description)
         self._answer(a, 200, body)
         call.answered = time.time()
+        self._publish_answer(call, fork)
         log.info("%s answered by %s", call.id, fork.peer)
         if self.policy.record_always & {call.from_number, call.to_number}:
             self._record(call, a, fork)
@@ -1425,7 +1466,12 @@ class Calls:
                 self._cancel_fork(fork)
         self.calls.pop(call.id, None)
         if call.caller is not None:
-            self.records.append(self._call_record(call))
+            record = self._call_record(call)
+            self.records.append(record)
+            talked = record.ended - record.answered if record.answered is not None else 0.0
+            self._publish(CALL_ENDED, call, result=record.result, duration=round(talked, 3))
+            if record.result != "answered":
+                self._publish(CALL_MISSED, call, extension=call.to_number, result=record.result)
         closed: set[int] = set()
         for leg in (call.caller, call.callee, *call.forks):
             if leg is None:
