@@ -1,5 +1,6 @@
 """The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent, `trunks` and
-`calls` show the trunks' state and the latest call records."""
+`calls` show the trunks' state and the latest call records, `token create` makes an API
+token."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ipbx.config import ConfigError, load_config
+from ipbx.config import Config, ConfigError, load_config
 
 
 def _run(coro_factory: object) -> None:
@@ -23,13 +24,20 @@ def _run(coro_factory: object) -> None:
     asyncio.run(coro_factory)  # type: ignore[arg-type]
 
 
+def _config(args: argparse.Namespace) -> Config | None:
+    """The --config file (or the embedded default); None, said on stderr, if it is bad."""
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"ipbx: {exc}", file=sys.stderr)
+        return None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from ipbx.pbx.core import serve
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"ipbx: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return 2
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -51,10 +59,8 @@ def _trunks(args: argparse.Namespace) -> int:
     """What the running server last wrote to DATA_DIR/trunks.json (docs/trunks.md)."""
     from ipbx.pbx.trunks import STATE_FILE, format_state
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"ipbx: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return 2
     if args.json:
         try:
@@ -76,10 +82,8 @@ def _calls(args: argparse.Namespace) -> int:
 
     from ipbx.store import Store
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"ipbx: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return 2
     store = Store(config.store_url)
     try:
@@ -107,6 +111,29 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    """A new API token, printed once: only its hash is stored (docs/api.md)."""
+    from ipbx.api.tokens import create_token
+    from ipbx.store import Store
+
+    config = _config(args)
+    if config is None:
+        return 2
+    store = Store(config.store_url)
+    try:
+        store.migrate()
+        token, record = create_token(store, args.scope, args.tenant, args.name)
+    finally:
+        store.close()
+    print(token)
+    print(
+        f"ipbx: {record.scope} token {record.key_id} for tenant {record.tenant}; "
+        "it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipbx", description="SIP server and IP-PBX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     calls.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     calls.add_argument("--limit", type=int, default=20, help="how many calls (newest first)")
     calls.add_argument("--json", action="store_true", help="one JSON object per call")
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    create = token.add_parser("create", help="make a token and print it (once)")
+    create.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    create.add_argument("--scope", choices=["read", "admin"], required=True)
+    create.add_argument("--tenant", default="default", help="whose data it sees")
+    create.add_argument("--name", default="", help="a note: who or what uses it")
     from ipbx.phone.cli import add_arguments
 
     add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))
@@ -127,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return _trunks(args)
     if args.command == "calls":
         return _calls(args)
+    if args.command == "token":
+        return _token(args)
     result: list[int] = []
 
     async def runner() -> None:

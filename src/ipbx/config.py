@@ -547,6 +547,66 @@ class BlacklistConfig(_Model):
     extension: Digits | None = None
 
 
+# --- issue 6: the API, live events and webhooks (docs/api.md) -----------------------------
+
+
+class ApiConfig(_Model):
+    """The REST API and WebSocket event feed: where its HTTP server listens
+    (``HOST:PORT``; loopback by default, so that nothing is exposed unasked)."""
+
+    listen: str = "127.0.0.1:8080"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, port = split_host_port(value)
+        if port is None:
+            raise ValueError(f"{value!r}: expected HOST:PORT")
+        if not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
+            raise ValueError(f"{value!r}: {host!r} is not a host name or address")
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        port = split_host_port(self.listen)[1]
+        assert port is not None  # checked by the validator
+        return port
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+    return value
+
+
+EventPattern = Annotated[str, Field(pattern=r"^[a-z0-9_.*?]+$")]
+
+
+class WebhookConfig(_Model):
+    """A URL that gets the events of one tenant whose types match `events` (``call.*``,
+    ``voicemail.new``, ``*``) as signed JSON POSTs, through a persisted outbox.
+
+    A failed delivery is retried after `retry_initial` seconds, doubling up to
+    `retry_max`, `max_attempts` times in all; later events to the same URL wait for it,
+    so the receiver sees them in the order they happened."""
+
+    url: Annotated[str, AfterValidator(_http_url)]
+    events: list[EventPattern] = Field(min_length=1)
+    # The HMAC-SHA256 key of the X-Ipbx-Signature header, shared with the receiver.
+    secret: str = Field(min_length=16, repr=False)
+    tenant: Name = "default"
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    retry_initial: float = Field(default=1.0, gt=0)
+    retry_max: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=30, ge=1)
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -570,6 +630,9 @@ class Config(_Model):
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
     blacklist: list[BlacklistConfig] = Field(default_factory=list)
+    # Issue 6: the API, live events and webhooks (docs/api.md).
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("data_dir")
     @classmethod
@@ -617,6 +680,21 @@ class Config(_Model):
     def _unique_keys(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
         assert info.field_name is not None
         _unique(value, "number" if info.field_name == "numbers" else "name", info.field_name)
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
+        # The outbox keys deliveries by URL: one subscription per URL and tenant.
+        seen: set[tuple[str, str]] = set()
+        for index, webhook in enumerate(value):
+            if (webhook.tenant, webhook.url) in seen:
+                raise PydanticCustomError(
+                    "duplicate_webhook",
+                    "{url} is already subscribed for tenant {tenant}",
+                    {"url": webhook.url, "tenant": webhook.tenant, "at": (index, "url")},
+                )
+            seen.add((webhook.tenant, webhook.url))
         return value
 
     @model_validator(mode="after")

@@ -332,8 +332,13 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
     )
     pbx = Pbx(config, store)
+    # serve() wires the layers together, so it is where the API (above pbx/) comes in.
+    from ipbx.api.server import ApiServer
+
+    api = ApiServer(pbx)
     try:
         await pbx.start()
+        await api.start()
         # Each call leaves reference cycles (call <-> legs, handlers on transactions);
         # with CPython's default thresholds the cyclic collector ran so often it took a
         # tenth of call-setup time. Objects alive at start-up never need scanning.
@@ -343,5 +348,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                  config.echo_test)  # fmt: skip
         await stop.wait()
     finally:
+        await api.stop()  # no new requests; webhook workers stop (pending rows stay)
         await pbx.stop()
+        api.close()  # the events of calls the shutdown ended go to the outbox
         store.close()

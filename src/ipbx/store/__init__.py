@@ -5,8 +5,10 @@ This package is the only code that speaks SQL. Callers get dataclasses, never OR
 
 from ipbx.store.records import (
     DEFAULT_TENANT,
+    ApiTokenRecord,
     BindingRecord,
     CallRecord,
+    DeliveryRecord,
     ExtensionRecord,
     LegRecord,
 )
@@ -14,8 +16,10 @@ from ipbx.store.store import Store, UnknownTenantError
 
 __all__ = [
     "DEFAULT_TENANT",
+    "ApiTokenRecord",
     "BindingRecord",
     "CallRecord",
+    "DeliveryRecord",
     "ExtensionRecord",
     "LegRecord",
     "Store",

@@ -79,3 +79,37 @@ class CallRecord:
     # The destinations the call went through, comma-separated (extension:1001,
     # voicemail:1001 ...).
     path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenRecord:
+    """An API token as stored: never the token itself, only `digest`, the SHA-256 of
+    `salt` and its secret part. `key_id` is the token's public part, to find the row."""
+
+    key_id: str
+    tenant: str
+    scope: str
+    salt: str
+    digest: str
+    created: float
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One event to one webhook, in the outbox. `status` is pending (waiting for
+    `next_attempt`), delivered (at `delivered_at`) or failed (gave up after `attempts`).
+    `payload` is the exact JSON body POSTed, the same on every attempt."""
+
+    event_id: str
+    event_type: str
+    webhook: str
+    tenant: str
+    payload: str
+    created: float
+    next_attempt: float | None
+    attempts: int = 0
+    status: str = "pending"
+    delivered_at: float | None = None
+    last_error: str = ""
+    id: int = 0

@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -108,4 +109,40 @@ call_legs = Table(
     Column("jitter_ms", Float, nullable=False),
     Column("rtt_ms", Float, nullable=True),
     Column("mos", Float, nullable=True),
+)
+
+# Issue 6: API tokens (hashed, never stored as given out) and the webhook outbox.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("key_id", String(32), nullable=False, unique=True),
+    Column("scope", String(16), nullable=False),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created", Float, nullable=False),
+)
+
+# One row per (event, webhook), written when the event is published and kept as the
+# delivery log: pending rows are what the delivery worker sends, also after a restart.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("webhook", String(2048), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", Float, nullable=True),
+    Column("delivered_at", Float, nullable=True),
+    Column("last_error", Text, nullable=False),
+    UniqueConstraint("event_id", "webhook"),
+    # The worker's query: the oldest pending row of a webhook.
+    Index("ix_webhook_deliveries_webhook_status", "webhook", "status"),
 )

@@ -9,18 +9,21 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     bindparam,
     create_engine,
     delete,
     event,
+    func,
     insert,
+    or_,
     select,
     update,
 )
@@ -28,12 +31,22 @@ from sqlalchemy.engine import make_url
 
 from ipbx.store.records import (
     DEFAULT_TENANT,
+    ApiTokenRecord,
     BindingRecord,
     CallRecord,
+    DeliveryRecord,
     ExtensionRecord,
     LegRecord,
 )
-from ipbx.store.schema import call_legs, call_records, extensions, registrations, tenants
+from ipbx.store.schema import (
+    api_tokens,
+    call_legs,
+    call_records,
+    extensions,
+    registrations,
+    tenants,
+    webhook_deliveries,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -247,15 +260,56 @@ class Store:
 
     def call_records(self, limit: int = 100, tenant: str = DEFAULT_TENANT) -> list[CallRecord]:
         """The latest calls, newest first, each with its legs in the order they were saved."""
+        return self.search_call_records(tenant=tenant, limit=limit)[1]
+
+    def search_call_records(
+        self,
+        tenant: str = DEFAULT_TENANT,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        number: str | None = None,
+        result: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[CallRecord]]:
+        """Calls started in [since, until) with `number` as caller or callee and the
+        given result, newest first: how many match in all, and the page asked for."""
+        conditions = [tenants.c.domain == tenant]
+        if since is not None:
+            conditions.append(call_records.c.started >= since)
+        if until is not None:
+            conditions.append(call_records.c.started < until)
+        if number is not None:
+            conditions.append(or_(call_records.c.caller == number, call_records.c.callee == number))
+        if result is not None:
+            conditions.append(call_records.c.result == result)
+        joined = call_records.join(tenants, tenants.c.id == call_records.c.tenant_id)
+        with self._engine.connect() as connection:
+            total = connection.scalar(select(func.count()).select_from(joined).where(*conditions))
+            rows = connection.execute(
+                select(call_records)
+                .select_from(joined)
+                .where(*conditions)
+                .order_by(call_records.c.started.desc(), call_records.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return int(total or 0), self._with_legs(connection, rows)
+
+    def call_record(self, call_id: str, tenant: str = DEFAULT_TENANT) -> CallRecord | None:
         with self._engine.connect() as connection:
             rows = connection.execute(
                 select(call_records)
                 .join(tenants, tenants.c.id == call_records.c.tenant_id)
-                .where(tenants.c.domain == tenant)
-                .order_by(call_records.c.started.desc(), call_records.c.id.desc())
-                .limit(limit)
+                .where(tenants.c.domain == tenant, call_records.c.call_id == call_id)
             ).all()
-            legs: dict[int, list[LegRecord]] = {row.id: [] for row in rows}
+            found = self._with_legs(connection, rows)
+        return found[0] if found else None
+
+    def _with_legs(self, connection: Connection, rows: Sequence[Any]) -> list[CallRecord]:
+        legs: dict[int, list[LegRecord]] = {row.id: [] for row in rows}
+        if legs:
             for leg in connection.execute(
                 select(call_legs)
                 .where(call_legs.c.call_record_id.in_(list(legs)))
@@ -289,6 +343,140 @@ class Store:
             )
             for row in rows
         ]
+
+    # --- issue 6: API tokens and the webhook outbox ---------------------------------------
+
+    def save_api_token(self, token: ApiTokenRecord) -> None:
+        """Store a new token's hash (its tenant is created if it is new)."""
+        with self._engine.begin() as connection:
+            tenant_id = self._tenant_id(connection, token.tenant, create=True)
+            connection.execute(
+                insert(api_tokens).values(
+                    tenant_id=tenant_id,
+                    key_id=token.key_id,
+                    scope=token.scope,
+                    salt=token.salt,
+                    digest=token.digest,
+                    name=token.name,
+                    created=token.created,
+                )
+            )
+
+    def api_token(self, key_id: str) -> ApiTokenRecord | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(api_tokens, tenants.c.domain)
+                .join(tenants, tenants.c.id == api_tokens.c.tenant_id)
+                .where(api_tokens.c.key_id == key_id)
+            ).first()
+        if row is None:
+            return None
+        return ApiTokenRecord(
+            key_id=row.key_id,
+            tenant=row.domain,
+            scope=row.scope,
+            salt=row.salt,
+            digest=row.digest,
+            created=row.created,
+            name=row.name,
+        )
+
+    def add_deliveries(self, deliveries: Sequence[DeliveryRecord]) -> int:
+        """Put deliveries in the outbox, in one transaction; one already there (same
+        event and webhook) is left as it is. Returns how many were added."""
+        if not deliveries:
+            return 0
+        with self._engine.begin() as connection:
+            present = {
+                (row.event_id, row.webhook)
+                for row in connection.execute(
+                    select(webhook_deliveries.c.event_id, webhook_deliveries.c.webhook).where(
+                        webhook_deliveries.c.event_id.in_({d.event_id for d in deliveries})
+                    )
+                )
+            }
+            rows = []
+            for d in deliveries:
+                if (d.event_id, d.webhook) in present:
+                    continue
+                present.add((d.event_id, d.webhook))
+                rows.append(
+                    {
+                        "tenant_id": self._tenant_id(connection, d.tenant, create=True),
+                        "event_id": d.event_id,
+                        "event_type": d.event_type,
+                        "webhook": d.webhook,
+                        "payload": d.payload,
+                        "created": d.created,
+                        "status": d.status,
+                        "attempts": d.attempts,
+                        "next_attempt": d.next_attempt,
+                        "delivered_at": d.delivered_at,
+                        "last_error": d.last_error,
+                    }
+                )
+            if rows:
+                connection.execute(insert(webhook_deliveries), rows)
+            return len(rows)
+
+    def next_delivery(self, webhook: str, tenant: str = DEFAULT_TENANT) -> DeliveryRecord | None:
+        """The oldest pending delivery to `webhook`: later ones wait for it (order)."""
+        query = _delivery_query(tenant, webhook, "pending", None)
+        with self._engine.connect() as connection:
+            row = connection.execute(query.order_by(webhook_deliveries.c.id).limit(1)).first()
+        return None if row is None else _delivery(row)
+
+    def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        status: Literal["pending", "delivered", "failed"],
+        attempts: int,
+        next_attempt: float | None,
+        delivered_at: float | None = None,
+        last_error: str = "",
+    ) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == delivery_id)
+                .values(
+                    status=status,
+                    attempts=attempts,
+                    next_attempt=next_attempt,
+                    delivered_at=delivered_at,
+                    last_error=last_error,
+                )
+            )
+
+    def deliveries(
+        self,
+        tenant: str = DEFAULT_TENANT,
+        *,
+        webhook: str | None = None,
+        status: str | None = None,
+        event_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[DeliveryRecord]]:
+        """The delivery log, newest first: how many match, and the page asked for."""
+        query = _delivery_query(tenant, webhook, status, event_id)
+        with self._engine.connect() as connection:
+            total = connection.scalar(select(func.count()).select_from(query.subquery()))
+            rows = connection.execute(
+                query.order_by(webhook_deliveries.c.id.desc()).limit(limit).offset(offset)
+            ).all()
+        return int(total or 0), [_delivery(row) for row in rows]
+
+    def pending_deliveries(self) -> int:
+        """How many deliveries wait to be sent, all tenants (the webhook queue depth)."""
+        with self._engine.connect() as connection:
+            count = connection.scalar(
+                select(func.count())
+                .select_from(webhook_deliveries)
+                .where(webhook_deliveries.c.status == "pending")
+            )
+        return int(count or 0)
 
     def _extension_rows(
         self, connection: Connection, tenant: str, number: str | None
@@ -363,3 +551,37 @@ def _leg_row(record_id: int, leg: LegRecord) -> dict[str, Any]:
         "rtt_ms": leg.rtt_ms,
         "mos": leg.mos,
     }
+
+
+def _delivery_query(
+    tenant: str, webhook: str | None, status: str | None, event_id: str | None
+) -> Select[Any]:
+    query = (
+        select(webhook_deliveries, tenants.c.domain)
+        .join(tenants, tenants.c.id == webhook_deliveries.c.tenant_id)
+        .where(tenants.c.domain == tenant)
+    )
+    if webhook is not None:
+        query = query.where(webhook_deliveries.c.webhook == webhook)
+    if status is not None:
+        query = query.where(webhook_deliveries.c.status == status)
+    if event_id is not None:
+        query = query.where(webhook_deliveries.c.event_id == event_id)
+    return query
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        webhook=row.webhook,
+        tenant=row.domain,
+        payload=row.payload,
+        created=row.created,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt=row.next_attempt,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+    )

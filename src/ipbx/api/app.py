@@ -1,0 +1,506 @@
+"""The REST API and the WebSocket event feed (docs/api.md).
+
+Every endpoint but /openapi.json and /docs wants ``Authorization: Bearer TOKEN`` (a
+token from ``ipbx token create``): 401 without a valid one, 403 when its scope is not
+enough. A token belongs to a tenant and sees that tenant's data only. Lists take
+``?limit=&offset=`` and answer ``{total, limit, offset, items}``. Errors are
+``{"detail": "..."}``; a bad parameter gets 422 with FastAPI's list naming the field.
+"""
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.websockets import WebSocketDisconnect
+
+from ipbx.api import models
+from ipbx.api.metrics import registry, render
+from ipbx.api.tokens import Scope, allows, verify_token
+from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
+from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
+
+if TYPE_CHECKING:
+    from ipbx.api.webhooks import Webhooks
+    from ipbx.pbx.core import Pbx
+
+log = logging.getLogger("ipbx.api")
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Bounds keep every query within what both databases and JSON carry.
+MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000_000
+MAX_TIME = 1e11  # epoch seconds, year 5138
+# A live-feed client that falls this many events behind is disconnected (1013) rather
+# than buffered without limit.
+FEED_BACKLOG = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+Number = Annotated[str, Query(min_length=1, max_length=64, pattern=r"^\+?[0-9*#]+$")]
+
+_bearer = HTTPBearer(
+    auto_error=False, description="an API token: `ipbx token create --scope read|admin`"
+)
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": models.Problem, "description": "no token, or not a valid one"},
+    403: {"model": models.Problem, "description": "the token's scope is not enough"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": models.Problem, "description": "no such item (for this tenant)"}
+}
+
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
+# at run time, and the token dependencies are names local to create_app.
+def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
+    """The ASGI application over a PBX's services (its state is read, never changed)."""
+    store = pbx.store
+    app = FastAPI(
+        title="ipbx",
+        version=version("ipbx"),
+        description="The ipbx REST API: state, call records, metrics and live events.",
+        responses={422: {"description": "a parameter is wrong; `detail` names it"}},
+    )
+    metrics = registry(pbx, webhooks)
+
+    def token_of(text: str | None) -> ApiTokenRecord:
+        if not text:
+            raise HTTPException(
+                401, "missing Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"}
+            )
+        record = verify_token(store, text)
+        if record is None:
+            raise HTTPException(401, "invalid or revoked API token", {"WWW-Authenticate": "Bearer"})
+        return record
+
+    def needs(scope: Scope) -> Callable[..., ApiTokenRecord]:
+        def check(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        ) -> ApiTokenRecord:
+            record = token_of(credentials.credentials if credentials else None)
+            if not allows(record.scope, scope):
+                raise HTTPException(403, f"this needs a token with the {scope} scope")
+            return record
+
+        return check
+
+    def listing(path: str, item: type[Any], tag: str) -> Callable[[F], F]:
+        page = models.Page[item]  # type: ignore[valid-type]
+        return app.get(path, response_model=page, responses=_AUTH_ERRORS, tags=[tag])
+
+    Reader = Annotated[ApiTokenRecord, Depends(needs("read"))]
+    Admin = Annotated[ApiTokenRecord, Depends(needs("admin"))]
+
+    def system_state(token: ApiTokenRecord) -> bool:
+        # Extensions, registrations, live calls and trunks of the configuration file
+        # are the default tenant's; other tenants have none of them yet.
+        return token.tenant == DEFAULT_TENANT
+
+    @listing("/extensions", models.Extension, "state")
+    async def list_extensions(
+        token: Reader,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        registered: Annotated[bool | None, Query(description="only (un)registered")] = None,
+    ) -> models.Page[models.Extension]:
+        """The extensions, each with whether a phone is registered for it."""
+        items: list[models.Extension] = []
+        if system_state(token):
+            counts: dict[str, int] = {}
+            for binding in pbx.location.all_bindings(time.time()):
+                counts[binding.aor] = counts.get(binding.aor, 0) + 1
+            items = [
+                models.Extension(
+                    number=e.number,
+                    name=e.name,
+                    registered=counts.get(e.number, 0) > 0,
+                    contacts=counts.get(e.number, 0),
+                )
+                for e in pbx.config.extensions
+            ]
+        if registered is not None:
+            items = [item for item in items if item.registered == registered]
+        return _page(items, limit, offset)
+
+    @listing("/registrations", models.Registration, "state")
+    async def list_registrations(
+        token: Reader,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        extension: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> models.Page[models.Registration]:
+        """Registered contacts (bindings), by extension."""
+        bindings = pbx.location.all_bindings(time.time()) if system_state(token) else []
+        items = [
+            models.Registration(
+                extension=b.aor,
+                contact=str(b.uri),
+                expires_at=b.expires_at,
+                transport=b.source.transport,
+                host=b.source.host,
+                port=b.source.port,
+                user_agent=b.user_agent,
+                reachable=b.reachable,
+                instance_id=b.instance_id,
+            )
+            for b in sorted(bindings, key=lambda b: b.aor)
+            if extension is None or b.aor == extension
+        ]
+        return _page(items, limit, offset)
+
+    @listing("/calls/active", models.ActiveCall, "calls")
+    async def list_active_calls(
+        token: Reader,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        number: Annotated[str | None, Query(max_length=64, description="caller or callee")] = None,
+    ) -> models.Page[models.ActiveCall]:
+        """Calls in progress, oldest first."""
+        calls = list(pbx.calls.calls.values()) if system_state(token) else []
+        items = [
+            models.ActiveCall(
+                call_id=call.uid,
+                caller=call.from_number,
+                callee=call.to_number,
+                started=call.started,
+                answered=call.answered,
+            )
+            for call in sorted(calls, key=lambda c: c.started)
+            if number is None or number in (call.from_number, call.to_number)
+        ]
+        return _page(items, limit, offset)
+
+    def search_calls(
+        token: ApiTokenRecord,
+        since: float | None,
+        until: float | None,
+        number: str | None,
+        result: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[int, list[CallRecord]]:
+        return store.search_call_records(
+            token.tenant,
+            since=since,
+            until=until,
+            number=number,
+            result=result,
+            limit=limit,
+            offset=offset,
+        )
+
+    Since = Annotated[
+        float | None,
+        Query(alias="from", ge=0, le=MAX_TIME, allow_inf_nan=False,
+              description="started at or after (epoch seconds)"),
+    ]  # fmt: skip
+    Until = Annotated[
+        float | None,
+        Query(alias="to", ge=0, le=MAX_TIME, allow_inf_nan=False,
+              description="started before (epoch seconds)"),
+    ]  # fmt: skip
+    Result = Annotated[
+        Literal["answered", "busy", "no_answer", "cancelled", "failed"] | None, Query()
+    ]
+    csv_response: dict[int | str, dict[str, Any]] = {
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "one line per call, with a header line",
+        },
+        **_AUTH_ERRORS,
+    }
+
+    @app.get(
+        "/calls",
+        response_model=models.Page[models.Call],
+        responses={
+            200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+            **_AUTH_ERRORS,
+        },
+        tags=["calls"],
+    )
+    def list_calls(
+        token: Reader,
+        since: Since = None,
+        until: Until = None,
+        number: Annotated[Number | None, Query(description="caller or callee")] = None,
+        result: Result = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        format: Annotated[
+            Literal["json", "csv"], Query(description="csv: the same page as CSV")
+        ] = "json",
+    ) -> Any:
+        """Call detail records, newest first, filtered by start time, number and result."""
+        total, records = search_calls(token, since, until, number, result, limit, offset)
+        if format == "csv":
+            return _csv(records, total)
+        return models.Page[models.Call](
+            total=total, limit=limit, offset=offset, items=[_call(r) for r in records]
+        )
+
+    @app.get(
+        "/calls.csv",
+        response_class=Response,
+        responses=csv_response,
+        tags=["calls"],
+    )
+    def export_calls(
+        token: Reader,
+        since: Since = None,
+        until: Until = None,
+        number: Annotated[Number | None, Query(description="caller or callee")] = None,
+        result: Result = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+        offset: Offset = 0,
+    ) -> Response:
+        """Call detail records as CSV (the X-Total-Count header says how many match)."""
+        total, records = search_calls(token, since, until, number, result, limit, offset)
+        return _csv(records, total)
+
+    @app.get(
+        "/calls/{call_id}",
+        response_model=models.Call,
+        responses={**_AUTH_ERRORS, **_NOT_FOUND},
+        tags=["calls"],
+    )
+    def get_call(token: Reader, call_id: Annotated[str, Path(max_length=64)]) -> models.Call:
+        """One call detail record by its id (the call_id of the call's events)."""
+        record = store.call_record(call_id, token.tenant)
+        if record is None:
+            raise HTTPException(404, f"no call {call_id}")
+        return _call(record)
+
+    @listing("/trunks", models.Trunk, "state")
+    async def list_trunks(
+        token: Reader, limit: Limit = 50, offset: Offset = 0
+    ) -> models.Page[models.Trunk]:
+        """The trunks' registration, health and channels in use."""
+        trunks = list(pbx.trunks) if system_state(token) else []
+        items = [trunk.status() for trunk in trunks]
+        return _page(items, limit, offset)
+
+    @listing("/webhooks/deliveries", models.Delivery, "webhooks")
+    def list_deliveries(
+        token: Admin,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
+        event_id: Annotated[str | None, Query(max_length=32)] = None,
+        webhook: Annotated[str | None, Query(max_length=2048, description="its URL")] = None,
+    ) -> models.Page[models.Delivery]:
+        """The webhook delivery log, newest first (admin scope: it shows the payloads)."""
+        total, rows = store.deliveries(
+            token.tenant,
+            webhook=webhook,
+            status=status,
+            event_id=event_id,
+            limit=limit,
+            offset=offset,
+        )
+        return models.Page[models.Delivery](
+            total=total, limit=limit, offset=offset, items=[_delivery(row) for row in rows]
+        )
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                   **_AUTH_ERRORS},
+        tags=["state"],
+    )  # fmt: skip
+    async def get_metrics(token: Reader) -> Response:
+        """Prometheus metrics: active calls, registrations, webhook queue depth, events."""
+        return Response(render(metrics), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.websocket("/events")
+    async def live_events(
+        websocket: WebSocket,
+        token: str | None = None,
+        type: str | None = None,
+        extension: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Events as they happen, one JSON object per message (Event.as_dict()).
+
+        The token comes as ``?token=`` (browsers cannot set headers on a WebSocket) or
+        in the Authorization header. Filters: ``type`` (comma-separated patterns such
+        as ``call.*``), ``extension`` (caller, callee or extension in the data),
+        ``tenant`` (must be the token's own). A refused connection is accepted and then
+        closed with 4401 (token) or 4403 (tenant) and the reason.
+        """
+        header = websocket.headers.get("authorization", "")
+        text = token or (header[7:] if header.lower().startswith("bearer ") else None)
+        record = verify_token(store, text) if text else None
+        if record is None:
+            await websocket.accept()
+            await websocket.close(4401, "missing or invalid API token")
+            return
+        if tenant is not None and tenant != record.tenant:
+            await websocket.accept()
+            await websocket.close(4403, f"this token cannot see tenant {tenant}")
+            return
+        patterns = [p.strip() for p in (type or "*").split(",") if p.strip()] or ["*"]
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+        def offer(event: Event) -> None:
+            # Called in the publisher's thread; in a server, the loop's.
+            if queue.qsize() >= FEED_BACKLOG:
+                queue.put_nowait(None)  # the sender closes: this client is too slow
+            else:
+                queue.put_nowait(event)
+
+        def on_event(event: Event) -> None:
+            if event.tenant != record.tenant or not type_matches(patterns, event.type):
+                return
+            if extension is not None and not event.involves(extension):
+                return
+            loop.call_soon_threadsafe(offer, event)
+
+        # Subscribed before the handshake completes: a client that sees the connection
+        # open sees every event published after that.
+        unsubscribe = pbx.events.subscribe(on_event)
+        try:
+            await websocket.accept()
+            sender = asyncio.create_task(_send_events(websocket, queue))
+            receiver = asyncio.create_task(_drain(websocket))
+            _, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            unsubscribe()
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+        # A value the database or the models cannot take is the client's, not a crash.
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    return app
+
+
+async def _send_events(websocket: WebSocket, queue: asyncio.Queue[Event | None]) -> None:
+    while True:
+        event = await queue.get()
+        if event is None:
+            await websocket.close(1013, "too many events unread")
+            return
+        await websocket.send_text(event.to_json())
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it goes away."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except WebSocketDisconnect:
+        return
+
+
+def _page(items: Sequence[T], limit: int, offset: int) -> models.Page[T]:
+    return models.Page[T](
+        total=len(items), limit=limit, offset=offset, items=list(items[offset : offset + limit])
+    )
+
+
+def _call(record: CallRecord) -> models.Call:
+    talked = record.ended - record.answered if record.answered is not None else 0.0
+    return models.Call(
+        call_id=record.call_id,
+        caller=record.caller,
+        callee=record.callee,
+        started=record.started,
+        answered=record.answered,
+        ended=record.ended,
+        result=record.result,
+        duration=round(max(talked, 0.0), 3),
+        digits=record.digits,
+        recording=record.recording,
+        path=[p for p in record.path.split(",") if p],
+        legs=[
+            models.Leg(
+                role=leg.role,
+                peer=leg.peer,
+                codec=leg.codec,
+                packets_received=leg.packets_received,
+                packets_lost=leg.packets_lost,
+                loss_percent=round(leg.loss_percent, 3),
+                jitter_ms=leg.jitter_ms,
+                rtt_ms=leg.rtt_ms,
+                mos=leg.mos,
+            )
+            for leg in record.legs
+        ],
+    )
+
+
+CSV_COLUMNS = (
+    "call_id", "caller", "callee", "started", "answered", "ended", "result", "duration",
+    "digits", "recording", "path",
+)  # fmt: skip
+
+
+def _iso(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _csv(records: Sequence[CallRecord], total: int) -> Response:
+    """Times in ISO 8601 UTC (what spreadsheets read), duration in seconds talked."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        call = _call(record)
+        writer.writerow(
+            [
+                call.call_id, call.caller, call.callee, _iso(call.started),
+                _iso(call.answered), _iso(call.ended), call.result, f"{call.duration:g}",
+                call.digits, call.recording or "", " ".join(call.path),
+            ]
+        )  # fmt: skip
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "X-Total-Count": str(total),
+            "Content-Disposition": 'attachment; filename="calls.csv"',
+        },
+    )
+
+
+def _delivery(row: DeliveryRecord) -> models.Delivery:
+    try:
+        payload = json.loads(row.payload)
+    except ValueError:
+        payload = {"raw": row.payload}
+    return models.Delivery(
+        id=row.id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        webhook=row.webhook,
+        tenant=row.tenant,
+        status=row.status,
+        attempts=row.attempts,
+        created=row.created,
+        next_attempt=row.next_attempt,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+        payload=payload if isinstance(payload, dict) else {"value": payload},
+    )

@@ -1,0 +1,62 @@
+"""GET /metrics: the Prometheus text exposition of the PBX's live figures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ipbx.api.webhooks import Webhooks
+    from ipbx.pbx.core import Pbx
+
+
+class _PbxCollector(Collector):
+    """Read at each scrape, so the figures are never stale and cost nothing between."""
+
+    def __init__(self, pbx: Pbx, webhooks: Webhooks) -> None:
+        self._pbx = pbx
+        self._webhooks = webhooks
+
+    def collect(self) -> Iterator[Metric]:
+        pbx = self._pbx
+        yield GaugeMetricFamily(
+            "ipbx_active_calls", "Calls in progress", value=len(pbx.calls.calls)
+        )
+        bindings = pbx.location.all_bindings(time.time())
+        yield GaugeMetricFamily(
+            "ipbx_registrations", "Registered contacts (unexpired bindings)", value=len(bindings)
+        )
+        yield GaugeMetricFamily(
+            "ipbx_registered_extensions",
+            "Extensions with at least one registered contact",
+            value=len({b.aor for b in bindings}),
+        )
+        yield GaugeMetricFamily(
+            "ipbx_webhook_queue_depth",
+            "Webhook deliveries not yet accepted by their receiver",
+            value=self._webhooks.queue_depth,
+        )
+        yield CounterMetricFamily(
+            "ipbx_events_published", "Events published on the bus", value=pbx.events.published
+        )
+        deliveries = CounterMetricFamily(
+            "ipbx_webhook_attempts", "Webhook delivery attempts", labels=["result"]
+        )
+        deliveries.add_metric(["delivered"], self._webhooks.delivered)
+        deliveries.add_metric(["failed"], self._webhooks.failed_attempts)
+        yield deliveries
+
+
+def registry(pbx: Pbx, webhooks: Webhooks) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_PbxCollector(pbx, webhooks))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

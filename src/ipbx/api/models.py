@@ -1,0 +1,107 @@
+"""What the API returns: pydantic models, which are also its OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from ipbx.pbx.trunks import TrunkStatus
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: `total` items match the filters, `items` start at `offset`."""
+
+    total: int = Field(ge=0)
+    limit: int = Field(ge=1)
+    offset: int = Field(ge=0)
+    items: list[T]
+
+
+class Problem(BaseModel):
+    """An error: what was wrong, in words."""
+
+    detail: str
+
+
+class Extension(BaseModel):
+    number: str
+    name: str
+    registered: bool = Field(description="at least one unexpired registration")
+    contacts: int = Field(ge=0, description="unexpired registrations (bindings)")
+
+
+class Registration(BaseModel):
+    """One registered contact of an extension (RFC 3261 §10.3 binding)."""
+
+    extension: str
+    contact: str
+    expires_at: float
+    transport: str = Field(description="how the REGISTER came: udp, tcp, tls")
+    host: str
+    port: int
+    user_agent: str
+    reachable: bool = Field(description="answered the last OPTIONS ping")
+    instance_id: str | None = None
+
+
+class ActiveCall(BaseModel):
+    call_id: str = Field(description="the id its call record will have")
+    caller: str
+    callee: str
+    started: float
+    answered: float | None = Field(description="when it was answered; null while ringing")
+
+
+class Leg(BaseModel):
+    """One side of a finished call, as ipbx received its media."""
+
+    role: str
+    peer: str
+    codec: str
+    packets_received: int
+    packets_lost: int
+    loss_percent: float
+    jitter_ms: float
+    rtt_ms: float | None
+    mos: float | None
+
+
+class Call(BaseModel):
+    """A call detail record; times are epoch seconds."""
+
+    call_id: str
+    caller: str
+    callee: str
+    started: float
+    answered: float | None
+    ended: float
+    result: str = Field(description="answered, busy, no_answer, cancelled or failed")
+    duration: float = Field(ge=0, description="seconds talked (0 when not answered)")
+    digits: str
+    recording: str | None
+    path: list[str] = Field(description="the destinations the call went through")
+    legs: list[Leg]
+
+
+# A trunk's state is ipbx.pbx.trunks.TrunkStatus, a dataclass pydantic reads as it is.
+Trunk = TrunkStatus
+
+
+class Delivery(BaseModel):
+    """One event sent (or being sent) to one webhook."""
+
+    id: int
+    event_id: str
+    event_type: str
+    webhook: str
+    tenant: str
+    status: str = Field(description="pending, delivered or failed")
+    attempts: int
+    created: float
+    next_attempt: float | None
+    delivered_at: float | None
+    last_error: str
+    payload: dict[str, Any]

@@ -1,0 +1,94 @@
+"""The API's HTTP server (uvicorn) and the webhook workers, run inside `ipbx serve`'s
+event loop beside SIP and media."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from ipbx.api.app import create_app
+from ipbx.api.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from ipbx.pbx.core import Pbx
+
+log = logging.getLogger("ipbx.api")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # `ipbx serve` owns SIGINT and SIGTERM (it stops SIP, media and this server in
+        # order); uvicorn's own handlers would replace its handlers and re-raise.
+        yield
+
+
+class ApiServer:
+    """Start with `start()`; at shutdown `stop()` before the PBX stops and `close()`
+    after it, so that the events of calls ended by the shutdown reach the outbox."""
+
+    def __init__(self, pbx: Pbx) -> None:
+        self.config = pbx.config.api
+        self.webhooks = Webhooks(pbx.store, pbx.config.webhooks, pbx.events)
+        self.app = create_app(pbx, self.webhooks)
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        self.webhooks.start()
+        if not self.config.enabled:
+            return
+        # Our own socket: a port in use is an OSError here, with the address, where
+        # uvicorn would log it and exit the process.
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.create_server((host, port), family=family)
+        except OSError as exc:
+            message = f"api.listen {self.config.listen}: {exc.strerror}"
+            if "listen" in self.config.model_fields_set:
+                raise OSError(exc.errno, message) from None
+            # The default address is best effort: with 8080 taken (another ipbx on the
+            # machine, a developer's server) SIP still serves; an address written in
+            # the file must work or ipbx does not start.
+            log.error("%s: the API is not available (set api.listen)", message)
+            return
+        sock.setblocking(False)
+        self.address = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # keep ipbx's logging set-up
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("API on http://%s:%d (docs at /docs)", *self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10)
+            except TimeoutError:
+                self._task.cancel()
+            except Exception:
+                log.exception("the API server failed")
+            self._server = self._task = None
+        await self.webhooks.stop()
+
+    def close(self) -> None:
+        self.webhooks.close()

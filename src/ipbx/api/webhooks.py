@@ -1,0 +1,225 @@
+"""Webhooks: events POSTed as signed JSON to the URLs of `webhooks:` in the config.
+
+Delivery goes through an outbox table. When an event is published, one row per
+subscribed webhook is written (at the end of the current loop iteration, so a burst of
+events is one transaction); a worker per webhook sends the oldest pending row, and only
+when it was accepted (any 2xx) the next one, so a receiver sees events in the order they
+happened. A failed attempt (connection refused, time-out, non-2xx) is retried after
+`retry_initial` seconds, doubling up to `retry_max`, until `max_attempts`; then the row
+is marked failed and the next one goes. Pending rows outlive a restart and are sent when
+ipbx starts again.
+
+Every attempt carries the same body and these headers:
+
+``X-Ipbx-Event-Id``
+    the event's id. A row can be sent twice (accepted, then ipbx stopped before it
+    recorded that): a receiver that ignores an id it has already seen gets every event
+    exactly once.
+``X-Ipbx-Timestamp``
+    when this attempt was made, epoch seconds.
+``X-Ipbx-Signature``
+    ``sha256=`` and the hex HMAC-SHA256, keyed with the webhook's `secret`, of the
+    timestamp, ``.`` and the body. The receiver recomputes it and refuses a timestamp
+    older than a few minutes, so a captured request cannot be replayed (the scheme of
+    Stripe's and Slack's signatures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from ipbx.config import WebhookConfig
+from ipbx.pbx.events import Event, EventBus, type_matches
+from ipbx.store import DeliveryRecord, Store
+
+log = logging.getLogger("ipbx.webhooks")
+
+USER_AGENT = "ipbx-webhooks"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Ipbx-Signature value of `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """What a receiver does (our tests too): compare in constant time."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class Webhooks:
+    """The outbox writer (an event bus subscriber) and one delivery worker per webhook."""
+
+    def __init__(
+        self,
+        store: Store,
+        configs: list[WebhookConfig],
+        bus: EventBus,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._configs = list(configs)
+        self._bus = bus
+        self._clock = clock
+        self._unsubscribe: Callable[[], None] | None = None
+        self._unwritten: list[DeliveryRecord] = []
+        self._flush_pending = False
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    def subscribe(self) -> None:
+        """Write outbox rows for events from now on."""
+        if self._unsubscribe is None and self._configs:
+            self._unsubscribe = self._bus.subscribe(self._on_event)
+
+    def start(self) -> None:
+        """Subscribe, and start the workers (which send what an earlier run left)."""
+        self.subscribe()
+        if self._tasks or not self._configs:
+            return
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        for config in self._configs:
+            wake = self._wake.setdefault((config.tenant, config.url), asyncio.Event())
+            wake.set()
+            self._tasks.append(asyncio.create_task(self._worker(config, wake)))
+
+    async def stop(self) -> None:
+        """Stop sending (pending rows stay for the next start); events are still written
+        to the outbox until `close`."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def close(self) -> None:
+        """Write what is still buffered and stop listening to the bus (at shutdown)."""
+        self.flush()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_event(self, event: Event) -> None:
+        body = event.to_json()
+        for config in self._configs:
+            if config.tenant == event.tenant and type_matches(config.events, event.type):
+                self._unwritten.append(
+                    DeliveryRecord(
+                        event_id=event.id,
+                        event_type=event.type,
+                        webhook=config.url,
+                        tenant=event.tenant,
+                        payload=body,
+                        created=event.time,
+                        next_attempt=event.time,
+                    )
+                )
+        if not self._unwritten or self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # published outside the loop (a tool, a test): write now
+            return
+        self._flush_pending = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        rows, self._unwritten = self._unwritten, []
+        if not rows:
+            return
+        try:
+            self._store.add_deliveries(rows)
+        except Exception:
+            # Kept for the next flush: the database may be back by then.
+            log.exception("could not write %d webhook deliveries; kept for later", len(rows))
+            self._unwritten = rows + self._unwritten
+            return
+        for row in rows:
+            wake = self._wake.get((row.tenant, row.webhook))
+            if wake is not None:
+                wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Deliveries not yet accepted: in the outbox, and not yet written to it."""
+        return self._store.pending_deliveries() + len(self._unwritten)
+
+    async def _worker(self, config: WebhookConfig, wake: asyncio.Event) -> None:
+        while True:
+            try:
+                wake.clear()
+                delivery = self._store.next_delivery(config.url, config.tenant)
+                if delivery is None:
+                    await wake.wait()
+                    continue
+                delay = (delivery.next_attempt or 0.0) - self._clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                await self._attempt(config, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook %s: delivery worker failed; retrying", config.url)
+                await asyncio.sleep(1.0)
+
+    async def _attempt(self, config: WebhookConfig, delivery: DeliveryRecord) -> None:
+        assert self._client is not None
+        body = delivery.payload.encode()
+        timestamp = str(int(self._clock()))
+        attempts = delivery.attempts + 1
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Ipbx-Event-Id": delivery.event_id,
+            "X-Ipbx-Event-Type": delivery.event_type,
+            "X-Ipbx-Timestamp": timestamp,
+            "X-Ipbx-Signature": sign(config.secret, timestamp, body),
+            "X-Ipbx-Attempt": str(attempts),
+        }
+        try:
+            response = await self._client.post(
+                config.url, content=body, headers=headers, timeout=config.timeout
+            )
+            error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        now = self._clock()
+        if not error:
+            self.delivered += 1
+            self._store.update_delivery(
+                delivery.id, status="delivered", attempts=attempts, next_attempt=None,
+                delivered_at=now,
+            )  # fmt: skip
+            return
+        self.failed_attempts += 1
+        if attempts >= config.max_attempts:
+            log.warning("webhook %s: gave up on event %s after %d attempts: %s",
+                        config.url, delivery.event_id, attempts, error)  # fmt: skip
+            self._store.update_delivery(
+                delivery.id, status="failed", attempts=attempts, next_attempt=None,
+                last_error=error,
+            )  # fmt: skip
+            return
+        delay = min(config.retry_max, config.retry_initial * 2 ** (attempts - 1))
+        log.info("webhook %s: event %s attempt %d failed (%s); next in %.0f s",
+                 config.url, delivery.event_id, attempts, error, delay)  # fmt: skip
+        self._store.update_delivery(
+            delivery.id, status="pending", attempts=attempts, next_attempt=now + delay,
+            last_error=error,
+        )  # fmt: skip
