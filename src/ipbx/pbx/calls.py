@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec, CodecError
 from ipbx.media.dtmf import dtmf_relay_digit
 from ipbx.media.endpoint import MediaEndpoint, bridge, close_pool, transcode_bridge
+from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import leg_mos
 from ipbx.media.recorder import CallRecorder
@@ -177,6 +178,8 @@ class Call:
     dialing: asyncio.Future[int] | None = None
     # The leg a phone rung from a call flow or a transfer is bridged to on answer.
     keep: Leg | None = None
+    # Music on hold playing to the held party while the other one holds.
+    music: asyncio.Future[None] | None = None
     path: list[str] = field(default_factory=list)
     # The extension being rung (its forwarding applies when nobody answers), and the
     # timer that gives up on its phones after its no-answer time.
@@ -271,6 +274,8 @@ class Calls:
         self.endpoint = endpoint
         self.policy = policy
         self.routing = routing
+        # Music on hold: the audio files of DATA_DIR/moh (set by the PBX core).
+        self.moh: MusicOnHold | None = None
         # Set by the PBX core once it has built the router (router.py imports this module).
         self.router: Router | None = None
         # Where call.* events go (pbx/events.py documents their data).
@@ -310,6 +315,12 @@ class Calls:
             self._spawn(self._echo(request, source, tx, offer, caller), tx)
             return
         call = Call(f"c{next(_call_ids)}", caller, target)
+        if target.startswith("*") and self.router is not None:
+            feature = self.router.feature(target, caller)
+            if feature is None:
+                raise SipError(404, f"no feature code {target}")
+            self.start_app(call, request, source, tx, offer, feature)
+            return
         if self._screened(call, request, source, tx, offer):
             return
         if self.is_extension(target) is not None:
@@ -394,6 +405,8 @@ class Calls:
         call.rang = target
         bindings = self.location.reachable(target, time.time())
         instead = self.router.before_ringing(target, bool(bindings)) if self.router else None
+        if isinstance(instead, int):
+            raise SipError(instead, f"{target} does not take calls now (do not disturb)")
         if instead is not None and self.router is not None:
             self.start_app(call, request, source, tx, offer, self.router.app(instead))
             return
@@ -687,7 +700,7 @@ class Calls:
         source: Address,
         tx: ServerTransaction,
         offer: sdp.SessionDescription | None,
-        app: Callable[[Leg], Coroutine[object, object, None]],
+        app: Callable[[Leg], Awaitable[None]],
     ) -> None:
         """Run a call flow for a new call: its leg gets a media endpoint, the app
         answers it (or not) with the verbs of session.py."""
@@ -707,9 +720,7 @@ class Calls:
 
         self._spawn(run(), tx)
 
-    async def _run_app(
-        self, call: Call, leg: Leg, app: Callable[[Leg], Coroutine[object, object, None]]
-    ) -> None:
+    async def _run_app(self, call: Call, leg: Leg, app: Callable[[Leg], Awaitable[None]]) -> None:
         call.app_task = asyncio.current_task()
         try:
             await app(leg)
@@ -1317,6 +1328,8 @@ class Calls:
         body, content_type = request.body, request.headers.get("Content-Type")
         if request.method in ("INVITE", "UPDATE"):
             description = _parse_sdp(request)
+            if description is not None and self._music_on_hold(leg, other, description, tx):
+                return
             body, content_type = b"", "application/sdp"
             if description is not None:
                 leg.take_sdp(description)
@@ -1326,6 +1339,63 @@ class Calls:
         self.endpoint.send_request(
             out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
         )
+
+    def _music_on_hold(
+        self, leg: Leg, other: Leg, offer: sdp.SessionDescription, tx: ServerTransaction
+    ) -> bool:
+        """Hold with music (RFC 3264 §8.4 hold, answered by the PBX): when a phone puts
+        the call on hold and `DATA_DIR/moh` holds music, ipbx answers the hold itself
+        and plays the music to the other party; resuming re-joins the two. Without music
+        the hold is passed to the other phone as any re-offer. True when handled here."""
+        call = leg.call
+        holding = sdp.direction(offer) in ("sendonly", "inactive")
+        if not holding and call.music is None:
+            return False
+        if holding and (self.moh is None or not self.moh.files()):
+            return False
+        codec = leg.media.codec
+        if codec is None or leg.srtp is not None:
+            return False  # (an SRTP leg's hold is passed through: its keys stay end to end)
+        try:
+            answer, _, _ = sdp.answer(
+                offer, self.media_address, leg.media.local_address[1], [codec]
+            )
+        except sdp.SdpError:
+            return False
+        leg.take_sdp(offer)
+        if holding and answer.audio is not None:
+            answer.audio.set_direction(
+                "recvonly" if sdp.direction(offer) == "sendonly" else "inactive"
+            )
+            if call.music is None:
+                leg.media.detach()
+                assert self.moh is not None
+                call.music = asyncio.ensure_future(self.moh.play(other.media))
+                call.path.append("hold")
+                log.info("%s: %s holds; music to %s", call.id, leg.peer, other.peer)
+        else:
+            music, call.music = call.music, None
+            if music is not None:
+                music.cancel()
+            self._rejoin(leg, other)
+            log.info("%s: %s resumes", call.id, leg.peer)
+        out = make_response(tx.request, 200, None, tx.to_tag)
+        out.body = bytes(answer)
+        out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        if tx.is_invite:
+            self._send_2xx(leg, tx, out)
+        else:
+            self.endpoint.respond(tx, out)
+        return True
+
+    def _rejoin(self, a: Leg, b: Leg) -> None:
+        """Bridge two legs again: relayed when they share a codec, transcoded otherwise."""
+        x, y = a.media.codec, b.media.codec
+        if x is not None and y is not None and (x.name, x.clock_rate) != (y.name, y.clock_rate):
+            transcode_bridge(a.media, b.media)
+        else:
+            bridge(a.media, b.media)
 
     def _relay_response(
         self, leg: Leg, tx: ServerTransaction, other: Leg, sent: Request, response: Response
@@ -1459,6 +1529,9 @@ class Calls:
             return
         call.ended = True
         self._stop_ring_timer(call)
+        if call.music is not None:
+            call.music.cancel()
+            call.music = None
         if call.app_task is not None and call.app_task is not asyncio.current_task():
             call.app_task.cancel()
         for fork in call.forks:

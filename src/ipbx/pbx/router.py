@@ -13,16 +13,26 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ipbx.config import AnnouncementConfig, Config, Extension, GroupConfig, IvrConfig
 from ipbx.pbx.apps import voicemail
 from ipbx.pbx.apps.ivr import run_menu
+from ipbx.pbx.apps.mailbox import mailbox_menu
 from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
 from ipbx.pbx.calls import Calls, Leg
 from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.features import (
+    DND_OFF,
+    DND_ON,
+    FORWARD_OFF,
+    FORWARD_ON,
+    MAILBOX,
+    ExtensionSettings,
+    forward_target,
+)
 from ipbx.pbx.prompt import Prompt
 from ipbx.pbx.schedule import Schedule
 from ipbx.pbx.session import Prompts, Session
@@ -35,6 +45,7 @@ RING_SECONDS = 30
 # Statuses that mean nobody picked up (a ring time-out is our own CANCEL: 487).
 _NO_ANSWER = frozenset({408, 480, 487})
 _BUSY = frozenset({486, 600, 603})
+BUSY = 486
 
 
 class Router:
@@ -50,6 +61,7 @@ class Router:
         }
         self.schedules = {s.name: Schedule.from_config(s) for s in config.schedules}
         self.blacklist = Blacklist.from_config(config.blacklist, config.country)
+        self.settings = ExtensionSettings(config.data_dir)
         # Round-robin groups start each call at the member after the last one's first.
         self._turns: dict[str, Iterator[int]] = {
             g.name: itertools.cycle(range(len(g.members))) for g in config.groups
@@ -61,17 +73,22 @@ class Router:
         """The blacklist entry that refuses this caller (to this extension), if any."""
         return self.blacklist.match(caller, called if called in self.extensions else None)
 
-    def before_ringing(self, extension: str, registered: bool) -> Destination | None:
+    def before_ringing(self, extension: str, registered: bool) -> Destination | int | None:
         """Where a call to `extension` goes instead of its phones: forwarded always,
-        busy when on do-not-disturb, the unregistered target when no phone is there."""
+        busy when on do-not-disturb (486 when it has nowhere to go), the unregistered
+        target when no phone is there."""
         ext = self.extensions.get(extension)
         if ext is None:
             return None
         forward = ext.forward
-        if forward.always is not None:
-            return forward.always
-        if ext.dnd:
-            return forward.busy or self._voicemail_of(ext) or Destination(Kind.HANGUP)
+        always = self.settings.forward(extension)
+        if always is None:
+            always = forward.always
+        if isinstance(always, Destination):
+            return always
+        dnd = self.settings.dnd(extension)
+        if dnd if dnd is not None else ext.dnd:
+            return forward.busy or self._voicemail_of(ext) or BUSY
         if not registered:
             return forward.unregistered or forward.no_answer or self._voicemail_of(ext)
         return None
@@ -94,6 +111,51 @@ class Router:
         if status in _NO_ANSWER:
             return ext.forward.no_answer or self._voicemail_of(ext)
         return None
+
+    def feature(self, code: str, caller: str) -> Callable[[Leg], Awaitable[None]] | None:
+        """The call flow of a feature code the extension `caller` dialled (features.py)."""
+        if caller not in self.extensions:
+            return None
+        if code in (DND_ON, DND_OFF):
+            on = code == DND_ON
+            self.settings.set_dnd(caller, on)
+            return self._spoken(f"Do not disturb is {'on' if on else 'off'}.", code)
+        if code == FORWARD_OFF:
+            self.settings.set_forward(caller, None)
+            return self._spoken("Call forwarding is off.", code)
+        if code.startswith(FORWARD_ON):
+            return self._session_app(code, lambda session: self._forward_on(session, code))
+        if code == MAILBOX:
+            mailbox = self.mailboxes.get(caller)
+            if mailbox is None:
+                return None
+            return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
+        return None
+
+    async def _forward_on(self, session: Session, code: str) -> None:
+        digits = code[len(FORWARD_ON) :] or await session.collect(
+            16, 8.0, "#", "Enter the number to forward your calls to, then press hash."
+        )
+        if not digits.isdigit() or digits == session.caller:
+            await session.say("That number cannot be used.")
+            return
+        target = forward_target(digits, digits in self.extensions)
+        self.settings.set_forward(session.caller, target)
+        await session.say(f"Your calls now go to {' '.join(digits)}.")
+
+    def _spoken(self, text: str, code: str) -> Callable[[Leg], Awaitable[None]]:
+        return self._session_app(code, lambda session: session.say(text))
+
+    def _session_app(
+        self, code: str, flow: Callable[[Session], Awaitable[object]]
+    ) -> Callable[[Leg], Awaitable[None]]:
+        async def app(leg: Leg) -> None:
+            session = Session(self.calls, leg.call, leg, self.prompts)
+            leg.call.path.append(f"feature:{code}")
+            await flow(session)
+            await session.hangup()
+
+        return app
 
     def app(self, destination: Destination, refused: BlacklistEntry | None = None) -> AppRunner:
         """A call flow for calls.start_app: runs `destination` on the caller's leg."""
@@ -133,6 +195,9 @@ class Router:
         ext = self.extensions.get(number)
         registered = bool(self.calls.location.reachable(number, datetime.now().timestamp()))
         instead = self.before_ringing(number, registered)
+        if isinstance(instead, int):
+            await session.hangup(instead)
+            return
         if instead is not None:
             await self.run(session, instead)
             return

@@ -1,0 +1,99 @@
+"""Feature codes dialled from a phone (`ipbx phone`) on a live server: do-not-disturb
+(*78/*79), forward everything (*72 NUMBER / *73), and the mailbox menu (*97)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.harness import IpbxServer, extension_range
+from tests.pbx.test_call_handling import Phone, _call, _final
+from tests.pbx.test_call_records import call_records, start_configured_ipbx
+from tests.pbx.test_mwi import seed_mailbox
+from tests.phone.softphone import ipbx_phone
+
+CALLER, OWNER, OTHER = extension_range(3)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[IpbxServer]:
+    def edit(config: dict[str, Any]) -> None:
+        config["extensions"][1]["voicemail"] = {"pin": "1234"}
+
+    workdir = tmp_path / "ipbx"
+    seed_mailbox(workdir / "data", new=2, saved=0)
+    ipbx = start_configured_ipbx(workdir, edit)
+    yield ipbx
+    code = ipbx.stop()
+    print(f"--- ipbx (exit {code}) log tail:\n{ipbx.log_tail()}")
+
+
+def _dial(server: IpbxServer, workdir: Path, code: str, *extra: str) -> None:
+    """OWNER dials `code`; `extra` options come last, so a --duration there wins."""
+    with ipbx_phone(
+        workdir, server.port, OWNER, "--call", code, "--duration", "6", "--timeout", "30", *extra
+    ) as phone:
+        status, out = phone.finish(timeout=40)
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
+
+
+def test_do_not_disturb_on_and_off(server: IpbxServer, tmp_path: Path) -> None:
+    _dial(server, tmp_path, "*78")
+    other = Phone(server, OTHER.number, OTHER.password)
+    owner = Phone(server, OWNER.number, OWNER.password)
+    caller = _call(server, OWNER.number)
+    # With a mailbox, a do-not-disturb extension's calls go to voicemail.
+    assert _final(caller) == 200
+    caller.close()
+    owner.client.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        owner.rings()
+    _dial(server, tmp_path, "*79")
+    owner.client.sock.settimeout(8)
+    caller = _call(server, OWNER.number)
+    invite = owner.rings()
+    owner.answer(invite)
+    assert _final(caller) == 200
+    for phone in (owner, other):
+        phone.close()
+    caller.close()
+    settings = json.loads((server.data_dir / "extension-settings.json").read_text())
+    assert settings[OWNER.number]["dnd"] is False
+    server.stop()  # the two calls still up end, and are recorded
+    paths = [r.path for r in call_records(server, count=4)]
+    assert "feature:*78" in paths and "feature:*79" in paths
+    assert "extension:1001,voicemail:1001" in paths
+
+
+def test_forward_everything_to_another_extension(server: IpbxServer, tmp_path: Path) -> None:
+    _dial(server, tmp_path, "*721002")
+    other = Phone(server, OTHER.number, OTHER.password)
+    caller = _call(server, OWNER.number)
+    invite = other.rings()
+    other.answer(invite)
+    assert _final(caller) == 200
+    caller.close()
+    _dial(server, tmp_path, "*73")
+    owner = Phone(server, OWNER.number, OWNER.password)
+    caller = _call(server, OWNER.number)
+    owner.answer(owner.rings())
+    assert _final(caller) == 200
+    for phone in (owner, other):
+        phone.close()
+    caller.close()
+
+
+def test_the_mailbox_menu_saves_a_message_and_deletes_another(
+    server: IpbxServer, tmp_path: Path
+) -> None:
+    """PIN, 1 to listen, then 9 on the first new message (saved), 7 on the second
+    (deleted)."""
+    mailbox = server.data_dir / "voicemail" / OWNER.number
+    assert len(list((mailbox / "new").glob("*.wav"))) == 2
+    _dial(server, tmp_path, "*97", "--dtmf", "1234#197", "--duration", "15")
+    assert list((mailbox / "new").glob("*.wav")) == []
+    assert len(list((mailbox / "saved").glob("*.wav"))) == 1
