@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
+from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
 from ipbx.pbx.dialplan import Dialplan, Numbers
@@ -127,6 +128,8 @@ class Pbx:
         )
         # Issue 5: destinations, call flows and personal call handling (docs/features.md).
         self.calls.router = Router(self.calls, config, self.mailboxes)
+        self.calls.events = self.events
+        self.calls.moh = MusicOnHold(config.data_dir / "moh")
         self._tasks: list[asyncio.Task[None]] = []
 
     def _extension_name(self, number: str) -> str | None:
