@@ -337,6 +337,7 @@ def test_a_call_out_fails_over_when_the_first_trunk_answers_503(tmp_path: Path) 
         assert next_request(gw1.client, "ACK").call_id == first.call_id
         second = gw2.invite()
         assert str(second.uri) == f"sip:{E164}@{LOOPBACK}:{gw2.port}"
+        assert second.call_id != first.call_id  # a new dialog, not a merged request
         gw2.answer(second)
         ok = final(caller)
         assert ok.status == 200

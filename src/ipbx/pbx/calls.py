@@ -941,6 +941,10 @@ class Calls:
             if call.ended or not targets:
                 slot.release()
                 continue
+            if call.forks:
+                # Each attempt is a new dialog (RFC 3261 §8.1.1.4): a proxy in front of
+                # several trunks would otherwise take the retry for a merged request (482).
+                call.b_call_id, call.b_tag = random_hex(10), new_tag()
             invite = self._trunk_invite(call, a.invite, trunk, targets[0], route)
             fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot)
             call.forks.append(fork)
