@@ -187,6 +187,10 @@ class SipEndpoint:
             except SipError as exc:
                 if isinstance(event, RequestReceived) and event.transaction is not None:
                     self.reply(event.transaction, exc.status, _reason(exc.status, exc.reason))
+                else:
+                    # A response we cannot use (a 2xx without Contact, say): nobody to
+                    # answer, but the call it belonged to must not fail in silence.
+                    log.warning("unusable %r: %d %s", event, exc.status, exc.reason)
             except Exception:
                 log.exception("transaction user failed on %r", event)
                 if isinstance(event, RequestReceived) and event.transaction is not None:
