@@ -748,7 +748,6 @@ class Calls:
         bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
         The final status (200 answered)."""
         a = keep or call.caller
-        assert a is not None
         call.keep = a
         now = time.time()
         bindings = [(n, b) for n in extensions for b in self.location.reachable(n, now)]
@@ -765,7 +764,10 @@ class Calls:
         for number in dict.fromkeys(n for n, _ in bindings):
             self._publish(CALL_RINGING, call, extension=number)
         for number, binding in bindings:
-            invite = self._callee_invite(call, a.invite, _identity(call, a), number, binding, body)
+            max_forwards = a.invite.max_forwards if a is not None else None
+            invite = self._callee_invite(
+                call, max_forwards, _identity(call, a), number, binding, body
+            )
             fork = Leg(call, binding.source, media, invite)
             call.forks.append(fork)
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
@@ -785,11 +787,15 @@ class Calls:
                 call.b_call_id, call.b_tag = random_hex(10), new_tag()
 
     def _app_answered(self, fork: Leg, response: Response) -> None:
-        """A phone an app rang answered: bridge it to the leg it was rung for."""
+        """A phone an app rang answered: bridge it to the leg it was rung for (or, for
+        a call ipbx originates, it becomes the call's first party)."""
         call, a = fork.call, fork.call.keep or fork.call.caller
-        assert a is not None and fork.dialog is not None and call.dialing is not None
+        assert fork.dialog is not None and call.dialing is not None
         self._ack(fork, b"")
         description = _parse_sdp(response)
+        if a is None:
+            self._first_party(fork, description)
+            return
         if description is None or a.media.codec is None:
             self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
             call.dialing.set_result(488)
@@ -811,6 +817,58 @@ class Calls:
         self._publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
         call.dialing.set_result(200)
+
+    def _first_party(self, fork: Leg, description: sdp.SessionDescription | None) -> None:
+        call = fork.call
+        assert fork.dialog is not None and call.dialing is not None
+        if description is None:
+            self.endpoint.send_request(fork.dialog.create_request("BYE"), fork.peer)
+            call.dialing.set_result(488)
+            return
+        codec, dtmf = sdp.negotiated(description, self.policy.codecs)
+        host, port = sdp.remote_address(description)
+        fork.media.set_remote(host, port, codec, dtmf)
+        call.caller = fork
+        call.far_media = None
+        for other in call.forks:
+            if other is not fork:
+                self._cancel_fork(other)
+        call.forks = []
+        self._register(call, fork)
+        log.info("%s: %s answered; calling %s", call.id, fork.peer, call.to_number)
+        call.dialing.set_result(200)
+
+    # --- calls ipbx places (click-to-call) -------------------------------------------------
+
+    def originate(self, agent: str, number: str, timeout: float = 30.0) -> Call:
+        """Click-to-call: ring `agent`'s phones; when one answers, ring `number` and
+        connect the two. Raises LookupError for a number that is no extension."""
+        for extension in (agent, number):
+            if self.is_extension(extension) is None:
+                raise LookupError(f"no extension {extension}")
+        call = Call(f"c{next(_call_ids)}", agent, number)
+        call.path.append(f"originate:{agent}")
+        self.calls[call.id] = call
+        self._publish(CALL_STARTED, call)
+        self._spawn_task(self._originate(call, agent, number, timeout))
+        return call
+
+    async def _originate(self, call: Call, agent: str, number: str, timeout: float) -> None:
+        status = await self.dial_from_app(call, [agent], timeout)
+        if status != 200 or call.ended:
+            log.info("%s: click-to-call: %s did not answer (%d)", call.id, agent, status)
+            call.status = status
+            self._end(call)
+            return
+        agent_leg = call.caller
+        assert agent_leg is not None
+        status = await self.dial_from_app(call, [number], timeout, keep=agent_leg)
+        if status != 200:
+            log.info("%s: click-to-call: %s did not answer (%d)", call.id, number, status)
+            call.status = status
+            self._hangup(call)
+            return
+        call.answered = time.time()
 
     # --- setting up a call ------------------------------------------------------------------
 
@@ -885,7 +943,7 @@ class Calls:
                 description = sdp.SessionDescription.parse(body)
                 secure_body = self._anchor(description, callee_media, None, keys)
             invite = self._callee_invite(
-                call, request, from_, target, binding, secure_body if secure else body
+                call, request.max_forwards, from_, target, binding, secure_body if secure else body
             )
             fork = Leg(
                 call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
@@ -980,7 +1038,7 @@ class Calls:
         to = f"<sip:{route.number}@{trunk.domain}>"
         extra = [*identity[1:], *([credentials] if credentials else [])]
         return self._outgoing_invite(
-            call, request, uri, from_, to, dest, call.far_body, extra, cseq
+            call, request.max_forwards, uri, from_, to, dest, call.far_body, extra, cseq
         )
 
     def _on_trunk_failure(self, fork: Leg, response: Response) -> None:
@@ -1034,7 +1092,7 @@ class Calls:
     def _callee_invite(
         self,
         call: Call,
-        request: Request,
+        max_forwards: int | None,
         from_: NameAddr,
         target: str,
         binding: Binding,
@@ -1045,12 +1103,12 @@ class Calls:
         caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
         from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
         to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
-        return self._outgoing_invite(call, request, binding.uri, from_value, to, dest, body)
+        return self._outgoing_invite(call, max_forwards, binding.uri, from_value, to, dest, body)
 
     def _outgoing_invite(
         self,
         call: Call,
-        request: Request,
+        max_forwards: int | None,
         uri: Uri,
         from_: str,
         to: str,
@@ -1061,7 +1119,7 @@ class Calls:
     ) -> Request:
         """The INVITE of the far side's dialog (one Call-ID and From tag per call)."""
         headers = Headers()
-        headers.add("Max-Forwards", str((request.max_forwards or 70) - 1))
+        headers.add("Max-Forwards", str((max_forwards or 70) - 1))
         headers.add("From", from_)
         headers.add("To", to)
         headers.add("Call-ID", call.b_call_id)
@@ -1645,11 +1703,15 @@ def _result(call: Call) -> str:
     return "failed"
 
 
-def _identity(call: Call, leg: Leg) -> NameAddr:
-    """Who a phone rung for `leg` sees calling: the caller, or the party a transfer
-    hands over (the called number, for a callee)."""
-    if leg is call.caller:
+def _identity(call: Call, leg: Leg | None) -> NameAddr:
+    """Who a phone rung for `leg` sees calling: the caller, the party a transfer hands
+    over (the called number, for a callee); for a call ipbx places, the other party."""
+    if leg is None:
+        return NameAddr(Uri("sip", call.to_number, None, "ipbx", None))
+    if leg is call.caller and leg.server_tx is not None:
         return leg.invite.from_
+    if leg is call.caller:
+        return NameAddr(Uri("sip", call.from_number, None, "ipbx", None))
     return NameAddr(Uri("sip", call.to_number, None, leg.invite.uri.host, None))
 
 
