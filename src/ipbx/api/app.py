@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.websockets import WebSocketDisconnect
 
 from ipbx.api import models
 from ipbx.api.metrics import registry, render
@@ -375,12 +374,14 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         unsubscribe = pbx.events.subscribe(on_event)
         try:
             await websocket.accept()
+            # Events go out from their own task; this one reads (and ignores) what the
+            # client sends until it goes away, so a disconnect ends the handler at once.
             sender = asyncio.create_task(_send_events(websocket, queue))
-            receiver = asyncio.create_task(_drain(websocket))
-            _, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            try:
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+            finally:
+                sender.cancel()
         finally:
             unsubscribe()
 
@@ -393,23 +394,15 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
 
 
 async def _send_events(websocket: WebSocket, queue: asyncio.Queue[Event | None]) -> None:
-    while True:
-        event = await queue.get()
-        if event is None:
-            await websocket.close(1013, "too many events unread")
-            return
-        await websocket.send_text(event.to_json())
-
-
-async def _drain(websocket: WebSocket) -> None:
-    """Read (and ignore) what the client sends, until it goes away."""
     try:
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            event = await queue.get()
+            if event is None:
+                await websocket.close(1013, "too many events unread")
                 return
-    except WebSocketDisconnect:
-        return
+            await websocket.send_text(event.to_json())
+    except Exception as exc:  # the client went away mid-send: the reader ends the handler
+        log.debug("event feed: send failed: %s", exc)
 
 
 def _page(items: Sequence[T], limit: int, offset: int) -> models.Page[T]:

@@ -1,0 +1,60 @@
+"""Issue 6, done means: a receiver gets call.started, call.answered and call.ended of a
+real call between two `ipbx phone`s, in order and signed; with the receiver down and
+ipbx restarted in between, the next call's events still arrive, each once by its id."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import free_port, run_ipbx
+from tests.api.receiver import Receiver
+from tests.pbx.test_call_records import start_configured_ipbx, talk
+
+SECRET = "live-webhook-secret-0123"
+CALL_EVENTS = ["call.started", "call.ringing", "call.answered", "call.ended"]
+
+
+def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_real_calls_events_reach_the_receiver_through_a_restart(tmp_path: Path) -> None:
+    receiver = Receiver(free_port("tcp"), SECRET).start()
+
+    def subscribe(config: dict[str, Any]) -> None:
+        config["api"] = {"listen": f"127.0.0.1:{free_port('tcp')}"}
+        config["webhooks"] = [{"url": receiver.url, "events": ["call.*"], "secret": SECRET,
+                               "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
+
+    server = start_configured_ipbx(tmp_path / "ipbx", subscribe)
+    try:
+        talk(server, tmp_path, 1.0)
+        until(lambda: "call.ended" in receiver.types())
+        first = list(receiver.events.values())
+        assert [e["type"] for e in first] == CALL_EVENTS
+        assert len({e["data"]["call_id"] for e in first}) == 1  # type: ignore[index]
+        assert receiver.bad_signatures == 0
+
+        receiver.stop()  # the CRM goes down; a call happens; ipbx is restarted
+        talk(server, tmp_path, 1.0)
+        time.sleep(1.0)  # a few failed attempts
+        assert server.stop() == 0
+        receiver.start()
+        server = run_ipbx(server.workdir, server.config_path, server.port, server.rtp_range)
+        until(lambda: len(receiver.events) == 2 * len(CALL_EVENTS))
+        second = list(receiver.events.values())[len(first) :]
+        assert [e["type"] for e in second] == CALL_EVENTS
+        ids = [r["x-ipbx-event-id"] for r in receiver.requests]
+        assert sorted(set(ids)) == sorted(receiver.events)  # nothing else came
+        # The second call's first event was tried while the receiver was down.
+        assert int(receiver.requests[len(first)]["x-ipbx-attempt"]) > 1
+        assert receiver.bad_signatures == 0
+    finally:
+        server.stop()
+        receiver.stop()
