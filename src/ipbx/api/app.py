@@ -159,6 +159,25 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         ]
         return _page(items, limit, offset)
 
+    @app.post(
+        "/calls",
+        response_model=models.Originated,
+        status_code=202,
+        responses={**_AUTH_ERRORS, 404: {"model": models.Problem}},
+        tags=["calls"],
+    )
+    async def originate(order: models.Originate, token: Admin) -> models.Originated:
+        """Click-to-call: the agent's phones ring; when one answers, ipbx calls the
+        number and connects the two. Follow the call by its call.* events."""
+        if not system_state(token):
+            raise HTTPException(404, f"agent: no extension {order.agent} in this tenant")
+        try:
+            call = pbx.calls.originate(order.agent, order.number, order.timeout)
+        except LookupError as exc:
+            field = "agent" if pbx.calls.is_extension(order.agent) is None else "number"
+            raise HTTPException(404, f"{field}: {exc}") from None
+        return models.Originated(call_id=call.uid)
+
     @listing("/calls/active", models.ActiveCall, "calls")
     async def list_active_calls(
         token: Reader,

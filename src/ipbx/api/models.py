@@ -105,3 +105,15 @@ class Delivery(BaseModel):
     delivered_at: float | None
     last_error: str
     payload: dict[str, Any]
+
+
+class Originate(BaseModel):
+    """Click-to-call: ring `agent`'s phones; when one answers, call `number`."""
+
+    agent: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension that rings first")
+    number: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension it then calls")
+    timeout: float = Field(default=30.0, gt=0, le=300, description="seconds each side rings")
+
+
+class Originated(BaseModel):
+    call_id: str = Field(description="the call record's id, also in the call.* events")
