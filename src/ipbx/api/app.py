@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ipbx.api import models
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
+from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
 
@@ -300,6 +301,28 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         if record is None:
             raise HTTPException(404, f"no call {call_id}")
         return _call(record)
+
+    @app.get(
+        "/analytics",
+        response_model=models.Analytics,
+        responses=_AUTH_ERRORS,
+        tags=["calls"],
+    )
+    def get_analytics(
+        token: Reader,
+        since: Since = None,
+        until: Until = None,
+        by: Annotated[Literal["day", "hour", "extension"] | None, Query()] = None,
+        service_level_seconds: Annotated[
+            float, Query(gt=0, le=3600, description="answered within this counts as in time")
+        ] = DEFAULT_SERVICE_LEVEL_SECONDS,
+    ) -> models.Analytics:
+        """Answered, missed and abandoned calls, speed of answer, handling time, service
+        level, busiest hour and MOS (definitions in ipbx/pbx/analytics.py), over the
+        calls started in [from, to), in all and grouped `by` day, hour or extension."""
+        records = store.call_records_between(since, until, token.tenant)
+        groups = grouped(records, by, service_level_seconds) if by is not None else {}
+        return models.Analytics(total=figures(records, service_level_seconds), groups=groups)
 
     @listing("/trunks", models.Trunk, "state")
     async def list_trunks(

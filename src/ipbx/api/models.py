@@ -6,6 +6,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
+from ipbx.pbx.analytics import Figures
 from ipbx.pbx.trunks import TrunkStatus
 
 T = TypeVar("T")
@@ -117,3 +118,10 @@ class Originate(BaseModel):
 
 class Originated(BaseModel):
     call_id: str = Field(description="the call record's id, also in the call.* events")
+
+
+class Analytics(BaseModel):
+    """Figures over all the calls asked for, and per group (day, hour or extension)."""
+
+    total: Figures
+    groups: dict[str, Figures] = Field(default_factory=dict)

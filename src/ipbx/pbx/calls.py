@@ -580,20 +580,13 @@ class Calls:
         leg.media.close()
 
     def _publish(self, kind: str, call: Call, **data: object) -> None:
-        direction = (
-            "inbound"
-            if call.inbound_slot is not None
-            else "outbound"
-            if call.route is not None
-            else "internal"
-        )
         self.events.publish(
             kind,
             {
                 "call_id": call.uid,
                 "caller": call.from_number,
                 "callee": call.to_number,
-                "direction": direction,
+                "direction": _direction(call),
                 **data,
             },
         )
@@ -1668,6 +1661,7 @@ class Calls:
             digits="".join(call.digits),
             recording=recording,
             path=",".join(call.path),
+            direction=_direction(call),
             legs=tuple(_leg_record(role, leg) for role, leg in legs if leg is not None),
         )
 
@@ -1701,6 +1695,12 @@ def _result(call: Call) -> str:
     if call.status in (408, 480, 487):
         return "no_answer"
     return "failed"
+
+
+def _direction(call: Call) -> str:
+    if call.inbound_slot is not None:
+        return "inbound"
+    return "outbound" if call.route is not None else "internal"
 
 
 def _identity(call: Call, leg: Leg | None) -> NameAddr:

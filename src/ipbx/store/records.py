@@ -79,6 +79,8 @@ class CallRecord:
     # The destinations the call went through, comma-separated (extension:1001,
     # voicemail:1001 ...).
     path: str = ""
+    # internal (extension to extension), inbound (from a trunk) or outbound (to one).
+    direction: str = "internal"
 
 
 @dataclass(frozen=True, slots=True)

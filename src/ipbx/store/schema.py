@@ -88,6 +88,7 @@ call_records = Table(
     Column("digits", Text, nullable=False),
     Column("recording", Text, nullable=True),
     Column("path", Text, nullable=False, server_default=""),
+    Column("direction", String(16), nullable=False, server_default="internal"),
 )
 
 call_legs = Table(

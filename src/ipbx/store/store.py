@@ -249,6 +249,7 @@ class Store:
                         digits=record.digits,
                         recording=record.recording,
                         path=record.path,
+                        direction=record.direction,
                     )
                     .returning(call_records.c.id)
                 ).scalar_one()
@@ -297,6 +298,24 @@ class Store:
             ).all()
             return int(total or 0), self._with_legs(connection, rows)
 
+    def call_records_between(
+        self, since: float | None, until: float | None, tenant: str = DEFAULT_TENANT
+    ) -> list[CallRecord]:
+        """Every call started in [since, until), oldest first (for analytics)."""
+        conditions = [tenants.c.domain == tenant]
+        if since is not None:
+            conditions.append(call_records.c.started >= since)
+        if until is not None:
+            conditions.append(call_records.c.started < until)
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(call_records)
+                .join(tenants, tenants.c.id == call_records.c.tenant_id)
+                .where(*conditions)
+                .order_by(call_records.c.started, call_records.c.id)
+            ).all()
+            return self._with_legs(connection, rows)
+
     def call_record(self, call_id: str, tenant: str = DEFAULT_TENANT) -> CallRecord | None:
         with self._engine.connect() as connection:
             rows = connection.execute(
@@ -339,6 +358,7 @@ class Store:
                 digits=row.digits,
                 recording=row.recording,
                 path=row.path,
+                direction=row.direction,
                 legs=tuple(legs[row.id]),
             )
             for row in rows

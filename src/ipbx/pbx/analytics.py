@@ -1,0 +1,111 @@
+"""Call analytics, computed from the call records alone (so they can always be
+reproduced from the CDRs, as the API promises).
+
+Definitions, as call centres use them:
+- offered: every call; inbound / outbound / internal by the record's direction.
+- answered: someone (a phone, or a call flow) answered; transferred: answered calls whose
+  path shows a transfer.
+- abandoned: the caller hung up before an answer (`cancelled`); time to abandon is from
+  start to hang-up. missed: the other unanswered calls (busy, no answer, failed).
+- speed of answer: start to answer; handling time: answer to end (answered calls).
+- service level: the share of offered calls answered within `service_level_seconds`.
+- busiest hour: the UTC hour of day (0-23) in which most calls started.
+- MOS: the mean of every leg's estimate that has one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from ipbx.store.records import CallRecord
+
+Grouping = Literal["day", "hour", "extension"]
+DEFAULT_SERVICE_LEVEL_SECONDS = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    offered: int
+    inbound: int
+    outbound: int
+    internal: int
+    answered: int
+    missed: int
+    abandoned: int
+    transferred: int
+    average_seconds_to_abandon: float | None
+    average_speed_of_answer: float | None
+    average_handling_time: float | None
+    service_level: float | None
+    busiest_hour: int | None
+    average_mos: float | None
+
+
+def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figures:
+    calls = list(records)
+    answered = [r for r in calls if r.answered is not None]
+    abandoned = [r for r in calls if r.answered is None and r.result == "cancelled"]
+    direction = Counter(r.direction for r in calls)
+    moses = [leg.mos for r in calls for leg in r.legs if leg.mos is not None]
+    in_time = [r for r in answered if _answer_wait(r) <= service_level_seconds]
+    hours = Counter(time.gmtime(r.started).tm_hour for r in calls)
+    return Figures(
+        offered=len(calls),
+        inbound=direction["inbound"],
+        outbound=direction["outbound"],
+        internal=direction["internal"],
+        answered=len(answered),
+        missed=len(calls) - len(answered) - len(abandoned),
+        abandoned=len(abandoned),
+        transferred=sum(1 for r in answered if "transfer" in r.path),
+        average_seconds_to_abandon=_mean(r.ended - r.started for r in abandoned),
+        average_speed_of_answer=_mean(_answer_wait(r) for r in answered),
+        average_handling_time=_mean(r.ended - (r.answered or r.ended) for r in answered),
+        service_level=round(len(in_time) / len(calls), 4) if calls else None,
+        busiest_hour=max(sorted(hours), key=lambda h: hours[h]) if hours else None,
+        average_mos=_mean(moses),
+    )
+
+
+def grouped(
+    records: Iterable[CallRecord], by: Grouping, service_level_seconds: float
+) -> dict[str, Figures]:
+    """Figures per UTC day (YYYY-MM-DD), per UTC hour (YYYY-MM-DDTHH), or per extension
+    (a call counts for its caller and its callee)."""
+    groups: dict[str, list[CallRecord]] = {}
+    for record in records:
+        for name in _KEYS[by](record):
+            groups.setdefault(name, []).append(record)
+    return {name: figures(calls, service_level_seconds) for name, calls in sorted(groups.items())}
+
+
+def _day(record: CallRecord) -> list[str]:
+    return [time.strftime("%Y-%m-%d", time.gmtime(record.started))]
+
+
+def _hour(record: CallRecord) -> list[str]:
+    return [time.strftime("%Y-%m-%dT%H", time.gmtime(record.started))]
+
+
+def _parties(record: CallRecord) -> list[str]:
+    return list(dict.fromkeys((record.caller, record.callee)))
+
+
+_KEYS: dict[str, Callable[[CallRecord], list[str]]] = {
+    "day": _day,
+    "hour": _hour,
+    "extension": _parties,
+}
+
+
+def _answer_wait(record: CallRecord) -> float:
+    return (record.answered or record.started) - record.started
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    items = list(values)
+    return round(sum(items) / len(items), 3) if items else None

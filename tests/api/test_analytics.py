@@ -1,0 +1,98 @@
+"""Analytics over a scripted day of calls: the API's figures equal the ones worked out
+here by hand from the script."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ipbx.store import CallRecord, LegRecord
+from tests.api.apiclient import Api
+
+NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
+
+
+def _call(call_id: str, start: float, **fields: object) -> CallRecord:
+    values: dict[str, object] = {
+        "call_id": call_id,
+        "caller": "+15550199",
+        "callee": "1001",
+        "started": NOON + start,
+        "ended": NOON + start + 60,
+        "result": "answered",
+        "direction": "inbound",
+    }
+    values.update(fields)
+    return CallRecord(**values)  # type: ignore[arg-type]
+
+
+def _mos(value: float) -> tuple[LegRecord, ...]:
+    return (LegRecord("caller", "udp:x", "PCMU", 100, 0, 1.0, None, value),)
+
+
+# The script: what each call did.
+SCRIPT = [
+    # answered after 4 s, talked 60 s
+    _call("answered", 0, answered=NOON + 4, ended=NOON + 64, legs=_mos(4.4)),
+    # rang 20 s, nobody answered
+    _call("missed", 600, result="no_answer", ended=NOON + 620),
+    # the caller gave up after 5 s of ringing
+    _call("abandoned", 1200, result="cancelled", ended=NOON + 1205),
+    # answered after 10 s, transferred, 120 s in all after the answer; an internal call
+    _call(
+        "transferred",
+        3600,
+        caller="1000",
+        answered=NOON + 3610,
+        ended=NOON + 3730,
+        direction="internal",
+        path="extension:1001,transfer:1002",
+        legs=_mos(4.0),
+    ),
+]
+
+
+def test_the_figures_of_a_scripted_day_equal_the_hand_computed_ones(api: Api) -> None:
+    api.store.save_call_records(SCRIPT)
+    response = api.client.get(
+        "/analytics?by=hour&service_level_seconds=5", headers=api.headers(api.reader)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    total = body["total"]
+    assert {k: total[k] for k in ("offered", "inbound", "outbound", "internal")} == {
+        "offered": 4, "inbound": 3, "outbound": 0, "internal": 1,
+    }  # fmt: skip
+    assert (total["answered"], total["missed"], total["abandoned"], total["transferred"]) == (
+        2, 1, 1, 1,
+    )  # fmt: skip
+    assert total["average_seconds_to_abandon"] == pytest.approx(5.0)
+    assert total["average_speed_of_answer"] == pytest.approx((4 + 10) / 2)
+    assert total["average_handling_time"] == pytest.approx((60 + 120) / 2)
+    # Within 5 s: only the call answered after 4 s, of the 4 offered.
+    assert total["service_level"] == pytest.approx(1 / 4)
+    assert total["busiest_hour"] == 12  # three calls started between 12:00 and 13:00
+    assert total["average_mos"] == pytest.approx((4.4 + 4.0) / 2)
+    assert sorted(body["groups"]) == ["2026-11-27T12", "2026-11-27T13"]
+    assert body["groups"]["2026-11-27T12"]["offered"] == 3
+    assert body["groups"]["2026-11-27T13"]["transferred"] == 1
+
+
+def test_analytics_by_extension_and_within_a_time_range(api: Api) -> None:
+    api.store.save_call_records(SCRIPT)
+    query = f"/analytics?by=extension&from={NOON + 500}&to={NOON + 3600}"
+    body = api.client.get(query, headers=api.headers(api.reader)).json()
+    assert body["total"]["offered"] == 2  # missed and abandoned
+    assert set(body["groups"]) == {"+15550199", "1001"}
+    assert body["groups"]["1001"]["abandoned"] == 1
+
+
+def test_analytics_refuse_a_bad_parameter_naming_it(api: Api) -> None:
+    response = api.client.get("/analytics?by=week", headers=api.headers(api.reader))
+    assert response.status_code == 422 and "by" in response.text
+    response = api.client.get(
+        "/analytics?service_level_seconds=-1", headers=api.headers(api.reader)
+    )
+    assert response.status_code == 422 and "service_level_seconds" in response.text
+    assert api.client.get("/analytics").status_code == 401
