@@ -1,5 +1,6 @@
 """Feature codes dialled from a phone (`ipbx phone`) on a live server: do-not-disturb
-(*78/*79), forward everything (*72 NUMBER / *73), and the mailbox menu (*97)."""
+(*78/*79), forward everything (*72 NUMBER / *73), the mailbox menu (*97) and call
+pickup (*8)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 
 from bench.harness import IpbxServer, extension_range
+from tests.pbx.sipclient import next_request, reply_to
 from tests.pbx.test_call_handling import Phone, _call, _final
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.pbx.test_mwi import seed_mailbox
-from tests.phone.softphone import ipbx_phone
+from tests.phone.softphone import analyse, ipbx_phone, write_tone
 
 CALLER, OWNER, OTHER = extension_range(3)
 
@@ -97,3 +99,28 @@ def test_the_mailbox_menu_saves_a_message_and_deletes_another(
     _dial(server, tmp_path, "*97", "--dtmf", "1234#197", "--duration", "15")
     assert list((mailbox / "new").glob("*.wav")) == []
     assert len(list((mailbox / "saved").glob("*.wav"))) == 1
+
+
+def test_pickup_answers_the_call_ringing_elsewhere(server: IpbxServer, tmp_path: Path) -> None:
+    """1000 calls 1002, whose phone rings and rings; 1001 dials *8 and talks to 1000."""
+    ringing = Phone(server, OTHER.number, OTHER.password)
+    voice = write_tone(tmp_path / "caller.wav", 700, 8)
+    music = write_tone(tmp_path / "picker.wav", 1000, 8)
+    with ipbx_phone(
+        tmp_path, server.port, CALLER,
+        "--call", OTHER.number, "--play", str(voice), "--record", str(tmp_path / "c.wav"),
+        "--duration", "6", "--timeout", "30",
+    ) as caller:  # fmt: skip
+        invite = ringing.rings()
+        ringing.client.send(reply_to(invite, 180, []))
+        _dial(server, tmp_path, "*8", "--play", str(music), "--record", str(tmp_path / "p.wav"))
+        status, out = caller.finish(timeout=30)
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), caller.log
+    cancel = next_request(ringing.client, "CANCEL")  # the ringing phone stopped
+    assert cancel.call_id == invite.call_id
+    ringing.close()
+    assert analyse(tmp_path / "c.wav").dominant_hz == pytest.approx(1000, abs=20)
+    assert analyse(tmp_path / "p.wav").dominant_hz == pytest.approx(700, abs=20)
+    server.stop()
+    paths = [r.path for r in call_records(server)]
+    assert f"extension:{OTHER.number},pickup:{OWNER.number}" in paths

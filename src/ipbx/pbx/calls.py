@@ -831,6 +831,50 @@ class Calls:
         log.info("%s: %s answered; calling %s", call.id, fork.peer, call.to_number)
         call.dialing.set_result(200)
 
+    # --- call pickup (*8) --------------------------------------------------------------------
+
+    def pickup(self, leg: Leg) -> bool:
+        """Answer, on `leg` (a phone that dialled the pickup code), the call that has been
+        ringing longest: its phones stop ringing and its caller is connected to `leg`.
+        False when nothing rings."""
+        ringing = [
+            call
+            for call in self.calls.values()
+            if call is not leg.call
+            and not call.ended
+            and call.callee is None
+            and call.rang is not None
+            and call.caller is not None
+            and call.caller.dialog is None
+        ]
+        if not ringing:
+            return False
+        target = min(ringing, key=lambda c: c.started)
+        caller = target.caller
+        assert caller is not None
+        self._stop_ring_timer(target)
+        for fork in target.forks:
+            self._cancel_fork(fork)
+        target.forks = []
+        if target.far_media is not None:
+            target.far_media.close()
+            target.far_media = None
+        if not self.answer_locally(caller):
+            return False
+        if leg.dialog is None and not self.answer_locally(leg):
+            self._hangup(target)
+            return True
+        own = leg.call
+        own.caller = None  # the pickup call is absorbed; it leaves no record of its own
+        leg.call = target
+        target.callee, caller.other, leg.other = leg, caller, leg
+        target.path.append(f"pickup:{own.from_number}")
+        self._rejoin(caller, leg)
+        self._end(own)
+        self._publish_answer(target, leg)
+        log.info("%s picked up by %s", target.id, own.from_number)
+        return True
+
     # --- calls ipbx places (click-to-call) -------------------------------------------------
 
     def originate(self, agent: str, number: str, timeout: float = 30.0) -> Call:

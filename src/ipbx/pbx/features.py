@@ -6,6 +6,7 @@ they change.
 | `*78` / `*79` | do-not-disturb on / off |
 | `*72NUMBER` (or `*72`, then the number and #) / `*73` | forward every call on / off |
 | `*97` | the caller's own mailbox (PIN first) |
+| `*8` | pick up the call ringing longest |
 
 The settings override the configuration's `dnd` and `forward.always` for the extension
 and survive restarts: they are kept in `DATA_DIR/extension-settings.json`, replaced
@@ -29,6 +30,7 @@ SETTINGS_FILE = "extension-settings.json"
 DND_ON, DND_OFF = "*78", "*79"
 FORWARD_ON, FORWARD_OFF = "*72", "*73"
 MAILBOX = "*97"
+PICKUP = "*8"
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ipbx.pbx.features import (
     FORWARD_OFF,
     FORWARD_ON,
     MAILBOX,
+    PICKUP,
     ExtensionSettings,
     forward_target,
 )
@@ -125,12 +126,20 @@ class Router:
             return self._spoken("Call forwarding is off.", code)
         if code.startswith(FORWARD_ON):
             return self._session_app(code, lambda session: self._forward_on(session, code))
+        if code == PICKUP:
+            return self._pickup
         if code == MAILBOX:
             mailbox = self.mailboxes.get(caller)
             if mailbox is None:
                 return None
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
+
+    async def _pickup(self, leg: Leg) -> None:
+        if not self.calls.pickup(leg):
+            session = Session(self.calls, leg.call, leg, self.prompts)
+            await session.say("There is no call to pick up.")
+            await session.hangup()
 
     async def _forward_on(self, session: Session, code: str) -> None:
         digits = code[len(FORWARD_ON) :] or await session.collect(
