@@ -602,3 +602,26 @@ def test_an_invite_without_contact_is_refused_before_any_phone_rings(tmp_path: P
         assert answer is not None and answer.status == 400, answer
         assert not any(m.startswith(b"INVITE") for m in received(phone, 0.3))
         until_state(server, "provider1", "channels", 0)
+
+
+def test_without_a_route_caller_id_the_extension_shows_its_own(tmp_path: Path) -> None:
+    own = "+15550777"
+    base = routing(ip_trunk(gw1 := Gateway()), ip_trunk(gw2 := Gateway()), caller_id=own)
+
+    def edit(config: dict[str, Any]) -> None:
+        base(config)
+        del config["outbound_routes"][0]["caller_id"]
+
+    try:
+        with ipbx(tmp_path, edit) as server:
+            gw1.attach(server)
+            caller = call_out(server)
+            invite = gw1.invite()
+            assert invite.from_.uri.user == own
+            gw1.answer(invite)
+            ok = final(caller)
+            assert ok.status == 200
+            hang_up(caller, ok, gw1)
+    finally:
+        gw1.close()
+        gw2.close()

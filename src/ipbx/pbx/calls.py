@@ -197,6 +197,8 @@ class Routing:
     dialplan: Dialplan
     numbers: Numbers
     permissions: Mapping[str, Permission] = field(default_factory=dict)
+    # The number each extension shows on outside calls (its `caller_id`).
+    caller_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 # RFC 3261 §16.7-style failover: a trunk that times out or fails on its side (5xx,
@@ -1069,7 +1071,8 @@ class Calls:
         credentials: tuple[str, str] | None = None,
     ) -> Request:
         uri = trunk.request_uri(route.number)
-        caller_id = route.caller_id or call.from_number
+        caller_ids = self.routing.caller_ids if self.routing is not None else {}
+        caller_id = route.caller_id or caller_ids.get(call.from_number) or call.from_number
         identity = trunk.caller_headers(caller_id, request.from_.display)
         from_ = f"{identity[0][1]};tag={call.b_tag}"
         to = f"<sip:{route.number}@{trunk.domain}>"

@@ -124,6 +124,7 @@ class Pbx:
                 self.dialplan,
                 self.numbers,
                 {e.number: e.permission for e in config.extensions},
+                {e.number: e.caller_id for e in config.extensions if e.caller_id},
             ),
         )
         # Issue 5: destinations, call flows and personal call handling (docs/features.md).
