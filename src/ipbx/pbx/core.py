@@ -18,7 +18,7 @@ from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
-from ipbx.pbx.events import EventBus
+from ipbx.pbx.events import REGISTRATION_CHANGED, EventBus
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
@@ -130,8 +130,13 @@ class Pbx:
         # Issue 5: destinations, call flows and personal call handling (docs/features.md).
         self.calls.router = Router(self.calls, config, self.mailboxes)
         self.calls.events = self.events
+        self.registrar.on_change = self._registration_changed
         self.calls.moh = MusicOnHold(config.data_dir / "moh")
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _registration_changed(self, aor: str, contacts: int) -> None:
+        data = {"extension": aor, "registered": contacts > 0, "contacts": contacts}
+        self.events.publish(REGISTRATION_CHANGED, data)
 
     def _extension_name(self, number: str) -> str | None:
         ext = self.directory.get(number)

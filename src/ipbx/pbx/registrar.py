@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ipbx.pbx.directory import Directory
@@ -92,6 +93,8 @@ class Registrar:
         self.auth = auth
         self.location = location
         self.policy = policy
+        # Told (AOR, contacts now) when an AOR gains or loses a contact (not on refreshes).
+        self.on_change: Callable[[str, int], None] | None = None
 
     def on_register(
         self, request: Request, source: Address, tx: ServerTransaction, now: float
@@ -183,8 +186,11 @@ class Registrar:
         if changes:
             self.location.replace(aor, result, now)
             # A refresh of an unchanged set is routine; a new or lost contact is news.
-            level = logging.DEBUG if before == {b.uri.key() for b in result} else logging.INFO
-            log.log(level, "%s registered %d contact(s) from %s", aor, len(result), source)
+            changed = before != {b.uri.key() for b in result}
+            log.log(logging.INFO if changed else logging.DEBUG,
+                    "%s registered %d contact(s) from %s", aor, len(result), source)  # fmt: skip
+            if changed and self.on_change is not None:
+                self.on_change(aor, len(result))
         return result
 
 

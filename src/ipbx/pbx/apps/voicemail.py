@@ -15,6 +15,7 @@ import logging
 import wave
 from pathlib import Path
 
+from ipbx.pbx.events import VOICEMAIL_NEW
 from ipbx.pbx.session import Session
 from ipbx.pbx.voicemail import Mailbox
 
@@ -42,22 +43,35 @@ async def leave_message(session: Session, mailbox: Mailbox, number: str) -> None
     except asyncio.CancelledError:
         # The caller hung up, which is how most messages end: keep what was said. The
         # delivery runs on its own, as this task is being cancelled.
-        _deliver(mailbox, path, session.caller, _wav_seconds(path))
+        _deliver(session, mailbox, path, _wav_seconds(path))
         raise
-    _deliver(mailbox, path, session.caller, seconds)
+    _deliver(session, mailbox, path, seconds)
     await session.say("Thank you. Goodbye.")
 
 
 _deliveries: set[asyncio.Task[object]] = set()
 
 
-def _deliver(mailbox: Mailbox, path: Path, caller: str, seconds: float) -> None:
+def _deliver(session: Session, mailbox: Mailbox, path: Path, seconds: float) -> None:
     if seconds < MIN_MESSAGE_SECONDS:
         path.unlink(missing_ok=True)
         return
-    task: asyncio.Task[object] = asyncio.ensure_future(mailbox.deliver(path, caller, seconds))
+    task: asyncio.Task[object] = asyncio.ensure_future(_file(session, mailbox, path, seconds))
     _deliveries.add(task)
     task.add_done_callback(_delivered)
+
+
+async def _file(session: Session, mailbox: Mailbox, path: Path, seconds: float) -> None:
+    message = await mailbox.deliver(path, session.caller, seconds)
+    session.calls.events.publish(
+        VOICEMAIL_NEW,
+        {
+            "extension": mailbox.number,
+            "caller": session.caller,
+            "message": message.id,
+            "duration": round(message.seconds, 3),
+        },
+    )
 
 
 def _delivered(task: asyncio.Task[object]) -> None:

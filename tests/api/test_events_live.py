@@ -1,0 +1,76 @@
+"""The live feed of a running `ipbx serve`: a phone registering raises
+registration.changed, and a message left in a mailbox raises voicemail.new."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from bench.harness import (
+    LOOPBACK,
+    extension_range,
+    free_port,
+    free_udp_range,
+    run_ipbx,
+    write_ipbx_config,
+)
+from tests.api.test_api_serve import make_token
+from tests.pbx.sipclient import SipClient
+from tests.phone.softphone import ipbx_phone, write_tone
+
+CALLER, OWNER = extension_range(2)
+
+
+def test_registration_and_voicemail_events_reach_the_feed(tmp_path: Path) -> None:
+    api_port, port = free_port("tcp"), free_port("both")
+    (tmp_path / "data").mkdir()
+    config = write_ipbx_config(
+        tmp_path / "ipbx.yaml", port=port, data_dir=tmp_path / "data",
+        rtp_range=free_udp_range(20), extensions=[CALLER, OWNER],
+    )  # fmt: skip
+    text = config.read_text().replace(
+        f'password: "{OWNER.password}"}}',
+        f'password: "{OWNER.password}", voicemail: {{pin: "1234"}}}}',
+    )
+    text += f"api:\n  listen: {LOOPBACK}:{api_port}\n"
+    text += f'numbers:\n  - {{number: "600", destination: "voicemail:{OWNER.number}"}}\n'
+    config.write_text(text)
+    token = make_token(config, "read")
+    server = run_ipbx(tmp_path, config, port)
+    tone = write_tone(tmp_path / "tone.wav", 700, 12)
+
+    def call_the_mailbox() -> tuple[int, str]:
+        with ipbx_phone(
+            tmp_path, server.port, CALLER,
+            "--call", "600", "--play", str(tone), "--duration", "10", "--timeout", "30",
+        ) as caller:  # fmt: skip
+            return caller.finish(timeout=40)
+
+    async def scenario() -> list[dict[str, object]]:
+        url = f"ws://{LOOPBACK}:{api_port}/events?token={token}&type=registration.*,voicemail.*"
+        async with connect(url) as feed:
+            phone = SipClient(server.port)
+            assert phone.register(OWNER.number, OWNER.password) is not None
+            phone.close()
+            caller = await asyncio.to_thread(call_the_mailbox)
+            assert caller[0] == 0
+            events = []
+            while len(events) < 2:
+                events.append(json.loads(await asyncio.wait_for(feed.recv(), 15)))
+            return events
+
+    try:
+        events = asyncio.run(scenario())
+    finally:
+        server.stop()
+    registered, message = events
+    assert registered["type"] == "registration.changed"
+    assert registered["data"] == {"extension": OWNER.number, "registered": True, "contacts": 1}
+    assert message["type"] == "voicemail.new"
+    data = message["data"]
+    assert isinstance(data, dict)
+    assert (data["extension"], data["caller"]) == (OWNER.number, CALLER.number)
+    assert float(data["duration"]) >= 1.0
