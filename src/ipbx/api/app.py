@@ -19,7 +19,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipbx.api import models
@@ -323,6 +323,29 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         records = store.call_records_between(since, until, token.tenant)
         groups = grouped(records, by, service_level_seconds) if by is not None else {}
         return models.Analytics(total=figures(records, service_level_seconds), groups=groups)
+
+    @app.get(
+        "/calls/{call_id}/recording",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"audio/wav": {}}, "description": "the call's recording (WAV)"},
+            **_AUTH_ERRORS,
+            **_NOT_FOUND,
+        },
+        tags=["calls"],
+    )
+    def get_recording(token: Reader, call_id: Annotated[str, Path(max_length=64)]) -> Response:
+        """The recording of a call, as a WAV file (one channel per side, or mixed)."""
+        record = store.call_record(call_id, token.tenant)
+        if record is None:
+            raise HTTPException(404, f"call_id: no call {call_id}")
+        if record.recording is None:
+            raise HTTPException(404, f"call_id: call {call_id} was not recorded")
+        recordings = (pbx.config.data_dir / "recordings").resolve()
+        path = (recordings / record.recording).resolve()
+        if not path.is_relative_to(recordings) or not path.is_file():
+            raise HTTPException(404, f"call_id: the recording of call {call_id} is gone")
+        return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
     @listing("/trunks", models.Trunk, "state")
     async def list_trunks(
