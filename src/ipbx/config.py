@@ -550,6 +550,15 @@ class BlacklistConfig(_Model):
 # --- issue 6: the API, live events and webhooks (docs/api.md) -----------------------------
 
 
+class CrmConfig(_Model):
+    """Caller lookup in a CRM (pbx/crm.py): `url` with `{number}` in it, answering JSON
+    `{"name": ...}`."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    cache_seconds: float = Field(default=300.0, ge=0)
+
+
 class ApiConfig(_Model):
     """The REST API and WebSocket event feed: where its HTTP server listens
     (``HOST:PORT``; loopback by default, so that nothing is exposed unasked)."""
@@ -632,6 +641,7 @@ class Config(_Model):
     blacklist: list[BlacklistConfig] = Field(default_factory=list)
     # Issue 6: the API, live events and webhooks (docs/api.md).
     api: ApiConfig = Field(default_factory=ApiConfig)
+    crm: CrmConfig | None = None
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("data_dir")

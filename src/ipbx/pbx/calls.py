@@ -39,6 +39,7 @@ from ipbx.media.srtp import (
     choose_crypto,
     new_crypto,
 )
+from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall, Permission
 from ipbx.pbx.events import (
@@ -180,6 +181,8 @@ class Call:
     keep: Leg | None = None
     # Music on hold playing to the held party while the other one holds.
     music: asyncio.Future[None] | None = None
+    # The caller's name, from the CRM (calls from outside).
+    caller_name: str | None = None
     path: list[str] = field(default_factory=list)
     # The extension being rung (its forwarding applies when nobody answers), and the
     # timer that gives up on its phones after its no-answer time.
@@ -278,6 +281,8 @@ class Calls:
         self.routing = routing
         # Music on hold: the audio files of DATA_DIR/moh (set by the PBX core).
         self.moh: MusicOnHold | None = None
+        # Who is calling from outside, asked of the CRM (set by the PBX core when configured).
+        self.crm: CallerLookup | None = None
         # Set by the PBX core once it has built the router (router.py imports this module).
         self.router: Router | None = None
         # Where call.* events go (pbx/events.py documents their data).
@@ -970,6 +975,12 @@ class Calls:
             return
         callee_media, body = ready
         from_ = request.from_
+        if self.crm is not None and call.inbound_slot is not None:
+            call.caller_name = await self.crm.name(call.from_number)
+            if call.ended:
+                return
+            if call.caller_name:
+                from_ = NameAddr(from_.uri, call.caller_name, from_.params)
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, call.from_number, target,
                   len(bindings))  # fmt: skip
         keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
@@ -991,7 +1002,8 @@ class Calls:
             # The fork keeps its INVITE, not the transaction: the transaction's handler
             # refers to the fork, and a cycle would outlive the call until a full GC.
             self.endpoint.send_request(invite, binding.source, self._fork_handler(fork))
-        self._publish(CALL_RINGING, call, extension=target)
+        named = {"caller_name": call.caller_name} if call.caller_name else {}
+        self._publish(CALL_RINGING, call, extension=target, **named)
         seconds = self.router.no_answer_seconds(target) if self.router else None
         if seconds is not None:
             call.ring_timer = self.endpoint.loop.call_later(seconds, self._ring_timeout, call)

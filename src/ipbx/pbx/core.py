@@ -16,6 +16,7 @@ from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
+from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.events import REGISTRATION_CHANGED, EventBus
@@ -132,6 +133,7 @@ class Pbx:
         self.calls.events = self.events
         self.registrar.on_change = self._registration_changed
         self.calls.moh = MusicOnHold(config.data_dir / "moh")
+        self.calls.crm = CallerLookup(config.crm) if config.crm is not None else None
         self._tasks: list[asyncio.Task[None]] = []
 
     def _registration_changed(self, aor: str, contacts: int) -> None:
@@ -174,6 +176,8 @@ class Pbx:
         self.calls.close()
         self.mwi.close()
         await self.endpoint.close()
+        if self.calls.crm is not None:
+            await self.calls.crm.close()
         self._flush()
 
     async def _write_behind(self) -> None:
