@@ -74,6 +74,34 @@ def _trunks(args: argparse.Namespace) -> int:
     return status
 
 
+def _apply(args: argparse.Namespace) -> int:
+    """Check a configuration file and write its provisioning (the extensions) to the
+    database: what `ipbx serve` does at start, for a server already running. Idempotent;
+    it never deletes an extension (the API does)."""
+    from ipbx.store import Store
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"ipbx: {exc}", file=sys.stderr)
+        return 2
+    store = Store(config.store_url)
+    try:
+        store.migrate()
+        before = {e.number: e for e in store.list_extensions()}
+        store.apply_extensions(
+            [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
+        )
+        after = {e.number: e for e in store.list_extensions()}
+    finally:
+        store.close()
+    added = sorted(set(after) - set(before))
+    changed = sorted(n for n in before if n in after and after[n] != before[n])
+    print(f"{args.file}: {len(config.extensions)} extension(s); added {added or 'none'}, "
+          f"changed {changed or 'none'}")  # fmt: skip
+    return 0
+
+
 def _calls(args: argparse.Namespace) -> int:
     """The latest call records from the store, newest first (a line each, or JSON)."""
     import dataclasses
@@ -142,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     trunks = sub.add_parser("trunks", help="show the trunks' registration and health")
     trunks.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
+    apply = sub.add_parser("apply", help="check a configuration and write its extensions")
+    apply.add_argument("file", type=Path, help="YAML configuration file")
     calls = sub.add_parser("calls", help="list the latest call records")
     calls.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     calls.add_argument("--limit", type=int, default=20, help="how many calls (newest first)")
@@ -162,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return _trunks(args)
     if args.command == "calls":
         return _calls(args)
+    if args.command == "apply":
+        return _apply(args)
     if args.command == "token":
         return _token(args)
     result: list[int] = []

@@ -27,7 +27,7 @@ from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
-from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
+from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, ExtensionExists
 
 if TYPE_CHECKING:
     from ipbx.api.webhooks import Webhooks
@@ -116,23 +116,58 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         registered: Annotated[bool | None, Query(description="only (un)registered")] = None,
     ) -> models.Page[models.Extension]:
         """The extensions, each with whether a phone is registered for it."""
-        items: list[models.Extension] = []
+        counts: dict[str, int] = {}
         if system_state(token):
-            counts: dict[str, int] = {}
             for binding in pbx.location.all_bindings(time.time()):
                 counts[binding.aor] = counts.get(binding.aor, 0) + 1
-            items = [
-                models.Extension(
-                    number=e.number,
-                    name=e.name,
-                    registered=counts.get(e.number, 0) > 0,
-                    contacts=counts.get(e.number, 0),
-                )
-                for e in pbx.config.extensions
-            ]
+        items = [
+            models.Extension(
+                number=e.number,
+                name=e.name,
+                registered=counts.get(e.number, 0) > 0,
+                contacts=counts.get(e.number, 0),
+            )
+            for e in store.list_extensions(token.tenant)
+        ]
         if registered is not None:
             items = [item for item in items if item.registered == registered]
         return _page(items, limit, offset)
+
+    @app.post(
+        "/extensions",
+        response_model=models.Extension,
+        status_code=201,
+        responses={**_AUTH_ERRORS, 409: {"model": models.Problem}},
+        tags=["state"],
+    )
+    def create_extension(new: models.NewExtension, token: Admin) -> models.Extension:
+        """Provision an extension; its phones can register at once. 409 when the number
+        is taken (nothing is written)."""
+        try:
+            store.create_extension(
+                new.number, new.name, new.password, pbx.config.sip.realm, token.tenant
+            )
+        except ExtensionExists:
+            raise HTTPException(409, f"number: extension {new.number} exists") from None
+        pbx.directory.reload()
+        return models.Extension(number=new.number, name=new.name, registered=False, contacts=0)
+
+    @app.delete(
+        "/extensions/{number}",
+        status_code=204,
+        responses={**_AUTH_ERRORS, **_NOT_FOUND},
+        tags=["state"],
+    )
+    def delete_extension(
+        token: Admin, number: Annotated[str, Path(pattern=r"^[0-9]{1,32}$")]
+    ) -> Response:
+        """Remove an extension and its registrations."""
+        if not store.delete_extension(number, token.tenant):
+            raise HTTPException(404, f"number: no extension {number}")
+        pbx.directory.reload()
+        if system_state(token):
+            pbx.location.replace(number, [], time.time())
+        return Response(status_code=204)
 
     @listing("/registrations", models.Registration, "state")
     async def list_registrations(

@@ -34,6 +34,14 @@ class Extension(BaseModel):
     contacts: int = Field(ge=0, description="unexpired registrations (bindings)")
 
 
+class NewExtension(BaseModel):
+    """An extension to provision: its number is also the digest username."""
+
+    number: str = Field(pattern=r"^[0-9]{1,32}$")
+    name: str = Field(default="", max_length=255)
+    password: str = Field(min_length=4, max_length=128, description="stored only as digests")
+
+
 class Registration(BaseModel):
     """One registered contact of an extension (RFC 3261 §10.3 binding)."""
 

@@ -12,7 +12,7 @@ from ipbx.store.records import (
     ExtensionRecord,
     LegRecord,
 )
-from ipbx.store.store import Store, UnknownTenantError
+from ipbx.store.store import ExtensionExists, Store, UnknownTenantError
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -20,6 +20,7 @@ __all__ = [
     "BindingRecord",
     "CallRecord",
     "DeliveryRecord",
+    "ExtensionExists",
     "ExtensionRecord",
     "LegRecord",
     "Store",

@@ -59,6 +59,10 @@ _DELETE_AOR = delete(registrations).where(
 _INSERT_BINDING = insert(registrations)
 
 
+class ExtensionExists(ValueError):
+    """An extension number already provisioned in the tenant."""
+
+
 class UnknownTenantError(LookupError):
     """A tenant domain that has not been provisioned."""
 
@@ -154,6 +158,54 @@ class Store:
                         )
                     )
                 existing[number] = values
+
+    def create_extension(
+        self, number: str, name: str, password: str, realm: str, tenant: str = DEFAULT_TENANT
+    ) -> ExtensionRecord:
+        """Add one extension; ExtensionExists when the number is taken (nothing written)."""
+        now = datetime.now(UTC)
+        record = ExtensionRecord(
+            number,
+            name,
+            _ha1("md5", number, realm, password),
+            _ha1("sha256", number, realm, password),
+        )
+        with self._engine.begin() as connection:
+            tenant_id = self._tenant_id(connection, tenant, create=True)
+            taken = connection.scalar(
+                select(extensions.c.id).where(
+                    extensions.c.tenant_id == tenant_id, extensions.c.number == number
+                )
+            )
+            if taken is not None:
+                raise ExtensionExists(number)
+            connection.execute(
+                insert(extensions).values(
+                    tenant_id=tenant_id, number=number, name=name, ha1_md5=record.ha1_md5,
+                    ha1_sha256=record.ha1_sha256, created=now, updated=now,
+                )
+            )  # fmt: skip
+        return record
+
+    def delete_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> bool:
+        """Remove an extension and its registrations, in one transaction; False if none."""
+        with self._engine.begin() as connection:
+            found: int | None = connection.scalar(
+                select(tenants.c.id).where(tenants.c.domain == tenant)
+            )
+            if found is None:
+                return False
+            connection.execute(
+                delete(registrations).where(
+                    registrations.c.tenant_id == found, registrations.c.aor == number
+                )
+            )
+            deleted = connection.execute(
+                delete(extensions).where(
+                    extensions.c.tenant_id == found, extensions.c.number == number
+                )
+            )
+            return deleted.rowcount > 0
 
     def get_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> ExtensionRecord | None:
         with self._engine.connect() as connection:
