@@ -328,11 +328,7 @@ class Store:
     ) -> tuple[int, list[CallRecord]]:
         """Calls started in [since, until) with `number` as caller or callee and the
         given result, newest first: how many match in all, and the page asked for."""
-        conditions = [tenants.c.domain == tenant]
-        if since is not None:
-            conditions.append(call_records.c.started >= since)
-        if until is not None:
-            conditions.append(call_records.c.started < until)
+        conditions = _started_between(tenant, since, until)
         if number is not None:
             conditions.append(or_(call_records.c.caller == number, call_records.c.callee == number))
         if result is not None:
@@ -354,11 +350,7 @@ class Store:
         self, since: float | None, until: float | None, tenant: str = DEFAULT_TENANT
     ) -> list[CallRecord]:
         """Every call started in [since, until), oldest first (for analytics)."""
-        conditions = [tenants.c.domain == tenant]
-        if since is not None:
-            conditions.append(call_records.c.started >= since)
-        if until is not None:
-            conditions.append(call_records.c.started < until)
+        conditions = _started_between(tenant, since, until)
         with self._engine.connect() as connection:
             rows = connection.execute(
                 select(call_records)
@@ -609,6 +601,16 @@ def _binding_row(tenant_id: int, binding: BindingRecord) -> dict[str, Any]:
         "user_agent": binding.user_agent,
         "q": binding.q,
     }
+
+
+def _started_between(tenant: str, since: float | None, until: float | None) -> list[Any]:
+    """The conditions of the tenant's calls started in [since, until)."""
+    conditions: list[Any] = [tenants.c.domain == tenant]
+    if since is not None:
+        conditions.append(call_records.c.started >= since)
+    if until is not None:
+        conditions.append(call_records.c.started < until)
+    return conditions
 
 
 def _leg_row(record_id: int, leg: LegRecord) -> dict[str, Any]:
