@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 from ipbx import sdp
@@ -264,6 +264,16 @@ def _parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:
         raise SipError(exc.status_code, str(exc)) from None
 
 
+class Incoming(NamedTuple):
+    """An INVITE that starts a call: the request, where it came from, its server
+    transaction, and its SDP offer (None for a late offer)."""
+
+    request: Request
+    source: Address
+    tx: ServerTransaction
+    offer: sdp.SessionDescription | None
+
+
 class Calls:
     def __init__(
         self,
@@ -317,46 +327,42 @@ class Calls:
             offer is None or offer.audio is None or offer.audio.proto != sdp.SAVP
         ):
             raise SipError(488, f"extension {caller} must offer SRTP (RTP/SAVP with a=crypto)")
+        incoming = Incoming(request, source, tx, offer)
         target = request.uri.user or ""
         if target == self.echo_number:
-            self._spawn(self._echo(request, source, tx, offer, caller), tx)
+            self._spawn(self._echo(incoming, caller), tx)
             return
         call = Call(f"c{next(_call_ids)}", caller, target)
         if target.startswith("*") and self.router is not None:
             feature = self.router.feature(target, caller)
             if feature is None:
                 raise SipError(404, f"no feature code {target}")
-            self.start_app(call, request, source, tx, offer, feature)
+            self.start_app(call, incoming, feature)
             return
-        if self._screened(call, request, source, tx, offer):
+        if self._screened(call, incoming):
             return
         if self.is_extension(target) is not None:
-            self._ring_extension(call, request, source, tx, offer)
+            self._ring_extension(call, incoming)
             return
         # Internal short numbers (500 for the main menu, say) are numbers like DIDs.
         number = self.routing.numbers.lookup(target) if self.routing is not None else None
         if number is not None and self.router is not None:
-            self.start_app(call, request, source, tx, offer, self.router.app(number.destination))
+            self.start_app(call, incoming, self.router.app(number.destination))
             return
         call.route = self._outbound_route(target, caller)
-        self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+        self._spawn(self._dial_out(call, incoming), tx)
 
     def _screened(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
     ) -> bool:
         """A blacklisted caller hears the entry's message and is hung up on."""
         refused = self.router.screen(call.from_number, call.to_number) if self.router else None
         if refused is None or self.router is None:
             return False
         log.info("%s: %s is blacklisted (%s)", call.id, call.from_number, refused.pattern)
-        self.start_app(
-            call, request, source, tx, offer, self.router.app(Destination(Kind.HANGUP), refused)
-        )
+        self.start_app(call, incoming, self.router.app(Destination(Kind.HANGUP), refused))
         return True
 
     def on_trunk_invite(
@@ -366,7 +372,7 @@ class Calls:
         if request.max_forwards == 0:
             raise SipError(483, "Max-Forwards exhausted")
         assert self.routing is not None
-        offer = _parse_sdp(request)
+        incoming = Incoming(request, source, tx, _parse_sdp(request))
         number = self.routing.numbers.lookup(request.uri.user, request.to.uri.user)
         if number is None:
             log.info("trunk %s: call to %s, which is none of our numbers", trunk.name,
@@ -381,15 +387,15 @@ class Calls:
         log.info("%s from trunk %s: %s -> %s (%s)", call.id, trunk.name, caller,
                  number.number, destination)  # fmt: skip
         try:
-            if self._screened(call, request, source, tx, offer):
+            if self._screened(call, incoming):
                 return
             if destination.kind is Kind.EXTENSION:
-                self._ring_extension(call, request, source, tx, offer, destination.target)
+                self._ring_extension(call, incoming, destination.target)
             elif destination.kind is Kind.NUMBER:
                 call.route = self._outbound_route(destination.target, None)
-                self._spawn(self._dial_out(call, request, source, tx, offer), tx)
+                self._spawn(self._dial_out(call, incoming), tx)
             elif self.router is not None:
-                self.start_app(call, request, source, tx, offer, self.router.app(destination))
+                self.start_app(call, incoming, self.router.app(destination))
             else:
                 raise SipError(480, f"{destination.kind.value} destinations are not available")
         except SipError:
@@ -399,12 +405,10 @@ class Calls:
     def _ring_extension(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
         target: str | None = None,
     ) -> None:
+        tx = incoming.tx
         target = target or call.to_number
         if self.is_extension(target) is None:
             raise SipError(404, f"no extension {target}")
@@ -415,11 +419,11 @@ class Calls:
         if isinstance(instead, int):
             raise SipError(instead, f"{target} does not take calls now (do not disturb)")
         if instead is not None and self.router is not None:
-            self.start_app(call, request, source, tx, offer, self.router.app(instead))
+            self.start_app(call, incoming, self.router.app(instead))
             return
         if not bindings:
             raise SipError(480, f"{target} has no reachable contact")
-        self._spawn(self._dial(call, request, source, tx, offer, target, bindings), tx)
+        self._spawn(self._dial(call, incoming, target, bindings), tx)
 
     def _outbound_route(self, dialled: str, caller: str | None) -> OutboundCall:
         """The route for a number that is no extension; `caller` None means a call
@@ -627,12 +631,10 @@ class Calls:
 
     async def _echo(
         self,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
         caller: str,
     ) -> None:
+        request, source, tx, offer = incoming
         try:
             media = await MediaEndpoint.open(self.ports)
         except PortPoolExhausted:
@@ -696,14 +698,12 @@ class Calls:
     def start_app(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
         app: Callable[[Leg], Awaitable[None]],
     ) -> None:
         """Run a call flow for a new call: its leg gets a media endpoint, the app
         answers it (or not) with the verbs of session.py."""
+        request, source, tx, offer = incoming
 
         async def run() -> None:
             try:
@@ -919,13 +919,11 @@ class Calls:
     async def _setup(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
     ) -> tuple[MediaEndpoint, bytes] | None:
         """The caller's leg and the media endpoint of the far side, with the offer for
         the far side (empty for a late offer); None when the call ended here."""
+        request, source, tx, offer = incoming
         try:
             caller_media = await MediaEndpoint.open(self.ports)
         except PortPoolExhausted:
@@ -963,14 +961,12 @@ class Calls:
     async def _dial(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
         target: str,
         bindings: list[Binding],
     ) -> None:
-        ready = await self._setup(call, request, source, tx, offer)
+        request = incoming.request
+        ready = await self._setup(call, incoming)
         if ready is None:
             return
         callee_media, body = ready
@@ -1022,14 +1018,11 @@ class Calls:
     async def _dial_out(
         self,
         call: Call,
-        request: Request,
-        source: Address,
-        tx: ServerTransaction,
-        offer: sdp.SessionDescription | None,
+        incoming: Incoming,
     ) -> None:
         """Out through the route's trunks, one at a time, in order (failover)."""
         assert self.routing is not None and call.route is not None
-        ready = await self._setup(call, request, source, tx, offer)
+        ready = await self._setup(call, incoming)
         if ready is None:
             return
         call.far_body = ready[1]
