@@ -9,9 +9,15 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipbx.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from ipbx.store import Store
 
 
 def _run(coro_factory: object) -> None:
@@ -24,13 +30,27 @@ def _run(coro_factory: object) -> None:
     asyncio.run(coro_factory)  # type: ignore[arg-type]
 
 
-def _config(args: argparse.Namespace) -> Config | None:
-    """The --config file (or the embedded default); None, said on stderr, if it is bad."""
+def _config(args: argparse.Namespace, path: Path | None = None) -> Config | None:
+    """The --config file (or `path`, or the embedded default); None, said on stderr, if
+    it is bad."""
     try:
-        return load_config(args.config)
+        return load_config(path or args.config)
     except ConfigError as exc:
         print(f"ipbx: {exc}", file=sys.stderr)
         return None
+
+
+@contextmanager
+def _store(config: Config) -> Iterator[Store]:
+    """The configuration's database, migrated, closed after use."""
+    from ipbx.store import Store
+
+    store = Store(config.store_url)
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -78,23 +98,15 @@ def _apply(args: argparse.Namespace) -> int:
     """Check a configuration file and write its provisioning (the extensions) to the
     database: what `ipbx serve` does at start, for a server already running. Idempotent;
     it never deletes an extension (the API does)."""
-    from ipbx.store import Store
-
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"ipbx: {exc}", file=sys.stderr)
+    config = _config(args, args.file)
+    if config is None:
         return 2
-    store = Store(config.store_url)
-    try:
-        store.migrate()
+    with _store(config) as store:
         before = {e.number: e for e in store.list_extensions()}
         store.apply_extensions(
             [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
         )
         after = {e.number: e for e in store.list_extensions()}
-    finally:
-        store.close()
     added = sorted(set(after) - set(before))
     changed = sorted(n for n in before if n in after and after[n] != before[n])
     print(f"{args.file}: {len(config.extensions)} extension(s); added {added or 'none'}, "
@@ -108,17 +120,11 @@ def _calls(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from ipbx.store import Store
-
     config = _config(args)
     if config is None:
         return 2
-    store = Store(config.store_url)
-    try:
-        store.migrate()
+    with _store(config) as store:
         records = store.call_records(limit=args.limit)
-    finally:
-        store.close()
     for record in records:
         if args.json:
             print(json.dumps(dataclasses.asdict(record)))
@@ -142,17 +148,12 @@ def _calls(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     """A new API token, printed once: only its hash is stored (docs/api.md)."""
     from ipbx.api.tokens import create_token
-    from ipbx.store import Store
 
     config = _config(args)
     if config is None:
         return 2
-    store = Store(config.store_url)
-    try:
-        store.migrate()
+    with _store(config) as store:
         token, record = create_token(store, args.scope, args.tenant, args.name)
-    finally:
-        store.close()
     print(token)
     print(
         f"ipbx: {record.scope} token {record.key_id} for tenant {record.tenant}; "
