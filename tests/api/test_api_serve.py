@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,10 @@ from bench.harness import LOOPBACK, free_port, free_udp_range, run_ipbx, write_i
 from bench.harness import Extension as User
 
 
-def write_config(workdir: Path, api_port: int, extra: str = "") -> tuple[Path, int]:
+def write_config(
+    workdir: Path, api_port: int, extra: str = "", extensions: Sequence[User] = ()
+) -> tuple[Path, int]:
+    """An ipbx configuration with the API on `api_port`: its path and the SIP port."""
     port = free_port("both")
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     path = write_ipbx_config(
@@ -22,7 +26,7 @@ def write_config(workdir: Path, api_port: int, extra: str = "") -> tuple[Path, i
         port=port,
         data_dir=workdir / "data",
         rtp_range=free_udp_range(20),
-        extensions=[User("1000", "Alice", "secret1000")],
+        extensions=list(extensions) or [User("1000", "Alice", "secret1000")],
     )
     with path.open("a") as file:
         file.write(f"api:\n  listen: {LOOPBACK}:{api_port}\n{extra}")

@@ -12,11 +12,9 @@ from bench.harness import (
     LOOPBACK,
     extension_range,
     free_port,
-    free_udp_range,
     run_ipbx,
-    write_ipbx_config,
 )
-from tests.api.test_api_serve import make_token
+from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.test_call_records import call_records
 from tests.phone.softphone import analyse, ipbx_phone, write_tone
 
@@ -25,14 +23,8 @@ AGENT_HZ, CUSTOMER_HZ = 700, 1000
 
 
 def test_click_to_call_rings_the_agent_then_dials_the_number(tmp_path: Path) -> None:
-    api_port, port = free_port("tcp"), free_port("both")
-    (tmp_path / "data").mkdir()
-    config = write_ipbx_config(
-        tmp_path / "ipbx.yaml", port=port, data_dir=tmp_path / "data",
-        rtp_range=free_udp_range(20), extensions=[AGENT, CUSTOMER],
-    )  # fmt: skip
-    with config.open("a") as file:
-        file.write(f"api:\n  listen: {LOOPBACK}:{api_port}\n")
+    api_port = free_port("tcp")
+    config, port = write_config(tmp_path, api_port, extensions=[AGENT, CUSTOMER])
     token = make_token(config, "admin")
     reader = make_token(config, "read")
     server = run_ipbx(tmp_path, config, port)

@@ -13,11 +13,9 @@ from bench.harness import (
     LOOPBACK,
     extension_range,
     free_port,
-    free_udp_range,
     run_ipbx,
-    write_ipbx_config,
 )
-from tests.api.test_api_serve import make_token
+from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.sipclient import SipClient
 from tests.phone.softphone import ipbx_phone, write_tone
 
@@ -25,18 +23,13 @@ CALLER, OWNER = extension_range(2)
 
 
 def test_registration_and_voicemail_events_reach_the_feed(tmp_path: Path) -> None:
-    api_port, port = free_port("tcp"), free_port("both")
-    (tmp_path / "data").mkdir()
-    config = write_ipbx_config(
-        tmp_path / "ipbx.yaml", port=port, data_dir=tmp_path / "data",
-        rtp_range=free_udp_range(20), extensions=[CALLER, OWNER],
-    )  # fmt: skip
+    api_port = free_port("tcp")
+    numbers = f'numbers:\n  - {{number: "600", destination: "voicemail:{OWNER.number}"}}\n'
+    config, port = write_config(tmp_path, api_port, numbers, extensions=[CALLER, OWNER])
     text = config.read_text().replace(
         f'password: "{OWNER.password}"}}',
         f'password: "{OWNER.password}", voicemail: {{pin: "1234"}}}}',
     )
-    text += f"api:\n  listen: {LOOPBACK}:{api_port}\n"
-    text += f'numbers:\n  - {{number: "600", destination: "voicemail:{OWNER.number}"}}\n'
     config.write_text(text)
     token = make_token(config, "read")
     server = run_ipbx(tmp_path, config, port)
