@@ -11,8 +11,10 @@ from ipbx.store.records import (
     DeliveryRecord,
     ExtensionRecord,
     LegRecord,
+    ProvisionedRecord,
+    TenantRecord,
 )
-from ipbx.store.store import ExtensionExists, Store, UnknownTenantError
+from ipbx.store.store import ExtensionExists, Store, TenantInUse, UnknownTenantError
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -23,6 +25,9 @@ __all__ = [
     "ExtensionExists",
     "ExtensionRecord",
     "LegRecord",
+    "ProvisionedRecord",
     "Store",
+    "TenantInUse",
+    "TenantRecord",
     "UnknownTenantError",
 ]

@@ -115,3 +115,24 @@ class DeliveryRecord:
     delivered_at: float | None = None
     last_error: str = ""
     id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionedRecord:
+    """One provisioned configuration item: `kind` is its list in the configuration file
+    (trunks, numbers ...), `key` what identifies it there (a name, a number, a URL) and
+    `body` its JSON, as the API takes and gives it."""
+
+    tenant: str
+    kind: str
+    key: str
+    body: str
+    updated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    """A tenant: `id` is what tokens, records and items name it by."""
+
+    id: str
+    name: str

@@ -147,3 +147,26 @@ webhook_deliveries = Table(
     # The worker's query: the oldest pending row of a webhook.
     Index("ix_webhook_deliveries_webhook_status", "webhook", "status"),
 )
+
+# Configuration items provisioned through the API or `ipbx apply` (pbx/provisioning.py):
+# one row per item, its body the JSON of the same item in the configuration file.
+provisioned = Table(
+    "provisioned",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(2048), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("updated", Float, nullable=False),
+    UniqueConstraint("tenant_id", "kind", "key"),
+)
+
+# Counters bumped in the transaction of every provisioning change; a node that sees
+# `config` move reloads (the nodes of a cluster share one database).
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)

@@ -6,6 +6,7 @@ work would cost more than the SQL itself.
 """
 
 import hashlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,13 +38,17 @@ from ipbx.store.records import (
     DeliveryRecord,
     ExtensionRecord,
     LegRecord,
+    ProvisionedRecord,
+    TenantRecord,
 )
 from ipbx.store.schema import (
     api_tokens,
     call_legs,
     call_records,
     extensions,
+    provisioned,
     registrations,
+    revisions,
     tenants,
     webhook_deliveries,
 )
@@ -61,6 +66,10 @@ _INSERT_BINDING = insert(registrations)
 
 class ExtensionExists(ValueError):
     """An extension number already provisioned in the tenant."""
+
+
+class TenantInUse(ValueError):
+    """A tenant that still has extensions, items, records or tokens is not deleted."""
 
 
 class UnknownTenantError(LookupError):
@@ -136,6 +145,7 @@ class Store:
                     ).where(extensions.c.tenant_id == tenant_id)
                 )
             }
+            changed = False
             for number, name, password in wanted:
                 values = (
                     name,
@@ -158,6 +168,9 @@ class Store:
                         )
                     )
                 existing[number] = values
+                changed = True
+            if changed:
+                _bump(connection)
 
     def create_extension(
         self, number: str, name: str, password: str, realm: str, tenant: str = DEFAULT_TENANT
@@ -185,6 +198,7 @@ class Store:
                     ha1_sha256=record.ha1_sha256, created=now, updated=now,
                 )
             )  # fmt: skip
+            _bump(connection)
         return record
 
     def delete_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> bool:
@@ -205,7 +219,10 @@ class Store:
                     extensions.c.tenant_id == found, extensions.c.number == number
                 )
             )
-            return deleted.rowcount > 0
+            if deleted.rowcount == 0:
+                return False
+            _bump(connection)
+            return True
 
     def get_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> ExtensionRecord | None:
         with self._engine.connect() as connection:
@@ -542,6 +559,146 @@ class Store:
             )
         return int(count or 0)
 
+    # --- provisioned configuration items (pbx/provisioning.py) ----------------------
+
+    def provisioned(
+        self, tenant: str | None = None, kind: str | None = None
+    ) -> list[ProvisionedRecord]:
+        """The items of one tenant (all tenants when None), of one kind or all, in the
+        order they were first written."""
+        query = (
+            select(provisioned, tenants.c.domain)
+            .join(tenants, tenants.c.id == provisioned.c.tenant_id)
+            .order_by(provisioned.c.id)
+        )
+        if tenant is not None:
+            query = query.where(tenants.c.domain == tenant)
+        if kind is not None:
+            query = query.where(provisioned.c.kind == kind)
+        with self._engine.connect() as connection:
+            return [
+                ProvisionedRecord(row.domain, row.kind, row.key, row.body, row.updated)
+                for row in connection.execute(query)
+            ]
+
+    def write_provisioned(
+        self,
+        tenant: str,
+        put: Iterable[tuple[str, str, str]] = (),
+        remove: Iterable[tuple[str, str]] = (),
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Write items (kind, key, JSON body) and remove (kind, key) ones, all in one
+        transaction that also moves the configuration revision. Returns the (kind, key)
+        added, changed and removed; an item whose body is unchanged is not written."""
+        now = time.time()
+        added: list[tuple[str, str]] = []
+        changed: list[tuple[str, str]] = []
+        removed: list[tuple[str, str]] = []
+        with self._engine.begin() as connection:
+            tenant_id = self._tenant_id(connection, tenant, create=True)
+            existing = {
+                (row.kind, row.key): row.body
+                for row in connection.execute(
+                    select(provisioned.c.kind, provisioned.c.key, provisioned.c.body).where(
+                        provisioned.c.tenant_id == tenant_id
+                    )
+                )
+            }
+            for kind, key in remove:
+                if (kind, key) in existing:
+                    connection.execute(
+                        delete(provisioned).where(
+                            provisioned.c.tenant_id == tenant_id,
+                            provisioned.c.kind == kind,
+                            provisioned.c.key == key,
+                        )
+                    )
+                    del existing[kind, key]
+                    removed.append((kind, key))
+            for kind, key, body in put:
+                before = existing.get((kind, key))
+                if before == body:
+                    continue
+                if before is None:
+                    connection.execute(
+                        insert(provisioned).values(
+                            tenant_id=tenant_id, kind=kind, key=key, body=body, updated=now
+                        )
+                    )
+                    added.append((kind, key))
+                else:
+                    connection.execute(
+                        update(provisioned)
+                        .where(
+                            provisioned.c.tenant_id == tenant_id,
+                            provisioned.c.kind == kind,
+                            provisioned.c.key == key,
+                        )
+                        .values(body=body, updated=now)
+                    )
+                    changed.append((kind, key))
+                existing[kind, key] = body
+            if added or changed or removed:
+                _bump(connection)
+        return added, changed, removed
+
+    def revision(self) -> int:
+        """The configuration revision: it moves with every provisioning change."""
+        with self._engine.connect() as connection:
+            value = connection.scalar(
+                select(revisions.c.value).where(revisions.c.name == _CONFIG_REVISION)
+            )
+        return int(value or 0)
+
+    # --- tenants ------------------------------------------------------------------------
+
+    def tenants(self) -> list[TenantRecord]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(tenants.c.domain, tenants.c.name).order_by(tenants.c.domain)
+            )
+            return [TenantRecord(row.domain, row.name) for row in rows]
+
+    def tenant(self, tenant: str) -> TenantRecord | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(tenants.c.domain, tenants.c.name).where(tenants.c.domain == tenant)
+            ).first()
+        return None if row is None else TenantRecord(row.domain, row.name)
+
+    def save_tenant(self, tenant: str, name: str) -> bool:
+        """Create a tenant or rename it; True when it is new."""
+        with self._engine.begin() as connection:
+            found = connection.scalar(select(tenants.c.id).where(tenants.c.domain == tenant))
+            if found is None:
+                connection.execute(insert(tenants).values(domain=tenant, name=name))
+            else:
+                connection.execute(update(tenants).where(tenants.c.id == found).values(name=name))
+            _bump(connection)
+        return found is None
+
+    def delete_tenant(self, tenant: str) -> bool:
+        """Remove a tenant that holds nothing (TenantInUse otherwise); False if none."""
+        with self._engine.begin() as connection:
+            found = connection.scalar(select(tenants.c.id).where(tenants.c.domain == tenant))
+            if found is None:
+                return False
+            for table, what in (
+                (extensions, "extensions"),
+                (provisioned, "configuration items"),
+                (call_records, "call records"),
+                (api_tokens, "API tokens"),
+            ):
+                held = connection.scalar(
+                    select(func.count()).select_from(table).where(table.c.tenant_id == found)
+                )
+                if held:
+                    raise TenantInUse(f"tenant {tenant} still has {held} {what}")
+            connection.execute(delete(tenants).where(tenants.c.id == found))
+            _bump(connection)
+        self._tenant_ids.pop(tenant, None)
+        return True
+
     def _extension_rows(
         self, connection: Connection, tenant: str, number: str | None
     ) -> list[ExtensionRecord]:
@@ -566,8 +723,9 @@ class Store:
         ]
 
     def _tenant_id(self, connection: Connection, domain: str, *, create: bool) -> int:
-        # Tenants are never deleted through the store, so an id once seen stays valid and
-        # the hot path (save_bindings) skips the lookup.
+        # Only a tenant holding nothing is ever deleted (delete_tenant), so an id once
+        # seen stays valid while anything refers to it and the hot path (save_bindings)
+        # skips the lookup.
         cached = self._tenant_ids.get(domain)
         if cached is not None:
             return cached
@@ -584,6 +742,20 @@ class Store:
             insert(tenants).values(domain=domain, name=domain).returning(tenants.c.id)
         ).scalar_one()
         return created
+
+
+_CONFIG_REVISION = "config"
+
+
+def _bump(connection: Connection) -> None:
+    """Move the configuration revision, in the caller's transaction."""
+    moved = connection.execute(
+        update(revisions)
+        .where(revisions.c.name == _CONFIG_REVISION)
+        .values(value=revisions.c.value + 1)
+    )
+    if moved.rowcount == 0:
+        connection.execute(insert(revisions).values(name=_CONFIG_REVISION, value=1))
 
 
 def _binding_row(tenant_id: int, binding: BindingRecord) -> dict[str, Any]:
