@@ -71,7 +71,13 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    from ipbx.pbx.provisioning import ProvisioningError
+
+    try:
+        await serve(config, stop)
+    except ProvisioningError as exc:
+        print(f"ipbx: the database's provisioned items: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -95,14 +101,22 @@ def _trunks(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    """Check a configuration file and write its provisioning (the extensions) to the
-    database: what `ipbx serve` does at start, for a server already running. Idempotent;
-    it never deletes an extension (the API does)."""
+    """Check a configuration file and write its provisioning to the database: the
+    extensions, and the items of its lists (trunks, numbers, routes, groups, menus,
+    schedules, announcements, blacklist, webhooks), as the API would. A running server
+    takes them up within seconds. Idempotent; it never deletes anything (the API does)."""
+    from ipbx.pbx import provisioning
+
     config = _config(args, args.file)
     if config is None:
         return 2
     with _store(config) as store:
         before = {e.number: e for e in store.list_extensions()}
+        try:
+            added_items, changed_items, _ = provisioning.apply(store, config)
+        except provisioning.ProvisioningError as exc:
+            print(f"ipbx: {args.file}: {exc}", file=sys.stderr)
+            return 2
         store.apply_extensions(
             [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
         )
@@ -111,7 +125,14 @@ def _apply(args: argparse.Namespace) -> int:
     changed = sorted(n for n in before if n in after and after[n] != before[n])
     print(f"{args.file}: {len(config.extensions)} extension(s); added {added or 'none'}, "
           f"changed {changed or 'none'}")  # fmt: skip
+    items = sum(len(getattr(config, name)) for name in provisioning.KINDS)
+    print(f"{args.file}: {items} item(s); added {_keys(added_items)}, "
+          f"changed {_keys(changed_items)}")  # fmt: skip
     return 0
+
+
+def _keys(items: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{kind}/{key}" for kind, key in items) or "none"
 
 
 def _calls(args: argparse.Namespace) -> int:
@@ -171,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     trunks = sub.add_parser("trunks", help="show the trunks' registration and health")
     trunks.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
-    apply = sub.add_parser("apply", help="check a configuration and write its extensions")
+    apply = sub.add_parser("apply", help="check a configuration and write its provisioning")
     apply.add_argument("file", type=Path, help="YAML configuration file")
     calls = sub.add_parser("calls", help="list the latest call records")
     calls.add_argument("--config", type=Path, default=None, help="YAML configuration file")

@@ -764,10 +764,15 @@ class Config(_Model):
             yield ("numbers", i, "destination"), number.destination
 
     @model_validator(mode="after")
-    def _check_references(self) -> Config:
+    def _check_references(self, info: ValidationInfo) -> Config:
         """Destinations, group members and blacklist extensions point at things that
-        exist, and a mailbox that mails its messages has a mail server to do it with."""
-        extensions = {e.number: e for e in self.extensions}
+        exist, and a mailbox that mails its messages has a mail server to do it with.
+
+        Extensions provisioned in the database (not in this file) count too when the
+        validation context names them: ``{"extensions": {number, ...}}``."""
+        extensions: dict[str, Extension | None] = {e.number: e for e in self.extensions}
+        for number in (info.context or {}).get("extensions", ()):
+            extensions.setdefault(number, None)
         named: dict[Kind, set[str]] = {
             Kind.GROUP: {g.name for g in self.groups},
             Kind.IVR: {m.name for m in self.ivrs},
@@ -780,9 +785,9 @@ class Config(_Model):
                 problem = f"{target}: there is no extension {target.target}"
             elif target.kind is Kind.VOICEMAIL:
                 owner = extensions.get(target.target)
-                if owner is None:
+                if target.target not in extensions:
                     problem = f"{target}: there is no extension {target.target}"
-                elif owner.voicemail is None:
+                elif owner is None or owner.voicemail is None:
                     problem = f"{target}: extension {target.target} has no voicemail"
             elif target.kind in named and target.target not in named[target.kind]:
                 problem = f"{target}: there is no {target.kind.value} named {target.target}"

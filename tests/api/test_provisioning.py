@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ipbx.config import load_config
+from ipbx.pbx.provisioning import effective
+from ipbx.store import Store
 from tests.api.apiclient import Api
 
 PHONE = {"number": "1005", "name": "Eve", "password": "secret1005"}
@@ -48,20 +51,40 @@ def test_deleting_an_extension_and_another_tenants_view(api: Api) -> None:
     assert api.pbx.directory.get("1005") is None
 
 
-def test_ipbx_apply_writes_the_extensions_once_and_refuses_a_bad_file(tmp_path: Path) -> None:
+def test_ipbx_apply_writes_extensions_and_items_once_and_refuses_a_bad_file(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "ipbx.yaml"
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
         "extensions:\n"
         '  - {number: "1000", name: Alice, password: secret1000}\n'
         '  - {number: "1001", name: Bob, password: secret1001}\n'
+        "groups:\n"
+        '  - {name: sales, members: ["1000", "1001"]}\n'
+        "numbers:\n"
+        '  - {number: "+15551230000", destination: "group:sales"}\n'
     )
     command = [sys.executable, "-m", "ipbx.cli", "apply", str(config)]
     first = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "added ['1000', '1001']" in first.stdout
+    assert "2 item(s); added numbers/+15551230000, groups/sales" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "added none, changed none" in again.stdout
-    config.write_text(config.read_text().replace("secret1001", "x"))
+    assert "2 item(s); added none, changed none" in again.stdout
+    good, text = load_config(config), config.read_text()
+    config.write_text(text.replace("secret1001", "x"))
     bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 2
     assert "ipbx.yaml:4" in bad.stderr and "password" in bad.stderr
+    config.write_text(text.replace("group:sales", "group:support"))
+    unknown = subprocess.run(command, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "there is no group named support" in unknown.stderr
+    # A server started on a file without the items runs with them.
+    store = Store(good.store_url)
+    try:
+        running = effective(good.model_copy(update={"groups": [], "numbers": []}), store)
+    finally:
+        store.close()
+    assert [g.name for g in running.groups] == ["sales"]
+    assert [str(n.destination) for n in running.numbers] == ["group:sales"]

@@ -4,6 +4,8 @@ which phone rings and by the path in the call record."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,10 +13,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.sip.message import Request
+from tests.api.test_api_serve import make_token
 from tests.pbx.sipclient import SipClient, next_request, reply_to, send_authenticated_invite
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
 
@@ -210,3 +214,42 @@ def test_a_schedule_routes_by_the_office_hours_around_now(make_server: Any, open
     [record] = call_records(server)
     target = "extension:1001" if open_now else "extension:1002"
     assert record.path == f"schedule:office,{target}"
+
+
+def test_a_running_server_takes_up_ipbx_apply_and_api_changes(
+    make_server: Any, tmp_path: Path
+) -> None:
+    api_port = free_port("tcp")
+
+    def edit(config: dict[str, Any]) -> None:
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+
+    server = make_server(edit)
+    first = Phone(server, FIRST.number, FIRST.password)
+    blocking = tmp_path / "blacklist.yaml"
+    blocking.write_text(
+        f"data_dir: {server.data_dir}\nblacklist:\n  - pattern: '{CALLER.number}'\n"
+    )
+    command = [sys.executable, "-m", "ipbx.cli", "apply", str(blocking)]
+    subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    deadline = time.monotonic() + 10
+    while "configuration revision" not in server.log_tail(200):
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.1)
+    caller = _call(server, FIRST.number)
+    assert _final(caller) == 603  # Decline: blacklisted, with no message to hear
+    caller.close()
+    token = make_token(server.config_path, "admin")
+    removed = httpx.delete(
+        f"http://{LOOPBACK}:{api_port}/config/blacklist/{CALLER.number}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert removed.status_code == 204, removed.text
+    caller = _call(server, FIRST.number)
+    assert first.rings().method == "INVITE"  # at once: the API reloads before answering
+    caller.close()
+    first.close()
+    time.sleep(0.5)
+    server.stop()
+    assert [r.path for r in reversed(call_records(server))] == ["blacklist", "extension:1001"]

@@ -36,6 +36,7 @@ class ApiServer:
     def __init__(self, pbx: Pbx) -> None:
         self.config = pbx.config.api
         self.webhooks = Webhooks(pbx.store, pbx.config.webhooks, pbx.events)
+        pbx.on_reconfigure.append(lambda config: self.webhooks.update(config.webhooks))
         self.app = create_app(pbx, self.webhooks)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None

@@ -75,6 +75,7 @@ class Webhooks:
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
+        self._started = False
         self.delivered = 0
         self.failed_attempts = 0
 
@@ -86,6 +87,7 @@ class Webhooks:
     def start(self) -> None:
         """Subscribe, and start the workers (which send what an earlier run left)."""
         self.subscribe()
+        self._started = True
         if self._tasks or not self._configs:
             return
         self._client = httpx.AsyncClient(follow_redirects=False)
@@ -97,6 +99,7 @@ class Webhooks:
     async def stop(self) -> None:
         """Stop sending (pending rows stay for the next start); events are still written
         to the outbox until `close`."""
+        self._started = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -104,6 +107,22 @@ class Webhooks:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def update(self, configs: list[WebhookConfig]) -> None:
+        """Take up a changed webhook list (provisioned through the API): the workers
+        restart on it; a row cut off mid-attempt is sent again (same event id)."""
+        if configs == self._configs:
+            return
+        running = self._started
+        await self.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._configs = list(configs)
+        if running:
+            self.start()
+        else:
+            self.subscribe()
 
     def close(self) -> None:
         """Write what is still buffered and stop listening to the bus (at shutdown)."""

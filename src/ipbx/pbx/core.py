@@ -9,12 +9,13 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
+from ipbx.pbx import provisioning
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
@@ -42,6 +43,8 @@ log = logging.getLogger("ipbx.pbx")
 SUPPORTED: frozenset[str] = frozenset()  # option tags we implement (none needed yet)
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
 KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
+# How often a server checks whether the provisioning changed under it.
+REVISION_POLL_SECONDS = 2.0
 IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "ACK", "CANCEL"})
 
 
@@ -51,8 +54,14 @@ def _tokens(values: list[str]) -> list[str]:
 
 class Pbx:
     def __init__(self, config: Config, store: Store) -> None:
+        # What the file says; what runs is that with the provisioned items (the API's).
+        self.base_config = config
+        self.revision = store.revision()
+        config = provisioning.effective(config, store)
         self.config = config
         self.store = store
+        # Called with the new configuration after every reload (the webhooks' workers).
+        self.on_reconfigure: list[Callable[[Config], Awaitable[None]]] = []
         # What happened (call.started ... registration.changed), for the API's live
         # feed, webhooks and metrics (pbx/events.py lists the types and their data).
         self.events = EventBus()
@@ -120,13 +129,7 @@ class Pbx:
                 ),
                 codecs=preferred_codecs(media.codecs),
             ),
-            Routing(
-                self.trunks,
-                self.dialplan,
-                self.numbers,
-                {e.number: e.permission for e in config.extensions},
-                {e.number: e.caller_id for e in config.extensions if e.caller_id},
-            ),
+            self._routing(config),
         )
         # Issue 5: destinations, call flows and personal call handling (docs/features.md).
         self.calls.router = Router(self.calls, config, self.mailboxes)
@@ -135,6 +138,44 @@ class Pbx:
         self.calls.moh = MusicOnHold(config.data_dir / "moh")
         self.calls.crm = CallerLookup(config.crm) if config.crm is not None else None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _routing(self, config: Config) -> Routing:
+        return Routing(
+            self.trunks,
+            self.dialplan,
+            self.numbers,
+            {e.number: e.permission for e in config.extensions},
+            {e.number: e.caller_id for e in config.extensions if e.caller_id},
+        )
+
+    async def reload(self) -> None:
+        """Take up what the database holds now: extensions and provisioned items.
+        Calls in progress keep going; new calls follow the new configuration."""
+        revision = self.store.revision()
+        config = provisioning.effective(self.base_config, self.store)
+        self.directory.reload()
+        self.config = config
+        self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
+        self.numbers = Numbers.from_config(config.numbers, config.country)
+        await self.trunks.update(config.trunks)
+        self.calls.routing = self._routing(config)
+        self.calls.router = Router(self.calls, config, self.mailboxes)
+        self.revision = revision
+        for callback in self.on_reconfigure:
+            await callback(config)
+        log.info("configuration revision %d in use", revision)
+
+    async def _follow_revision(self) -> None:
+        """Reload when another process (`ipbx apply`, another node's API) changed the
+        provisioning: the revision counter moves in the same transaction."""
+        while True:
+            await asyncio.sleep(REVISION_POLL_SECONDS)
+            try:
+                if self.store.revision() != self.revision:
+                    await self.reload()
+            except Exception:
+                log.exception("could not take up the changed configuration; still on %d",
+                              self.revision)  # fmt: skip
 
     def _registration_changed(self, aor: str, contacts: int) -> None:
         data = {"extension": aor, "registered": contacts > 0, "contacts": contacts}
@@ -166,6 +207,7 @@ class Pbx:
             )
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
+        self._tasks.append(asyncio.create_task(self._follow_revision()))
         await self.trunks.start()
         return bound
 

@@ -504,6 +504,8 @@ class Trunks:
     ) -> None:
         self.resolver = resolver or Resolver()
         self.state_path = data_dir / STATE_FILE
+        self._endpoint = endpoint
+        self._running = False
         self._trunks = {c.name: Trunk(c, endpoint, self.resolver, self._changed) for c in configs}
         self._write_pending: asyncio.TimerHandle | None = None
 
@@ -532,6 +534,7 @@ class Trunks:
         return best[1]
 
     async def start(self) -> None:
+        self._running = True
         if not self._trunks:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -540,12 +543,33 @@ class Trunks:
         self.write_state()
 
     async def stop(self) -> None:
+        self._running = False
         if not self._trunks:
             return
         await asyncio.gather(*(trunk.stop() for trunk in self._trunks.values()))
         if self._write_pending is not None:
             self._write_pending.cancel()
         self.write_state(running=False)
+
+    async def update(self, configs: Sequence[TrunkConfig]) -> None:
+        """Take up a changed trunk list: a removed or changed trunk stops (it
+        un-REGISTERs; its calls go on), a new or changed one starts."""
+        wanted = {c.name: c for c in configs}
+        going = [t for name, t in self._trunks.items() if wanted.get(name) != t.config]
+        if self._running:
+            await asyncio.gather(*(trunk.stop() for trunk in going))
+        kept = {t.name: t for t in self._trunks.values() if t not in going}
+        self._trunks = {
+            name: kept.get(name) or Trunk(config, self._endpoint, self.resolver, self._changed)
+            for name, config in wanted.items()
+        }
+        if not self._running:
+            return
+        for trunk in self._trunks.values():
+            if trunk.name not in kept:
+                await trunk.start()
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.write_state()
 
     def _changed(self, _trunk: Trunk) -> None:
         # Channel counts change with every call: coalesce writes to a few per second.

@@ -1,0 +1,259 @@
+"""Configuration through the API: `/config/{kind}` for every list of the configuration
+file that can be provisioned (pbx/provisioning.py), and `/tenants`.
+
+An item is the same object as in the YAML file and in `ipbx apply`. Writes are checked
+against the whole configuration before anything is written (a route naming a trunk
+that does not exist, a group member that is no extension, a deletion that would leave
+a destination pointing nowhere: 422 or 409 naming the field and nothing changes), then
+the server takes the change up at once and other nodes within seconds.
+"""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field, create_model
+
+from ipbx.api import models
+from ipbx.api.tokens import Scope, create_token
+from ipbx.pbx import provisioning
+from ipbx.pbx.provisioning import KINDS, Change, ItemKind, ProvisioningError
+from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, TenantInUse
+
+if TYPE_CHECKING:
+    from ipbx.pbx.core import Pbx
+
+TenantId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$", description="its id")]
+
+
+class Tenant(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$", description="what tokens name it by")
+    name: str = Field(default="", max_length=255)
+
+
+class NewToken(BaseModel):
+    scope: Scope = "read"
+    name: str = Field(default="", max_length=255)
+
+
+class IssuedToken(BaseModel):
+    token: str = Field(description="shown this once: only its hash is kept")
+    key_id: str
+    scope: str
+    tenant: str
+
+
+def add_configuration_routes(
+    app: FastAPI, pbx: "Pbx", admin: Callable[..., ApiTokenRecord], errors: dict[int | str, Any]
+) -> None:
+    Admin = Annotated[ApiTokenRecord, Depends(admin)]
+    for kind in KINDS.values():
+        _add_kind(app, pbx, kind, Admin, errors)
+
+    document = create_model(  # type: ignore[call-overload]
+        "Provisioning",
+        __doc__="Every provisioned list, as in the configuration file.",
+        **{name: (list[kind.model], []) for name, kind in KINDS.items()},  # type: ignore[name-defined]
+    )
+
+    @app.get("/config", response_model=document, responses=errors, tags=["config"])
+    async def get_configuration(token: Admin) -> Any:
+        """The configuration's provisioned lists as a whole: what `ipbx apply` takes."""
+        return {name: _items(pbx, kind, token.tenant) for name, kind in KINDS.items()}
+
+    def system(token: ApiTokenRecord) -> None:
+        if token.tenant != DEFAULT_TENANT:
+            raise HTTPException(403, "tenants are managed with a token of the default tenant")
+
+    @app.get("/tenants", response_model=models.Page[Tenant], responses=errors, tags=["config"])
+    async def list_tenants(
+        token: Admin,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> models.Page[Tenant]:
+        """The tenants (a tenant's token sees its own)."""
+        items = [
+            Tenant(id=t.id, name=t.name)
+            for t in pbx.store.tenants()
+            if token.tenant in (DEFAULT_TENANT, t.id)
+        ]
+        return models.Page[Tenant](
+            total=len(items), limit=limit, offset=offset, items=items[offset : offset + limit]
+        )
+
+    @app.put(
+        "/tenants/{tenant}",
+        response_model=Tenant,
+        responses={**errors, 201: {"model": Tenant}},
+        tags=["config"],
+    )
+    async def put_tenant(
+        tenant: TenantId, body: Tenant, token: Admin, response: Response
+    ) -> Tenant:
+        """Create a tenant, or rename it."""
+        system(token)
+        if body.id != tenant:
+            raise HTTPException(422, f"id: {body.id!r} is not the id in the path ({tenant})")
+        if pbx.store.save_tenant(tenant, body.name or tenant):
+            response.status_code = 201
+        return Tenant(id=tenant, name=body.name or tenant)
+
+    @app.delete(
+        "/tenants/{tenant}",
+        status_code=204,
+        responses={**errors, 404: {"model": models.Problem}, 409: {"model": models.Problem}},
+        tags=["config"],
+    )
+    async def delete_tenant(tenant: TenantId, token: Admin) -> Response:
+        """Remove a tenant that holds nothing any more (409 while it does)."""
+        system(token)
+        if tenant == DEFAULT_TENANT:
+            raise HTTPException(409, "tenant: the default tenant cannot be removed")
+        try:
+            found = pbx.store.delete_tenant(tenant)
+        except TenantInUse as exc:
+            raise HTTPException(409, f"tenant: {exc}") from None
+        if not found:
+            raise HTTPException(404, f"tenant: no tenant {tenant}")
+        return Response(status_code=204)
+
+    @app.post(
+        "/tenants/{tenant}/tokens",
+        response_model=IssuedToken,
+        status_code=201,
+        responses={**errors, 404: {"model": models.Problem}},
+        tags=["config"],
+    )
+    async def issue_token(tenant: TenantId, body: NewToken, token: Admin) -> IssuedToken:
+        """A new API token for a tenant (its text is in this answer only)."""
+        system(token)
+        if pbx.store.tenant(tenant) is None:
+            raise HTTPException(404, f"tenant: no tenant {tenant}")
+        text, record = create_token(pbx.store, body.scope, tenant, body.name)
+        return IssuedToken(token=text, key_id=record.key_id, scope=record.scope, tenant=tenant)
+
+
+def _items(pbx: "Pbx", kind: ItemKind, tenant: str) -> list[Any]:
+    """The tenant's items of a kind in the configuration the server runs."""
+    if not (kind.any_tenant or tenant == DEFAULT_TENANT):
+        return []
+    return [item for item in getattr(pbx.config, kind.name) if kind.tenant_of(item) == tenant]
+
+
+def _add_kind(
+    app: FastAPI, pbx: "Pbx", kind: ItemKind, Admin: Any, errors: dict[int | str, Any]
+) -> None:
+    model: Any = kind.model
+    name = kind.name
+    path = f"/config/{name}"
+    described = {
+        **errors,
+        404: {"model": models.Problem, "description": f"no such item in {name}"},
+        409: {"model": models.Problem, "description": "it exists, or other items need it"},
+    }
+    Key = Annotated[str, Path(min_length=1, max_length=2048, description=f"its {kind.key_field}")]
+
+    def find(tenant: str, key: str) -> Any:
+        for item in _items(pbx, kind, tenant):
+            if kind.key(item) == key:
+                return item
+        raise HTTPException(404, f"{kind.key_field}: no {name} item {key}")
+
+    def owned(token: ApiTokenRecord, item: Any) -> Any:
+        if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
+            raise HTTPException(403, f"{name}: call routing is the default tenant's")
+        if kind.any_tenant and "tenant" in item.model_fields_set:
+            if item.tenant != token.tenant:
+                raise HTTPException(422, f"tenant: must be this token's own ({token.tenant})")
+        elif kind.any_tenant:
+            item = item.model_copy(update={"tenant": token.tenant})
+        return item
+
+    async def change(token: ApiTokenRecord, change: Change) -> None:
+        try:
+            provisioning.effective(pbx.base_config, pbx.store, change)
+        except ProvisioningError as exc:
+            raise HTTPException(422 if exc.in_item else 409, str(exc)) from None
+        provisioning.write(pbx.store, change)
+        await pbx.reload()
+
+    @app.get(
+        path,
+        response_model=models.Page[model],
+        responses=errors,
+        tags=["config"],
+        summary=f"List {name}",
+        description=f"The `{name}:` items in use.",
+    )
+    async def list_items(
+        token: Admin,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> Any:
+        items = _items(pbx, kind, token.tenant)
+        return {"total": len(items), "limit": limit, "offset": offset,
+                "items": items[offset : offset + limit]}  # fmt: skip
+
+    @app.get(
+        path + "/{key:path}",
+        response_model=model,
+        responses=described,
+        tags=["config"],
+        summary=f"Get one of {name}",
+        description=f"One, by its {kind.key_field}.",
+    )
+    async def get_item(key: Key, token: Admin) -> Any:
+        return find(token.tenant, key)
+
+    @app.post(
+        path,
+        response_model=model,
+        status_code=201,
+        responses=described,
+        tags=["config"],
+        summary=f"Add to {name}",
+        description="Add an item; 409 when its key is taken.",
+    )
+    async def create_item(item: model, token: Admin) -> Any:
+        item = owned(token, item)
+        key = kind.key(item)
+        if any(kind.key(i) == key for i in _items(pbx, kind, token.tenant)):
+            raise HTTPException(409, f"{kind.key_field}: {name} item {key} exists")
+        await change(token, Change(token.tenant, [(kind, item)]))
+        return item
+
+    @app.put(
+        path + "/{key:path}",
+        response_model=model,
+        responses=described,
+        tags=["config"],
+        summary=f"Put one of {name}",
+        description="Add or replace the item with this key (idempotent).",
+    )
+    async def put_item(key: Key, item: model, token: Admin) -> Any:
+        item = owned(token, item)
+        if kind.key(item) != key:
+            raise HTTPException(
+                422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
+            )
+        await change(token, Change(token.tenant, [(kind, item)]))
+        return item
+
+    @app.delete(
+        path + "/{key:path}",
+        status_code=204,
+        responses=described,
+        tags=["config"],
+        summary=f"Remove one of {name}",
+        description="409 while other items point at it or the file has it.",
+    )
+    async def delete_item(key: Key, token: Admin) -> Response:
+        owned(token, find(token.tenant, key))
+        if any(kind.key(i) == key for i in getattr(pbx.base_config, name)):
+            raise HTTPException(
+                409,
+                f"{kind.key_field}: {name} item {key} is in the configuration file; "
+                "remove it there",
+            )
+        await change(token, Change(token.tenant, remove=[(kind, key)]))
+        return Response(status_code=204)

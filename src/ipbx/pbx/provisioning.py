@@ -1,0 +1,191 @@
+"""Provisioned configuration: the items of the configuration file's lists (trunks,
+numbers, outbound routes, groups, menus, schedules, announcements, blacklist entries,
+webhooks) that the API and `ipbx apply` write to the database.
+
+The configuration a server runs on is the file's, with every provisioned item added,
+or put in place of the file's item with the same key: the file gives the starting
+point, the API changes it, and the change outlives a restart. An item is the same JSON
+object in the API as in the file (docs/api.md). The whole result is validated as the
+file is (references, loops), so a change that would leave a destination pointing
+nowhere is refused before anything is written.
+
+Call routing is the default tenant's: other tenants provision webhooks only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ipbx.config import (
+    AnnouncementConfig,
+    BlacklistConfig,
+    Config,
+    GroupConfig,
+    IvrConfig,
+    NumberConfig,
+    OutboundRouteConfig,
+    ScheduleConfig,
+    TrunkConfig,
+    WebhookConfig,
+)
+from ipbx.store import DEFAULT_TENANT, ProvisionedRecord, Store
+
+
+@dataclass(frozen=True)
+class ItemKind:
+    """One list of the configuration file whose items can be provisioned."""
+
+    name: str  # the list's key in the file, and the API's path /config/{name}
+    model: type[BaseModel]
+    key_field: str  # the field that names an item
+    any_tenant: bool = False  # False: the default tenant's only (call routing)
+
+    def key(self, item: BaseModel) -> str:
+        if isinstance(item, BlacklistConfig) and item.extension is not None:
+            return f"{item.pattern}@{item.extension}"
+        return str(getattr(item, self.key_field))
+
+    def dump(self, item: BaseModel) -> dict[str, Any]:
+        """The item as the API shows it and the database keeps it."""
+        return item.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def tenant_of(self, item: BaseModel) -> str:
+        return str(getattr(item, "tenant", DEFAULT_TENANT)) if self.any_tenant else DEFAULT_TENANT
+
+
+KINDS: dict[str, ItemKind] = {
+    kind.name: kind
+    for kind in (
+        ItemKind("trunks", TrunkConfig, "name"),
+        ItemKind("numbers", NumberConfig, "number"),
+        ItemKind("outbound_routes", OutboundRouteConfig, "name"),
+        ItemKind("groups", GroupConfig, "name"),
+        ItemKind("ivrs", IvrConfig, "name"),
+        ItemKind("schedules", ScheduleConfig, "name"),
+        ItemKind("announcements", AnnouncementConfig, "name"),
+        ItemKind("blacklist", BlacklistConfig, "pattern"),
+        ItemKind("webhooks", WebhookConfig, "url", any_tenant=True),
+    )
+}
+
+
+# The (kind, key) of the items a write added, changed and removed.
+Written = tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]
+
+
+class ProvisioningError(ValueError):
+    """A provisioned configuration that does not validate. `field` is where, as a path
+    into the item that was written (``trunks[0]``), or into the whole configuration
+    (``outbound_routes[2].trunks[0]``) when the change broke another item."""
+
+    def __init__(self, field: str, message: str, in_item: bool) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.in_item = in_item
+
+
+@dataclass(frozen=True)
+class Change:
+    """Items to write (kind, item) and to remove (kind, key), for one tenant."""
+
+    tenant: str = DEFAULT_TENANT
+    put: Sequence[tuple[ItemKind, BaseModel]] = ()
+    remove: Sequence[tuple[ItemKind, str]] = ()
+
+
+def effective(base: Config, store: Store, change: Change | None = None) -> Config:
+    """The configuration `base` (the file's) with the database's items, and `change`
+    on top when given (to check it before it is written). ProvisioningError when the
+    result does not validate."""
+    records = store.provisioned()
+    extensions = {e.number for e in store.list_extensions()}
+    return compose(base, records, extensions, change)
+
+
+def compose(
+    base: Config,
+    records: Iterable[ProvisionedRecord],
+    extensions: Iterable[str] = (),
+    change: Change | None = None,
+) -> Config:
+    lists: dict[str, dict[tuple[str, str], Any]] = {
+        name: {(kind.tenant_of(item), kind.key(item)): item for item in getattr(base, name)}
+        for name, kind in KINDS.items()
+    }
+    for record in records:
+        kind = KINDS.get(record.kind)
+        if kind is None or not (kind.any_tenant or record.tenant == DEFAULT_TENANT):
+            continue
+        try:
+            item = kind.model.model_validate(json.loads(record.body))
+        except (ValidationError, ValueError) as exc:
+            raise ProvisioningError(
+                f"{record.kind}/{record.key}", f"stored item no longer valid: {exc}", False
+            ) from None
+        lists[kind.name][record.tenant, record.key] = item
+    changed: tuple[str, int] | None = None
+    if change is not None:
+        for kind, key in change.remove:
+            lists[kind.name].pop((change.tenant, key), None)
+        for kind, item in change.put:
+            items = lists[kind.name]
+            items[change.tenant, kind.key(item)] = item
+            changed = (kind.name, list(items).index((change.tenant, kind.key(item))))
+    data = {name: getattr(base, name) for name in Config.model_fields}
+    data.update({name: list(items.values()) for name, items in lists.items()})
+    try:
+        return Config.model_validate(data, context={"extensions": set(extensions)})
+    except ValidationError as exc:
+        keys = {name: [key for _, key in items] for name, items in lists.items()}
+        raise _problem(exc, changed, keys) from None
+
+
+def _problem(
+    exc: ValidationError, changed: tuple[str, int] | None, keys: dict[str, list[str]]
+) -> ProvisioningError:
+    error = exc.errors(include_url=False)[0]
+    ctx = error.get("ctx") or {}
+    loc = tuple(error["loc"]) + tuple(ctx.get("at", ()))
+    message = str(ctx["error"]) if error["type"] == "value_error" else error["msg"]
+    if changed is not None and loc[:2] == changed:
+        return ProvisioningError(_path(loc[2:]), message, True)
+    if len(loc) >= 2 and loc[0] in keys and isinstance(loc[1], int):
+        # Another item broke: named by its key, which the API finds it by.
+        inside = _path(loc[2:])
+        where = f"{loc[0]}/{keys[str(loc[0])][loc[1]]}"
+        return ProvisioningError(f"{where}.{inside}" if inside else where, message, False)
+    return ProvisioningError(_path(loc), message, False)
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def apply(store: Store, config: Config, tenant: str = DEFAULT_TENANT) -> Written:
+    """Write every item of `config`'s provisioned lists (what `ipbx apply FILE` does):
+    added or changed, never removed. Checked as a whole before anything is written."""
+    put = [
+        (kind, item)
+        for name, kind in KINDS.items()
+        for item in getattr(config, name)
+        if kind.any_tenant or tenant == DEFAULT_TENANT
+    ]
+    effective(config, store, Change(tenant, put))
+    return write(store, Change(tenant, put))
+
+
+def write(store: Store, change: Change) -> Written:
+    """Write a checked change; the (kind, key) added, changed and removed."""
+    return store.write_provisioned(
+        change.tenant,
+        [(kind.name, kind.key(item), json.dumps(kind.dump(item))) for kind, item in change.put],
+        [(kind.name, key) for kind, key in change.remove],
+    )
