@@ -20,6 +20,15 @@ from tests.api.apiclient import Api, make_pbx
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated store alone (SQLite in the test's folder)."""
+    opened = Store(f"sqlite:///{tmp_path / 'ipbx.db'}")
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     config = Config(
         data_dir=tmp_path / "data",

@@ -532,6 +532,18 @@ class Store:
             ).all()
         return int(total or 0), [_delivery(row) for row in rows]
 
+    def prune_deliveries(self, before: float) -> int:
+        """Delete delivered and failed deliveries created before `before` (epoch
+        seconds), all tenants; pending ones are never deleted. Returns how many went."""
+        with self._engine.begin() as connection:
+            deleted = connection.execute(
+                delete(webhook_deliveries).where(
+                    webhook_deliveries.c.status.in_(("delivered", "failed")),
+                    webhook_deliveries.c.created < before,
+                )
+            )
+        return int(deleted.rowcount or 0)
+
     def pending_deliveries(self) -> int:
         """How many deliveries wait to be sent, all tenants (the webhook queue depth)."""
         with self._engine.connect() as connection:
