@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipbx.api import models
+from ipbx.api.admin import add_token_routes
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
@@ -484,6 +485,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
                 sender.cancel()
         finally:
             unsubscribe()
+
+    add_token_routes(app, store, needs("admin"))
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
