@@ -38,6 +38,13 @@ def api(tmp_path: Path) -> Iterator[Api]:
         ],
         trunks=[TrunkConfig(name="provider", host=["127.0.0.1:5099"])],
     )
+    yield from serve_api(config)
+
+
+def serve_api(config: Config) -> Iterator[Api]:
+    """The app over a PBX built from `config`, with an admin and a read token of the
+    default tenant and an admin token of tenant acme (for fixtures that need another
+    configuration than `api`'s)."""
     store = Store(config.store_url)
     store.migrate()
     store.apply_extensions(

@@ -26,6 +26,7 @@ from ipbx.api import models
 from ipbx.api.admin import add_token_routes
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
+from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, ExtensionExists
@@ -487,6 +488,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             unsubscribe()
 
     add_token_routes(app, store, needs("admin"))
+    add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
