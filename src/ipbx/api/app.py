@@ -423,7 +423,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         tags=["state"],
     )  # fmt: skip
     async def get_metrics(token: Reader) -> Response:
-        """Prometheus metrics: active calls, registrations, webhook queue depth, events."""
+        """Prometheus metrics: calls, registrations, SIP messages, RTP packets, webhooks
+        (docs/api.md lists them)."""
         return Response(render(metrics), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/events")
