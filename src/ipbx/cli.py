@@ -1,6 +1,6 @@
 """The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent, `trunks` and
-`calls` show the trunks' state and the latest call records, `token create` makes an API
-token."""
+`calls` show the trunks' state and the latest call records, `token create|list|revoke`
+manage API tokens."""
 
 from __future__ import annotations
 
@@ -167,13 +167,29 @@ def _calls(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    """A new API token, printed once: only its hash is stored (docs/api.md)."""
+    """`token create`: a new API token, printed once (only its hash is stored);
+    `token list`: key id, tenant, scope, created, name of each (never a secret);
+    `token revoke KEY_ID`: delete it, so the server refuses it from the next request."""
+    import time
+
     from ipbx.api.tokens import create_token
 
     config = _config(args)
     if config is None:
         return 2
     with _store(config) as store:
+        if args.token_command == "list":
+            for record in store.api_tokens(args.tenant):
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+                print(f"{record.key_id}  {record.tenant}  {record.scope:<5}  {created}  "
+                      f"{record.name}".rstrip())  # fmt: skip
+            return 0
+        if args.token_command == "revoke":
+            if not store.delete_api_token(args.key_id):
+                print(f"ipbx: key_id: no API token {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"ipbx: token {args.key_id} revoked", file=sys.stderr)
+            return 0
         token, record = create_token(store, args.scope, args.tenant, args.name)
     print(token)
     print(
@@ -206,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--scope", choices=["read", "admin"], required=True)
     create.add_argument("--tenant", default="default", help="whose data it sees")
     create.add_argument("--name", default="", help="a note: who or what uses it")
+    listing = token.add_parser("list", help="the tokens: key id, tenant, scope, created, name")
+    listing.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    listing.add_argument("--tenant", default=None, help="only this tenant's (default: all)")
+    revoke = token.add_parser("revoke", help="delete a token: refused from the next request")
+    revoke.add_argument("key_id", help="the token's key id (`ipbx_<key id>_...`)")
+    revoke.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     from ipbx.phone.cli import add_arguments
 
     add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))

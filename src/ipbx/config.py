@@ -565,6 +565,9 @@ class ApiConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     enabled: bool = True
+    # Delivered and failed webhook deliveries older than this are deleted from the
+    # outbox (pending ones never are), so the delivery log stays bounded.
+    delivery_retention_days: float = Field(default=30.0, gt=0, le=36500)
 
     @field_validator("listen")
     @classmethod

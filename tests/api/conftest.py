@@ -20,6 +20,15 @@ from tests.api.apiclient import Api, make_pbx
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated store alone (SQLite in the test's folder)."""
+    opened = Store(f"sqlite:///{tmp_path / 'ipbx.db'}")
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     config = Config(
         data_dir=tmp_path / "data",
@@ -29,6 +38,13 @@ def api(tmp_path: Path) -> Iterator[Api]:
         ],
         trunks=[TrunkConfig(name="provider", host=["127.0.0.1:5099"])],
     )
+    yield from serve_api(config)
+
+
+def serve_api(config: Config) -> Iterator[Api]:
+    """The app over a PBX built from `config`, with an admin and a read token of the
+    default tenant and an admin token of tenant acme (for fixtures that need another
+    configuration than `api`'s)."""
     store = Store(config.store_url)
     store.migrate()
     store.apply_extensions(

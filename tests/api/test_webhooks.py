@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
 
 from bench.harness import free_port
 from ipbx.api.webhooks import Webhooks
@@ -20,14 +17,6 @@ from ipbx.store import Store
 from tests.api.receiver import Receiver
 
 SECRET = "s3cret-for-the-crm-0123"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'ipbx.db'}")
-    opened.migrate()
-    yield opened
-    opened.close()
 
 
 def hook(url: str, **settings: object) -> WebhookConfig:

@@ -23,9 +23,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipbx.api import models
+from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
+from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, ExtensionExists
@@ -422,7 +424,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         tags=["state"],
     )  # fmt: skip
     async def get_metrics(token: Reader) -> Response:
-        """Prometheus metrics: active calls, registrations, webhook queue depth, events."""
+        """Prometheus metrics: calls, registrations, SIP messages, RTP packets, webhooks
+        (docs/api.md lists them)."""
         return Response(render(metrics), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/events")
@@ -487,6 +490,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             unsubscribe()
 
     add_configuration_routes(app, pbx, needs("admin"), _AUTH_ERRORS)
+    add_token_routes(app, store, needs("admin"))
+    add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:

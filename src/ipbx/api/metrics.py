@@ -50,6 +50,42 @@ class _PbxCollector(Collector):
         deliveries.add_metric(["delivered"], self._webhooks.delivered)
         deliveries.add_metric(["failed"], self._webhooks.failed_attempts)
         yield deliveries
+        yield from _sip_messages(pbx)
+        received, lost = pbx.calls.ports.reception.totals()
+        yield CounterMetricFamily(
+            "ipbx_rtp_packets_received",
+            "RTP packets received from phones and trunks (live and finished streams)",
+            value=received,
+        )
+        yield CounterMetricFamily(
+            "ipbx_rtp_packets_lost",
+            "RTP packets lost on the way to ipbx: expected minus received (RFC 3550 A.3)",
+            value=lost,
+        )
+
+
+def _sip_messages(pbx: Pbx) -> Iterator[Metric]:
+    """The SIP endpoint's message counters (sip/counts.py): every message on the wire,
+    retransmissions included; methods outside RFC 3261 and its extensions are OTHER."""
+    counts = pbx.endpoint.layer.messages
+    for name, help_text, label, table in (
+        ("requests_received", "SIP requests received, by method", "method",
+         counts.requests_received),
+        ("requests_sent", "SIP requests sent, by method", "method", counts.requests_sent),
+        ("responses_received", "SIP responses received, by status code", "code",
+         counts.responses_received),
+        ("responses_sent", "SIP responses sent, by status code", "code",
+         counts.responses_sent),
+    ):  # fmt: skip
+        family = CounterMetricFamily(f"ipbx_sip_{name}", help_text, labels=[label])
+        for key, value in sorted(table.items()):
+            family.add_metric([str(key)], value)
+        yield family
+    yield CounterMetricFamily(
+        "ipbx_sip_retransmissions",
+        "SIP messages ipbx sent again (transaction timers, repeated answers)",
+        value=counts.retransmissions,
+    )
 
 
 def registry(pbx: Pbx, webhooks: Webhooks) -> CollectorRegistry:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from ipbx.api.app import create_app
-from ipbx.api.webhooks import Webhooks
+from ipbx.api.webhooks import DAY, Webhooks
 
 if TYPE_CHECKING:
     from ipbx.pbx.core import Pbx
@@ -35,7 +35,12 @@ class ApiServer:
 
     def __init__(self, pbx: Pbx) -> None:
         self.config = pbx.config.api
-        self.webhooks = Webhooks(pbx.store, pbx.config.webhooks, pbx.events)
+        self.webhooks = Webhooks(
+            pbx.store,
+            pbx.config.webhooks,
+            pbx.events,
+            retention=self.config.delivery_retention_days * DAY,
+        )
         pbx.on_reconfigure.append(lambda config: self.webhooks.update(config.webhooks))
         self.app = create_app(pbx, self.webhooks)
         self._server: _EmbeddedServer | None = None

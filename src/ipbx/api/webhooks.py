@@ -7,7 +7,9 @@ when it was accepted (any 2xx) the next one, so a receiver sees events in the or
 happened. A failed attempt (connection refused, time-out, non-2xx) is retried after
 `retry_initial` seconds, doubling up to `retry_max`, until `max_attempts`; then the row
 is marked failed and the next one goes. Pending rows outlive a restart and are sent when
-ipbx starts again.
+ipbx starts again. Delivered and failed rows are the delivery log (GET
+/webhooks/deliveries); those older than `api.delivery_retention_days` are deleted every
+hour, so the table stays bounded. Pending rows are never pruned.
 
 Every attempt carries the same body and these headers:
 
@@ -42,6 +44,11 @@ from ipbx.store import DeliveryRecord, Store
 log = logging.getLogger("ipbx.webhooks")
 
 USER_AGENT = "ipbx-webhooks"
+DAY = 86400.0
+DEFAULT_RETENTION = 30 * DAY
+# How often old delivered and failed rows are pruned: often enough that the table never
+# holds much more than the retention, rarely enough that the DELETE costs nothing.
+PRUNE_INTERVAL = 3600.0
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -64,8 +71,10 @@ class Webhooks:
         configs: list[WebhookConfig],
         bus: EventBus,
         clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self._store = store
+        self.retention = retention
         self._configs = list(configs)
         self._bus = bus
         self._clock = clock
@@ -85,10 +94,15 @@ class Webhooks:
             self._unsubscribe = self._bus.subscribe(self._on_event)
 
     def start(self) -> None:
-        """Subscribe, and start the workers (which send what an earlier run left)."""
+        """Subscribe, and start the workers (which send what an earlier run left) and the
+        pruning of old deliveries (also without webhooks: an earlier run may have left
+        some)."""
         self.subscribe()
         self._started = True
-        if self._tasks or not self._configs:
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self._pruner()))
+        if not self._configs:
             return
         self._client = httpx.AsyncClient(follow_redirects=False)
         for config in self._configs:
@@ -177,6 +191,22 @@ class Webhooks:
     def queue_depth(self) -> int:
         """Deliveries not yet accepted: in the outbox, and not yet written to it."""
         return self._store.pending_deliveries() + len(self._unwritten)
+
+    def prune(self) -> int:
+        """Delete the delivered and failed deliveries older than the retention."""
+        pruned = self._store.prune_deliveries(self._clock() - self.retention)
+        if pruned:
+            log.info("pruned %d webhook deliveries older than %g days", pruned,
+                     self.retention / DAY)  # fmt: skip
+        return pruned
+
+    async def _pruner(self) -> None:
+        while True:
+            try:
+                self.prune()
+            except Exception:
+                log.exception("could not prune old webhook deliveries; trying again later")
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     async def _worker(self, config: WebhookConfig, wake: asyncio.Event) -> None:
         while True:

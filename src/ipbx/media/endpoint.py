@@ -85,6 +85,7 @@ class MediaEndpoint:
         self._inband_resampler: Resampler | None = None
         # What the phone sends us, packet by packet, on every path (relay included).
         self.meter = StreamMeter(asyncio.get_running_loop().time)
+        pool.reception.open(self.meter)
         self.round_trip = RoundTripMeter(asyncio.get_running_loop().time)
         # RTCP reports of our own, on a leg where ipbx is the RTP source (reports.py).
         self._reporter: Reporter | None = None
@@ -298,6 +299,7 @@ class MediaEndpoint:
         if self._closed:
             return
         self._closed = True
+        self._pool.reception.close(self.meter)
         self.detach()
         self._stop_reports()
         self.stop_recording()

@@ -8,12 +8,17 @@ so a released port may keep its open sockets ("warm"): the next endpoint takes
 them instead of binding new ones. A warm port is handed out again only after a
 quarantine, so that stray packets of the call that used it have died out, and
 the number kept open is capped.
+
+The pool is also where the packet counts of the endpoints it served add up
+(`reception`), since every endpoint of a server takes its ports from the one pool.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Generic, TypeVar
+
+from ipbx.media.quality import ReceptionTotals
 
 S = TypeVar("S")
 
@@ -45,6 +50,8 @@ class PortPool(Generic[S]):
         self._warm: deque[tuple[float, int, S]] = deque()
         self.warm_limit = warm_limit
         self.quarantine = quarantine
+        # RTP packets received and lost by the endpoints on this pool's ports.
+        self.reception = ReceptionTotals()
 
     @property
     def size(self) -> int:

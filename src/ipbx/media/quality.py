@@ -354,3 +354,40 @@ class StreamMeter:
         if self._stats is not None:
             self._received += self._stats.received
             self._lost += max(0, self._stats.cumulative_lost)
+
+
+class ReceptionTotals:
+    """Packets received and lost over all the stream meters of one media engine, since
+    it started: the live meters' readings plus those of the meters closed, for /metrics.
+
+    A meter's own figures can step back (RFC 3550 A.1 restarts the count after a
+    sequence jump; a late packet lowers the loss), so each total is the highest ever
+    reported: as a Prometheus counter, it never decreases.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[StreamMeter] = set()
+        self._closed_received = 0
+        self._closed_lost = 0
+        self._reported = (0, 0)
+
+    def open(self, meter: StreamMeter) -> None:
+        self._live.add(meter)
+
+    def close(self, meter: StreamMeter) -> None:
+        if meter in self._live:
+            self._live.remove(meter)
+            reading = meter.reading()
+            self._closed_received += reading.packets_received
+            self._closed_lost += reading.packets_lost
+
+    def totals(self) -> tuple[int, int]:
+        """(received, lost): the packets of every stream so far."""
+        received, lost = self._closed_received, self._closed_lost
+        for meter in self._live:
+            reading = meter.reading()
+            received += reading.packets_received
+            lost += reading.packets_lost
+        before_received, before_lost = self._reported
+        self._reported = (max(before_received, received), max(before_lost, lost))
+        return self._reported

@@ -150,6 +150,15 @@ class Mailbox:
         found = [self._read(folder, wav) for wav in directory.glob("*.wav")]
         return sorted(found, key=lambda m: (m.received, m.id))
 
+    def find(self, message_id: str) -> Message | None:
+        """The message with this id, in either folder. The id is compared with the
+        names found on disk, never joined to a path: no id reaches outside the mailbox."""
+        for folder in FOLDERS:
+            for wav in (self.directory / folder).glob("*.wav"):
+                if wav.stem == message_id:
+                    return self._read(folder, wav)
+        return None
+
     def mark_saved(self, message: Message) -> Message:
         """Move a message from new to saved (after it was listened to)."""
         if message.folder == "saved":

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ipbx.sip.counts import MessageCounts
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.uri import Via, split_quoted
 
@@ -180,6 +181,8 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     to_tag: str = field(default_factory=new_tag)
     merge_key: tuple[str, str, int, str] | None = None
+    # The status of `last`, for counting its retransmissions (`response` is dropped).
+    status: int = 0
 
 
 # --- events for the TU ------------------------------------------------------------------
@@ -233,6 +236,7 @@ class TransactionLayer:
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
+        self.messages = MessageCounts()
 
     # --- I/O shell interface -------------------------------------------------------------
 
@@ -257,8 +261,10 @@ class TransactionLayer:
 
     def receive(self, msg: Request | Response, source: Address, now: float) -> list[Event]:
         if isinstance(msg, Request):
+            self.messages.request_received(msg.method)
             self._receive_request(msg, source, now)
         else:
+            self.messages.response_received(msg.status)
             self._receive_response(msg, now)
         return self._take_events()
 
@@ -297,6 +303,7 @@ class TransactionLayer:
         self._client[tx.key] = tx
         tx.last = request.serialize()
         self._out.append((tx.last, dest))
+        self.messages.request_sent(request.method)
         t1 = self.timers.t1
         if not dest.reliable:
             tx.interval = t1
@@ -307,6 +314,7 @@ class TransactionLayer:
     def send_ack(self, ack: Request, dest: Address) -> None:
         """An ACK for a 2xx is sent by the TU outside any transaction (RFC 3261 §13.2.2.4)."""
         self._out.append((ack.serialize(), dest))
+        self.messages.request_sent("ACK")
 
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
         if tx.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
@@ -314,13 +322,16 @@ class TransactionLayer:
         if tx.state is State.ACCEPTED and response.status < 300:
             # 2xx retransmissions are the UAS core's job and bypass the state machine.
             self._out.append((response.serialize(), tx.peer))
+            self.messages.response_sent(response.status)
+            self.messages.retransmissions += 1
             return
         if tx.state is State.ACCEPTED:
             return
         tx.response = response
         tx.last = response.serialize()
         self._out.append((tx.last, tx.peer))
-        status = response.status
+        status = tx.status = response.status
+        self.messages.response_sent(status)
         if status < 200:
             tx.state = State.PROCEEDING
             return
@@ -357,6 +368,7 @@ class TransactionLayer:
             self._out.append(
                 (make_response(request, status, reason, new_tag()).serialize(), source)
             )
+            self.messages.response_sent(status)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -412,6 +424,8 @@ class TransactionLayer:
                 return
             if tx.last and tx.state in (State.PROCEEDING, State.COMPLETED, State.TRYING):
                 self._out.append((tx.last, tx.peer))
+                self.messages.response_sent(tx.status)
+                self.messages.retransmissions += 1
             return
         if method == "ACK":
             self._events.append(RequestReceived(request, source, None))
@@ -489,10 +503,13 @@ class TransactionLayer:
             tx.generation += 1
             tx.last = make_ack(tx.request, response).serialize()
             self._out.append((tx.last, tx.peer))
+            self.messages.request_sent("ACK")
             self._arm(tx, now + (0 if tx.peer.reliable else 32.0), "D")
             self._events.append(ResponseReceived(response, tx))
         elif tx.state is State.COMPLETED:
             self._out.append((tx.last, tx.peer))
+            self.messages.request_sent("ACK")
+            self.messages.retransmissions += 1
 
     def _fire(self, tx: Transaction, name: str, now: float) -> None:
         if name in ("A", "E", "G"):
@@ -503,6 +520,11 @@ class TransactionLayer:
             if name == "G" and tx.state is not State.COMPLETED:
                 return
             self._out.append((tx.last, tx.peer))
+            if isinstance(tx, ServerTransaction):
+                self.messages.response_sent(tx.status)  # G: the final response again
+            else:
+                self.messages.request_sent(tx.request.method)
+            self.messages.retransmissions += 1
             cap = self.timers.t2 if name in ("E", "G") else float("inf")
             if name == "E" and tx.state is State.PROCEEDING:
                 tx.interval = self.timers.t2

@@ -62,6 +62,7 @@ _DELETE_AOR = delete(registrations).where(
     registrations.c.tenant_id == bindparam("tenant_id"), registrations.c.aor == bindparam("aor")
 )
 _INSERT_BINDING = insert(registrations)
+_TOKENS = select(api_tokens, tenants.c.domain).join(tenants, tenants.c.id == api_tokens.c.tenant_id)
 
 
 class ExtensionExists(ValueError):
@@ -445,22 +446,27 @@ class Store:
 
     def api_token(self, key_id: str) -> ApiTokenRecord | None:
         with self._engine.connect() as connection:
-            row = connection.execute(
-                select(api_tokens, tenants.c.domain)
-                .join(tenants, tenants.c.id == api_tokens.c.tenant_id)
-                .where(api_tokens.c.key_id == key_id)
-            ).first()
-        if row is None:
-            return None
-        return ApiTokenRecord(
-            key_id=row.key_id,
-            tenant=row.domain,
-            scope=row.scope,
-            salt=row.salt,
-            digest=row.digest,
-            created=row.created,
-            name=row.name,
-        )
+            row = connection.execute(_TOKENS.where(api_tokens.c.key_id == key_id)).first()
+        return None if row is None else _api_token(row)
+
+    def api_tokens(self, tenant: str | None = None) -> list[ApiTokenRecord]:
+        """The tokens of `tenant` (None: of every tenant), oldest first."""
+        query = _TOKENS.order_by(api_tokens.c.created, api_tokens.c.id)
+        if tenant is not None:
+            query = query.where(tenants.c.domain == tenant)
+        with self._engine.connect() as connection:
+            return [_api_token(row) for row in connection.execute(query)]
+
+    def delete_api_token(self, key_id: str, tenant: str | None = None) -> bool:
+        """Revoke a token: its row is deleted, so the next request with it gets 401.
+        With `tenant`, only a token of that tenant; False when there is no such token."""
+        condition = api_tokens.c.key_id == key_id
+        if tenant is not None:
+            owner = select(tenants.c.id).where(tenants.c.domain == tenant).scalar_subquery()
+            condition = condition & (api_tokens.c.tenant_id == owner)
+        with self._engine.begin() as connection:
+            deleted = connection.execute(delete(api_tokens).where(condition))
+        return bool(deleted.rowcount)
 
     def add_deliveries(self, deliveries: Sequence[DeliveryRecord]) -> int:
         """Put deliveries in the outbox, in one transaction; one already there (same
@@ -548,6 +554,18 @@ class Store:
                 query.order_by(webhook_deliveries.c.id.desc()).limit(limit).offset(offset)
             ).all()
         return int(total or 0), [_delivery(row) for row in rows]
+
+    def prune_deliveries(self, before: float) -> int:
+        """Delete delivered and failed deliveries created before `before` (epoch
+        seconds), all tenants; pending ones are never deleted. Returns how many went."""
+        with self._engine.begin() as connection:
+            deleted = connection.execute(
+                delete(webhook_deliveries).where(
+                    webhook_deliveries.c.status.in_(("delivered", "failed")),
+                    webhook_deliveries.c.created < before,
+                )
+            )
+        return int(deleted.rowcount or 0)
 
     def pending_deliveries(self) -> int:
         """How many deliveries wait to be sent, all tenants (the webhook queue depth)."""
@@ -797,6 +815,18 @@ def _leg_row(record_id: int, leg: LegRecord) -> dict[str, Any]:
         "rtt_ms": leg.rtt_ms,
         "mos": leg.mos,
     }
+
+
+def _api_token(row: Any) -> ApiTokenRecord:
+    return ApiTokenRecord(
+        key_id=row.key_id,
+        tenant=row.domain,
+        scope=row.scope,
+        salt=row.salt,
+        digest=row.digest,
+        created=row.created,
+        name=row.name,
+    )
 
 
 def _delivery_query(

@@ -149,7 +149,7 @@ class SipEndpoint:
             events = self.layer.receive(msg, source, self.loop.time())
         except SipError as exc:
             if isinstance(msg, Request):
-                self._refuse(BadRequest(exc.status, exc.reason, msg), source)
+                self._refuse(BadRequest(exc.status, exc.reason, msg), source, counted=True)
             return
         self._dispatch(events)
         self._pump()
@@ -158,9 +158,11 @@ class SipEndpoint:
         if isinstance(exc, BadRequest):
             self._refuse(exc, conn.address)
 
-    def _refuse(self, exc: BadRequest, source: Address) -> None:
+    def _refuse(self, exc: BadRequest, source: Address, *, counted: bool = False) -> None:
         request = exc.request
         log.info("refused %s from %s: %d %s", request.method, source, exc.status, exc.reason)
+        if not counted:  # refused before the transaction layer saw (and counted) it
+            self.layer.messages.request_received(request.method)
         if request.method == "ACK" or not request.headers.get("Via"):
             return
         try:
@@ -169,6 +171,7 @@ class SipEndpoint:
             return
         response.reason = _reason(exc.status, exc.reason)
         self.send_raw(response.serialize(), source)
+        self.layer.messages.response_sent(exc.status)
 
     def _dispatch(self, events: list[Event]) -> None:
         tu = self.tu

@@ -1,0 +1,38 @@
+"""What every list endpoint shares: ``?limit=&offset=`` and the ``{total, limit, offset,
+items}`` answer, and the error responses every authenticated endpoint documents.
+
+(app.py predates this module and keeps its own copies until the endpoints being added
+to it beside this work have landed; new route modules take them from here.)
+"""
+
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Query
+
+from ipbx.api import models
+
+T = TypeVar("T")
+
+# Bounds keep every query within what both databases and JSON carry.
+MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000_000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": models.Problem, "description": "no token, or not a valid one"},
+    403: {"model": models.Problem, "description": "the token's scope is not enough"},
+}
+
+
+def not_found(description: str) -> dict[int | str, dict[str, Any]]:
+    """The 404 of an endpoint whose `detail` starts with the field it could not find."""
+    return {404: {"model": models.Problem, "description": description}}
+
+
+def page(items: Sequence[T], limit: int, offset: int) -> models.Page[T]:
+    return models.Page[T](
+        total=len(items), limit=limit, offset=offset, items=list(items[offset : offset + limit])
+    )
