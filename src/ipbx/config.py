@@ -34,6 +34,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -233,7 +234,11 @@ class MediaConfig(_Model):
 
 
 def _destination(value: Any) -> Any:
-    return Destination.parse(value) if isinstance(value, str) else value
+    if isinstance(value, Destination):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a destination such as extension:1001 or group:sales")
+    return Destination.parse(value)
 
 
 def _forward_target(value: Any) -> Any:
@@ -248,17 +253,34 @@ def _forward_target(value: Any) -> Any:
 
 
 def _prompt(value: Any) -> Any:
-    return Prompt.parse(value) if isinstance(value, str) else value
+    if isinstance(value, Prompt):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected text to speak or file:PATH")
+    return Prompt.parse(value)
 
 
+# Written, stored and shown as strings; the JSON Schema (the API's document) says so.
+_AS_TEXT = PlainSerializer(str, return_type=str)
 DestinationField = Annotated[
-    Destination, BeforeValidator(_destination), PlainSerializer(str, return_type=str)
+    Destination,
+    BeforeValidator(_destination),
+    _AS_TEXT,
+    WithJsonSchema({"type": "string", "description": "kind:target, as group:sales"}),
 ]
 ForwardTarget = Annotated[
-    Destination, BeforeValidator(_forward_target), PlainSerializer(str, return_type=str)
+    Destination,
+    BeforeValidator(_forward_target),
+    _AS_TEXT,
+    WithJsonSchema({"type": "string", "description": "a destination or an outside number"}),
 ]
 # A greeting or message: text spoken by text-to-speech, or file:PATH (pbx/prompt.py).
-PromptField = Annotated[Prompt, BeforeValidator(_prompt), PlainSerializer(str, return_type=str)]
+PromptField = Annotated[
+    Prompt,
+    BeforeValidator(_prompt),
+    _AS_TEXT,
+    WithJsonSchema({"type": "string", "description": "text to speak, or file:PATH"}),
+]
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 _HANGUP = Destination(Kind.HANGUP)
 
