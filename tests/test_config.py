@@ -155,6 +155,12 @@ class TestErrorsNameFileLineAndField:
             "String should have at least 4 characters"
         )
 
+    def test_missing_password(self, tmp_path: Path) -> None:
+        text = CONTRACT.replace(", password: secret1001", "")
+        assert error_of(write(tmp_path, text)) == (
+            f"{tmp_path / 'ipbx.yaml'}:9: extensions[1].password: Field required"
+        )
+
     def test_wrong_type(self, tmp_path: Path) -> None:
         message = error_of(write(tmp_path, "sip:\n  realm: x\n  min_expires: soon\n"))
         assert message.startswith(f"{tmp_path / 'ipbx.yaml'}:3: sip.min_expires: ")

@@ -101,9 +101,9 @@ def _trunks(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    """Check a configuration file and write its provisioning to the database: the
-    extensions, and the items of its lists (trunks, numbers, routes, groups, menus,
-    schedules, announcements, blacklist, webhooks), as the API would. A running server
+    """Check a configuration file and write its provisioning to the database: the items
+    of its lists (extensions, trunks, numbers, routes, groups, menus, schedules,
+    announcements, blacklist, webhooks), as the API would. A running server
     takes them up within seconds. Idempotent; it never deletes anything (the API does)."""
     from ipbx.pbx import provisioning
 
@@ -111,23 +111,13 @@ def _apply(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with _store(config) as store:
-        before = {e.number: e for e in store.list_extensions()}
         try:
-            added_items, changed_items, _ = provisioning.apply(store, config)
+            added, changed, _ = provisioning.apply(store, config)
         except provisioning.ProvisioningError as exc:
             print(f"ipbx: {args.file}: {exc}", file=sys.stderr)
             return 2
-        store.apply_extensions(
-            [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
-        )
-        after = {e.number: e for e in store.list_extensions()}
-    added = sorted(set(after) - set(before))
-    changed = sorted(n for n in before if n in after and after[n] != before[n])
-    print(f"{args.file}: {len(config.extensions)} extension(s); added {added or 'none'}, "
-          f"changed {changed or 'none'}")  # fmt: skip
     items = sum(len(getattr(config, name)) for name in provisioning.KINDS)
-    print(f"{args.file}: {items} item(s); added {_keys(added_items)}, "
-          f"changed {_keys(changed_items)}")  # fmt: skip
+    print(f"{args.file}: {items} item(s); added {_keys(added)}, changed {_keys(changed)}")
     return 0
 
 

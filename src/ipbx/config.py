@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
@@ -302,6 +302,16 @@ class ForwardConfig(_Model):
     unregistered: ForwardTarget | None = None
     no_answer_seconds: int = Field(default=20, ge=1, le=600)
 
+    def to_extensions(self, numbers: Container[str]) -> ForwardConfig:
+        """Bare digits that are one of `numbers` (the extensions) mean that extension,
+        as Config._forward_to_extensions reads them in a file."""
+        changed = {
+            key: Destination(Kind.EXTENSION, target.target)
+            for key, target in self.targets()
+            if target.kind is Kind.NUMBER and target.target in numbers
+        }
+        return self.model_copy(update=changed) if changed else self
+
     def targets(self) -> Iterator[tuple[str, Destination]]:
         for key in ("always", "busy", "no_answer", "unregistered"):
             target = getattr(self, key)
@@ -314,8 +324,9 @@ class Extension(_Model):
 
     number: Digits
     name: str = ""
-    # repr=False: configs get logged, passwords must not be.
-    password: str = Field(min_length=4, repr=False)
+    # repr=False: configs get logged, passwords must not be. Required in a file
+    # (Config._check_passwords); the database keeps only digests of it.
+    password: str | None = Field(default=None, min_length=4, repr=False)
     # Record every answered call to or from this extension (under data_dir/recordings).
     record: Literal["always", "never"] = "never"
     # SRTP (SDES, RFC 4568): "auto" answers it when the phone offers it and offers it to
@@ -789,15 +800,10 @@ class Config(_Model):
             yield ("numbers", i, "destination"), number.destination
 
     @model_validator(mode="after")
-    def _check_references(self, info: ValidationInfo) -> Config:
+    def _check_references(self) -> Config:
         """Destinations, group members and blacklist extensions point at things that
-        exist, and a mailbox that mails its messages has a mail server to do it with.
-
-        Extensions provisioned in the database (not in this file) count too when the
-        validation context names them: ``{"extensions": {number, ...}}``."""
-        extensions: dict[str, Extension | None] = {e.number: e for e in self.extensions}
-        for number in (info.context or {}).get("extensions", ()):
-            extensions.setdefault(number, None)
+        exist, and a mailbox that mails its messages has a mail server to do it with."""
+        extensions = {e.number: e for e in self.extensions}
         named: dict[Kind, set[str]] = {
             Kind.GROUP: {g.name for g in self.groups},
             Kind.IVR: {m.name for m in self.ivrs},
@@ -810,9 +816,9 @@ class Config(_Model):
                 problem = f"{target}: there is no extension {target.target}"
             elif target.kind is Kind.VOICEMAIL:
                 owner = extensions.get(target.target)
-                if target.target not in extensions:
+                if owner is None:
                     problem = f"{target}: there is no extension {target.target}"
-                elif owner is None or owner.voicemail is None:
+                elif owner.voicemail is None:
                     problem = f"{target}: extension {target.target} has no voicemail"
             elif target.kind in named and target.target not in named[target.kind]:
                 problem = f"{target}: there is no {target.kind.value} named {target.target}"
@@ -841,6 +847,17 @@ class Config(_Model):
                         "voicemail to email needs the smtp settings",
                         ("extensions", i, "voicemail", "email"),
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _check_passwords(self, info: ValidationInfo) -> Config:
+        """An extension in a file has its password. (The database keeps provisioned
+        extensions' passwords only as digests: validated with the context
+        ``{"provisioned": True}``, their items come without.)"""
+        if not (info.context or {}).get("provisioned"):
+            for i, extension in enumerate(self.extensions):
+                if extension.password is None:
+                    raise _config_error("missing", "Field required", ("extensions", i, "password"))
         return self
 
     @model_validator(mode="after")

@@ -129,3 +129,48 @@ def test_tenants_are_created_given_tokens_and_removed_when_empty(api: Api) -> No
     api.client.put("/tenants/empty", json={"id": "empty"}, headers=api.headers())
     assert api.client.delete("/tenants/empty", headers=api.headers()).status_code == 204
     assert "empty" not in [t.id for t in api.store.tenants()]
+
+
+def test_an_extension_with_its_settings_is_provisioned_without_keeping_its_password(
+    api: Api,
+) -> None:
+    carol = {
+        "number": "1002",
+        "name": "Carol",
+        "password": "secret1002",
+        "voicemail": {"pin": "4321"},
+        "forward": {"busy": "1001", "no_answer": "voicemail:1002", "no_answer_seconds": 15},
+        "record": "always",
+    }
+    no_password = {key: value for key, value in carol.items() if key != "password"}
+    new_without = api.client.post("/config/extensions", json=no_password, headers=api.headers())
+    assert new_without.status_code == 422
+    assert new_without.json()["detail"].startswith("password:")
+    created = api.client.post("/config/extensions", json=carol, headers=api.headers())
+    assert created.status_code == 201, created.text
+    assert "password" not in created.json()
+    assert created.json()["forward"]["busy"] == "extension:1001"  # bare digits: that extension
+    digests = api.store.get_extension("1002")
+    assert digests is not None and api.pbx.directory.get("1002") == digests
+    assert "secret1002" not in str(api.store.provisioned())
+    assert api.pbx.mailboxes.get("1002") is not None
+    assert "1002" in api.pbx.calls.policy.record_always
+    router = api.pbx.calls.router
+    assert router is not None and router.no_answer_seconds("1002") == 15
+    renamed = api.client.put(
+        "/config/extensions/1002", json={**no_password, "name": "Carol B"}, headers=api.headers()
+    )
+    assert renamed.status_code == 200, renamed.text
+    kept = api.store.get_extension("1002")
+    assert kept is not None and kept.name == "Carol B" and kept.ha1_md5 == digests.ha1_md5
+    listed = api.client.get("/config/extensions", headers=api.headers()).json()["items"]
+    assert [e["number"] for e in listed] == ["1000", "1001", "1002"]
+    assert all("password" not in e for e in listed)
+    assert api.client.post("/config/groups", json={**GROUP, "members": ["1002"]},
+                           headers=api.headers()).status_code == 201  # fmt: skip
+    member = api.client.delete("/extensions/1002", headers=api.headers())
+    assert member.status_code == 409 and member.json()["detail"].startswith("groups/sales")
+    assert api.client.delete("/config/groups/sales", headers=api.headers()).status_code == 204
+    assert api.client.delete("/extensions/1002", headers=api.headers()).status_code == 204
+    assert api.store.get_extension("1002") is None and api.store.provisioned() == []
+    assert api.pbx.mailboxes.get("1002") is None

@@ -67,11 +67,12 @@ def test_ipbx_apply_writes_extensions_and_items_once_and_refuses_a_bad_file(
     )
     command = [sys.executable, "-m", "ipbx.cli", "apply", str(config)]
     first = subprocess.run(command, capture_output=True, text=True, check=True)
-    assert "added ['1000', '1001']" in first.stdout
-    assert "2 item(s); added numbers/+15551230000, groups/sales" in first.stdout
+    assert (
+        "4 item(s); added extensions/1000, extensions/1001, numbers/+15551230000, groups/sales"
+        in first.stdout
+    )
     again = subprocess.run(command, capture_output=True, text=True, check=True)
-    assert "added none, changed none" in again.stdout
-    assert "2 item(s); added none, changed none" in again.stdout
+    assert "4 item(s); added none, changed none" in again.stdout
     good, text = load_config(config), config.read_text()
     config.write_text(text.replace("secret1001", "x"))
     bad = subprocess.run(command, capture_output=True, text=True)

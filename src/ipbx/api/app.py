@@ -24,13 +24,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipbx.api import models
 from ipbx.api.admin import add_token_routes
-from ipbx.api.configuration import add_configuration_routes
+from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
+from ipbx.config import Extension
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
-from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, ExtensionExists
+from ipbx.pbx.provisioning import KINDS, Change
+from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
 
 if TYPE_CHECKING:
     from ipbx.api.webhooks import Webhooks
@@ -143,31 +145,32 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         responses={**_AUTH_ERRORS, 409: {"model": models.Problem}},
         tags=["state"],
     )
-    def create_extension(new: models.NewExtension, token: Admin) -> models.Extension:
+    async def create_extension(new: models.NewExtension, token: Admin) -> models.Extension:
         """Provision an extension; its phones can register at once. 409 when the number
-        is taken (nothing is written)."""
-        try:
-            store.create_extension(
-                new.number, new.name, new.password, pbx.config.sip.realm, token.tenant
-            )
-        except ExtensionExists:
-            raise HTTPException(409, f"number: extension {new.number} exists") from None
-        pbx.directory.reload()
+        is taken (nothing is written). Its other settings: /config/extensions."""
+        kind = KINDS["extensions"]
+        item = owned_item(pbx, kind, token, Extension(**new.model_dump()))
+        if store.get_extension(new.number, token.tenant) is not None:
+            raise HTTPException(409, f"number: extension {new.number} exists")
+        await apply_change(pbx, Change(token.tenant, [(kind, item)]))
         return models.Extension(number=new.number, name=new.name, registered=False, contacts=0)
 
     @app.delete(
         "/extensions/{number}",
         status_code=204,
-        responses={**_AUTH_ERRORS, **_NOT_FOUND},
+        responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: {"model": models.Problem}},
         tags=["state"],
     )
-    def delete_extension(
+    async def delete_extension(
         token: Admin, number: Annotated[str, Path(pattern=r"^[0-9]{1,32}$")]
     ) -> Response:
-        """Remove an extension and its registrations."""
-        if not store.delete_extension(number, token.tenant):
+        """Remove an extension and its registrations; 409 while a group, a forwarding
+        or a number still points at it."""
+        kind = KINDS["extensions"]
+        if store.get_extension(number, token.tenant) is None:
             raise HTTPException(404, f"number: no extension {number}")
-        pbx.directory.reload()
+        removable(pbx, kind, number)
+        await apply_change(pbx, Change(token.tenant, remove=[(kind, number)]))
         if system_state(token):
             pbx.location.replace(number, [], time.time())
         return Response(status_code=204)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, create_model
 
 from ipbx.api import models
 from ipbx.api.tokens import Scope, create_token
+from ipbx.config import Extension
 from ipbx.pbx import provisioning
 from ipbx.pbx.provisioning import KINDS, Change, ItemKind, ProvisioningError
 from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, TenantInUse
@@ -56,7 +57,15 @@ def add_configuration_routes(
         **{name: (list[kind.model], []) for name, kind in KINDS.items()},  # type: ignore[name-defined]
     )
 
-    @app.get("/config", response_model=document, responses=errors, tags=["config"])
+    @app.get(
+        "/config",
+        response_model=document,
+        response_model_exclude={
+            name: {"__all__": set(kind.secrets)} for name, kind in KINDS.items() if kind.secrets
+        },
+        responses=errors,
+        tags=["config"],
+    )
     async def get_configuration(token: Admin) -> Any:
         """The configuration's provisioned lists as a whole: what `ipbx apply` takes."""
         return {name: _items(pbx, kind, token.tenant) for name, kind in KINDS.items()}
@@ -133,6 +142,43 @@ def add_configuration_routes(
         return IssuedToken(token=text, key_id=record.key_id, scope=record.scope, tenant=tenant)
 
 
+def owned_item(pbx: "Pbx", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
+    """The item to write for this token: 403 for routing outside the default tenant,
+    422 for another tenant's `tenant`, or a new extension without a password."""
+    if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
+        raise HTTPException(403, f"{kind.name}: call routing is the default tenant's")
+    if kind.any_tenant and "tenant" in item.model_fields_set:
+        if item.tenant != token.tenant:
+            raise HTTPException(422, f"tenant: must be this token's own ({token.tenant})")
+    elif kind.any_tenant:
+        item = item.model_copy(update={"tenant": token.tenant})
+    new = isinstance(item, Extension) and pbx.store.get_extension(item.number) is None
+    if new and item.password is None:
+        raise HTTPException(422, f"password: extension {item.number} is new and needs one")
+    return item
+
+
+async def apply_change(pbx: "Pbx", change: Change) -> None:
+    """Check a change with the whole configuration, write it, and take it up: 422 when
+    the written item is wrong, 409 when another item would break; nothing is written
+    then."""
+    try:
+        checked = provisioning.effective(pbx.base_config, pbx.store, change)
+    except ProvisioningError as exc:
+        raise HTTPException(422 if exc.in_item else 409, str(exc)) from None
+    provisioning.write(pbx.store, change, checked)
+    await pbx.reload()
+
+
+def removable(pbx: "Pbx", kind: ItemKind, key: str) -> None:
+    """409 for an item of the configuration file: the API cannot remove it."""
+    if any(kind.key(i) == key for i in getattr(pbx.base_config, kind.name)):
+        raise HTTPException(
+            409, f"{kind.key_field}: {kind.name} item {key} is in the configuration file; "
+            "remove it there",
+        )  # fmt: skip
+
+
 def _items(pbx: "Pbx", kind: ItemKind, tenant: str) -> list[Any]:
     """The tenant's items of a kind in the configuration the server runs."""
     if not (kind.any_tenant or tenant == DEFAULT_TENANT):
@@ -160,26 +206,15 @@ def _add_kind(
         raise HTTPException(404, f"{kind.key_field}: no {name} item {key}")
 
     def owned(token: ApiTokenRecord, item: Any) -> Any:
-        if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
-            raise HTTPException(403, f"{name}: call routing is the default tenant's")
-        if kind.any_tenant and "tenant" in item.model_fields_set:
-            if item.tenant != token.tenant:
-                raise HTTPException(422, f"tenant: must be this token's own ({token.tenant})")
-        elif kind.any_tenant:
-            item = item.model_copy(update={"tenant": token.tenant})
-        return item
+        return owned_item(pbx, kind, token, item)
 
     async def change(token: ApiTokenRecord, change: Change) -> None:
-        try:
-            provisioning.effective(pbx.base_config, pbx.store, change)
-        except ProvisioningError as exc:
-            raise HTTPException(422 if exc.in_item else 409, str(exc)) from None
-        provisioning.write(pbx.store, change)
-        await pbx.reload()
+        await apply_change(pbx, change)
 
     @app.get(
         path,
         response_model=models.Page[model],
+        response_model_exclude={"items": {"__all__": set(kind.secrets)}},
         responses=errors,
         tags=["config"],
         summary=f"List {name}",
@@ -197,6 +232,7 @@ def _add_kind(
     @app.get(
         path + "/{key:path}",
         response_model=model,
+        response_model_exclude=set(kind.secrets),
         responses=described,
         tags=["config"],
         summary=f"Get one of {name}",
@@ -208,6 +244,7 @@ def _add_kind(
     @app.post(
         path,
         response_model=model,
+        response_model_exclude=set(kind.secrets),
         status_code=201,
         responses=described,
         tags=["config"],
@@ -220,11 +257,12 @@ def _add_kind(
         if any(kind.key(i) == key for i in _items(pbx, kind, token.tenant)):
             raise HTTPException(409, f"{kind.key_field}: {name} item {key} exists")
         await change(token, Change(token.tenant, [(kind, item)]))
-        return item
+        return find(token.tenant, kind.key(item))  # as the server took it up
 
     @app.put(
         path + "/{key:path}",
         response_model=model,
+        response_model_exclude=set(kind.secrets),
         responses=described,
         tags=["config"],
         summary=f"Put one of {name}",
@@ -237,7 +275,7 @@ def _add_kind(
                 422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
             )
         await change(token, Change(token.tenant, [(kind, item)]))
-        return item
+        return find(token.tenant, kind.key(item))  # as the server took it up
 
     @app.delete(
         path + "/{key:path}",
@@ -249,11 +287,6 @@ def _add_kind(
     )
     async def delete_item(key: Key, token: Admin) -> Response:
         owned(token, find(token.tenant, key))
-        if any(kind.key(i) == key for i in getattr(pbx.base_config, name)):
-            raise HTTPException(
-                409,
-                f"{kind.key_field}: {name} item {key} is in the configuration file; "
-                "remove it there",
-            )
+        removable(pbx, kind, key)
         await change(token, Change(token.tenant, remove=[(kind, key)]))
         return Response(status_code=204)

@@ -118,17 +118,7 @@ class Pbx:
             media.public_address or media.address,
             self._extension_name,
             config.echo_test,
-            CallPolicy(
-                recordings=config.data_dir / "recordings",
-                record_always=frozenset(
-                    e.number for e in config.extensions if e.record == "always"
-                ),
-                mixed_recordings=media.recording_format == "mixed",
-                srtp_required=frozenset(
-                    e.number for e in config.extensions if e.srtp == "required"
-                ),
-                codecs=preferred_codecs(media.codecs),
-            ),
+            self._policy(config),
             self._routing(config),
         )
         # Issue 5: destinations, call flows and personal call handling (docs/features.md).
@@ -138,6 +128,15 @@ class Pbx:
         self.calls.moh = MusicOnHold(config.data_dir / "moh")
         self.calls.crm = CallerLookup(config.crm) if config.crm is not None else None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _policy(self, config: Config) -> CallPolicy:
+        return CallPolicy(
+            recordings=config.data_dir / "recordings",
+            record_always=frozenset(e.number for e in config.extensions if e.record == "always"),
+            mixed_recordings=config.media.recording_format == "mixed",
+            srtp_required=frozenset(e.number for e in config.extensions if e.srtp == "required"),
+            codecs=preferred_codecs(config.media.codecs),
+        )
 
     def _routing(self, config: Config) -> Routing:
         return Routing(
@@ -158,6 +157,8 @@ class Pbx:
         self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
         self.numbers = Numbers.from_config(config.numbers, config.country)
         await self.trunks.update(config.trunks)
+        self.mailboxes.update(config.extensions)
+        self.calls.policy = self._policy(config)
         self.calls.routing = self._routing(config)
         self.calls.router = Router(self.calls, config, self.mailboxes)
         self.revision = revision

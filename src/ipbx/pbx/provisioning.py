@@ -1,6 +1,6 @@
-"""Provisioned configuration: the items of the configuration file's lists (trunks,
-numbers, outbound routes, groups, menus, schedules, announcements, blacklist entries,
-webhooks) that the API and `ipbx apply` write to the database.
+"""Provisioned configuration: the items of the configuration file's lists (extensions,
+trunks, numbers, outbound routes, groups, menus, schedules, announcements, blacklist
+entries, webhooks) that the API and `ipbx apply` write to the database.
 
 The configuration a server runs on is the file's, with every provisioned item added,
 or put in place of the file's item with the same key: the file gives the starting
@@ -10,6 +10,11 @@ file is (references, loops), so a change that would leave a destination pointing
 nowhere is refused before anything is written.
 
 Call routing is the default tenant's: other tenants provision webhooks only.
+
+An extension's password is never stored: the extensions table keeps its digests
+(store.py), written in the same transaction as the item, which is kept without it.
+Extensions in that table without an item (the file's, synced at start) are in the
+configuration with their number and name.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ipbx.config import (
     AnnouncementConfig,
     BlacklistConfig,
     Config,
+    Extension,
     GroupConfig,
     IvrConfig,
     NumberConfig,
@@ -33,7 +39,7 @@ from ipbx.config import (
     TrunkConfig,
     WebhookConfig,
 )
-from ipbx.store import DEFAULT_TENANT, ProvisionedRecord, Store
+from ipbx.store import DEFAULT_TENANT, ExtensionRecord, ProvisionedRecord, Store
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class ItemKind:
     model: type[BaseModel]
     key_field: str  # the field that names an item
     any_tenant: bool = False  # False: the default tenant's only (call routing)
+    secrets: frozenset[str] = frozenset()  # written, never stored in the item nor shown
 
     def key(self, item: BaseModel) -> str:
         if isinstance(item, BlacklistConfig) and item.extension is not None:
@@ -52,7 +59,9 @@ class ItemKind:
 
     def dump(self, item: BaseModel) -> dict[str, Any]:
         """The item as the API shows it and the database keeps it."""
-        return item.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return item.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.secrets)
+        )
 
     def tenant_of(self, item: BaseModel) -> str:
         return str(getattr(item, "tenant", DEFAULT_TENANT)) if self.any_tenant else DEFAULT_TENANT
@@ -61,6 +70,7 @@ class ItemKind:
 KINDS: dict[str, ItemKind] = {
     kind.name: kind
     for kind in (
+        ItemKind("extensions", Extension, "number", secrets=frozenset({"password"})),
         ItemKind("trunks", TrunkConfig, "name"),
         ItemKind("numbers", NumberConfig, "number"),
         ItemKind("outbound_routes", OutboundRouteConfig, "name"),
@@ -102,21 +112,23 @@ def effective(base: Config, store: Store, change: Change | None = None) -> Confi
     """The configuration `base` (the file's) with the database's items, and `change`
     on top when given (to check it before it is written). ProvisioningError when the
     result does not validate."""
-    records = store.provisioned()
-    extensions = {e.number for e in store.list_extensions()}
-    return compose(base, records, extensions, change)
+    return compose(base, store.provisioned(), store.list_extensions(), change)
 
 
 def compose(
     base: Config,
     records: Iterable[ProvisionedRecord],
-    extensions: Iterable[str] = (),
+    extensions: Iterable[ExtensionRecord] = (),
     change: Change | None = None,
 ) -> Config:
     lists: dict[str, dict[tuple[str, str], Any]] = {
         name: {(kind.tenant_of(item), kind.key(item)): item for item in getattr(base, name)}
         for name, kind in KINDS.items()
     }
+    for known in extensions:
+        lists["extensions"].setdefault(
+            (DEFAULT_TENANT, known.number), Extension(number=known.number, name=known.name)
+        )
     for record in records:
         kind = KINDS.get(record.kind)
         if kind is None or not (kind.any_tenant or record.tenant == DEFAULT_TENANT):
@@ -136,10 +148,15 @@ def compose(
             items = lists[kind.name]
             items[change.tenant, kind.key(item)] = item
             changed = (kind.name, list(items).index((change.tenant, kind.key(item))))
+    numbers = {number for _, number in lists["extensions"]}
+    for at, extension in lists["extensions"].items():
+        forward = extension.forward.to_extensions(numbers)
+        if forward is not extension.forward:
+            lists["extensions"][at] = extension.model_copy(update={"forward": forward})
     data = {name: getattr(base, name) for name in Config.model_fields}
     data.update({name: list(items.values()) for name, items in lists.items()})
     try:
-        return Config.model_validate(data, context={"extensions": set(extensions)})
+        return Config.model_validate(data, context={"provisioned": True})
     except ValidationError as exc:
         keys = {name: [key for _, key in items] for name, items in lists.items()}
         raise _problem(exc, changed, keys) from None
@@ -178,14 +195,25 @@ def apply(store: Store, config: Config, tenant: str = DEFAULT_TENANT) -> Written
         for item in getattr(config, name)
         if kind.any_tenant or tenant == DEFAULT_TENANT
     ]
-    effective(config, store, Change(tenant, put))
-    return write(store, Change(tenant, put))
+    change = Change(tenant, put)
+    return write(store, change, effective(config, store, change))
 
 
-def write(store: Store, change: Change) -> Written:
-    """Write a checked change; the (kind, key) added, changed and removed."""
+def write(store: Store, change: Change, checked: Config) -> Written:
+    """Write a change as `checked` (its effective configuration) has its items; the
+    (kind, key) added, changed and removed."""
+    items = []
+    credentials = []
+    for kind, item in change.put:
+        key = kind.key(item)
+        final = next(i for i in getattr(checked, kind.name) if kind.key(i) == key)
+        items.append((kind.name, key, json.dumps(kind.dump(final))))
+        if isinstance(item, Extension):
+            credentials.append((item.number, item.name, item.password))
     return store.write_provisioned(
         change.tenant,
-        [(kind.name, kind.key(item), json.dumps(kind.dump(item))) for kind, item in change.put],
+        items,
         [(kind.name, key) for kind, key in change.remove],
+        credentials,
+        checked.sip.realm,
     )

@@ -242,6 +242,14 @@ class Mailboxes:
         notify: Notify,
     ) -> None:
         self.directory = data_dir / "voicemail"
+        self._mailer = mailer
+        self._notify = notify
+        self._boxes: dict[str, Mailbox] = {}
+        self.update(extensions)
+
+    def update(self, extensions: Iterable[Extension]) -> None:
+        """Take up changed extensions: a mailbox whose extension lost `voicemail:` is
+        no longer reachable; its messages stay on disk."""
         self._boxes = {
             e.number: Mailbox(
                 e.number,
@@ -249,8 +257,8 @@ class Mailboxes:
                 e.voicemail.pin,
                 e.voicemail.email,
                 e.name,
-                mailer,
-                notify,
+                self._mailer,
+                self._notify,
             )
             for e in extensions
             if e.voicemail is not None

@@ -14,7 +14,7 @@ from ipbx.store.records import (
     ProvisionedRecord,
     TenantRecord,
 )
-from ipbx.store.store import ExtensionExists, Store, TenantInUse, UnknownTenantError
+from ipbx.store.store import Store, TenantInUse, UnknownTenantError
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -22,7 +22,6 @@ __all__ = [
     "BindingRecord",
     "CallRecord",
     "DeliveryRecord",
-    "ExtensionExists",
     "ExtensionRecord",
     "LegRecord",
     "ProvisionedRecord",

@@ -65,10 +65,6 @@ _INSERT_BINDING = insert(registrations)
 _TOKENS = select(api_tokens, tenants.c.domain).join(tenants, tenants.c.id == api_tokens.c.tenant_id)
 
 
-class ExtensionExists(ValueError):
-    """An extension number already provisioned in the tenant."""
-
-
 class TenantInUse(ValueError):
     """A tenant that still has extensions, items, records or tokens is not deleted."""
 
@@ -124,83 +120,19 @@ class Store:
 
     def apply_extensions(
         self,
-        wanted: Iterable[tuple[str, str, str]],
+        wanted: Iterable[tuple[str, str, str | None]],
         realm: str,
         tenant: str = DEFAULT_TENANT,
     ) -> None:
         """Add or update extensions from (number, name, password); never deletes any.
+        A None password keeps the extension's digests (and needs the extension).
 
         Idempotent: an extension whose name and hashes are unchanged is not written.
         """
-        now = datetime.now(UTC)
         with self._engine.begin() as connection:
             tenant_id = self._tenant_id(connection, tenant, create=True)
-            existing = {
-                row.number: (row.name, row.ha1_md5, row.ha1_sha256)
-                for row in connection.execute(
-                    select(
-                        extensions.c.number,
-                        extensions.c.name,
-                        extensions.c.ha1_md5,
-                        extensions.c.ha1_sha256,
-                    ).where(extensions.c.tenant_id == tenant_id)
-                )
-            }
-            changed = False
-            for number, name, password in wanted:
-                values = (
-                    name,
-                    _ha1("md5", number, realm, password),
-                    _ha1("sha256", number, realm, password),
-                )
-                if existing.get(number) == values:
-                    continue
-                columns = {"name": values[0], "ha1_md5": values[1], "ha1_sha256": values[2]}
-                if number in existing:
-                    connection.execute(
-                        update(extensions)
-                        .where(extensions.c.tenant_id == tenant_id, extensions.c.number == number)
-                        .values(updated=now, **columns)
-                    )
-                else:
-                    connection.execute(
-                        insert(extensions).values(
-                            tenant_id=tenant_id, number=number, created=now, updated=now, **columns
-                        )
-                    )
-                existing[number] = values
-                changed = True
-            if changed:
+            if _write_extensions(connection, tenant_id, wanted, realm):
                 _bump(connection)
-
-    def create_extension(
-        self, number: str, name: str, password: str, realm: str, tenant: str = DEFAULT_TENANT
-    ) -> ExtensionRecord:
-        """Add one extension; ExtensionExists when the number is taken (nothing written)."""
-        now = datetime.now(UTC)
-        record = ExtensionRecord(
-            number,
-            name,
-            _ha1("md5", number, realm, password),
-            _ha1("sha256", number, realm, password),
-        )
-        with self._engine.begin() as connection:
-            tenant_id = self._tenant_id(connection, tenant, create=True)
-            taken = connection.scalar(
-                select(extensions.c.id).where(
-                    extensions.c.tenant_id == tenant_id, extensions.c.number == number
-                )
-            )
-            if taken is not None:
-                raise ExtensionExists(number)
-            connection.execute(
-                insert(extensions).values(
-                    tenant_id=tenant_id, number=number, name=name, ha1_md5=record.ha1_md5,
-                    ha1_sha256=record.ha1_sha256, created=now, updated=now,
-                )
-            )  # fmt: skip
-            _bump(connection)
-        return record
 
     def delete_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> bool:
         """Remove an extension and its registrations, in one transaction; False if none."""
@@ -208,19 +140,7 @@ class Store:
             found: int | None = connection.scalar(
                 select(tenants.c.id).where(tenants.c.domain == tenant)
             )
-            if found is None:
-                return False
-            connection.execute(
-                delete(registrations).where(
-                    registrations.c.tenant_id == found, registrations.c.aor == number
-                )
-            )
-            deleted = connection.execute(
-                delete(extensions).where(
-                    extensions.c.tenant_id == found, extensions.c.number == number
-                )
-            )
-            if deleted.rowcount == 0:
+            if found is None or not _delete_extension(connection, found, number):
                 return False
             _bump(connection)
             return True
@@ -604,10 +524,16 @@ class Store:
         tenant: str,
         put: Iterable[tuple[str, str, str]] = (),
         remove: Iterable[tuple[str, str]] = (),
+        credentials: Iterable[tuple[str, str, str | None]] = (),
+        realm: str = "",
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
         """Write items (kind, key, JSON body) and remove (kind, key) ones, all in one
         transaction that also moves the configuration revision. Returns the (kind, key)
-        added, changed and removed; an item whose body is unchanged is not written."""
+        added, changed and removed; an item whose body is unchanged is not written.
+
+        `credentials` are extensions' (number, name, password) written as in
+        apply_extensions, in the same transaction; removing an ``extensions`` item
+        removes the extension with its registrations."""
         now = time.time()
         added: list[tuple[str, str]] = []
         changed: list[tuple[str, str]] = []
@@ -622,7 +548,10 @@ class Store:
                     )
                 )
             }
+            credentials_changed = _write_extensions(connection, tenant_id, credentials, realm)
             for kind, key in remove:
+                if kind == "extensions" and _delete_extension(connection, tenant_id, key):
+                    credentials_changed = True
                 if (kind, key) in existing:
                     connection.execute(
                         delete(provisioned).where(
@@ -656,7 +585,7 @@ class Store:
                     )
                     changed.append((kind, key))
                 existing[kind, key] = body
-            if added or changed or removed:
+            if added or changed or removed or credentials_changed:
                 _bump(connection)
         return added, changed, removed
 
@@ -760,6 +689,68 @@ class Store:
             insert(tenants).values(domain=domain, name=domain).returning(tenants.c.id)
         ).scalar_one()
         return created
+
+
+def _write_extensions(
+    connection: Connection,
+    tenant_id: int,
+    wanted: Iterable[tuple[str, str, str | None]],
+    realm: str,
+) -> bool:
+    """apply_extensions' work in the caller's transaction; True when it wrote."""
+    now = datetime.now(UTC)
+    existing = {
+        row.number: (row.name, row.ha1_md5, row.ha1_sha256)
+        for row in connection.execute(
+            select(
+                extensions.c.number, extensions.c.name, extensions.c.ha1_md5,
+                extensions.c.ha1_sha256,
+            ).where(extensions.c.tenant_id == tenant_id)
+        )
+    }  # fmt: skip
+    changed = False
+    for number, name, password in wanted:
+        if password is None:
+            if number not in existing:
+                raise ValueError(f"password: extension {number} is new and needs one")
+            values = (name, *existing[number][1:])
+        else:
+            values = (
+                name,
+                _ha1("md5", number, realm, password),
+                _ha1("sha256", number, realm, password),
+            )
+        if existing.get(number) == values:
+            continue
+        columns = {"name": values[0], "ha1_md5": values[1], "ha1_sha256": values[2]}
+        if number in existing:
+            connection.execute(
+                update(extensions)
+                .where(extensions.c.tenant_id == tenant_id, extensions.c.number == number)
+                .values(updated=now, **columns)
+            )
+        else:
+            connection.execute(
+                insert(extensions).values(
+                    tenant_id=tenant_id, number=number, created=now, updated=now, **columns
+                )
+            )
+        existing[number] = values
+        changed = True
+    return changed
+
+
+def _delete_extension(connection: Connection, tenant_id: int, number: str) -> bool:
+    """An extension and its registrations, in the caller's transaction."""
+    connection.execute(
+        delete(registrations).where(
+            registrations.c.tenant_id == tenant_id, registrations.c.aor == number
+        )
+    )
+    deleted = connection.execute(
+        delete(extensions).where(extensions.c.tenant_id == tenant_id, extensions.c.number == number)
+    )
+    return deleted.rowcount > 0
 
 
 _CONFIG_REVISION = "config"
