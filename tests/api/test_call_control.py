@@ -19,6 +19,7 @@ from bench.harness import LOOPBACK, IpbxServer, extension_range, free_port, run_
 from ipbx.pbx.calls import Call
 from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
+from tests.pbx.test_transfer import Transferor
 from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
@@ -230,6 +231,23 @@ def test_dtmf_sent_through_the_api_reaches_the_named_phone(tmp_path: Path) -> No
         heard_by_a, heard_by_b = a.finish(timeout=10)[1], b.finish(timeout=10)[1]
     assert _digits(heard_by_b) == ["1", "2", "#"], heard_by_b
     assert _digits(heard_by_a) == ["*", "0"], heard_by_a
+
+
+def test_dtmf_to_a_phone_without_telephone_event_is_sent_as_tones(tmp_path: Path) -> None:
+    with live_server(tmp_path) as live, ExitStack() as stack:
+        b = live.phone(stack, B, B_HZ, 20, "--register", "--answer")
+        b.wait_for("registered as")
+        a = Transferor(live.server)  # raw SIP: offers PCMU alone, no telephone-event
+        stack.callback(a.client.close)
+        a.call(B.number)
+        call_id = live.answered_call()
+        sent = live.post(f"/calls/active/{call_id}/dtmf", {"digits": "58", "leg": "callee"})
+        assert sent.status_code == 202, sent.text
+        time.sleep(1.0)
+        httpx.delete(f"{live.base}/calls/active/{call_id}", headers=live.auth)
+        heard_by_b = b.finish(timeout=10)[1]
+        assert "DTMF in-band" in live.server.log_tail(400)
+    assert _digits(heard_by_b) == ["5", "8"], heard_by_b
 
 
 def _digits(stdout: str) -> list[str]:

@@ -126,6 +126,7 @@ class CallControl:
             if leg.media.dtmf_pt is not None:
                 await leg.media.send_dtmf(digits, DTMF_MS, DTMF_GAP_MS)
                 return
+            log.info("%s: no telephone-event on %s: DTMF in-band", call.id, leg.peer)
             other = leg.other
             leg.media.detach()  # the tones replace the other party's voice meanwhile
             try:
