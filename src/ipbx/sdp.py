@@ -522,6 +522,13 @@ def _event_for(media: Media, codec: Codec) -> Codec | None:
     return None
 
 
+def telephone_event(sdp: SessionDescription, codec: Codec) -> int | None:
+    """The payload type `sdp` gives telephone-event (RFC 4733) beside `codec`, if any."""
+    media = _audio(sdp)
+    event = _event_for(media, codec)
+    return None if event is None else event.payload_type
+
+
 def answer(
     offer: SessionDescription,
     address: str,

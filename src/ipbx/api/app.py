@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ipbx.api import models
 from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
+from ipbx.api.control import call_control
 from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
@@ -58,24 +59,19 @@ Number = Annotated[str, Query(min_length=1, max_length=64, pattern=r"^\+?[0-9*#]
 _bearer = HTTPBearer(
     auto_error=False, description="an API token: `ipbx token create --scope read|admin`"
 )
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.Problem, "description": "no token, or not a valid one"},
-    403: {"model": models.Problem, "description": "the token's scope is not enough"},
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": models.Problem, "description": "no such item (for this tenant)"}
-}
+_AUTH_ERRORS, _NOT_FOUND = models.AUTH_ERRORS, models.NOT_FOUND
 
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
 # at run time, and the token dependencies are names local to create_app.
 def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
-    """The ASGI application over a PBX's services (its state is read, never changed)."""
+    """The ASGI application over a PBX's services."""
     store = pbx.store
     app = FastAPI(
         title="ipbx",
         version=version("ipbx"),
-        description="The ipbx REST API: state, call records, metrics and live events.",
+        description="The ipbx REST API: state, call records, call control, metrics and "
+        "live events.",
         responses={422: {"description": "a parameter is wrong; `detail` names it"}},
     )
     metrics = registry(pbx, webhooks)
@@ -241,6 +237,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             if number is None or number in (call.from_number, call.to_number)
         ]
         return _page(items, limit, offset)
+
+    app.include_router(call_control(pbx.control, needs("admin")))
 
     def search_calls(
         token: ApiTokenRecord,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ipbx.pbx.analytics import Figures
 from ipbx.pbx.trunks import TrunkStatus
@@ -25,6 +25,16 @@ class Problem(BaseModel):
     """An error: what was wrong, in words."""
 
     detail: str
+
+
+# The error responses most endpoints document (OpenAPI `responses`).
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no token, or not a valid one"},
+    403: {"model": Problem, "description": "the token's scope is not enough"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "no such item (for this tenant)"}
+}
 
 
 class Extension(BaseModel):
@@ -133,3 +143,47 @@ class Analytics(BaseModel):
 
     total: Figures
     groups: dict[str, Figures] = Field(default_factory=dict)
+
+
+# --- call control (api/control.py) ---------------------------------------------------------
+
+# Which party of a call in progress: whoever placed it, or the other one.
+Side = Literal["caller", "callee"]
+
+
+class Transfer(BaseModel):
+    """Blind transfer: connect `leg`'s party to `target`; the other party is hung up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension to connect to")
+    leg: Side = Field(description="the party that is connected to the target")
+
+
+class Dtmf(BaseModel):
+    """Key presses to send to one party of the call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    digits: str = Field(pattern=r"^[0-9A-Da-d*#]{1,32}$", description="0-9, *, #, A-D")
+    leg: Side = Field(description="the party whose phone receives the digits")
+
+
+class RecordingControl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "stop"]
+
+
+class Recording(BaseModel):
+    """A call's on-demand recording."""
+
+    call_id: str
+    recording: str = Field(description="the file, as the call record's `recording` names it")
+    active: bool = Field(description="still recording (false once stopped)")
+
+
+class Accepted(BaseModel):
+    """The request is under way; the call's events tell how it goes."""
+
+    call_id: str

@@ -78,5 +78,10 @@ class CallRecorder:
         return self.path
 
     @property
+    def recording(self) -> bool:
+        """Whether the file is still being written (stop() not called yet)."""
+        return self._unsubscribe is not None
+
+    @property
     def seconds(self) -> float:
         return self._written / self.rate

@@ -48,6 +48,7 @@ from ipbx.pbx.events import (
     CALL_MISSED,
     CALL_RINGING,
     CALL_STARTED,
+    RECORDING_READY,
     EventBus,
 )
 from ipbx.pbx.location import Binding, Location
@@ -118,7 +119,10 @@ class Leg:
             codec = _relay_codec(description)
             media = description.audio
             fmtp = media.format_parameters(codec.payload_type) if media else None
-            self.media.set_remote(host, port, codec, fmtp=fmtp)
+            # The telephone-event type too: DTMF ipbx sends this phone (a transcoded
+            # bridge, the API) must carry the number the phone expects.
+            dtmf = sdp.telephone_event(description, codec)
+            self.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
         media = description.audio
         assert media is not None  # remote_address() found it
         if media.proto != sdp.SAVP:
@@ -509,24 +513,34 @@ class Calls:
             self._refer_progress(leg, "404 Not Found", final=True)
             return
         call = leg.call
-        self._spawn_task(self._blind_transfer(call, leg, transferee, number))
+        self._spawn_task(self._refer_blind(call, leg, transferee, number))
 
-    async def _blind_transfer(
+    async def _refer_blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> None:
+        status = await self.blind_transfer(call, transferor, transferee, number)
+        if status == 200:
+            self._refer_progress(transferor, "200 OK", final=True)
+            self.retire(transferor)
+        elif not call.ended:
+            self._refer_progress(transferor, f"{status} Transfer Failed", final=True)
+
+    async def blind_transfer(
         self, call: Call, transferor: Leg, transferee: Leg, number: str
-    ) -> None:
-        # The transferor steps out of the call: its partner is rung for the target.
+    ) -> int:
+        """Ring extension `number` for `transferee`, and connect the two when it answers
+        (200). The transferor steps out of the call (the two stay bridged while the
+        target rings); if nobody answers in 30 s the two are partners again and the
+        status says why. On 200 the transferor is still to be retired: a REFER reports
+        the outcome on its dialog first, the API just hangs it up."""
         transferor.other = transferee.other = None
         call.b_call_id, call.b_tag = random_hex(10), new_tag()
         status = await self.dial_from_app(call, [number], 30.0, keep=transferee)
         if status != 200:
             log.info("%s: transfer to %s failed (%d)", call.id, number, status)
-            self._refer_progress(transferor, f"{status} Transfer Failed", final=True)
             transferor.other, transferee.other = transferee, transferor
-            return
+            return status
         call.path.append(f"transfer:{number}")
         log.info("%s: %s transferred %s to %s", call.id, transferor.peer, transferee.peer, number)
-        self._refer_progress(transferor, "200 OK", final=True)
-        self._retire(transferor)
+        return status
 
     def _attended_transfer(
         self, transferor: Leg, transferee: Leg, replaces: tuple[str, str, str]
@@ -564,8 +578,8 @@ class Calls:
         call.path.append(f"transfer:{target.invite.uri.user or ''}")
         log.info("%s: attended transfer: %s now talks to %s", call.id, transferee.peer, target.peer)
         self._refer_progress(transferor, "200 OK", final=True)
-        self._retire(transferor)
-        self._retire(consult)
+        self.retire(transferor)
+        self.retire(consult)
         self._end(other_call)
 
     def _refer_progress(self, leg: Leg, status_line: str, final: bool) -> None:
@@ -581,14 +595,17 @@ class Calls:
         )
         self.endpoint.send_request(notify, leg.peer)
 
-    def _retire(self, leg: Leg) -> None:
-        """Take a leg out of its call: BYE its phone and free its media."""
+    def retire(self, leg: Leg) -> None:
+        """Take a leg out of its call: BYE its phone and free its media (and the trunk
+        channel it held)."""
         if leg.dialog is not None:
             self.endpoint.send_request(leg.dialog.create_request("BYE"), leg.peer)
             self.dialogs.pop(leg.dialog.key, None)
         self._stop_2xx(leg)
         leg.other = None
         leg.media.close()
+        if leg.trunk_slot is not None:
+            leg.trunk_slot.release()
 
     def _publish(self, kind: str, call: Call, **data: object) -> None:
         self.events.publish(
@@ -876,7 +893,7 @@ class Calls:
         leg.call = target
         target.callee, caller.other, leg.other = leg, caller, leg
         target.path.append(f"pickup:{own.from_number}")
-        self._rejoin(caller, leg)
+        self.rejoin(caller, leg)
         self._end(own)
         self._publish_answer(target, leg)
         log.info("%s picked up by %s", target.id, own.from_number)
@@ -1288,7 +1305,7 @@ class Calls:
         self._publish_answer(call, fork)
         log.info("%s answered by %s", call.id, fork.peer)
         if self.policy.record_always & {call.from_number, call.to_number}:
-            self._record(call, a, fork)
+            self.record(call)
 
     def _join(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> bytes:
         """Bridge the caller to the callee that answered and return the caller's 2xx body:
@@ -1484,7 +1501,7 @@ class Calls:
             music, call.music = call.music, None
             if music is not None:
                 music.cancel()
-            self._rejoin(leg, other)
+            self.rejoin(leg, other)
             log.info("%s: %s resumes", call.id, leg.peer)
         out = make_response(tx.request, 200, None, tx.to_tag)
         out.body = bytes(answer)
@@ -1496,7 +1513,7 @@ class Calls:
             self.endpoint.respond(tx, out)
         return True
 
-    def _rejoin(self, a: Leg, b: Leg) -> None:
+    def rejoin(self, a: Leg, b: Leg) -> None:
         """Bridge two legs again: relayed when they share a codec, transcoded otherwise."""
         x, y = a.media.codec, b.media.codec
         if x is not None and y is not None and (x.name, x.clock_rate) != (y.name, y.clock_rate):
@@ -1602,8 +1619,12 @@ class Calls:
     def _bridge(self, a: Leg, b: Leg) -> None:
         bridge(a.media, b.media)
 
-    def _record(self, call: Call, a: Leg, b: Leg) -> None:
-        """Record the call from now on: caller on the left channel, callee on the right."""
+    def record(self, call: Call) -> bool:
+        """Record the call from now on, into `recordings/DAY/UID.wav`: caller on the left
+        channel, callee on the right (or mixed). False when the file cannot be made (the
+        reason is logged)."""
+        a, b = call.caller, call.callee
+        assert a is not None and b is not None
         codecs = [a.media.codec, b.media.codec]
         day = time.strftime("%Y-%m-%d", time.gmtime(call.started))
         path = self.policy.recordings / day / f"{call.uid}.wav"
@@ -1614,15 +1635,41 @@ class Calls:
             )
         except (OSError, CodecError, ValueError) as exc:
             log.warning("%s: cannot record: %s", call.id, exc)
-            return
+            return False
         a.media.set_tap(call.recorder.sides[0].receive)
         b.media.set_tap(call.recorder.sides[1].receive)
         log.info("%s recording to %s", call.id, path)
+        return True
+
+    def stop_recording(self, call: Call) -> str | None:
+        """Stop the call's recording and close its file (the call record still names
+        it); publishes recording.ready. The file's name under `recordings`, or None
+        when nothing was being recorded."""
+        recorder = call.recorder
+        if recorder is None or not recorder.recording:
+            return None
+        for leg in (call.caller, call.callee):
+            if leg is not None:
+                leg.media.set_tap(None)
+        path = recorder.stop()
+        name = str(path.relative_to(self.policy.recordings))
+        log.info("%s recording stopped: %s", call.id, path)
+        self._publish(RECORDING_READY, call, recording=name, seconds=round(recorder.seconds, 3))
+        return name
 
     def _register(self, call: Call, leg: Leg) -> None:
         assert leg.dialog is not None
         self.calls[call.id] = call
         self.dialogs[leg.dialog.key] = leg
+
+    def hang_up(self, call: Call) -> None:
+        """End a call from our side in whatever state it is: BYE to the legs that
+        answered, CANCEL to phones still ringing, 487 to a caller not yet answered."""
+        if call.dialing is not None and not call.dialing.done():
+            call.dialing.set_result(487)  # a click-to-call or a transfer stops dialling
+        if call.answered is None:
+            call.status = 487  # the record says no_answer, not failed
+        self.hangup_app(call, 487)
 
     def _hangup(self, call: Call) -> None:
         """End an established call from our side: BYE to every leg with a dialog."""
@@ -1699,8 +1746,8 @@ class Calls:
     def _call_record(self, call: Call) -> CallRecord:
         recording = None
         if call.recorder is not None:
-            path = call.recorder.stop()
-            recording = str(path.relative_to(self.policy.recordings))
+            self.stop_recording(call)
+            recording = str(call.recorder.path.relative_to(self.policy.recordings))
         legs = [(role, leg) for role, leg in (("caller", call.caller), ("callee", call.callee))]
         return CallRecord(
             call_id=call.uid,

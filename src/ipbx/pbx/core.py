@@ -17,6 +17,7 @@ from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
 from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
+from ipbx.pbx.control import CallControl
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
 from ipbx.pbx.directory import Directory
@@ -127,6 +128,8 @@ class Pbx:
         self.registrar.on_change = self._registration_changed
         self.calls.moh = MusicOnHold(config.data_dir / "moh")
         self.calls.crm = CallerLookup(config.crm) if config.crm is not None else None
+        # Issue 6: hang-up, transfer, recording and DTMF on calls in progress (the API's).
+        self.control = CallControl(self.calls)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _policy(self, config: Config) -> CallPolicy:

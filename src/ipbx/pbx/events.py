@@ -26,6 +26,11 @@ event can be joined with the record written when the call ends. Numbers are stri
 ``call.missed``
     call_id, caller, callee, direction, extension (who did not answer), result; what a
     call-back task needs. Published besides call.ended, not instead of it.
+``recording.ready``
+    call_id, caller, callee, direction, recording (the file's name under the
+    recordings folder, as in the call record), seconds; once the file is complete:
+    the recording was stopped (POST /calls/active/{call_id}/recording) or the call
+    ended.
 ``voicemail.new``
     extension, caller, message (its id in the mailbox), duration.
 ``registration.changed``
@@ -58,6 +63,7 @@ CALL_ANSWERED = "call.answered"
 CALL_ENDED = "call.ended"
 CALL_MISSED = "call.missed"
 VOICEMAIL_NEW = "voicemail.new"
+RECORDING_READY = "recording.ready"
 REGISTRATION_CHANGED = "registration.changed"
 EVENT_TYPES = (
     CALL_STARTED,
@@ -66,6 +72,7 @@ EVENT_TYPES = (
     CALL_ENDED,
     CALL_MISSED,
     VOICEMAIL_NEW,
+    RECORDING_READY,
     REGISTRATION_CHANGED,
 )
 
