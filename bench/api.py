@@ -23,6 +23,7 @@ this machine, so they read the same clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -68,10 +69,21 @@ class LoadLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        """Cancel what still runs on the loop (a receiver's connection, a feed reader
+        left by a failed step), then stop the loop and its thread."""
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            self.run(_cancel_others(), 5.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5.0)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_others() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,10 @@ class WebhookReceiver:
                 else:  # ConnectionClosed, or PAUSED after an upgrade we never grant
                     break
         except (h11.ProtocolError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            # The loop is closing under an open connection: end quietly (Python 3.11's
+            # start_server logs a handler task that ends cancelled).
             pass
         finally:
             self._writers.discard(writer)

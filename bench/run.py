@@ -58,6 +58,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -709,8 +710,10 @@ def start_api_server(settings: Settings, workdir: Path) -> ApiServer:
     """Config with the API on a free port, a token from `ipbx token create`,
     --api-records call records written to the store; then `ipbx serve`, pinned like the
     other parts' servers, and ready once GET /calls answers."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "data").mkdir(exist_ok=True)
+    # A fresh store (an --out used before holds an earlier run's): exactly the seeded
+    # records, no webhook or token left from then.
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    (workdir / "data").mkdir(parents=True)
     port, api_port = free_port("both"), free_port("tcp")
     rtp_range = free_udp_range(1000)
     config = write_ipbx_config(
