@@ -335,8 +335,8 @@ def write_ipbx_config(
     api_port: int | None = None,
 ) -> Path:
     """The YAML of the `ipbx serve --config` contract (UDP and TCP on one port). With
-    `api_port` the REST API and event feed listen on 127.0.0.1:api_port; without it ipbx
-    tries its default address (8080) and serves SIP whether or not that is free."""
+    `api_port` the REST API and event feed listen on 127.0.0.1:api_port; without it the
+    API is off (its default address, 8080, is not ours to take on a shared machine)."""
     lines = [
         f"data_dir: {_yaml_str(str(data_dir))}",
         "sip:",
@@ -353,7 +353,9 @@ def write_ipbx_config(
         for e in extensions
     ]
     lines.append(f"echo_test: {_yaml_str(echo_test)}")
-    if api_port is not None:
+    if api_port is None:
+        lines += ["api:", "  enabled: false"]
+    else:
         lines += ["api:", f"  listen: {LOOPBACK}:{api_port}"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -27,9 +27,10 @@ def write_config(
         data_dir=workdir / "data",
         rtp_range=free_udp_range(20),
         extensions=list(extensions) or [User("1000", "Alice", "secret1000")],
+        api_port=api_port,
     )
     with path.open("a") as file:
-        file.write(f"api:\n  listen: {LOOPBACK}:{api_port}\n{extra}")
+        file.write(extra)
     return path, port
 
 
