@@ -162,3 +162,29 @@ def test_only_the_webhooks_tenant_and_types_are_queued(store: Store) -> None:
 def attempts(store: Store, url: str) -> int:
     head = store.next_delivery(url)
     return 0 if head is None else head.attempts
+
+
+def test_a_refused_event_is_retried_before_the_ones_behind_it(store: Store) -> None:
+    receiver = Receiver(free_port("tcp"), SECRET, status=503).start()
+    bus = EventBus()
+
+    async def scenario() -> None:
+        webhooks = Webhooks(store, [hook(receiver.url, retry_initial=0.2)], bus)
+        webhooks.start()
+        for kind in ("call.started", "call.ringing", "call.answered", "call.ended"):
+            bus.publish(kind, {"call_id": "c3"})
+        await until(lambda: len(receiver.requests) >= 1)
+        receiver.status = 200  # the first event's retry is the next request
+        await until(lambda: len(receiver.events) == 4)
+        await webhooks.stop()
+        webhooks.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        receiver.stop()
+    sent = [(r["x-ipbx-event-type"], r["x-ipbx-attempt"]) for r in receiver.requests]
+    assert sent == [
+        ("call.started", "1"), ("call.started", "2"), ("call.ringing", "1"),
+        ("call.answered", "1"), ("call.ended", "1"),
+    ]  # fmt: skip

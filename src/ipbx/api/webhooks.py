@@ -44,6 +44,8 @@ from ipbx.store import DeliveryRecord, Store
 log = logging.getLogger("ipbx.webhooks")
 
 USER_AGENT = "ipbx-webhooks"
+# Pending rows a worker reads at once (then sends and marks one by one).
+BATCH = 100
 DAY = 86400.0
 DEFAULT_RETENTION = 30 * DAY
 # How often old delivered and failed rows are pruned: often enough that the table never
@@ -212,22 +214,27 @@ class Webhooks:
         while True:
             try:
                 wake.clear()
-                delivery = self._store.next_delivery(config.url, config.tenant)
-                if delivery is None:
+                # A batch read once; each row is still marked as it goes. A row left
+                # pending (to retry) stops the batch: nothing overtakes it.
+                batch = self._store.next_deliveries(config.url, config.tenant, BATCH)
+                if not batch:
                     await wake.wait()
                     continue
-                delay = (delivery.next_attempt or 0.0) - self._clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    continue
-                await self._attempt(config, delivery)
+                for delivery in batch:
+                    delay = (delivery.next_attempt or 0.0) - self._clock()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                        break
+                    if await self._attempt(config, delivery) == "pending":
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook %s: delivery worker failed; retrying", config.url)
                 await asyncio.sleep(1.0)
 
-    async def _attempt(self, config: WebhookConfig, delivery: DeliveryRecord) -> None:
+    async def _attempt(self, config: WebhookConfig, delivery: DeliveryRecord) -> str:
+        """Send one row; its new status (pending: to be retried)."""
         assert self._client is not None
         body = delivery.payload.encode()
         timestamp = str(int(self._clock()))
@@ -255,7 +262,7 @@ class Webhooks:
                 delivery.id, status="delivered", attempts=attempts, next_attempt=None,
                 delivered_at=now,
             )  # fmt: skip
-            return
+            return "delivered"
         self.failed_attempts += 1
         if attempts >= config.max_attempts:
             log.warning("webhook %s: gave up on event %s after %d attempts: %s",
@@ -264,7 +271,7 @@ class Webhooks:
                 delivery.id, status="failed", attempts=attempts, next_attempt=None,
                 last_error=error,
             )  # fmt: skip
-            return
+            return "failed"
         delay = min(config.retry_max, config.retry_initial * 2 ** (attempts - 1))
         log.info("webhook %s: event %s attempt %d failed (%s); next in %.0f s",
                  config.url, delivery.event_id, attempts, error, delay)  # fmt: skip
@@ -272,3 +279,4 @@ class Webhooks:
             delivery.id, status="pending", attempts=attempts, next_attempt=now + delay,
             last_error=error,
         )  # fmt: skip
+        return "pending"

@@ -62,6 +62,29 @@ _DELETE_AOR = delete(registrations).where(
     registrations.c.tenant_id == bindparam("tenant_id"), registrations.c.aor == bindparam("aor")
 )
 _INSERT_BINDING = insert(registrations)
+# The webhook workers' statements, one pair per event delivered.
+_NEXT_DELIVERIES = (
+    select(webhook_deliveries, tenants.c.domain)
+    .join(tenants, tenants.c.id == webhook_deliveries.c.tenant_id)
+    .where(
+        tenants.c.domain == bindparam("tenant"),
+        webhook_deliveries.c.webhook == bindparam("webhook"),
+        webhook_deliveries.c.status == "pending",
+    )
+    .order_by(webhook_deliveries.c.id)
+    .limit(bindparam("limit"))
+)
+_UPDATE_DELIVERY = (
+    update(webhook_deliveries)
+    .where(webhook_deliveries.c.id == bindparam("delivery_id"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        next_attempt=bindparam("next_attempt"),
+        delivered_at=bindparam("delivered_at"),
+        last_error=bindparam("last_error"),
+    )
+)
 _TOKENS = select(api_tokens, tenants.c.domain).join(tenants, tenants.c.id == api_tokens.c.tenant_id)
 
 
@@ -428,10 +451,18 @@ class Store:
 
     def next_delivery(self, webhook: str, tenant: str = DEFAULT_TENANT) -> DeliveryRecord | None:
         """The oldest pending delivery to `webhook`: later ones wait for it (order)."""
-        query = _delivery_query(tenant, webhook, "pending", None)
+        head = self.next_deliveries(webhook, tenant, 1)
+        return head[0] if head else None
+
+    def next_deliveries(
+        self, webhook: str, tenant: str = DEFAULT_TENANT, limit: int = 100
+    ) -> list[DeliveryRecord]:
+        """The oldest `limit` pending deliveries to `webhook`, oldest first."""
         with self._engine.connect() as connection:
-            row = connection.execute(query.order_by(webhook_deliveries.c.id).limit(1)).first()
-        return None if row is None else _delivery(row)
+            rows = connection.execute(
+                _NEXT_DELIVERIES, {"tenant": tenant, "webhook": webhook, "limit": limit}
+            )
+            return [_delivery(row) for row in rows]
 
     def update_delivery(
         self,
@@ -445,15 +476,15 @@ class Store:
     ) -> None:
         with self._engine.begin() as connection:
             connection.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == delivery_id)
-                .values(
-                    status=status,
-                    attempts=attempts,
-                    next_attempt=next_attempt,
-                    delivered_at=delivered_at,
-                    last_error=last_error,
-                )
+                _UPDATE_DELIVERY,
+                {
+                    "delivery_id": delivery_id,
+                    "status": status,
+                    "attempts": attempts,
+                    "next_attempt": next_attempt,
+                    "delivered_at": delivered_at,
+                    "last_error": last_error,
+                },
             )
 
     def deliveries(
