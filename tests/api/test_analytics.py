@@ -135,3 +135,16 @@ def test_analytics_by_ring_group_count_a_call_for_each_group_it_went_through(api
     assert (support["offered"], support["answered"]) == (2, 2)
     assert support["average_speed_of_answer"] == pytest.approx((2 + 3) / 2)
     assert support["average_handling_time"] == pytest.approx((40 + 10) / 2)
+
+
+def test_a_call_is_transferred_by_a_transfer_step_not_by_a_name_containing_it(api: Api) -> None:
+    api.store.save_call_records(
+        [
+            _call("desk", 0, answered=NOON + 1, path="group:transfer-desk,extension:1001"),
+            _call("menu", 100, answered=NOON + 101, path="ivr:transfers,extension:1002"),
+            _call("blind", 200, answered=NOON + 201, path="extension:1001,transfer:1002"),
+            _call("attended", 300, answered=NOON + 301, path="extension:1003,transfer"),
+        ]
+    )
+    body = api.client.get("/analytics", headers=api.headers(api.reader)).json()
+    assert (body["total"]["answered"], body["total"]["transferred"]) == (4, 2)

@@ -65,7 +65,7 @@ def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figu
         answered=len(answered),
         missed=len(calls) - len(answered) - len(abandoned),
         abandoned=len(abandoned),
-        transferred=sum(1 for r in answered if "transfer" in r.path),
+        transferred=sum(1 for r in answered if _transferred(r)),
         average_seconds_to_abandon=_mean(r.ended - r.started for r in abandoned),
         average_speed_of_answer=_mean(_answer_wait(r) for r in answered),
         average_handling_time=_mean(r.ended - (r.answered or r.ended) for r in answered),
@@ -103,11 +103,22 @@ def _parties(record: CallRecord) -> list[str]:
 _GROUP = f"{Kind.GROUP.value}:"
 
 
+def _steps(record: CallRecord) -> list[str]:
+    return record.path.split(",") if record.path else []
+
+
+def _transferred(record: CallRecord) -> bool:
+    """A step calls.py writes for a transfer: `transfer:NUMBER` (the call was handed over
+    to NUMBER) or `transfer` (a consultation call an attended transfer ended); not a
+    step that merely names a group or menu with "transfer" in it."""
+    return any(s == "transfer" or s.startswith("transfer:") for s in _steps(record))
+
+
 def _ring_groups(record: CallRecord) -> list[str]:
     """The groups in the record's path, once each: `group:sales` is a destination the
     router ran (router.py appends every destination it runs to the path)."""
-    steps = record.path.split(",") if record.path else []
-    return list(dict.fromkeys(s.removeprefix(_GROUP) for s in steps if s.startswith(_GROUP)))
+    groups = (s.removeprefix(_GROUP) for s in _steps(record) if s.startswith(_GROUP))
+    return list(dict.fromkeys(groups))
 
 
 _KEYS: dict[str, Callable[[CallRecord], list[str]]] = {
