@@ -96,3 +96,55 @@ def test_analytics_refuse_a_bad_parameter_naming_it(api: Api) -> None:
     )
     assert response.status_code == 422 and "service_level_seconds" in response.text
     assert api.client.get("/analytics").status_code == 401
+
+
+# Calls through ring groups, as the router writes their paths.
+GROUP_SCRIPT = [
+    # sales answered (by ipbx, at once) and a member took it: 30 s after the answer
+    _call("sales-1", 0, answered=NOON + 1, ended=NOON + 31, path="group:sales,extension:1001"),
+    # nobody in sales answered; its fallback, support, did: answered at 2 s, 40 s after
+    _call(
+        "sales-support",
+        100,
+        answered=NOON + 102,
+        ended=NOON + 142,
+        path="group:sales,group:support,extension:1002",
+    ),
+    # support twice in the path (a menu sent the caller back): counted once for it
+    _call(
+        "support-twice",
+        200,
+        answered=NOON + 203,
+        ended=NOON + 213,
+        path="ivr:main,group:support,ivr:main,group:support",
+    ),
+    # no group at all: in no group's figures
+    _call("direct", 300, result="no_answer", ended=NOON + 320, path="extension:1001"),
+]
+
+
+def test_analytics_by_ring_group_count_a_call_for_each_group_it_went_through(api: Api) -> None:
+    api.store.save_call_records(GROUP_SCRIPT)
+    body = api.client.get("/analytics?by=group", headers=api.headers(api.reader)).json()
+    assert body["total"]["offered"] == 4
+    assert sorted(body["groups"]) == ["sales", "support"]
+    sales, support = body["groups"]["sales"], body["groups"]["support"]
+    assert (sales["offered"], sales["answered"], sales["missed"]) == (2, 2, 0)
+    assert sales["average_speed_of_answer"] == pytest.approx((1 + 2) / 2)
+    assert sales["average_handling_time"] == pytest.approx((30 + 40) / 2)
+    assert (support["offered"], support["answered"]) == (2, 2)
+    assert support["average_speed_of_answer"] == pytest.approx((2 + 3) / 2)
+    assert support["average_handling_time"] == pytest.approx((40 + 10) / 2)
+
+
+def test_a_call_is_transferred_by_a_transfer_step_not_by_a_name_containing_it(api: Api) -> None:
+    api.store.save_call_records(
+        [
+            _call("desk", 0, answered=NOON + 1, path="group:transfer-desk,extension:1001"),
+            _call("menu", 100, answered=NOON + 101, path="ivr:transfers,extension:1002"),
+            _call("blind", 200, answered=NOON + 201, path="extension:1001,transfer:1002"),
+            _call("attended", 300, answered=NOON + 301, path="extension:1003,transfer"),
+        ]
+    )
+    body = api.client.get("/analytics", headers=api.headers(api.reader)).json()
+    assert (body["total"]["answered"], body["total"]["transferred"]) == (4, 2)

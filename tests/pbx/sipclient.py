@@ -283,9 +283,10 @@ def send_authenticated_invite(
     body: bytes = b"",
     user: str = "1000",
     password: str = "secret1000",
-) -> None:
+) -> bytes:
     """INVITE as `user`, answering the 407, without waiting for the final answer (the
-    test plays the callee too). The 407 is ACKed by the server's transaction rules."""
+    test plays the callee too); the authenticated INVITE it sent. The 407 is ACKed by
+    the server's transaction rules."""
     call_id = secrets.token_hex(8)
     if not any(h.lower().startswith("contact:") for h in headers):
         headers = [*headers, f"Contact: <sip:{user}@{LOOPBACK}:{caller.local_port}>"]
@@ -297,14 +298,34 @@ def send_authenticated_invite(
     creds = authorization(
         challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, user, password
     )
-    caller.send(
-        caller.message(
-            "INVITE",
-            uri,
-            user=user,
-            call_id=call_id,
-            cseq=2,
-            headers=[*headers, f"Proxy-Authorization: {creds}"],
-            body=body,
-        )
+    invite = caller.message(
+        "INVITE",
+        uri,
+        user=user,
+        call_id=call_id,
+        cseq=2,
+        headers=[*headers, f"Proxy-Authorization: {creds}"],
+        body=body,
     )
+    caller.send(invite)
+    return invite
+
+
+def cancel_for(invite: bytes) -> bytes:
+    """The CANCEL of an INVITE we sent: its Request-URI, top Via (so its branch), From,
+    To, Call-ID and CSeq number, method CANCEL (RFC 3261 §9.1)."""
+    request = parse_datagram(invite)
+    assert isinstance(request, Request)
+    lines = [
+        f"CANCEL {request.uri} SIP/2.0",
+        f"Via: {request.headers.get_all('Via')[0]}",
+        "Max-Forwards: 70",
+        f"From: {request.headers.get('From')}",
+        f"To: {request.headers.get('To')}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq.number} CANCEL",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode()

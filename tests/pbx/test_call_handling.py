@@ -17,20 +17,13 @@ import httpx
 import pytest
 
 from bench.harness import IpbxServer, extension_range, free_port
-from ipbx.sip.message import Request
 from tests.api.test_api_serve import make_token
-from tests.pbx.sipclient import SipClient, next_request, reply_to, send_authenticated_invite
+from tests.pbx.phones import Phone, dial, final_status
+from tests.pbx.sipclient import next_request, reply_to
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
 
 CALLER, FIRST, SECOND = extension_range(3)
 LOOPBACK = "127.0.0.1"
-
-
-def _offer() -> bytes:
-    return (
-        f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
-        f"m=audio {free_port('udp')} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    ).encode()
 
 
 @pytest.fixture
@@ -50,45 +43,6 @@ def make_server(
         print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail()}")
 
 
-class Phone:
-    """A registered extension played by a raw SIP socket."""
-
-    def __init__(self, server: IpbxServer, number: str, password: str) -> None:
-        self.client = SipClient(server.port, timeout=8)
-        response = self.client.register(number, password)
-        assert response is not None and response.status == 200, response
-
-    def rings(self) -> Request:
-        return next_request(self.client, "INVITE")
-
-    def answer(self, invite: Request) -> None:
-        contact = f"Contact: <sip:x@{LOOPBACK}:{self.client.local_port}>"
-        self.client.send(
-            reply_to(invite, 200, [contact, "Content-Type: application/sdp"], _offer())
-        )
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _call(server: IpbxServer, to: str) -> SipClient:
-    caller = SipClient(server.port, timeout=8)
-    contact = f"Contact: <sip:{CALLER.number}@{LOOPBACK}:{caller.local_port}>"
-    send_authenticated_invite(
-        caller, f"sip:{to}@{LOOPBACK}", [contact, "Content-Type: application/sdp"], _offer()
-    )
-    return caller
-
-
-def _final(caller: SipClient) -> int:
-    """The final answer to the authenticated INVITE (CSeq 2; the challenge to the first
-    one is retransmitted until the server gives up on its ACK)."""
-    while (response := caller.receive(timeout=15)) is not None:
-        if response.cseq.number == 2:
-            return response.status
-    raise AssertionError("no final response to the INVITE")
-
-
 def _forward(extension: int, **forward: Any) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         config["extensions"][extension]["forward"] = forward
@@ -102,11 +56,11 @@ def test_forward_always_rings_the_target_not_the_phone(make_server: Any) -> None
         Phone(server, FIRST.number, FIRST.password),
         Phone(server, SECOND.number, SECOND.password),
     )
-    caller = _call(server, FIRST.number)
+    caller = dial(server, FIRST.number)
     invite = second.rings()
     assert invite.uri.user == SECOND.number
     second.answer(invite)
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     first.client.sock.settimeout(0.5)
     with pytest.raises(TimeoutError):
         first.rings()
@@ -126,7 +80,7 @@ def test_forwarding_when_the_phone_does_not_take_the_call(make_server: Any, mode
     server = make_server(edit)
     second = Phone(server, SECOND.number, SECOND.password)
     first = None if mode == "unregistered" else Phone(server, FIRST.number, FIRST.password)
-    caller = _call(server, FIRST.number)
+    caller = dial(server, FIRST.number)
     if first is not None and mode in ("busy", "no_answer"):
         invite = first.rings()
         if mode == "busy":
@@ -138,7 +92,7 @@ def test_forwarding_when_the_phone_does_not_take_the_call(make_server: Any, mode
             first.client.send(reply_to(invite, 487, []))
     forwarded = second.rings()
     second.answer(forwarded)
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     caller.close()
     for phone in (first, second):
         if phone is not None:
@@ -155,8 +109,8 @@ def test_a_blacklisted_caller_hears_the_message_and_nobody_rings(make_server: An
 
     server = make_server(edit)
     first = Phone(server, FIRST.number, FIRST.password)
-    caller = _call(server, FIRST.number)
-    status = _final(caller)
+    caller = dial(server, FIRST.number)
+    status = final_status(caller)
     # Answered to hear the message, then hung up on.
     assert status == 200
     bye = next_request(caller, "BYE")
@@ -201,11 +155,11 @@ def test_a_schedule_routes_by_the_office_hours_around_now(make_server: Any, open
         Phone(server, FIRST.number, FIRST.password),
         Phone(server, SECOND.number, SECOND.password),
     )
-    caller = _call(server, "500")
+    caller = dial(server, "500")
     ringing = first if open_now else second
     invite = ringing.rings()
     ringing.answer(invite)
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     caller.close()
     first.close()
     second.close()
@@ -236,8 +190,8 @@ def test_a_running_server_takes_up_ipbx_apply_and_api_changes(
     while "configuration revision" not in server.log_tail(200):
         assert time.monotonic() < deadline, server.log_tail()
         time.sleep(0.1)
-    caller = _call(server, FIRST.number)
-    assert _final(caller) == 603  # Decline: blacklisted, with no message to hear
+    caller = dial(server, FIRST.number)
+    assert final_status(caller) == 603  # Decline: blacklisted, with no message to hear
     caller.close()
     token = make_token(server.config_path, "admin")
     removed = httpx.delete(
@@ -246,7 +200,7 @@ def test_a_running_server_takes_up_ipbx_apply_and_api_changes(
         timeout=10,
     )
     assert removed.status_code == 204, removed.text
-    caller = _call(server, FIRST.number)
+    caller = dial(server, FIRST.number)
     assert first.rings().method == "INVITE"  # at once: the API reloads before answering
     caller.close()
     first.close()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bench.harness import IpbxServer, extension_range
+from tests.pbx.phones import Phone, dial, final_status
 from tests.pbx.sipclient import next_request, reply_to
-from tests.pbx.test_call_handling import Phone, _call, _final
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.pbx.test_mwi import seed_mailbox
 from tests.phone.softphone import analyse, ipbx_phone, write_tone
@@ -47,19 +47,19 @@ def test_do_not_disturb_on_and_off(server: IpbxServer, tmp_path: Path) -> None:
     _dial(server, tmp_path, "*78")
     other = Phone(server, OTHER.number, OTHER.password)
     owner = Phone(server, OWNER.number, OWNER.password)
-    caller = _call(server, OWNER.number)
+    caller = dial(server, OWNER.number)
     # With a mailbox, a do-not-disturb extension's calls go to voicemail.
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     caller.close()
     owner.client.sock.settimeout(0.5)
     with pytest.raises(TimeoutError):
         owner.rings()
     _dial(server, tmp_path, "*79")
     owner.client.sock.settimeout(8)
-    caller = _call(server, OWNER.number)
+    caller = dial(server, OWNER.number)
     invite = owner.rings()
     owner.answer(invite)
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     for phone in (owner, other):
         phone.close()
     caller.close()
@@ -74,16 +74,16 @@ def test_do_not_disturb_on_and_off(server: IpbxServer, tmp_path: Path) -> None:
 def test_forward_everything_to_another_extension(server: IpbxServer, tmp_path: Path) -> None:
     _dial(server, tmp_path, "*721002")
     other = Phone(server, OTHER.number, OTHER.password)
-    caller = _call(server, OWNER.number)
+    caller = dial(server, OWNER.number)
     invite = other.rings()
     other.answer(invite)
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     caller.close()
     _dial(server, tmp_path, "*73")
     owner = Phone(server, OWNER.number, OWNER.password)
-    caller = _call(server, OWNER.number)
+    caller = dial(server, OWNER.number)
     owner.answer(owner.rings())
-    assert _final(caller) == 200
+    assert final_status(caller) == 200
     for phone in (owner, other):
         phone.close()
     caller.close()

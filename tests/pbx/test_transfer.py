@@ -12,78 +12,14 @@ from urllib.parse import quote
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port
-from ipbx.sip.message import Request, Response
-from tests.pbx.sipclient import (
-    SipClient,
-    ack_for,
-    in_dialog,
-    reply_to,
-    send_authenticated_invite,
-)
+from bench.harness import IpbxServer, extension_range
+from tests.pbx.phones import Caller
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
 LOOPBACK = "127.0.0.1"
 B_HZ, C_HZ = 700, 1000
-
-
-def _offer() -> bytes:
-    return (
-        f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
-        f"m=audio {free_port('udp')} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    ).encode()
-
-
-class Transferor:
-    """Extension 1000 on a raw socket: calls, and transfers."""
-
-    def __init__(self, server: IpbxServer) -> None:
-        self.client = SipClient(server.port, timeout=10)
-        self.cseq = 10
-
-    def call(self, number: str) -> Response:
-        send_authenticated_invite(
-            self.client, f"sip:{number}@{LOOPBACK}", ["Content-Type: application/sdp"], _offer()
-        )
-        while (response := self.client.receive(timeout=15)) is not None:
-            if response.cseq.number == 2:
-                break
-        assert response is not None and response.status == 200, response
-        self.client.send(ack_for(response, self.client))
-        return response
-
-    def refer(self, dialog: Response, refer_to: str) -> None:
-        self.cseq += 1
-        self.client.send(
-            in_dialog(
-                self.client, "REFER", str(dialog.contacts[0].uri), str(dialog.headers.get("From")),
-                str(dialog.headers.get("To")), dialog.call_id, self.cseq,
-                extra=[f"Refer-To: {refer_to}"],
-            )
-        )  # fmt: skip
-
-    def until_hung_up(self, byes: int) -> list[bytes]:
-        """Answer NOTIFYs and BYEs (and the REFER's 202) until `byes` BYEs came; the
-        sipfrag bodies of the NOTIFYs."""
-        frags: list[bytes] = []
-        while byes:
-            for data in self.client.frames():
-                message = _parse(data)
-                if isinstance(message, Request):
-                    if message.method == "NOTIFY":
-                        frags.append(message.body)
-                    elif message.method == "BYE":
-                        byes -= 1
-                    self.client.send(reply_to(message, 200, []))
-        return frags
-
-
-def _parse(data: bytes) -> Request | Response:
-    from ipbx.sip.message import parse_datagram
-
-    return parse_datagram(data)
 
 
 def _answering(
@@ -119,7 +55,7 @@ def test_blind_transfer_connects_the_transferee_with_the_target(
     with ExitStack() as stack:
         b = _answering(stack, tmp_path, server, B, B_HZ)
         c = _answering(stack, tmp_path, server, C, C_HZ, "--duration", "4")
-        a = Transferor(server)
+        a = Caller(server)
         dialog = a.call(B.number)
         a.refer(dialog, f"<sip:{C.number}@{LOOPBACK}>")
         frags = a.until_hung_up(1)
@@ -138,7 +74,7 @@ def test_attended_transfer_replaces_the_consultation_call(
     with ExitStack() as stack:
         b = _answering(stack, tmp_path, server, B, B_HZ)
         c = _answering(stack, tmp_path, server, C, C_HZ, "--duration", "5")
-        a = Transferor(server)
+        a = Caller(server)
         first = a.call(B.number)
         consult = a.call(C.number)
         ours = consult.headers.get("From") or ""

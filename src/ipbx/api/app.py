@@ -30,7 +30,7 @@ from ipbx.api.metrics import registry, render
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.config import Extension
-from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, figures, grouped
+from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.pbx.provisioning import KINDS, Change
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
@@ -351,14 +351,15 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         token: Reader,
         since: Since = None,
         until: Until = None,
-        by: Annotated[Literal["day", "hour", "extension"] | None, Query()] = None,
+        by: Annotated[Grouping | None, Query()] = None,
         service_level_seconds: Annotated[
             float, Query(gt=0, le=3600, description="answered within this counts as in time")
         ] = DEFAULT_SERVICE_LEVEL_SECONDS,
     ) -> models.Analytics:
         """Answered, missed and abandoned calls, speed of answer, handling time, service
         level, busiest hour and MOS (definitions in ipbx/pbx/analytics.py), over the
-        calls started in [from, to), in all and grouped `by` day, hour or extension."""
+        calls started in [from, to), in all and grouped `by` day, hour, extension or ring
+        group (a call counts for each group it rang)."""
         records = store.call_records_between(since, until, token.tenant)
         groups = grouped(records, by, service_level_seconds) if by is not None else {}
         return models.Analytics(total=figures(records, service_level_seconds), groups=groups)

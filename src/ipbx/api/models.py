@@ -139,7 +139,8 @@ class Originated(BaseModel):
 
 
 class Analytics(BaseModel):
-    """Figures over all the calls asked for, and per group (day, hour or extension)."""
+    """Figures over all the calls asked for, and per group (day, hour, extension or ring
+    group)."""
 
     total: Figures
     groups: dict[str, Figures] = Field(default_factory=dict)

@@ -11,6 +11,9 @@ Definitions, as call centres use them:
 - service level: the share of offered calls answered within `service_level_seconds`.
 - busiest hour: the UTC hour of day (0-23) in which most calls started.
 - MOS: the mean of every leg's estimate that has one.
+
+Grouped, a call counts in every group it belongs to: per extension for its caller and
+its callee, per ring group for each group its path went through (`group:NAME`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from ipbx.pbx.destination import Kind
 from ipbx.store.records import CallRecord
 
-Grouping = Literal["day", "hour", "extension"]
+Grouping = Literal["day", "hour", "extension", "group"]
 DEFAULT_SERVICE_LEVEL_SECONDS = 20.0
 
 
@@ -61,7 +65,7 @@ def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figu
         answered=len(answered),
         missed=len(calls) - len(answered) - len(abandoned),
         abandoned=len(abandoned),
-        transferred=sum(1 for r in answered if "transfer" in r.path),
+        transferred=sum(1 for r in answered if _transferred(r)),
         average_seconds_to_abandon=_mean(r.ended - r.started for r in abandoned),
         average_speed_of_answer=_mean(_answer_wait(r) for r in answered),
         average_handling_time=_mean(r.ended - (r.answered or r.ended) for r in answered),
@@ -74,8 +78,9 @@ def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figu
 def grouped(
     records: Iterable[CallRecord], by: Grouping, service_level_seconds: float
 ) -> dict[str, Figures]:
-    """Figures per UTC day (YYYY-MM-DD), per UTC hour (YYYY-MM-DDTHH), or per extension
-    (a call counts for its caller and its callee)."""
+    """Figures per UTC day (YYYY-MM-DD), per UTC hour (YYYY-MM-DDTHH), per extension
+    (a call counts for its caller and its callee) or per ring group (for each group the
+    call went through; calls that met no group are in none)."""
     groups: dict[str, list[CallRecord]] = {}
     for record in records:
         for name in _KEYS[by](record):
@@ -95,10 +100,32 @@ def _parties(record: CallRecord) -> list[str]:
     return list(dict.fromkeys((record.caller, record.callee)))
 
 
+_GROUP = f"{Kind.GROUP.value}:"
+
+
+def _steps(record: CallRecord) -> list[str]:
+    return record.path.split(",") if record.path else []
+
+
+def _transferred(record: CallRecord) -> bool:
+    """A step calls.py writes for a transfer: `transfer:NUMBER` (the call was handed over
+    to NUMBER) or `transfer` (a consultation call an attended transfer ended); not a
+    step that merely names a group or menu with "transfer" in it."""
+    return any(s == "transfer" or s.startswith("transfer:") for s in _steps(record))
+
+
+def _ring_groups(record: CallRecord) -> list[str]:
+    """The groups in the record's path, once each: `group:sales` is a destination the
+    router ran (router.py appends every destination it runs to the path)."""
+    groups = (s.removeprefix(_GROUP) for s in _steps(record) if s.startswith(_GROUP))
+    return list(dict.fromkeys(groups))
+
+
 _KEYS: dict[str, Callable[[CallRecord], list[str]]] = {
     "day": _day,
     "hour": _hour,
     "extension": _parties,
+    "group": _ring_groups,
 }
 
 
