@@ -19,7 +19,7 @@ from bench.harness import LOOPBACK, IpbxServer, extension_range, free_port, run_
 from ipbx.pbx.calls import Call
 from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.test_transfer import Transferor
+from tests.pbx.phones import Caller
 from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
@@ -237,7 +237,7 @@ def test_dtmf_to_a_phone_without_telephone_event_is_sent_as_tones(tmp_path: Path
     with live_server(tmp_path) as live, ExitStack() as stack:
         b = live.phone(stack, B, B_HZ, 20, "--register", "--answer")
         b.wait_for("registered as")
-        a = Transferor(live.server)  # raw SIP: offers PCMU alone, no telephone-event
+        a = Caller(live.server)  # raw SIP: offers PCMU alone, no telephone-event
         stack.callback(a.client.close)
         a.call(B.number)
         call_id = live.answered_call()
