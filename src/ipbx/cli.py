@@ -63,6 +63,8 @@ async def _serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: one line per webhook delivery and CRM lookup.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     if args.config is None:
         logging.getLogger("ipbx").info(
             "no --config: demo tenant, passwords in %s", config.data_dir / "demo-accounts.yaml"

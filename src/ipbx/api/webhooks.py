@@ -1,7 +1,7 @@
 """Webhooks: events POSTed as signed JSON to the URLs of `webhooks:` in the config.
 
 Delivery goes through an outbox table. When an event is published, one row per
-subscribed webhook is written (at the end of the current loop iteration, so a burst of
+subscribed webhook is written (within FLUSH_DELAY, 20 ms, so a burst of
 events is one transaction); a worker per webhook sends the oldest pending row, and only
 when it was accepted (any 2xx) the next one, so a receiver sees events in the order they
 happened. A failed attempt (connection refused, time-out, non-2xx) is retried after
@@ -46,6 +46,9 @@ log = logging.getLogger("ipbx.webhooks")
 USER_AGENT = "ipbx-webhooks"
 # Pending rows a worker reads at once (then sends and marks one by one).
 BATCH = 100
+# Events published within this many seconds go to the outbox in one transaction: a
+# call's events come in bursts (started and ringing; ended and missed).
+FLUSH_DELAY = 0.02
 DAY = 86400.0
 DEFAULT_RETENTION = 30 * DAY
 # How often old delivered and failed rows are pruned: often enough that the table never
@@ -170,7 +173,7 @@ class Webhooks:
             self.flush()  # published outside the loop (a tool, a test): write now
             return
         self._flush_pending = True
-        loop.call_soon(self.flush)
+        loop.call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
         self._flush_pending = False
