@@ -27,6 +27,7 @@ from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.control import call_control
 from ipbx.api.metrics import registry, render
+from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.config import Extension
@@ -41,19 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ipbx.api")
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Bounds keep every query within what both databases and JSON carry.
-MAX_LIMIT = 1000
-MAX_OFFSET = 1_000_000_000
 MAX_TIME = 1e11  # epoch seconds, year 5138
 # A live-feed client that falls this many events behind is disconnected (1013) rather
 # than buffered without limit.
 FEED_BACKLOG = 1000
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 Number = Annotated[str, Query(min_length=1, max_length=64, pattern=r"^\+?[0-9*#]+$")]
 
 _bearer = HTTPBearer(
@@ -132,7 +127,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         ]
         if registered is not None:
             items = [item for item in items if item.registered == registered]
-        return _page(items, limit, offset)
+        return page(items, limit, offset)
 
     @app.post(
         "/extensions",
@@ -195,7 +190,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             for b in sorted(bindings, key=lambda b: b.aor)
             if extension is None or b.aor == extension
         ]
-        return _page(items, limit, offset)
+        return page(items, limit, offset)
 
     @app.post(
         "/calls",
@@ -236,7 +231,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             for call in sorted(calls, key=lambda c: c.started)
             if number is None or number in (call.from_number, call.to_number)
         ]
-        return _page(items, limit, offset)
+        return page(items, limit, offset)
 
     app.include_router(call_control(pbx.control, needs("admin")))
 
@@ -394,7 +389,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         """The trunks' registration, health and channels in use."""
         trunks = list(pbx.trunks) if system_state(token) else []
         items = [trunk.status() for trunk in trunks]
-        return _page(items, limit, offset)
+        return page(items, limit, offset)
 
     @listing("/webhooks/deliveries", models.Delivery, "webhooks")
     def list_deliveries(
@@ -513,12 +508,6 @@ async def _send_events(websocket: WebSocket, queue: asyncio.Queue[Event | None])
             await websocket.send_text(event.to_json())
     except Exception as exc:  # the client went away mid-send: the reader ends the handler
         log.debug("event feed: send failed: %s", exc)
-
-
-def _page(items: Sequence[T], limit: int, offset: int) -> models.Page[T]:
-    return models.Page[T](
-        total=len(items), limit=limit, offset=offset, items=list(items[offset : offset + limit])
-    )
 
 
 def _call(record: CallRecord) -> models.Call:

@@ -11,10 +11,11 @@ the server takes the change up at once and other nodes within seconds.
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Response
 from pydantic import BaseModel, Field, create_model
 
 from ipbx.api import models
+from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, create_token
 from ipbx.config import Extension
 from ipbx.pbx import provisioning
@@ -77,8 +78,8 @@ def add_configuration_routes(
     @app.get("/tenants", response_model=models.Page[Tenant], responses=errors, tags=["config"])
     async def list_tenants(
         token: Admin,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> models.Page[Tenant]:
         """The tenants (a tenant's token sees its own)."""
         items = [
@@ -86,9 +87,7 @@ def add_configuration_routes(
             for t in pbx.store.tenants()
             if token.tenant in (DEFAULT_TENANT, t.id)
         ]
-        return models.Page[Tenant](
-            total=len(items), limit=limit, offset=offset, items=items[offset : offset + limit]
-        )
+        return page(items, limit, offset)
 
     @app.put(
         "/tenants/{tenant}",
@@ -222,12 +221,11 @@ def _add_kind(
     )
     async def list_items(
         token: Admin,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> Any:
         items = _items(pbx, kind, token.tenant)
-        return {"total": len(items), "limit": limit, "offset": offset,
-                "items": items[offset : offset + limit]}  # fmt: skip
+        return page(items, limit, offset)
 
     @app.get(
         path + "/{key:path}",

@@ -1,9 +1,5 @@
 """What every list endpoint shares: ``?limit=&offset=`` and the ``{total, limit, offset,
-items}`` answer, and the error responses every authenticated endpoint documents.
-
-(app.py predates this module and keeps its own copies until the endpoints being added
-to it beside this work have landed; new route modules take them from here.)
-"""
+items}`` answer, and the error responses every authenticated endpoint documents."""
 
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
@@ -21,10 +17,7 @@ MAX_OFFSET = 1_000_000_000
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.Problem, "description": "no token, or not a valid one"},
-    403: {"model": models.Problem, "description": "the token's scope is not enough"},
-}
+AUTH_ERRORS = models.AUTH_ERRORS
 
 
 def not_found(description: str) -> dict[int | str, dict[str, Any]]:
