@@ -19,7 +19,10 @@ event can be joined with the record written when the call ends. Numbers are stri
     one event per extension rung).
 ``call.answered``
     call_id, caller, callee, direction, extension (who answered), wait (seconds from
-    call.started to the answer).
+    call.started to the answer). A call a menu or a group answered first is
+    call.answered when a phone takes it; a call transferred (REFER or the API) is
+    call.answered again, with the new extension, when the target answers, so a CRM
+    opens the card on the phone that has the caller now.
 ``call.ended``
     call_id, caller, callee, direction, result (answered, busy, no_answer, cancelled,
     failed: as in the call record), duration (seconds talked, 0 when not answered).
