@@ -27,6 +27,7 @@ from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.control import call_control
 from ipbx.api.metrics import registry, render
+from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
@@ -54,7 +55,6 @@ Number = Annotated[str, Query(min_length=1, max_length=64, pattern=r"^\+?[0-9*#]
 _bearer = HTTPBearer(
     auto_error=False, description="an API token: `ipbx token create --scope read|admin`"
 )
-_AUTH_ERRORS, _NOT_FOUND = models.AUTH_ERRORS, models.NOT_FOUND
 
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
@@ -94,7 +94,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
 
     def listing(path: str, item: type[Any], tag: str) -> Callable[[F], F]:
         page = models.Page[item]  # type: ignore[valid-type]
-        return app.get(path, response_model=page, responses=_AUTH_ERRORS, tags=[tag])
+        return app.get(path, response_model=page, responses=AUTH_ERRORS, tags=[tag])
 
     Reader = Annotated[ApiTokenRecord, Depends(needs("read"))]
     Admin = Annotated[ApiTokenRecord, Depends(needs("admin"))]
@@ -133,7 +133,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         "/extensions",
         response_model=models.Extension,
         status_code=201,
-        responses={**_AUTH_ERRORS, 409: {"model": models.Problem}},
+        responses={**AUTH_ERRORS, 409: {"model": models.Problem}},
         tags=["state"],
     )
     async def create_extension(new: models.NewExtension, token: Admin) -> models.Extension:
@@ -149,7 +149,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
     @app.delete(
         "/extensions/{number}",
         status_code=204,
-        responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: {"model": models.Problem}},
+        responses={**AUTH_ERRORS, **NOT_FOUND, 409: {"model": models.Problem}},
         tags=["state"],
     )
     async def delete_extension(
@@ -162,8 +162,6 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             raise HTTPException(404, f"number: no extension {number}")
         removable(pbx, kind, number)
         await apply_change(pbx, Change(token.tenant, remove=[(kind, number)]))
-        if system_state(token):
-            pbx.location.replace(number, [], time.time())
         return Response(status_code=204)
 
     @listing("/registrations", models.Registration, "state")
@@ -196,7 +194,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         "/calls",
         response_model=models.Originated,
         status_code=202,
-        responses={**_AUTH_ERRORS, 404: {"model": models.Problem}},
+        responses={**AUTH_ERRORS, 404: {"model": models.Problem}},
         tags=["calls"],
     )
     async def originate(order: models.Originate, token: Admin) -> models.Originated:
@@ -272,7 +270,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
             "content": {"text/csv": {"schema": {"type": "string"}}},
             "description": "one line per call, with a header line",
         },
-        **_AUTH_ERRORS,
+        **AUTH_ERRORS,
     }
 
     @app.get(
@@ -280,7 +278,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         response_model=models.Page[models.Call],
         responses={
             200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
-            **_AUTH_ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["calls"],
     )
@@ -326,7 +324,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
     @app.get(
         "/calls/{call_id}",
         response_model=models.Call,
-        responses={**_AUTH_ERRORS, **_NOT_FOUND},
+        responses={**AUTH_ERRORS, **NOT_FOUND},
         tags=["calls"],
     )
     def get_call(token: Reader, call_id: Annotated[str, Path(max_length=64)]) -> models.Call:
@@ -339,7 +337,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
     @app.get(
         "/analytics",
         response_model=models.Analytics,
-        responses=_AUTH_ERRORS,
+        responses=AUTH_ERRORS,
         tags=["calls"],
     )
     def get_analytics(
@@ -364,8 +362,8 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         response_class=FileResponse,
         responses={
             200: {"content": {"audio/wav": {}}, "description": "the call's recording (WAV)"},
-            **_AUTH_ERRORS,
-            **_NOT_FOUND,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
         },
         tags=["calls"],
     )
@@ -417,7 +415,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         "/metrics",
         response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                   **_AUTH_ERRORS},
+                   **AUTH_ERRORS},
         tags=["state"],
     )  # fmt: skip
     async def get_metrics(token: Reader) -> Response:
@@ -486,7 +484,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         finally:
             unsubscribe()
 
-    add_configuration_routes(app, pbx, needs("admin"), _AUTH_ERRORS)
+    add_configuration_routes(app, pbx, needs("admin"))
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
 

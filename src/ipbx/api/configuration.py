@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Response
 from pydantic import BaseModel, Field, create_model
 
 from ipbx.api import models
+from ipbx.api.models import AUTH_ERRORS
 from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, create_token
 from ipbx.config import Extension
@@ -46,11 +47,11 @@ class IssuedToken(BaseModel):
 
 
 def add_configuration_routes(
-    app: FastAPI, pbx: "Pbx", admin: Callable[..., ApiTokenRecord], errors: dict[int | str, Any]
+    app: FastAPI, pbx: "Pbx", admin: Callable[..., ApiTokenRecord]
 ) -> None:
     Admin = Annotated[ApiTokenRecord, Depends(admin)]
     for kind in KINDS.values():
-        _add_kind(app, pbx, kind, Admin, errors)
+        _add_kind(app, pbx, kind, Admin)
 
     document = create_model(  # type: ignore[call-overload]
         "Provisioning",
@@ -64,7 +65,7 @@ def add_configuration_routes(
         response_model_exclude={
             name: {"__all__": set(kind.secrets)} for name, kind in KINDS.items() if kind.secrets
         },
-        responses=errors,
+        responses=AUTH_ERRORS,
         tags=["config"],
     )
     async def get_configuration(token: Admin) -> Any:
@@ -75,7 +76,7 @@ def add_configuration_routes(
         if token.tenant != DEFAULT_TENANT:
             raise HTTPException(403, "tenants are managed with a token of the default tenant")
 
-    @app.get("/tenants", response_model=models.Page[Tenant], responses=errors, tags=["config"])
+    @app.get("/tenants", response_model=models.Page[Tenant], responses=AUTH_ERRORS, tags=["config"])
     async def list_tenants(
         token: Admin,
         limit: Limit = 50,
@@ -92,7 +93,7 @@ def add_configuration_routes(
     @app.put(
         "/tenants/{tenant}",
         response_model=Tenant,
-        responses={**errors, 201: {"model": Tenant}},
+        responses={**AUTH_ERRORS, 201: {"model": Tenant}},
         tags=["config"],
     )
     async def put_tenant(
@@ -109,7 +110,7 @@ def add_configuration_routes(
     @app.delete(
         "/tenants/{tenant}",
         status_code=204,
-        responses={**errors, 404: {"model": models.Problem}, 409: {"model": models.Problem}},
+        responses={**AUTH_ERRORS, 404: {"model": models.Problem}, 409: {"model": models.Problem}},
         tags=["config"],
     )
     async def delete_tenant(tenant: TenantId, token: Admin) -> Response:
@@ -129,7 +130,7 @@ def add_configuration_routes(
         "/tenants/{tenant}/tokens",
         response_model=IssuedToken,
         status_code=201,
-        responses={**errors, 404: {"model": models.Problem}},
+        responses={**AUTH_ERRORS, 404: {"model": models.Problem}},
         tags=["config"],
     )
     async def issue_token(tenant: TenantId, body: NewToken, token: Admin) -> IssuedToken:
@@ -166,7 +167,7 @@ async def apply_change(pbx: "Pbx", change: Change) -> None:
     except ProvisioningError as exc:
         raise HTTPException(422 if exc.in_item else 409, str(exc)) from None
     provisioning.write(pbx.store, change, checked)
-    await pbx.reload()
+    await pbx.reload(checked)
 
 
 def removable(pbx: "Pbx", kind: ItemKind, key: str) -> None:
@@ -185,14 +186,12 @@ def _items(pbx: "Pbx", kind: ItemKind, tenant: str) -> list[Any]:
     return [item for item in getattr(pbx.config, kind.name) if kind.tenant_of(item) == tenant]
 
 
-def _add_kind(
-    app: FastAPI, pbx: "Pbx", kind: ItemKind, Admin: Any, errors: dict[int | str, Any]
-) -> None:
+def _add_kind(app: FastAPI, pbx: "Pbx", kind: ItemKind, Admin: Any) -> None:
     model: Any = kind.model
     name = kind.name
     path = f"/config/{name}"
     described = {
-        **errors,
+        **AUTH_ERRORS,
         404: {"model": models.Problem, "description": f"no such item in {name}"},
         409: {"model": models.Problem, "description": "it exists, or other items need it"},
     }
@@ -204,17 +203,11 @@ def _add_kind(
                 return item
         raise HTTPException(404, f"{kind.key_field}: no {name} item {key}")
 
-    def owned(token: ApiTokenRecord, item: Any) -> Any:
-        return owned_item(pbx, kind, token, item)
-
-    async def change(token: ApiTokenRecord, change: Change) -> None:
-        await apply_change(pbx, change)
-
     @app.get(
         path,
         response_model=models.Page[model],
         response_model_exclude={"items": {"__all__": set(kind.secrets)}},
-        responses=errors,
+        responses=AUTH_ERRORS,
         tags=["config"],
         summary=f"List {name}",
         description=f"The `{name}:` items in use.",
@@ -250,11 +243,11 @@ def _add_kind(
         description="Add an item; 409 when its key is taken.",
     )
     async def create_item(item: model, token: Admin) -> Any:
-        item = owned(token, item)
+        item = owned_item(pbx, kind, token, item)
         key = kind.key(item)
         if any(kind.key(i) == key for i in _items(pbx, kind, token.tenant)):
             raise HTTPException(409, f"{kind.key_field}: {name} item {key} exists")
-        await change(token, Change(token.tenant, [(kind, item)]))
+        await apply_change(pbx, Change(token.tenant, [(kind, item)]))
         return find(token.tenant, kind.key(item))  # as the server took it up
 
     @app.put(
@@ -267,12 +260,12 @@ def _add_kind(
         description="Add or replace the item with this key (idempotent).",
     )
     async def put_item(key: Key, item: model, token: Admin) -> Any:
-        item = owned(token, item)
+        item = owned_item(pbx, kind, token, item)
         if kind.key(item) != key:
             raise HTTPException(
                 422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
             )
-        await change(token, Change(token.tenant, [(kind, item)]))
+        await apply_change(pbx, Change(token.tenant, [(kind, item)]))
         return find(token.tenant, kind.key(item))  # as the server took it up
 
     @app.delete(
@@ -284,7 +277,7 @@ def _add_kind(
         description="409 while other items point at it or the file has it.",
     )
     async def delete_item(key: Key, token: Admin) -> Response:
-        owned(token, find(token.tenant, key))
+        owned_item(pbx, kind, token, find(token.tenant, key))
         removable(pbx, kind, key)
-        await change(token, Change(token.tenant, remove=[(kind, key)]))
+        await apply_change(pbx, Change(token.tenant, remove=[(kind, key)]))
         return Response(status_code=204)

@@ -1,5 +1,6 @@
 """What every list endpoint shares: ``?limit=&offset=`` and the ``{total, limit, offset,
-items}`` answer, and the error responses every authenticated endpoint documents."""
+items}`` answer, and the 404 an endpoint documents (the 401/403 every authenticated
+endpoint documents are models.AUTH_ERRORS)."""
 
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
@@ -16,8 +17,6 @@ MAX_OFFSET = 1_000_000_000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
-
-AUTH_ERRORS = models.AUTH_ERRORS
 
 
 def not_found(description: str) -> dict[int | str, dict[str, Any]]:

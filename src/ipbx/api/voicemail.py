@@ -17,7 +17,8 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from ipbx.api import models
-from ipbx.api.paging import AUTH_ERRORS, Limit, Offset, not_found, page
+from ipbx.api.models import AUTH_ERRORS
+from ipbx.api.paging import Limit, Offset, not_found, page
 from ipbx.pbx.voicemail import Mailbox, Mailboxes, Message
 from ipbx.store import ApiTokenRecord
 

@@ -150,12 +150,18 @@ class Pbx:
             {e.number: e.caller_id for e in config.extensions if e.caller_id},
         )
 
-    async def reload(self) -> None:
-        """Take up what the database holds now: extensions and provisioned items.
-        Calls in progress keep going; new calls follow the new configuration."""
+    async def reload(self, config: Config | None = None) -> None:
+        """Take up what the database holds now: extensions and provisioned items
+        (`config` when the caller has just composed and checked it). Calls in progress
+        keep going; new calls follow the new configuration."""
         revision = self.store.revision()
-        config = provisioning.effective(self.base_config, self.store)
+        if config is None:
+            config = provisioning.effective(self.base_config, self.store)
         self.directory.reload()
+        now = time.time()
+        for aor in {b.aor for b in self.location.all_bindings(now)}:
+            if self.directory.get(aor) is None:  # removed: its phones are no longer ours
+                self.location.replace(aor, [], now)
         self.config = config
         self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
         self.numbers = Numbers.from_config(config.numbers, config.country)
