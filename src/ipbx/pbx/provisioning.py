@@ -89,13 +89,13 @@ Written = tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, st
 
 
 class ProvisioningError(ValueError):
-    """A provisioned configuration that does not validate. `field` is where, as a path
-    into the item that was written (``trunks[0]``), or into the whole configuration
-    (``outbound_routes[2].trunks[0]``) when the change broke another item."""
+    """A provisioned configuration that does not validate. The message starts with
+    where: a path into the item that was written (``trunks[0]``), or into another item
+    (``outbound_routes/intl.trunks[0]``) when the change broke that one (`in_item`
+    False)."""
 
     def __init__(self, field: str, message: str, in_item: bool) -> None:
         super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
         self.in_item = in_item
 
 
@@ -112,10 +112,10 @@ def effective(base: Config, store: Store, change: Change | None = None) -> Confi
     """The configuration `base` (the file's) with the database's items, and `change`
     on top when given (to check it before it is written). ProvisioningError when the
     result does not validate."""
-    return compose(base, store.provisioned(), store.list_extensions(), change)
+    return _compose(base, store.provisioned(), store.list_extensions(), change)
 
 
-def compose(
+def _compose(
     base: Config,
     records: Iterable[ProvisionedRecord],
     extensions: Iterable[ExtensionRecord] = (),

@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import BindParameter
 
 from ipbx.store.records import (
     DEFAULT_TENANT,
@@ -62,18 +63,7 @@ _DELETE_AOR = delete(registrations).where(
     registrations.c.tenant_id == bindparam("tenant_id"), registrations.c.aor == bindparam("aor")
 )
 _INSERT_BINDING = insert(registrations)
-# The webhook workers' statements, one pair per event delivered.
-_NEXT_DELIVERIES = (
-    select(webhook_deliveries, tenants.c.domain)
-    .join(tenants, tenants.c.id == webhook_deliveries.c.tenant_id)
-    .where(
-        tenants.c.domain == bindparam("tenant"),
-        webhook_deliveries.c.webhook == bindparam("webhook"),
-        webhook_deliveries.c.status == "pending",
-    )
-    .order_by(webhook_deliveries.c.id)
-    .limit(bindparam("limit"))
-)
+# The webhook workers' update, one per attempt (their read is _NEXT_DELIVERIES).
 _UPDATE_DELIVERY = (
     update(webhook_deliveries)
     .where(webhook_deliveries.c.id == bindparam("delivery_id"))
@@ -156,17 +146,6 @@ class Store:
             tenant_id = self._tenant_id(connection, tenant, create=True)
             if _write_extensions(connection, tenant_id, wanted, realm):
                 _bump(connection)
-
-    def delete_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> bool:
-        """Remove an extension and its registrations, in one transaction; False if none."""
-        with self._engine.begin() as connection:
-            found: int | None = connection.scalar(
-                select(tenants.c.id).where(tenants.c.domain == tenant)
-            )
-            if found is None or not _delete_extension(connection, found, number):
-                return False
-            _bump(connection)
-            return True
 
     def get_extension(self, number: str, tenant: str = DEFAULT_TENANT) -> ExtensionRecord | None:
         with self._engine.connect() as connection:
@@ -852,7 +831,10 @@ def _api_token(row: Any) -> ApiTokenRecord:
 
 
 def _delivery_query(
-    tenant: str, webhook: str | None, status: str | None, event_id: str | None
+    tenant: str | BindParameter[str],
+    webhook: str | BindParameter[str] | None,
+    status: str | None,
+    event_id: str | None,
 ) -> Select[Any]:
     query = (
         select(webhook_deliveries, tenants.c.domain)
@@ -866,6 +848,14 @@ def _delivery_query(
     if event_id is not None:
         query = query.where(webhook_deliveries.c.event_id == event_id)
     return query
+
+
+# The delivery workers' read, built once: the oldest pending rows of one webhook.
+_NEXT_DELIVERIES = (
+    _delivery_query(bindparam("tenant"), bindparam("webhook"), "pending", None)
+    .order_by(webhook_deliveries.c.id)
+    .limit(bindparam("limit"))
+)
 
 
 def _delivery(row: Any) -> DeliveryRecord:
