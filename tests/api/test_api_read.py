@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ipbx.pbx.calls import Call
+from ipbx.pbx.call.model import Call
 from ipbx.pbx.location import Binding
 from ipbx.sip.transaction import Address
 from ipbx.sip.uri import parse_uri

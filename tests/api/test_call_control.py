@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bench.harness import LOOPBACK, IpbxServer, extension_range, free_port, run_ipbx
-from ipbx.pbx.calls import Call
+from ipbx.pbx.call.model import Call
 from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.phones import Caller

@@ -76,7 +76,7 @@ def test_a_number_to_a_new_group_rings_it_and_removal_undoes_both(api: Api) -> N
     assert api.client.post("/config/numbers", json=number, headers=api.headers()).status_code == 201
     found = api.pbx.numbers.lookup("+15551230000")
     assert found is not None and found.destination.kind is Kind.GROUP
-    assert api.pbx.calls.router is not None and "sales" in api.pbx.calls.router.groups
+    assert api.pbx.router is not None and "sales" in api.pbx.router.groups
     still_used = api.client.delete("/config/groups/sales", headers=api.headers())
     assert still_used.status_code == 409 and "numbers/+15551230000" in still_used.text
     gone = api.client.delete("/config/numbers/+15551230000", headers=api.headers())
@@ -155,7 +155,7 @@ def test_an_extension_with_its_settings_is_provisioned_without_keeping_its_passw
     assert "secret1002" not in str(api.store.provisioned())
     assert api.pbx.mailboxes.get("1002") is not None
     assert "1002" in api.pbx.calls.policy.record_always
-    router = api.pbx.calls.router
+    router = api.pbx.router
     assert router is not None and router.no_answer_seconds("1002") == 15
     renamed = api.client.put(
         "/config/extensions/1002", json={**no_password, "name": "Carol B"}, headers=api.headers()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import uvloop
 
+from ipbx.media.bridge import relay
 from ipbx.media.codecs import PCMA, PCMU
-from ipbx.media.endpoint import MediaEndpoint, MediaError, bridge
+from ipbx.media.endpoint import MediaEndpoint, MediaError
 from ipbx.media.ports import PortPool
 from ipbx.media.rtcp import ReceiverReport, SenderReport
 from ipbx.media.rtp import RtpPacket
@@ -171,7 +172,7 @@ def test_bridge_relays_both_ways_and_latches_to_the_real_source(pool: PortPool) 
         x, y = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
         x.set_remote(*caller.address, PCMU, rtcp_port=caller_rtcp.address[1])
         y.set_remote(*callee_sdp.address, PCMU, rtcp_port=callee_rtcp.address[1])
-        bridge(x, y)
+        relay(x, y)
 
         # Before the callee speaks, media goes to the address its SDP gave.
         caller.transport.sendto(rtp(1, 1), x.local_address)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ipbx.media.bridge import relay
 from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec, create_encoder
-from ipbx.media.endpoint import MediaEndpoint, bridge
+from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.jitter import JitterConfig
 from ipbx.media.playout import Playout
 from ipbx.media.ports import PortPool
@@ -99,7 +100,7 @@ def test_a_bridged_call_is_recorded_one_side_per_channel(pool: PortPool, tmp_pat
         a.set_remote(*x.local_address, PCMU)
         y.set_remote(*b.local_address, PCMU)
         b.set_remote(*y.local_address, PCMU)
-        bridge(a, b)
+        relay(a, b)
         recorder = CallRecorder(tmp_path / "call.wav", [PCMU, PCMU])
         a.set_tap(recorder.sides[0].receive)
         b.set_tap(recorder.sides[1].receive)

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ipbx.media.bridge import transcode
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import OPUS, PCMU
-from ipbx.media.endpoint import MediaEndpoint, transcode_bridge
+from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
 from tests.media.test_endpoint import dominant_frequency, run
@@ -24,7 +25,7 @@ async def _call(pool: PortPool, pcmu_dtmf: int | None) -> tuple[MediaEndpoint, .
     a.set_remote(*x.local_address, PCMU, pcmu_dtmf)
     b.set_remote(*y.local_address, OPUS, 101)
     y.set_remote(*b.local_address, OPUS, 101)
-    transcode_bridge(a, b)
+    transcode(a, b)
     return x, a, b, y
 
 

@@ -4,7 +4,7 @@ DTMF, on a call in progress named by its call record's id (`Call.uid`). The REST
 
 Every operation checks the call's state first and raises CallStateError (the API's 409)
 when the call cannot do it now: a transfer needs both parties answered, DTMF needs the
-leg's media negotiated. The work itself is Calls's own: the blind transfer is the one a
+leg's media negotiated. The work itself is the call engine's: the blind transfer is the one a
 REFER gets, the recording the one `record: always` gets. A leg is named from the call's
 point of view: `caller` is the leg of whoever placed the call, `callee` the other one.
 """
@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
+from ipbx.media.bridge import connect
 from ipbx.media.codecs import Pcm
 from ipbx.media.dtmf import digit_event
 from ipbx.media.endpoint import DTMF_MS, MediaError
 from ipbx.media.inband import dtmf_tone
-
-if TYPE_CHECKING:
-    from ipbx.pbx.calls import Call, Calls, Leg
+from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.model import Call, Leg
+from ipbx.pbx.call.recording import record, stop_recording
 
 log = logging.getLogger("ipbx.control")
 
@@ -80,7 +81,7 @@ class CallControl:
         self._spawn(self._transfer(call, transferor, transferee, target))
 
     async def _transfer(self, call: Call, transferor: Leg, transferee: Leg, target: str) -> None:
-        status = await self.calls.blind_transfer(call, transferor, transferee, target)
+        status = await self.calls.transfers.blind(call, transferor, transferee, target)
         if status == 200:
             self.calls.retire(transferor)
 
@@ -93,14 +94,14 @@ class CallControl:
             raise CallStateError(f"call {call_id} {state}")
         self._answered_leg(call, "caller", "recorded")
         self._answered_leg(call, "callee", "recorded")
-        if not self.calls.record(call) or call.recorder is None:
+        if not record(self.calls, call) or call.recorder is None:
             raise RuntimeError(f"call {call_id}: the recording file cannot be made (see log)")
         return str(call.recorder.path.relative_to(self.calls.policy.recordings))
 
     def stop_recording(self, call_id: str) -> str:
         """Stop recording and close the file (recording.ready is published); its name."""
         call = self.find(call_id)
-        name = self.calls.stop_recording(call)
+        name = stop_recording(self.calls, call)
         if name is None:
             raise CallStateError(f"call {call_id} is not being recorded")
         return name
@@ -133,7 +134,7 @@ class CallControl:
                 await leg.media.play(_tones(digits, leg.media.pcm_rate))
             finally:
                 if not call.ended and other is not None and leg.other is other:
-                    self.calls.rejoin(leg, other)
+                    connect(leg.media, other.media)
         except MediaError as exc:
             log.info("%s: DTMF not sent: %s", call.id, exc)
         finally:

@@ -16,7 +16,9 @@ from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
-from ipbx.pbx.calls import ALLOW, CallPolicy, Calls, Routing
+from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.model import ALLOW, CallPolicy
+from ipbx.pbx.call_records import CallRecords
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
@@ -118,17 +120,17 @@ class Pbx:
             PortPool(media.address, first, last),
             media.public_address or media.address,
             self._extension_name,
-            config.echo_test,
             self._policy(config),
-            self._routing(config),
+            self.trunks,
+            MusicOnHold(config.data_dir / "moh"),
         )
-        # Issue 5: destinations, call flows and personal call handling (docs/features.md).
-        self.calls.router = Router(self.calls, config, self.mailboxes)
         self.calls.events = self.events
+        self.records = CallRecords(config.data_dir / "recordings")
+        self.calls.on_end.append(self.records.call_ended)
+        self.crm = CallerLookup(config.crm) if config.crm is not None else None
+        self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
-        self.calls.moh = MusicOnHold(config.data_dir / "moh")
-        self.calls.crm = CallerLookup(config.crm) if config.crm is not None else None
-        # Issue 6: hang-up, transfer, recording and DTMF on calls in progress (the API's).
+        # Hang-up, transfer, recording and DTMF on calls in progress (the API's).
         self.control = CallControl(self.calls)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -141,14 +143,8 @@ class Pbx:
             codecs=preferred_codecs(config.media.codecs),
         )
 
-    def _routing(self, config: Config) -> Routing:
-        return Routing(
-            self.trunks,
-            self.dialplan,
-            self.numbers,
-            {e.number: e.permission for e in config.extensions},
-            {e.number: e.caller_id for e in config.extensions if e.caller_id},
-        )
+    def _router(self, config: Config) -> Router:
+        return Router(self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.crm)
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items
@@ -168,8 +164,7 @@ class Pbx:
         await self.trunks.update(config.trunks)
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
-        self.calls.routing = self._routing(config)
-        self.calls.router = Router(self.calls, config, self.mailboxes)
+        self.router = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
             await callback(config)
@@ -228,8 +223,8 @@ class Pbx:
         self.calls.close()
         self.mwi.close()
         await self.endpoint.close()
-        if self.calls.crm is not None:
-            await self.calls.crm.close()
+        if self.crm is not None:
+            await self.crm.close()
         self._flush()
 
     async def _write_behind(self) -> None:
@@ -239,7 +234,7 @@ class Pbx:
 
     def _flush(self) -> None:
         self.location.flush()
-        records = self.calls.take_records()
+        records = self.records.take()
         if not records:
             return
         try:
@@ -303,7 +298,7 @@ class Pbx:
             # A provider's peer is trusted by its address (an IP trunk, or the server a
             # registration trunk registered to): no digest challenge.
             _one_contact(request)
-            self.calls.on_trunk_invite(request, source, tx, trunk)
+            self.router.on_trunk_invite(request, source, tx, trunk)
             return
         if not request.headers.get("Proxy-Authorization") and not self.location.has_host(
             source.host
@@ -316,7 +311,7 @@ class Pbx:
         caller = self.auth.check(request, tx, time.time())
         if caller is not None:
             _one_contact(request)
-            self.calls.on_invite(request, source, tx, caller)
+            self.router.on_invite(request, source, tx, caller)
 
     def on_cancel(self, tx: ServerTransaction) -> None:
         if not self.calls.on_cancel(tx):
@@ -324,7 +319,7 @@ class Pbx:
 
     def on_no_ack(self, tx: ServerTransaction) -> None:
         # Timer H: the failure response was never acknowledged; the call ended with it.
-        # (A 2xx without ACK is the calls module's own timer, RFC 3261 §13.3.1.4.)
+        # (A 2xx without ACK is the call engine's own timer, RFC 3261 §13.3.1.4.)
         log.info("no ACK from %s for a final response to %s", tx.peer, tx.request.method)
 
     def _capabilities(self) -> list[tuple[str, str]]:

@@ -1,10 +1,12 @@
-"""The router: runs Destinations (DESIGN.md), what every number, menu option, time-out
-and fallback points at, and applies each extension's own call handling (forwarding,
-do-not-disturb) and the blacklist.
+"""The router: where every call goes. It takes each new INVITE (from a phone or a
+trunk), runs Destinations (docs/architecture.md), what every number, menu option,
+time-out and fallback points at, and applies each extension's own call handling
+(forwarding, do-not-disturb), the blacklist and the outbound routes.
 
-A call to an extension stays a plain B2BUA call (calls.py) as long as a phone takes it;
-the router steps in before ringing (forward always, DND, no phone registered, a
-blacklisted caller) and after (busy, no answer). Every other destination is a call flow
+The router decides and the call engine (pbx/call/) carries out: a call to an extension
+stays a plain B2BUA call as long as a phone takes it; the router steps in before ringing
+(forward always, DND, no phone registered, a blacklisted caller) and after, on the
+outcome the engine reports (busy, no answer). Every other destination is a call flow
 (apps/) on the caller's leg, which ipbx answers itself.
 """
 
@@ -13,17 +15,23 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ipbx import sdp
 from ipbx.config import AnnouncementConfig, Config, Extension, GroupConfig, IvrConfig
 from ipbx.pbx.apps import voicemail
 from ipbx.pbx.apps.ivr import run_menu
 from ipbx.pbx.apps.mailbox import mailbox_menu
 from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
-from ipbx.pbx.calls import Calls, Leg
+from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.model import Call, Incoming, Leg, new_call_id, parse_sdp
+from ipbx.pbx.call.pickup import pickup
+from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.features import (
     DND_OFF,
     DND_ON,
@@ -34,10 +42,15 @@ from ipbx.pbx.features import (
     ExtensionSettings,
     forward_target,
 )
+from ipbx.pbx.location import Binding
 from ipbx.pbx.prompt import Prompt
 from ipbx.pbx.schedule import Schedule
 from ipbx.pbx.session import Prompts, Session
+from ipbx.pbx.trunks import Trunk
 from ipbx.pbx.voicemail import Mailboxes
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Request
+from ipbx.sip.transaction import Address, ServerTransaction
 
 log = logging.getLogger("ipbx.router")
 
@@ -50,11 +63,27 @@ BUSY = 486
 
 
 class Router:
-    def __init__(self, calls: Calls, config: Config, mailboxes: Mailboxes) -> None:
+    def __init__(
+        self,
+        calls: Calls,
+        config: Config,
+        mailboxes: Mailboxes,
+        dialplan: Dialplan,
+        numbers: Numbers,
+        crm: CallerLookup | None = None,
+    ) -> None:
         self.calls = calls
         self.mailboxes = mailboxes
+        self.dialplan = dialplan
+        self.numbers = numbers
+        # Who is calling from outside, asked of the CRM.
+        self.crm = crm
+        self.echo_number = config.echo_test
         self.prompts = Prompts(config.data_dir / "prompts")
         self.extensions: dict[str, Extension] = {e.number: e for e in config.extensions}
+        # Each extension's outbound permission, and the number it shows outside.
+        self.permissions = {e.number: e.permission for e in config.extensions}
+        self.caller_ids = {e.number: e.caller_id for e in config.extensions if e.caller_id}
         self.groups: dict[str, GroupConfig] = {g.name: g for g in config.groups}
         self.ivrs: dict[str, IvrConfig] = {m.name: m for m in config.ivrs}
         self.announcements: dict[str, AnnouncementConfig] = {
@@ -68,7 +97,163 @@ class Router:
             g.name: itertools.cycle(range(len(g.members))) for g in config.groups
         }
 
-    # --- hooks calls.py calls ---------------------------------------------------------------
+    # --- new calls ------------------------------------------------------------------------------
+
+    def on_invite(
+        self, request: Request, source: Address, tx: ServerTransaction, caller: str
+    ) -> None:
+        """A call from one of our phones (`caller` is its authenticated extension)."""
+        if request.max_forwards == 0:
+            raise SipError(483, "Max-Forwards exhausted")
+        # An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 2xx.
+        offer = parse_sdp(request)
+        if offer is not None:
+            try:
+                sdp.remote_address(offer)
+            except sdp.SdpError as exc:
+                raise SipError(488, str(exc)) from None
+        if caller in self.calls.policy.srtp_required and (
+            offer is None or offer.audio is None or offer.audio.proto != sdp.SAVP
+        ):
+            raise SipError(488, f"extension {caller} must offer SRTP (RTP/SAVP with a=crypto)")
+        incoming = Incoming(request, source, tx, offer)
+        target = request.uri.user or ""
+        calls = self.calls
+        if target == self.echo_number:
+            calls.spawn(calls.flows.echo(incoming, caller, target), tx)
+            return
+        call = Call(new_call_id(), caller, target)
+        if target.startswith("*"):
+            feature = self.feature(target, caller)
+            if feature is None:
+                raise SipError(404, f"no feature code {target}")
+            calls.flows.start(call, incoming, feature)
+            return
+        if self._screened(call, incoming):
+            return
+        if calls.is_extension(target) is not None:
+            self._ring_extension(call, incoming, target)
+            return
+        # Internal short numbers (500 for the main menu, say) are numbers like DIDs.
+        number = self.numbers.lookup(target)
+        if number is not None:
+            calls.flows.start(call, incoming, self.app(number.destination))
+            return
+        call.route = self._outbound_route(target, caller)
+        calls.spawn(self._dial_out(call, incoming), tx)
+
+    def on_trunk_invite(
+        self, request: Request, source: Address, tx: ServerTransaction, trunk: Trunk
+    ) -> None:
+        """A call from a provider: to the destination of the number it was made to."""
+        if request.max_forwards == 0:
+            raise SipError(483, "Max-Forwards exhausted")
+        incoming = Incoming(request, source, tx, parse_sdp(request))
+        number = self.numbers.lookup(request.uri.user, request.to.uri.user)
+        if number is None:
+            log.info("trunk %s: call to %s, which is none of our numbers", trunk.name,
+                     request.to.uri.user or request.uri.user)  # fmt: skip
+            raise SipError(404, "not one of our numbers")
+        destination = number.destination
+        caller = request.from_.uri.user or "anonymous"
+        call = Call(new_call_id(), caller, number.number)
+        call.inbound_slot = trunk.acquire()
+        if call.inbound_slot is None:
+            raise SipError(503, f"trunk {trunk.name} is at its channel limit")
+        log.info("%s from trunk %s: %s -> %s (%s)", call.id, trunk.name, caller,
+                 number.number, destination)  # fmt: skip
+        try:
+            if self._screened(call, incoming):
+                return
+            if destination.kind is Kind.EXTENSION:
+                self._ring_extension(call, incoming, destination.target)
+            elif destination.kind is Kind.NUMBER:
+                call.route = self._outbound_route(destination.target, None)
+                self.calls.spawn(self._dial_out(call, incoming), tx)
+            else:
+                self.calls.flows.start(call, incoming, self.app(destination))
+        except SipError:
+            call.inbound_slot.release()
+            raise
+
+    def _screened(self, call: Call, incoming: Incoming) -> bool:
+        """A blacklisted caller hears the entry's message and is hung up on."""
+        refused = self.screen(call.from_number, call.to_number)
+        if refused is None:
+            return False
+        log.info("%s: %s is blacklisted (%s)", call.id, call.from_number, refused.pattern)
+        self.calls.flows.start(call, incoming, self.app(Destination(Kind.HANGUP), refused))
+        return True
+
+    def _ring_extension(self, call: Call, incoming: Incoming, target: str) -> None:
+        if self.calls.is_extension(target) is None:
+            raise SipError(404, f"no extension {target}")
+        call.path.append(f"extension:{target}")
+        call.rang = target
+        bindings = self.calls.location.reachable(target, time.time())
+        instead = self.before_ringing(target, bool(bindings))
+        if isinstance(instead, int):
+            raise SipError(instead, f"{target} does not take calls now (do not disturb)")
+        if instead is not None:
+            self.calls.flows.start(call, incoming, self.app(instead))
+            return
+        if not bindings:
+            raise SipError(480, f"{target} has no reachable contact")
+        self.calls.spawn(self._ring(call, incoming, target, bindings), incoming.tx)
+
+    async def _ring(
+        self, call: Call, incoming: Incoming, target: str, bindings: list[Binding]
+    ) -> None:
+        """Ring the extension's phones with the caller's offer; when none answers, its
+        busy or no-answer forwarding (or voicemail) takes the caller."""
+        calls = self.calls
+        if not await calls.forking.setup(call, incoming):
+            return
+        if self.crm is not None and call.inbound_slot is not None:
+            call.caller_name = await self.crm.name(call.from_number)
+            if call.ended:
+                return
+        status = await calls.forking.ring(call, target, bindings, self.no_answer_seconds(target))
+        if status == 200:
+            return
+        instead = self.after_failure(target, status)
+        if instead is None:
+            calls.refuse(call, status)
+            return
+        a = call.caller
+        assert a is not None
+        calls.flows.take_over(call)
+        await calls.flows.run(call, a, self.app(instead))
+
+    async def _dial_out(self, call: Call, incoming: Incoming) -> None:
+        """Out through the route's trunks (failover is the engine's); the caller gets
+        the best failure when none takes the call."""
+        calls = self.calls
+        route = call.route
+        assert route is not None
+        if not await calls.forking.setup(call, incoming):
+            return
+        caller_id = route.caller_id or self.caller_ids.get(call.from_number) or call.from_number
+        await calls.trunks.dial_out(call, caller_id)
+        assert call.outcome is not None
+        status = await call.outcome
+        if status != 200:
+            calls.refuse(call, status)
+
+    def _outbound_route(self, dialled: str, caller: str | None) -> OutboundCall:
+        """The route for a number that is no extension; `caller` None means a call
+        forwarded by the PBX itself (any route)."""
+        permission = "international" if caller is None else self.permissions.get(caller, "national")
+        try:
+            route = self.dialplan.route(dialled, permission)
+        except Forbidden as exc:
+            log.info("call from %s to %s refused: %s", caller, dialled, exc)
+            raise SipError(403, str(exc)) from None
+        if route is None:
+            raise SipError(404, f"no extension or outbound route for {dialled}")
+        return route
+
+    # --- each extension's own call handling ---------------------------------------------------
 
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
@@ -136,7 +321,7 @@ class Router:
         return None
 
     async def _pickup(self, leg: Leg) -> None:
-        if not self.calls.pickup(leg):
+        if not pickup(self.calls.flows, leg):
             session = Session(self.calls, leg.call, leg, self.prompts)
             await session.say("There is no call to pick up.")
             await session.hangup()
@@ -167,7 +352,7 @@ class Router:
         return app
 
     def app(self, destination: Destination, refused: BlacklistEntry | None = None) -> AppRunner:
-        """A call flow for calls.start_app: runs `destination` on the caller's leg."""
+        """A call flow that runs `destination` on the caller's leg."""
         return AppRunner(self, destination, refused)
 
     # --- running destinations ---------------------------------------------------------------
@@ -254,7 +439,8 @@ class Router:
 
 
 class AppRunner:
-    """What calls.start_app runs on a leg: the session, then the destination."""
+    """The call flow of a destination: a session on the caller's leg, then the
+    destination (or the blacklist's message and a hang-up)."""
 
     def __init__(
         self, router: Router, destination: Destination, refused: BlacklistEntry | None

@@ -14,14 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ipbx.media.tts import synthesize
-
-if TYPE_CHECKING:
-    from ipbx.pbx.calls import Call, Calls, Leg
+from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.model import Call, Leg
 
 log = logging.getLogger("ipbx.apps")
 
@@ -67,7 +65,7 @@ class Session:
 
     async def answer(self) -> None:
         if not self.answered:
-            self.calls.answer_locally(self.leg)
+            self.calls.flows.answer(self.leg)
             self.answered = True
 
     async def play(self, source: str | Path, interruptible: bool = False) -> str:
@@ -152,11 +150,11 @@ class Session:
         answered and the call goes on without the app. The final status: 200 when
         answered, else why not (486 busy, 480 no answer or not registered ...)."""
         await self.answer()
-        return await self.calls.dial_from_app(self.call, list(extensions), timeout)
+        return await self.calls.forking.dial(self.call, list(extensions), timeout)
 
     async def hangup(self, status: int = DECLINED) -> None:
         """End the call: BYE when answered, `status` to the INVITE otherwise."""
-        self.calls.hangup_app(self.call, status)
+        self.calls.flows.hangup(self.call, status)
 
     async def _interruptible(self, playing: Awaitable[None], interruptible: bool) -> str:
         if not interruptible:

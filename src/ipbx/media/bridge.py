@@ -1,0 +1,149 @@
+"""The bridge technologies: how two media endpoints are joined.
+
+One function per shape, in the way Asterisk's `bridges/` holds one file per bridge
+technology: `relay` forwards RTP and RTCP byte for byte (SRTP removed and added per leg),
+`transcode` plays each direction out through a jitter buffer and re-encodes it, and
+`connect` picks between the two from the codecs the legs negotiated. Music on hold
+(media/moh.py) plays into one endpoint; the conference mixer will join these later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ipbx.media.channel import Sink
+from ipbx.media.clock import TICK, media_clock
+from ipbx.media.codecs import Pcm
+from ipbx.media.dtmf import DtmfError, DtmfReceiver
+from ipbx.media.endpoint import DTMF_MS, MediaEndpoint
+from ipbx.media.inband import dtmf_tone
+from ipbx.media.playout import Playout
+from ipbx.media.rtp import TIMESTAMP_MOD, media_packet
+from ipbx.media.transcode import Packetizer
+
+
+def connect(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Join two legs: relayed when they share a codec (or one has none yet), transcoded
+    when their codecs differ."""
+    x, y = a.codec, b.codec
+    if x is not None and y is not None and (x.name, x.clock_rate) != (y.name, y.clock_rate):
+        transcode(a, b)
+    else:
+        relay(a, b)
+
+
+def relay(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Relay RTP and RTCP between two endpoints in both directions: byte for byte, except
+    that a leg with SRTP has it removed on the way in and added on the way out."""
+    a.detach()
+    b.detach()
+    a._partner, b._partner = b, a
+    a._bridged_by = b._bridged_by = relay
+    a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
+    for src, dst in ((a, b), (b, a)):
+        # The phones' own reports pass through; ours would describe streams we only relay.
+        src._stop_reports()
+        src._rtcp.sink = src._inbound_rtcp(_relaying_rtcp(src, dst))
+
+
+def _relaying_rtcp(src: MediaEndpoint, dst: MediaEndpoint) -> Sink:
+    """RTCP from src's phone to dst's: forwarded as it is, and watched on the way for
+    the round trip of each leg (an SR leaving for dst's phone, src's blocks coming in)."""
+    send, received, sent = dst._send_rtcp, src.round_trip.received, dst.round_trip.sent
+
+    def relay(data: bytes) -> None:
+        send(data)
+        received(data)
+        sent(data)
+
+    return relay
+
+
+def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Bridge two legs whose codecs differ (set by set_remote): each direction is played
+    out through a jitter buffer with loss concealment, resampled and re-encoded, and sent
+    as the receiving leg's own RTP stream (its SSRC, sequence and timestamps). DTMF
+    events are regenerated on the other leg: as RFC 4733 events when it negotiated
+    telephone-event, as tones in its audio otherwise. RTCP describes a stream that no
+    longer exists on the other side, so it is not carried across."""
+    a.detach()
+    b.detach()
+    a._partner, b._partner = b, a
+    a._bridged_by = b._bridged_by = transcode
+    for src, dst in ((a, b), (b, a)):
+        direction = _Transcoding(src, dst)
+        src._rtp.sink = src._inbound(direction.receive)
+        src._rtcp.sink = src._inbound_rtcp(src._on_rtcp)
+        src._stop_playout.append(direction.close)
+        src._report()
+
+
+class _Transcoding:
+    """One direction of a transcoded bridge, played out on the media clock."""
+
+    def __init__(self, src: MediaEndpoint, dst: MediaEndpoint) -> None:
+        self._src, self._dst = src, dst
+        source, target = src._require_codec(), dst._require_codec()
+        self._packetizer = Packetizer(target, dst.fmtp)
+        self._playout = Playout(source, self._packetizer.pcm_rate, asyncio.get_running_loop().time)
+        self._events = DtmfReceiver()
+        self._tones = np.zeros(0, dtype=np.int16)
+        self._timestamp: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe = media_clock().subscribe(self.tick)
+
+    def receive(self, data: bytes) -> None:
+        packet = media_packet(data)
+        if packet is None:
+            return
+        if packet.payload_type == self._src.dtmf_pt:
+            self._src._inband = None
+            try:
+                digits = self._events.receive(packet.timestamp, packet.payload)
+            except DtmfError:
+                return
+            for digit in digits:
+                self._relay_digit(digit)
+        else:
+            self._playout.receive_packet(packet)
+
+    def tick(self, now: float) -> None:
+        dst = self._dst
+        step = self._packetizer.timestamp_step
+        # Play what falls due before the next tick too: a frame due just after this
+        # tick would otherwise wait a whole tick and go out with the next one, 20 ms late.
+        for pcm in self._playout.pull(now + TICK):
+            if len(self._tones):
+                pcm = self._mix_tones(pcm)
+            for payload in self._packetizer.packets(pcm):
+                if self._timestamp is None:
+                    self._timestamp = dst._timestamp_at(now)
+                dst._send(dst._require_codec().payload_type, payload, False, self._timestamp)
+                self._timestamp = (self._timestamp + step) % TIMESTAMP_MOD
+
+    def close(self) -> None:
+        self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+
+    def _relay_digit(self, digit: str) -> None:
+        if self._src.on_dtmf is not None:
+            self._src.on_dtmf(digit)
+        if self._dst.dtmf_pt is None:
+            tone = dtmf_tone(digit, DTMF_MS, rate=self._packetizer.pcm_rate)
+            gap = np.zeros(len(tone) // 2, dtype=np.int16)
+            self._tones = np.concatenate([self._tones, tone, gap])
+            return
+        task = asyncio.ensure_future(self._dst.send_dtmf(digit, DTMF_MS))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mix_tones(self, pcm: Pcm) -> Pcm:
+        # While a key is pressed its tone replaces the voice, as a phone's keypad does.
+        count = min(len(pcm), len(self._tones))
+        mixed = pcm.copy()
+        mixed[:count] = self._tones[:count]
+        self._tones = self._tones[count:]
+        return mixed

@@ -1,0 +1,14 @@
+"""The call engine: the mechanics of calls, as a back-to-back user agent with anchored
+media. The router above decides where a call goes; this package sets it up and carries
+it, one concern per module, and never imports the router.
+
+- model: Call and Leg with their states, and what a call is made of;
+- registry: the calls and dialogs in progress, answering, and the one way a call ends;
+- negotiate: SDP offer/answer for a leg, and the bridge it calls for (media/bridge.py);
+- local: legs ipbx answers itself (call flows, the echo test);
+- fork: ringing contacts in parallel and taking the first answer;
+- trunk: dialing out through a route's trunks with failover and digest retry;
+- indialog: re-INVITE, UPDATE, INFO, BYE and ACK inside a dialog;
+- hold, transfer, pickup, originate, recording: one feature each;
+- engine: the Calls object that puts them together for the PBX core.
+"""

@@ -1,0 +1,92 @@
+"""The call engine the PBX core and the router hold: the registry of calls with each
+mechanism attached. It decides nothing about where a call goes (pbx/router.py does)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ipbx.media.channel import ChannelPair
+from ipbx.media.moh import MusicOnHold
+from ipbx.media.ports import PortPool
+from ipbx.pbx.call.fork import Forking
+from ipbx.pbx.call.hold import Hold
+from ipbx.pbx.call.indialog import InDialog
+from ipbx.pbx.call.local import CallFlows
+from ipbx.pbx.call.model import Call, CallPolicy, new_call_id
+from ipbx.pbx.call.originate import originate
+from ipbx.pbx.call.recording import stop_recording
+from ipbx.pbx.call.registry import CallRegistry
+from ipbx.pbx.call.transfer import Transfers
+from ipbx.pbx.call.trunk import TrunkDialing
+from ipbx.pbx.events import CALL_STARTED
+from ipbx.pbx.location import Location
+from ipbx.pbx.trunks import Trunks
+from ipbx.sip.message import Request
+from ipbx.sip.transaction import ServerTransaction
+from ipbx.sip.transport.endpoint import SipEndpoint
+
+log = logging.getLogger("ipbx.calls")
+
+
+class Calls(CallRegistry):
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        location: Location,
+        ports: PortPool[ChannelPair],
+        media_address: str,
+        is_extension: Callable[[str], str | None],
+        policy: CallPolicy,
+        trunks: Trunks,
+        music: MusicOnHold | None = None,
+    ) -> None:
+        super().__init__(endpoint, location, ports, media_address, policy)
+        self.is_extension = is_extension
+        self.flows = CallFlows(self)
+        self.forking = Forking(self)
+        self.trunks = TrunkDialing(self.forking, trunks)
+        self.transfers = Transfers(self.forking, is_extension)
+        self.hold = Hold(self, music)
+        self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
+        # A recording still running stops first: the call record names a complete file.
+        self.on_end.append(lambda call: stop_recording(self, call))
+
+    def on_in_dialog(self, request: Request, tx: ServerTransaction | None) -> bool:
+        """Handle a request with a To tag; False if it belongs to no dialog of ours."""
+        return self.in_dialog.on_request(request, tx)
+
+    def on_cancel(self, tx: ServerTransaction) -> bool:
+        """The caller cancelled its INVITE; False when no call rings for it."""
+        call = self.by_invite.get(id(tx))
+        if call is None or call.callee is not None:
+            return False
+        log.info("%s cancelled by the caller", call.id)
+        call.cancelled = True
+        self.endpoint.reply(tx, 487)
+        for fork in call.forks:
+            self.cancel_fork(fork)
+        self.end(call)
+        return True
+
+    def originate(self, agent: str, number: str, timeout: float = 30.0) -> Call:
+        """Click-to-call: ring `agent`'s phones; when one answers, ring `number` and
+        connect the two. Raises LookupError for a number that is no extension."""
+        for extension in (agent, number):
+            if self.is_extension(extension) is None:
+                raise LookupError(f"no extension {extension}")
+        call = Call(new_call_id(), agent, number)
+        call.path.append(f"originate:{agent}")
+        self.calls[call.id] = call
+        self.publish(CALL_STARTED, call)
+        self.spawn_task(originate(self.forking, call, agent, number, timeout))
+        return call
+
+    def hang_up(self, call: Call) -> None:
+        """End a call from our side in whatever state it is: BYE to the legs that
+        answered, CANCEL to phones still ringing, 487 to a caller not yet answered."""
+        if call.dialing is not None and not call.dialing.done():
+            call.dialing.set_result(487)  # a click-to-call or a transfer stops dialling
+        if call.answered is None:
+            call.status = 487  # the record says no_answer, not failed
+        self.flows.hangup(call, 487)

@@ -1,0 +1,423 @@
+"""Ringing: every reachable contact at once (parallel forking), the first 2xx wins, the
+others are cancelled; when none answers, the best failure (RFC 3261 §16.7).
+
+Phones are rung two ways. For the caller's own INVITE (`ring`), the caller is not
+answered: provisional responses and early media are relayed to it, and the callee's
+answer becomes its answer; the outcome (`Call.outcome`) tells the router whether to
+follow forwarding. For a call flow, a transfer or click-to-call (`dial`), ipbx offers
+its own SDP and bridges whoever answers to the leg it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from ipbx import sdp
+from ipbx.media.bridge import connect, relay
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.ports import PortPoolExhausted
+from ipbx.media.srtp import AES_CM_128_HMAC_SHA1_32, AES_CM_128_HMAC_SHA1_80, new_crypto
+from ipbx.pbx.call.model import (
+    ALLOW,
+    Call,
+    CallState,
+    Incoming,
+    Leg,
+    best_failure,
+    dialog_response,
+    parse_sdp,
+)
+from ipbx.pbx.call.negotiate import anchor, answered_ours, join, refusal, sdp_for, take_sdp
+from ipbx.pbx.call.recording import record
+from ipbx.pbx.call.registry import CallRegistry
+from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
+from ipbx.pbx.location import Binding
+from ipbx.sip.dialog import Dialog
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.transaction import Address, ClientTransaction
+from ipbx.sip.uri import NameAddr, Uri
+
+log = logging.getLogger("ipbx.calls")
+
+ResponseHandler = Callable[[Response, ClientTransaction], None]
+
+
+def outgoing_invite(
+    reg: CallRegistry,
+    call: Call,
+    max_forwards: int | None,
+    uri: Uri,
+    from_: str,
+    to: str,
+    dest: Address,
+    body: bytes,
+    extra: Sequence[tuple[str, str]] = (),
+    cseq: int = 1,
+) -> Request:
+    """The INVITE of the far side's dialog (one Call-ID and From tag per call)."""
+    headers = Headers()
+    headers.add("Max-Forwards", str((max_forwards or 70) - 1))
+    headers.add("From", from_)
+    headers.add("To", to)
+    headers.add("Call-ID", call.b_call_id)
+    headers.add("CSeq", f"{cseq} INVITE")
+    headers.add("Contact", f"<{reg.endpoint.contact(dest)}>")
+    headers.add("Allow", ALLOW)
+    for name, value in extra:
+        headers.add(name, value)
+    if body:
+        headers.add("Content-Type", "application/sdp")
+    return Request(headers, body, "INVITE", uri)
+
+
+def identity(call: Call, leg: Leg | None) -> NameAddr:
+    """Who a phone rung for `leg` sees calling: the caller, the party a transfer hands
+    over (the called number, for a callee); for a call ipbx places, the other party."""
+    if leg is None:
+        return NameAddr(Uri("sip", call.to_number, None, "ipbx", None))
+    if leg is call.caller and leg.server_tx is not None:
+        return leg.invite.from_
+    if leg is call.caller:
+        return NameAddr(Uri("sip", call.from_number, None, "ipbx", None))
+    return NameAddr(Uri("sip", call.to_number, None, leg.invite.uri.host, None))
+
+
+def settle(call: Call, status: int) -> None:
+    """Tell whoever awaits the caller's own ringing how it ended."""
+    if call.outcome is not None and not call.outcome.done():
+        call.outcome.set_result(status)
+
+
+class Forking:
+    def __init__(self, registry: CallRegistry) -> None:
+        self.registry = registry
+
+    # --- the caller's own INVITE ---------------------------------------------------------------
+
+    async def setup(self, call: Call, incoming: Incoming) -> bool:
+        """The caller's leg and the media endpoint of the far side, with the offer for
+        the far side in `call.far_body` (empty for a late offer); False when the call
+        ended here."""
+        reg = self.registry
+        request, source, tx, offer = incoming
+        try:
+            caller_media = await MediaEndpoint.open(reg.ports)
+        except PortPoolExhausted:
+            reg.no_ports(tx)
+            return False
+        try:
+            callee_media = await MediaEndpoint.open(reg.ports)
+        except PortPoolExhausted:
+            caller_media.close()
+            reg.no_ports(tx)
+            return False
+        if tx.response is not None and tx.response.status >= 200:
+            caller_media.close()
+            callee_media.close()
+            return False  # cancelled while the ports were being opened
+        a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
+        call.caller = a
+        call.far_media = callee_media
+        call.outcome = asyncio.get_running_loop().create_future()
+        reg.calls[call.id] = call
+        reg.publish(CALL_STARTED, call)
+        reg.by_invite[id(tx)] = call
+        if offer is not None:
+            try:
+                take_sdp(a, offer)
+            except SipError as exc:
+                reg.endpoint.reply(tx, exc.status)
+                reg.end(call)
+                return False
+            # The callees get every codec we can transcode to, after the caller's own,
+            # and plain RTP unless they get SRTP of their own: SRTP ends on each leg.
+            with_ours = sdp.with_codecs(offer, reg.policy.codecs)
+            call.far_body = anchor(with_ours, reg.media_address, callee_media, None)
+        return True
+
+    def ring(
+        self,
+        call: Call,
+        target: str,
+        bindings: list[Binding],
+        seconds: float | None,
+    ) -> asyncio.Future[int]:
+        """Ring `target`'s contacts for the caller's INVITE (after `setup`); the future
+        resolves to 200 when one answers, else to the best failure (480 when `seconds`
+        ran out first)."""
+        reg = self.registry
+        a = call.caller
+        assert a is not None and call.far_media is not None and call.outcome is not None
+        request, body, callee_media = a.invite, call.far_body, call.far_media
+        from_ = request.from_
+        if call.caller_name:
+            from_ = NameAddr(from_.uri, call.caller_name, from_.params)
+        log.debug("%s %s -> %s: ringing %d contact(s)", call.id, call.from_number, target,
+                  len(bindings))  # fmt: skip
+        call.state = CallState.RINGING
+        keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
+        secure_body = b""
+        for binding in bindings:
+            secure = body and (
+                target in reg.policy.srtp_required or binding.source.transport == "TLS"
+            )
+            if secure and not secure_body:
+                description = sdp.SessionDescription.parse(body)
+                secure_body = anchor(description, reg.media_address, callee_media, None, keys)
+            invite = self._callee_invite(
+                call, request.max_forwards, from_, target, binding, secure_body if secure else body
+            )
+            fork = Leg(
+                call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
+            )
+            call.forks.append(fork)
+            # The fork keeps its INVITE, not the transaction: the transaction's handler
+            # refers to the fork, and a cycle would outlive the call until a full GC.
+            reg.endpoint.send_request(invite, binding.source, self.handler(fork))
+        named = {"caller_name": call.caller_name} if call.caller_name else {}
+        reg.publish(CALL_RINGING, call, extension=target, **named)
+        if seconds is not None:
+            call.ring_timer = reg.endpoint.loop.call_later(seconds, self._ring_timeout, call)
+        return call.outcome
+
+    def _ring_timeout(self, call: Call) -> None:
+        """Nobody answered in time: cancel the ringing phones; their 487s end the
+        attempt as unanswered, and the no-answer forwarding takes over."""
+        call.ring_timer = None
+        if call.ended or call.callee is not None:
+            return
+        log.info("%s: no answer from %s", call.id, call.rang)
+        call.timed_out = True
+        for fork in call.forks:
+            self.registry.cancel_fork(fork)
+
+    # --- phones a call flow, a transfer or click-to-call rings ----------------------------------
+
+    async def dial(
+        self, call: Call, extensions: list[str], timeout: float, keep: Leg | None = None
+    ) -> int:
+        """Ring every reachable contact of `extensions` with our own offer; on answer,
+        bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
+        The final status (200 answered)."""
+        reg = self.registry
+        a = keep or call.caller
+        call.keep = a
+        now = time.time()
+        bindings = [(n, b) for n in extensions for b in reg.location.reachable(n, now)]
+        if not bindings:
+            return 480
+        try:
+            media = await MediaEndpoint.open(reg.ports)
+        except PortPoolExhausted:
+            return 503
+        call.far_media = media
+        call.forks = []
+        port = media.local_address[1]
+        body = bytes(sdp.make_offer(reg.media_address, port, reg.policy.codecs))
+        dialing = call.dialing = asyncio.get_running_loop().create_future()
+        for number in dict.fromkeys(n for n, _ in bindings):
+            reg.publish(CALL_RINGING, call, extension=number)
+        for number, binding in bindings:
+            max_forwards = a.invite.max_forwards if a is not None else None
+            invite = self._callee_invite(
+                call, max_forwards, identity(call, a), number, binding, body
+            )
+            fork = Leg(call, binding.source, media, invite)
+            call.forks.append(fork)
+            reg.endpoint.send_request(invite, binding.source, self.handler(fork))
+        try:
+            return await asyncio.wait_for(asyncio.shield(dialing), timeout)
+        except TimeoutError:
+            for fork in call.forks:
+                reg.cancel_fork(fork)
+            return 480
+        finally:
+            call.dialing = None
+            call.keep = None
+            if call.far_media is media:
+                media.close()
+                call.far_media = None
+                # A new dial gets a new dialog: another Call-ID and From tag.
+                call.new_far_dialog()
+
+    def _dial_answered(self, fork: Leg, response: Response) -> None:
+        """A phone `dial` rang answered: bridge it to the leg it was rung for (or, for
+        a call ipbx originates, it becomes the call's first party)."""
+        reg = self.registry
+        call, a = fork.call, fork.call.keep or fork.call.caller
+        assert fork.dialog is not None and call.dialing is not None
+        reg.ack(fork, b"")
+        description = parse_sdp(response)
+        if description is None or (a is not None and a.media.codec is None):
+            reg.bye(fork)
+            call.dialing.set_result(488)
+            return
+        answered_ours(fork, description, reg.policy.codecs)
+        for other in call.forks:
+            if other is not fork:
+                reg.cancel_fork(other)
+        if a is None:
+            call.caller = fork
+            call.far_media = None
+            call.forks = []
+            reg.register(call, fork)
+            log.info("%s: %s answered; calling %s", call.id, fork.peer, call.to_number)
+            call.dialing.set_result(200)
+            return
+        call.caller, call.callee = a, fork
+        a.other, fork.other = fork, a
+        reg.register(call, fork)
+        connect(a.media, fork.media)
+        call.far_media = None  # the callee leg owns it now
+        call.state = CallState.ANSWERED
+        reg.publish_answer(call, fork)
+        log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
+        call.dialing.set_result(200)
+
+    # --- responses from the phones rung --------------------------------------------------------
+
+    def handler(self, fork: Leg) -> ResponseHandler:
+        return lambda response, _tx: self.on_response(fork, response)
+
+    def _callee_invite(
+        self,
+        call: Call,
+        max_forwards: int | None,
+        from_: NameAddr,
+        target: str,
+        binding: Binding,
+        body: bytes,
+    ) -> Request:
+        reg = self.registry
+        dest = binding.source
+        local = reg.endpoint.local_address(dest)
+        caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
+        from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
+        to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
+        return outgoing_invite(reg, call, max_forwards, binding.uri, from_value, to, dest, body)
+
+    def on_response(self, fork: Leg, response: Response) -> None:
+        call = fork.call
+        status = response.status
+        if status < 200:
+            fork.provisional = True
+            if fork.cancel_wanted:
+                self.registry.cancel_fork(fork)
+            elif status > 100 and not call.ended and call.callee is None and not call.dialing:
+                self._relay_provisional(fork, response)
+            return
+        if status < 300:
+            self._answered(fork, response)
+            return
+        fork.final = response
+        if call.ended or call.callee is not None:
+            return
+        if all(f.final is not None for f in call.forks):
+            finals = [f.final.status for f in call.forks if f.final is not None]
+            if call.dialing is not None:
+                if not call.dialing.done():
+                    call.dialing.set_result(best_failure(finals))
+                return
+            settle(call, 480 if call.timed_out else best_failure(finals))
+
+    def _relay_provisional(self, fork: Leg, response: Response) -> None:
+        reg = self.registry
+        a = fork.call.caller
+        if a is None or a.server_tx is None:
+            return
+        out = dialog_response(a.invite, response.status, response.reason, a.server_tx.to_tag)
+        description = parse_sdp(response)
+        if description is not None and description.audio is not None:
+            # Early media (183 with SDP): the callee's media flows to the caller now.
+            take_sdp(fork, description)
+            relay(a.media, fork.media)
+            out.body = sdp_for(a, description, reg.media_address)
+            out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
+        reg.endpoint.respond(a.server_tx, out)
+
+    def _answered(self, fork: Leg, response: Response) -> None:
+        reg = self.registry
+        call = fork.call
+        if fork.dialog is None:
+            fork.dialog = Dialog.as_uac(fork.invite, response)
+        if fork.ack is not None:
+            # Every retransmission of the 2xx gets the same ACK (RFC 3261 §13.2.2.4).
+            reg.endpoint.send_raw(fork.ack, fork.peer)
+            return
+        if call.dialing is not None and not call.dialing.done() and not call.ended:
+            # Rung by a call flow or a transfer, while the call already has its parties.
+            self._dial_answered(fork, response)
+            return
+        description = parse_sdp(response)
+        late_offer = not fork.invite.body
+        if call.ended or (call.callee is not None and call.callee is not fork):
+            # A second phone answered too late: ACK (with an answer to its offer, if it
+            # made one) and hang it up at once.
+            late = refusal(fork, description, reg.media_address) if late_offer else b""
+            reg.ack(fork, late)
+            reg.bye(fork)
+            return
+        if call.callee is fork:
+            return  # a late offer: the ACK waits for the caller's answer
+        a = call.caller
+        assert a is not None and a.server_tx is not None
+        call.callee = fork
+        call.far_media = None  # the callee leg owns it now
+        reg.stop_ring_timer(call)
+        for other in call.forks:
+            if other is not fork:
+                reg.cancel_fork(other)
+        reg.by_invite.pop(id(a.server_tx), None)
+        if description is not None:
+            take_sdp(fork, description)
+            if fork.offered_keys and fork.srtp is None:
+                # RFC 3264 §6: an answer keeps the offer's transport; plain RTP to our
+                # RTP/SAVP offer would put the media in the clear.
+                log.info("%s: %s answered RTP/SAVP with plain RTP", call.id, fork.peer)
+                self._refuse_answer(fork, a)
+                return
+        if late_offer and description is None:
+            log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
+            self._refuse_answer(fork, a)
+            return
+        if late_offer:
+            a.awaiting_answer = lambda answer: self._relay_answer(a, fork, answer)
+        else:
+            reg.ack(fork, b"")
+        a.dialog = Dialog.as_uas(a.invite, a.server_tx.to_tag)
+        a.other, fork.other = fork, a
+        reg.register(call, a)
+        reg.register(call, fork)
+        body = b""
+        if description is not None and not late_offer:
+            body = join(a, fork, description, reg.media_address, reg.policy.codecs)
+        else:
+            relay(a.media, fork.media)
+            if description is not None:
+                body = sdp_for(a, description, reg.media_address)
+        reg.answer(a, 200, body)
+        call.answered = time.time()
+        call.state = CallState.ANSWERED
+        reg.publish_answer(call, fork)
+        log.info("%s answered by %s", call.id, fork.peer)
+        if reg.policy.record_always & {call.from_number, call.to_number}:
+            record(reg, call)
+        settle(call, 200)
+
+    def _refuse_answer(self, fork: Leg, a: Leg) -> None:
+        """The callee's answer cannot be used: hang it up, 488 to the caller."""
+        reg = self.registry
+        assert a.server_tx is not None
+        reg.ack(fork, b"")
+        reg.bye(fork)
+        reg.endpoint.reply(a.server_tx, 488)
+        reg.end(fork.call)
+
+    def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
+        take_sdp(a, answer)
+        self.registry.ack(b, sdp_for(b, answer, self.registry.media_address))

@@ -1,0 +1,126 @@
+"""Requests inside a dialog: ACK, BYE, REFER, and re-INVITE, UPDATE and INFO, which
+go to the other leg with SDP anchored on our own media (hold and resume, session
+refresh), or are answered here on a leg ipbx terminates.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ipbx import sdp
+from ipbx.pbx.call.hold import Hold
+from ipbx.pbx.call.local import CallFlows
+from ipbx.pbx.call.model import Leg, parse_sdp
+from ipbx.pbx.call.negotiate import sdp_for, take_sdp
+from ipbx.pbx.call.registry import CallRegistry
+from ipbx.pbx.call.transfer import Transfers
+from ipbx.sip.dialog import dialog_key_of
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Request, Response
+from ipbx.sip.transaction import ServerTransaction, make_response
+
+log = logging.getLogger("ipbx.calls")
+
+
+class InDialog:
+    def __init__(
+        self, registry: CallRegistry, flows: CallFlows, hold: Hold, transfers: Transfers
+    ) -> None:
+        self.registry = registry
+        self.flows = flows
+        self.hold = hold
+        self.transfers = transfers
+
+    def on_request(self, request: Request, tx: ServerTransaction | None) -> bool:
+        """Handle a request with a To tag; False if it belongs to no dialog of ours."""
+        reg = self.registry
+        leg = reg.dialogs.get(dialog_key_of(request))
+        if leg is None or leg.dialog is None:
+            return False
+        if request.method == "ACK":
+            if leg.pending_ack_cseq == request.cseq.number:
+                reg.stop_2xx(leg)
+                if leg.awaiting_answer is not None:
+                    self._late_answer(leg, request)
+            return True
+        assert tx is not None
+        leg.dialog.receive_request(request)
+        if request.method == "BYE":
+            reg.endpoint.reply(tx, 200)
+            log.info("%s hung up by %s", leg.call.id, leg.peer)
+            other = leg.other
+            if other is not None and other.dialog is not None:
+                reg.bye(other)
+            reg.end(leg.call)
+            return True
+        if request.method == "REFER":
+            self.transfers.on_refer(leg, request, tx)
+            return True
+        self._relay(leg, request, tx)
+        return True
+
+    def _late_answer(self, leg: Leg, ack: Request) -> None:
+        """The ACK that completes a late offer must carry the answer (RFC 3264 §2); without
+        one, or with one we cannot use, the session cannot start: hang up."""
+        hook, leg.awaiting_answer = leg.awaiting_answer, None
+        assert hook is not None
+        try:
+            answer = parse_sdp(ack)
+            if answer is None:
+                raise SipError(400, "ACK without the answer to our offer")
+            hook(answer)
+        except (SipError, sdp.SdpError) as exc:
+            log.info("%s: %s; hanging up", leg.call.id, exc)
+            self.registry.hangup(leg.call)
+
+    def _relay(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+        reg = self.registry
+        other = leg.other
+        if other is None or other.dialog is None:
+            if request.method in ("INVITE", "UPDATE") and leg.call.callee is None:
+                # A leg we answered ourselves: a refresh or hold gets our own answer.
+                self.flows.refresh(leg, request, tx)
+                return
+            if request.method == "INFO":
+                self.flows.info(leg, request)
+            reg.endpoint.reply(tx, 200 if request.method == "INFO" else 405)
+            return
+        # Only INVITE and UPDATE carry offers to anchor; any other body (INFO's
+        # application/dtmf-relay, say) passes through as it is.
+        body, content_type = request.body, request.headers.get("Content-Type")
+        if request.method in ("INVITE", "UPDATE"):
+            description = parse_sdp(request)
+            if description is not None and self.hold.on_offer(leg, other, description, tx):
+                return
+            body, content_type = b"", "application/sdp"
+            if description is not None:
+                take_sdp(leg, description)
+                body = sdp_for(other, description, reg.media_address)
+        extra = [("Contact", f"<{reg.endpoint.contact(other.peer)}>")]
+        out = other.dialog.create_request(request.method, body, content_type, extra)
+        reg.endpoint.send_request(
+            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
+        )
+
+    def _relay_response(
+        self, leg: Leg, tx: ServerTransaction, other: Leg, sent: Request, response: Response
+    ) -> None:
+        reg = self.registry
+        if response.status == 100:
+            return
+        if other.dialog is not None:
+            other.dialog.receive_response(response)
+        if sent.method == "INVITE" and 200 <= response.status < 300 and other.dialog is not None:
+            reg.endpoint.send_ack(other.dialog.create_ack(sent.cseq.number), other.peer)
+        out = make_response(tx.request, response.status, response.reason, tx.to_tag)
+        description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
+        if description is not None:
+            take_sdp(other, description)
+            out.body = sdp_for(leg, description, reg.media_address)
+            out.headers.add("Content-Type", "application/sdp")
+        if response.status < 300:
+            out.headers.add("Contact", f"<{reg.endpoint.contact(leg.peer)}>")
+        if tx.is_invite and 200 <= response.status < 300:
+            reg.send_2xx(leg, tx, out)
+        else:
+            reg.endpoint.respond(tx, out)

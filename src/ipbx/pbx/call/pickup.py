@@ -1,0 +1,57 @@
+"""Call pickup: a phone that dials the pickup code answers the call that has been
+ringing longest; its phones stop ringing and its caller talks to the phone that picked
+it up."""
+
+from __future__ import annotations
+
+import logging
+
+from ipbx.media.bridge import connect
+from ipbx.pbx.call.local import CallFlows
+from ipbx.pbx.call.model import CallState, Leg
+
+log = logging.getLogger("ipbx.calls")
+
+
+def pickup(flows: CallFlows, leg: Leg) -> bool:
+    """Answer, on `leg`, the call that has been ringing longest. False when nothing
+    rings."""
+    reg = flows.registry
+    ringing = [
+        call
+        for call in reg.calls.values()
+        if call is not leg.call
+        and not call.ended
+        and call.callee is None
+        and call.rang is not None
+        and call.caller is not None
+        and call.caller.dialog is None
+    ]
+    if not ringing:
+        return False
+    target = min(ringing, key=lambda c: c.started)
+    caller = target.caller
+    assert caller is not None
+    reg.stop_ring_timer(target)
+    for fork in target.forks:
+        reg.cancel_fork(fork)
+    target.forks = []
+    if target.far_media is not None:
+        target.far_media.close()
+        target.far_media = None
+    if not flows.answer(caller):
+        return False
+    if leg.dialog is None and not flows.answer(leg):
+        reg.hangup(target)
+        return True
+    own = leg.call
+    own.caller = None  # the pickup call is absorbed; it leaves no record of its own
+    leg.call = target
+    target.callee, caller.other, leg.other = leg, caller, leg
+    target.state = CallState.ANSWERED
+    target.path.append(f"pickup:{own.from_number}")
+    connect(caller.media, leg.media)
+    reg.end(own)
+    reg.publish_answer(target, leg)
+    log.info("%s picked up by %s", target.id, own.from_number)
+    return True

@@ -1,0 +1,301 @@
+"""The calls and dialogs in progress, the signalling every part of a call shares
+(answering with 2xx reliability, ACK, CANCEL, BYE), and the one way a call ends.
+
+`end(call)` is where every call finishes, whoever ends it: it stops what rings or
+plays, lets the subscribers of `on_end` read the call while its legs are still whole
+(the call record, the recording), publishes call.ended, and frees the legs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+
+from ipbx.media.channel import ChannelPair
+from ipbx.media.endpoint import close_pool
+from ipbx.media.ports import PortPool
+from ipbx.pbx.call.model import (
+    ALLOW,
+    Call,
+    CallPolicy,
+    CallState,
+    Leg,
+    dialog_response,
+)
+from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
+from ipbx.pbx.location import Location
+from ipbx.sip.message import Response
+from ipbx.sip.transaction import ServerTransaction, make_cancel, make_response
+from ipbx.sip.transport.endpoint import SipEndpoint
+
+log = logging.getLogger("ipbx.calls")
+
+
+def direction(call: Call) -> str:
+    if call.inbound_slot is not None:
+        return "inbound"
+    return "outbound" if call.route is not None else "internal"
+
+
+def result(call: Call) -> str:
+    """How the call ended, as its record and call.ended say."""
+    if call.answered is not None:
+        return "answered"
+    if call.cancelled:
+        return "cancelled"
+    if call.status in (486, 600):
+        return "busy"
+    if call.status in (408, 480, 487):
+        return "no_answer"
+    return "failed"
+
+
+class CallRegistry:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        location: Location,
+        ports: PortPool[ChannelPair],
+        media_address: str,
+        policy: CallPolicy,
+    ) -> None:
+        self.endpoint = endpoint
+        self.location = location
+        self.ports = ports
+        self.media_address = media_address
+        self.policy = policy
+        # Where call.* events go (pbx/events.py documents their data).
+        self.events = EventBus()
+        # Called with a call that ends, before its legs are freed (records, recording).
+        self.on_end: list[Callable[[Call], object]] = []
+        self.calls: dict[str, Call] = {}
+        self.dialogs: dict[tuple[str, str, str], Leg] = {}
+        self.by_invite: dict[int, Call] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    def register(self, call: Call, leg: Leg) -> None:
+        assert leg.dialog is not None
+        self.calls[call.id] = call
+        self.dialogs[leg.dialog.key] = leg
+
+    # --- events ------------------------------------------------------------------------------
+
+    def publish(self, kind: str, call: Call, **data: object) -> None:
+        self.events.publish(
+            kind,
+            {
+                "call_id": call.uid,
+                "caller": call.from_number,
+                "callee": call.to_number,
+                "direction": direction(call),
+                **data,
+            },
+        )
+
+    def publish_answer(self, call: Call, leg: Leg) -> None:
+        wait = (call.answered or time.time()) - call.started
+        extension = leg.invite.to.uri.user or call.to_number
+        self.publish(CALL_ANSWERED, call, extension=extension, wait=round(wait, 3))
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[object, object, None], tx: ServerTransaction) -> None:
+        """Run a task that sets up the call of `tx`: if it fails, the caller still gets
+        an answer (500), or it would ring until its own time-out."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._task_done(done, tx))
+
+    def spawn_task(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _task_done(self, task: asyncio.Task[None], tx: ServerTransaction) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("call set-up failed", exc_info=task.exception())
+        call = self.by_invite.get(id(tx))
+        if tx.response is None or tx.response.status < 200:
+            self.endpoint.reply(tx, 500)
+        if call is not None:
+            self.hangup(call)
+
+    # --- signalling every part shares ---------------------------------------------------------
+
+    def answer(self, leg: Leg, status: int, body: bytes) -> None:
+        """Answer the leg's INVITE (ipbx is its UAS)."""
+        assert leg.server_tx is not None
+        out = dialog_response(leg.invite, status, None, leg.server_tx.to_tag)
+        out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        out.headers.add("Allow", ALLOW)
+        if body:
+            out.body = body
+            out.headers.add("Content-Type", "application/sdp")
+        self.send_2xx(leg, leg.server_tx, out)
+
+    def send_2xx(self, leg: Leg, tx: ServerTransaction, response: Response) -> None:
+        """Send a 2xx to an INVITE and, over UDP, repeat it until the ACK comes
+        (RFC 3261 §13.3.1.4: T1 doubling up to T2, giving up after 64*T1)."""
+        self.endpoint.respond(tx, response)
+        self.stop_2xx(leg)
+        leg.pending_ack_cseq = tx.request.cseq.number
+        if leg.peer.reliable:
+            return
+        timers = self.endpoint.layer.timers
+        data = response.serialize()
+        loop = self.endpoint.loop
+        started = loop.time()
+
+        def again(interval: float) -> None:
+            if loop.time() - started >= 64 * timers.t1:
+                leg.unacked_2xx = None
+                log.info("%s: no ACK for 2xx from %s", leg.call.id, leg.peer)
+                self.hangup(leg.call)
+                return
+            self.endpoint.send_raw(data, leg.peer)
+            nxt = min(interval * 2, timers.t2)
+            leg.unacked_2xx = loop.call_later(nxt, again, nxt)
+
+        leg.unacked_2xx = loop.call_later(timers.t1, again, timers.t1)
+
+    def stop_2xx(self, leg: Leg) -> None:
+        if leg.unacked_2xx is not None:
+            leg.unacked_2xx.cancel()
+            leg.unacked_2xx = None
+        leg.pending_ack_cseq = None
+
+    def accept_reoffer(self, leg: Leg, tx: ServerTransaction, body: bytes) -> None:
+        """200 to a re-INVITE or UPDATE on `leg`, with our answer to its offer, if any."""
+        out = make_response(tx.request, 200, None, tx.to_tag)
+        out.body = body
+        if body:
+            out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", f"<{self.endpoint.contact(leg.peer)}>")
+        if tx.is_invite:
+            self.send_2xx(leg, tx, out)
+        else:
+            self.endpoint.respond(tx, out)
+
+    def ack(self, leg: Leg, body: bytes) -> None:
+        """ACK the leg's 2xx (ipbx is its UAC), with the answer to a late offer."""
+        assert leg.dialog is not None
+        ack = leg.dialog.create_ack(leg.invite.cseq.number, body, "application/sdp")
+        self.endpoint.send_ack(ack, leg.peer)
+        leg.ack = ack.serialize()
+
+    def bye(self, leg: Leg) -> None:
+        assert leg.dialog is not None
+        self.endpoint.send_request(leg.dialog.create_request("BYE"), leg.peer)
+
+    def cancel_fork(self, fork: Leg) -> None:
+        if fork.final is not None or fork.dialog is not None:
+            return
+        if not fork.provisional:
+            # RFC 3261 §9.1: no CANCEL before a provisional response; send it on the first.
+            fork.cancel_wanted = True
+            return
+        fork.cancel_wanted = False
+        self.endpoint.send_cancel(make_cancel(fork.invite), fork.peer)
+
+    def stop_ring_timer(self, call: Call) -> None:
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+
+    # --- ending ------------------------------------------------------------------------------
+
+    def refuse(self, call: Call, status: int) -> None:
+        """Nobody took the call: the caller's INVITE gets `status` and the call ends."""
+        a = call.caller
+        assert a is not None and a.server_tx is not None
+        log.info("%s failed: %d", call.id, status)
+        call.status = status
+        self.endpoint.reply(a.server_tx, status)
+        self.end(call)
+
+    def no_ports(self, tx: ServerTransaction) -> None:
+        log.warning("RTP port range exhausted: call refused")
+        self.endpoint.reply(tx, 503, headers=[("Retry-After", "5")])
+
+    def retire(self, leg: Leg) -> None:
+        """Take a leg out of its call: BYE its phone and free its media (and the trunk
+        channel it held)."""
+        if leg.dialog is not None:
+            self.bye(leg)
+            self.dialogs.pop(leg.dialog.key, None)
+        self.stop_2xx(leg)
+        leg.other = None
+        leg.media.close()
+        if leg.trunk_slot is not None:
+            leg.trunk_slot.release()
+
+    def hangup(self, call: Call) -> None:
+        """End an established call from our side: BYE to every leg with a dialog."""
+        for leg in (call.caller, call.callee):
+            if leg is not None and leg.dialog is not None:
+                self.bye(leg)
+        self.end(call)
+
+    def end(self, call: Call) -> None:
+        if call.ended:
+            return
+        call.state = CallState.ENDED
+        self.stop_ring_timer(call)
+        if call.music is not None:
+            call.music.cancel()
+            call.music = None
+        if call.app_task is not None and call.app_task is not asyncio.current_task():
+            call.app_task.cancel()
+        for fork in call.forks:
+            if fork is not call.callee:
+                self.cancel_fork(fork)
+        self.calls.pop(call.id, None)
+        if call.caller is not None:
+            for subscriber in self.on_end:
+                subscriber(call)
+            ended = result(call)
+            talked = time.time() - call.answered if call.answered is not None else 0.0
+            self.publish(CALL_ENDED, call, result=ended, duration=round(talked, 3))
+            if ended != "answered":
+                self.publish(CALL_MISSED, call, extension=call.to_number, result=ended)
+        if call.outcome is not None and not call.outcome.done():
+            call.outcome.cancel()
+        closed: set[int] = set()
+        for leg in (call.caller, call.callee, *call.forks):
+            if leg is None:
+                continue
+            self.stop_2xx(leg)
+            if leg.dialog is not None:
+                self.dialogs.pop(leg.dialog.key, None)
+            if leg.server_tx is not None:
+                self.by_invite.pop(id(leg.server_tx), None)
+            if id(leg.media) not in closed:
+                closed.add(id(leg.media))
+                leg.media.close()
+            if leg.trunk_slot is not None:
+                leg.trunk_slot.release()
+            leg.other = None
+            leg.awaiting_answer = None
+        if call.far_media is not None:
+            call.far_media.close()  # opened for a trunk attempt that never came
+        if call.inbound_slot is not None:
+            call.inbound_slot.release()
+        # Legs point at their call: drop the references back so that the call is freed
+        # by reference counting, not left for the cyclic collector.
+        call.caller = call.callee = None
+        call.forks = []
+        call.far_media = None
+
+    def close(self) -> None:
+        """End every call from our side and close the media sockets (at shutdown)."""
+        for call in list(self.calls.values()):
+            self.hangup(call)
+        close_pool(self.ports)

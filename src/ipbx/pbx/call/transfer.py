@@ -1,0 +1,145 @@
+"""Transfers: REFER (RFC 3515), blind to a number or attended with Replaces (RFC 3891),
+and the blind transfer the API asks for.
+
+ipbx carries a transfer out itself, as a transferee would, and reports its progress to
+the transferor with NOTIFY (message/sipfrag, RFC 3515 §2.4.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from ipbx.media.bridge import connect
+from ipbx.pbx.call.fork import Forking
+from ipbx.pbx.call.model import Call, Leg
+from ipbx.sip.errors import SipError
+from ipbx.sip.message import Request
+from ipbx.sip.transaction import ServerTransaction
+from ipbx.sip.uri import Uri, parse_name_addr
+
+log = logging.getLogger("ipbx.calls")
+
+# How long a transfer target rings before the two parties are partners again.
+TRANSFER_RING_SECONDS = 30.0
+
+
+def replaces(target: Uri) -> tuple[str, str, str] | None:
+    """(Call-ID, to-tag, from-tag) of a Refer-To's Replaces header (RFC 3891 §6.1),
+    carried URL-escaped among the URI's headers (RFC 3261 §19.1.1)."""
+    if not target.headers:
+        return None
+    for header in target.headers.split("&"):
+        name, _, value = header.partition("=")
+        if name.lower() != "replaces":
+            continue
+        call_id, *params = unquote(value).split(";")
+        tags = dict(p.strip().partition("=")[::2] for p in params)
+        return call_id.strip(), tags.get("to-tag", ""), tags.get("from-tag", "")
+    return None
+
+
+class Transfers:
+    def __init__(self, forking: Forking, is_extension: Callable[[str], str | None]) -> None:
+        self.forking = forking
+        self.registry = forking.registry
+        self.is_extension = is_extension
+
+    def on_refer(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
+        """A phone transfers the party it talks to (its leg's other side): blind to the
+        Refer-To target, or attended, replacing its consultation call with the target's
+        other side."""
+        transferee = leg.other
+        value = request.headers.get("Refer-To")
+        if value is None:
+            raise SipError(400, "REFER without Refer-To")
+        try:
+            target = parse_name_addr(value).uri
+        except SipError:
+            raise SipError(400, "malformed Refer-To") from None
+        if transferee is None or transferee.dialog is None:
+            raise SipError(603, "nobody to transfer")
+        self.registry.endpoint.reply(tx, 202)
+        self._progress(leg, "100 Trying", final=False)
+        consultation = replaces(target)
+        if consultation is not None:
+            self._attended(leg, transferee, consultation)
+            return
+        number = target.user or ""
+        if self.is_extension(number) is None:
+            self._progress(leg, "404 Not Found", final=True)
+            return
+        self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
+
+    async def _refer_blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> None:
+        status = await self.blind(call, transferor, transferee, number)
+        if status == 200:
+            self._progress(transferor, "200 OK", final=True)
+            self.registry.retire(transferor)
+        elif not call.ended:
+            self._progress(transferor, f"{status} Transfer Failed", final=True)
+
+    async def blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> int:
+        """Ring extension `number` for `transferee`, and connect the two when it answers
+        (200). The transferor steps out of the call (the two stay bridged while the
+        target rings); if nobody answers in 30 s the two are partners again and the
+        status says why. On 200 the transferor is still to be retired: a REFER reports
+        the outcome on its dialog first, the API just hangs it up."""
+        transferor.other = transferee.other = None
+        call.new_far_dialog()
+        status = await self.forking.dial(call, [number], TRANSFER_RING_SECONDS, keep=transferee)
+        if status != 200:
+            log.info("%s: transfer to %s failed (%d)", call.id, number, status)
+            transferor.other, transferee.other = transferee, transferor
+            return status
+        call.path.append(f"transfer:{number}")
+        log.info("%s: %s transferred %s to %s", call.id, transferor.peer, transferee.peer, number)
+        return status
+
+    def _attended(
+        self, transferor: Leg, transferee: Leg, consultation: tuple[str, str, str]
+    ) -> None:
+        """Connect the transferee with the far side of the consultation call the
+        transferor names in Replaces, and take the transferor out of both calls."""
+        reg = self.registry
+        call_id, to_tag, from_tag = consultation
+        consult = reg.dialogs.get((call_id, to_tag, from_tag)) or reg.dialogs.get(
+            (call_id, from_tag, to_tag)
+        )
+        target = consult.other if consult is not None else None
+        if consult is None or target is None or target.dialog is None or consult is transferor:
+            self._progress(transferor, "481 Call Does Not Exist", final=True)
+            return
+        call, other_call = transferor.call, consult.call
+        # The target's leg moves into the transferee's call; the consultation call ends
+        # here, its record written now, while it still has its legs.
+        other_call.path.append("transfer")
+        for subscriber in reg.on_end:
+            subscriber(other_call)
+        other_call.caller = other_call.callee = None
+        other_call.forks = [fork for fork in other_call.forks if fork is not target]
+        other_call.far_media = None  # the target's; it goes with the target
+        target.call = call
+        call.caller, call.callee = transferee, target
+        transferee.other, target.other = target, transferee
+        connect(transferee.media, target.media)
+        call.path.append(f"transfer:{target.invite.uri.user or ''}")
+        log.info("%s: attended transfer: %s now talks to %s", call.id, transferee.peer, target.peer)
+        self._progress(transferor, "200 OK", final=True)
+        reg.retire(transferor)
+        reg.retire(consult)
+        reg.end(other_call)
+
+    def _progress(self, leg: Leg, status_line: str, final: bool) -> None:
+        """NOTIFY the transferor of the transfer's progress (RFC 3515 §2.4.5)."""
+        if leg.dialog is None:
+            return
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = leg.dialog.create_request(
+            "NOTIFY",
+            f"SIP/2.0 {status_line}\r\n".encode(),
+            "message/sipfrag;version=2.0",
+            [("Event", "refer"), ("Subscription-State", state)],
+        )
+        self.registry.endpoint.send_request(notify, leg.peer)

@@ -1,0 +1,144 @@
+"""Calls out through trunks: the route's trunks one at a time, in order (failover),
+each attempt a new dialog, a provider's digest challenge answered once per attempt.
+
+A trunk that times out or fails on its side (5xx, 503 overloaded, 408) is no reason to
+give up: the next trunk may carry the call, as a proxy tries its next target (RFC 3261
+§16.7). Any other failure is the callee's answer, and the caller gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ipbx.pbx.call.fork import Forking, ResponseHandler, outgoing_invite, settle
+from ipbx.pbx.call.model import Call, CallState, Leg, best_failure
+from ipbx.pbx.dialplan import OutboundCall
+from ipbx.pbx.trunks import Trunk, Trunks
+from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.transaction import Address
+
+log = logging.getLogger("ipbx.calls")
+
+# The status the caller gets when no trunk of the route could even be tried.
+NO_TRUNK = 503
+
+
+def _try_next_trunk(status: int) -> bool:
+    return status == 408 or 500 <= status < 600
+
+
+class TrunkDialing:
+    def __init__(self, forking: Forking, trunks: Trunks) -> None:
+        self.forking = forking
+        self.registry = forking.registry
+        self.trunks = trunks
+
+    async def dial_out(self, call: Call, caller_id: str) -> None:
+        """Out through the trunks of `call.route`, after `Forking.setup`; `call.outcome`
+        says how it ended."""
+        assert call.route is not None
+        call.caller_id = caller_id
+        call.trunks_left = self.trunks.candidates(call.route.trunks)
+        call.state = CallState.RINGING
+        await self._next_trunk(call)
+
+    async def _next_trunk(self, call: Call) -> None:
+        route = call.route
+        a = call.caller
+        assert route is not None and a is not None and call.far_media is not None
+        while call.trunks_left and not call.ended:
+            trunk = call.trunks_left.pop(0)
+            slot = trunk.acquire()
+            if slot is None:
+                log.info("%s: trunk %s is at its channel limit", call.id, trunk.name)
+                continue
+            targets = await trunk.targets()
+            if call.ended or not targets:
+                slot.release()
+                continue
+            if call.forks:
+                call.new_far_dialog()
+            invite = self._invite(call, a.invite, trunk, targets[0], route)
+            fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot)
+            call.forks.append(fork)
+            log.info("%s: %s -> %s via trunk %s", call.id, call.from_number, route.number,
+                     trunk.name)  # fmt: skip
+            self.registry.endpoint.send_request(invite, fork.peer, self._handler(fork))
+            return
+        if call.ended:
+            return
+        if call.failures:
+            settle(call, best_failure([r.status for r in call.failures]))
+            return
+        log.info("%s: no trunk of route %s can take the call", call.id, route.route)
+        settle(call, NO_TRUNK)
+
+    def _handler(self, fork: Leg) -> ResponseHandler:
+        def on_response(response: Response, _tx: object) -> None:
+            if response.status < 300:
+                self.forking.on_response(fork, response)
+            else:
+                self._on_failure(fork, response)
+
+        return on_response
+
+    def _invite(
+        self,
+        call: Call,
+        request: Request,
+        trunk: Trunk,
+        dest: Address,
+        route: OutboundCall,
+        cseq: int = 1,
+        credentials: tuple[str, str] | None = None,
+    ) -> Request:
+        uri = trunk.request_uri(route.number)
+        identity = trunk.caller_headers(call.caller_id, request.from_.display)
+        from_ = f"{identity[0][1]};tag={call.b_tag}"
+        to = f"<sip:{route.number}@{trunk.domain}>"
+        extra = [*identity[1:], *([credentials] if credentials else [])]
+        return outgoing_invite(
+            self.registry, call, request.max_forwards, uri, from_, to, dest, call.far_body,
+            extra, cseq,
+        )  # fmt: skip
+
+    def _on_failure(self, fork: Leg, response: Response) -> None:
+        """A trunk refused: answer its challenge once, else try the next trunk when the
+        failure is on the provider's side, else give the caller the refusal."""
+        call, trunk = fork.call, fork.trunk
+        assert trunk is not None and fork.trunk_slot is not None
+        status = response.status
+        if status in (401, 407) and not fork.authenticated and not call.ended:
+            credentials = trunk.answer_challenge(response, "INVITE", str(fork.invite.uri))
+            a = call.caller
+            if credentials is not None and a is not None and call.route is not None:
+                fork.authenticated = True
+                fork.provisional = False
+                fork.invite = self._invite(
+                    call, a.invite, trunk, fork.peer, call.route,
+                    fork.invite.cseq.number + 1, credentials,
+                )  # fmt: skip
+                self.registry.endpoint.send_request(fork.invite, fork.peer, self._handler(fork))
+                return
+        fork.final = response
+        fork.trunk_slot.release()
+        if call.ended or call.callee is not None:
+            return
+        if status in (401, 407):
+            # The provider refused the trunk's credentials (or wants some it has none
+            # of): the trunk's fault, so try the next one. Relayed, the challenge would
+            # ask the caller for credentials it cannot have, and without the
+            # Proxy-Authenticate RFC 3261 §21.4.8 requires of a 407.
+            log.warning("%s: trunk %s refused its credentials (%d %s)", call.id, trunk.name,
+                        status, response.reason)  # fmt: skip
+            status = 503
+            response = Response(Headers(), b"", status, "Trunk authentication failed")
+        call.failures.append(response)
+        if _try_next_trunk(status) and call.trunks_left:
+            log.info("%s: trunk %s answered %d; trying the next", call.id, trunk.name, status)
+            a = call.caller
+            assert a is not None and a.server_tx is not None
+            self.registry.spawn(self._next_trunk(call), a.server_tx)
+            return
+        log.info("%s: trunk %s answered %d", call.id, trunk.name, status)
+        settle(call, best_failure([r.status for r in call.failures]))
