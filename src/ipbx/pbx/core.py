@@ -89,7 +89,7 @@ class Pbx:
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
         )
-        # Issue 5: voicemail boxes, and message waiting indication for them (RFC 3842).
+        # Voicemail boxes, and message waiting indication for them (RFC 3842).
         self.mwi = MessageWaiting(
             self.endpoint,
             self.location,
@@ -106,7 +106,7 @@ class Pbx:
             self.mwi.notify,
         )
         self.mwi.counts = self.mailboxes.counts
-        # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
+        # Trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
         self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
         self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
         self.numbers = Numbers.from_config(config.numbers, config.country)
