@@ -54,7 +54,7 @@ def _store(config: Config) -> Iterator[Store]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from ipbx.pbx.core import serve
+    from ipbx.serve import serve
 
     config = _config(args)
     if config is None:

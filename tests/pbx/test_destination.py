@@ -1,4 +1,4 @@
-"""Destinations (DESIGN.md: routing is data) parse to a kind and a target."""
+"""Destinations (routing is data, docs/architecture.md) parse to a kind and a target."""
 
 import pytest
 

@@ -1,5 +1,5 @@
-"""The API layer (issue 6): REST endpoints, the WebSocket event feed and webhooks.
+"""The API layer: REST endpoints, the WebSocket event feed and webhooks.
 
-It talks to the PBX's services only (DESIGN.md): it reads their state and subscribes to
-the event bus; it never reaches into SIP or media.
+It sees the PBX only through the services of api/services.py (docs/architecture.md): it
+reads their state and subscribes to the event bus; it never reaches into SIP or media.
 """

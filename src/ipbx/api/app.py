@@ -38,8 +38,8 @@ from ipbx.pbx.provisioning import KINDS, Change
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
 
 if TYPE_CHECKING:
+    from ipbx.api.services import PbxServices
     from ipbx.api.webhooks import Webhooks
-    from ipbx.pbx.core import Pbx
 
 log = logging.getLogger("ipbx.api")
 
@@ -59,7 +59,7 @@ _bearer = HTTPBearer(
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
 # at run time, and the token dependencies are names local to create_app.
-def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
+def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     """The ASGI application over a PBX's services."""
     store = pbx.store
     app = FastAPI(
@@ -203,9 +203,9 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         if not system_state(token):
             raise HTTPException(404, f"agent: no extension {order.agent} in this tenant")
         try:
-            call = pbx.calls.originate(order.agent, order.number, order.timeout)
+            call = pbx.originate(order.agent, order.number, order.timeout)
         except LookupError as exc:
-            field = "agent" if pbx.calls.is_extension(order.agent) is None else "number"
+            field = "number" if pbx.is_extension(order.agent) else "agent"
             raise HTTPException(404, f"{field}: {exc}") from None
         return models.Originated(call_id=call.uid)
 
@@ -217,7 +217,7 @@ def create_app(pbx: "Pbx", webhooks: "Webhooks") -> FastAPI:
         number: Annotated[str | None, Query(max_length=64, description="caller or callee")] = None,
     ) -> models.Page[models.ActiveCall]:
         """Calls in progress, oldest first."""
-        calls = list(pbx.calls.calls.values()) if system_state(token) else []
+        calls = list(pbx.active_calls()) if system_state(token) else []
         items = [
             models.ActiveCall(
                 call_id=call.uid,

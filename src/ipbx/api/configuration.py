@@ -24,7 +24,7 @@ from ipbx.pbx.provisioning import KINDS, Change, ItemKind, ProvisioningError
 from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, TenantInUse
 
 if TYPE_CHECKING:
-    from ipbx.pbx.core import Pbx
+    from ipbx.api.services import PbxServices
 
 TenantId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$", description="its id")]
 
@@ -47,7 +47,7 @@ class IssuedToken(BaseModel):
 
 
 def add_configuration_routes(
-    app: FastAPI, pbx: "Pbx", admin: Callable[..., ApiTokenRecord]
+    app: FastAPI, pbx: "PbxServices", admin: Callable[..., ApiTokenRecord]
 ) -> None:
     Admin = Annotated[ApiTokenRecord, Depends(admin)]
     for kind in KINDS.values():
@@ -142,7 +142,7 @@ def add_configuration_routes(
         return IssuedToken(token=text, key_id=record.key_id, scope=record.scope, tenant=tenant)
 
 
-def owned_item(pbx: "Pbx", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
+def owned_item(pbx: "PbxServices", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
     """The item to write for this token: 403 for routing outside the default tenant,
     422 for another tenant's `tenant`, or a new extension without a password."""
     if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
@@ -158,7 +158,7 @@ def owned_item(pbx: "Pbx", kind: ItemKind, token: ApiTokenRecord, item: Any) -> 
     return item
 
 
-async def apply_change(pbx: "Pbx", change: Change) -> None:
+async def apply_change(pbx: "PbxServices", change: Change) -> None:
     """Check a change with the whole configuration, write it, and take it up: 422 when
     the written item is wrong, 409 when another item would break; nothing is written
     then."""
@@ -170,7 +170,7 @@ async def apply_change(pbx: "Pbx", change: Change) -> None:
     await pbx.reload(checked)
 
 
-def removable(pbx: "Pbx", kind: ItemKind, key: str) -> None:
+def removable(pbx: "PbxServices", kind: ItemKind, key: str) -> None:
     """409 for an item of the configuration file: the API cannot remove it."""
     if any(kind.key(i) == key for i in getattr(pbx.base_config, kind.name)):
         raise HTTPException(
@@ -179,14 +179,14 @@ def removable(pbx: "Pbx", kind: ItemKind, key: str) -> None:
         )  # fmt: skip
 
 
-def _items(pbx: "Pbx", kind: ItemKind, tenant: str) -> list[Any]:
+def _items(pbx: "PbxServices", kind: ItemKind, tenant: str) -> list[Any]:
     """The tenant's items of a kind in the configuration the server runs."""
     if not (kind.any_tenant or tenant == DEFAULT_TENANT):
         return []
     return [item for item in getattr(pbx.config, kind.name) if kind.tenant_of(item) == tenant]
 
 
-def _add_kind(app: FastAPI, pbx: "Pbx", kind: ItemKind, Admin: Any) -> None:
+def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> None:
     model: Any = kind.model
     name = kind.name
     path = f"/config/{name}"

@@ -11,21 +11,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from ipbx.api.services import PbxServices
     from ipbx.api.webhooks import Webhooks
-    from ipbx.pbx.core import Pbx
 
 
 class _PbxCollector(Collector):
     """Read at each scrape, so the figures are never stale and cost nothing between."""
 
-    def __init__(self, pbx: Pbx, webhooks: Webhooks) -> None:
+    def __init__(self, pbx: PbxServices, webhooks: Webhooks) -> None:
         self._pbx = pbx
         self._webhooks = webhooks
 
     def collect(self) -> Iterator[Metric]:
         pbx = self._pbx
         yield GaugeMetricFamily(
-            "ipbx_active_calls", "Calls in progress", value=len(pbx.calls.calls)
+            "ipbx_active_calls", "Calls in progress", value=len(pbx.active_calls())
         )
         bindings = pbx.location.all_bindings(time.time())
         yield GaugeMetricFamily(
@@ -51,7 +51,7 @@ class _PbxCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed_attempts)
         yield deliveries
         yield from _sip_messages(pbx)
-        received, lost = pbx.calls.ports.reception.totals()
+        received, lost = pbx.rtp_totals()
         yield CounterMetricFamily(
             "ipbx_rtp_packets_received",
             "RTP packets received from phones and trunks (live and finished streams)",
@@ -64,10 +64,10 @@ class _PbxCollector(Collector):
         )
 
 
-def _sip_messages(pbx: Pbx) -> Iterator[Metric]:
+def _sip_messages(pbx: PbxServices) -> Iterator[Metric]:
     """The SIP endpoint's message counters (sip/counts.py): every message on the wire,
     retransmissions included; methods outside RFC 3261 and its extensions are OTHER."""
-    counts = pbx.endpoint.layer.messages
+    counts = pbx.sip_messages
     for name, help_text, label, table in (
         ("requests_received", "SIP requests received, by method", "method",
          counts.requests_received),
@@ -88,7 +88,7 @@ def _sip_messages(pbx: Pbx) -> Iterator[Metric]:
     )
 
 
-def registry(pbx: Pbx, webhooks: Webhooks) -> CollectorRegistry:
+def registry(pbx: PbxServices, webhooks: Webhooks) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_PbxCollector(pbx, webhooks))
     return registry

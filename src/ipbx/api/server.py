@@ -16,7 +16,7 @@ from ipbx.api.app import create_app
 from ipbx.api.webhooks import DAY, Webhooks
 
 if TYPE_CHECKING:
-    from ipbx.pbx.core import Pbx
+    from ipbx.api.services import PbxServices
 
 log = logging.getLogger("ipbx.api")
 
@@ -33,7 +33,7 @@ class ApiServer:
     """Start with `start()`; at shutdown `stop()` before the PBX stops and `close()`
     after it, so that the events of calls ended by the shutdown reach the outbox."""
 
-    def __init__(self, pbx: Pbx) -> None:
+    def __init__(self, pbx: PbxServices) -> None:
         self.config = pbx.config.api
         self.webhooks = Webhooks(
             pbx.store,

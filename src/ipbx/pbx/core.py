@@ -6,10 +6,9 @@ then authentication."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
@@ -17,7 +16,7 @@ from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
 from ipbx.pbx.call.engine import Calls
-from ipbx.pbx.call.model import ALLOW, CallPolicy
+from ipbx.pbx.call.model import ALLOW, Call, CallPolicy
 from ipbx.pbx.call_records import CallRecords
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.crm import CallerLookup
@@ -33,6 +32,7 @@ from ipbx.pbx.router import Router
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.auth import DigestAuthenticator
+from ipbx.sip.counts import MessageCounts
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction, Timers
@@ -91,7 +91,7 @@ class Pbx:
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
         )
-        # Issue 5: voicemail boxes, and message waiting indication for them (RFC 3842).
+        # Voicemail boxes, and message waiting indication for them (RFC 3842).
         self.mwi = MessageWaiting(
             self.endpoint,
             self.location,
@@ -108,7 +108,7 @@ class Pbx:
             self.mwi.notify,
         )
         self.mwi.counts = self.mailboxes.counts
-        # Issue 4: trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
+        # Trunks, numbers (DIDs) and outbound routes (docs/trunks.md).
         self.trunks = Trunks(config.trunks, self.endpoint, config.data_dir)
         self.dialplan = Dialplan.from_config(config.outbound_routes, config.country)
         self.numbers = Numbers.from_config(config.numbers, config.country)
@@ -247,6 +247,24 @@ class Pbx:
                 except Exception:
                     log.exception("call record %s could not be saved", record.call_id)
 
+    # --- what the API uses besides the services above (api/services.py) ------------------
+
+    def active_calls(self) -> Collection[Call]:
+        return self.calls.calls.values()
+
+    def originate(self, agent: str, number: str, timeout: float) -> Call:
+        return self.calls.originate(agent, number, timeout)
+
+    def is_extension(self, number: str) -> bool:
+        return self._extension_name(number) is not None
+
+    def rtp_totals(self) -> tuple[int, int]:
+        return self.calls.ports.reception.totals()
+
+    @property
+    def sip_messages(self) -> MessageCounts:
+        return self.endpoint.layer.messages
+
     # --- TransactionUser --------------------------------------------------------------
 
     def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
@@ -383,32 +401,3 @@ def preferred_codecs(names: Sequence[str]) -> tuple[Codec, ...]:
     if not chosen:
         raise ValueError(f"none of media.codecs {names} is available")
     return chosen
-
-
-async def serve(config: Config, stop: asyncio.Event) -> None:
-    store = Store(config.store_url)
-    store.migrate()
-    store.apply_extensions(
-        [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
-    )
-    pbx = Pbx(config, store)
-    # serve() wires the layers together, so it is where the API (above pbx/) comes in.
-    from ipbx.api.server import ApiServer
-
-    api = ApiServer(pbx)
-    try:
-        await pbx.start()
-        await api.start()
-        # Each call leaves reference cycles (call <-> legs, handlers on transactions);
-        # with CPython's default thresholds the cyclic collector ran so often it took a
-        # tenth of call-setup time. Objects alive at start-up never need scanning.
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
-        log.info("ipbx ready: %d extension(s), echo test at %s", len(config.extensions),
-                 config.echo_test)  # fmt: skip
-        await stop.wait()
-    finally:
-        await api.stop()  # no new requests; webhook workers stop (pending rows stay)
-        await pbx.stop()
-        api.close()  # the events of calls the shutdown ended go to the outbox
-        store.close()

@@ -1,6 +1,6 @@
 """Destinations: where a number, a menu option, a time-out or a fallback sends a call.
 
-Routing is data (DESIGN.md): every such place holds a string `kind:target`, such as
+Routing is data (docs/architecture.md): every such place holds a string `kind:target`, such as
 ``extension:1001``, ``queue:support`` or ``number:+15551234567``, and ``hangup`` alone.
 This module only parses and validates them; running a destination is the router's job.
 """

@@ -1,11 +1,11 @@
 """The event bus: what happened in the PBX, published once, delivered to every subscriber
 (the WebSocket feed, webhooks, metrics; later the analytics writer).
 
-On one machine the bus is in-process (DESIGN.md: in a cluster it becomes Redis pub/sub
-behind the same two calls). Subscribers run synchronously inside `publish`, in the order
-they subscribed, so they must be quick: a subscriber that needs I/O queues the event and
-does the I/O in its own task. A subscriber that raises is logged and skipped; the
-publisher and the other subscribers never see its exception.
+On one machine the bus is in-process (in a cluster it is to become Redis pub/sub behind
+the same two calls, docs/architecture.md). Subscribers run synchronously inside
+`publish`, in the order they subscribed, so they must be quick: a subscriber that needs
+I/O queues the event and does the I/O in its own task. A subscriber that raises is
+logged and skipped; the publisher and the other subscribers never see its exception.
 
 Event types and the keys of `data` (all values JSON-able; times are epoch seconds).
 `call_id` is the call record's id (`CallRecord.call_id`, GET /calls/{call_id}), so an
@@ -58,7 +58,7 @@ log = logging.getLogger("ipbx.events")
 
 DEFAULT_TENANT = "default"
 
-# The types of DESIGN.md; `publish` accepts any dotted lower-case name (queue.* and
+# The types of docs/architecture.md; `publish` accepts any dotted lower-case name (queue.* and
 # others come with their features), these are the ones documented above.
 CALL_STARTED = "call.started"
 CALL_RINGING = "call.ringing"

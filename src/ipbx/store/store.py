@@ -348,7 +348,7 @@ class Store:
             for row in rows
         ]
 
-    # --- issue 6: API tokens and the webhook outbox ---------------------------------------
+    # --- API tokens and the webhook outbox --------------------------------------------------
 
     def save_api_token(self, token: ApiTokenRecord) -> None:
         """Store a new token's hash (its tenant is created if it is new)."""

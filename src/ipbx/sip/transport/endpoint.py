@@ -30,7 +30,7 @@ from ipbx.sip.transaction import (
     make_response,
     new_branch,
 )
-from ipbx.sip.transport.stream import StreamConnection, StreamTransports
+from ipbx.sip.transport.stream import StreamTransports
 from ipbx.sip.uri import Uri, Via
 
 log = logging.getLogger("ipbx.sip")
@@ -154,9 +154,9 @@ class SipEndpoint:
         self._dispatch(events)
         self._pump()
 
-    def stream_error(self, exc: SipError, conn: StreamConnection) -> None:
+    def stream_error(self, exc: SipError, source: Address) -> None:
         if isinstance(exc, BadRequest):
-            self._refuse(exc, conn.address)
+            self._refuse(exc, source)
 
     def _refuse(self, exc: BadRequest, source: Address, *, counted: bool = False) -> None:
         request = exc.request

@@ -15,18 +15,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from ipbx.sip.errors import SipError
-from ipbx.sip.message import StreamFramer
+from ipbx.sip.message import Request, Response, StreamFramer
 from ipbx.sip.transaction import Address
-
-if TYPE_CHECKING:
-    from ipbx.sip.transport.endpoint import SipEndpoint
 
 log = logging.getLogger("ipbx.sip.stream")
 
 HELLO_LIMIT = 32.0  # 64*T1: as long as a transaction would wait for its first message
+
+
+class StreamReceiver(Protocol):
+    """Where the stream transports hand what they read (the SIP endpoint)."""
+
+    def message_received(self, msg: Request | Response, source: Address) -> None:
+        """A whole message, framed by its Content-Length."""
+
+    def stream_error(self, exc: SipError, source: Address) -> None:
+        """A message that cannot be framed; its connection is closed after this."""
 
 
 class StreamConnection(asyncio.Protocol):
@@ -54,10 +61,10 @@ class StreamConnection(asyncio.Protocol):
                     self.write(b"\r\n")
                 else:
                     self.messages += 1
-                    self.owner.endpoint.message_received(item, self.address)
+                    self.owner.receiver.message_received(item, self.address)
         except SipError as exc:
             log.info("closing %s: %s", self.address, exc.reason)
-            self.owner.endpoint.stream_error(exc, self)
+            self.owner.receiver.stream_error(exc, self.address)
             self.close()
 
     def write(self, data: bytes) -> None:
@@ -75,8 +82,8 @@ class StreamConnection(asyncio.Protocol):
 
 
 class StreamTransports:
-    def __init__(self, endpoint: SipEndpoint, max_message_size: int) -> None:
-        self.endpoint = endpoint
+    def __init__(self, receiver: StreamReceiver, max_message_size: int) -> None:
+        self.receiver = receiver
         self.max_message_size = max_message_size
         self.connections: dict[Address, StreamConnection] = {}
         self._servers: list[asyncio.Server] = []

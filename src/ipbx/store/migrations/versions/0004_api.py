@@ -1,4 +1,4 @@
-"""API tokens and the webhook outbox (issue 6).
+"""API tokens and the webhook outbox.
 
 Revision ID: 0004
 Revises: 0003

@@ -1,0 +1,88 @@
+"""What the API uses of the PBX: the one interface its routes, metrics and webhook
+workers are written against. `ipbx.pbx.core.Pbx` has this shape (mypy checks it where
+`ipbx serve` hands the one to the other, ipbx/serve.py); the API never imports the PBX
+core, so the PBX can be rebuilt under it as long as this shape holds."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
+
+from ipbx.config import Config
+from ipbx.pbx.control import CallControl
+from ipbx.pbx.events import EventBus
+from ipbx.pbx.location import Location
+from ipbx.pbx.trunks import Trunks
+from ipbx.pbx.voicemail import Mailboxes
+from ipbx.sip.counts import MessageCounts
+from ipbx.store import Store
+
+
+class LiveCall(Protocol):
+    """A call in progress as GET /calls/active shows it; times are Unix epoch seconds."""
+
+    @property
+    def uid(self) -> str: ...  # the id its call record will have
+
+    @property
+    def from_number(self) -> str: ...
+
+    @property
+    def to_number(self) -> str: ...
+
+    @property
+    def started(self) -> float: ...
+
+    @property
+    def answered(self) -> float | None: ...
+
+
+class PbxServices(Protocol):
+    @property
+    def config(self) -> Config:
+        """The configuration in use: the file's with the provisioned items."""
+
+    @property
+    def base_config(self) -> Config:
+        """What the configuration file says (its items cannot be removed through the API)."""
+
+    @property
+    def on_reconfigure(self) -> list[Callable[[Config], Awaitable[None]]]:
+        """Called with the new configuration after every reload."""
+
+    async def reload(self, config: Config | None = None) -> None:
+        """Take up the provisioning the store holds now (`config`: already composed)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def events(self) -> EventBus: ...
+
+    @property
+    def location(self) -> Location: ...
+
+    @property
+    def mailboxes(self) -> Mailboxes: ...
+
+    @property
+    def trunks(self) -> Trunks: ...
+
+    @property
+    def control(self) -> CallControl:
+        """Hang up, transfer, record and send DTMF on a call in progress."""
+
+    def active_calls(self) -> Collection[LiveCall]:
+        """The calls in progress, as they are now."""
+
+    def originate(self, agent: str, number: str, timeout: float) -> LiveCall:
+        """Click-to-call; LookupError when `agent` or `number` is no extension."""
+
+    def is_extension(self, number: str) -> bool: ...
+
+    def rtp_totals(self) -> tuple[int, int]:
+        """(received, lost): the RTP packets of every stream so far."""
+
+    @property
+    def sip_messages(self) -> MessageCounts:
+        """The SIP endpoint's message counters (sip/counts.py)."""
