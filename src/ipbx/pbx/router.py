@@ -17,13 +17,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ipbx.config import AnnouncementConfig, Config, Extension, GroupConfig, IvrConfig
+from ipbx.config import Config
 from ipbx.pbx.apps import voicemail
+from ipbx.pbx.apps.announcement_config import AnnouncementConfig
+from ipbx.pbx.apps.group_config import GroupConfig
 from ipbx.pbx.apps.ivr import run_menu
+from ipbx.pbx.apps.ivr_config import IvrConfig
 from ipbx.pbx.apps.mailbox import mailbox_menu
 from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
 from ipbx.pbx.calls import Calls, Leg
 from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
     DND_OFF,
     DND_ON,
