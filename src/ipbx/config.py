@@ -1,11 +1,13 @@
-"""The YAML configuration file: schema, defaults and error reporting.
+"""The YAML configuration file: the whole file's schema, defaults and error reporting.
 
-`load_config(path)` is the only entry point. The schema is a tree of frozen pydantic
-models that forbid unknown keys, so a typo such as ``lisen:`` is an error rather than a
-silently ignored setting. Errors name the file, the line and the field
-(``ipbx.yaml:7: extensions[1].password: ...``): the YAML is composed into nodes first,
-which remember where they started, and each pydantic error location is walked back
-through that node tree to a line.
+`load_config(path)` is the only entry point. Each feature's part of the file is a model
+of its own module (pbx/schema.py); `Config` composes them with the server's own settings
+(SIP, media, API) and checks what spans features: that destinations point at something
+and go round in no loop. The models are frozen and forbid unknown keys, so a typo such
+as ``lisen:`` is an error rather than a silently ignored setting. Errors name the file,
+the line and the field (``ipbx.yaml:7: extensions[1].password: ...``): the YAML is
+composed into nodes first, which remember where they started, and each pydantic error
+location is walked back through that node tree to a line.
 
 With no file the embedded default is used, with a demo tenant whose passwords are
 generated once and kept in ``<data_dir>/demo-accounts.yaml``.
@@ -18,33 +20,36 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Container, Iterator, Sequence
-from datetime import date
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from ipbx.pbx.blacklist import check_pattern
+from ipbx.pbx.apps.announcement_config import AnnouncementConfig
+from ipbx.pbx.apps.group_config import GroupConfig
+from ipbx.pbx.apps.ivr_config import IvrConfig
+from ipbx.pbx.blacklist import BlacklistConfig
+from ipbx.pbx.crm import CrmConfig
 from ipbx.pbx.destination import Destination, Kind
-from ipbx.pbx.dialplan import COUNTRIES, E164, compile_pattern
-from ipbx.pbx.prompt import Prompt
-from ipbx.pbx.schedule import parse_days, parse_ranges, zone
+from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
+from ipbx.pbx.extension import FORWARD_KEYS, Extension
+from ipbx.pbx.mailer import SmtpConfig
+from ipbx.pbx.schedule import ScheduleConfig
+from ipbx.pbx.schema import Digits, Model, Where, item_lists
+from ipbx.pbx.trunk_config import TrunkConfig
+from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.sip.transport.resolve import split_host_port
 
 DEMO_ACCOUNTS_FILE = "demo-accounts.yaml"
@@ -64,13 +69,7 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, line and field."""
 
 
-class _Model(BaseModel):
-    # Numbers are accepted where strings are expected because users write
-    # `number: 1000` unquoted.
-    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
-
-
-class ListenAddress(_Model):
+class ListenAddress(Model):
     """Where a SIP transport listens, written in the file as ``udp://host:port``."""
 
     transport: Transport
@@ -138,7 +137,6 @@ def _check_port_range(value: tuple[int, int]) -> tuple[int, int]:
 
 
 PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
-Digits = Annotated[str, Field(pattern=r"^[0-9]+$")]
 
 
 DigestAlgorithm = Literal["MD5", "SHA-256"]
@@ -148,7 +146,7 @@ def _md5() -> list[DigestAlgorithm]:
     return ["MD5"]
 
 
-class SipConfig(_Model):
+class SipConfig(Model):
     """The SIP server: listeners, digest realm and registrar limits (RFC 3261 §10.3)."""
 
     listen: list[ListenAddress] = Field(
@@ -203,7 +201,7 @@ class SipConfig(_Model):
 CodecName = Literal["opus", "g722", "pcmu", "pcma", "g729"]
 
 
-class MediaConfig(_Model):
+class MediaConfig(Model):
     """Where RTP is sent from and which ports it may use."""
 
     address: str = "127.0.0.1"
@@ -233,366 +231,7 @@ class MediaConfig(_Model):
         return _check_port_range(value)
 
 
-def _destination(value: Any) -> Any:
-    if isinstance(value, Destination):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected a destination such as extension:1001 or group:sales")
-    return Destination.parse(value)
-
-
-def _forward_target(value: Any) -> Any:
-    """A forwarding target: a destination, or a bare outside number (``+15551234567``).
-
-    Bare digits equal to an extension's number were already turned into
-    ``extension:N`` by Config._forward_to_extensions, which knows the extensions.
-    """
-    if isinstance(value, str) and re.fullmatch(r"\+?[0-9]{1,15}", value.strip()):
-        return Destination(Kind.NUMBER, value.strip())
-    return _destination(value)
-
-
-def _prompt(value: Any) -> Any:
-    if isinstance(value, Prompt):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected text to speak or file:PATH")
-    return Prompt.parse(value)
-
-
-# Written, stored and shown as strings; the JSON Schema (the API's document) says so.
-_AS_TEXT = PlainSerializer(str, return_type=str)
-DestinationField = Annotated[
-    Destination,
-    BeforeValidator(_destination),
-    _AS_TEXT,
-    WithJsonSchema({"type": "string", "description": "kind:target, as group:sales"}),
-]
-ForwardTarget = Annotated[
-    Destination,
-    BeforeValidator(_forward_target),
-    _AS_TEXT,
-    WithJsonSchema({"type": "string", "description": "a destination or an outside number"}),
-]
-# A greeting or message: text spoken by text-to-speech, or file:PATH (pbx/prompt.py).
-PromptField = Annotated[
-    Prompt,
-    BeforeValidator(_prompt),
-    _AS_TEXT,
-    WithJsonSchema({"type": "string", "description": "text to speak, or file:PATH"}),
-]
-Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-_HANGUP = Destination(Kind.HANGUP)
-
-
-class VoicemailConfig(_Model):
-    """An extension's mailbox: the PIN its owner dials in with, and where to mail messages."""
-
-    pin: Annotated[str, Field(pattern=r"^[0-9]{1,16}$")] = Field(repr=False)
-    email: Email | None = None
-
-
-class ForwardConfig(_Model):
-    """Where an extension's calls go instead: always, when busy (or DND), when nobody
-    answers within `no_answer_seconds`, or when no phone is registered."""
-
-    always: ForwardTarget | None = None
-    busy: ForwardTarget | None = None
-    no_answer: ForwardTarget | None = None
-    unregistered: ForwardTarget | None = None
-    no_answer_seconds: int = Field(default=20, ge=1, le=600)
-
-    def to_extensions(self, numbers: Container[str]) -> ForwardConfig:
-        """Bare digits that are one of `numbers` (the extensions) mean that extension,
-        as Config._forward_to_extensions reads them in a file."""
-        changed = {
-            key: Destination(Kind.EXTENSION, target.target)
-            for key, target in self.targets()
-            if target.kind is Kind.NUMBER and target.target in numbers
-        }
-        return self.model_copy(update=changed) if changed else self
-
-    def targets(self) -> Iterator[tuple[str, Destination]]:
-        for key in ("always", "busy", "no_answer", "unregistered"):
-            target = getattr(self, key)
-            if target is not None:
-                yield key, target
-
-
-class Extension(_Model):
-    """A phone account; its number is the digest username and the AOR."""
-
-    number: Digits
-    name: str = ""
-    # repr=False: configs get logged, passwords must not be. Required in a file
-    # (Config._check_passwords); the database keeps only digests of it.
-    password: str | None = Field(default=None, min_length=4, repr=False)
-    # Record every answered call to or from this extension (under data_dir/recordings).
-    record: Literal["always", "never"] = "never"
-    # SRTP (SDES, RFC 4568): "auto" answers it when the phone offers it and offers it to
-    # a phone registered over TLS; "required" refuses calls from the phone that do not
-    # offer it (488) and offers it to the phone on any transport.
-    srtp: Literal["auto", "required"] = "auto"
-    # Which outbound routes this extension may use (emergency numbers always work).
-    permission: Literal["internal", "national", "international"] = "national"
-    # Issue 5: personal call handling (docs/features.md).
-    voicemail: VoicemailConfig | None = None
-    forward: ForwardConfig = Field(default_factory=ForwardConfig)
-    dnd: bool = False
-    # The number presented as this extension's caller ID (outside calls, and inside).
-    caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{1,15}$")] | None = None
-
-
-def _host_port(value: str) -> str:
-    split_host_port(value)
-    return value
-
-
-def _one_or_more(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _peer(value: str) -> str:
-    """An `allow_from` entry: a network in CIDR notation, or HOST[:PORT]."""
-    if "/" in value:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError as exc:
-            raise ValueError(f"{value!r}: {exc}") from None
-        return value
-    return _host_port(value)
-
-
-def _pattern(value: str) -> str:
-    compile_pattern(value)
-    return value
-
-
-HostPort = Annotated[str, AfterValidator(_host_port)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Codec = Annotated[
-    Literal["pcmu", "pcma", "g722", "g729", "opus"],
-    BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
-]
-
-
-class TrunkConfig(_Model):
-    """A SIP trunk to a provider or gateway (docs/trunks.md).
-
-    Registration-based when `register` is true (ipbx registers to `host` with
-    `username`/`password`), IP-based otherwise: calls from `allow_from` and the host's
-    addresses are accepted as coming from this trunk.
-    """
-
-    # `register` is the key in the file; as an attribute it would shadow BaseModel.register.
-    model_config = ConfigDict(serialize_by_alias=True)
-
-    name: Name
-    host: Annotated[list[HostPort], BeforeValidator(_one_or_more), Field(min_length=1)]
-    transport: Literal["udp", "tcp", "tls"] = "udp"
-    # The SIP domain for Request-URI, From and To (default: the first host, port dropped).
-    domain: str | None = None
-    username: str | None = None
-    password: str | None = Field(default=None, repr=False)
-    registration: bool = Field(default=False, alias="register")
-    expires: int = Field(default=3600, ge=30, le=86400)
-    max_channels: int | None = Field(default=None, ge=1)
-    allow_from: list[Annotated[str, AfterValidator(_peer)]] = Field(default_factory=list)
-    outbound_proxy: HostPort | None = None
-    # Codecs offered on this trunk, preferred first; empty means all of ours.
-    codecs: list[Codec] = Field(default_factory=list)
-    # Caller ID: a fixed From user (some providers insist on the account name there),
-    # and whether the caller ID also goes out as P-Asserted-Identity (RFC 3325) or
-    # Remote-Party-ID (draft-ietf-sip-privacy-04, still expected by older gateways).
-    from_user: str | None = None
-    from_domain: str | None = None
-    pai: bool = False
-    rpid: bool = False
-    # OPTIONS health check every this many seconds (0: none, the trunk counts as up).
-    options_interval: float = Field(default=60.0, ge=0)
-    # After a failed registration: first retry delay, doubled per failure up to retry_max.
-    retry_interval: float = Field(default=5.0, gt=0)
-    retry_max: float = Field(default=300.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check_credentials(self) -> TrunkConfig:
-        if self.registration and not (self.username and self.password):
-            raise ValueError("register: true needs username and password")
-        return self
-
-
-class NumberConfig(_Model):
-    """A number (DID) of a tenant, in E.164, and where its calls go."""
-
-    number: str
-    destination: DestinationField
-    tenant: Name = "default"
-
-    @field_validator("number")
-    @classmethod
-    def _check_number(cls, value: str) -> str:
-        if not (E164.fullmatch(value) or re.fullmatch(r"[0-9]{1,15}", value)):
-            raise ValueError(f"{value!r}: expected E.164 (+ and up to 15 digits) or short digits")
-        return value
-
-
-class OutboundRouteConfig(_Model):
-    """Dialled numbers matching `pattern` leave through `trunks`, first available first."""
-
-    name: Name
-    pattern: Annotated[str, AfterValidator(_pattern)]
-    strip: int = Field(default=0, ge=0)
-    prepend: Annotated[str, Field(pattern=r"^\+?[0-9*#]*$")] = ""
-    trunks: list[Name] = Field(min_length=1)
-    caller_id: str | None = None
-    permission: Literal["internal", "national", "international", "emergency"] = "national"
-
-
-# --- issue 5: PBX features (docs/features.md) ---------------------------------------------
-
-
-class SmtpConfig(_Model):
-    """The mail server voicemail-to-email goes through (STARTTLS and login optional)."""
-
-    # `from` is the key in the file; it is a Python keyword, so the attribute is `sender`.
-    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
-
-    host: str = Field(min_length=1)
-    port: int = Field(default=25, ge=1, le=65535)
-    sender: Email = Field(alias="from")
-    username: str | None = None
-    password: str | None = Field(default=None, repr=False)
-    starttls: bool = False
-    # Check the server's certificate on STARTTLS; false accepts a self-signed one (a
-    # local relay such as Postfix with its default snakeoil certificate).
-    tls_verify: bool = True
-    timeout: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check_login(self) -> SmtpConfig:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        return self
-
-
-class GroupConfig(_Model):
-    """A ring group (hunt group): its members ring all at once (ringall), one after
-    another in order (sequential), one after another starting after the member who took
-    the last call (roundrobin) or in random order (random). `ring_seconds` is how long
-    each member rings (the whole group, for ringall) before the call goes to `fallback`."""
-
-    name: Name
-    strategy: Literal["ringall", "sequential", "roundrobin", "random"] = "ringall"
-    members: list[Digits] = Field(min_length=1)
-    ring_seconds: int = Field(default=20, ge=1, le=600)
-    fallback: DestinationField = _HANGUP
-
-    @field_validator("members")
-    @classmethod
-    def _unique_members(cls, value: list[str]) -> list[str]:
-        for index, member in enumerate(value):
-            if member in value[:index]:
-                raise PydanticCustomError(
-                    "duplicate_member",
-                    "{member} is listed twice",
-                    {"member": member, "at": (index,)},
-                )
-        return value
-
-
-class IvrConfig(_Model):
-    """An IVR menu (auto-attendant): the greeting, then a digit picks an option; with
-    `direct_dial` the caller may also dial an extension's number. No input within
-    `timeout_seconds`, or a wrong one, replays the greeting up to `retries` times and
-    then goes to `timeout_destination` or `invalid_destination`."""
-
-    name: Name
-    greeting: PromptField
-    options: dict[Annotated[str, Field(pattern=r"^[0-9*#]$")], DestinationField] = Field(
-        default_factory=dict
-    )
-    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    retries: int = Field(default=2, ge=0, le=10)
-    timeout_destination: DestinationField = _HANGUP
-    invalid_destination: DestinationField = _HANGUP
-    direct_dial: bool = False
-
-
-def _check_days(value: str) -> str:
-    parse_days(value)
-    return value
-
-
-def _check_ranges(value: str) -> str:
-    parse_ranges(value)
-    return value
-
-
-def _check_zone(value: str) -> str:
-    zone(value)
-    return value
-
-
-class ScheduleConfig(_Model):
-    """Office hours: `open` inside `hours` (weekday ranges on the `timezone` wall clock),
-    `closed` outside them, and `holiday` (or `closed`) on the `holidays` dates."""
-
-    name: Name
-    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
-    hours: dict[
-        Annotated[str, AfterValidator(_check_days)], Annotated[str, AfterValidator(_check_ranges)]
-    ] = Field(default_factory=dict)
-    holidays: list[date] = Field(default_factory=list)
-    open: DestinationField
-    closed: DestinationField
-    holiday: DestinationField | None = None
-
-
-class AnnouncementConfig(_Model):
-    """A message played to the caller, who is then hung up on: `text` (spoken) or `file`."""
-
-    name: Name
-    text: str | None = Field(default=None, min_length=1)
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> AnnouncementConfig:
-        if (self.text is None) == (self.file is None):
-            raise ValueError("give either text or file")
-        if self.file is not None:
-            Prompt.from_file(self.file)
-        return self
-
-    @property
-    def prompt(self) -> Prompt:
-        if self.file is not None:
-            return Prompt.from_file(self.file)
-        assert self.text is not None
-        return Prompt(text=self.text)
-
-
-class BlacklistConfig(_Model):
-    """Callers matching `pattern` (``*`` any digits, ``?`` one digit, or ``anonymous``)
-    hear `message` and are hung up on; with `extension`, only on calls to it."""
-
-    pattern: Annotated[str, AfterValidator(check_pattern)]
-    message: PromptField | None = None
-    extension: Digits | None = None
-
-
-# --- issue 6: the API, live events and webhooks (docs/api.md) -----------------------------
-
-
-class CrmConfig(_Model):
-    """Caller lookup in a CRM (pbx/crm.py): `url` with `{number}` in it, answering JSON
-    `{"name": ...}`."""
-
-    url: str = Field(pattern=r"^https?://\S+$")
-    timeout_seconds: float = Field(default=1.0, gt=0, le=10)
-    cache_seconds: float = Field(default=300.0, ge=0)
-
-
-class ApiConfig(_Model):
+class ApiConfig(Model):
     """The REST API and WebSocket event feed: where its HTTP server listens
     (``HOST:PORT``; loopback by default, so that nothing is exposed unasked)."""
 
@@ -623,38 +262,13 @@ class ApiConfig(_Model):
         return port
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
-    return value
-
-
-EventPattern = Annotated[str, Field(pattern=r"^[a-z0-9_.*?]+$")]
-
-
-class WebhookConfig(_Model):
-    """A URL that gets the events of one tenant whose types match `events` (``call.*``,
-    ``voicemail.new``, ``*``) as signed JSON POSTs, through a persisted outbox.
-
-    A failed delivery is retried after `retry_initial` seconds, doubling up to
-    `retry_max`, `max_attempts` times in all; later events to the same URL wait for it,
-    so the receiver sees them in the order they happened."""
-
-    url: Annotated[str, AfterValidator(_http_url)]
-    events: list[EventPattern] = Field(min_length=1)
-    # The HMAC-SHA256 key of the X-Ipbx-Signature header, shared with the receiver.
-    secret: str = Field(min_length=16, repr=False)
-    tenant: Name = "default"
-    timeout: float = Field(default=10.0, gt=0, le=300)
-    retry_initial: float = Field(default=1.0, gt=0)
-    retry_max: float = Field(default=300.0, gt=0)
-    max_attempts: int = Field(default=30, ge=1)
-
-
-class Config(_Model):
+class Config(Model):
     """The whole configuration file."""
 
+    # Each feature's part is a model of the feature's own module. Every list of Items
+    # (pbx/schema.py) is provisioned through the API and `ipbx apply` as well
+    # (pbx/provisioning.py): a feature with a list of its own is one field here.
+    #
     # validate_default: the default is relative too and must be anchored at start-up.
     data_dir: Path = Field(default=Path("data"), validate_default=True)
     database_url: str | None = None
@@ -668,14 +282,14 @@ class Config(_Model):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     numbers: list[NumberConfig] = Field(default_factory=list)
     outbound_routes: list[OutboundRouteConfig] = Field(default_factory=list)
-    # Issue 5: PBX features (docs/features.md).
+    # PBX features (docs/features.md).
     smtp: SmtpConfig | None = None
     groups: list[GroupConfig] = Field(default_factory=list)
     ivrs: list[IvrConfig] = Field(default_factory=list)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
     blacklist: list[BlacklistConfig] = Field(default_factory=list)
-    # Issue 6: the API, live events and webhooks (docs/api.md).
+    # The API, live events and webhooks (docs/api.md).
     api: ApiConfig = Field(default_factory=ApiConfig)
     crm: CrmConfig | None = None
     webhooks: list[WebhookConfig] = Field(default_factory=list)
@@ -692,26 +306,6 @@ class Config(_Model):
             raise ValueError("expected a sqlite:// or postgresql:// URL")
         return value
 
-    @field_validator("extensions")
-    @classmethod
-    def _unique_numbers(cls, value: list[Extension]) -> list[Extension]:
-        first_index: dict[str, int] = {}
-        for index, extension in enumerate(value):
-            if extension.number in first_index:
-                # `at` lets the error formatter point at the duplicate item's line
-                # instead of the `extensions:` key.
-                raise PydanticCustomError(
-                    "duplicate_number",
-                    "number {number} is already used by extensions[{first}]",
-                    {
-                        "number": extension.number,
-                        "first": first_index[extension.number],
-                        "at": (index, "number"),
-                    },
-                )
-            first_index[extension.number] = index
-        return value
-
     @field_validator("country")
     @classmethod
     def _check_country(cls, value: str | None) -> str | None:
@@ -719,28 +313,15 @@ class Config(_Model):
             raise ValueError(f"{value!r}: expected one of {', '.join(sorted(COUNTRIES))}")
         return None if value is None else value.upper()
 
-    @field_validator(
-        "trunks", "outbound_routes", "numbers", "groups", "ivrs", "schedules", "announcements"
-    )
+    @field_validator("*")
     @classmethod
-    def _unique_keys(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+    def _check_lists(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each list of Items passes its item model's check of the whole list (by
+        default, no two items with one key); the error's `at` points at the item's line."""
         assert info.field_name is not None
-        _unique(value, "number" if info.field_name == "numbers" else "name", info.field_name)
-        return value
-
-    @field_validator("webhooks")
-    @classmethod
-    def _unique_webhooks(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
-        # The outbox keys deliveries by URL: one subscription per URL and tenant.
-        seen: set[tuple[str, str]] = set()
-        for index, webhook in enumerate(value):
-            if (webhook.tenant, webhook.url) in seen:
-                raise PydanticCustomError(
-                    "duplicate_webhook",
-                    "{url} is already subscribed for tenant {tenant}",
-                    {"url": webhook.url, "tenant": webhook.tenant, "at": (index, "url")},
-                )
-            seen.add((webhook.tenant, webhook.url))
+        model = item_lists(cls).get(info.field_name)
+        if model is not None:
+            model.check_list(value, info.field_name)
         return value
 
     @model_validator(mode="after")
@@ -771,7 +352,7 @@ class Config(_Model):
             if isinstance(forward, dict):
                 forward = {
                     key: f"extension:{value}"
-                    if key in _FORWARD_KEYS and str(value).strip() in numbers
+                    if key in FORWARD_KEYS and str(value).strip() in numbers
                     else value
                     for key, value in forward.items()
                 }
@@ -779,37 +360,22 @@ class Config(_Model):
             rewritten.append(extension)
         return {**data, "extensions": rewritten}
 
-    def destinations(self) -> Iterator[tuple[tuple[str | int, ...], Destination]]:
+    def destinations(self) -> Iterator[tuple[Where, Destination]]:
         """Every destination in the file, with where it is written."""
-        for i, extension in enumerate(self.extensions):
-            for key, target in extension.forward.targets():
-                yield ("extensions", i, "forward", key), target
-        for i, group in enumerate(self.groups):
-            yield ("groups", i, "fallback"), group.fallback
-        for i, ivr in enumerate(self.ivrs):
-            for digit, target in ivr.options.items():
-                yield ("ivrs", i, "options", digit), target
-            yield ("ivrs", i, "timeout_destination"), ivr.timeout_destination
-            yield ("ivrs", i, "invalid_destination"), ivr.invalid_destination
-        for i, schedule in enumerate(self.schedules):
-            for key in ("open", "closed", "holiday"):
-                target = getattr(schedule, key)
-                if target is not None:
-                    yield ("schedules", i, key), target
-        for i, number in enumerate(self.numbers):
-            yield ("numbers", i, "destination"), number.destination
+        for name in item_lists(type(self)):
+            for i, item in enumerate(getattr(self, name)):
+                for at, target in item.destinations():
+                    yield (name, i, *at), target
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
         """Destinations, group members and blacklist extensions point at things that
         exist, and a mailbox that mails its messages has a mail server to do it with."""
         extensions = {e.number: e for e in self.extensions}
-        named: dict[Kind, set[str]] = {
-            Kind.GROUP: {g.name for g in self.groups},
-            Kind.IVR: {m.name for m in self.ivrs},
-            Kind.SCHEDULE: {s.name for s in self.schedules},
-            Kind.ANNOUNCEMENT: {a.name for a in self.announcements},
-        }
+        named: dict[Kind, set[str]] = {}
+        for name, model in item_lists(type(self)).items():
+            if model.destination_kind is not None:
+                named[model.destination_kind] = {item.key() for item in getattr(self, name)}
         for at, target in self.destinations():
             problem = None
             if target.kind is Kind.EXTENSION and target.target not in extensions:
@@ -866,7 +432,7 @@ class Config(_Model):
         destinations and an extension's forwarding always, on busy and when unregistered
         are followed at once, so a cycle through them would never end. (Forwarding on no
         answer, group fallbacks and menus ring someone or wait for the caller first.)"""
-        edges: dict[str, list[tuple[tuple[str | int, ...], Destination]]] = {}
+        edges: dict[str, list[tuple[Where, Destination]]] = {}
         for at, target in self.destinations():
             if at[0] == "schedules":
                 source = f"schedule:{self.schedules[int(at[1])].name}"
@@ -898,35 +464,12 @@ class Config(_Model):
         return self.database_url or f"sqlite:///{self.data_dir / 'ipbx.db'}"
 
 
-_FORWARD_KEYS = frozenset({"always", "busy", "no_answer", "unregistered"})
-
-
-def _config_error(kind: str, message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
+def _config_error(kind: str, message: str, at: Where) -> PydanticCustomError:
     """An error of a whole-file check that points at the field `at` (and its line)."""
     return PydanticCustomError(kind, "{message}", {"message": message, "at": at})
 
 
-def _unique(items: list[Any], key: str, field: str) -> None:
-    """Refuse the second item with an already-seen `key`, pointing at its line."""
-    first_index: dict[str, int] = {}
-    for index, item in enumerate(items):
-        value = getattr(item, key)
-        if value in first_index:
-            raise PydanticCustomError(
-                f"duplicate_{key}",
-                "{key} {value} is already used by {field}[{first}]",
-                {
-                    "key": key,
-                    "value": value,
-                    "field": field,
-                    "first": first_index[value],
-                    "at": (index, key),
-                },
-            )
-        first_index[value] = index
-
-
-class _DemoAccounts(_Model):
+class _DemoAccounts(Model):
     extensions: list[Extension]
 
 

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from ipbx.api.app import create_app
 from ipbx.api.tokens import create_token
 from ipbx.api.webhooks import Webhooks
-from ipbx.config import Config, Extension, TrunkConfig
+from ipbx.config import Config
+from ipbx.pbx.extension import Extension
+from ipbx.pbx.trunk_config import TrunkConfig
 from ipbx.store import Store
 from tests.api.apiclient import Api, make_pbx
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.config import Config, Extension, VoicemailConfig
+from ipbx.config import Config
+from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.pbx.voicemail import Mailbox, Message
 from tests.api.apiclient import Api
 from tests.api.conftest import serve_api

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from bench.harness import free_port
 from ipbx.api.webhooks import Webhooks
-from ipbx.config import WebhookConfig
 from ipbx.pbx.events import EventBus
+from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.store import Store
 from tests.api.receiver import Receiver
 

@@ -9,8 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipbx.config import BlacklistConfig
-from ipbx.pbx.blacklist import Blacklist, BlacklistEntry, BlacklistError, check_pattern
+from ipbx.pbx.blacklist import (
+    Blacklist,
+    BlacklistConfig,
+    BlacklistEntry,
+    BlacklistError,
+    check_pattern,
+)
 from ipbx.pbx.prompt import Prompt
 
 

@@ -21,8 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from bench.harness import free_port
-from ipbx.config import SmtpConfig
-from ipbx.pbx.mailer import Mailer, MailError
+from ipbx.pbx.mailer import Mailer, MailError, SmtpConfig
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 
 LOOPBACK = "127.0.0.1"

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipbx.config import ScheduleConfig
 from ipbx.pbx.destination import Destination
 from ipbx.pbx.schedule import (
     DAYS,
     Schedule,
+    ScheduleConfig,
     ScheduleError,
     parse_days,
     parse_ranges,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from ipbx.config import TrunkConfig
+from ipbx.pbx.trunk_config import TrunkConfig
 from ipbx.pbx.trunks import Health, Registration, Trunks, format_state
 from ipbx.sip.auth import DigestAuthenticator, Verdict, ha1
 from ipbx.sip.message import Request

@@ -31,9 +31,9 @@ from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
-from ipbx.config import Extension
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
 

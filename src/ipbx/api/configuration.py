@@ -18,8 +18,8 @@ from ipbx.api import models
 from ipbx.api.models import AUTH_ERRORS
 from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, create_token
-from ipbx.config import Extension
 from ipbx.pbx import provisioning
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change, ItemKind, ProvisioningError
 from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, TenantInUse
 

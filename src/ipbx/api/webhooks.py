@@ -37,8 +37,8 @@ from collections.abc import Callable
 
 import httpx
 
-from ipbx.config import WebhookConfig
 from ipbx.pbx.events import Event, EventBus, type_matches
+from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.store import DeliveryRecord, Store
 
 log = logging.getLogger("ipbx.webhooks")

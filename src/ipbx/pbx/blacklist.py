@@ -14,15 +14,15 @@ country is configured, also in their E.164 form (dialplan.to_e164).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated, ClassVar, Self
+
+from pydantic import AfterValidator
 
 from ipbx.pbx.dialplan import to_e164
 from ipbx.pbx.prompt import Prompt
-
-if TYPE_CHECKING:
-    from ipbx.config import BlacklistConfig
+from ipbx.pbx.schema import Digits, Item, PromptField
 
 ANONYMOUS = "anonymous"
 _PATTERN = re.compile(r"\+?[0-9*?]+")
@@ -46,6 +46,25 @@ def check_pattern(pattern: str) -> str:
     if text.strip("*") == "":
         raise BlacklistError(f"{pattern!r}: a pattern of only * would block every caller")
     return pattern
+
+
+class BlacklistConfig(Item):
+    """Callers matching `pattern` (``*`` any digits, ``?`` one digit, or ``anonymous``)
+    hear `message` and are hung up on; with `extension`, only on calls to it."""
+
+    key_field: ClassVar[str] = "pattern"
+
+    pattern: Annotated[str, AfterValidator(check_pattern)]
+    message: PromptField | None = None
+    extension: Digits | None = None
+
+    def key(self) -> str:
+        """The pattern, and ``@EXTENSION`` for an entry of one extension's calls."""
+        return self.pattern if self.extension is None else f"{self.pattern}@{self.extension}"
+
+    @classmethod
+    def check_list(cls, items: Sequence[Self], field: str) -> None:
+        """Entries are not refused for repeating one another."""
 
 
 def _digit_forms(number: str, country: str | None) -> set[str]:

@@ -15,13 +15,23 @@ import time
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
-from ipbx.config import CrmConfig
+from ipbx.pbx.schema import Model
 
 log = logging.getLogger("ipbx.crm")
 
 # A display name goes into a quoted-string (RFC 3261 §25.1): keep it short and plain.
 _MAX_NAME = 64
+
+
+class CrmConfig(Model):
+    """Caller lookup in a CRM (pbx/crm.py): `url` with `{number}` in it, answering JSON
+    `{"name": ...}`."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    cache_seconds: float = Field(default=300.0, ge=0)
 
 
 class CallerLookup:

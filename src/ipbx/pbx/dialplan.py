@@ -18,14 +18,14 @@ which are always allowed (Kari's Law in the US, the EU's 112 rules).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, field_validator
 
 from ipbx.pbx.destination import Destination
-
-if TYPE_CHECKING:
-    from ipbx.config import NumberConfig, OutboundRouteConfig
+from ipbx.pbx.schema import DestinationField, Item, Name, Where
 
 Permission = Literal["internal", "national", "international", "emergency"]
 
@@ -187,6 +187,23 @@ def to_e164(number: str, country: str | None) -> str | None:
 # --- outbound routes ----------------------------------------------------------------------
 
 
+def _pattern(value: str) -> str:
+    compile_pattern(value)
+    return value
+
+
+class OutboundRouteConfig(Item):
+    """Dialled numbers matching `pattern` leave through `trunks`, first available first."""
+
+    name: Name
+    pattern: Annotated[str, AfterValidator(_pattern)]
+    strip: int = Field(default=0, ge=0)
+    prepend: Annotated[str, Field(pattern=r"^\+?[0-9*#]*$")] = ""
+    trunks: list[Name] = Field(min_length=1)
+    caller_id: str | None = None
+    permission: Permission = "national"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundCall:
     """What the call router needs to place a dialled number through a trunk."""
@@ -266,6 +283,26 @@ class Dialplan:
 
 
 # --- numbers (DIDs) -----------------------------------------------------------------------
+
+
+class NumberConfig(Item):
+    """A number (DID) of a tenant, in E.164, and where its calls go."""
+
+    key_field: ClassVar[str] = "number"
+
+    number: str
+    destination: DestinationField
+    tenant: Name = "default"
+
+    @field_validator("number")
+    @classmethod
+    def _check_number(cls, value: str) -> str:
+        if not (E164.fullmatch(value) or re.fullmatch(r"[0-9]{1,15}", value)):
+            raise ValueError(f"{value!r}: expected E.164 (+ and up to 15 digits) or short digits")
+        return value
+
+    def destinations(self) -> Iterator[tuple[Where, Destination]]:
+        yield ("destination",), self.destination
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,33 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from ipbx.config import SmtpConfig
+from pydantic import ConfigDict, Field, model_validator
+
+from ipbx.pbx.schema import Email, Model
+
+
+class SmtpConfig(Model):
+    """The mail server voicemail-to-email goes through (STARTTLS and login optional)."""
+
+    # `from` is the key in the file; it is a Python keyword, so the attribute is `sender`.
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: Email = Field(alias="from")
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    starttls: bool = False
+    # Check the server's certificate on STARTTLS; false accepts a self-signed one (a
+    # local relay such as Postfix with its default snakeoil certificate).
+    tls_verify: bool = True
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_login(self) -> SmtpConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
 
 
 class MailError(Exception):

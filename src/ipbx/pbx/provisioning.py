@@ -1,6 +1,7 @@
 """Provisioned configuration: the items of the configuration file's lists (extensions,
 trunks, numbers, outbound routes, groups, menus, schedules, announcements, blacklist
-entries, webhooks) that the API and `ipbx apply` write to the database.
+entries, webhooks: every list of Items, pbx/schema.py) that the API and `ipbx apply`
+write to the database.
 
 The configuration a server runs on is the file's, with every provisioned item added,
 or put in place of the file's item with the same key: the file gives the starting
@@ -24,21 +25,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from ipbx.config import (
-    AnnouncementConfig,
-    BlacklistConfig,
-    Config,
-    Extension,
-    GroupConfig,
-    IvrConfig,
-    NumberConfig,
-    OutboundRouteConfig,
-    ScheduleConfig,
-    TrunkConfig,
-    WebhookConfig,
-)
+from ipbx.config import Config
+from ipbx.pbx.extension import Extension
+from ipbx.pbx.schema import Item, item_lists
 from ipbx.store import DEFAULT_TENANT, ExtensionRecord, ProvisionedRecord, Store
 
 
@@ -47,40 +38,40 @@ class ItemKind:
     """One list of the configuration file whose items can be provisioned."""
 
     name: str  # the list's key in the file, and the API's path /config/{name}
-    model: type[BaseModel]
-    key_field: str  # the field that names an item
-    any_tenant: bool = False  # False: the default tenant's only (call routing)
-    secrets: frozenset[str] = frozenset()  # written, never stored in the item nor shown
+    model: type[Item]
 
-    def key(self, item: BaseModel) -> str:
-        if isinstance(item, BlacklistConfig) and item.extension is not None:
-            return f"{item.pattern}@{item.extension}"
-        return str(getattr(item, self.key_field))
+    @property
+    def key_field(self) -> str:
+        """The field that names an item."""
+        return self.model.key_field
 
-    def dump(self, item: BaseModel) -> dict[str, Any]:
+    @property
+    def any_tenant(self) -> bool:
+        """False: the default tenant's only (call routing)."""
+        return self.model.any_tenant
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Written, never stored in the item nor shown."""
+        return self.model.secrets
+
+    def key(self, item: Item) -> str:
+        return item.key()
+
+    def dump(self, item: Item) -> dict[str, Any]:
         """The item as the API shows it and the database keeps it."""
         return item.model_dump(
             mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.secrets)
         )
 
-    def tenant_of(self, item: BaseModel) -> str:
+    def tenant_of(self, item: Item) -> str:
         return str(getattr(item, "tenant", DEFAULT_TENANT)) if self.any_tenant else DEFAULT_TENANT
 
 
+# Every list of Items in the configuration file, in the file's order: a feature's list
+# is provisioned as soon as Config has it.
 KINDS: dict[str, ItemKind] = {
-    kind.name: kind
-    for kind in (
-        ItemKind("extensions", Extension, "number", secrets=frozenset({"password"})),
-        ItemKind("trunks", TrunkConfig, "name"),
-        ItemKind("numbers", NumberConfig, "number"),
-        ItemKind("outbound_routes", OutboundRouteConfig, "name"),
-        ItemKind("groups", GroupConfig, "name"),
-        ItemKind("ivrs", IvrConfig, "name"),
-        ItemKind("schedules", ScheduleConfig, "name"),
-        ItemKind("announcements", AnnouncementConfig, "name"),
-        ItemKind("blacklist", BlacklistConfig, "pattern"),
-        ItemKind("webhooks", WebhookConfig, "url", any_tenant=True),
-    )
+    name: ItemKind(name, model) for name, model in item_lists(Config).items()
 }
 
 
@@ -104,7 +95,7 @@ class Change:
     """Items to write (kind, item) and to remove (kind, key), for one tenant."""
 
     tenant: str = DEFAULT_TENANT
-    put: Sequence[tuple[ItemKind, BaseModel]] = ()
+    put: Sequence[tuple[ItemKind, Item]] = ()
     remove: Sequence[tuple[ItemKind, str]] = ()
 
 

@@ -21,9 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ipbx import sdp
-from ipbx.config import AnnouncementConfig, Config, Extension, GroupConfig, IvrConfig
+from ipbx.config import Config
 from ipbx.pbx.apps import voicemail
+from ipbx.pbx.apps.announcement_config import AnnouncementConfig
+from ipbx.pbx.apps.group_config import GroupConfig
 from ipbx.pbx.apps.ivr import run_menu
+from ipbx.pbx.apps.ivr_config import IvrConfig
 from ipbx.pbx.apps.mailbox import mailbox_menu
 from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
 from ipbx.pbx.call.engine import Calls
@@ -32,6 +35,7 @@ from ipbx.pbx.call.pickup import pickup
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
     DND_OFF,
     DND_ON,

@@ -16,16 +16,16 @@ midnight into the next day (``22:00-06:00``), as night shifts are written.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import Annotated, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ipbx.pbx.destination import Destination
+from pydantic import AfterValidator, Field
 
-if TYPE_CHECKING:
-    from ipbx.config import ScheduleConfig
+from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.schema import DestinationField, Item, Name, Where
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
 MINUTES_PER_DAY = 24 * 60
@@ -115,6 +115,44 @@ def _merge(spans: Iterable[Span]) -> tuple[Span, ...]:
         else:
             merged.append((start, end))
     return tuple(merged)
+
+
+def _check_days(value: str) -> str:
+    parse_days(value)
+    return value
+
+
+def _check_ranges(value: str) -> str:
+    parse_ranges(value)
+    return value
+
+
+def _check_zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+class ScheduleConfig(Item):
+    """Office hours: `open` inside `hours` (weekday ranges on the `timezone` wall clock),
+    `closed` outside them, and `holiday` (or `closed`) on the `holidays` dates."""
+
+    destination_kind: ClassVar[Kind | None] = Kind.SCHEDULE
+
+    name: Name
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    hours: dict[
+        Annotated[str, AfterValidator(_check_days)], Annotated[str, AfterValidator(_check_ranges)]
+    ] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    open: DestinationField
+    closed: DestinationField
+    holiday: DestinationField | None = None
+
+    def destinations(self) -> Iterator[tuple[Where, Destination]]:
+        for key in ("open", "closed", "holiday"):
+            target = getattr(self, key)
+            if target is not None:
+                yield (key,), target
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ipbx.config import TrunkConfig
+from ipbx.pbx.trunk_config import TrunkConfig
 from ipbx.sip.auth import ALGORITHMS, authorization, parse_auth_params
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from ipbx.config import Extension
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.mailer import Mailer, MailError
 
 log = logging.getLogger("ipbx.voicemail")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ipbx.config import IvrConfig
+from ipbx.pbx.apps.ivr_config import IvrConfig
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.session import Session
 
