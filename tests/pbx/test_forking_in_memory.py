@@ -6,6 +6,7 @@ provisionally); when none answers, the caller gets the best of their refusals
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,27 @@ def test_forward_always_rings_the_target_and_not_the_phone(tmp_path: Path) -> No
         assert await bob.rings_not(2.0)
 
     play(tmp_path, story, _forward(always="1002"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the INVITE client transaction re-arms Timer B on its first provisional "
+    "response (sip/transaction.py), so a phone ringing 64*T1 = 32 s fails the call (480)",
+)
+def test_a_phone_may_ring_for_longer_than_64_t1(tmp_path: Path) -> None:
+    """RFC 3261 §17.1.1.2: Timer B runs in the Calling state only; once the phone has
+    answered provisionally, its INVITE waits for the final answer as long as it rings
+    (the caller, a ring time-out or a forward ends the ringing, not the transaction)."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        ringing = await bob.rings()
+        ringing.ring()
+        await call.provisional(180)
+        since = len(lab.network.sent)
+        await asyncio.sleep(60)
+        to_alice = [d.first_line for d in lab.network.sent[since:] if d.dest == alice.address]
+        assert not [line for line in to_alice if line.startswith("SIP/2.0")], to_alice
+
+    play(tmp_path, story)
