@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.testbed import Testbed, play
-from tests.support.user_agents import Phone
+from tests.support.user_agents import OutgoingCall, Phone
 
 DIALLED, E164 = "92125551234", "+12125551234"
 CALLER_ID = "+15550111"
@@ -45,13 +45,18 @@ def _gateways(lab: Testbed) -> tuple[Phone, Phone]:
     return lab.gateway(PROVIDER1), lab.gateway(PROVIDER2)
 
 
+async def _call_out(lab: Testbed) -> tuple[OutgoingCall, Phone, Phone]:
+    """1000 dials the outside number; the call, and the gateways of provider1 and 2."""
+    gw1, gw2 = _gateways(lab)
+    alice = await lab.registered("1000")
+    return alice.call(DIALLED), gw1, gw2
+
+
 def test_a_call_out_leaves_through_the_first_trunk_in_e164_with_the_route_caller_id(
     tmp_path: Path,
 ) -> None:
     async def story(lab: Testbed) -> None:
-        gw1, gw2 = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, gw2 = await _call_out(lab)
         out = await gw1.rings()
         assert str(out.invite.uri) == f"sip:{E164}@{PROVIDER1}:5060"
         assert (out.invite.from_.uri.user, out.invite.to.uri.user) == (CALLER_ID, E164)
@@ -68,9 +73,7 @@ def test_a_call_out_leaves_through_the_first_trunk_in_e164_with_the_route_caller
 
 def test_a_trunk_that_answers_503_is_failed_over_in_a_new_dialog(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
-        gw1, gw2 = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, gw2 = await _call_out(lab)
         first = await gw1.rings()
         first.refuse(503, [("Retry-After", "60")])
         second = await gw2.rings()
@@ -112,9 +115,7 @@ def test_a_providers_digest_challenge_is_answered_once_with_the_trunks_credentia
     tmp_path: Path,
 ) -> None:
     async def story(lab: Testbed) -> None:
-        gw1, _ = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, _ = await _call_out(lab)
         first = await gw1.rings()
         first.challenge()
         again = await gw1.rings()
@@ -133,9 +134,7 @@ def test_a_provider_that_challenges_the_credentials_again_is_failed_over(
     tmp_path: Path,
 ) -> None:
     async def story(lab: Testbed) -> None:
-        gw1, gw2 = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, gw2 = await _call_out(lab)
         (await gw1.rings()).challenge()
         (await gw1.rings()).challenge()  # the password is wrong
         (await gw2.rings()).answer()
@@ -146,9 +145,7 @@ def test_a_provider_that_challenges_the_credentials_again_is_failed_over(
 
 def test_a_refusal_on_the_callers_side_is_not_failed_over(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
-        gw1, gw2 = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, gw2 = await _call_out(lab)
         (await gw1.rings()).refuse(404)
         assert (await call.final()).status == 404
         assert await gw2.rings_not()
@@ -168,9 +165,7 @@ def test_when_every_trunk_fails_the_caller_gets_the_best_of_their_answers(
     trunk could not, and read as 480 Temporarily Unavailable when nothing better came."""
 
     async def story(lab: Testbed) -> None:
-        gw1, gw2 = _gateways(lab)
-        alice = await lab.registered("1000")
-        call = alice.call(DIALLED)
+        call, gw1, gw2 = await _call_out(lab)
         (await gw1.rings()).refuse(answers[0])
         (await gw2.rings()).refuse(answers[1])
         assert (await call.final()).status == heard

@@ -13,15 +13,14 @@ import pytest
 
 from tests.phone.softphone import write_tone
 from tests.support.testbed import Testbed, play
-from tests.support.user_agents import Call, IncomingCall, OutgoingCall, Phone, direction
+from tests.support.user_agents import Call, connected, direction
 
 
-async def _talking(caller: Phone, callee: Phone) -> tuple[OutgoingCall, IncomingCall]:
-    call = caller.call(callee.user)
-    answered = await callee.rings()
-    answered.answer()
-    assert (await call.final()).status == 200
-    return call, answered
+def _music_on_hold(tmp_path: Path) -> None:
+    """Music in DATA_DIR/moh of the PBX that play() builds in `tmp_path`."""
+    moh = tmp_path / "data" / "moh"
+    moh.mkdir(parents=True)
+    write_tone(moh / "music.wav", 500, 2)
 
 
 def _reinvited(call: Call) -> bool:
@@ -32,7 +31,7 @@ def _reinvited(call: Call) -> bool:
 def test_without_music_the_hold_is_passed_to_the_other_phone(tmp_path: Path, holder: str) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob = await lab.registered("1000"), await lab.registered("1001")
-        call, answered = await _talking(alice, bob)
+        call, answered = await connected(alice, bob)
         holding, held = (call, answered) if holder == "caller" else (answered, call)
 
         on_hold = await holding.hold()
@@ -55,13 +54,11 @@ def test_without_music_the_hold_is_passed_to_the_other_phone(tmp_path: Path, hol
 def test_with_music_the_pbx_answers_the_hold_and_the_other_phone_is_not_asked(
     tmp_path: Path,
 ) -> None:
-    moh = tmp_path / "data" / "moh"
-    moh.mkdir(parents=True)
-    write_tone(moh / "music.wav", 500, 2)
+    _music_on_hold(tmp_path)
 
     async def story(lab: Testbed) -> None:
         alice, bob = await lab.registered("1000"), await lab.registered("1001")
-        call, answered = await _talking(alice, bob)
+        call, answered = await connected(alice, bob)
         on_hold = await call.hold()
         assert (on_hold.status, direction(on_hold)) == (200, "recvonly")
         resumed = await call.resume()
@@ -77,13 +74,11 @@ def test_with_music_the_pbx_answers_the_hold_and_the_other_phone_is_not_asked(
 
 def test_an_inactive_hold_is_answered_inactive(tmp_path: Path) -> None:
     """RFC 3264 §6.1: an offer saying inactive is answered inactive."""
-    moh = tmp_path / "data" / "moh"
-    moh.mkdir(parents=True)
-    write_tone(moh / "music.wav", 500, 2)
+    _music_on_hold(tmp_path)
 
     async def story(lab: Testbed) -> None:
         alice, bob = await lab.registered("1000"), await lab.registered("1001")
-        call, _ = await _talking(alice, bob)
+        call, _ = await connected(alice, bob)
         on_hold = await call.hold("inactive")
         assert (on_hold.status, direction(on_hold)) == (200, "inactive")
 

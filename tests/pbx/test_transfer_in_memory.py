@@ -14,18 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.testbed import Testbed, play
-from tests.support.user_agents import Call, IncomingCall, OutgoingCall, Phone
+from tests.support.user_agents import Call, connected
 
 PBX_HOST = "10.0.0.1"
-
-
-async def _talking(caller: Phone, callee: Phone, number: str) -> tuple[OutgoingCall, IncomingCall]:
-    """`caller` calls `number`, which rings `callee`, who answers."""
-    call = caller.call(number)
-    answered = await callee.rings()
-    answered.answer()
-    assert (await call.final()).status == 200
-    return call, answered
 
 
 async def _progress(transferor: Call) -> list[tuple[bytes, str]]:
@@ -45,7 +36,7 @@ async def _progress(transferor: Call) -> list[tuple[bytes, str]]:
 def test_blind_transfer_connects_the_transferee_with_the_target(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
-        call, at_bob = await _talking(alice, bob, "1001")
+        call, at_bob = await connected(alice, bob)
         assert (await call.refer(f"<sip:1002@{PBX_HOST}>")).status == 202
         at_carol = await carol.rings()
         assert at_carol.caller == "1001"  # the target sees the transferee calling
@@ -67,7 +58,7 @@ def test_blind_transfer_connects_the_transferee_with_the_target(tmp_path: Path) 
 def test_the_called_party_can_transfer_the_caller(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
-        call, at_bob = await _talking(alice, bob, "1001")
+        call, at_bob = await connected(alice, bob)
         assert (await at_bob.refer(f"<sip:1002@{PBX_HOST}>")).status == 202
         at_carol = await carol.rings()
         assert at_carol.caller == "1000"
@@ -83,7 +74,7 @@ def test_the_called_party_can_transfer_the_caller(tmp_path: Path) -> None:
 def test_a_blind_transfer_the_target_refuses_leaves_the_call_as_it_was(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
-        call, at_bob = await _talking(alice, bob, "1001")
+        call, at_bob = await connected(alice, bob)
         await call.refer(f"<sip:1002@{PBX_HOST}>")
         (await carol.rings()).refuse(486)
         status_line, state = (await _progress(call))[-1]
@@ -103,7 +94,7 @@ def test_a_blind_transfer_the_target_refuses_leaves_the_call_as_it_was(tmp_path:
 def test_the_targets_refusal_is_reported_at_once_with_its_status(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
-        call, _ = await _talking(alice, bob, "1001")
+        call, _ = await connected(alice, bob)
         await call.refer(f"<sip:1002@{PBX_HOST}>")
         (await carol.rings()).refuse(486)
         refused_at = lab.pbx.endpoint.loop.time()
@@ -117,7 +108,7 @@ def test_the_targets_refusal_is_reported_at_once_with_its_status(tmp_path: Path)
 def test_a_blind_transfer_to_no_extension_is_reported_404(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob = await lab.registered("1000"), await lab.registered("1001")
-        call, _ = await _talking(alice, bob, "1001")
+        call, _ = await connected(alice, bob)
         assert (await call.refer(f"<sip:5555@{PBX_HOST}>")).status == 202
         assert (await _progress(call))[-1] == (b"SIP/2.0 404 Not Found\r\n", "terminated")
 
@@ -127,8 +118,8 @@ def test_a_blind_transfer_to_no_extension_is_reported_404(tmp_path: Path) -> Non
 def test_attended_transfer_replaces_the_consultation_call(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
-        first, at_bob = await _talking(alice, bob, "1001")
-        consultation, at_carol = await _talking(alice, carol, "1002")
+        first, at_bob = await connected(alice, bob)
+        consultation, at_carol = await connected(alice, carol)
         refer_to = f"<sip:1002@{PBX_HOST}?Replaces={quote(consultation.replaces(), safe='')}>"
         assert (await first.refer(refer_to)).status == 202
         assert await _progress(first) == [
@@ -149,7 +140,7 @@ def test_attended_transfer_replaces_the_consultation_call(tmp_path: Path) -> Non
 def test_an_attended_transfer_naming_no_call_is_reported_481(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob = await lab.registered("1000"), await lab.registered("1001")
-        call, at_bob = await _talking(alice, bob, "1001")
+        call, at_bob = await connected(alice, bob)
         gone = quote("no-such-call;to-tag=a;from-tag=b", safe="")
         await call.refer(f"<sip:1002@{PBX_HOST}?Replaces={gone}>")
         assert (await _progress(call))[-1] == (

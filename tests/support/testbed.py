@@ -27,10 +27,15 @@ Writing a test::
   in the trunk's configuration).
 - A phone's `call(number)` returns an OutgoingCall (`provisional()`, `final()`,
   `cancel()`); `rings()` returns the next IncomingCall (`ring()`, `answer()`,
-  `refuse(status)`, `challenge()`, `was_cancelled()`). Either side, once answered:
-  `hold()`, `resume()`, `refer(uri)`, `hang_up()`, `received(method)`, `hung_up()`.
+  `refuse(status)`, `challenge()`, `was_cancelled()`); `rings_not(seconds)` says none
+  came. Either side, once answered: `hold()`, `resume()`, `refer(uri)`, `hang_up()`
+  (each returns the final response), `received(method)`, `hung_up()`, `replaces()`.
+  `await connected(caller, callee)` sets a call up; `direction(message)` reads the SDP.
+- Every wait is bounded (40 virtual seconds, past any SIP transaction time-out) and
+  fails with what did arrive; none costs real time.
 - `lab.network.lose(rule)` drops datagrams (a lost 100 Trying, say);
-  `lab.network.sent` is everything sent; `await lab.records()` the call records written.
+  `lab.network.sent` is everything sent; `await lab.records()` the call records written;
+  `lab.pbx` is the PBX object itself.
 
 Media is not in memory: the PBX's media endpoints bind UDP sockets on 127.0.0.1 as in
 production, but no phone sends RTP, and their SDP points at the discard port.

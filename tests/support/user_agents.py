@@ -54,6 +54,19 @@ def direction(message: Request | Response) -> str:
     return sdp.direction(sdp.SessionDescription.parse(message.body))
 
 
+async def connected(
+    caller: Phone, callee: Phone, number: str | None = None
+) -> tuple[OutgoingCall, IncomingCall]:
+    """`caller` calls `number` (the callee's own by default), `callee` rings and answers:
+    the two ends of the call."""
+    call = caller.call(number or callee.user)
+    answered = await callee.rings()
+    answered.answer()
+    response = await call.final()
+    assert response.status == 200, response
+    return call, answered
+
+
 class Inbox(Generic[T]):
     """What arrived, for a test to take in any order it likes."""
 
