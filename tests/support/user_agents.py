@@ -49,6 +49,13 @@ def offer(direction: str = "sendrecv") -> bytes:
     return bytes(sdp.make_offer(RTP_HOST, RTP_PORT, AUDIO_CODECS, direction=direction))
 
 
+def answer_to(offered: bytes) -> bytes:
+    """A phone's answer to an offer: the first G.711 codec it lists, the mirrored
+    direction (RFC 3264 §6.1)."""
+    description = sdp.SessionDescription.parse(offered)
+    return bytes(sdp.answer(description, RTP_HOST, RTP_PORT, AUDIO_CODECS)[0])
+
+
 def direction(message: Request | Response) -> str:
     """The audio direction a message's SDP states (RFC 3264 §5.1, §8.4)."""
     return sdp.direction(sdp.SessionDescription.parse(message.body))
@@ -162,10 +169,7 @@ class Call:
         assert self.dialog is not None
         self.dialog.receive_request(request)
         if request.method == "INVITE" and request.body:
-            answer, _, _ = sdp.answer(
-                sdp.SessionDescription.parse(request.body), RTP_HOST, RTP_PORT, AUDIO_CODECS
-            )
-            self.phone.respond(tx, 200, bytes(answer))
+            self.phone.respond(tx, 200, answer_to(request.body))
         else:
             self.phone.respond(tx, 200)
         if request.method == "BYE":
@@ -190,13 +194,8 @@ class IncomingCall(Call):
 
     def answer(self) -> None:
         """200 with our answer to the INVITE's offer (our offer, to a late offer)."""
-        if self.invite.body:
-            body, _, _ = sdp.answer(
-                sdp.SessionDescription.parse(self.invite.body), RTP_HOST, RTP_PORT, AUDIO_CODECS
-            )
-            self.phone.respond(self.tx, 200, bytes(body))
-        else:
-            self.phone.respond(self.tx, 200, offer())
+        body = answer_to(self.invite.body) if self.invite.body else offer()
+        self.phone.respond(self.tx, 200, body)
         self.dialog = Dialog.as_uas(self.invite, self.tx.to_tag)
         self.phone.remember(self)
 
