@@ -115,6 +115,16 @@ class SipEndpoint:
         log.info("listening on %s:%s:%d", transport.lower(), host, address.port)
         return address
 
+    def attach(self, transport: asyncio.DatagramTransport, address: Address) -> None:
+        """Carry UDP over `transport`, which stands for a socket bound at `address`: its
+        sendto() takes what we send, and what arrives for us comes in through
+        datagram_received(). Tests plug an in-memory network in here."""
+        protocol = _Datagram(self)
+        protocol.connection_made(transport)
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        self._udp[family] = (protocol, address)
+        self._listening.setdefault("UDP", address)
+
     def listening(self, transport: str) -> Address | None:
         return self._listening.get(transport.upper())
 
