@@ -110,7 +110,7 @@ def test_a_failing_story_prints_the_ladder(
 
 def test_an_error_the_pbx_logs_fails_the_story(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
-        lab.pbx.calls.on_invite = None  # type: ignore[assignment,method-assign]
+        lab.pbx.router.on_invite = None  # type: ignore[assignment,method-assign]
         alice, _ = await lab.registered("1000"), await lab.registered("1001")
         assert (await alice.call("1001").final()).status == 500
 

@@ -154,11 +154,6 @@ def test_forward_always_rings_the_target_and_not_the_phone(tmp_path: Path) -> No
     play(tmp_path, story, _forward(always="1002"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the INVITE client transaction re-arms Timer B on its first provisional "
-    "response (sip/transaction.py), so a phone ringing 64*T1 = 32 s fails the call (480)",
-)
 def test_a_phone_may_ring_for_longer_than_64_t1(tmp_path: Path) -> None:
     """RFC 3261 §17.1.1.2: Timer B runs in the Calling state only; once the phone has
     answered provisionally, its INVITE waits for the final answer as long as it rings

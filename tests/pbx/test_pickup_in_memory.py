@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from tests.support.testbed import Testbed, play
 
 PICKUP = "*8"
@@ -34,11 +32,6 @@ def test_pickup_answers_the_call_ringing_elsewhere(tmp_path: Path) -> None:
     play(tmp_path, story)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Calls.pickup joins each leg to itself (`caller.other, leg.other = caller, leg`): "
-    "the caller's BYE comes back to the caller, and the phone that picked up is never told",
-)
 def test_after_a_pickup_the_callers_bye_reaches_the_phone_that_picked_up(
     tmp_path: Path,
 ) -> None:

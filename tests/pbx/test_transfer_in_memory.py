@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
 from tests.support.testbed import Testbed, play
 from tests.support.user_agents import Call, connected
 
@@ -86,11 +84,6 @@ def test_a_blind_transfer_the_target_refuses_leaves_the_call_as_it_was(tmp_path:
     play(tmp_path, story)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failure of the transfer's target is ignored while the call still has its "
-    "callee (Calls._on_fork_response): the transfer fails only at its 30 s time-out, as 480",
-)
 def test_the_targets_refusal_is_reported_at_once_with_its_status(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]

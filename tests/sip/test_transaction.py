@@ -65,6 +65,41 @@ def test_invite_client_retransmits_on_timer_a_and_times_out_with_408_on_b() -> N
     assert tx.state is State.TERMINATED
 
 
+def test_a_ringing_invite_has_no_timer_b_and_is_cancelled_after_timer_c() -> None:
+    """§17.1.1.2: Timer B runs in Calling only, so a phone may ring longer than 64*T1;
+    a phone that never answers is cancelled after Timer C (120 s), and the INVITE's
+    transaction ends 64*T1 after that CANCEL if no final response comes (§9.1)."""
+    layer = TransactionLayer()
+    invite = request()
+    tx = layer.send_request(invite, UDP, now=0.0)
+    layer.outgoing()
+    layer.receive(make_response(invite, 180, to_tag="t1"), UDP, now=0.1)
+    assert layer.expire(100.0) == [] and layer.outgoing() == []
+    assert tx.state is State.PROCEEDING
+    assert layer.expire(120.1) == []
+    (cancel,) = sent(layer)
+    assert isinstance(cancel, Request)
+    assert (cancel.method, cancel.via.branch) == ("CANCEL", "z9hG4bKabc")
+    events: list[object] = []
+    while (deadline := layer.next_deadline()) is not None:
+        events += layer.expire(deadline)
+    assert [e.response.status for e in events if isinstance(e, ResponseReceived)] == [408, 408]
+    assert tx.state is State.TERMINATED
+
+
+def test_a_cancelled_invite_without_a_final_response_ends_after_64_t1() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    tx = layer.send_request(invite, UDP, now=0.0)
+    layer.receive(make_response(invite, 180, to_tag="t1"), UDP, now=0.1)
+    layer.send_request(make_cancel(invite), UDP, now=50.0)
+    layer.receive(make_response(make_cancel(invite), 200, to_tag="t1"), UDP, now=50.1)
+    assert layer.expire(81.9) == []
+    (ended,) = layer.expire(82.0)
+    assert isinstance(ended, ResponseReceived) and ended.response.status == 408
+    assert tx.state is State.TERMINATED
+
+
 def test_non_invite_client_caps_timer_e_at_t2() -> None:
     layer = TransactionLayer()
     layer.send_request(request("OPTIONS"), UDP, now=0.0)

@@ -218,7 +218,7 @@ class Router:
             if call.ended:
                 return
         status = await calls.forking.ring(call, target, bindings, self.no_answer_seconds(target))
-        if status == 200:
+        if status == 200 or call.ended:
             return
         instead = self.after_failure(target, status)
         if instead is None:
@@ -241,7 +241,7 @@ class Router:
         await calls.trunks.dial_out(call, caller_id)
         assert call.outcome is not None
         status = await call.outcome
-        if status != 200:
+        if status != 200 and not call.ended:
             calls.refuse(call, status)
 
     def _outbound_route(self, dialled: str, caller: str | None) -> OutboundCall:

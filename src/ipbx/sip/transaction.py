@@ -90,6 +90,12 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    # How long an INVITE may stay in Proceeding (ringing) before we CANCEL it. A UAC
+    # has no such timer in RFC 3261 (Timer B ends with the first provisional response,
+    # §17.1.1.2); a B2BUA leg whose phone never sends a final response would ring
+    # forever without one. Proxies have Timer C (§16.6); Kamailio's sample
+    # configurations set its tm fr_inv_timer, the same limit, to 120 s.
+    c: float = 120.0
 
 
 class State(Enum):
@@ -254,9 +260,12 @@ class TransactionLayer:
 
     def expire(self, now: float) -> list[Event]:
         while self._heap and self._heap[0][0] <= now:
-            _, _, tx, generation, name = heapq.heappop(self._heap)
+            due, _, tx, generation, name = heapq.heappop(self._heap)
             if tx.generation == generation and tx.state is not State.TERMINATED:
-                self._fire(tx, name, now)
+                # The CANCEL that Timer C sends is dated from when C was due, so that its
+                # timers and the INVITE's last 64*T1 run out on schedule however late
+                # this call comes.
+                self._fire(tx, name, due if name == "C" else now)
         return self._take_events()
 
     def receive(self, msg: Request | Response, source: Address, now: float) -> list[Event]:
@@ -309,6 +318,12 @@ class TransactionLayer:
             tx.interval = t1
             self._arm(tx, now + t1, "A" if is_invite else "E")
         self._arm(tx, now + 64 * t1, "B" if is_invite else "F")
+        if request.method == "CANCEL":
+            invite = self._client.get((branch, "INVITE"))
+            if invite is not None and invite.state is State.PROCEEDING:
+                # RFC 3261 §9.1: without a final response to the INVITE within 64*T1 of
+                # the CANCEL, the INVITE counts as cancelled and its transaction goes.
+                self._arm(invite, now + 64 * t1, "B")
         return tx
 
     def send_ack(self, ack: Request, dest: Address) -> None:
@@ -474,8 +489,8 @@ class TransactionLayer:
                 if tx.state is State.TRYING and not tx.peer.reliable:
                     tx.interval = self.timers.t2 / 2  # next E fires at T2 (§17.1.2.2)
                 if tx.state is State.CALLING:
-                    tx.generation += 1
-                    self._arm(tx, now + 64 * self.timers.t1, "B")
+                    tx.generation += 1  # no more A and B in Proceeding
+                    self._arm(tx, now + self.timers.c, "C")
                 tx.state = State.PROCEEDING
                 self._events.append(ResponseReceived(response, tx))
             return
@@ -531,6 +546,9 @@ class TransactionLayer:
             else:
                 tx.interval = min(tx.interval * 2, cap)
             self._arm(tx, now + tx.interval, name)
+        elif name == "C":
+            assert isinstance(tx, ClientTransaction)
+            self.send_request(make_cancel(tx.request), tx.peer, now)
         elif name in ("B", "F"):
             self._terminate(tx)
             assert isinstance(tx, ClientTransaction)

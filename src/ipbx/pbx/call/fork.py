@@ -314,14 +314,14 @@ class Forking:
             self._answered(fork, response)
             return
         fork.final = response
-        if call.ended or call.callee is not None:
+        if call.ended or not all(f.final is not None for f in call.forks):
             return
-        if all(f.final is not None for f in call.forks):
-            finals = [f.final.status for f in call.forks if f.final is not None]
-            if call.dialing is not None:
-                if not call.dialing.done():
-                    call.dialing.set_result(best_failure(finals))
-                return
+        finals = [f.final.status for f in call.forks if f.final is not None]
+        if call.dialing is not None:
+            # A transfer's target refuses while the call still has both its parties.
+            if not call.dialing.done():
+                call.dialing.set_result(best_failure(finals))
+        elif call.callee is None:
             settle(call, 480 if call.timed_out else best_failure(finals))
 
     def _relay_provisional(self, fork: Leg, response: Response) -> None:

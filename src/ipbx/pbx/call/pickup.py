@@ -47,7 +47,7 @@ def pickup(flows: CallFlows, leg: Leg) -> bool:
     own = leg.call
     own.caller = None  # the pickup call is absorbed; it leaves no record of its own
     leg.call = target
-    target.callee, caller.other, leg.other = leg, caller, leg
+    target.callee, caller.other, leg.other = leg, leg, caller
     target.state = CallState.ANSWERED
     target.path.append(f"pickup:{own.from_number}")
     connect(caller.media, leg.media)
