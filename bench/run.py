@@ -77,7 +77,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench import api, media  # noqa: E402
-from bench.harness import (  # noqa: E402
+from tests.support.server import (  # noqa: E402
     LOOPBACK,
     Extension,
     ServerNotReady,

@@ -17,7 +17,13 @@ from typing import Any, cast
 
 import pytest
 
-from bench.harness import (
+from tests.impairment import (
+    Impairment,
+    ImpairmentProxy,
+    loopback_alias,
+)
+from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.server import (
     LOOPBACK,
     extension_range,
     free_port,
@@ -25,12 +31,6 @@ from bench.harness import (
     run_ipbx,
     write_ipbx_config,
 )
-from tests.impairment import (
-    Impairment,
-    ImpairmentProxy,
-    loopback_alias,
-)
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
 
 Address = tuple[Any, ...]
 # Every asyncio test is bounded as a whole, whatever goes wrong inside it.

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import LOOPBACK, free_port, free_udp_range, run_ipbx, write_ipbx_config
-from bench.harness import Extension as User
+from tests.support.server import (
+    LOOPBACK,
+    free_port,
+    free_udp_range,
+    run_ipbx,
+    write_ipbx_config,
+)
+from tests.support.server import Extension as User
 
 
 def write_config(

@@ -9,15 +9,10 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from bench.harness import (
-    LOOPBACK,
-    extension_range,
-    free_port,
-    run_ipbx,
-)
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.sipclient import SipClient
 from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.server import LOOPBACK, extension_range, free_port, run_ipbx
 
 CALLER, OWNER = extension_range(2)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import free_port, run_ipbx
 from tests.api.receiver import Receiver
 from tests.pbx.test_call_records import start_configured_ipbx, talk
+from tests.support.server import free_port, run_ipbx
 
 SECRET = "live-webhook-secret-0123"
 CALL_EVENTS = ["call.started", "call.ringing", "call.answered", "call.ended"]

@@ -1,6 +1,6 @@
 """Fixtures for interop tests: a real ipbx process on free loopback ports, real peers.
 
-The process handling lives in bench/harness.py, shared with the benchmarks, so a test
+The process handling lives in tests/support/, shared with the benchmarks, so a test
 starts the server exactly as `make bench` does: `python -m ipbx.cli serve --config FILE`
 with the running venv's interpreter, ready once it answers OPTIONS over UDP.
 """
@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import harness  # noqa: E402
-from bench.harness import (  # noqa: E402
+from tests.support import server as harness  # noqa: E402
+from tests.support.server import (  # noqa: E402
     Extension,
     IpbxFactory,
     IpbxServer,

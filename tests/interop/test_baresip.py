@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
+from tests.phone.softphone import Audio, analyse, ipbx_phone, write_tone
+from tests.support.server import (
     IpbxFactory,
     IpbxServer,
     extension_range,
     start_baresip,
     stop_process,
 )
-from tests.phone.softphone import Audio, analyse, ipbx_phone, write_tone
 
 BARESIP, PHONE = extension_range(2)
 TOLERANCE_HZ = 20

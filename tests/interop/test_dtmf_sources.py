@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import (
+from ipbx.media.inband import dtmf_tone
+from tests.pbx.test_call_records import call_records
+from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.server import (
     BaresipControl,
     IpbxFactory,
     IpbxServer,
@@ -39,9 +42,6 @@ from bench.harness import (
     stop_process,
     write_users_csv,
 )
-from ipbx.media.inband import dtmf_tone
-from tests.pbx.test_call_records import call_records
-from tests.phone.softphone import ipbx_phone, write_tone
 
 DIGITS = "159*#"
 ECHO_TEST = "9196"

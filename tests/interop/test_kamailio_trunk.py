@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
+from tests.support.server import (
     LOOPBACK,
     REPO_ROOT,
     IpbxServer,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
+from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.server import (
     Extension,
     IpbxFactory,
     extension_range,
@@ -31,7 +32,6 @@ from bench.harness import (
     free_udp_range,
     stop_process,
 )
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
 
 LINPHONE, PHONE = extension_range(2)
 TOLERANCE_HZ = 20

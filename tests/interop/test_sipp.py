@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
+from tests.support.server import (
     IpbxFactory,
     IpbxServer,
     SippProcess,

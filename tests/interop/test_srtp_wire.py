@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import IpbxFactory
 from tests.interop.test_baresip import TOLERANCE_HZ, _baresip_calls_phone
 from tests.phone.softphone import write_tone
+from tests.support.server import IpbxFactory
 
 ETH_P_IP = 0x0800
 # Loopback hands a packet socket each datagram twice: as sent (PACKET_OUTGOING) and as

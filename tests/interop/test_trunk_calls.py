@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import (
+from tests.interop.test_kamailio_trunk import cli_until, eventually, location, start_provider
+from tests.pbx.test_call_records import CALLEE, CALLER, call_records, start_configured_ipbx
+from tests.phone.softphone import ipbx_phone
+from tests.support.server import (
     LOOPBACK,
     SCENARIOS,
     IpbxServer,
@@ -27,9 +30,6 @@ from bench.harness import (
     start_sipp,
     stop_process,
 )
-from tests.interop.test_kamailio_trunk import cli_until, eventually, location, start_provider
-from tests.pbx.test_call_records import CALLEE, CALLER, call_records, start_configured_ipbx
-from tests.phone.softphone import ipbx_phone
 
 DID = "+15550100"  # one of the provider's DIDs (provider.cfg), to extension 1001
 CALLER_ID = "+15550111"  # the route's caller ID

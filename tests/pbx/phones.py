@@ -5,7 +5,6 @@ Every message is one the test chose to send, when it chose to send it."""
 
 from __future__ import annotations
 
-from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.sip.message import Request, Response, parse_datagram
 from tests.pbx.sipclient import (
     SipClient,
@@ -16,6 +15,7 @@ from tests.pbx.sipclient import (
     reply_to,
     send_authenticated_invite,
 )
+from tests.support.server import IpbxServer, extension_range, free_port
 
 CALLER = extension_range(1)[0]
 LOOPBACK = "127.0.0.1"

@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.harness import (
+from ipbx.store import CallRecord, Store
+from tests.pbx.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
+from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.server import (
     IpbxServer,
     extension_range,
     free_port,
@@ -26,9 +29,6 @@ from bench.harness import (
     run_ipbx,
     write_ipbx_config,
 )
-from ipbx.store import CallRecord, Store
-from tests.pbx.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
 
 CALLER, CALLEE, OTHER = extension_range(3)
 TOLERANCE_HZ = 20

@@ -15,9 +15,9 @@ from sipclient import (
     udp_socket,
 )
 
-from bench.harness import IpbxServer
 from ipbx import sdp
 from ipbx.sip.message import Response
+from tests.support.server import IpbxServer
 
 SDP = (
     "v=0\r\no=- {v} {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

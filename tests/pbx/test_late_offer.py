@@ -15,8 +15,8 @@ from sipclient import (
     udp_socket,
 )
 
-from bench.harness import IpbxServer
 from ipbx import sdp
+from tests.support.server import IpbxServer
 
 OFFER = (
     "v=0\r\no=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

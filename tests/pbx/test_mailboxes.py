@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_port
 from ipbx.config import Extension
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.voicemail import Mailbox, Mailboxes
 from tests.pbx.test_mailer import SmtpServer, run_server, smtp, write_message_wav
+from tests.support.server import free_port
 
 EXTENSIONS = [
     Extension.model_validate(

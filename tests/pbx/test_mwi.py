@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.config import Config
 from ipbx.pbx.core import Pbx
 from ipbx.sip.message import Request, Response
@@ -22,6 +21,7 @@ from ipbx.store.store import Store
 from tests.pbx.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
 from tests.pbx.test_call_records import start_configured_ipbx
 from tests.pbx.test_mailer import write_message_wav
+from tests.support.server import IpbxServer, extension_range, free_port
 
 OWNER, OTHER = "1001", "1000"
 SUMMARY = "application/simple-message-summary"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sipclient import LOOPBACK, SipClient
 
-from bench.harness import IpbxServer, extension_range, start_ipbx
+from tests.support.server import IpbxServer, extension_range, start_ipbx
 
 TORTURE = Path(__file__).parent.parent / "conformance" / "rfc4475"
 

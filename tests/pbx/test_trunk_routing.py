@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import IpbxServer, free_port, stop_process
 from ipbx.sip.auth import authorization
 from ipbx.sip.message import Request, Response
 from tests.pbx.sipclient import (
@@ -28,6 +27,7 @@ from tests.pbx.sipclient import (
     reply_to,
 )
 from tests.pbx.test_call_records import CALLEE, CALLER, OTHER, call_records, start_configured_ipbx
+from tests.support.server import IpbxServer, free_port, stop_process
 
 DID = "+15550100"
 DIALLED = "92125551234"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import Extension, stop_process
+from tests.support.server import Extension, stop_process
 
 RATE = 8000
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO_ROOT / "bench" / "scenarios"
 KAMAILIO_CFG = REPO_ROOT / "bench" / "kamailio" / "kamailio.cfg"
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
