@@ -23,14 +23,8 @@ from tests.impairment import (
     loopback_alias,
 )
 from tests.phone.softphone import analyse, ipbx_phone, write_tone
-from tests.support.server import (
-    LOOPBACK,
-    extension_range,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    write_ipbx_config,
-)
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.server import extension_range, run_ipbx, write_ipbx_config
 
 Address = tuple[Any, ...]
 # Every asyncio test is bounded as a whole, whatever goes wrong inside it.

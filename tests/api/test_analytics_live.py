@@ -23,7 +23,8 @@ from ipbx.sip.message import Request, Response
 from tests.api.test_api_serve import make_token
 from tests.pbx.phones import Caller, Phone
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.support.server import IpbxServer, extension_range, free_port
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range
 
 CALLER, CALLEE, TARGET = extension_range(3)
 LOOPBACK = "127.0.0.1"

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.server import (
-    LOOPBACK,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    write_ipbx_config,
-)
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.server import Extension as User
+from tests.support.server import run_ipbx, write_ipbx_config
 
 
 def write_config(

@@ -20,7 +20,8 @@ from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.phones import Caller
 from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
-from tests.support.server import LOOPBACK, IpbxServer, extension_range, free_port, run_ipbx
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import IpbxServer, extension_range, run_ipbx
 
 A, B, C = extension_range(3)
 A_HZ, B_HZ, C_HZ = 700, 1000, 1300

@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.sipclient import SipClient
 from tests.phone.softphone import ipbx_phone, write_tone
-from tests.support.server import LOOPBACK, extension_range, free_port, run_ipbx
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import extension_range, run_ipbx
 
 CALLER, OWNER = extension_range(2)
 

@@ -16,7 +16,8 @@ from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.sipclient import SipClient
 from tests.phone.softphone import ipbx_phone, write_tone
-from tests.support.server import LOOPBACK, extension_range, free_port, run_ipbx
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import extension_range, run_ipbx
 
 COUNTERS = (
     "ipbx_sip_requests_received", "ipbx_sip_requests_sent", "ipbx_sip_responses_received",

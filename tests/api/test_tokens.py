@@ -13,7 +13,8 @@ import pytest
 from ipbx.cli import main
 from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
-from tests.support.server import LOOPBACK, free_port, run_ipbx
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import run_ipbx
 
 
 def key_id(token: str) -> str:

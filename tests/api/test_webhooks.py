@@ -14,7 +14,7 @@ from ipbx.config import WebhookConfig
 from ipbx.pbx.events import EventBus
 from ipbx.store import Store
 from tests.api.receiver import Receiver
-from tests.support.server import free_port
+from tests.support.ports import free_port
 
 SECRET = "s3cret-for-the-crm-0123"
 

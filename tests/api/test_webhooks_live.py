@@ -12,7 +12,8 @@ from typing import Any
 
 from tests.api.receiver import Receiver
 from tests.pbx.test_call_records import start_configured_ipbx, talk
-from tests.support.server import free_port, run_ipbx
+from tests.support.ports import free_port
+from tests.support.server import run_ipbx
 
 SECRET = "live-webhook-secret-0123"
 CALL_EVENTS = ["call.started", "call.ringing", "call.answered", "call.ended"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.ng import BencodeError, bdecode, bencode, ng_request, ng_response
+from tests.support.rtpengine import BencodeError, bdecode, bencode, ng_request, ng_response
 
 
 def test_bencode_examples_from_bep3() -> None:

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import (
-    LOOPBACK,
-    REPO_ROOT,
-    IpbxServer,
-    ServerProcess,
-    extension_range,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    stop_process,
-    wait_ready,
-    write_ipbx_config,
-)
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.processes import REPO_ROOT, ServerProcess, stop_process, wait_ready
+from tests.support.server import IpbxServer, extension_range, run_ipbx, write_ipbx_config
 
 PROVIDER_CFG = REPO_ROOT / "bench" / "kamailio" / "provider.cfg"
 

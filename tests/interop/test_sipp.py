@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import (
-    IpbxFactory,
-    IpbxServer,
+from tests.support.ports import free_port
+from tests.support.server import IpbxFactory, IpbxServer, extension_range
+from tests.support.sipp import (
     SippProcess,
     SippResult,
-    extension_range,
-    free_port,
     register_contact,
     run_sipp,
     start_sipp,

@@ -15,7 +15,8 @@ from tests.pbx.sipclient import (
     reply_to,
     send_authenticated_invite,
 )
-from tests.support.server import IpbxServer, extension_range, free_port
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range
 
 CALLER = extension_range(1)[0]
 LOOPBACK = "127.0.0.1"

@@ -16,7 +16,7 @@ from ipbx.config import Extension
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.voicemail import Mailbox, Mailboxes
 from tests.pbx.test_mailer import SmtpServer, run_server, smtp, write_message_wav
-from tests.support.server import free_port
+from tests.support.ports import free_port
 
 EXTENSIONS = [
     Extension.model_validate(

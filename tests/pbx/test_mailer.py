@@ -23,7 +23,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from ipbx.config import SmtpConfig
 from ipbx.pbx.mailer import Mailer, MailError
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
-from tests.support.server import free_port
+from tests.support.ports import free_port
 
 LOOPBACK = "127.0.0.1"
 

@@ -21,7 +21,8 @@ from ipbx.store.store import Store
 from tests.pbx.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
 from tests.pbx.test_call_records import start_configured_ipbx
 from tests.pbx.test_mailer import write_message_wav
-from tests.support.server import IpbxServer, extension_range, free_port
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range
 
 OWNER, OTHER = "1001", "1000"
 SUMMARY = "application/simple-message-summary"

@@ -27,7 +27,9 @@ from tests.pbx.sipclient import (
     reply_to,
 )
 from tests.pbx.test_call_records import CALLEE, CALLER, OTHER, call_records, start_configured_ipbx
-from tests.support.server import IpbxServer, free_port, stop_process
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
+from tests.support.server import IpbxServer
 
 DID = "+15550100"
 DIALLED = "92125551234"

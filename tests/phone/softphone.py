@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.server import Extension, stop_process
+from tests.support.processes import stop_process
+from tests.support.server import Extension
 
 RATE = 8000
 
