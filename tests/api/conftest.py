@@ -16,7 +16,7 @@ from ipbx.api.tokens import create_token
 from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config, Extension, TrunkConfig
 from ipbx.store import Store
-from tests.api.apiclient import Api, make_pbx
+from tests.support.apiclient import Api, make_pbx
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import pytest
 
 from ipbx.sip.message import Request, Response
 from tests.api.test_api_serve import make_token
-from tests.pbx.phones import Caller, Phone
 from tests.pbx.test_call_records import call_records, start_configured_ipbx
+from tests.support.phones import Caller, Phone
 from tests.support.ports import free_port
 from tests.support.server import IpbxServer, extension_range
 

@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from ipbx.pbx.calls import Call
-from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.phones import Caller
-from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
+from tests.support.apiclient import Api
+from tests.support.phones import Caller
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import IpbxServer, extension_range, run_ipbx
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
 A_HZ, B_HZ, C_HZ = 700, 1000, 1300

@@ -10,9 +10,9 @@ import pytest
 
 from tests.api.test_api_serve import make_token, write_config
 from tests.pbx.test_call_records import call_records
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import extension_range, run_ipbx
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 AGENT, CUSTOMER = extension_range(2)
 AGENT_HZ, CUSTOMER_HZ = 700, 1000

@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ipbx.media.quality import ReceptionTotals, StreamMeter
 from ipbx.sip.transaction import Address
-from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.sipclient import SipClient
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.apiclient import Api
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import extension_range, run_ipbx
+from tests.support.sipclient import SipClient
+from tests.support.softphone import ipbx_phone, write_tone
 
 COUNTERS = (
     "ipbx_sip_requests_received", "ipbx_sip_requests_sent", "ipbx_sip_responses_received",

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from ipbx.cli import main
-from tests.api.apiclient import Api
 from tests.api.test_api_serve import make_token, write_config
+from tests.support.apiclient import Api
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import run_ipbx
 

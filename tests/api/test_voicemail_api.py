@@ -14,8 +14,8 @@ import pytest
 
 from ipbx.config import Config, Extension, VoicemailConfig
 from ipbx.pbx.voicemail import Mailbox, Message
-from tests.api.apiclient import Api
 from tests.api.conftest import serve_api
+from tests.support.apiclient import Api
 
 
 @pytest.fixture

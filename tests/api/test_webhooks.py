@@ -13,8 +13,8 @@ from ipbx.api.webhooks import Webhooks
 from ipbx.config import WebhookConfig
 from ipbx.pbx.events import EventBus
 from ipbx.store import Store
-from tests.api.receiver import Receiver
 from tests.support.ports import free_port
+from tests.support.webhook_receiver import Receiver
 
 SECRET = "s3cret-for-the-crm-0123"
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.phone.softphone import Audio, analyse, ipbx_phone, write_tone
 from tests.support.baresip import start_baresip
 from tests.support.processes import stop_process
 from tests.support.server import IpbxFactory, IpbxServer, extension_range
+from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
 
 BARESIP, PHONE = extension_range(2)
 TOLERANCE_HZ = 20

@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 
 from tests.interop.test_baresip import TOLERANCE_HZ, _baresip_calls_phone
-from tests.phone.softphone import write_tone
 from tests.support.server import IpbxFactory
+from tests.support.softphone import write_tone
 
 ETH_P_IP = 0x0800
 # Loopback hands a packet socket each datagram twice: as sent (PACKET_OUTGOING) and as

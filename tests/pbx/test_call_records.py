@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from ipbx.store import CallRecord, Store
-from tests.pbx.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
 from tests.support.ports import free_port, free_udp_range
 from tests.support.server import IpbxServer, extension_range, run_ipbx, write_ipbx_config
+from tests.support.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 CALLER, CALLEE, OTHER = extension_range(3)
 TOLERANCE_HZ = 20

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.pbx.sipclient import next_request
 from tests.pbx.test_trunk_routing import (
     CALLEE,
     LOOPBACK,
@@ -25,6 +24,7 @@ from tests.pbx.test_trunk_routing import (
     registered,
     routing,
 )
+from tests.support.sipclient import next_request
 
 KNOWN = "+12125550199"
 

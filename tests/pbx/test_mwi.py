@@ -18,11 +18,11 @@ from ipbx.config import Config
 from ipbx.pbx.core import Pbx
 from ipbx.sip.message import Request, Response
 from ipbx.store.store import Store
-from tests.pbx.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
 from tests.pbx.test_call_records import start_configured_ipbx
 from tests.pbx.test_mailer import write_message_wav
 from tests.support.ports import free_port
 from tests.support.server import IpbxServer, extension_range
+from tests.support.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
 
 OWNER, OTHER = "1001", "1000"
 SUMMARY = "application/simple-message-summary"

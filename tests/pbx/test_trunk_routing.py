@@ -18,18 +18,11 @@ from typing import Any
 
 from ipbx.sip.auth import authorization
 from ipbx.sip.message import Request, Response
-from tests.pbx.sipclient import (
-    LOOPBACK,
-    SipClient,
-    ack_for,
-    in_dialog,
-    next_request,
-    reply_to,
-)
 from tests.pbx.test_call_records import CALLEE, CALLER, OTHER, call_records, start_configured_ipbx
 from tests.support.ports import free_port
 from tests.support.processes import stop_process
 from tests.support.server import IpbxServer
+from tests.support.sipclient import LOOPBACK, SipClient, ack_for, in_dialog, next_request, reply_to
 
 DID = "+15550100"
 DIALLED = "92125551234"

@@ -6,7 +6,9 @@ Every message is one the test chose to send, when it chose to send it."""
 from __future__ import annotations
 
 from ipbx.sip.message import Request, Response, parse_datagram
-from tests.pbx.sipclient import (
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range
+from tests.support.sipclient import (
     SipClient,
     ack_for,
     cancel_for,
@@ -15,8 +17,6 @@ from tests.pbx.sipclient import (
     reply_to,
     send_authenticated_invite,
 )
-from tests.support.ports import free_port
-from tests.support.server import IpbxServer, extension_range
 
 CALLER = extension_range(1)[0]
 LOOPBACK = "127.0.0.1"
