@@ -20,11 +20,10 @@ import httpx
 import pytest
 
 from ipbx.sip.message import Request, Response
-from tests.api.test_api_serve import make_token
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.support.phones import Caller, Phone
 from tests.support.ports import free_port
-from tests.support.server import IpbxServer, extension_range
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, make_token, start_configured_ipbx
 
 CALLER, CALLEE, TARGET = extension_range(3)
 LOOPBACK = "127.0.0.1"

@@ -16,11 +16,10 @@ import httpx
 import pytest
 
 from ipbx.pbx.calls import Call
-from tests.api.test_api_serve import make_token, write_config
 from tests.support.apiclient import Api
 from tests.support.phones import Caller
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import IpbxServer, extension_range, run_ipbx
+from tests.support.server import IpbxServer, extension_range, make_token, run_ipbx, write_config
 from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)

@@ -8,10 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.test_call_records import call_records
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import extension_range, run_ipbx
+from tests.support.records import call_records
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
 from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 AGENT, CUSTOMER = extension_range(2)

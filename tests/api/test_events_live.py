@@ -9,9 +9,8 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from tests.api.test_api_serve import make_token, write_config
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import extension_range, run_ipbx
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
 from tests.support.sipclient import SipClient
 from tests.support.softphone import ipbx_phone, write_tone
 

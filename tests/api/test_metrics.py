@@ -12,10 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ipbx.media.quality import ReceptionTotals, StreamMeter
 from ipbx.sip.transaction import Address
-from tests.api.test_api_serve import make_token, write_config
 from tests.support.apiclient import Api
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import extension_range, run_ipbx
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
 from tests.support.sipclient import SipClient
 from tests.support.softphone import ipbx_phone, write_tone
 

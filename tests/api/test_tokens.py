@@ -11,10 +11,9 @@ import httpx
 import pytest
 
 from ipbx.cli import main
-from tests.api.test_api_serve import make_token, write_config
 from tests.support.apiclient import Api
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import run_ipbx
+from tests.support.server import make_token, run_ipbx, write_config
 
 
 def key_id(token: str) -> str:

@@ -14,8 +14,7 @@ import pytest
 
 from ipbx.config import Config, Extension, VoicemailConfig
 from ipbx.pbx.voicemail import Mailbox, Message
-from tests.api.conftest import serve_api
-from tests.support.apiclient import Api
+from tests.support.apiclient import Api, serve_api
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.api.test_api_serve import make_token
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.support.phones import Phone, dial, final_status
 from tests.support.ports import free_port
-from tests.support.server import IpbxServer, extension_range
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, make_token, start_configured_ipbx
 from tests.support.sipclient import next_request, reply_to
 
 CALLER, FIRST, SECOND = extension_range(3)

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.pbx.test_mwi import seed_mailbox
+from tests.support.mailbox import seed_mailbox
 from tests.support.phones import Phone, dial, final_status
-from tests.support.server import IpbxServer, extension_range
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
 from tests.support.sipclient import next_request, reply_to
 from tests.support.softphone import analyse, ipbx_phone, write_tone
 

@@ -14,8 +14,10 @@ import pytest
 
 from ipbx.media.jitter import JitterConfig
 from ipbx.store import CallRecord
-from tests.pbx.test_call_records import call_records, start_configured_ipbx, talk
 from tests.support.impairment import NONE, Impairment, ImpairmentProxy, loopback_alias
+from tests.support.records import call_records
+from tests.support.server import start_configured_ipbx
+from tests.support.softphone import talk
 
 BAD_NETWORK = Impairment(loss=0.05, delay=0.050, jitter=0.040)
 SECONDS = 8.0

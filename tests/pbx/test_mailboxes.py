@@ -15,8 +15,9 @@ import pytest
 from ipbx.config import Extension
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.voicemail import Mailbox, Mailboxes
-from tests.pbx.test_mailer import SmtpServer, run_server, smtp, write_message_wav
+from tests.support.mailbox import write_message_wav
 from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer, run_server, smtp
 
 EXTENSIONS = [
     Extension.model_validate(

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
 from tests.support.phones import Caller
-from tests.support.server import IpbxServer, extension_range
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
 from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)

@@ -1,5 +1,5 @@
-"""baresip run headless on loopback as a registered phone, and its ctrl_tcp control
-connection."""
+"""baresip run headless on loopback as a registered phone, its ctrl_tcp control
+connection, and a call from baresip to `ipbx phone` through ipbx."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import time
 from pathlib import Path
 
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
-from tests.support.server import Extension
+from tests.support.processes import stop_process
+from tests.support.server import Extension, IpbxServer, extension_range
+from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
 
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+BARESIP, PHONE = extension_range(2)
+TOLERANCE_HZ = 20
 
 
 def start_baresip(
@@ -137,3 +141,43 @@ class BaresipControl:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def baresip_calls_phone(
+    server: IpbxServer,
+    tmp_path: Path,
+    baresip_tone: Path,
+    phone_args: tuple[str, ...] = (),
+    phone_seconds: float = 3,
+    **baresip: str,
+) -> tuple[Audio, Audio, str]:
+    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz for
+    `phone_seconds` (then hangs up) and records; returns what the phone heard, what
+    baresip heard, and baresip's log."""
+    our_tone = write_tone(tmp_path / "700hz.wav", 700, phone_seconds)
+    recording = tmp_path / "heard-by-ipbx-phone.wav"
+    with ipbx_phone(
+        tmp_path, server.port, PHONE,
+        "--register", "--answer", *phone_args, "--play", str(our_tone),
+        "--record", str(recording), "--timeout", "20",
+    ) as phone:  # fmt: skip
+        phone.wait_for("registered as")
+        process = start_baresip(
+            tmp_path,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone,
+            dial=PHONE.number,
+            seconds=15,
+            **baresip,
+        )
+        try:
+            status, out = phone.finish()
+        finally:
+            stop_process(process)
+    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
+    assert "RTP/SAVP" not in phone.log  # the phone speaks plain RTP only
+    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
+    assert dumps, baresip_log
+    return analyse(recording), analyse(dumps[-1]), baresip_log

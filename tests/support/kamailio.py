@@ -1,13 +1,17 @@
-"""Kamailio, run in the foreground on a free loopback port."""
+"""Kamailio run in the foreground on a free loopback port: as the SIP server the benchmark
+compares ipbx with (kamailio.cfg), or as a trunk provider (provider.cfg) whose location
+table `kamcmd` reads."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import REPO_ROOT, ServerProcess, spawn, wait_ready
 
 KAMAILIO_CFG = REPO_ROOT / "bench" / "kamailio" / "kamailio.cfg"
+PROVIDER_CFG = REPO_ROOT / "bench" / "kamailio" / "provider.cfg"
 
 
 def start_kamailio(
@@ -53,3 +57,39 @@ def start_kamailio(
         server.stop()
         raise
     return server
+
+
+def start_provider(workdir: Path, port: int, *defines: str) -> ServerProcess:
+    """Kamailio as the provider on udp:127.0.0.1:port, its control socket in workdir;
+    `defines` are more -A NAME=VALUE for the cfg (TERMINATION, ...)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "kamailio.log"
+    command = [
+        "kamailio", "-f", str(PROVIDER_CFG), "-DD", "-E", "-w", str(workdir),
+        "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir),
+        "-A", f"LISTEN=udp:{LOOPBACK}:{port}", "-A", f'CTL="unix:{workdir / "ctl"}"',
+        *(arg for define in defines for arg in ("-A", define)),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = ServerProcess("kamailio", port, process, log_path, workdir)
+    try:
+        wait_ready(server, 10)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def location(provider: ServerProcess) -> str:
+    """Kamailio's location table as `kamcmd ul.dump` prints it."""
+    result = subprocess.run(
+        ["kamcmd", "-s", f"unix:{provider.workdir / 'ctl'}", "ul.dump"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+    )
+    return result.stdout

@@ -6,11 +6,14 @@ way."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import yaml
 
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.processes import ServerProcess, spawn, wait_ready
@@ -33,6 +36,9 @@ def extension_range(count: int, first: int = 1000) -> list[Extension]:
         Extension(number=str(n), name=f"User {n}", password=f"secret{n}")
         for n in range(first, first + count)
     ]
+
+
+CALLER, CALLEE, OTHER = extension_range(3)
 
 
 @dataclass
@@ -150,3 +156,49 @@ def run_ipbx(
         server.stop()
         raise
     return server
+
+
+def write_config(
+    workdir: Path, api_port: int, extra: str = "", extensions: Sequence[Extension] = ()
+) -> tuple[Path, int]:
+    """An ipbx configuration with the API on `api_port`: its path and the SIP port."""
+    port = free_port("both")
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    path = write_ipbx_config(
+        workdir / "ipbx.yaml",
+        port=port,
+        data_dir=workdir / "data",
+        rtp_range=free_udp_range(20),
+        extensions=list(extensions) or [Extension("1000", "Alice", "secret1000")],
+        api_port=api_port,
+    )
+    with path.open("a") as file:
+        file.write(extra)
+    return path, port
+
+
+def make_token(config: Path, scope: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "ipbx.cli", "token", "create", "--config", str(config),
+         "--scope", scope],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "not shown again" in done.stderr
+    return done.stdout.strip()
+
+
+def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
+    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, rtp_range = free_port("both"), free_udp_range(100)
+    path = write_ipbx_config(
+        workdir / "ipbx.yaml",
+        port=port,
+        data_dir=workdir / "data",
+        rtp_range=rtp_range,
+        extensions=[CALLER, CALLEE, OTHER],
+    )
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    return run_ipbx(workdir, path, port, rtp_range)
