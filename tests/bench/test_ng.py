@@ -1,5 +1,6 @@
-"""bench/ng.py: bencode as BEP 3 defines it, and rtpengine's ng framing (cookie, space,
-dictionary) as its README shows it."""
+"""tests/support/rtpengine.py, the ng client the media benchmark drives rtpengine with:
+bencode as BEP 3 defines it, and rtpengine's ng framing (cookie, space, dictionary) as
+its README shows it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """ipbx against SIPp (sip-tester): the registrar's digest auth and the B2BUA's call flows.
 
 Each test starts its own ipbx (conftest.ipbx_server) on free loopback ports. The callee
-is a SIPp UAS that registered as 1001 first (bench/harness.register_contact), the caller
+is a SIPp UAS that registered as 1001 first (tests/support/sipp.register_contact), the caller
 a SIPp UAC authenticating as 1000; the scenarios are the ones the benchmarks run, in
 bench/scenarios/, checked against Kamailio.
 """
