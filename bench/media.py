@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import REPO_ROOT, core_ticks
+from tests.support.processes import REPO_ROOT, core_ticks
 
 MAX_LOSS_PCT = 0.1
 MAX_JITTER_P99_MS = 5.0

@@ -56,9 +56,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import core_ticks, cpu_seconds, udp_drops  # noqa: E402
-from bench.ng import NgClient  # noqa: E402
 from bench.sipua import Call, SipFailure, UserAgents, sdp_body  # noqa: E402
+from tests.support.processes import core_ticks, cpu_seconds, udp_drops  # noqa: E402
+from tests.support.rtpengine import NgClient  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 PTIME_NS = 20_000_000

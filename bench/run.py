@@ -77,26 +77,28 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench import api, media  # noqa: E402
-from bench.harness import (  # noqa: E402
-    LOOPBACK,
-    Extension,
+from tests.support.kamailio import start_kamailio  # noqa: E402
+from tests.support.ports import LOOPBACK, free_port, free_udp_range  # noqa: E402
+from tests.support.processes import (  # noqa: E402
     ServerNotReady,
     ServerProcess,
+    core_times,
+    udp_drops,
+)
+from tests.support.rtpengine import start_rtpengine  # noqa: E402
+from tests.support.server import (  # noqa: E402
+    Extension,
+    extension_range,
+    run_ipbx,
+    start_ipbx,
+    write_ipbx_config,
+)
+from tests.support.sipp import (  # noqa: E402
     SippProcess,
     SippResult,
-    core_times,
-    extension_range,
-    free_port,
-    free_udp_range,
     register_contact,
-    run_ipbx,
     run_sipp,
-    start_ipbx,
-    start_kamailio,
-    start_rtpengine,
     start_sipp,
-    udp_drops,
-    write_ipbx_config,
     write_users_csv,
 )
 

@@ -12,7 +12,7 @@ import yaml
 from ipbx.config import Config, load_config
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.prompt import Prompt
-from tests.test_config_trunks import error_of, write
+from tests.support.config_files import error_of, write
 
 ISSUE_SHAPE = """\
 smtp: {host: 127.0.0.1, port: 8025, from: "pbx@example.com"}

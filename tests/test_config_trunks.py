@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.config import ConfigError, load_config
+from ipbx.config import load_config
 from ipbx.pbx.destination import Destination, Kind
+from tests.support.config_files import error_of, write
 
 ISSUE_SHAPE = """\
 extensions:
@@ -21,18 +22,6 @@ outbound_routes:
   - {name: national, pattern: "_9NXXNXXXXXX", strip: 1, prepend: "+1",
      trunks: [provider1, provider2]}
 """
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ipbx.yaml"
-    path.write_text(text)
-    return path
-
-
-def error_of(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
-    return str(info.value)
 
 
 def test_the_issue_shape_loads(tmp_path: Path) -> None:

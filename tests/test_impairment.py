@@ -1,4 +1,4 @@
-"""The impairment proxy (tests/impairment.py) does what netem would: it drops the
+"""The impairment proxy (tests/support/impairment.py) does what netem would: it drops the
 configured fraction of datagrams, delays each by base ± uniform jitter (reordering them),
 per direction, repeatably for a seed, and routes replies back through the port the phone
 sent to. Checked with plain UDP sockets on loopback, then in front of a real ipbx that
@@ -17,20 +17,10 @@ from typing import Any, cast
 
 import pytest
 
-from bench.harness import (
-    LOOPBACK,
-    extension_range,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    write_ipbx_config,
-)
-from tests.impairment import (
-    Impairment,
-    ImpairmentProxy,
-    loopback_alias,
-)
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.impairment import Impairment, ImpairmentProxy, loopback_alias
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.server import extension_range, run_ipbx, write_ipbx_config
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 Address = tuple[Any, ...]
 # Every asyncio test is bounded as a whole, whatever goes wrong inside it.

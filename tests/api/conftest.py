@@ -4,21 +4,16 @@ calls and records where the running server would."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from ipbx.api.app import create_app
-from ipbx.api.tokens import create_token
-from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.trunk_config import TrunkConfig
 from ipbx.store import Store
-from tests.api.apiclient import Api, make_pbx
+from tests.support.apiclient import Api, serve_api
 
 
 @pytest.fixture
@@ -41,25 +36,3 @@ def api(tmp_path: Path) -> Iterator[Api]:
         trunks=[TrunkConfig(name="provider", host=["127.0.0.1:5099"])],
     )
     yield from serve_api(config)
-
-
-def serve_api(config: Config) -> Iterator[Api]:
-    """The app over a PBX built from `config`, with an admin and a read token of the
-    default tenant and an admin token of tenant acme (for fixtures that need another
-    configuration than `api`'s)."""
-    store = Store(config.store_url)
-    store.migrate()
-    store.apply_extensions(
-        [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
-    )
-    loop = asyncio.new_event_loop()
-    pbx = make_pbx(config, store, loop)
-    app = create_app(pbx, Webhooks(store, [], pbx.events))
-    admin, _ = create_token(store, "admin")
-    reader, _ = create_token(store, "read")
-    other, _ = create_token(store, "admin", tenant="acme")
-    with TestClient(app) as client:
-        yield Api(pbx, store, client, admin, reader, other)
-    pbx.calls.close()
-    loop.close()
-    store.close()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ipbx.store import CallRecord, LegRecord
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
 

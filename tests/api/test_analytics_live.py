@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.sip.message import Request, Response
-from tests.api.test_api_serve import make_token
-from tests.pbx.phones import Caller, Phone
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
+from tests.support.phones import Caller, Phone
+from tests.support.ports import free_port
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, make_token, start_configured_ipbx
 
 CALLER, CALLEE, TARGET = extension_range(3)
 LOOPBACK = "127.0.0.1"

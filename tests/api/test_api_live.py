@@ -8,7 +8,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from ipbx.store import DeliveryRecord
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 
 def test_the_feed_sends_matching_events_as_json(api: Api) -> None:

@@ -15,7 +15,7 @@ from ipbx.pbx.location import Binding
 from ipbx.sip.transaction import Address
 from ipbx.sip.uri import parse_uri
 from ipbx.store import CallRecord, LegRecord
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 
 def register(api: Api, extension: str, port: int = 5070) -> None:

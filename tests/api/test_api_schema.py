@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
 from ipbx.store import CallRecord
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 EXAMPLES = 40
 

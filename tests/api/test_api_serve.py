@@ -4,44 +4,12 @@ call records over HTTP on the configured port, and the server stops cleanly."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
-from bench.harness import LOOPBACK, free_port, free_udp_range, run_ipbx, write_ipbx_config
-from bench.harness import Extension as User
-
-
-def write_config(
-    workdir: Path, api_port: int, extra: str = "", extensions: Sequence[User] = ()
-) -> tuple[Path, int]:
-    """An ipbx configuration with the API on `api_port`: its path and the SIP port."""
-    port = free_port("both")
-    (workdir / "data").mkdir(parents=True, exist_ok=True)
-    path = write_ipbx_config(
-        workdir / "ipbx.yaml",
-        port=port,
-        data_dir=workdir / "data",
-        rtp_range=free_udp_range(20),
-        extensions=list(extensions) or [User("1000", "Alice", "secret1000")],
-        api_port=api_port,
-    )
-    with path.open("a") as file:
-        file.write(extra)
-    return path, port
-
-
-def make_token(config: Path, scope: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "ipbx.cli", "token", "create", "--config", str(config),
-         "--scope", scope],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    assert "not shown again" in done.stderr
-    return done.stdout.strip()
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import make_token, run_ipbx, write_config
 
 
 def test_token_create_prints_a_token_that_is_stored_only_hashed(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import LOOPBACK, IpbxServer, extension_range, free_port, run_ipbx
 from ipbx.pbx.call.model import Call
-from tests.api.apiclient import Api
-from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.phones import Caller
-from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
+from tests.support.apiclient import Api
+from tests.support.phones import Caller
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import IpbxServer, extension_range, make_token, run_ipbx, write_config
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
 A_HZ, B_HZ, C_HZ = 700, 1000, 1300

@@ -8,15 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import (
-    LOOPBACK,
-    extension_range,
-    free_port,
-    run_ipbx,
-)
-from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.test_call_records import call_records
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.records import call_records
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 AGENT, CUSTOMER = extension_range(2)
 AGENT_HZ, CUSTOMER_HZ = 700, 1000

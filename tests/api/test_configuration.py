@@ -4,7 +4,7 @@ file, checked as a whole before anything is written, taken up by the PBX at once
 from __future__ import annotations
 
 from ipbx.pbx.destination import Kind
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 TRUNK = {"name": "carrier", "host": ["127.0.0.1:5098"]}
 ROUTE = {"name": "intl", "pattern": "_00X.", "strip": 2, "prepend": "+", "trunks": ["carrier"]}

@@ -9,15 +9,10 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from bench.harness import (
-    LOOPBACK,
-    extension_range,
-    free_port,
-    run_ipbx,
-)
-from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.sipclient import SipClient
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
+from tests.support.sipclient import SipClient
+from tests.support.softphone import ipbx_phone, write_tone
 
 CALLER, OWNER = extension_range(2)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness import LOOPBACK, extension_range, free_port, run_ipbx
 from ipbx.media.quality import ReceptionTotals, StreamMeter
 from ipbx.sip.transaction import Address
-from tests.api.apiclient import Api
-from tests.api.test_api_serve import make_token, write_config
-from tests.pbx.sipclient import SipClient
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.apiclient import Api
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import extension_range, make_token, run_ipbx, write_config
+from tests.support.sipclient import SipClient
+from tests.support.softphone import ipbx_phone, write_tone
 
 COUNTERS = (
     "ipbx_sip_requests_received", "ipbx_sip_requests_sent", "ipbx_sip_responses_received",

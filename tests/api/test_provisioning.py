@@ -10,7 +10,7 @@ from pathlib import Path
 from ipbx.config import load_config
 from ipbx.pbx.provisioning import effective
 from ipbx.store import Store
-from tests.api.apiclient import Api
+from tests.support.apiclient import Api
 
 PHONE = {"number": "1005", "name": "Eve", "password": "secret1005"}
 

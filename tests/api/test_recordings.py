@@ -5,8 +5,8 @@ recordings folder are 404s that say which."""
 from __future__ import annotations
 
 from ipbx.store import CallRecord
-from tests.api.apiclient import Api
-from tests.pbx.test_mailer import write_message_wav
+from tests.support.apiclient import Api
+from tests.support.mailbox import write_message_wav
 
 
 def _record(call_id: str, recording: str | None) -> CallRecord:

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import LOOPBACK, free_port, run_ipbx
 from ipbx.cli import main
-from tests.api.apiclient import Api
-from tests.api.test_api_serve import make_token, write_config
+from tests.support.apiclient import Api
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import make_token, run_ipbx, write_config
 
 
 def key_id(token: str) -> str:

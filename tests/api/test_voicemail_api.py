@@ -15,8 +15,7 @@ import pytest
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.pbx.voicemail import Mailbox, Message
-from tests.api.apiclient import Api
-from tests.api.conftest import serve_api
+from tests.support.apiclient import Api, serve_api
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import json
 import time
 from collections.abc import Callable
 
-from bench.harness import free_port
 from ipbx.api.webhooks import Webhooks
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.store import Store
-from tests.api.receiver import Receiver
+from tests.support.ports import free_port
+from tests.support.webhook_receiver import Receiver
 
 SECRET = "s3cret-for-the-crm-0123"
 

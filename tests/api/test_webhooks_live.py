@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import free_port, run_ipbx
-from tests.api.receiver import Receiver
-from tests.pbx.test_call_records import start_configured_ipbx, talk
+from tests.support.ports import free_port
+from tests.support.server import run_ipbx, start_configured_ipbx
+from tests.support.softphone import talk
+from tests.support.webhook_receiver import Receiver
 
 SECRET = "live-webhook-secret-0123"
 CALL_EVENTS = ["call.started", "call.ringing", "call.answered", "call.ended"]

@@ -1,11 +1,12 @@
-"""bench/ng.py: bencode as BEP 3 defines it, and rtpengine's ng framing (cookie, space,
-dictionary) as its README shows it."""
+"""tests/support/rtpengine.py, the ng client the media benchmark drives rtpengine with:
+bencode as BEP 3 defines it, and rtpengine's ng framing (cookie, space, dictionary) as
+its README shows it."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.ng import BencodeError, bdecode, bencode, ng_request, ng_response
+from tests.support.rtpengine import BencodeError, bdecode, bencode, ng_request, ng_response
 
 
 def test_bencode_examples_from_bep3() -> None:

@@ -1,6 +1,6 @@
 """Fixtures for interop tests: a real ipbx process on free loopback ports, real peers.
 
-The process handling lives in bench/harness.py, shared with the benchmarks, so a test
+The process handling lives in tests/support/, shared with the benchmarks, so a test
 starts the server exactly as `make bench` does: `python -m ipbx.cli serve --config FILE`
 with the running venv's interpreter, ready once it answers OPTIONS over UDP.
 """
@@ -19,12 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import harness  # noqa: E402
-from bench.harness import (  # noqa: E402
+from tests.support import ports  # noqa: E402
+from tests.support.ports import PortKind  # noqa: E402
+from tests.support.server import (  # noqa: E402
     Extension,
     IpbxFactory,
     IpbxServer,
-    PortKind,
     extension_range,
     start_ipbx,
 )
@@ -60,7 +60,7 @@ def _require_peers() -> None:
 @pytest.fixture
 def free_port() -> FreePort:
     """free_port(kind="udp"|"tcp"|"both"): a port free on 127.0.0.1 right now."""
-    return harness.free_port
+    return ports.free_port
 
 
 @pytest.fixture

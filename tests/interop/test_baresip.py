@@ -18,17 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
-    IpbxFactory,
-    IpbxServer,
-    extension_range,
-    start_baresip,
-    stop_process,
-)
-from tests.phone.softphone import Audio, analyse, ipbx_phone, write_tone
-
-BARESIP, PHONE = extension_range(2)
-TOLERANCE_HZ = 20
+from tests.support.baresip import BARESIP, PHONE, TOLERANCE_HZ, baresip_calls_phone, start_baresip
+from tests.support.processes import stop_process
+from tests.support.server import IpbxFactory, IpbxServer
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 
 def _wait_registered(server: IpbxServer, number: str, timeout: float = 10.0) -> None:
@@ -71,46 +64,6 @@ def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> N
     assert heard_by_baresip.seconds >= 1.0
 
 
-def _baresip_calls_phone(
-    server: IpbxServer,
-    tmp_path: Path,
-    baresip_tone: Path,
-    phone_args: tuple[str, ...] = (),
-    phone_seconds: float = 3,
-    **baresip: str,
-) -> tuple[Audio, Audio, str]:
-    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz for
-    `phone_seconds` (then hangs up) and records; returns what the phone heard, what
-    baresip heard, and baresip's log."""
-    our_tone = write_tone(tmp_path / "700hz.wav", 700, phone_seconds)
-    recording = tmp_path / "heard-by-ipbx-phone.wav"
-    with ipbx_phone(
-        tmp_path, server.port, PHONE,
-        "--register", "--answer", *phone_args, "--play", str(our_tone),
-        "--record", str(recording), "--timeout", "20",
-    ) as phone:  # fmt: skip
-        phone.wait_for("registered as")
-        process = start_baresip(
-            tmp_path,
-            registrar_port=server.port,
-            user=BARESIP,
-            audio_file=baresip_tone,
-            dial=PHONE.number,
-            seconds=15,
-            **baresip,
-        )
-        try:
-            status, out = phone.finish()
-        finally:
-            stop_process(process)
-    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
-    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
-    assert "RTP/SAVP" not in phone.log  # the phone speaks plain RTP only
-    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
-    assert dumps, baresip_log
-    return analyse(recording), analyse(dumps[-1]), baresip_log
-
-
 def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
     """baresip with mandatory SDES-SRTP calls `ipbx phone`, which speaks plain RTP only:
     ipbx ends SRTP on the caller's leg (issue 3). baresip refuses unencrypted media, so
@@ -118,7 +71,7 @@ def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path
     ipbx decrypted its SRTP."""
     server = ipbx_server(extensions=2)
     tone = write_tone(tmp_path / "1000hz.wav", 1000, 4)
-    heard_by_us, heard_by_baresip, log = _baresip_calls_phone(
+    heard_by_us, heard_by_baresip, log = baresip_calls_phone(
         server, tmp_path, tone, media_encryption="srtp-mand"
     )
     assert "SRTP is Enabled" in log, log  # baresip's leg negotiated SDES
@@ -135,7 +88,7 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     server = ipbx_server(extensions=2)
     # baresip's file source must match the codec: 48 kHz stereo for Opus.
     tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)
-    heard_by_us, heard_by_baresip, log = _baresip_calls_phone(
+    heard_by_us, heard_by_baresip, log = baresip_calls_phone(
         server, tmp_path, tone, ("--codec", "PCMU"), codecs="opus/48000/2"
     )
     assert "transcoding opus <-> PCMU" in server.log_tail(100)

@@ -27,21 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import (
-    BaresipControl,
-    IpbxFactory,
-    IpbxServer,
-    extension_range,
-    free_port,
-    run_sipp,
-    scenario_path,
-    start_baresip,
-    stop_process,
-    write_users_csv,
-)
 from ipbx.media.inband import dtmf_tone
-from tests.pbx.test_call_records import call_records
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.baresip import BaresipControl, start_baresip
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
+from tests.support.records import call_records
+from tests.support.server import IpbxFactory, IpbxServer, extension_range
+from tests.support.sipp import run_sipp, scenario_path, write_users_csv
+from tests.support.softphone import ipbx_phone, write_tone
 
 DIGITS = "159*#"
 ECHO_TEST = "9196"

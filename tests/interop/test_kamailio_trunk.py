@@ -7,103 +7,16 @@ trunk's state is read the way an operator does, with `ipbx trunks --config FILE`
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.harness import (
-    LOOPBACK,
-    REPO_ROOT,
-    IpbxServer,
-    ServerProcess,
-    extension_range,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    stop_process,
-    wait_ready,
-    write_ipbx_config,
-)
-
-PROVIDER_CFG = REPO_ROOT / "bench" / "kamailio" / "provider.cfg"
-
-
-def start_provider(workdir: Path, port: int, *defines: str) -> ServerProcess:
-    """Kamailio as the provider on udp:127.0.0.1:port, its control socket in workdir;
-    `defines` are more -A NAME=VALUE for the cfg (TERMINATION, ...)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "kamailio.log"
-    command = [
-        "kamailio", "-f", str(PROVIDER_CFG), "-DD", "-E", "-w", str(workdir),
-        "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir),
-        "-A", f"LISTEN=udp:{LOOPBACK}:{port}", "-A", f'CTL="unix:{workdir / "ctl"}"',
-        *(arg for define in defines for arg in ("-A", define)),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = ServerProcess("kamailio", port, process, log_path, workdir)
-    try:
-        wait_ready(server, 10)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def location(provider: ServerProcess) -> str:
-    """Kamailio's location table as `kamcmd ul.dump` prints it."""
-    result = subprocess.run(
-        ["kamcmd", "-s", f"unix:{provider.workdir / 'ctl'}", "ul.dump"],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=True,
-    )
-    return result.stdout
-
-
-def trunks_cli(config: Path) -> tuple[int, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ipbx.cli", "trunks", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return result.returncode, result.stdout + result.stderr
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
-
-
-def columns(text: str, trunk: str) -> list[str]:
-    """The `ipbx trunks` row of one trunk, split into its columns (detail words last)."""
-    for line in text.splitlines():
-        if line.split()[:1] == [trunk]:
-            return line.split()
-    return []
-
-
-def cli_until(config: Path, registration: str, health: str, timeout: float) -> str:
-    """`ipbx trunks` output once provider1 shows that state (it changes between calls)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = trunks_cli(config)[1]
-        if columns(text, "provider1")[1:3] == [registration, health]:
-            return text
-        if time.monotonic() > deadline:
-            pytest.fail(f"ipbx trunks did not show {registration}, {health}:\n{text}")
-        time.sleep(0.2)
+from tests.support.kamailio import location, start_provider
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.processes import ServerProcess, stop_process
+from tests.support.server import IpbxServer, extension_range, run_ipbx, write_ipbx_config
+from tests.support.trunks import cli_until, columns, eventually, trunks_cli
 
 
 class Setup:

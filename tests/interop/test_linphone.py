@@ -23,15 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
-    Extension,
-    IpbxFactory,
-    extension_range,
-    free_port,
-    free_udp_range,
-    stop_process,
-)
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.ports import free_port, free_udp_range
+from tests.support.processes import stop_process
+from tests.support.server import Extension, IpbxFactory, extension_range
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 LINPHONE, PHONE = extension_range(2)
 TOLERANCE_HZ = 20

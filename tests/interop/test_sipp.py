@@ -1,7 +1,7 @@
 """ipbx against SIPp (sip-tester): the registrar's digest auth and the B2BUA's call flows.
 
 Each test starts its own ipbx (conftest.ipbx_server) on free loopback ports. The callee
-is a SIPp UAS that registered as 1001 first (bench/harness.register_contact), the caller
+is a SIPp UAS that registered as 1001 first (tests/support/sipp.register_contact), the caller
 a SIPp UAC authenticating as 1000; the scenarios are the ones the benchmarks run, in
 bench/scenarios/, checked against Kamailio.
 """
@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (
-    IpbxFactory,
-    IpbxServer,
+from tests.support.ports import free_port
+from tests.support.server import IpbxFactory, IpbxServer, extension_range
+from tests.support.sipp import (
     SippProcess,
     SippResult,
-    extension_range,
-    free_port,
     register_contact,
     run_sipp,
     start_sipp,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import IpbxFactory
+from tests.support.server import IpbxFactory
 
 RANGE = range(1000, 1020)  # the server has 1000-1003
 

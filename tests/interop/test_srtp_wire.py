@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import IpbxFactory
-from tests.interop.test_baresip import TOLERANCE_HZ, _baresip_calls_phone
-from tests.phone.softphone import write_tone
+from tests.support.baresip import TOLERANCE_HZ, baresip_calls_phone
+from tests.support.server import IpbxFactory
+from tests.support.softphone import write_tone
 
 ETH_P_IP = 0x0800
 # Loopback hands a packet socket each datagram twice: as sent (PACKET_OUTGOING) and as
@@ -215,7 +215,7 @@ def test_srtp_call_to_plain_rtp_phone_is_not_plaintext_on_the_wire(
     # baresip's file outlasts the phone's, so the phone's hang-up ends the call.
     tone = write_tone(tmp_path / "1000hz.wav", 1000, CALL_SECONDS + 2)
     with LoopbackCapture(ours) as capture:
-        heard_by_us, heard_by_baresip, log = _baresip_calls_phone(
+        heard_by_us, heard_by_baresip, log = baresip_calls_phone(
             server, tmp_path, tone, phone_seconds=CALL_SECONDS, media_encryption="srtp-mand"
         )
     # Audio both ways (as in test_baresip.py).

@@ -16,20 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import (
-    LOOPBACK,
-    SCENARIOS,
-    IpbxServer,
-    ServerProcess,
-    SippProcess,
-    free_port,
-    run_sipp,
-    start_sipp,
-    stop_process,
-)
-from tests.interop.test_kamailio_trunk import cli_until, eventually, location, start_provider
-from tests.pbx.test_call_records import CALLEE, CALLER, call_records, start_configured_ipbx
-from tests.phone.softphone import ipbx_phone
+from tests.support.kamailio import location, start_provider
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.processes import ServerProcess, stop_process
+from tests.support.records import call_records
+from tests.support.server import CALLEE, CALLER, IpbxServer, start_configured_ipbx
+from tests.support.sipp import SCENARIOS, SippProcess, run_sipp, start_sipp
+from tests.support.softphone import ipbx_phone
+from tests.support.trunks import cli_until, eventually
 
 DID = "+15550100"  # one of the provider's DIDs (provider.cfg), to extension 1001
 CALLER_ID = "+15550111"  # the route's caller ID

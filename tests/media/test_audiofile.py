@@ -7,62 +7,36 @@ import numpy as np
 import pytest
 
 from ipbx.media.audiofile import AudioFileError, read_audio
-
-
-def _encode(path: Path, codec: str, fmt: str, rate: int, freq: float, layout: str = "mono") -> None:
-    """One second of a sine at half scale, encoded with `codec` from `fmt` samples."""
-    t = np.arange(rate) / rate
-    mono = 0.5 * np.sin(2 * np.pi * freq * t)
-    channels = 2 if layout == "stereo" else 1
-    if fmt.endswith("p"):  # planar: one row per channel
-        samples = np.tile(mono, (channels, 1))
-    else:  # packed: channels interleaved in one row
-        samples = np.repeat(mono, channels)[None, :]
-    data = (samples * 32767).astype(np.int16) if fmt == "s16" else samples.astype(np.float32)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate, layout=layout)
-        assert isinstance(stream, av.AudioStream)
-        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
-        frame.rate = rate
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-def _peak_hz(pcm: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
-    return float(np.argmax(spectrum) * rate / pcm.size)
+from tests.support.tones import encode_tone, peak_hz
 
 
 def test_stereo_mp3_at_44k1_reads_back_at_8k(tmp_path: Path) -> None:
     path = tmp_path / "tone.mp3"
-    _encode(path, "mp3", "fltp", 44100, 1000.0, "stereo")
+    encode_tone(path, "mp3", "fltp", 44100, 1000.0, "stereo")
     pcm = read_audio(path)
     assert pcm.dtype == np.int16
     assert pcm.ndim == 1
     # MP3 adds encoder delay and padding of a few frames.
     assert 8000 <= pcm.size <= 1.2 * 8000
-    assert _peak_hz(pcm, 8000) == pytest.approx(1000.0, abs=2)
+    assert peak_hz(pcm, 8000) == pytest.approx(1000.0, abs=2)
     middle = pcm[2000:6000].astype(np.float64)
     assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.5 * 32768 / np.sqrt(2), rel=0.1)
 
 
 def test_ogg_opus_at_another_rate(tmp_path: Path) -> None:
     path = tmp_path / "tone.ogg"
-    _encode(path, "libopus", "flt", 48000, 700.0)
+    encode_tone(path, "libopus", "flt", 48000, 700.0)
     pcm = read_audio(path, rate=16000)
     assert pcm.size == pytest.approx(16000, rel=0.05)
-    assert _peak_hz(pcm, 16000) == pytest.approx(700.0, abs=2)
+    assert peak_hz(pcm, 16000) == pytest.approx(700.0, abs=2)
 
 
 def test_wav_through_the_general_path(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
-    _encode(path, "pcm_s16le", "s16", 16000, 440.0)
+    encode_tone(path, "pcm_s16le", "s16", 16000, 440.0)
     pcm = read_audio(path)
     assert pcm.size == 8000
-    assert _peak_hz(pcm, 8000) == pytest.approx(440.0, abs=1)
+    assert peak_hz(pcm, 8000) == pytest.approx(440.0, abs=1)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 
 from ipbx.media.codecs import OPUS, create_decoder, create_encoder
 from ipbx.media.codecs.opus import FRAME_SAMPLES, OpusEncoder
-from tests.media.test_codecs_tone import TONE_HZ, dominant_frequency, rms, tone
+from tests.support.tones import TONE_HZ, dominant_frequency, rms, tone
 
 
 def test_useinbandfec_turns_fec_on() -> None:

@@ -12,37 +12,11 @@ from ipbx.media.codecs import (
     OPUS,
     PCMA,
     PCMU,
-    Pcm,
     create_decoder,
     create_encoder,
 )
 from ipbx.media.codecs.base import Codec
-
-TONE_HZ = 1000
-LEVEL = 8000  # about -12 dBFS
-
-
-def tone(rate: int, ms: int, hz: int = TONE_HZ) -> Pcm:
-    t = np.arange(rate * ms // 1000) / rate
-    return np.rint(LEVEL * np.sin(2 * np.pi * hz * t)).astype(np.int16)
-
-
-def dominant_frequency(pcm: Pcm, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
-    return float(np.argmax(spectrum) * rate / len(pcm))
-
-
-def rms(pcm: Pcm) -> float:
-    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
-
-
-def assert_tone(pcm: Pcm, rate: int) -> None:
-    # Skip the codec's start-up (Opus lookahead, ADPCM/CELP adaptation).
-    steady = pcm[len(pcm) // 5 :]
-    assert abs(dominant_frequency(steady, rate) - TONE_HZ) <= 20
-    # A sine of peak LEVEL has an RMS of LEVEL/sqrt(2); lossy codecs stay within 3 dB.
-    assert rms(steady) == pytest.approx(LEVEL / np.sqrt(2), rel=0.3)
-
+from tests.support.tones import assert_tone, tone
 
 # (codec, bytes per 20 ms packet): RFC 3551 §4.5.14 G.711 one byte a sample;
 # §4.5.2 G.722 64 kbit/s; §4.5.6 G.729 two 10-byte frames. Opus is variable.

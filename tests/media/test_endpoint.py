@@ -4,13 +4,11 @@ import asyncio
 import random
 import socket
 import wave
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pytest
-import uvloop
 
 from ipbx.media.bridge import relay
 from ipbx.media.codecs import PCMA, PCMU
@@ -19,19 +17,9 @@ from ipbx.media.ports import PortPool
 from ipbx.media.rtcp import ReceiverReport, SenderReport
 from ipbx.media.rtp import RtpPacket
 from ipbx.media.wav import read_wav
+from tests.support.media import dominant_frequency, run
 
 TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(4000) / 8000)).astype(np.int16)
-
-
-def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop") -> None:
-    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(asyncio.wait_for(scenario(), 10))
-
-
-def dominant_frequency(pcm: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
-    return float(np.fft.rfftfreq(len(pcm), 1 / 8000)[np.argmax(spectrum)])
 
 
 class Phone(asyncio.DatagramProtocol):

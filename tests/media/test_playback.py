@@ -11,8 +11,8 @@ from ipbx.media.endpoint import MediaEndpoint, MediaError
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
-from tests.media.test_audiofile import _encode, _peak_hz
-from tests.media.test_endpoint import run
+from tests.support.media import run
+from tests.support.tones import encode_tone, peak_hz
 
 
 @pytest.mark.parametrize("codec", [PCMU, G722, OPUS], ids=lambda c: c.name)
@@ -22,7 +22,7 @@ def test_an_mp3_prompt_is_played_at_the_codecs_own_rate(
     """A 44.1 kHz MP3 comes out of a G.711, a G.722 (16 kHz on an 8 kHz RTP clock) and an
     Opus (48 kHz) leg as the same 1 second, 1 kHz tone."""
     prompt = tmp_path / "prompt.mp3"
-    _encode(prompt, "mp3", "fltp", 44100, 1000.0)
+    encode_tone(prompt, "mp3", "fltp", 44100, 1000.0)
 
     async def scenario() -> None:
         a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
@@ -39,7 +39,7 @@ def test_an_mp3_prompt_is_played_at_the_codecs_own_rate(
     run(scenario)
     heard = read_wav(tmp_path / "heard.wav", 8000)
     assert len(heard) / 8000 == pytest.approx(1.0, abs=0.1)
-    assert _peak_hz(heard[800:-800], 8000) == pytest.approx(1000, abs=15)
+    assert peak_hz(heard[800:-800], 8000) == pytest.approx(1000, abs=15)
 
 
 def test_a_file_that_is_not_audio_is_a_media_error(pool: PortPool, tmp_path: Path) -> None:
@@ -60,9 +60,9 @@ def test_music_on_hold_loops_the_folder_in_name_order_and_skips_bad_files(
 ) -> None:
     folder = tmp_path / "moh"
     folder.mkdir()
-    _encode(folder / "1-low.mp3", "mp3", "fltp", 44100, 500.0)
+    encode_tone(folder / "1-low.mp3", "mp3", "fltp", 44100, 500.0)
     (folder / "2-broken.wav").write_bytes(b"RIFF nonsense")
-    _encode(folder / "3-high.wav", "pcm_s16le", "s16", 16000, 1500.0)
+    encode_tone(folder / "3-high.wav", "pcm_s16le", "s16", 16000, 1500.0)
     (folder / "readme.txt").write_text("not music")
     assert [p.name for p in MusicOnHold(folder).files()] == [
         "1-low.mp3",
@@ -85,5 +85,5 @@ def test_music_on_hold_loops_the_folder_in_name_order_and_skips_bad_files(
     run(scenario)
     held = read_wav(tmp_path / "held.wav", 8000)
     seconds = [held[i * 8000 + 1000 : (i + 1) * 8000 - 1000] for i in range(3)]
-    assert [round(_peak_hz(part, 8000), -1) for part in seconds] == [500, 1500, 500]
+    assert [round(peak_hz(part, 8000), -1) for part in seconds] == [500, 1500, 500]
     assert np.abs(held[: 2 * 8000]).max() > 10000

@@ -16,7 +16,7 @@ from ipbx.media.playout import Playout
 from ipbx.media.ports import PortPool
 from ipbx.media.recorder import CallRecorder
 from ipbx.media.rtp import RtpPacket
-from tests.media.test_endpoint import dominant_frequency, run
+from tests.support.media import dominant_frequency, run
 
 
 def _tone(frequency: float, seconds: float, rate: int = 8000) -> np.ndarray:

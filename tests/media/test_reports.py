@@ -14,7 +14,7 @@ from ipbx.media.quality import StreamMeter, ntp_short
 from ipbx.media.reports import Reporter, RoundTripMeter
 from ipbx.media.rtcp import RTCP_SDES, ReceiverReport, ReportBlock, SenderReport, parse_compound
 from ipbx.media.rtp import RtpPacket
-from tests.media.test_endpoint import run
+from tests.support.media import run
 
 
 def _block(ssrc: int, lsr: int, dlsr_seconds: float) -> ReportBlock:

@@ -7,7 +7,7 @@ import pytest
 from ipbx.media.codecs import G722, G729, OPUS, PCMA, PCMU, create_decoder, create_encoder
 from ipbx.media.codecs.base import Codec
 from ipbx.media.transcode import Transcoder
-from tests.media.test_codecs_tone import assert_tone, tone
+from tests.support.tones import assert_tone, tone
 
 SECOND = 1000
 

@@ -13,7 +13,7 @@ from ipbx.media.codecs import OPUS, PCMU
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
-from tests.media.test_endpoint import dominant_frequency, run
+from tests.support.media import dominant_frequency, run
 
 TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int16)
 

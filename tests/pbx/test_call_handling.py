@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port
-from tests.api.test_api_serve import make_token
-from tests.pbx.phones import Phone, dial, final_status
-from tests.pbx.sipclient import next_request, reply_to
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
+from tests.support.phones import Phone, dial, final_status
+from tests.support.ports import free_port
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, make_token, start_configured_ipbx
+from tests.support.sipclient import next_request, reply_to
 
 CALLER, FIRST, SECOND = extension_range(3)
 LOOPBACK = "127.0.0.1"

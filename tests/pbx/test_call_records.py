@@ -11,44 +11,20 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from bench.harness import (
-    IpbxServer,
-    extension_range,
-    free_port,
-    free_udp_range,
-    run_ipbx,
-    write_ipbx_config,
-)
-from ipbx.store import CallRecord, Store
-from tests.pbx.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from ipbx.store import CallRecord
+from tests.support.ports import free_port
+from tests.support.records import call_records
+from tests.support.server import CALLEE, CALLER, OTHER, IpbxServer, start_configured_ipbx
+from tests.support.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
+from tests.support.softphone import analyse, ipbx_phone, talk, write_tone
 
-CALLER, CALLEE, OTHER = extension_range(3)
 TOLERANCE_HZ = 20
-
-
-def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
-    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port, rtp_range = free_port("both"), free_udp_range(100)
-    path = write_ipbx_config(
-        workdir / "ipbx.yaml",
-        port=port,
-        data_dir=workdir / "data",
-        rtp_range=rtp_range,
-        extensions=[CALLER, CALLEE, OTHER],
-    )
-    config = yaml.safe_load(path.read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config))
-    return run_ipbx(workdir, path, port, rtp_range)
 
 
 def _record_callee(config: dict[str, Any]) -> None:
@@ -64,39 +40,6 @@ def recording_ipbx(tmp_path: Path) -> Iterator[IpbxServer]:
     finally:
         code = server.stop()
         print(f"--- ipbx (pid {server.pid}, exit {code}) log tail:\n{server.log_tail()}")
-
-
-def call_records(server: IpbxServer, count: int = 1, timeout: float = 5.0) -> list[CallRecord]:
-    """The server's newest call records, once `count` of them are in its database."""
-    store = Store(f"sqlite:///{server.data_dir / 'ipbx.db'}")
-    try:
-        deadline = time.monotonic() + timeout
-        while ((records := store.call_records()) and len(records) < count) or not records:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(records)} call record(s), wanted {count}")
-            time.sleep(0.1)
-        return records
-    finally:
-        store.close()
-
-
-def talk(server: IpbxServer, workdir: Path, seconds: float) -> None:
-    """1000 calls 1001; 1000 plays 1 kHz, 1001 plays 700 Hz, for `seconds`."""
-    high = write_tone(workdir / "1000hz.wav", 1000, seconds)
-    low = write_tone(workdir / "700hz.wav", 700, seconds)
-    with ipbx_phone(
-        workdir, server.port, CALLEE,
-        "--register", "--answer", "--play", str(low), "--timeout", str(seconds + 10),
-    ) as callee:  # fmt: skip
-        callee.wait_for("registered as")
-        with ipbx_phone(
-            workdir, server.port, CALLER,
-            "--call", CALLEE.number, "--play", str(high), "--duration", str(seconds),
-            "--timeout", str(seconds + 10),
-        ) as caller:  # fmt: skip
-            status, out = caller.finish()
-        callee.finish()
-    assert (status, out.splitlines()[-1]) == (0, "result: answered"), caller.log
 
 
 def test_a_recorded_call_has_a_record_and_one_channel_per_side(

@@ -14,17 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.pbx.sipclient import next_request
-from tests.pbx.test_trunk_routing import (
-    CALLEE,
-    LOOPBACK,
-    gateways,
-    ip_trunk,
-    ipbx,
-    offer,
-    registered,
-    routing,
-)
+from tests.support.ports import LOOPBACK
+from tests.support.server import CALLEE
+from tests.support.sipclient import next_request
+from tests.support.trunks import gateways, ip_trunk, ipbx, offer, registered, routing
 
 KNOWN = "+12125550199"
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range
-from tests.pbx.phones import Phone, dial, final_status
-from tests.pbx.sipclient import next_request, reply_to
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.pbx.test_mwi import seed_mailbox
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.mailbox import seed_mailbox
+from tests.support.phones import Phone, dial, final_status
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
+from tests.support.sipclient import next_request, reply_to
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 CALLER, OWNER, OTHER = extension_range(3)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.phone.softphone import write_tone
+from tests.support.softphone import write_tone
 from tests.support.testbed import Testbed, play
 from tests.support.user_agents import Call, connected, direction
 

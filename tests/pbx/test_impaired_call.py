@@ -1,5 +1,5 @@
 """A recorded call over a bad network: 5 % random loss and 50 ± 40 ms of delay between
-the phones and ipbx, injected by a UDP impairment proxy (tests/impairment.py) that
+the phones and ipbx, injected by a UDP impairment proxy (tests/support/impairment.py) that
 stands where ipbx's advertised media address is. The recording is concealed up to the
 PLC limit, and the call record shows the loss and a lower MOS than a clean call."""
 
@@ -14,8 +14,10 @@ import pytest
 
 from ipbx.media.jitter import JitterConfig
 from ipbx.store import CallRecord
-from tests.impairment import NONE, Impairment, ImpairmentProxy, loopback_alias
-from tests.pbx.test_call_records import call_records, start_configured_ipbx, talk
+from tests.support.impairment import NONE, Impairment, ImpairmentProxy, loopback_alias
+from tests.support.records import call_records
+from tests.support.server import start_configured_ipbx
+from tests.support.softphone import talk
 
 BAD_NETWORK = Impairment(loss=0.05, delay=0.050, jitter=0.040)
 SECONDS = 8.0

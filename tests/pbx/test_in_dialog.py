@@ -4,7 +4,10 @@ resume by UPDATE (RFC 3311), and BYE from the callee."""
 
 from __future__ import annotations
 
-from sipclient import (
+from ipbx import sdp
+from ipbx.sip.message import Response
+from tests.support.server import IpbxServer
+from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
     ack_for,
@@ -14,10 +17,6 @@ from sipclient import (
     send_authenticated_invite,
     udp_socket,
 )
-
-from bench.harness import IpbxServer
-from ipbx import sdp
-from ipbx.sip.message import Response
 
 SDP = (
     "v=0\r\no=- {v} {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.harness import IpbxServer, extension_range
 from ipbx.sip.message import Request, parse_datagram
-from tests.media.test_endpoint import dominant_frequency
-from tests.pbx.sipclient import SipClient, reply_to
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.pbx.test_mailer import SmtpServer, run_server
-from tests.pbx.test_mwi import subscribe
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.mailbox import subscribe
+from tests.support.media import dominant_frequency
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
+from tests.support.sipclient import SipClient, reply_to
+from tests.support.smtp import SmtpServer, run_server
+from tests.support.softphone import ipbx_phone, write_tone
 
 CALLER, OWNER, COLLEAGUE = extension_range(3)
 CALLER_HZ = 700

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import struct
 
-from sipclient import (
+from ipbx import sdp
+from tests.support.server import IpbxServer
+from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
     ack_for,
@@ -14,9 +16,6 @@ from sipclient import (
     send_authenticated_invite,
     udp_socket,
 )
-
-from bench.harness import IpbxServer
-from ipbx import sdp
 
 OFFER = (
     "v=0\r\no=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_port
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.voicemail import Mailbox, Mailboxes
-from tests.pbx.test_mailer import SmtpServer, run_server, smtp, write_message_wav
+from tests.support.mailbox import write_message_wav
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer, run_server, smtp
 
 EXTENSIONS = [
     Extension.model_validate(

@@ -5,76 +5,18 @@ every way of failing comes out as a MailError."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import ssl
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from bench.harness import free_port
-from ipbx.pbx.mailer import Mailer, MailError, SmtpConfig
+from ipbx.pbx.mailer import Mailer, MailError
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
-
-LOOPBACK = "127.0.0.1"
-
-
-@dataclass
-class Inbox:
-    """What the SMTP server was given: envelopes, and the logins it accepted."""
-
-    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
-    logins: list[str] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-    def authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
-    ) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
-            b"pbx",
-            b"mailsecret",
-        )
-        if ok:
-            self.logins.append(data.login.decode())
-        return AuthResult(success=ok, handled=False)
-
-
-@dataclass
-class SmtpServer:
-    inbox: Inbox
-    port: int
-
-
-def run_server(tls: ssl.SSLContext | None = None) -> Iterator[SmtpServer]:
-    inbox = Inbox()
-    port = free_port("tcp")
-    controller = Controller(
-        inbox,
-        hostname=LOOPBACK,
-        port=port,
-        authenticator=inbox.authenticate,
-        auth_require_tls=tls is not None,
-        tls_context=tls,
-        require_starttls=tls is not None,
-    )
-    controller.start()
-    try:
-        yield SmtpServer(inbox, port)
-    finally:
-        controller.stop()
+from tests.support.mailbox import write_message_wav
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer, run_server, smtp
 
 
 @pytest.fixture
@@ -86,23 +28,6 @@ def smtp_server() -> Iterator[SmtpServer]:
 def tls_smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
     cert, key = ensure_self_signed(tmp_path / "tls", "mail.example.com")
     yield from run_server(server_context(cert, key))
-
-
-def write_message_wav(path: Path, seconds: float = 2.0, hz: float = 700.0) -> Path:
-    t = np.arange(int(8000 * seconds)) / 8000
-    samples = (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(samples.tobytes())
-    return path
-
-
-def smtp(port: int, **kw: Any) -> SmtpConfig:
-    return SmtpConfig.model_validate(
-        {"host": LOOPBACK, "port": port, "from": "pbx@example.com", "timeout": 5, **kw}
-    )
 
 
 def test_a_voicemail_arrives_with_its_wav_intact(smtp_server: SmtpServer, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import extension_range
-from tests.media.test_endpoint import dominant_frequency
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.media import dominant_frequency
+from tests.support.records import call_records
+from tests.support.server import extension_range, start_configured_ipbx
+from tests.support.softphone import ipbx_phone, write_tone
 
 CALLER, CALLEE = extension_range(2)
 VOICE_HZ, MUSIC_HZ = 1000, 500

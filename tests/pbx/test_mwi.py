@@ -14,30 +14,20 @@ from typing import Any
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.config import Config
 from ipbx.pbx.core import Pbx
-from ipbx.sip.message import Request, Response
+from ipbx.sip.message import Request
 from ipbx.store.store import Store
-from tests.pbx.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
-from tests.pbx.test_call_records import start_configured_ipbx
-from tests.pbx.test_mailer import write_message_wav
+from tests.support.mailbox import OWNER, SUMMARY, seed_mailbox, subscribe, write_message_wav
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
+from tests.support.sipclient import LOOPBACK, SipClient, in_dialog, next_request, reply_to
 
-OWNER, OTHER = "1001", "1000"
-SUMMARY = "application/simple-message-summary"
+OTHER = "1000"
 
 
 def with_mailbox(config: dict[str, Any]) -> None:
     config["extensions"][1]["voicemail"] = {"pin": "1234"}
-
-
-def seed_mailbox(data_dir: Path, new: int, saved: int) -> None:
-    """Messages left before the server starts, as an earlier run would have filed them."""
-    for folder, count in (("new", new), ("saved", saved)):
-        directory = data_dir / "voicemail" / OWNER / folder
-        directory.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            write_message_wav(directory / f"2026010{index + 1}T100000000000Z-abc{index}.wav", 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +40,6 @@ def mwi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpbxServer]
     finally:
         code = server.stop()
         print(f"--- ipbx (pid {server.pid}, exit {code}) log tail:\n{server.log_tail()}")
-
-
-def subscribe(
-    client: SipClient,
-    user: str = OWNER,
-    mailbox: str = OWNER,
-    expires: int = 600,
-    event: str = "message-summary",
-    password: str | None = None,
-) -> Response | None:
-    return client.request(
-        "SUBSCRIBE",
-        f"sip:{mailbox}@{LOOPBACK}:{client.port}",
-        user=user,
-        to=f"sip:{mailbox}@{LOOPBACK}",
-        password=f"secret{user}" if password is None else password,
-        headers=[
-            f"Contact: <sip:{user}@{LOOPBACK}:{client.local_port}>",
-            f"Event: {event}",
-            f"Expires: {expires}",
-            f"Accept: {SUMMARY}",
-        ],
-    )
 
 
 def take_notify(client: SipClient) -> Request:

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sipclient import LOOPBACK, SipClient, send_authenticated_invite
 
-from bench.harness import IpbxServer, free_port, free_udp_range, run_ipbx
 from ipbx.sip.message import Request, Response, parse_datagram
+from tests.support.ports import free_port, free_udp_range
+from tests.support.server import IpbxServer, run_ipbx
+from tests.support.sipclient import LOOPBACK, SipClient, send_authenticated_invite
 
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.harness import IpbxServer, extension_range, free_port, free_udp_range
 from ipbx import sdp
 from ipbx.media.codecs import PCMU, create_decoder
 from ipbx.media.rtp import RtpPacket
 from ipbx.media.srtp import AES_CM_128_HMAC_SHA1_80, SrtpContext, new_crypto
-from tests.media.test_endpoint import dominant_frequency
-from tests.pbx.sipclient import SipClient, next_request, reply_to, send_authenticated_invite
-from tests.pbx.test_call_records import start_configured_ipbx
-from tests.phone.softphone import ipbx_phone, write_tone
+from tests.support.media import dominant_frequency
+from tests.support.ports import free_port, free_udp_range
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
+from tests.support.sipclient import SipClient, next_request, reply_to, send_authenticated_invite
+from tests.support.softphone import ipbx_phone, write_tone
 
 CALLER, CALLEE, STRICT = extension_range(3)
 LOOPBACK = "127.0.0.1"

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sipclient import LOOPBACK, SipClient
 
-from bench.harness import IpbxServer, extension_range, start_ipbx
+from tests.support.server import IpbxServer, extension_range, start_ipbx
+from tests.support.sipclient import LOOPBACK, SipClient
 
 TORTURE = Path(__file__).parent.parent / "conformance" / "rfc4475"
 

@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range
-from tests.pbx.phones import Caller
-from tests.pbx.test_call_records import call_records, start_configured_ipbx
-from tests.phone.softphone import PhoneRun, analyse, ipbx_phone, write_tone
+from tests.support.phones import Caller
+from tests.support.records import call_records
+from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
 
 A, B, C = extension_range(3)
 LOOPBACK = "127.0.0.1"

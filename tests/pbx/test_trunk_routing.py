@@ -10,125 +10,31 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import IpbxServer, free_port, stop_process
 from ipbx.sip.auth import authorization
-from ipbx.sip.message import Request, Response
-from tests.pbx.sipclient import (
-    LOOPBACK,
-    SipClient,
-    ack_for,
-    in_dialog,
-    next_request,
-    reply_to,
+from ipbx.sip.message import Response
+from tests.support.records import call_records
+from tests.support.server import CALLEE, CALLER, OTHER, IpbxServer
+from tests.support.sipclient import LOOPBACK, SipClient, ack_for, in_dialog, next_request, reply_to
+from tests.support.trunks import (
+    CALLER_ID,
+    DID,
+    Gateway,
+    gateways,
+    ip_trunk,
+    ipbx,
+    offer,
+    received,
+    registered,
+    routing,
 )
-from tests.pbx.test_call_records import CALLEE, CALLER, OTHER, call_records, start_configured_ipbx
 
-DID = "+15550100"
 DIALLED = "92125551234"
 E164 = "+12125551234"
-CALLER_ID = "+15550111"
 STRANGER = "127.0.0.2"  # no trunk's peer, no registered phone there
-
-
-def offer(port: int | None = None) -> bytes:
-    return (
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port or free_port('udp')} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    ).encode()
-
-
-def received(client: SipClient, seconds: float) -> list[bytes]:
-    """Every datagram that reaches the client within `seconds`."""
-    deadline = time.monotonic() + seconds
-    out: list[bytes] = []
-    while (left := deadline - time.monotonic()) > 0:
-        client.sock.settimeout(left)
-        try:
-            out.append(client.sock.recv(65535))
-        except TimeoutError:
-            break
-    return out
-
-
-class Gateway:
-    """A provider's SIP side: one UDP socket on 127.0.0.1 that ipbx's trunk points at."""
-
-    def __init__(self) -> None:
-        self.client = SipClient(0, timeout=5)
-        self.port = self.client.local_port
-
-    @property
-    def headers(self) -> list[str]:
-        """Contact and Content-Type of an INVITE with SDP from this gateway."""
-        return [f"Contact: <sip:gw@{LOOPBACK}:{self.port}>", "Content-Type: application/sdp"]
-
-    def attach(self, server: IpbxServer) -> None:
-        self.client.port = server.port
-
-    def invite(self) -> Request:
-        return next_request(self.client, "INVITE")
-
-    def reply(self, request: Request, status: int, extra: list[str] | None = None) -> None:
-        self.client.send(reply_to(request, status, extra or []))
-
-    def answer(self, invite: Request) -> None:
-        contact = f"Contact: <sip:gw@{LOOPBACK}:{self.port}>"
-        body = offer()
-        self.client.send(reply_to(invite, 200, [contact, "Content-Type: application/sdp"], body))
-        ack = next_request(self.client, "ACK")
-        assert ack.call_id == invite.call_id
-
-    def nothing(self, seconds: float) -> list[bytes]:
-        """What arrives within `seconds` (expected: nothing)."""
-        return received(self.client, seconds)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def routing(
-    provider1: dict[str, Any], provider2: dict[str, Any], **extension: Any
-) -> Callable[[dict[str, Any]], None]:
-    """Issue 4's example: DID -> 1001, national route over provider1 then provider2."""
-
-    def edit(config: dict[str, Any]) -> None:
-        config["country"] = "US"
-        config["sip"]["timer_t1"] = 0.05  # an unanswered transaction fails in 3.2 s
-        config["trunks"] = [
-            {"name": "provider1", "options_interval": 0, **provider1},
-            {"name": "provider2", "options_interval": 0, **provider2},
-        ]
-        config["numbers"] = [{"number": DID, "destination": "extension:1001"}]
-        config["outbound_routes"] = [
-            {
-                "name": "national", "pattern": "_9NXXNXXXXXX", "strip": 1, "prepend": "+1",
-                "trunks": ["provider1", "provider2"], "caller_id": CALLER_ID,
-            }
-        ]  # fmt: skip
-        config["extensions"][0].update(extension)
-
-    return edit
-
-
-def ip_trunk(gateway: Gateway, **fields: Any) -> dict[str, Any]:
-    peer = f"{LOOPBACK}:{gateway.port}"
-    return {"host": peer, "allow_from": [peer], **fields}
-
-
-@contextmanager
-def ipbx(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Iterator[IpbxServer]:
-    server = start_configured_ipbx(tmp_path / "ipbx", edit)
-    try:
-        yield server
-    finally:
-        code = stop_process(server.process)
-        print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail(60)}")
 
 
 @dataclass
@@ -197,23 +103,6 @@ def until_state(server: IpbxServer, name: str, key: str, value: object) -> None:
             pass
         assert time.monotonic() < deadline, f"trunk {name} never had {key}={value}"
         time.sleep(0.1)
-
-
-@contextmanager
-def gateways(count: int) -> Iterator[list[Gateway]]:
-    made = [Gateway() for _ in range(count)]
-    try:
-        yield made
-    finally:
-        for gateway in made:
-            gateway.close()
-
-
-def registered(server: IpbxServer, number: str, password: str) -> SipClient:
-    phone = SipClient(server.port, timeout=5)
-    answer = phone.register(number, password)
-    assert answer is not None and answer.status == 200, answer
-    return phone
 
 
 # --- inbound ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A real `ipbx serve` per test, on free loopback ports (bench/harness.py starts it the
+"""A real `ipbx serve` per test, on free loopback ports (tests/support/server.py starts it the
 same way the interop tests and benchmarks do)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import IpbxServer, extension_range, start_ipbx  # noqa: E402
+from tests.support.server import IpbxServer, extension_range, start_ipbx  # noqa: E402
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import IpbxServer, extension_range
 from ipbx.cli import main
 from ipbx.phone.ua import CallFailed, Phone, PhoneSettings
 from ipbx.sip.transaction import Address
-from tests.phone.softphone import analyse, ipbx_phone, write_tone
+from tests.support.server import IpbxServer, extension_range
+from tests.support.softphone import analyse, ipbx_phone, write_tone
 
 CALLER, CALLEE, ABSENT = extension_range(3)
 TOLERANCE_HZ = 20

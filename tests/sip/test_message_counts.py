@@ -3,7 +3,7 @@ retransmissions included and also counted on their own (for /metrics); made-up m
 share one OTHER row."""
 
 from ipbx.sip.transaction import RequestReceived, TransactionLayer, make_response
-from tests.sip.test_transaction import UDP, fire_all, request
+from tests.support.transactions import UDP, fire_all, request
 
 
 def test_a_refused_invite_counts_its_100_486_retransmissions_and_ack() -> None:

@@ -14,37 +14,13 @@ from ipbx.sip.transaction import (
     make_cancel,
     make_response,
 )
+from tests.support.transactions import UDP, fire_all, request
 
-UDP = Address("UDP", "192.0.2.10", 5062)
 TCP = Address("TCP", "192.0.2.10", 40000)
-
-
-def request(method: str = "INVITE", branch: str = "z9hG4bKabc", to_tag: str = "") -> Request:
-    to = "<sip:1001@pbx>" + (f";tag={to_tag}" if to_tag else "")
-    msg = parse_datagram(
-        (
-            f"{method} sip:1001@pbx SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 192.0.2.10:5062;branch={branch};rport\r\n"
-            f"From: <sip:1000@pbx>;tag=f1\r\nTo: {to}\r\nCall-ID: c1@h\r\n"
-            f"CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-    )
-    assert isinstance(msg, Request)
-    return msg
 
 
 def sent(layer: TransactionLayer) -> list[Request | Response]:
     return [parse_datagram(data) for data, _ in layer.outgoing()]
-
-
-def fire_all(layer: TransactionLayer, until: float) -> list[float]:
-    """Run the clock to `until`, returning the times at which something was sent."""
-    times = []
-    while (deadline := layer.next_deadline()) is not None and deadline <= until:
-        layer.expire(deadline)
-        if layer.outgoing():
-            times.append(deadline)
-    return times
 
 
 def test_invite_client_retransmits_on_timer_a_and_times_out_with_408_on_b() -> None:

@@ -1,5 +1,6 @@
 """Run `ipbx phone` as a process and judge the audio it records: shared by the phone
-tests and the interop tests that pit it against other SIP phones."""
+tests and the interop tests that pit it against other SIP phones; `talk` is a call
+between two of them through ipbx, a tone each way."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import Extension, stop_process
+from tests.support.processes import stop_process
+from tests.support.server import CALLEE, CALLER, Extension, IpbxServer
 
 RATE = 8000
 
@@ -111,3 +113,22 @@ def ipbx_phone(workdir: Path, server_port: int, user: Extension, *args: str) -> 
     finally:
         if process.poll() is None:
             stop_process(process)
+
+
+def talk(server: IpbxServer, workdir: Path, seconds: float) -> None:
+    """1000 calls 1001; 1000 plays 1 kHz, 1001 plays 700 Hz, for `seconds`."""
+    high = write_tone(workdir / "1000hz.wav", 1000, seconds)
+    low = write_tone(workdir / "700hz.wav", 700, seconds)
+    with ipbx_phone(
+        workdir, server.port, CALLEE,
+        "--register", "--answer", "--play", str(low), "--timeout", str(seconds + 10),
+    ) as callee:  # fmt: skip
+        callee.wait_for("registered as")
+        with ipbx_phone(
+            workdir, server.port, CALLER,
+            "--call", CALLEE.number, "--play", str(high), "--duration", str(seconds),
+            "--timeout", str(seconds + 10),
+        ) as caller:  # fmt: skip
+            status, out = caller.finish()
+        callee.finish()
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), caller.log

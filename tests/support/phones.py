@@ -5,9 +5,10 @@ Every message is one the test chose to send, when it chose to send it."""
 
 from __future__ import annotations
 
-from bench.harness import IpbxServer, extension_range, free_port
 from ipbx.sip.message import Request, Response, parse_datagram
-from tests.pbx.sipclient import (
+from tests.support.ports import free_port
+from tests.support.server import IpbxServer, extension_range
+from tests.support.sipclient import (
     SipClient,
     ack_for,
     cancel_for,

@@ -1,4 +1,5 @@
-"""rtpengine's ng control protocol: bencoded dictionaries over UDP.
+"""rtpengine, the media relay the benchmark compares ipbx with: started in the foreground
+on loopback, and driven over its ng control protocol, bencoded dictionaries over UDP.
 
 A request is one datagram `COOKIE <bencoded dict>` and the answer repeats the cookie:
 `COOKIE <bencoded dict>` (rtpengine's README, "ng Control Protocol"). Bencode is
@@ -10,7 +11,12 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.processes import ServerNotReady, ServerProcess, spawn
 
 Bencodable = int | str | bytes | Sequence["Bencodable"] | Mapping[str, "Bencodable"]
 Decoded = int | bytes | list["Decoded"] | dict[bytes, "Decoded"]
@@ -138,3 +144,61 @@ class NgClient:
                 raise NgError(f"{name}: {reason!r}")
             return answer
         raise NgError(f"{name}: no answer from 127.0.0.1:{self._address[1]}")
+
+
+def start_rtpengine(
+    workdir: Path,
+    *,
+    cpu: int | None = None,
+    rtp_ports: int = 4000,
+    ready_timeout: float = 10.0,
+) -> ServerProcess:
+    """Run rtpengine in the foreground as a userspace relay (--table=-1: no kernel module)
+    with one worker thread, its ng control port (`ServerProcess.port`) and RTP ports
+    picked free on 127.0.0.1. --config-file=none keeps /etc/rtpengine/rtpengine.conf
+    (the Debian service's ports) out of it; its timeouts outlast a benchmark step."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port("udp")
+    first, last = free_udp_range(rtp_ports)
+    log_path = workdir / "rtpengine.log"
+    command = [
+        "rtpengine",
+        "--config-file=none",
+        "--foreground",
+        "--log-stderr",
+        "--log-level=3",
+        "--table=-1",
+        f"--interface={LOOPBACK}",
+        f"--listen-ng={LOOPBACK}:{port}",
+        f"--port-min={first}",
+        f"--port-max={last}",
+        "--num-threads=1",
+        "--timeout=600",
+        "--delete-delay=0",
+    ]
+    process = spawn(command, cpu, workdir, log_path)
+    server = ServerProcess(
+        name="rtpengine", port=port, process=process, log_path=log_path, workdir=workdir
+    )
+    client = NgClient(port, timeout=0.2, attempts=1)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise ServerNotReady(
+                    f"rtpengine exited with {process.returncode}\n{server.log_tail()}"
+                )
+            try:
+                client.command("ping")
+                return server
+            except NgError:
+                if time.monotonic() > deadline:
+                    raise ServerNotReady(
+                        f"rtpengine did not answer ng ping on udp:{LOOPBACK}:{port}\n"
+                        f"{server.log_tail()}"
+                    ) from None
+    except BaseException:
+        server.stop()
+        raise
+    finally:
+        client.close()

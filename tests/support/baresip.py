@@ -1,0 +1,183 @@
+"""baresip run headless on loopback as a registered phone, its ctrl_tcp control
+connection, and a call from baresip to `ipbx phone` through ipbx."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.processes import stop_process
+from tests.support.server import Extension, IpbxServer, extension_range
+from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
+
+BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+BARESIP, PHONE = extension_range(2)
+TOLERANCE_HZ = 20
+
+
+def start_baresip(
+    workdir: Path,
+    *,
+    registrar_port: int,
+    user: Extension,
+    audio_file: Path,
+    dial: str | None = None,
+    seconds: int = 30,
+    codecs: str = "PCMU",
+    media_encryption: str | None = None,
+    control_port: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Run baresip headless as `user`, registered at 127.0.0.1:registrar_port.
+    `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
+    `control_port` loads ctrl_tcp on 127.0.0.1:control_port (drive it with BaresipControl).
+
+    It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
+    the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
+    `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t).
+    Stop it with stop_process(process).
+    """
+    config_dir = workdir / f"baresip-{user.number}"
+    snd_dir = workdir / "snd"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    snd_dir.mkdir(exist_ok=True)
+    rtp_first, rtp_last = free_udp_range(20)
+    modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
+    if media_encryption is not None:
+        modules.append("srtp.so")
+    if "opus" in codecs.lower():
+        modules.append("opus.so")
+    config = [
+        "poll_method epoll",
+        f"sip_listen {LOOPBACK}:{free_port('both')}",
+        f"net_interface {LOOPBACK}",
+        "audio_player alsa,null",
+        "audio_alert alsa,null",
+        f"audio_source aufile,{audio_file}",
+        f"rtp_ports {rtp_first}-{rtp_last}",
+        f"module_path {BARESIP_MODULES}",
+        *(f"module {module}" for module in modules),
+        f"snd_path {snd_dir}",
+        "module_app account.so",
+        "module_app menu.so",
+    ]
+    if control_port is not None:
+        config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{control_port}"]
+    (config_dir / "config").write_text("\n".join(config) + "\n")
+    account = (
+        f"<sip:{user.number}@{LOOPBACK}:{registrar_port}>;auth_pass={user.password};"
+        f"regint=60;answermode=auto;audio_codecs={codecs}"
+        + (f";mediaenc={media_encryption}" if media_encryption else "")
+    )
+    (config_dir / "accounts").write_text(account + "\n")
+    command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]
+    if dial is not None:
+        target = dial if dial.startswith("sip:") else f"sip:{dial}@{LOOPBACK}:{registrar_port}"
+        command += ["-e", f"/dial {target}"]
+    with (workdir / f"baresip-{user.number}.log").open("wb") as log:
+        return subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class BaresipControl:
+    """A connection to baresip's ctrl_tcp: each command is a netstring-framed JSON object
+    {"command", "params", "token"} taking the long commands of its menu ("sndcode 5"
+    presses and releases key 5 in the current call, "hangup" ends it). Replies and
+    events ({"event": true, "type": "CALL_DTMF_START", ...}) share the connection."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.events: list[dict[str, object]] = []
+        self._buffer = b""
+        self._timeout = timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+                return
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def command(self, command: str, params: str = "") -> str:
+        """Send one command, wait for its reply; its `data`, or RuntimeError if not ok.
+        Events that arrive meanwhile are kept in `events`."""
+        token = secrets.token_hex(4)
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self._sock.sendall(b"%d:%s," % (len(body), body))
+        while True:
+            message = self._next_message()
+            if message.get("event"):
+                self.events.append(message)
+            elif message.get("token") == token:
+                if not message.get("ok"):
+                    raise RuntimeError(f"baresip refused {command} {params!r}: {message}")
+                return str(message.get("data", ""))
+
+    def _next_message(self) -> dict[str, object]:
+        # A netstring is "<length>:<bytes>," (the framing ctrl_tcp speaks).
+        deadline = time.monotonic() + self._timeout
+        while True:
+            length, colon, rest = self._buffer.partition(b":")
+            if colon and len(rest) > int(length):
+                message: dict[str, object] = json.loads(rest[: int(length)])
+                self._buffer = rest[int(length) + 1 :]
+                return message
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply from baresip's ctrl_tcp: {self._buffer!r}")
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("baresip closed its ctrl_tcp connection")
+            self._buffer += chunk
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def baresip_calls_phone(
+    server: IpbxServer,
+    tmp_path: Path,
+    baresip_tone: Path,
+    phone_args: tuple[str, ...] = (),
+    phone_seconds: float = 3,
+    **baresip: str,
+) -> tuple[Audio, Audio, str]:
+    """baresip (1000) dials `ipbx phone` (1001), which answers playing 700 Hz for
+    `phone_seconds` (then hangs up) and records; returns what the phone heard, what
+    baresip heard, and baresip's log."""
+    our_tone = write_tone(tmp_path / "700hz.wav", 700, phone_seconds)
+    recording = tmp_path / "heard-by-ipbx-phone.wav"
+    with ipbx_phone(
+        tmp_path, server.port, PHONE,
+        "--register", "--answer", *phone_args, "--play", str(our_tone),
+        "--record", str(recording), "--timeout", "20",
+    ) as phone:  # fmt: skip
+        phone.wait_for("registered as")
+        process = start_baresip(
+            tmp_path,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone,
+            dial=PHONE.number,
+            seconds=15,
+            **baresip,
+        )
+        try:
+            status, out = phone.finish()
+        finally:
+            stop_process(process)
+    baresip_log = (tmp_path / f"baresip-{BARESIP.number}.log").read_text(errors="replace")
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log + baresip_log
+    assert "RTP/SAVP" not in phone.log  # the phone speaks plain RTP only
+    dumps = sorted((tmp_path / "snd").glob("dump-*-dec.wav"))
+    assert dumps, baresip_log
+    return analyse(recording), analyse(dumps[-1]), baresip_log
