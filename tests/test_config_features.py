@@ -1,4 +1,4 @@
-"""Issue 5's configuration shape: voicemail, forwarding, groups, menus, schedules,
+"""The PBX features' configuration shape: voicemail, forwarding, groups, menus, schedules,
 announcements and the blacklist load as the issue writes them, dump back the same, and
 every mistake (an unknown destination, a loop, a missing prompt) is refused with the
 file, line and field at load time, never at call time."""

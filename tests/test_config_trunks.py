@@ -1,4 +1,4 @@
-"""Issue 4's configuration shape: trunks, numbers and outbound routes load as written,
+"""The trunks' configuration shape: trunks, numbers and outbound routes load as written,
 and mistakes are refused with the file, line and field."""
 
 from pathlib import Path

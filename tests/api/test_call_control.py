@@ -1,4 +1,4 @@
-"""Call control through the API (issue 6): an admin hangs up, records, sends DTMF into and
+"""Call control through the API: an admin hangs up, records, sends DTMF into and
 blind-transfers a call in progress between `ipbx phone`s on a live `ipbx serve`, and gets
 404/409/422/403 for calls that do not exist, cannot do it now, or bad requests."""
 

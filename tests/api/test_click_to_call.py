@@ -1,4 +1,4 @@
-"""Click-to-call through the API (issue 6): POST /calls rings the agent's `ipbx phone`,
+"""Click-to-call through the API: POST /calls rings the agent's `ipbx phone`,
 and when it answers, ipbx calls the number; the two hear each other's tones."""
 
 from __future__ import annotations

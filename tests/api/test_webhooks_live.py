@@ -1,4 +1,4 @@
-"""Issue 6, done means: a receiver gets call.started, call.answered and call.ended of a
+"""A webhook receiver gets call.started, call.answered and call.ended of a
 real call between two `ipbx phone`s, in order and signed; with the receiver down for a
 minute and ipbx restarted in between, the next call's events still arrive, each once by
 its id."""

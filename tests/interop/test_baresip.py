@@ -66,7 +66,7 @@ def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> N
 
 def test_srtp_caller_to_plain_rtp_phone(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
     """baresip with mandatory SDES-SRTP calls `ipbx phone`, which speaks plain RTP only:
-    ipbx ends SRTP on the caller's leg (issue 3). baresip refuses unencrypted media, so
+    ipbx ends SRTP on the caller's leg. baresip refuses unencrypted media, so
     its hearing our tone shows our packets to it were SRTP; our hearing its tone shows
     ipbx decrypted its SRTP."""
     server = ipbx_server(extensions=2)
@@ -84,7 +84,7 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     ipbx_server: IpbxFactory, tmp_path: Path
 ) -> None:
     """baresip offering only Opus calls `ipbx phone`, which speaks only G.711: no codec
-    in common, so ipbx transcodes both ways (issue 3) and each hears the other's tone."""
+    in common, so ipbx transcodes both ways and each hears the other's tone."""
     server = ipbx_server(extensions=2)
     # baresip's file source must match the codec: 48 kHz stereo for Opus.
     tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)

@@ -1,4 +1,4 @@
-"""DTMF from three kinds of sender reaches ipbx as the same digits (issue 3).
+"""DTMF from three kinds of sender reaches ipbx as the same digits.
 
 Each test calls the echo test (9196), which ipbx terminates: every digit it receives on
 that leg is one digit event, and the call record keeps them (`CallRecord.digits`). The

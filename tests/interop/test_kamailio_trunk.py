@@ -1,4 +1,4 @@
-"""Interop: ipbx's trunk registers to Kamailio standing in for a provider (issue 4).
+"""Interop: ipbx's trunk registers to Kamailio standing in for a provider.
 
 Kamailio (bench/kamailio/provider.cfg) is a registrar with digest authentication; its
 location table, read with `kamcmd ul.dump`, shows whether ipbx's contact is bound. The

@@ -1,5 +1,5 @@
-"""Issue 3: "An SRTP call (baresip with mandatory SRTP) to a plain RTP phone carries audio
-both ways, and the SRTP leg's packets on the wire are not plaintext".
+"""An SRTP call (baresip with mandatory SRTP) to a plain RTP phone carries audio both
+ways, and the SRTP leg's packets on the wire are not plaintext.
 
 test_baresip.py shows the audio part. Here the same call is also watched on the wire: an
 AF_PACKET socket on `lo` (we run as root; no tcpdump needed) captures every UDP datagram

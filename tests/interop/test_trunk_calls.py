@@ -1,4 +1,4 @@
-"""Interop: calls through trunks (issue 4) with Kamailio standing in for a provider and
+"""Interop: calls through trunks with Kamailio standing in for a provider and
 SIPp for the phone network on both sides of it.
 
 bench/kamailio/provider.cfg is the carrier: ipbx's trunk registers to it with digest;
@@ -33,7 +33,7 @@ E164 = "+12125551234"  # what the provider must be sent
 
 
 def trunks(kamailio: int, gateway2: int) -> Callable[[dict[str, Any]], None]:
-    """The config edit of issue 4's example: provider1 registers to Kamailio and sends
+    """The config edit of docs/trunks.md's example: provider1 registers to Kamailio and sends
     P-Asserted-Identity; provider2 is an IP trunk (a SIPp gateway, no OPTIONS: SIPp
     would count each as a call)."""
 

@@ -1,4 +1,4 @@
-"""Calls through trunks (issue 4) against a real `ipbx serve`, with raw-SIP providers on
+"""Calls through trunks against a real `ipbx serve`, with raw-SIP providers on
 loopback (SipClient sockets) standing in for the trunks, so a test says exactly what a
 provider answers: inbound by number, outbound by route with failover when a trunk is
 down, at its channel limit or answers 503, and refusal of INVITEs from strangers. The

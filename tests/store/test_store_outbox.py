@@ -1,4 +1,4 @@
-"""Issue 6 in the store: call records searched by time, number and result; API tokens
+"""The API's side of the store: call records searched by time, number and result; API tokens
 kept as hashes; the webhook outbox as a queue per webhook and as the delivery log."""
 
 from __future__ import annotations

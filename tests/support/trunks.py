@@ -83,7 +83,7 @@ class Gateway:
 def routing(
     provider1: dict[str, Any], provider2: dict[str, Any], **extension: Any
 ) -> Callable[[dict[str, Any]], None]:
-    """Issue 4's example: DID -> 1001, national route over provider1 then provider2."""
+    """docs/trunks.md's example: DID -> 1001, national route over provider1 then provider2."""
 
     def edit(config: dict[str, Any]) -> None:
         config["country"] = "US"
