@@ -6,8 +6,8 @@ lifetime are refused by remembering the highest nonce-count seen per nonce (qop=
 Only HA1 = H(username:realm:password) is ever needed on the server side.
 
 The client side answers a 401/407 (`answer_challenge`) by sending the request again with
-credentials (`with_credentials`), once, and once more when the server says only the nonce
-was stale (`may_answer`).
+credentials (`retry_with_credentials`), once, and once more when the server says only the
+nonce was stale (`may_answer`).
 """
 
 from __future__ import annotations
@@ -265,9 +265,19 @@ def may_answer(response: Response, answered: int) -> bool:
     return answered == 1 and challenge is not None and is_stale(challenge)
 
 
-def with_credentials(request: Request, header: tuple[str, str]) -> Request:
-    """`request` again with `header` (credentials): a new transaction, so no Via and the
-    next CSeq, with the same Call-ID and tags (RFC 3261 §8.1.3.5, §22.2)."""
+def retry_with_credentials(
+    request: Request, response: Response, answered: int, credentials: CredentialSource
+) -> Request | None:
+    """`request` again, answering `response` when it is a challenge to answer (`answered`
+    challenges of the same request were answered already); None when it is not.
+
+    The retry is a new transaction, so it has no Via and the next CSeq, with the same
+    Call-ID and tags (RFC 3261 §8.1.3.5, §22.2)."""
+    if response.status not in (401, 407) or not may_answer(response, answered):
+        return None
+    header = credentials(response, request.method, str(request.uri))
+    if header is None:
+        return None
     retry = Request(request.headers.copy(), request.body, request.method, request.uri)
     retry.headers.remove("Via")
     retry.headers.set("CSeq", f"{request.cseq.number + 1} {request.method}")

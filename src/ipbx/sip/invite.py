@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipbx.sip.auth import CredentialSource, may_answer, with_credentials
+from ipbx.sip.auth import CredentialSource, retry_with_credentials
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.message import Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction, Timers, make_cancel
@@ -168,7 +168,7 @@ class OutgoingInvite:
             return self._success(response)
         if self.final is not None:
             return []
-        if status in (401, 407) and not self.cancel_wanted:
+        if not self.cancel_wanted:
             retry = self._retry(response)
             if retry is not None:
                 return [retry]
@@ -223,18 +223,18 @@ class OutgoingInvite:
         return Send(make_cancel(self.invite), self.dest)
 
     def _retry(self, response: Response) -> Send | None:
-        if self.credentials is None or not may_answer(response, self._challenges):
+        if self.credentials is None:
             return None
-        header = self.credentials(response, self.invite.method, str(self.invite.uri))
-        if header is None:
+        retry = retry_with_credentials(self.invite, response, self._challenges, self.credentials)
+        if retry is None:
             return None
         self._challenges += 1
-        self.invite = with_credentials(self.invite, header)
+        self.invite = retry
         if self.dialog is not None:
-            self.dialog.local_seq = self.invite.cseq.number
+            self.dialog.local_seq = retry.cseq.number
         # A new transaction: its own provisional response must come before a CANCEL.
         self._provisional = False
-        return Send(self.invite, self.dest)
+        return Send(retry, self.dest)
 
 
 class IncomingInvite:
