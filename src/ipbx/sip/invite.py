@@ -141,7 +141,7 @@ class OutgoingInvite:
         self.dest = dest
         self.credentials = credentials
         # With no SDP in the INVITE, the 2xx brings the offer and the ACK our answer.
-        self.late_offer = not invite.body
+        self.late_offer = not _has_sdp(invite)
         self.dialog = dialog
         self.final: Response | None = None
         self.cancel_wanted = False
