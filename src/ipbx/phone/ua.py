@@ -44,6 +44,7 @@ from ipbx.sip.transaction import (
     make_response,
     new_tag,
 )
+from ipbx.sip.transport.alarm import Alarm
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import NameAddr, Uri
 
@@ -111,7 +112,7 @@ class Call:
         self.on_dtmf: Callable[[str], None] | None = None
         # Our last 2xx to an INVITE of this dialog, and the timer that resends it.
         self.answering: IncomingInvite | None = None
-        self.unacked: asyncio.TimerHandle | None = None
+        self.resend_timer = Alarm(phone.endpoint.loop, self._resend_2xx)
         media.on_dtmf = self._dtmf
 
     def _dtmf(self, digit: str) -> None:
@@ -208,22 +209,15 @@ class Call:
                 self.phone.endpoint.transmit(item)
             elif isinstance(item, NoAck):
                 log.info("%s: no ACK for our 2xx", self.dialog.call_id)
-        if self.unacked is not None:
-            self.unacked.cancel()
-            self.unacked = None
-        deadline = self.answering.next_deadline() if self.answering is not None else None
-        if deadline is not None and not self.ended.is_set():
-            self.unacked = self.phone.endpoint.loop.call_at(deadline, self._resend_2xx)
+        if self.answering is not None and not self.ended.is_set():
+            self.resend_timer.set(self.answering.next_deadline())
 
-    def _resend_2xx(self) -> None:
-        self.unacked = None
+    def _resend_2xx(self, now: float) -> None:
         if self.answering is not None:
-            self._answering(self.answering.expire(self.phone.endpoint.loop.time()))
+            self._answering(self.answering.expire(now))
 
     def _finish(self) -> None:
-        if self.unacked is not None:
-            self.unacked.cancel()
-            self.unacked = None
+        self.resend_timer.cancel()
         self.ended.set()
         self.media.close()
         self.phone.calls.pop(self.dialog.key, None)
