@@ -24,9 +24,10 @@ How an owner (a PBX leg, a trunk attempt, the phone) drives one:
    `Rejected`; `Acked`, `AnswerMissing`, `NoAck`). Send the very objects returned: the
    shell stamps Via on a request and Server on a response as it sends them, and a later
    `Resend` repeats the message as it went out.
-3. After each call it arms one timer at `next_deadline()` (None: no timer), and when the
-   timer fires calls `expire(now)` and handles that list the same way. Only the answering
-   side has timers; nothing here reads the clock, `now` is always an argument.
+3. After each call it arms one timer at `next_deadline()` (None: no timer; an asyncio
+   owner keeps a `sip.transport.alarm.Alarm` there), and when the timer fires calls
+   `expire(now)` and handles that list the same way. Only the answering side has timers;
+   nothing here reads the clock, `now` is always an argument.
 """
 
 from __future__ import annotations
