@@ -5,7 +5,16 @@ import hashlib
 
 import pytest
 
-from ipbx.sip.auth import DigestAuthenticator, Verdict, authorization, ha1, parse_auth_params
+from ipbx.sip.auth import (
+    DigestAuthenticator,
+    Verdict,
+    answer_challenge,
+    authorization,
+    ha1,
+    may_answer,
+    parse_auth_params,
+)
+from ipbx.sip.message import Headers, Response
 
 REALM = "ipbx"
 
@@ -69,3 +78,31 @@ def test_response_matches_the_rfc_formula() -> None:
 
     expected = md5(f"{md5('1000:ipbx:pw')}:abc:00000001:xyz:auth:{md5('REGISTER:sip:pbx')}")
     assert p["response"] == expected
+
+
+def challenged(status: int, *challenges: str) -> Response:
+    response = Response(Headers(), b"", status, "")
+    for value in challenges:
+        response.headers.add("WWW-Authenticate" if status == 401 else "Proxy-Authenticate", value)
+    return response
+
+
+def test_the_client_answers_the_first_challenge_it_can_compute() -> None:
+    """RFC 7616 §3.7: skip the algorithms we do not know, in the server's order."""
+    unknown = 'Digest realm="ipbx", nonce="a", algorithm=SHA-512-256'
+    sha = 'Digest realm="ipbx", nonce="b", algorithm=SHA-256, qop="auth"'
+    header = answer_challenge(challenged(407, unknown, sha), "INVITE", "sip:x", "1000", "pw")
+    assert header is not None
+    name, value = header
+    assert name == "Proxy-Authorization"
+    assert 'nonce="b"' in value and "algorithm=SHA-256" in value
+    assert answer_challenge(challenged(401, unknown), "INVITE", "sip:x", "1000", "pw") is None
+
+
+def test_a_challenge_is_answered_once_and_once_more_when_stale() -> None:
+    fresh = challenged(401, 'Digest realm="ipbx", nonce="a"')
+    again = challenged(401, 'Digest realm="ipbx", nonce="b", stale=TRUE')
+    assert may_answer(fresh, 0) and may_answer(again, 0)
+    assert not may_answer(fresh, 1)
+    assert may_answer(again, 1)
+    assert not may_answer(again, 2)

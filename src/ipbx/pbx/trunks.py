@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ipbx.pbx.trunk_config import TrunkConfig
-from ipbx.sip.auth import ALGORITHMS, authorization, parse_auth_params
+from ipbx.sip.auth import answer_challenge, authorization, is_stale, pick_challenge
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address
@@ -236,12 +236,7 @@ class Trunk:
         config = self.config
         if config.username is None or config.password is None:
             return None
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        challenge = _pick_challenge(response.headers.get_all(header))
-        if challenge is None:
-            return None
-        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        return name, authorization(challenge, method, uri, config.username, config.password)
+        return answer_challenge(response, method, uri, config.username, config.password)
 
     async def targets(self) -> list[Address]:
         """The servers to send to, in RFC 3263 order (the outbound proxy when set)."""
@@ -379,8 +374,8 @@ class Trunk:
             if status in (401, 407):
                 challenges += 1
                 header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-                challenge = _pick_challenge(response.headers.get_all(header))
-                stale = challenge is not None and _is_stale(challenge)
+                challenge = pick_challenge(response.headers.get_all(header))
+                stale = challenge is not None and is_stale(challenge)
                 if challenge is None or (challenges > 1 and not stale):
                     self._challenge = None
                     raise RegistrationFailed(f"{status} {response.reason}: credentials refused")
@@ -476,20 +471,6 @@ class Trunk:
 
         self.endpoint.send_request(request, target, answered)
         return await future
-
-
-def _pick_challenge(values: list[str]) -> str | None:
-    """The first Digest challenge whose algorithm we can compute (RFC 7616 §3.7)."""
-    for value in values:
-        scheme, params = parse_auth_params(value)
-        algorithm = params.get("algorithm", "MD5").upper()
-        if scheme.lower() == "digest" and algorithm in ALGORITHMS:
-            return value
-    return None
-
-
-def _is_stale(challenge: str) -> bool:
-    return parse_auth_params(challenge)[1].get("stale", "").lower() == "true"
 
 
 class Trunks:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +21,30 @@ from ipbx.media.codecs import AUDIO_CODECS, Codec, Pcm
 from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, close_pool
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
-from ipbx.sip.auth import authorization
+from ipbx.sip.auth import answer_challenge, retry_with_credentials
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
+from ipbx.sip.invite import (
+    Acked,
+    Answered,
+    AnswerMissing,
+    IncomingInvite,
+    NoAck,
+    OutgoingInvite,
+    Provisional,
+    Rejected,
+    Resend,
+    Respond,
+)
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import (
     Address,
     ClientTransaction,
     ServerTransaction,
-    make_cancel,
     make_response,
     new_tag,
 )
+from ipbx.sip.transport.alarm import Alarm
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import NameAddr, Uri
 
@@ -98,8 +110,9 @@ class Call:
         self.sending = True
         self.digits: list[str] = []
         self.on_dtmf: Callable[[str], None] | None = None
-        self.ack: Request | None = None
-        self.unacked: asyncio.TimerHandle | None = None
+        # Our last 2xx to an INVITE of this dialog, and the timer that resends it.
+        self.answering: IncomingInvite | None = None
+        self.resend_timer = Alarm(phone.endpoint.loop, self._resend_2xx)
         media.on_dtmf = self._dtmf
 
     def _dtmf(self, digit: str) -> None:
@@ -154,11 +167,10 @@ class Call:
         invite = self.dialog.create_request(
             "INVITE", bytes(offer), "application/sdp", [("Contact", contact)]
         )
-        response = await self.phone.request(invite, self.peer)
+        usage = OutgoingInvite(invite, self.peer, self.phone.credentials, self.dialog)
+        response = await self.phone.invite(usage)
         if response.status >= 300:
             raise CallFailed(response.status, response.reason)
-        self.dialog.receive_response(response)
-        self.phone.endpoint.send_ack(self.dialog.create_ack(invite.cseq.number), self.peer)
         self.local_sdp = offer
         self._apply_answer(_sdp_of(response))
         self.sending = direction in ("sendrecv", "sendonly")
@@ -181,10 +193,31 @@ class Call:
                 response = await self.phone.request(bye, self.peer)
                 log.info("%s: BYE answered %d", self.dialog.call_id, response.status)
 
+    def send_2xx(self, usage: IncomingInvite, response: Response) -> None:
+        """Our 2xx to an INVITE of this call, resent until its ACK comes (the usage keeps
+        the schedule of RFC 3261 §13.3.1.4; a later INVITE's 2xx takes over)."""
+        self.answering = usage
+        self._answering(usage.accept(response, self.phone.endpoint.loop.time()))
+
+    def acked(self, ack: Request) -> None:
+        if self.answering is not None:
+            self._answering(self.answering.receive_ack(ack))
+
+    def _answering(self, items: Sequence[Respond | Resend | NoAck | Acked | AnswerMissing]) -> None:
+        for item in items:
+            if isinstance(item, Respond | Resend):
+                self.phone.endpoint.transmit(item)
+            elif isinstance(item, NoAck):
+                log.info("%s: no ACK for our 2xx", self.dialog.call_id)
+        if self.answering is not None and not self.ended.is_set():
+            self.resend_timer.set(self.answering.next_deadline())
+
+    def _resend_2xx(self, now: float) -> None:
+        if self.answering is not None:
+            self._answering(self.answering.expire(now))
+
     def _finish(self) -> None:
-        if self.unacked is not None:
-            self.unacked.cancel()
-            self.unacked = None
+        self.resend_timer.cancel()
         self.ended.set()
         self.media.close()
         self.phone.calls.pop(self.dialog.key, None)
@@ -242,78 +275,60 @@ class Phone:
         headers.add("Contact", f"<{contact}>")
         return Request(headers, b"", method, uri)
 
-    async def request(
-        self,
-        request: Request,
-        dest: Address,
-        on_provisional: Callable[[Response], None] | None = None,
-    ) -> Response:
-        """Send `request` in a client transaction and return its final response.
+    def credentials(self, response: Response, method: str, uri: str) -> tuple[str, str] | None:
+        """Our answer to a 401/407 (RFC 3261 §22.2, §22.3)."""
+        return answer_challenge(response, method, uri, self.settings.user, self.settings.password)
 
-        A 401/407 is answered once with credentials (RFC 3261 §22.2, §22.3), and again
-        if the server only found the nonce stale (RFC 7616 §3.3).
-        """
-        for attempt in range(3):
-            response = await self._transact(request, dest, on_provisional)
-            challenge = _challenge(response)
-            if challenge is None or (attempt > 0 and "stale=true" not in challenge.lower()):
+    async def request(self, request: Request, dest: Address) -> Response:
+        """Send a request other than INVITE in a client transaction and return its final
+        response, after answering a challenge (sip/auth.py says when)."""
+        answered = 0
+        while True:
+            response = await self._transact(request, dest)
+            retry = retry_with_credentials(request, response, answered, self.credentials)
+            if retry is None:
                 return response
-            request = self._authorized(request, response.status, challenge)
-        return response
+            request = retry
+            answered += 1
 
-    def _authorized(self, request: Request, status: int, challenge: str) -> Request:
-        retry = Request(request.headers.copy(), request.body, request.method, request.uri)
-        retry.headers.remove("Via")
-        # §8.1.3.5: the retry is a new transaction with a higher CSeq, same Call-ID and tags.
-        retry.headers.set("CSeq", f"{request.cseq.number + 1} {request.method}")
-        name = "Authorization" if status == 401 else "Proxy-Authorization"
-        retry.headers.set(
-            name,
-            authorization(
-                challenge,
-                request.method,
-                str(request.uri),
-                self.settings.user,
-                self.settings.password,
-            ),
-        )
-        return retry
-
-    async def _transact(
-        self,
-        request: Request,
-        dest: Address,
-        on_provisional: Callable[[Response], None] | None,
-    ) -> Response:
+    async def _transact(self, request: Request, dest: Address) -> Response:
         final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        provisional: list[Response] = []
 
         def on_response(response: Response, tx: ClientTransaction) -> None:
-            if response.status < 200:
-                provisional.append(response)
-                if on_provisional is not None:
-                    on_provisional(response)
-            elif not final.done():
+            if response.status >= 200 and not final.done():
                 final.set_result(response)
-            elif response.status < 300 and request.method == "INVITE":
-                self._ack_again(response)
 
-        tx = self.endpoint.send_request(request, dest, on_response)
+        self.endpoint.send_request(request, dest, on_response)
+        # The transaction's own timer F ends this with a synthesized 408 (64*T1).
+        return await final
+
+    async def invite(
+        self, usage: OutgoingInvite, on_provisional: Callable[[Response], None] | None = None
+    ) -> Response:
+        """Send the INVITE of `usage` and return its final response. The usage answers a
+        challenge, ACKs the 2xx (and every copy of it that follows), and if we stop
+        waiting (--timeout) sends the CANCEL when RFC 3261 §9.1 allows it."""
+        final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def on_response(response: Response, tx: ClientTransaction) -> None:
+            for item in usage.receive(response):
+                if isinstance(item, Provisional):
+                    if on_provisional is not None:
+                        on_provisional(item.response)
+                elif isinstance(item, Answered | Rejected):
+                    if not final.done():
+                        final.set_result(item.response)
+                else:
+                    self.endpoint.transmit(item, on_response)
+
+        self.endpoint.send_request(usage.invite, usage.dest, on_response)
         try:
-            # The transaction's own timer B/F ends this with a synthesized 408 (64*T1).
+            # The transaction's own timer B ends this with a synthesized 408 (64*T1).
             return await final
         except asyncio.CancelledError:
-            # Given up on (--timeout): stop the far end ringing. RFC 3261 §9.1 allows a
-            # CANCEL only once a provisional response has arrived.
-            if request.method == "INVITE" and provisional:
-                self.endpoint.send_cancel(make_cancel(tx.request), dest)
+            for cancel in usage.cancel():
+                self.endpoint.transmit(cancel)
             raise
-
-    def _ack_again(self, response: Response) -> None:
-        """A retransmitted 2xx means our ACK was lost: send it again (§13.2.2.4)."""
-        call = self.calls.get(dialog_key_of(response))
-        if call is not None and call.ack is not None:
-            self.endpoint.send_ack(call.ack, call.peer)
 
     # --- registration -------------------------------------------------------------------
 
@@ -391,16 +406,14 @@ class Phone:
         invite.headers.add("Content-Type", "application/sdp")
         invite.body = bytes(offer)
         log.info("calling %s", target.uri)
-        response = await self.request(invite, self.settings.server, on_provisional)
+        usage = OutgoingInvite(invite, self.settings.server, self.credentials)
+        response = await self.invite(usage, on_provisional)
         if response.status >= 300:
             raise CallFailed(response.status, response.reason)
-        sent_cseq = response.cseq.number
-        dialog = Dialog.as_uac(invite, response)
-        dialog.local_seq = sent_cseq
+        dialog = usage.dialog
+        assert dialog is not None  # made from the 2xx
         call = Call(self, dialog, self.settings.server, media, offer)
         self.calls[dialog.key] = call
-        call.ack = dialog.create_ack(sent_cseq)
-        self.endpoint.send_ack(call.ack, call.peer)
         try:
             call._apply_answer(_sdp_of(response))
         except (SipError, sdp.SdpError):
@@ -442,40 +455,20 @@ class Phone:
         return f"<{self.endpoint.contact(dest, self.settings.user)}>"
 
     def _send_2xx(self, call: Call, tx: ServerTransaction, body: sdp.SessionDescription) -> None:
-        """A 2xx to an INVITE, repeated over UDP until the ACK arrives (RFC 3261 §13.3.1.4:
-        T1 doubling up to T2, giving up after 64*T1)."""
         response = make_response(tx.request, 200, None, tx.to_tag)
         response.headers.add("Contact", self._contact_for(call.peer))
         response.headers.add("Allow", ALLOW)
         response.headers.add("Content-Type", "application/sdp")
         response.body = bytes(body)
-        self.endpoint.respond(tx, response)
-        if call.peer.reliable:
-            return
-        timers = self.endpoint.layer.timers
-        data = response.serialize()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-
-        def again(interval: float) -> None:
-            if loop.time() - started >= 64 * timers.t1:
-                log.info("%s: no ACK for our 2xx", call.dialog.call_id)
-                call.unacked = None
-                return
-            self.endpoint.send_raw(data, call.peer)
-            nxt = min(interval * 2, timers.t2)
-            call.unacked = loop.call_later(nxt, again, nxt)
-
-        call.unacked = loop.call_later(timers.t1, again, timers.t1)
+        call.send_2xx(IncomingInvite(tx, self.endpoint.layer.timers), response)
 
     # --- TransactionUser ---------------------------------------------------------------------
 
     def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
         if tx is None:
             call = self.calls.get(dialog_key_of(request))
-            if call is not None and call.unacked is not None:
-                call.unacked.cancel()
-                call.unacked = None
+            if call is not None:
+                call.acked(request)
             return
         if request.to.tag is not None:
             self._in_dialog(request, tx)
@@ -552,14 +545,6 @@ class Phone:
 
 def _codec_name(media: MediaEndpoint) -> str:
     return media.codec.name if media.codec is not None else "no codec"
-
-
-def _challenge(response: Response) -> str | None:
-    if response.status == 401:
-        return response.headers.get("WWW-Authenticate")
-    if response.status == 407:
-        return response.headers.get("Proxy-Authenticate")
-    return None
 
 
 def _granted(response: Response, ours: Uri, asked: int) -> int:

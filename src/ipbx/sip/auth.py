@@ -4,6 +4,10 @@ Nonces are stateless: a timestamp signed with a per-process secret, so a challen
 no memory and a server restart merely makes old nonces `stale`. Replays within a nonce's
 lifetime are refused by remembering the highest nonce-count seen per nonce (qop=auth).
 Only HA1 = H(username:realm:password) is ever needed on the server side.
+
+The client side answers a 401/407 (`answer_challenge`) by sending the request again with
+credentials (`retry_with_credentials`), once, and once more when the server says only the
+nonce was stale (`may_answer`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from ipbx.sip.message import Request, Response
 from ipbx.sip.uri import split_quoted
 
 ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
@@ -210,3 +215,71 @@ def authorization(
     if "opaque" in p:
         fields.append(f'opaque="{p["opaque"]}"')
     return "Digest " + ", ".join(fields)
+
+
+# --- the client's side of a challenge -----------------------------------------------------
+
+# Gives the header that answers a 401/407 to a request of (method, uri): ("Authorization"
+# or "Proxy-Authorization", value), or None when it has no credentials for it.
+CredentialSource = Callable[[Response, str, str], tuple[str, str] | None]
+
+
+def pick_challenge(values: list[str]) -> str | None:
+    """The first Digest challenge whose algorithm we can compute (RFC 7616 §3.7)."""
+    for value in values:
+        scheme, params = parse_auth_params(value)
+        algorithm = params.get("algorithm", "MD5").upper()
+        if scheme.lower() == "digest" and algorithm in ALGORITHMS:
+            return value
+    return None
+
+
+def is_stale(challenge: str) -> bool:
+    return parse_auth_params(challenge)[1].get("stale", "").lower() == "true"
+
+
+def _challenges(response: Response) -> list[str]:
+    header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+    return response.headers.get_all(header)
+
+
+def answer_challenge(
+    response: Response, method: str, uri: str, username: str, password: str
+) -> tuple[str, str] | None:
+    """The header that answers a 401 or 407 to a request of `method` for `uri` (RFC 3261
+    §22.2, §22.3); None when no challenge has an algorithm we compute."""
+    challenge = pick_challenge(_challenges(response))
+    if challenge is None:
+        return None
+    name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+    return name, authorization(challenge, method, uri, username, password)
+
+
+def may_answer(response: Response, answered: int) -> bool:
+    """Whether to answer this 401/407 when `answered` challenges of the same request were
+    answered already: the first always; a second only when the server found just the
+    nonce stale, since then the credentials were right (RFC 7616 §3.3)."""
+    if answered == 0:
+        return True
+    challenge = pick_challenge(_challenges(response))
+    return answered == 1 and challenge is not None and is_stale(challenge)
+
+
+def retry_with_credentials(
+    request: Request, response: Response, answered: int, credentials: CredentialSource
+) -> Request | None:
+    """`request` again, answering `response` when it is a challenge to answer (`answered`
+    challenges of the same request were answered already); None when it is not.
+
+    The retry is a new transaction, so it has no Via and the next CSeq, with the same
+    Call-ID and tags (RFC 3261 §8.1.3.5, §22.2)."""
+    if response.status not in (401, 407) or not may_answer(response, answered):
+        return None
+    header = credentials(response, request.method, str(request.uri))
+    if header is None:
+        return None
+    retry = Request(request.headers.copy(), request.body, request.method, request.uri)
+    retry.headers.remove("Via")
+    retry.headers.set("CSeq", f"{request.cseq.number + 1} {request.method}")
+    retry.headers.set(*header)
+    return retry

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from ipbx.sip.errors import SipError
+from ipbx.sip.invite import Resend, Respond, Send
 from ipbx.sip.message import BadRequest, Request, Response, parse_datagram
 from ipbx.sip.transaction import (
     REASONS,
@@ -252,6 +253,22 @@ class SipEndpoint:
             response.headers.add(name, value)
         self.respond(tx, response)
         return response
+
+    def transmit(
+        self, out: Send | Respond | Resend, on_response: ResponseHandler | None = None
+    ) -> None:
+        """Send what an INVITE usage (sip/invite.py) returned; `on_response` is the handler
+        of an INVITE sent again with credentials."""
+        if isinstance(out, Resend):
+            self.send_raw(out.data, out.dest)
+        elif isinstance(out, Respond):
+            self.respond(out.transaction, out.response)
+        elif out.request.method == "ACK":
+            self.send_ack(out.request, out.dest)
+        elif out.request.method == "CANCEL":
+            self.send_cancel(out.request, out.dest)
+        else:
+            self.send_request(out.request, out.dest, on_response)
 
     def send_raw(self, data: bytes, dest: Address) -> None:
         if dest.transport == "UDP":
