@@ -153,6 +153,11 @@ class OutgoingInvite:
         self._ack_data = b""
 
     @property
+    def early(self) -> bool:
+        """A provisional response has come (a CANCEL may go now)."""
+        return self._provisional
+
+    @property
     def ack_pending(self) -> bool:
         """A late offer answered: the ACK waits for the owner's answer (`ack`)."""
         return self.final is not None and self.final.status < 300 and self._ack is None

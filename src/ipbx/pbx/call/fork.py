@@ -35,8 +35,10 @@ from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
 from ipbx.pbx.location import Binding
+from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
+from ipbx.sip.invite import Answered, OutgoingInvite, Provisional, Resend, Send
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address, ClientTransaction
 from ipbx.sip.uri import NameAddr, Uri
@@ -95,6 +97,8 @@ def settle(call: Call, status: int) -> None:
 class Forking:
     def __init__(self, registry: CallRegistry) -> None:
         self.registry = registry
+        # What a trunk's refusal leads to (failover: trunk.py, which sets it).
+        self.on_trunk_failure: Callable[[Leg, Response], None] = lambda fork, response: None
 
     # --- the caller's own INVITE ---------------------------------------------------------------
 
@@ -174,10 +178,7 @@ class Forking:
             fork = Leg(
                 call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
             )
-            call.forks.append(fork)
-            # The fork keeps its INVITE, not the transaction: the transaction's handler
-            # refers to the fork, and a cycle would outlive the call until a full GC.
-            reg.endpoint.send_request(invite, binding.source, self.handler(fork))
+            self.send(fork)
         named = {"caller_name": call.caller_name} if call.caller_name else {}
         reg.publish(CALL_RINGING, call, extension=target, **named)
         if seconds is not None:
@@ -226,9 +227,7 @@ class Forking:
             invite = self._callee_invite(
                 call, max_forwards, identity(call, a), number, binding, body
             )
-            fork = Leg(call, binding.source, media, invite)
-            call.forks.append(fork)
-            reg.endpoint.send_request(invite, binding.source, self.handler(fork))
+            self.send(Leg(call, binding.source, media, invite))
         try:
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
@@ -250,7 +249,6 @@ class Forking:
         reg = self.registry
         call, a = fork.call, fork.call.keep or fork.call.caller
         assert fork.dialog is not None and call.dialing is not None
-        reg.ack(fork, b"")
         description = parse_sdp(response)
         if description is None or (a is not None and a.media.codec is None):
             reg.bye(fork)
@@ -280,7 +278,15 @@ class Forking:
 
     # --- responses from the phones rung --------------------------------------------------------
 
-    def handler(self, fork: Leg) -> ResponseHandler:
+    def send(self, fork: Leg, credentials: CredentialSource | None = None) -> None:
+        """Send a fork's INVITE through its own INVITE usage and take part in the call.
+        The fork keeps its INVITE, not the transaction: the transaction's handler refers
+        to the fork, and a cycle would outlive the call until a full GC."""
+        fork.outgoing = OutgoingInvite(fork.invite, fork.peer, credentials)
+        fork.call.forks.append(fork)
+        self.registry.endpoint.send_request(fork.invite, fork.peer, self._handler(fork))
+
+    def _handler(self, fork: Leg) -> ResponseHandler:
         return lambda response, _tx: self.on_response(fork, response)
 
     def _callee_invite(
@@ -301,19 +307,31 @@ class Forking:
         return outgoing_invite(reg, call, max_forwards, binding.uri, from_value, to, dest, body)
 
     def on_response(self, fork: Leg, response: Response) -> None:
+        usage = fork.outgoing
+        assert usage is not None
+        for item in usage.receive(response):
+            if isinstance(item, Send | Resend):
+                # An ACK, a held CANCEL, or the INVITE again with credentials.
+                self.registry.endpoint.transmit(item, self._handler(fork))
+                fork.invite = usage.invite
+            elif isinstance(item, Provisional):
+                self._provisional(fork, item.response)
+            elif isinstance(item, Answered):
+                fork.dialog = usage.dialog
+                self._answered(fork, item.response)
+            elif fork.trunk is not None:
+                self.on_trunk_failure(fork, item.response)
+            else:
+                self._refused(fork)
+
+    def _provisional(self, fork: Leg, response: Response) -> None:
         call = fork.call
-        status = response.status
-        if status < 200:
-            fork.provisional = True
-            if fork.cancel_wanted:
-                self.registry.cancel_fork(fork)
-            elif status > 100 and not call.ended and call.callee is None and not call.dialing:
-                self._relay_provisional(fork, response)
-            return
-        if status < 300:
-            self._answered(fork, response)
-            return
-        fork.final = response
+        if response.status > 100 and not call.ended and call.callee is None and not call.dialing:
+            self._relay_provisional(fork, response)
+
+    def _refused(self, fork: Leg) -> None:
+        """A phone refused (or timed out): when every one rung has, the best failure."""
+        call = fork.call
         if call.ended or not all(f.final is not None for f in call.forks):
             return
         finals = [f.final.status for f in call.forks if f.final is not None]
@@ -343,27 +361,20 @@ class Forking:
     def _answered(self, fork: Leg, response: Response) -> None:
         reg = self.registry
         call = fork.call
-        if fork.dialog is None:
-            fork.dialog = Dialog.as_uac(fork.invite, response)
-        if fork.ack is not None:
-            # Every retransmission of the 2xx gets the same ACK (RFC 3261 §13.2.2.4).
-            reg.endpoint.send_raw(fork.ack, fork.peer)
-            return
         if call.dialing is not None and not call.dialing.done() and not call.ended:
             # Rung by a call flow or a transfer, while the call already has its parties.
             self._dial_answered(fork, response)
             return
         description = parse_sdp(response)
-        late_offer = not fork.invite.body
-        if call.ended or (call.callee is not None and call.callee is not fork):
+        assert fork.outgoing is not None
+        late_offer = fork.outgoing.late_offer
+        if call.ended or call.callee is not None:
             # A second phone answered too late: ACK (with an answer to its offer, if it
             # made one) and hang it up at once.
-            late = refusal(fork, description, reg.media_address) if late_offer else b""
-            reg.ack(fork, late)
+            if late_offer:
+                reg.ack(fork, refusal(fork, description, reg.media_address))
             reg.bye(fork)
             return
-        if call.callee is fork:
-            return  # a late offer: the ACK waits for the caller's answer
         a = call.caller
         assert a is not None and a.server_tx is not None
         call.callee = fork
@@ -387,8 +398,6 @@ class Forking:
             return
         if late_offer:
             a.awaiting_answer = lambda answer: self._relay_answer(a, fork, answer)
-        else:
-            reg.ack(fork, b"")
         a.dialog = Dialog.as_uas(a.invite, a.server_tx.to_tag)
         a.other, fork.other = fork, a
         reg.register(call, a)
@@ -413,7 +422,7 @@ class Forking:
         """The callee's answer cannot be used: hang it up, 488 to the caller."""
         reg = self.registry
         assert a.server_tx is not None
-        reg.ack(fork, b"")
+        reg.ack(fork, b"")  # a late offer's 2xx still wants its ACK
         reg.bye(fork)
         reg.endpoint.reply(a.server_tx, 488)
         reg.end(fork.call)

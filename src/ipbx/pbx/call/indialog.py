@@ -38,7 +38,7 @@ class InDialog:
         if leg is None or leg.dialog is None:
             return False
         if request.method == "ACK":
-            if leg.pending_ack_cseq == request.cseq.number:
+            if leg.incoming is not None and leg.incoming.receive_ack(request):
                 reg.stop_2xx(leg)
                 if leg.awaiting_answer is not None:
                     self._late_answer(leg, request)

@@ -27,8 +27,10 @@ from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.trunks import ChannelSlot, Trunk
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
+from ipbx.sip.invite import IncomingInvite, OutgoingInvite
 from ipbx.sip.message import Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction, make_response, new_tag, random_hex
+from ipbx.sip.transport.alarm import Alarm
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY"
 _call_ids = itertools.count(1)
@@ -64,15 +66,15 @@ class Leg:
     server_tx: ServerTransaction | None = None
     dialog: Dialog | None = None
     other: Leg | None = None
-    provisional: bool = False
-    cancel_wanted: bool = False
-    final: Response | None = None
-    unacked_2xx: asyncio.TimerHandle | None = None
-    pending_ack_cseq: int | None = None
+    # The INVITE usage (sip/invite.py) of a leg ipbx calls: CANCEL timing, the ACK of its
+    # 2xx, the digest retry. `invite` follows its INVITE (a retry replaces it).
+    outgoing: OutgoingInvite | None = None
+    # The INVITE or re-INVITE ipbx answered last on this leg, until its ACK comes, and the
+    # timer that sends its 2xx again meanwhile.
+    incoming: IncomingInvite | None = None
+    alarm: Alarm | None = None
     # The offer the caller's INVITE carried (None for a late offer).
     offer: sdp.SessionDescription | None = None
-    # The ACK we sent for this leg's 2xx, re-sent for each retransmitted 2xx.
-    ack: bytes | None = None
     # SDES keys (ours, theirs) when this leg's phone speaks SRTP; ipbx ends SRTP here.
     srtp: tuple[CryptoAttribute, CryptoAttribute] | None = None
     # Late offer (RFC 3264 §2): our 2xx carried the offer, the ACK brings the answer.
@@ -83,7 +85,11 @@ class Leg:
     # digest challenge already (once per attempt).
     trunk: Trunk | None = None
     trunk_slot: ChannelSlot | None = None
-    authenticated: bool = False
+
+    @property
+    def final(self) -> Response | None:
+        """The final response to the INVITE ipbx sent on this leg, once it came."""
+        return self.outgoing.final if self.outgoing is not None else None
 
     @property
     def state(self) -> LegState:
@@ -91,7 +97,8 @@ class Leg:
             return LegState.CONFIRMED
         if self.final is not None:
             return LegState.FAILED
-        return LegState.EARLY if self.provisional else LegState.CALLING
+        early = self.outgoing is not None and self.outgoing.early
+        return LegState.EARLY if early else LegState.CALLING
 
 
 @dataclass(eq=False)

@@ -26,8 +26,10 @@ from ipbx.pbx.call.model import (
 )
 from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
 from ipbx.pbx.location import Location
+from ipbx.sip.invite import IncomingInvite, NoAck
 from ipbx.sip.message import Response
-from ipbx.sip.transaction import ServerTransaction, make_cancel, make_response
+from ipbx.sip.transaction import ServerTransaction, make_response
+from ipbx.sip.transport.alarm import Alarm
 from ipbx.sip.transport.endpoint import SipEndpoint
 
 log = logging.getLogger("ipbx.calls")
@@ -142,35 +144,33 @@ class CallRegistry:
         self.send_2xx(leg, leg.server_tx, out)
 
     def send_2xx(self, leg: Leg, tx: ServerTransaction, response: Response) -> None:
-        """Send a 2xx to an INVITE and, over UDP, repeat it until the ACK comes
-        (RFC 3261 §13.3.1.4: T1 doubling up to T2, giving up after 64*T1)."""
-        self.endpoint.respond(tx, response)
+        """Send a 2xx to an INVITE on `leg` and, over UDP, again until the ACK comes
+        (RFC 3261 §13.3.1.4; the INVITE usage keeps the schedule); no ACK: hang up."""
         self.stop_2xx(leg)
-        leg.pending_ack_cseq = tx.request.cseq.number
-        if leg.peer.reliable:
-            return
-        timers = self.endpoint.layer.timers
-        data = response.serialize()
         loop = self.endpoint.loop
-        started = loop.time()
+        usage = leg.incoming = IncomingInvite(tx, self.endpoint.layer.timers)
+        for item in usage.accept(response, loop.time()):
+            self.endpoint.transmit(item)
+        if leg.alarm is None:
+            leg.alarm = Alarm(loop, lambda now: self._resend_2xx(leg, now))
+        leg.alarm.set(usage.next_deadline())
 
-        def again(interval: float) -> None:
-            if loop.time() - started >= 64 * timers.t1:
-                leg.unacked_2xx = None
+    def _resend_2xx(self, leg: Leg, now: float) -> None:
+        usage = leg.incoming
+        if usage is None or leg.alarm is None:
+            return
+        for item in usage.expire(now):
+            if isinstance(item, NoAck):
                 log.info("%s: no ACK for 2xx from %s", leg.call.id, leg.peer)
                 self.hangup(leg.call)
                 return
-            self.endpoint.send_raw(data, leg.peer)
-            nxt = min(interval * 2, timers.t2)
-            leg.unacked_2xx = loop.call_later(nxt, again, nxt)
-
-        leg.unacked_2xx = loop.call_later(timers.t1, again, timers.t1)
+            self.endpoint.transmit(item)
+        leg.alarm.set(usage.next_deadline())
 
     def stop_2xx(self, leg: Leg) -> None:
-        if leg.unacked_2xx is not None:
-            leg.unacked_2xx.cancel()
-            leg.unacked_2xx = None
-        leg.pending_ack_cseq = None
+        """The 2xx on `leg` needs sending no more (ACKed, or the leg is done)."""
+        if leg.alarm is not None:
+            leg.alarm.cancel()
 
     def accept_reoffer(self, leg: Leg, tx: ServerTransaction, body: bytes) -> None:
         """200 to a re-INVITE or UPDATE on `leg`, with our answer to its offer, if any."""
@@ -185,25 +185,21 @@ class CallRegistry:
             self.endpoint.respond(tx, out)
 
     def ack(self, leg: Leg, body: bytes) -> None:
-        """ACK the leg's 2xx (ipbx is its UAC), with the answer to a late offer."""
-        assert leg.dialog is not None
-        ack = leg.dialog.create_ack(leg.invite.cseq.number, body, "application/sdp")
-        self.endpoint.send_ack(ack, leg.peer)
-        leg.ack = ack.serialize()
+        """ACK the 2xx to a late offer ipbx sent on `leg`, with the answer (a 2xx to an
+        offer was ACKed as it came)."""
+        assert leg.outgoing is not None
+        for item in leg.outgoing.ack(body):
+            self.endpoint.transmit(item)
 
     def bye(self, leg: Leg) -> None:
         assert leg.dialog is not None
         self.endpoint.send_request(leg.dialog.create_request("BYE"), leg.peer)
 
     def cancel_fork(self, fork: Leg) -> None:
-        if fork.final is not None or fork.dialog is not None:
-            return
-        if not fork.provisional:
-            # RFC 3261 §9.1: no CANCEL before a provisional response; send it on the first.
-            fork.cancel_wanted = True
-            return
-        fork.cancel_wanted = False
-        self.endpoint.send_cancel(make_cancel(fork.invite), fork.peer)
+        """Stop a phone ringing: CANCEL, once it has sent a provisional response (§9.1)."""
+        if fork.outgoing is not None:
+            for item in fork.outgoing.cancel():
+                self.endpoint.transmit(item)
 
     def stop_ring_timer(self, call: Call) -> None:
         if call.ring_timer is not None:
@@ -232,6 +228,7 @@ class CallRegistry:
             self.bye(leg)
             self.dialogs.pop(leg.dialog.key, None)
         self.stop_2xx(leg)
+        leg.alarm = None
         leg.other = None
         leg.media.close()
         if leg.trunk_slot is not None:
@@ -284,6 +281,8 @@ class CallRegistry:
                 leg.trunk_slot.release()
             leg.other = None
             leg.awaiting_answer = None
+            leg.incoming = None
+            leg.alarm = None  # its callback refers to the leg: no cycle left behind
         if call.far_media is not None:
             call.far_media.close()  # opened for a trunk attempt that never came
         if call.inbound_slot is not None:

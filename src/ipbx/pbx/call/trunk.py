@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ipbx.pbx.call.fork import Forking, ResponseHandler, outgoing_invite, settle
+from ipbx.pbx.call.fork import Forking, outgoing_invite, settle
 from ipbx.pbx.call.model import Call, CallState, Leg, best_failure
 from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.trunks import Trunk, Trunks
@@ -32,6 +32,7 @@ class TrunkDialing:
         self.forking = forking
         self.registry = forking.registry
         self.trunks = trunks
+        forking.on_trunk_failure = self._on_failure
 
     async def dial_out(self, call: Call, caller_id: str) -> None:
         """Out through the trunks of `call.route`, after `Forking.setup`; `call.outcome`
@@ -60,10 +61,11 @@ class TrunkDialing:
                 call.new_far_dialog()
             invite = self._invite(call, a.invite, trunk, targets[0], route)
             fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot)
-            call.forks.append(fork)
             log.info("%s: %s -> %s via trunk %s", call.id, call.from_number, route.number,
                      trunk.name)  # fmt: skip
-            self.registry.endpoint.send_request(invite, fork.peer, self._handler(fork))
+            # A provider's digest challenge is answered once (again if the nonce was
+            # only stale, RFC 7616 §3.3), by the INVITE usage.
+            self.forking.send(fork, trunk.answer_challenge)
             return
         if call.ended:
             return
@@ -73,15 +75,6 @@ class TrunkDialing:
         log.info("%s: no trunk of route %s can take the call", call.id, route.route)
         settle(call, NO_TRUNK)
 
-    def _handler(self, fork: Leg) -> ResponseHandler:
-        def on_response(response: Response, _tx: object) -> None:
-            if response.status < 300:
-                self.forking.on_response(fork, response)
-            else:
-                self._on_failure(fork, response)
-
-        return on_response
-
     def _invite(
         self,
         call: Call,
@@ -89,38 +82,22 @@ class TrunkDialing:
         trunk: Trunk,
         dest: Address,
         route: OutboundCall,
-        cseq: int = 1,
-        credentials: tuple[str, str] | None = None,
     ) -> Request:
         uri = trunk.request_uri(route.number)
         identity = trunk.caller_headers(call.caller_id, request.from_.display)
         from_ = f"{identity[0][1]};tag={call.b_tag}"
         to = f"<sip:{route.number}@{trunk.domain}>"
-        extra = [*identity[1:], *([credentials] if credentials else [])]
         return outgoing_invite(
             self.registry, call, request.max_forwards, uri, from_, to, dest, call.far_body,
-            extra, cseq,
+            identity[1:],
         )  # fmt: skip
 
     def _on_failure(self, fork: Leg, response: Response) -> None:
-        """A trunk refused: answer its challenge once, else try the next trunk when the
-        failure is on the provider's side, else give the caller the refusal."""
+        """A trunk refused: try the next trunk when the failure is on the provider's
+        side, else give the caller the refusal."""
         call, trunk = fork.call, fork.trunk
         assert trunk is not None and fork.trunk_slot is not None
         status = response.status
-        if status in (401, 407) and not fork.authenticated and not call.ended:
-            credentials = trunk.answer_challenge(response, "INVITE", str(fork.invite.uri))
-            a = call.caller
-            if credentials is not None and a is not None and call.route is not None:
-                fork.authenticated = True
-                fork.provisional = False
-                fork.invite = self._invite(
-                    call, a.invite, trunk, fork.peer, call.route,
-                    fork.invite.cseq.number + 1, credentials,
-                )  # fmt: skip
-                self.registry.endpoint.send_request(fork.invite, fork.peer, self._handler(fork))
-                return
-        fork.final = response
         fork.trunk_slot.release()
         if call.ended or call.callee is not None:
             return
