@@ -10,11 +10,10 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from bench.harness import free_udp_range
-
 from ipbx.phone.ua import Phone, PhoneSettings
 from ipbx.sip.message import Request, Response, parse_datagram
 from ipbx.sip.transaction import Address, make_response
+from tests.support.ports import free_udp_range
 
 HOST = "127.0.0.1"
 

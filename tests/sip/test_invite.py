@@ -33,7 +33,7 @@ from ipbx.sip.transaction import (
     TransactionLayer,
     make_response,
 )
-from tests.sip.invites import (
+from tests.support.invites import (
     ANSWER,
     OFFER,
     TCP,

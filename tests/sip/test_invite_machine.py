@@ -40,7 +40,7 @@ from ipbx.sip.invite import (
 )
 from ipbx.sip.message import Request, Response
 from ipbx.sip.transaction import Address, Timers, make_response
-from tests.sip.invites import (
+from tests.support.invites import (
     ANSWER,
     OFFER,
     TCP,
