@@ -385,7 +385,7 @@ class Router:
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # queue, conference, webhook, number from a call flow: later issues.
+            # queue, conference, webhook, and number from a call flow: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 
