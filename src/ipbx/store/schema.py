@@ -112,7 +112,7 @@ call_legs = Table(
     Column("mos", Float, nullable=True),
 )
 
-# Issue 6: API tokens (hashed, never stored as given out) and the webhook outbox.
+# API tokens (hashed, never stored as given out) and the webhook outbox.
 api_tokens = Table(
     "api_tokens",
     metadata,
