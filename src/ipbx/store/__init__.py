@@ -3,6 +3,7 @@
 This package is the only code that speaks SQL. Callers get dataclasses, never ORM rows.
 """
 
+from ipbx.store.async_store import AsyncStore
 from ipbx.store.database import UnknownTenantError
 from ipbx.store.provisioning import TenantInUse
 from ipbx.store.records import (
@@ -21,6 +22,7 @@ from ipbx.store.store import Store
 __all__ = [
     "DEFAULT_TENANT",
     "ApiTokenRecord",
+    "AsyncStore",
     "BindingRecord",
     "CallRecord",
     "DeliveryRecord",
