@@ -15,7 +15,7 @@ from ipbx.api.app import create_app
 from ipbx.api.tokens import create_token
 from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config, Extension, TrunkConfig
-from ipbx.store import Store
+from ipbx.store import AsyncStore, Store
 from tests.api.apiclient import Api, make_pbx
 
 
@@ -26,6 +26,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store_thread(store: Store) -> Iterator[AsyncStore]:
+    """`store` as code on the event loop reaches it: through its own thread."""
+    threaded = AsyncStore(store)
+    yield threaded
+    threaded.close()
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ def serve_api(config: Config) -> Iterator[Api]:
     )
     loop = asyncio.new_event_loop()
     pbx = make_pbx(config, store, loop)
-    app = create_app(pbx, Webhooks(store, [], pbx.events))
+    app = create_app(pbx, Webhooks(pbx.store, [], pbx.events))
     admin, _ = create_token(store, "admin")
     reader, _ = create_token(store, "read")
     other, _ = create_token(store, "admin", tenant="acme")
@@ -60,4 +68,5 @@ def serve_api(config: Config) -> Iterator[Api]:
         yield Api(pbx, store, client, admin, reader, other)
     pbx.calls.close()
     loop.close()
+    pbx.store.close()
     store.close()
