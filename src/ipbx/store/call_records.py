@@ -10,6 +10,11 @@ from ipbx.store.database import Database
 from ipbx.store.records import DEFAULT_TENANT, CallRecord, LegRecord
 from ipbx.store.schema import call_legs, call_records, tenants
 
+# The write-behind's statements, built once; the records of a batch go in one statement
+# (with their ids back in the order given) and their legs in another.
+_INSERT_RECORDS = insert(call_records).returning(call_records.c.id, sort_by_parameter_order=True)
+_INSERT_LEGS = insert(call_legs)
+
 
 class CallRecords(Database):
     """Finished calls, searchable by start time, number and result."""
@@ -22,30 +27,16 @@ class CallRecords(Database):
             return
         with self._engine.begin() as connection:
             tenant_id = self._tenant_id(connection, tenant, create=False)
-            for record in records:
-                record_id = connection.execute(
-                    insert(call_records)
-                    .values(
-                        tenant_id=tenant_id,
-                        call_id=record.call_id,
-                        caller=record.caller,
-                        callee=record.callee,
-                        started=record.started,
-                        answered=record.answered,
-                        ended=record.ended,
-                        result=record.result,
-                        digits=record.digits,
-                        recording=record.recording,
-                        path=record.path,
-                        direction=record.direction,
-                    )
-                    .returning(call_records.c.id)
-                ).scalar_one()
-                if record.legs:
-                    connection.execute(
-                        insert(call_legs),
-                        [_leg_row(record_id, leg) for leg in record.legs],
-                    )
+            ids = connection.execute(
+                _INSERT_RECORDS, [_record_row(tenant_id, record) for record in records]
+            ).scalars()
+            legs = [
+                _leg_row(record_id, leg)
+                for record_id, record in zip(ids, records, strict=True)
+                for leg in record.legs
+            ]
+            if legs:
+                connection.execute(_INSERT_LEGS, legs)
 
     def call_records(self, limit: int = 100, tenant: str = DEFAULT_TENANT) -> list[CallRecord]:
         """The latest calls, newest first, each with its legs in the order they were saved."""
@@ -153,6 +144,23 @@ def _started_between(tenant: str, since: float | None, until: float | None) -> l
     if until is not None:
         conditions.append(call_records.c.started < until)
     return conditions
+
+
+def _record_row(tenant_id: int, record: CallRecord) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "call_id": record.call_id,
+        "caller": record.caller,
+        "callee": record.callee,
+        "started": record.started,
+        "answered": record.answered,
+        "ended": record.ended,
+        "result": record.result,
+        "digits": record.digits,
+        "recording": record.recording,
+        "path": record.path,
+        "direction": record.direction,
+    }
 
 
 def _leg_row(record_id: int, leg: LegRecord) -> dict[str, Any]:
