@@ -38,5 +38,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     finally:
         await api.stop()  # no new requests; webhook workers stop (pending rows stay)
         await pbx.stop()
-        api.close()  # the events of calls the shutdown ended go to the outbox
+        await api.close()  # the events of calls the shutdown ended go to the outbox
+        pbx.store.close()  # once the store's thread has written all it was given
         store.close()

@@ -12,7 +12,7 @@ import pytest
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.trunk_config import TrunkConfig
-from ipbx.store import Store
+from ipbx.store import AsyncStore, Store
 from tests.support.apiclient import Api, serve_api
 
 
@@ -23,6 +23,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store_thread(store: Store) -> Iterator[AsyncStore]:
+    """`store` as code on the event loop reaches it: through its own thread."""
+    threaded = AsyncStore(store)
+    yield threaded
+    threaded.close()
 
 
 @pytest.fixture

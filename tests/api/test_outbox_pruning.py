@@ -12,7 +12,7 @@ import pytest
 from ipbx.api.webhooks import DAY, Webhooks
 from ipbx.config import ApiConfig, ConfigError, load_config
 from ipbx.pbx.events import EventBus
-from ipbx.store import DeliveryRecord, Store
+from ipbx.store import AsyncStore, DeliveryRecord, Store
 
 NOW = 1_750_000_000.0
 
@@ -39,7 +39,9 @@ def event_ids(store: Store, tenant: str = "default") -> set[str]:
     return {row.event_id for row in store.deliveries(tenant, limit=1000)[1]}
 
 
-def test_old_delivered_and_failed_rows_go_and_pending_rows_stay(store: Store) -> None:
+def test_old_delivered_and_failed_rows_go_and_pending_rows_stay(
+    store: Store, store_thread: AsyncStore
+) -> None:
     store.add_deliveries(
         [
             delivery("old-delivered", 31, "delivered"),
@@ -50,28 +52,30 @@ def test_old_delivered_and_failed_rows_go_and_pending_rows_stay(store: Store) ->
             delivery("other-tenant-old", 60, "delivered", tenant="acme"),
         ]
     )
-    webhooks = Webhooks(store, [], EventBus(), clock=lambda: NOW, retention=30 * DAY)
+    webhooks = Webhooks(store_thread, [], EventBus(), clock=lambda: NOW, retention=30 * DAY)
 
-    assert webhooks.prune() == 3
+    assert asyncio.run(webhooks.prune()) == 3
 
     assert event_ids(store) == {"old-pending", "recent-delivered", "recent-failed"}
     assert event_ids(store, "acme") == set()
     assert store.pending_deliveries() == 1
-    assert webhooks.prune() == 0  # nothing left to prune: idempotent
+    assert asyncio.run(webhooks.prune()) == 0  # nothing left to prune: idempotent
 
 
-def test_the_started_worker_prunes_without_being_asked(store: Store) -> None:
+def test_the_started_worker_prunes_without_being_asked(
+    store: Store, store_thread: AsyncStore
+) -> None:
     store.add_deliveries([delivery("old", 8, "delivered"), delivery("new", 6, "delivered")])
 
     async def scenario() -> None:
-        webhooks = Webhooks(store, [], EventBus(), clock=lambda: NOW, retention=7 * DAY)
+        webhooks = Webhooks(store_thread, [], EventBus(), clock=lambda: NOW, retention=7 * DAY)
         webhooks.start()
         for _ in range(100):
             if event_ids(store) == {"new"}:
                 break
             await asyncio.sleep(0.01)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     asyncio.run(scenario())
     assert event_ids(store) == {"new"}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ipbx.api.webhooks import Webhooks
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.webhook_config import WebhookConfig
-from ipbx.store import Store
+from ipbx.store import AsyncStore, Store
 from tests.support.ports import free_port
 from tests.support.webhook_receiver import Receiver
 
@@ -33,19 +33,19 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_events_arrive_signed_and_in_order(store: Store) -> None:
+def test_events_arrive_signed_and_in_order(store: Store, store_thread: AsyncStore) -> None:
     receiver = Receiver(free_port("tcp"), SECRET).start()
     bus = EventBus()
 
     async def scenario() -> None:
-        webhooks = Webhooks(store, [hook(receiver.url)], bus)
+        webhooks = Webhooks(store_thread, [hook(receiver.url)], bus)
         webhooks.start()
         for kind in ("call.started", "call.ringing", "voicemail.new", "call.answered",
                      "call.ended"):  # fmt: skip
             bus.publish(kind, {"call_id": "a1", "caller": "1000", "callee": "1001"})
         await until(lambda: len(receiver.events) == 4)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     try:
         asyncio.run(scenario())
@@ -62,7 +62,9 @@ def test_events_arrive_signed_and_in_order(store: Store) -> None:
     assert json.loads(log[0].payload)["type"] == "call.ended"
 
 
-def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(store: Store) -> None:
+def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(
+    store: Store, store_thread: AsyncStore
+) -> None:
     port = free_port("tcp")
     receiver = Receiver(port, SECRET)
     config = hook(receiver.url, retry_initial=0.1, retry_max=0.4)
@@ -70,7 +72,7 @@ def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(store: S
 
     async def before_restart() -> None:
         bus = EventBus()
-        webhooks = Webhooks(store, [config], bus)
+        webhooks = Webhooks(store_thread, [config], bus)
         webhooks.start()
         published.extend(bus.publish(kind, {"call_id": "b2"}).id
                          for kind in ("call.started", "call.answered", "call.ended"))  # fmt: skip
@@ -78,7 +80,7 @@ def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(store: S
         # 0.2, 0.4, 0.4 s ...) and the others wait behind it.
         await until(lambda: attempts(store, receiver.url) >= 4)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     asyncio.run(before_restart())
     head = store.next_delivery(receiver.url)
@@ -90,11 +92,11 @@ def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(store: S
     receiver.start()  # the receiver is back; ipbx starts again with the same database
 
     async def after_restart() -> None:
-        webhooks = Webhooks(store, [config], EventBus())
+        webhooks = Webhooks(store_thread, [config], EventBus())
         webhooks.start()
         await until(lambda: store.pending_deliveries() == 0)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     try:
         asyncio.run(after_restart())
@@ -105,13 +107,15 @@ def test_a_receiver_that_was_down_gets_every_event_once_after_a_restart(store: S
     assert [r["x-ipbx-event-id"] for r in receiver.requests] == published
 
 
-def test_a_refusing_receiver_is_retried_then_given_up_on(store: Store) -> None:
+def test_a_refusing_receiver_is_retried_then_given_up_on(
+    store: Store, store_thread: AsyncStore
+) -> None:
     receiver = Receiver(free_port("tcp"), SECRET, status=503).start()
     bus = EventBus()
     config = hook(receiver.url, retry_initial=0.05, retry_max=0.05, max_attempts=3)
 
     async def scenario() -> None:
-        webhooks = Webhooks(store, [config], bus)
+        webhooks = Webhooks(store_thread, [config], bus)
         webhooks.start()
         bus.publish("call.missed", {"extension": "1001"})
         bus.publish("call.ended", {"call_id": "c3"})
@@ -120,7 +124,7 @@ def test_a_refusing_receiver_is_retried_then_given_up_on(store: Store) -> None:
         receiver.status = 200  # the second event goes once the first is given up on
         await until(lambda: store.pending_deliveries() == 0)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     try:
         asyncio.run(scenario())
@@ -140,21 +144,23 @@ def test_a_refusing_receiver_is_retried_then_given_up_on(store: Store) -> None:
     assert order[:3] == ["call.missed"] * 3 and set(order[3:]) == {"call.ended"}
 
 
-def test_only_the_webhooks_tenant_and_types_are_queued(store: Store) -> None:
+def test_only_the_webhooks_tenant_and_types_are_queued(
+    store: Store, store_thread: AsyncStore
+) -> None:
     bus = EventBus()
     webhooks = Webhooks(
-        store,
+        store_thread,
         [hook("http://127.0.0.1:9/a"), hook("http://127.0.0.1:9/b", tenant="acme",
                                             events=["voicemail.new"])],
         bus,
     )  # fmt: skip
-    webhooks.subscribe()  # outside a loop: rows are written at once
+    webhooks.subscribe()  # outside a loop: rows are written by close()
     bus.publish("call.started", {})
     bus.publish("voicemail.new", {}, tenant="acme")
     bus.publish("voicemail.new", {})
     bus.publish("call.started", {}, tenant="acme")
-    webhooks.close()
-    assert webhooks.queue_depth == 2
+    asyncio.run(webhooks.close())
+    assert asyncio.run(webhooks.queue_depth()) == 2
     assert [d.webhook for d in store.deliveries()[1]] == ["http://127.0.0.1:9/a"]
     assert [d.event_type for d in store.deliveries("acme")[1]] == ["voicemail.new"]
 
@@ -164,12 +170,14 @@ def attempts(store: Store, url: str) -> int:
     return 0 if head is None else head.attempts
 
 
-def test_a_refused_event_is_retried_before_the_ones_behind_it(store: Store) -> None:
+def test_a_refused_event_is_retried_before_the_ones_behind_it(
+    store: Store, store_thread: AsyncStore
+) -> None:
     receiver = Receiver(free_port("tcp"), SECRET, status=503).start()
     bus = EventBus()
 
     async def scenario() -> None:
-        webhooks = Webhooks(store, [hook(receiver.url, retry_initial=0.2)], bus)
+        webhooks = Webhooks(store_thread, [hook(receiver.url, retry_initial=0.2)], bus)
         webhooks.start()
         for kind in ("call.started", "call.ringing", "call.answered", "call.ended"):
             bus.publish(kind, {"call_id": "c3"})
@@ -177,7 +185,7 @@ def test_a_refused_event_is_retried_before_the_ones_behind_it(store: Store) -> N
         receiver.status = 200  # the first event's retry is the next request
         await until(lambda: len(receiver.events) == 4)
         await webhooks.stop()
-        webhooks.close()
+        await webhooks.close()
 
     try:
         asyncio.run(scenario())

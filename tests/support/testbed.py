@@ -107,7 +107,7 @@ class Testbed:
         """The call records of the calls ended so far, oldest first, once the PBX has
         written them (it writes behind, every 0.1 s)."""
         await asyncio.sleep(0.5)
-        return list(reversed(self.pbx.store.call_records()))
+        return list(reversed(await self.pbx.store.run(Store.call_records)))
 
 
 Story = Callable[[Testbed], Awaitable[None]]
@@ -153,6 +153,7 @@ async def _run(config: Config, story: Story) -> None:
         await pbx.stop()
         for phone in lab.phones:
             await phone.close()
+        pbx.store.close()
         store.close()
 
 

@@ -5,6 +5,14 @@ token from ``ipbx token create``): 401 without a valid one, 403 when its scope i
 enough. A token belongs to a tenant and sees that tenant's data only. Lists take
 ``?limit=&offset=`` and answer ``{total, limit, offset, items}``. Errors are
 ``{"detail": "..."}``; a bad parameter gets 422 with FastAPI's list naming the field.
+
+No route waits for the database on the event loop, which also relays RTP and runs the
+SIP timers. The rule for every route module: a route that only uses the store is a
+plain `def` route; FastAPI runs it in its thread pool, where it calls the `Store`
+directly (`pbx.store.blocking`), as do the token checks (plain `def` dependencies). A
+route that also works on the running PBX (calls, registrations, the configuration in
+use: state that belongs to the event loop) is `async` and awaits the store's thread
+for its store work (`await pbx.store.run(...)`).
 """
 
 import asyncio
@@ -26,7 +34,7 @@ from ipbx.api import models
 from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.control import call_control
-from ipbx.api.metrics import registry, render
+from ipbx.api.metrics import render
 from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, allows, verify_token
@@ -35,7 +43,7 @@ from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures,
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change
-from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord
+from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, Store
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
@@ -61,7 +69,7 @@ _bearer = HTTPBearer(
 # at run time, and the token dependencies are names local to create_app.
 def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     """The ASGI application over a PBX's services."""
-    store = pbx.store
+    store = pbx.store.blocking  # for plain `def` routes only
     app = FastAPI(
         title="ipbx",
         version=version("ipbx"),
@@ -69,7 +77,6 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         "live events.",
         responses={422: {"description": "a parameter is wrong; `detail` names it"}},
     )
-    metrics = registry(pbx, webhooks)
 
     def token_of(text: str | None) -> ApiTokenRecord:
         if not text:
@@ -123,7 +130,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
                 registered=counts.get(e.number, 0) > 0,
                 contacts=counts.get(e.number, 0),
             )
-            for e in store.list_extensions(token.tenant)
+            for e in await pbx.store.run(Store.list_extensions, token.tenant)
         ]
         if registered is not None:
             items = [item for item in items if item.registered == registered]
@@ -140,8 +147,8 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         """Provision an extension; its phones can register at once. 409 when the number
         is taken (nothing is written). Its other settings: /config/extensions."""
         kind = KINDS["extensions"]
-        item = owned_item(pbx, kind, token, Extension(**new.model_dump()))
-        if store.get_extension(new.number, token.tenant) is not None:
+        item = await owned_item(pbx, kind, token, Extension(**new.model_dump()))
+        if await pbx.store.run(Store.get_extension, new.number, token.tenant) is not None:
             raise HTTPException(409, f"number: extension {new.number} exists")
         await apply_change(pbx, Change(token.tenant, [(kind, item)]))
         return models.Extension(number=new.number, name=new.name, registered=False, contacts=0)
@@ -158,7 +165,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         """Remove an extension and its registrations; 409 while a group, a forwarding
         or a number still points at it."""
         kind = KINDS["extensions"]
-        if store.get_extension(number, token.tenant) is None:
+        if await pbx.store.run(Store.get_extension, number, token.tenant) is None:
             raise HTTPException(404, f"number: no extension {number}")
         removable(pbx, kind, number)
         await apply_change(pbx, Change(token.tenant, remove=[(kind, number)]))
@@ -421,7 +428,11 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     async def get_metrics(token: Reader) -> Response:
         """Prometheus metrics: calls, registrations, SIP messages, RTP packets, webhooks
         (docs/api.md lists them)."""
-        return Response(render(metrics), media_type="text/plain; version=0.0.4; charset=utf-8")
+        queue_depth = await webhooks.queue_depth()
+        return Response(
+            render(pbx, webhooks, queue_depth),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
 
     @app.websocket("/events")
     async def live_events(
@@ -441,7 +452,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         """
         header = websocket.headers.get("authorization", "")
         text = token or (header[7:] if header.lower().startswith("bearer ") else None)
-        record = verify_token(store, text) if text else None
+        record = await pbx.store.run(verify_token, text) if text else None
         if record is None:
             await websocket.accept()
             await websocket.close(4401, "missing or invalid API token")

@@ -6,6 +6,10 @@ against the whole configuration before anything is written (a route naming a tru
 that does not exist, a group member that is no extension, a deletion that would leave
 a destination pointing nowhere: 422 or 409 naming the field and nothing changes), then
 the server takes the change up at once and other nodes within seconds.
+
+As api/app.py says of every route: the tenant and token routes only use the store and
+are plain `def` routes; the item routes work on the configuration in use and await the
+store's thread.
 """
 
 from collections.abc import Callable
@@ -21,7 +25,7 @@ from ipbx.api.tokens import Scope, create_token
 from ipbx.pbx import provisioning
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change, ItemKind, ProvisioningError
-from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, TenantInUse
+from ipbx.store import DEFAULT_TENANT, ApiTokenRecord, Store, TenantInUse
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
@@ -77,7 +81,7 @@ def add_configuration_routes(
             raise HTTPException(403, "tenants are managed with a token of the default tenant")
 
     @app.get("/tenants", response_model=models.Page[Tenant], responses=AUTH_ERRORS, tags=["config"])
-    async def list_tenants(
+    def list_tenants(
         token: Admin,
         limit: Limit = 50,
         offset: Offset = 0,
@@ -85,7 +89,7 @@ def add_configuration_routes(
         """The tenants (a tenant's token sees its own)."""
         items = [
             Tenant(id=t.id, name=t.name)
-            for t in pbx.store.tenants()
+            for t in pbx.store.blocking.tenants()
             if token.tenant in (DEFAULT_TENANT, t.id)
         ]
         return page(items, limit, offset)
@@ -96,14 +100,12 @@ def add_configuration_routes(
         responses={**AUTH_ERRORS, 201: {"model": Tenant}},
         tags=["config"],
     )
-    async def put_tenant(
-        tenant: TenantId, body: Tenant, token: Admin, response: Response
-    ) -> Tenant:
+    def put_tenant(tenant: TenantId, body: Tenant, token: Admin, response: Response) -> Tenant:
         """Create a tenant, or rename it."""
         system(token)
         if body.id != tenant:
             raise HTTPException(422, f"id: {body.id!r} is not the id in the path ({tenant})")
-        if pbx.store.save_tenant(tenant, body.name or tenant):
+        if pbx.store.blocking.save_tenant(tenant, body.name or tenant):
             response.status_code = 201
         return Tenant(id=tenant, name=body.name or tenant)
 
@@ -113,13 +115,13 @@ def add_configuration_routes(
         responses={**AUTH_ERRORS, 404: {"model": models.Problem}, 409: {"model": models.Problem}},
         tags=["config"],
     )
-    async def delete_tenant(tenant: TenantId, token: Admin) -> Response:
+    def delete_tenant(tenant: TenantId, token: Admin) -> Response:
         """Remove a tenant that holds nothing any more (409 while it does)."""
         system(token)
         if tenant == DEFAULT_TENANT:
             raise HTTPException(409, "tenant: the default tenant cannot be removed")
         try:
-            found = pbx.store.delete_tenant(tenant)
+            found = pbx.store.blocking.delete_tenant(tenant)
         except TenantInUse as exc:
             raise HTTPException(409, f"tenant: {exc}") from None
         if not found:
@@ -133,16 +135,16 @@ def add_configuration_routes(
         responses={**AUTH_ERRORS, 404: {"model": models.Problem}},
         tags=["config"],
     )
-    async def issue_token(tenant: TenantId, body: NewToken, token: Admin) -> IssuedToken:
+    def issue_token(tenant: TenantId, body: NewToken, token: Admin) -> IssuedToken:
         """A new API token for a tenant (its text is in this answer only)."""
         system(token)
-        if pbx.store.tenant(tenant) is None:
+        if pbx.store.blocking.tenant(tenant) is None:
             raise HTTPException(404, f"tenant: no tenant {tenant}")
-        text, record = create_token(pbx.store, body.scope, tenant, body.name)
+        text, record = create_token(pbx.store.blocking, body.scope, tenant, body.name)
         return IssuedToken(token=text, key_id=record.key_id, scope=record.scope, tenant=tenant)
 
 
-def owned_item(pbx: "PbxServices", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
+async def owned_item(pbx: "PbxServices", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
     """The item to write for this token: 403 for routing outside the default tenant,
     422 for another tenant's `tenant`, or a new extension without a password."""
     if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
@@ -152,7 +154,9 @@ def owned_item(pbx: "PbxServices", kind: ItemKind, token: ApiTokenRecord, item: 
             raise HTTPException(422, f"tenant: must be this token's own ({token.tenant})")
     elif kind.any_tenant:
         item = item.model_copy(update={"tenant": token.tenant})
-    new = isinstance(item, Extension) and pbx.store.get_extension(item.number) is None
+    new = isinstance(item, Extension) and (
+        await pbx.store.run(Store.get_extension, item.number) is None
+    )
     if new and item.password is None:
         raise HTTPException(422, f"password: extension {item.number} is new and needs one")
     return item
@@ -163,10 +167,12 @@ async def apply_change(pbx: "PbxServices", change: Change) -> None:
     the written item is wrong, 409 when another item would break; nothing is written
     then."""
     try:
-        checked = provisioning.effective(pbx.base_config, pbx.store, change)
+        checked = await pbx.store.run(
+            lambda store: provisioning.effective(pbx.base_config, store, change)
+        )
     except ProvisioningError as exc:
         raise HTTPException(422 if exc.in_item else 409, str(exc)) from None
-    provisioning.write(pbx.store, change, checked)
+    await pbx.store.run(provisioning.write, change, checked)
     await pbx.reload(checked)
 
 
@@ -243,7 +249,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="Add an item; 409 when its key is taken.",
     )
     async def create_item(item: model, token: Admin) -> Any:
-        item = owned_item(pbx, kind, token, item)
+        item = await owned_item(pbx, kind, token, item)
         key = kind.key(item)
         if any(kind.key(i) == key for i in _items(pbx, kind, token.tenant)):
             raise HTTPException(409, f"{kind.key_field}: {name} item {key} exists")
@@ -260,7 +266,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="Add or replace the item with this key (idempotent).",
     )
     async def put_item(key: Key, item: model, token: Admin) -> Any:
-        item = owned_item(pbx, kind, token, item)
+        item = await owned_item(pbx, kind, token, item)
         if kind.key(item) != key:
             raise HTTPException(
                 422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
@@ -277,7 +283,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="409 while other items point at it or the file has it.",
     )
     async def delete_item(key: Key, token: Admin) -> Response:
-        owned_item(pbx, kind, token, find(token.tenant, key))
+        await owned_item(pbx, kind, token, find(token.tenant, key))
         removable(pbx, kind, key)
         await apply_change(pbx, Change(token.tenant, remove=[(kind, key)]))
         return Response(status_code=204)

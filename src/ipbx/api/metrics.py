@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 class _PbxCollector(Collector):
     """Read at each scrape, so the figures are never stale and cost nothing between."""
 
-    def __init__(self, pbx: PbxServices, webhooks: Webhooks) -> None:
+    def __init__(self, pbx: PbxServices, webhooks: Webhooks, queue_depth: int) -> None:
         self._pbx = pbx
         self._webhooks = webhooks
+        self._queue_depth = queue_depth
 
     def collect(self) -> Iterator[Metric]:
         pbx = self._pbx
@@ -39,7 +40,7 @@ class _PbxCollector(Collector):
         yield GaugeMetricFamily(
             "ipbx_webhook_queue_depth",
             "Webhook deliveries not yet accepted by their receiver",
-            value=self._webhooks.queue_depth,
+            value=self._queue_depth,
         )
         yield CounterMetricFamily(
             "ipbx_events_published", "Events published on the bus", value=pbx.events.published
@@ -88,11 +89,9 @@ def _sip_messages(pbx: PbxServices) -> Iterator[Metric]:
     )
 
 
-def registry(pbx: PbxServices, webhooks: Webhooks) -> CollectorRegistry:
+def render(pbx: PbxServices, webhooks: Webhooks, queue_depth: int) -> bytes:
+    """One scrape; `queue_depth` is the webhooks' (`Webhooks.queue_depth()`), which the
+    caller reads from the store off the event loop."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_PbxCollector(pbx, webhooks))
-    return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
+    registry.register(_PbxCollector(pbx, webhooks, queue_depth))
     return generate_latest(registry)

@@ -96,5 +96,5 @@ class ApiServer:
             self._server = self._task = None
         await self.webhooks.stop()
 
-    def close(self) -> None:
-        self.webhooks.close()
+    async def close(self) -> None:
+        await self.webhooks.close()

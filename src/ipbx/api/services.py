@@ -15,7 +15,7 @@ from ipbx.pbx.location import Location
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.counts import MessageCounts
-from ipbx.store import Store
+from ipbx.store import AsyncStore
 
 
 class LiveCall(Protocol):
@@ -54,7 +54,7 @@ class PbxServices(Protocol):
         """Take up the provisioning the store holds now (`config`: already composed)."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> AsyncStore: ...
 
     @property
     def events(self) -> EventBus: ...

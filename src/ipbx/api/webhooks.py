@@ -1,15 +1,16 @@
 """Webhooks: events POSTed as signed JSON to the URLs of `webhooks:` in the config.
 
 Delivery goes through an outbox table. When an event is published, one row per
-subscribed webhook is written (within FLUSH_DELAY, 20 ms, so a burst of
-events is one transaction); a worker per webhook sends the oldest pending row, and only
-when it was accepted (any 2xx) the next one, so a receiver sees events in the order they
-happened. A failed attempt (connection refused, time-out, non-2xx) is retried after
-`retry_initial` seconds, doubling up to `retry_max`, until `max_attempts`; then the row
-is marked failed and the next one goes. Pending rows outlive a restart and are sent when
-ipbx starts again. Delivered and failed rows are the delivery log (GET
-/webhooks/deliveries); those older than `api.delivery_retention_days` are deleted every
-hour, so the table stays bounded. Pending rows are never pruned.
+subscribed webhook is written (by the store's thread, within FLUSH_DELAY, 20 ms, so a
+burst of events is one transaction); a worker per webhook sends the oldest pending row,
+and only when it was accepted (any 2xx) the next one, so a receiver sees events in the
+order they happened. A failed attempt (connection refused, time-out, non-2xx) is
+retried after `retry_initial` seconds, doubling up to `retry_max`, until
+`max_attempts`; then the row is marked failed and the next one goes. Pending rows
+outlive a restart and are sent when ipbx starts again. Delivered and failed rows are
+the delivery log (GET /webhooks/deliveries); those older than
+`api.delivery_retention_days` are deleted every hour, so the table stays bounded.
+Pending rows are never pruned.
 
 Every attempt carries the same body and these headers:
 
@@ -29,6 +30,7 @@ Every attempt carries the same body and these headers:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -39,7 +41,7 @@ import httpx
 
 from ipbx.pbx.events import Event, EventBus, type_matches
 from ipbx.pbx.webhook_config import WebhookConfig
-from ipbx.store import DeliveryRecord, Store
+from ipbx.store import AsyncStore, DeliveryRecord, Store
 
 log = logging.getLogger("ipbx.webhooks")
 
@@ -72,7 +74,7 @@ class Webhooks:
 
     def __init__(
         self,
-        store: Store,
+        store: AsyncStore,
         configs: list[WebhookConfig],
         bus: EventBus,
         clock: Callable[[], float] = time.time,
@@ -85,7 +87,9 @@ class Webhooks:
         self._clock = clock
         self._unsubscribe: Callable[[], None] | None = None
         self._unwritten: list[DeliveryRecord] = []
-        self._flush_pending = False
+        # The outbox write waiting for FLUSH_DELAY or for the store's thread; one at a
+        # time, so rows reach the outbox in the order of their events.
+        self._writing: asyncio.Task[None] | None = None
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -143,9 +147,13 @@ class Webhooks:
         else:
             self.subscribe()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Write what is still buffered and stop listening to the bus (at shutdown)."""
-        self.flush()
+        if self._writing is not None:
+            self._writing.cancel()  # its rows are written now, or are being written
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writing
+        await self.flush()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -165,41 +173,47 @@ class Webhooks:
                         next_attempt=event.time,
                     )
                 )
-        if not self._unwritten or self._flush_pending:
+        if not self._unwritten or self._writing is not None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()  # published outside the loop (a tool, a test): write now
-            return
-        self._flush_pending = True
-        loop.call_later(FLUSH_DELAY, self.flush)
+        # Published outside a loop (a tool, a test), rows wait for flush() or close().
+        with contextlib.suppress(RuntimeError):
+            self._writing = asyncio.get_running_loop().create_task(self._write_soon())
 
-    def flush(self) -> None:
-        self._flush_pending = False
+    async def _write_soon(self) -> None:
+        try:
+            await asyncio.sleep(FLUSH_DELAY)
+            written = await self.flush()
+        finally:
+            self._writing = None
+        if written and self._unwritten:  # published while it was being written
+            self._writing = asyncio.create_task(self._write_soon())
+
+    async def flush(self) -> bool:
+        """Write the buffered rows to the outbox and wake their workers; False when the
+        database refused them (they are kept for the next flush)."""
         rows, self._unwritten = self._unwritten, []
         if not rows:
-            return
+            return True
         try:
-            self._store.add_deliveries(rows)
+            await self._store.run(Store.add_deliveries, rows)
         except Exception:
-            # Kept for the next flush: the database may be back by then.
             log.exception("could not write %d webhook deliveries; kept for later", len(rows))
             self._unwritten = rows + self._unwritten
-            return
+            return False
         for row in rows:
             wake = self._wake.get((row.tenant, row.webhook))
             if wake is not None:
                 wake.set()
+        return True
 
-    @property
-    def queue_depth(self) -> int:
+    async def queue_depth(self) -> int:
         """Deliveries not yet accepted: in the outbox, and not yet written to it."""
-        return self._store.pending_deliveries() + len(self._unwritten)
+        return await self._store.run(Store.pending_deliveries) + len(self._unwritten)
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         """Delete the delivered and failed deliveries older than the retention."""
-        pruned = self._store.prune_deliveries(self._clock() - self.retention)
+        before = self._clock() - self.retention
+        pruned = await self._store.run(Store.prune_deliveries, before)
         if pruned:
             log.info("pruned %d webhook deliveries older than %g days", pruned,
                      self.retention / DAY)  # fmt: skip
@@ -208,7 +222,7 @@ class Webhooks:
     async def _pruner(self) -> None:
         while True:
             try:
-                self.prune()
+                await self.prune()
             except Exception:
                 log.exception("could not prune old webhook deliveries; trying again later")
             await asyncio.sleep(PRUNE_INTERVAL)
@@ -219,7 +233,9 @@ class Webhooks:
                 wake.clear()
                 # A batch read once; each row is still marked as it goes. A row left
                 # pending (to retry) stops the batch: nothing overtakes it.
-                batch = self._store.next_deliveries(config.url, config.tenant, BATCH)
+                batch = await self._store.run(
+                    Store.next_deliveries, config.url, config.tenant, BATCH
+                )
                 if not batch:
                     await wake.wait()
                     continue
@@ -261,7 +277,8 @@ class Webhooks:
         now = self._clock()
         if not error:
             self.delivered += 1
-            self._store.update_delivery(
+            await self._store.run(
+                Store.update_delivery,
                 delivery.id, status="delivered", attempts=attempts, next_attempt=None,
                 delivered_at=now,
             )  # fmt: skip
@@ -270,7 +287,8 @@ class Webhooks:
         if attempts >= config.max_attempts:
             log.warning("webhook %s: gave up on event %s after %d attempts: %s",
                         config.url, delivery.event_id, attempts, error)  # fmt: skip
-            self._store.update_delivery(
+            await self._store.run(
+                Store.update_delivery,
                 delivery.id, status="failed", attempts=attempts, next_attempt=None,
                 last_error=error,
             )  # fmt: skip
@@ -278,7 +296,8 @@ class Webhooks:
         delay = min(config.retry_max, config.retry_initial * 2 ** (attempts - 1))
         log.info("webhook %s: event %s attempt %d failed (%s); next in %.0f s",
                  config.url, delivery.event_id, attempts, error, delay)  # fmt: skip
-        self._store.update_delivery(
+        await self._store.run(
+            Store.update_delivery,
             delivery.id, status="pending", attempts=attempts, next_attempt=now + delay,
             last_error=error,
         )  # fmt: skip

@@ -39,7 +39,7 @@ from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.uri import split_quoted
-from ipbx.store.store import Store
+from ipbx.store import AsyncStore, CallRecord, Store
 
 log = logging.getLogger("ipbx.pbx")
 
@@ -62,14 +62,15 @@ class Pbx:
         self.revision = store.revision()
         config = provisioning.effective(config, store)
         self.config = config
-        self.store = store
+        # Everything on the event loop reaches the database through the store's thread.
+        self.store = AsyncStore(store)
         # Called with the new configuration after every reload (the webhooks' workers).
         self.on_reconfigure: list[Callable[[Config], Awaitable[None]]] = []
         # What happened (call.started ... registration.changed), for the API's live
         # feed, webhooks and metrics (pbx/events.py lists the types and their data).
         self.events = EventBus()
-        self.directory = Directory(store)
-        self.location = Location(store)
+        self.directory = Directory(store.list_extensions())
+        self.location = Location(self.store)
         self.endpoint = SipEndpoint(
             self,
             max_message_size=config.sip.max_message_size,
@@ -150,10 +151,12 @@ class Pbx:
         """Take up what the database holds now: extensions and provisioned items
         (`config` when the caller has just composed and checked it). Calls in progress
         keep going; new calls follow the new configuration."""
-        revision = self.store.revision()
+        revision = await self.store.run(Store.revision)
         if config is None:
-            config = provisioning.effective(self.base_config, self.store)
-        self.directory.reload()
+            config = await self.store.run(
+                lambda store: provisioning.effective(self.base_config, store)
+            )
+        self.directory.replace(await self.store.run(Store.list_extensions))
         now = time.time()
         for aor in {b.aor for b in self.location.all_bindings(now)}:
             if self.directory.get(aor) is None:  # removed: its phones are no longer ours
@@ -176,7 +179,7 @@ class Pbx:
         while True:
             await asyncio.sleep(REVISION_POLL_SECONDS)
             try:
-                if self.store.revision() != self.revision:
+                if await self.store.run(Store.revision) != self.revision:
                     await self.reload()
             except Exception:
                 log.exception("could not take up the changed configuration; still on %d",
@@ -191,7 +194,7 @@ class Pbx:
         return None if ext is None else ext.name
 
     async def start(self) -> list[Address]:
-        restored = self.location.load(time.time())
+        restored = await self.location.load(time.time())
         if restored:
             log.info("restored %d registration(s)", restored)
         bound = []
@@ -219,33 +222,28 @@ class Pbx:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.calls.close()
         self.mwi.close()
         await self.endpoint.close()
         if self.crm is not None:
             await self.crm.close()
-        self._flush()
+        await self._flush()
 
     async def _write_behind(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            self._flush()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("could not write the registrations; trying again")
 
-    def _flush(self) -> None:
-        self.location.flush()
+    async def _flush(self) -> None:
+        await self.location.flush()
         records = self.records.take()
-        if not records:
-            return
-        try:
-            self.store.save_call_records(records)
-        except Exception:
-            # One bad record must not cost the others: save them one by one.
-            for record in records:
-                try:
-                    self.store.save_call_records([record])
-                except Exception:
-                    log.exception("call record %s could not be saved", record.call_id)
+        if records:
+            await self.store.run(_save_records, records)
 
     # --- what the API uses besides the services above (api/services.py) ------------------
 
@@ -377,6 +375,18 @@ class Pbx:
             self.location.mark(binding, alive)
 
         self.endpoint.send_request(request, binding.source, answered)
+
+
+def _save_records(store: Store, records: Sequence[CallRecord]) -> None:
+    try:
+        store.save_call_records(records)
+    except Exception:
+        # One bad record must not cost the others: save them one by one.
+        for record in records:
+            try:
+                store.save_call_records([record])
+            except Exception:
+                log.exception("call record %s could not be saved", record.call_id)
 
 
 _SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})

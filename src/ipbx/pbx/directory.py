@@ -1,21 +1,21 @@
 """The extensions of the PBX, kept in memory: every REGISTER and INVITE looks one up, and
-a database query each time cost a fifth of the registrar's time. Reloaded from the store
-whenever provisioning changes them."""
+a database query each time cost a fifth of the registrar's time. The PBX hands it the
+store's extensions at start-up and again whenever provisioning changes them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ipbx.store.records import ExtensionRecord
-from ipbx.store.store import Store
 
 
 class Directory:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, extensions: Iterable[ExtensionRecord]) -> None:
         self._by_number: dict[str, ExtensionRecord] = {}
-        self.reload()
+        self.replace(extensions)
 
-    def reload(self) -> None:
-        self._by_number = {ext.number: ext for ext in self._store.list_extensions()}
+    def replace(self, extensions: Iterable[ExtensionRecord]) -> None:
+        self._by_number = {ext.number: ext for ext in extensions}
 
     def get(self, number: str) -> ExtensionRecord | None:
         return self._by_number.get(number)

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 from ipbx.sip.transaction import Address
 from ipbx.sip.uri import Uri, parse_uri
-from ipbx.store.records import BindingRecord
-from ipbx.store.store import Store
+from ipbx.store import AsyncStore, BindingRecord, Store
 
 
 @dataclass
@@ -67,17 +66,17 @@ class Binding:
 
 
 class Location:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AsyncStore) -> None:
         self._store = store
         self._bindings: dict[str, list[Binding]] = {}
         self._dirty: set[str] = set()
         # What the store holds, per AOR: contact key -> (source, instance, expires_at).
         self._stored: dict[str, dict[tuple[object, ...], _Stored]] = {}
 
-    def load(self, now: float) -> int:
+    async def load(self, now: float) -> int:
         """Read the bindings that outlived a restart; returns how many."""
+        records = await self._store.run(Store.load_bindings, now)
         self._bindings.clear()
-        records = self._store.load_bindings(now)
         for rec in records:
             self._bindings.setdefault(rec.aor, []).append(Binding.from_record(rec))
         self._stored = {aor: _stored(b) for aor, b in self._bindings.items()}
@@ -118,15 +117,22 @@ class Location:
                 return False
         return True
 
-    def flush(self) -> int:
-        """Write the AORs changed since the last flush in one transaction."""
+    async def flush(self) -> int:
+        """Write the AORs changed since the last flush in one transaction. Registrations
+        go on while it is written; an AOR that failed to be written is written with the
+        next flush."""
         if not self._dirty:
             return 0
-        changes = {aor: [b.record() for b in self._bindings.get(aor, ())] for aor in self._dirty}
+        taken = {aor: self._bindings.get(aor, []) for aor in self._dirty}
         self._dirty.clear()
-        self._store.save_bindings(changes)
-        for aor in changes:
-            self._stored[aor] = _stored(self._bindings.get(aor, []))
+        changes = {aor: [b.record() for b in bindings] for aor, bindings in taken.items()}
+        written = {aor: _stored(bindings) for aor, bindings in taken.items()}
+        try:
+            await self._store.run(Store.save_bindings, changes)
+        except Exception:
+            self._dirty.update(changes)
+            raise
+        self._stored.update(written)
         return len(changes)
 
     def mark(self, binding: Binding, reachable: bool) -> None:

@@ -13,9 +13,9 @@ nowhere is refused before anything is written.
 Call routing is the default tenant's: other tenants provision webhooks only.
 
 An extension's password is never stored: the extensions table keeps its digests
-(store.py), written in the same transaction as the item, which is kept without it.
-Extensions in that table without an item (the file's, synced at start) are in the
-configuration with their number and name.
+(store/provisioning.py), written in the same transaction as the item, which is kept
+without it. Extensions in that table without an item (the file's, synced at start) are
+in the configuration with their number and name.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 This package is the only code that speaks SQL. Callers get dataclasses, never ORM rows.
 """
 
+from ipbx.store.async_store import AsyncStore
+from ipbx.store.database import UnknownTenantError
+from ipbx.store.provisioning import TenantInUse
 from ipbx.store.records import (
     DEFAULT_TENANT,
     ApiTokenRecord,
@@ -14,11 +17,12 @@ from ipbx.store.records import (
     ProvisionedRecord,
     TenantRecord,
 )
-from ipbx.store.store import Store, TenantInUse, UnknownTenantError
+from ipbx.store.store import Store
 
 __all__ = [
     "DEFAULT_TENANT",
     "ApiTokenRecord",
+    "AsyncStore",
     "BindingRecord",
     "CallRecord",
     "DeliveryRecord",

@@ -1,0 +1,93 @@
+"""The database under every part of the store: one engine per process, the schema's
+migrations, and the tenant ids every table is keyed by."""
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+
+from ipbx.store.schema import revisions, tenants
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The revisions row that moves with every provisioning change.
+CONFIG_REVISION = "config"
+
+
+class UnknownTenantError(LookupError):
+    """A tenant domain that has not been provisioned."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; synchronous=NORMAL skips the fsync per
+    # commit (WAL stays consistent; a power cut loses at most the last commits, which
+    # phones re-send with their next REGISTER). busy_timeout waits out another writer.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    """The engine and what every part of the store shares (see `Store`)."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; ipbx ships psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Engine = create_engine(
+            parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite"
+        )
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._tenant_ids: dict[str, int] = {}
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it is already there."""
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self._engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _tenant_id(self, connection: Connection, domain: str, *, create: bool) -> int:
+        # Only a tenant holding nothing is ever deleted (delete_tenant), so an id once
+        # seen stays valid while anything refers to it and the hot path (save_bindings)
+        # skips the lookup.
+        cached = self._tenant_ids.get(domain)
+        if cached is not None:
+            return cached
+        found: int | None = connection.scalar(
+            select(tenants.c.id).where(tenants.c.domain == domain)
+        )
+        if found is not None:
+            self._tenant_ids[domain] = found
+            return found
+        if not create:
+            raise UnknownTenantError(domain)
+        # Not cached: the transaction that creates it may still roll back.
+        created: int = connection.execute(
+            insert(tenants).values(domain=domain, name=domain).returning(tenants.c.id)
+        ).scalar_one()
+        return created
+
+
+def bump_revision(connection: Connection) -> None:
+    """Move the configuration revision, in the caller's transaction."""
+    moved = connection.execute(
+        update(revisions)
+        .where(revisions.c.name == CONFIG_REVISION)
+        .values(value=revisions.c.value + 1)
+    )
+    if moved.rowcount == 0:
+        connection.execute(insert(revisions).values(name=CONFIG_REVISION, value=1))
