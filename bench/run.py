@@ -49,6 +49,13 @@ The receiver, the feed client and the REST load run in one thread pinned to the 
 generator's core. Run it alone with `.venv/bin/python bench/run.py --parts api` (small:
 `--api-rate 20 --api-seconds 3 --api-records 2000 --rest-seconds 3`).
 
+The part `memory` (bench/parts/memory.py), ipbx only:
+  memory_rss_mb       the server's peak RSS (/proc/PID/status VmRSS) under --memory-calls
+                      SIPp calls (the calls part's scenario) at a steady --memory-rate per
+                      second, sampled every --memory-every calls, and its growth from
+                      10,000 calls to the end; the goal is < 200 MB at 250/s and flat
+                      (±10 %). `--parts memory --memory-calls 100000` for the long run.
+
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
 server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
@@ -76,13 +83,14 @@ from bench.harness import (  # noqa: E402
     start_kamailio,
 )
 from bench.parts.integration import bench_api  # noqa: E402
+from bench.parts.memory import bench_memory  # noqa: E402
 from bench.parts.relay import bench_relay, bench_transcode  # noqa: E402
 from bench.parts.rtp import RTP_FIGURE, bench_rtp, report_rtp  # noqa: E402
 from bench.parts.session import Settings, emit, log  # noqa: E402
 from bench.parts.sip import bench_calls, bench_register, report  # noqa: E402
 
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
-PARTS = ("register", "calls", "rtp", "relay", "transcode", "api")
+PARTS = ("register", "calls", "rtp", "relay", "transcode", "api", "memory")
 SERVERS = ("ipbx", "kamailio", "rtpengine")
 # What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
 SIP_SERVERS = ("ipbx", "kamailio")
@@ -206,6 +214,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         "--rest-requests", type=int, default=50_000, help="each REST load's request limit"
     )
     parser.add_argument(
+        "--memory-calls", type=int, default=40_000, help="calls of the memory part (or 100000)"
+    )
+    parser.add_argument(
+        "--memory-rate", type=int, default=250, help="steady call setups per second (memory)"
+    )
+    parser.add_argument(
+        "--memory-every", type=int, default=5_000, help="calls between two RSS samples"
+    )
+    parser.add_argument(
+        "--memory-settle", type=float, default=40.0, help="idle seconds before the last sample"
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -228,6 +248,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         rest_connections=args.rest_connections,
         rest_seconds=args.rest_seconds,
         rest_requests=args.rest_requests,
+        memory_calls=args.memory_calls,
+        memory_rate=args.memory_rate,
+        memory_every=args.memory_every,
+        memory_settle=args.memory_settle,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),
@@ -262,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete &= bench_transcode(settings)
     if "api" in settings.parts and "ipbx" in servers:
         complete &= bench_api(settings)
+    if "memory" in settings.parts and "ipbx" in servers:
+        complete &= bench_memory(settings)
     return 0 if complete else 1
 
 

@@ -24,6 +24,10 @@ class Settings:
     rest_connections: int
     rest_seconds: float
     rest_requests: int
+    memory_calls: int
+    memory_rate: int
+    memory_every: int
+    memory_settle: float
     parts: list[str]
     step_seconds: float
     out: Path
