@@ -1,16 +1,18 @@
 """MediaEndpoint over real loopback sockets, on uvloop as in production."""
 
 import asyncio
+import gc
 import random
 import socket
 import wave
+import weakref
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
-from ipbx.media.bridge import relay
+from ipbx.media.bridge import relay, transcode
 from ipbx.media.codecs import PCMA, PCMU
 from ipbx.media.endpoint import MediaEndpoint, MediaError
 from ipbx.media.ports import PortPool
@@ -205,6 +207,34 @@ def test_close_returns_ports_to_the_pool(pool: PortPool) -> None:
         assert pool.available == before
 
     run(scenario)
+
+
+def test_a_closed_endpoint_is_freed_by_reference_counting(pool: PortPool) -> None:
+    """A finished call's endpoints may still be referred to for 64*T1 (by a transaction
+    lingering after the call); once that lets go they are freed at once, whatever mode
+    they were in, without waiting for the cyclic garbage collector."""
+
+    async def scenario() -> None:
+        endpoints = [await MediaEndpoint.open(pool) for _ in range(5)]
+        for endpoint in endpoints:
+            endpoint.set_remote("127.0.0.1", 9, PCMU, dtmf_pt=101)
+        endpoints[4].set_remote("127.0.0.1", 9, PCMA)
+        digits: list[str] = []
+        endpoints[0].on_dtmf = digits.append
+        relay(endpoints[0], endpoints[1])
+        endpoints[2].echo()
+        transcode(endpoints[3], endpoints[4])
+        freed = [weakref.ref(endpoint) for endpoint in endpoints]
+        for endpoint in endpoints:
+            endpoint.close()
+        del endpoint, endpoints
+        assert [ref() for ref in freed] == [None] * 5
+
+    gc.disable()
+    try:
+        run(scenario)
+    finally:
+        gc.enable()
 
 
 def _free_quad() -> int:

@@ -1,6 +1,8 @@
 """RFC 3261 §17 transaction state machines, driven with a fake clock and no sockets."""
 
+import gc
 import itertools
+import weakref
 
 from ipbx.sip.message import Request, Response, parse_datagram
 from ipbx.sip.transaction import (
@@ -231,6 +233,64 @@ def test_rfc2543_request_without_magic_cookie_still_matches() -> None:
     layer.outgoing()
     assert layer.receive(request("OPTIONS", branch="oldstyle"), UDP, now=0.1) == []
     assert len(layer.outgoing()) == 1
+
+
+def test_a_lingering_transaction_keeps_only_what_a_response_copies() -> None:
+    """Once final, a transaction lingers (64*T1) only to absorb retransmissions: of its
+    request it keeps the request line and the fields a response copies (§8.2.6.2), of
+    its final response the status line; a retransmitted request still gets the whole
+    response again."""
+    layer = TransactionLayer()
+    invite = request()
+    invite.headers.add("Contact", "<sip:1000@192.0.2.10:5062>")
+    invite.body = b"v=0\r\n"
+    (event,) = layer.receive(invite, UDP, now=0.0)
+    assert isinstance(event, RequestReceived) and event.transaction
+    tx = event.transaction
+    layer.outgoing()
+    busy = make_response(invite, 486, to_tag=tx.to_tag)
+    layer.respond(tx, busy, now=0.1)
+    first = layer.outgoing()
+    assert [name for name, _ in tx.request.headers] == ["Via", "From", "To", "Call-ID", "CSeq"]
+    assert (tx.request.method, tx.request.uri, tx.request.body) == ("INVITE", invite.uri, b"")
+    assert (tx.response.status, tx.response.reason, len(tx.response.headers)) == (
+        486,
+        "Busy Here",
+        0,
+    )
+    assert invite.headers.get("Contact") and invite.body  # the TU's request is untouched
+    assert layer.receive(request(), UDP, now=0.2) == []
+    assert layer.outgoing() == first
+
+
+def test_an_accepted_invite_client_transaction_keeps_only_what_a_response_copies() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    tx = layer.send_request(invite, UDP, now=0.0)
+    layer.receive(make_response(invite, 200, to_tag="t1"), UDP, now=0.1)
+    assert tx.state is State.ACCEPTED
+    assert [name for name, _ in tx.request.headers] == ["Via", "From", "To", "Call-ID", "CSeq"]
+    assert invite.headers.get("Max-Forwards") == "70"
+
+
+def test_a_transaction_over_is_freed_though_an_earlier_timer_is_still_set() -> None:
+    """A BYE's transaction ends on Timer K (T4) while its Timer F (64*T1) is still set:
+    it is freed then, with the handler it holds (and the call behind that), not when
+    Timer F would have fired, and without waiting for the cyclic collector."""
+    layer = TransactionLayer()
+    bye = request("BYE", to_tag="t1")
+    answers: list[int] = []
+    tx = layer.send_request(bye, UDP, now=0.0, on_response=lambda r, _: answers.append(r.status))
+    freed = weakref.ref(tx)
+    del tx
+    gc.disable()
+    try:
+        assert len(layer.receive(make_response(bye, 200), UDP, now=0.1)) == 1
+        layer.expire(0.1 + 5.0)  # Timer K
+        assert freed() is None
+        assert layer.next_deadline() is None
+    finally:
+        gc.enable()
 
 
 def test_stray_response_is_dropped() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 from ipbx.media.codecs.base import Pcm
@@ -22,6 +21,8 @@ class AudioFileError(ValueError):
 
 def read_audio(path: str | Path, rate: int = 8000) -> Pcm:
     """Decode the first audio stream of `path` to mono int16 samples at `rate`."""
+    import av  # on first use (see codecs/pyav.py)
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:

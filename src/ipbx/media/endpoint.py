@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.audiofile import AudioFileError, read_audio
-from ipbx.media.channel import Channel, ChannelPair, Sink
+from ipbx.media.channel import Channel, ChannelPair, Sink, discard
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -218,10 +218,8 @@ class MediaEndpoint:
                 endpoint._stop_playout.clear()
         if partner is not None:
             partner._partner = None
-            partner._mode = partner._terminate_mode
-            partner._terminate_mode()
-        self._mode = self._terminate_mode
-        self._terminate_mode()
+            partner._terminate()
+        self._terminate()
 
     def record(self, path: str | Path) -> None:
         """Write the received audio, decoded, to a WAV file until stop_recording()."""
@@ -294,6 +292,10 @@ class MediaEndpoint:
             due += gap_ms / 1000
 
     def close(self) -> None:
+        """Return the ports. What a finished call still reads (`meter`, `round_trip`,
+        `stats`, `codec`) stays; the rest goes, with every reference back to this
+        endpoint, so that it is freed by reference counting as soon as nothing refers to
+        it (a transaction may, for 64*T1) and never waits for the cyclic collector."""
         if self._closed:
             return
         self._closed = True
@@ -308,6 +310,13 @@ class MediaEndpoint:
             self._rtp.close()
             self._rtcp.close()
             self._pool.release(self._port)
+        self._mode = _closed_mode
+        self._send_rtp = self._send_rtcp = discard
+        self.on_dtmf = None
+        self._tap = None
+        self._decoder = None
+        self._inband = None
+        self._inband_resampler = None
 
     def set_srtp(self, context: SrtpContext | None) -> None:
         """Put SRTP (RFC 3711) on this leg, or take it off; a running bridge is rewired,
@@ -345,6 +354,13 @@ class MediaEndpoint:
 
     def _inbound_rtcp(self, sink: Sink) -> Sink:
         return sink if self._srtp is None else unprotecting(self._srtp, sink)
+
+    def _terminate(self) -> None:
+        """Terminate media here from now on (a closed endpoint's sockets may already
+        serve another endpoint: it touches them no more)."""
+        if not self._closed:
+            self._mode = self._terminate_mode
+            self._terminate_mode()
 
     def _terminate_mode(self) -> None:
         self._rtp.sink = self._inbound(self._on_rtp)
@@ -458,6 +474,10 @@ class MediaEndpoint:
         if self.codec is None or self._closed:
             raise MediaError("set_remote() must negotiate a codec first (or endpoint closed)")
         return self.codec
+
+
+def _closed_mode() -> None:
+    """The mode of a closed endpoint: its sockets are no longer its own."""
 
 
 def close_pool(pool: PortPool[ChannelPair]) -> None:

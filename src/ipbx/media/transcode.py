@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import av
 import numpy as np
 
 from ipbx.media.codecs import Codec, Pcm, create_decoder, create_encoder
@@ -29,6 +28,8 @@ class Resampler:
     or two at will, which would make a 20 ms packet now and then wait for the next one."""
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
+        import av  # on first use (see codecs/pyav.py)
+
         self.src_rate = src_rate
         self.dst_rate = dst_rate
         self._resampler = (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -158,8 +159,13 @@ def _transport_error_response(request: Request, status: int) -> Response:
     return make_response(request, status)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Transaction:
+    """Once it has its final response, a transaction lingers (up to 64*T1) only to absorb
+    retransmissions: it keeps of its `request` the request line and the fields a response
+    copies (RFC 3261 §8.2.6.2), and of a server transaction's final `response` its status
+    line. The TU's own references to the messages are untouched."""
+
     request: Request
     peer: Address
     key: tuple[str, ...]
@@ -187,7 +193,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     to_tag: str = field(default_factory=new_tag)
     merge_key: tuple[str, str, int, str] | None = None
-    # The status of `last`, for counting its retransmissions (`response` is dropped).
+    # The status of `last`, for counting its retransmissions.
     status: int = 0
 
 
@@ -238,7 +244,10 @@ class TransactionLayer:
         # (Call-ID, From tag, CSeq) of requests without To tag, for merged-request
         # detection (RFC 3261 §8.2.2.2).
         self._merge: dict[tuple[str, str, int, str], ServerTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction, int, str]] = []
+        # Timers as (when, sequence, transaction, generation, timer name). An entry does
+        # not keep its transaction alive: a terminated one is freed at once, not when
+        # the last timer it had armed comes due.
+        self._heap: list[tuple[float, int, weakref.ref[Transaction], int, str]] = []
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
@@ -252,16 +261,18 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         while self._heap:
-            _, _, tx, generation, _ = self._heap[0]
-            if tx.generation == generation and tx.state is not State.TERMINATED:
+            _, _, ref, generation, _ = self._heap[0]
+            tx = ref()
+            if tx is not None and tx.generation == generation and tx.state is not State.TERMINATED:
                 return self._heap[0][0]
             heapq.heappop(self._heap)
         return None
 
     def expire(self, now: float) -> list[Event]:
         while self._heap and self._heap[0][0] <= now:
-            due, _, tx, generation, name = heapq.heappop(self._heap)
-            if tx.generation == generation and tx.state is not State.TERMINATED:
+            due, _, ref, generation, name = heapq.heappop(self._heap)
+            tx = ref()
+            if tx is not None and tx.generation == generation and tx.state is not State.TERMINATED:
                 # The CANCEL that Timer C sends is dated from when C was due, so that its
                 # timers and the INVITE's last 64*T1 run out on schedule however late
                 # this call comes.
@@ -351,16 +362,15 @@ class TransactionLayer:
             tx.state = State.PROCEEDING
             return
         self._unmerge(tx)
-        if not tx.is_invite:
-            # Completed, the transaction only resends `last` for 64*T1 (RFC 3261
-            # §17.2.2); tens of thousands linger under load, and their parsed headers made
-            # the cyclic collector's full passes take seconds.
-            tx.request.headers.compact()
-            tx.response = None
+        _linger(tx)
+        tx.response = Response(Headers(), b"", status, response.reason)
         tx.generation += 1
         t1 = self.timers.t1
         if tx.is_invite and status < 300:
+            # Accepted, retransmitted INVITEs are absorbed and the 2xx is the TU's to
+            # repeat (RFC 6026 §7.1): no copy of it is kept here for 64*T1.
             tx.state = State.ACCEPTED
+            tx.last = b""
             self._arm(tx, now + 64 * t1, "L")
         elif tx.is_invite:
             tx.state = State.COMPLETED
@@ -392,7 +402,7 @@ class TransactionLayer:
         return events
 
     def _arm(self, tx: Transaction, when: float, name: str) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), tx, tx.generation, name))
+        heapq.heappush(self._heap, (when, next(self._seq), weakref.ref(tx), tx.generation, name))
 
     def _terminate(self, tx: Transaction) -> None:
         tx.state = State.TERMINATED
@@ -431,6 +441,7 @@ class TransactionLayer:
             if method == "ACK":
                 if tx.state is State.COMPLETED:
                     tx.state = State.CONFIRMED
+                    tx.last = b""  # confirmed: the final response is not sent again
                     tx.generation += 1
                     self._arm(tx, now + (0 if source.reliable else self.timers.t4), "I")
                 elif tx.state is State.ACCEPTED:
@@ -500,7 +511,7 @@ class TransactionLayer:
         if tx.state in (State.TRYING, State.PROCEEDING):
             tx.state = State.COMPLETED
             tx.generation += 1
-            tx.request.headers.compact()
+            _linger(tx)
             self._arm(tx, now + (0 if tx.peer.reliable else self.timers.t4), "K")
             self._events.append(ResponseReceived(response, tx))
 
@@ -508,6 +519,8 @@ class TransactionLayer:
         if response.status < 300:
             if tx.state in (State.CALLING, State.PROCEEDING):
                 tx.state = State.ACCEPTED
+                tx.last = b""  # the INVITE is not retransmitted after a 2xx
+                _linger(tx)
                 tx.generation += 1
                 self._arm(tx, now + 64 * self.timers.t1, "M")
             if tx.state is State.ACCEPTED:
@@ -517,6 +530,7 @@ class TransactionLayer:
             tx.state = State.COMPLETED
             tx.generation += 1
             tx.last = make_ack(tx.request, response).serialize()
+            _linger(tx)
             self._out.append((tx.last, tx.peer))
             self.messages.request_sent("ACK")
             self._arm(tx, now + (0 if tx.peer.reliable else 32.0), "D")
@@ -559,6 +573,30 @@ class TransactionLayer:
             self._events.append(ServerTransactionFailed(tx))
         else:  # D, I, J, K, L, M: the transaction's lingering time is over
             self._terminate(tx)
+            _forget(tx)
+
+
+# What a transaction reads of its request once it has its final response: the fields
+# a response copies (RFC 3261 §8.2.6.2).
+_LINGERING_FIELDS = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Timestamp"})
+
+
+def _linger(tx: Transaction) -> None:
+    """Keep of the request only what a lingering transaction reads (see Transaction):
+    tens of thousands linger under load, and parsed headers, bodies and routes of
+    messages nobody reads again were most of the server's memory."""
+    request = tx.request
+    headers = Headers([item for item in request.headers if item[0] in _LINGERING_FIELDS])
+    tx.request = Request(headers, b"", request.method, request.uri)
+
+
+def _forget(tx: Transaction) -> None:
+    """Drop what a transaction that has run its course still holds: its last message and
+    (a client's) response handler, with whatever the handler refers to (a call, its legs
+    and media), for as long as the TU keeps the transaction object."""
+    tx.last = b""
+    if isinstance(tx, ClientTransaction):
+        tx.on_response = None
 
 
 def _stamp_via(request: Request, source: Address) -> None:

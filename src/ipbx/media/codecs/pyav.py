@@ -1,16 +1,27 @@
 """What the PyAV-backed codecs (G.722, Opus) and the transcoder share: int16 mono
-PCM in and out of FFmpeg frames and packets."""
+PCM in and out of FFmpeg frames and packets.
+
+PyAV is imported on first use, here and in the other media modules that need it: a
+server that only relays (G.711 to G.711) never loads FFmpeg's libraries, a sixth of
+its resident memory."""
 
 from __future__ import annotations
 
-import av
+from typing import TYPE_CHECKING
+
 import numpy as np
-from av.audio.codeccontext import AudioCodecContext
 
 from ipbx.media.codecs.base import Pcm
 
+if TYPE_CHECKING:
+    import av
+    from av.audio.codeccontext import AudioCodecContext
+
 
 def open_encoder(name: str, rate: int, options: dict[str, str]) -> AudioCodecContext:
+    import av
+    from av.audio.codeccontext import AudioCodecContext
+
     context = av.CodecContext.create(name, "w")
     assert isinstance(context, AudioCodecContext)
     context.sample_rate = rate
@@ -22,6 +33,9 @@ def open_encoder(name: str, rate: int, options: dict[str, str]) -> AudioCodecCon
 
 
 def open_decoder(name: str, rate: int) -> AudioCodecContext:
+    import av
+    from av.audio.codeccontext import AudioCodecContext
+
     context = av.CodecContext.create(name, "r")
     assert isinstance(context, AudioCodecContext)
     context.sample_rate = rate
@@ -30,6 +44,8 @@ def open_decoder(name: str, rate: int) -> AudioCodecContext:
 
 
 def audio_frame(pcm: Pcm, rate: int, pts: int | None = None) -> av.AudioFrame:
+    import av
+
     frame = av.AudioFrame.from_ndarray(
         np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
     )
@@ -57,4 +73,6 @@ def encode(context: AudioCodecContext, pcm: Pcm, pts: int) -> bytes:
 
 
 def decode(context: AudioCodecContext, payload: bytes) -> Pcm:
+    import av
+
     return frames_pcm(context.decode(av.Packet(payload)))

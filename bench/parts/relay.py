@@ -1,0 +1,116 @@
+"""The media parts, driven by bench/rtpload.py through bench/media.py: relay_calls and
+relay_us_per_packet (ipbx and rtpengine), transcode_calls (ipbx)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import media
+from bench.parts.rtp import prioritise, threads_of
+from bench.parts.session import Settings, emit, log
+from tests.support.processes import ServerNotReady, ServerProcess
+from tests.support.rtpengine import start_rtpengine
+from tests.support.server import extension_range, start_ipbx
+
+
+def start_media_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
+    """A fresh relay for the media parts: ipbx with only the caller and the callee (no
+    registrations or bindings left from the SIP parts), or rtpengine. Each call anchors
+    4 ports (RTP and RTCP per side): 6000 ports carry 1500 calls."""
+    if name == "ipbx":
+        return start_ipbx(workdir, extension_range(2), cpu=settings.server_cpu, rtp_ports=6000)
+    return start_rtpengine(workdir, cpu=settings.server_cpu, rtp_ports=6000)
+
+
+def media_ramp(
+    name: str, mode: str, steps: Sequence[int], settings: Settings, workdir: Path
+) -> media.MediaOutcome | None:
+    """Start the relay, run the ramp against it, stop it; None if it did not start."""
+    try:
+        server = start_media_server(name, settings, workdir / "server")
+    except (ServerNotReady, OSError) as error:
+        reason = str(error).splitlines()[0]
+        log(f"{name}: not started: {reason}")
+        return None
+    log(f"{name}: pid {server.pid}, {mode} ramp")
+    # Both relays get the generator's priority (nice -10, as root), so a test run
+    # elsewhere on the machine preempts neither; what is left is caught by media.ramp.
+    prioritise(threads_of(server.pid))
+    if name == "ipbx":
+        target = ["--server", "ipbx", "--sip-port", str(server.port)]
+    else:
+        target = ["--server", "rtpengine", "--ng-port", str(server.port)]
+    target += ["--server-pid", str(server.pid)]
+
+    def step(calls: int) -> media.MediaStep:
+        return media.run_load(
+            target, calls, settings.media_seconds, mode, settings.sipp_cpu, workdir
+        )
+
+    try:
+        return media.ramp(steps, step, log, cores=(settings.sipp_cpu, settings.server_cpu))
+    finally:
+        code = server.stop()
+        log(f"{name}: stopped (exit {code}); log {server.log_path}")
+
+
+def bench_relay(servers: Sequence[str], settings: Settings) -> bool:
+    """relay_calls for each relay, relay_us_per_packet at a load all carried, ratios."""
+    outcomes: dict[str, media.MediaOutcome] = {}
+    for name in servers:
+        workdir = settings.out / "relay" / name
+        outcome = media_ramp(name, "relay", settings.relay_calls, settings, workdir)
+        if outcome is None:
+            emit({"figure": "relay_calls", "server": name, "value": None, "error": "not started"})
+            continue
+        outcomes[name] = outcome
+        emit(media.figure("relay_calls", name, outcome, codec="PCMU/20ms"))
+    load = media.common_load(outcomes) if outcomes else None
+    if load is not None:
+        for name, outcome in outcomes.items():
+            step = media.step_at(outcome, load)
+            emit(
+                {
+                    "figure": "relay_us_per_packet",
+                    "server": name,
+                    "value": step.record.get("server_us_per_packet"),
+                    "at_calls": load,
+                    "server_cpu_pct": step.record.get("server_cpu_pct"),
+                }
+            )
+    ipbx, engine = outcomes.get("ipbx"), outcomes.get("rtpengine")
+    if ipbx and engine and ipbx.best and engine.best:
+        emit(
+            {
+                "figure": "relay_calls",
+                "ratio_ipbx_to_rtpengine": round(ipbx.best.calls / engine.best.calls, 3),
+            }
+        )
+        if load is not None:
+            mine = media.step_at(ipbx, load).number("server_us_per_packet")
+            theirs = media.step_at(engine, load).number("server_us_per_packet")
+            emit(
+                {
+                    "figure": "relay_us_per_packet",
+                    "ratio_ipbx_to_rtpengine": round(mine / theirs, 3),
+                    "at_calls": load,
+                }
+            )
+    return len(outcomes) == len(servers) and all(o.best for o in outcomes.values())
+
+
+def bench_transcode(settings: Settings) -> bool:
+    """transcode_calls through ipbx, with CPU per call (share of a core)."""
+    outcome = media_ramp(
+        "ipbx", "transcode", settings.transcode_calls, settings, settings.out / "transcode"
+    )
+    if outcome is None:
+        emit({"figure": "transcode_calls", "server": "ipbx", "value": None, "error": "not started"})
+        return False
+    extra: dict[str, object] = {"codecs": "opus/48000 <-> PCMU, 20 ms"}
+    if outcome.best is not None:
+        per_call = outcome.best.number("server_cpu_pct") / outcome.best.calls
+        extra["cpu_pct_per_call"] = round(per_call, 3)
+    emit(media.figure("transcode_calls", "ipbx", outcome, **extra))
+    return outcome.best is not None
