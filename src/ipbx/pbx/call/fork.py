@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from ipbx import sdp
@@ -279,15 +280,10 @@ class Forking:
     # --- responses from the phones rung --------------------------------------------------------
 
     def send(self, fork: Leg, credentials: CredentialSource | None = None) -> None:
-        """Send a fork's INVITE through its own INVITE usage and take part in the call.
-        The fork keeps its INVITE, not the transaction: the transaction's handler refers
-        to the fork, and a cycle would outlive the call until a full GC."""
+        """Send a fork's INVITE through its own INVITE usage and take part in the call."""
         fork.outgoing = OutgoingInvite(fork.invite, fork.peer, credentials)
         fork.call.forks.append(fork)
-        self.registry.endpoint.send_request(fork.invite, fork.peer, self._handler(fork))
-
-    def _handler(self, fork: Leg) -> ResponseHandler:
-        return lambda response, _tx: self.on_response(fork, response)
+        self.registry.endpoint.send_request(fork.invite, fork.peer, _Responses(self, fork))
 
     def _callee_invite(
         self,
@@ -312,7 +308,7 @@ class Forking:
         for item in usage.receive(response):
             if isinstance(item, Send | Resend):
                 # An ACK, a held CANCEL, or the INVITE again with credentials.
-                self.registry.endpoint.transmit(item, self._handler(fork))
+                self.registry.endpoint.transmit(item, _Responses(self, fork))
                 fork.invite = usage.invite
             elif isinstance(item, Provisional):
                 self._provisional(fork, item.response)
@@ -430,3 +426,34 @@ class Forking:
     def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
         take_sdp(a, answer)
         self.registry.ack(b, sdp_for(b, answer, self.registry.media_address))
+
+
+class _Responses:
+    """The response handler of a fork's INVITE. Its transaction keeps it while it lingers
+    (32 s after a 2xx, RFC 6026 Timer M), so it holds the fork weakly: a call that is
+    over is freed at once, with its legs and media. Its INVITE usage stays to ACK a 2xx
+    sent again, and to hang up a phone whose 2xx comes only after the call ended."""
+
+    __slots__ = ("_fork", "_forking", "_usage")
+
+    def __init__(self, forking: Forking, fork: Leg) -> None:
+        assert fork.outgoing is not None
+        self._forking = forking
+        self._fork = weakref.ref(fork)
+        self._usage = fork.outgoing
+
+    def __call__(self, response: Response, _tx: ClientTransaction) -> None:
+        fork = self._fork()
+        if fork is not None:
+            self._forking.on_response(fork, response)
+            return
+        endpoint = self._forking.registry.endpoint
+        for item in self._usage.receive(response):
+            if isinstance(item, Send | Resend):
+                endpoint.transmit(item)
+            elif isinstance(item, Answered) and self._usage.dialog is not None:
+                if self._usage.ack_pending:
+                    for ack in self._usage.ack():
+                        endpoint.transmit(ack)
+                bye = self._usage.dialog.create_request("BYE")
+                endpoint.send_request(bye, self._usage.dest)
