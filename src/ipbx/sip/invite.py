@@ -202,14 +202,20 @@ class OutgoingInvite:
             return [Provisional(response)]
         return [] if self.cancelled else [self._send_cancel()]
 
+    @property
+    def sent_ack(self) -> bytes:
+        """The ACK of our 2xx as it went out (empty before it has), the one thing a 2xx
+        sent again still needs (§13.2.2.4)."""
+        if self._ack is not None and not self._ack_data:
+            self._ack_data = self._ack.serialize()
+        return self._ack_data
+
     def _success(self, response: Response) -> list[OutgoingItem]:
         if self.final is not None:
             if self.final.status >= 300 or self._ack is None:
                 return []
             # Our ACK was lost: every retransmission of the 2xx gets it again (§13.2.2.4).
-            if not self._ack_data:
-                self._ack_data = self._ack.serialize()
-            return [Resend(self._ack_data, self.dest)]
+            return [Resend(self.sent_ack, self.dest)]
         if self.dialog is None:
             self.dialog = Dialog.as_uac(self.invite, response)
         else:

@@ -431,16 +431,18 @@ class Forking:
 class _Responses:
     """The response handler of a fork's INVITE. Its transaction keeps it while it lingers
     (32 s after a 2xx, RFC 6026 Timer M), so it holds the fork weakly: a call that is
-    over is freed at once, with its legs and media. Its INVITE usage stays to ACK a 2xx
-    sent again, and to hang up a phone whose 2xx comes only after the call ended."""
+    over is freed at once, with its legs and media. What the INVITE still needs then is
+    kept in `_Remains`: the ACK to send again for a repeated 2xx, or, for a phone that
+    had not answered, its INVITE usage, to hang up on a 2xx that comes too late."""
 
-    __slots__ = ("_fork", "_forking", "_usage")
+    __slots__ = ("_fork", "_forking", "_remains")
 
     def __init__(self, forking: Forking, fork: Leg) -> None:
         assert fork.outgoing is not None
         self._forking = forking
-        self._fork = weakref.ref(fork)
-        self._usage = fork.outgoing
+        self._remains = _Remains(fork.outgoing)
+        # The callback holds the remains, never this handler: no reference cycle.
+        self._fork = weakref.ref(fork, self._remains.shrink)
 
     def __call__(self, response: Response, _tx: ClientTransaction) -> None:
         fork = self._fork()
@@ -448,12 +450,33 @@ class _Responses:
             self._forking.on_response(fork, response)
             return
         endpoint = self._forking.registry.endpoint
-        for item in self._usage.receive(response):
+        remains = self._remains
+        if remains.usage is None:
+            if remains.ack and 200 <= response.status < 300:
+                endpoint.send_raw(remains.ack, remains.dest)
+            return
+        usage = remains.usage
+        for item in usage.receive(response):
             if isinstance(item, Send | Resend):
                 endpoint.transmit(item)
-            elif isinstance(item, Answered) and self._usage.dialog is not None:
-                if self._usage.ack_pending:
-                    for ack in self._usage.ack():
-                        endpoint.transmit(ack)
-                bye = self._usage.dialog.create_request("BYE")
-                endpoint.send_request(bye, self._usage.dest)
+            elif isinstance(item, Answered) and usage.dialog is not None:
+                for ack in usage.ack():
+                    endpoint.transmit(ack)
+                endpoint.send_request(usage.dialog.create_request("BYE"), usage.dest)
+
+
+class _Remains:
+    __slots__ = ("ack", "dest", "usage")
+
+    def __init__(self, usage: OutgoingInvite) -> None:
+        self.usage: OutgoingInvite | None = usage
+        self.dest = usage.dest
+        self.ack = b""
+
+    def shrink(self, _fork: object) -> None:
+        """The fork is gone: keep of its INVITE usage only what a late response needs."""
+        usage = self.usage
+        if usage is None or usage.final is None:
+            return  # no final response yet: a 2xx may still come, to ACK and hang up
+        self.ack = usage.sent_ack
+        self.usage = None
