@@ -2,7 +2,7 @@
 media. The router above decides where a call goes; this package sets it up and carries
 it, one concern per module, and never imports the router.
 
-- model: Call and Leg with their states, and what a call is made of;
+- model: Call (with its state) and Leg, and what a call is made of;
 - registry: the calls and dialogs in progress, answering, and the one way a call ends;
 - negotiate: SDP offer/answer for a leg, and the bridge it calls for (media/bridge.py);
 - local: legs ipbx answers itself (call flows, the echo test);

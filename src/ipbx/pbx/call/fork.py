@@ -46,8 +46,6 @@ from ipbx.sip.uri import NameAddr, Uri
 
 log = logging.getLogger("ipbx.calls")
 
-ResponseHandler = Callable[[Response, ClientTransaction], None]
-
 
 def outgoing_invite(
     reg: CallRegistry,
@@ -109,16 +107,12 @@ class Forking:
         ended here."""
         reg = self.registry
         request, source, tx, offer = incoming
-        try:
-            caller_media = await MediaEndpoint.open(reg.ports)
-        except PortPoolExhausted:
-            reg.no_ports(tx)
+        caller_media = await reg.open_media(tx)
+        if caller_media is None:
             return False
-        try:
-            callee_media = await MediaEndpoint.open(reg.ports)
-        except PortPoolExhausted:
+        callee_media = await reg.open_media(tx)
+        if callee_media is None:
             caller_media.close()
-            reg.no_ports(tx)
             return False
         if tx.response is not None and tx.response.status >= 200:
             caller_media.close()

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from ipbx import sdp
 from ipbx.media.codecs import AUDIO_CODECS
 from ipbx.media.dtmf import dtmf_relay_digit
-from ipbx.media.endpoint import MediaEndpoint
-from ipbx.media.ports import PortPoolExhausted
 from ipbx.pbx.call.model import Call, CallState, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.negotiate import local_answer, terminate
 from ipbx.pbx.call.registry import CallRegistry
@@ -37,10 +35,8 @@ class CallFlows:
         """The echo test: what the caller sends comes back to it."""
         reg = self.registry
         request, source, tx, offer = incoming
-        try:
-            media = await MediaEndpoint.open(reg.ports)
-        except PortPoolExhausted:
-            reg.no_ports(tx)
+        media = await reg.open_media(tx)
+        if media is None:
             return
         call = Call(new_call_id(), caller, number)
         leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
@@ -85,10 +81,8 @@ class CallFlows:
         request, source, tx, offer = incoming
 
         async def run() -> None:
-            try:
-                media = await MediaEndpoint.open(reg.ports)
-            except PortPoolExhausted:
-                reg.no_ports(tx)
+            media = await reg.open_media(tx)
+            if media is None:
                 return
             leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
             call.caller = leg

@@ -1,4 +1,4 @@
-"""What a call is made of: a Call with its Legs, each in an explicit state.
+"""What a call is made of: a Call, in an explicit state, and its Legs.
 
 A Call has a caller Leg (the dialog with whoever sent the INVITE, or the first phone a
 call ipbx places answered) and, once answered, one callee Leg; while ringing it has a
@@ -48,13 +48,6 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
-class LegState(enum.Enum):
-    CALLING = "calling"  # INVITE sent or received, no response yet
-    EARLY = "early"  # a provisional response came (CANCEL may go now)
-    CONFIRMED = "confirmed"  # the dialog is set up
-    FAILED = "failed"  # a final failure ended the attempt
-
-
 @dataclass(eq=False)
 class Leg:
     """One SIP dialog (or an INVITE still ringing) plus one media endpoint."""
@@ -90,15 +83,6 @@ class Leg:
     def final(self) -> Response | None:
         """The final response to the INVITE ipbx sent on this leg, once it came."""
         return self.outgoing.final if self.outgoing is not None else None
-
-    @property
-    def state(self) -> LegState:
-        if self.dialog is not None:
-            return LegState.CONFIRMED
-        if self.final is not None:
-            return LegState.FAILED
-        early = self.outgoing is not None and self.outgoing.early
-        return LegState.EARLY if early else LegState.CALLING
 
 
 @dataclass(eq=False)

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Coroutine
 
 from ipbx.media.channel import ChannelPair
-from ipbx.media.endpoint import close_pool
-from ipbx.media.ports import PortPool
+from ipbx.media.endpoint import MediaEndpoint, close_pool
+from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.pbx.call.model import (
     ALLOW,
     Call,
@@ -76,10 +76,6 @@ class CallRegistry:
         self.dialogs: dict[tuple[str, str, str], Leg] = {}
         self.by_invite: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def active(self) -> int:
-        return len(self.calls)
 
     def register(self, call: Call, leg: Leg) -> None:
         assert leg.dialog is not None
@@ -217,9 +213,15 @@ class CallRegistry:
         self.endpoint.reply(a.server_tx, status)
         self.end(call)
 
-    def no_ports(self, tx: ServerTransaction) -> None:
-        log.warning("RTP port range exhausted: call refused")
-        self.endpoint.reply(tx, 503, headers=[("Retry-After", "5")])
+    async def open_media(self, tx: ServerTransaction) -> MediaEndpoint | None:
+        """A media endpoint for the call `tx` sets up; None when the RTP port range is
+        exhausted, and then the caller has its 503."""
+        try:
+            return await MediaEndpoint.open(self.ports)
+        except PortPoolExhausted:
+            log.warning("RTP port range exhausted: call refused")
+            self.endpoint.reply(tx, 503, headers=[("Retry-After", "5")])
+            return None
 
     def retire(self, leg: Leg) -> None:
         """Take a leg out of its call: BYE its phone and free its media (and the trunk
