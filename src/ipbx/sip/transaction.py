@@ -17,7 +17,7 @@ import itertools
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from ipbx.sip.counts import MessageCounts
@@ -163,8 +163,7 @@ def _transport_error_response(request: Request, status: int) -> Response:
 class Transaction:
     """Once it has its final response, a transaction lingers (up to 64*T1) only to absorb
     retransmissions: it keeps of its `request` the request line and the fields a response
-    copies (RFC 3261 §8.2.6.2), and of a server transaction's final `response` its status
-    line. The TU's own references to the messages are untouched."""
+    copies (RFC 3261 §8.2.6.2). The TU's own references to the messages are untouched."""
 
     request: Request
     peer: Address
@@ -174,7 +173,6 @@ class Transaction:
     last: bytes = b""
     interval: float = 0.0
     generation: int = 0
-    response: Response | None = None
 
     @property
     def branch(self) -> str:
@@ -191,10 +189,18 @@ class ClientTransaction(Transaction):
 
 @dataclass(eq=False, slots=True)
 class ServerTransaction(Transaction):
-    to_tag: str = field(default_factory=new_tag)
     merge_key: tuple[str, str, int, str] | None = None
-    # The status of `last`, for counting its retransmissions.
+    # The status of the last response sent (its final one, once `status >= 200`).
     status: int = 0
+    _to_tag: str = ""
+
+    @property
+    def to_tag(self) -> str:
+        """The tag our responses add to To, made when first asked for: a request inside
+        a dialog (most of them) already has one and never needs it."""
+        if not self._to_tag:
+            self._to_tag = new_tag()
+        return self._to_tag
 
 
 # --- events for the TU ------------------------------------------------------------------
@@ -244,10 +250,8 @@ class TransactionLayer:
         # (Call-ID, From tag, CSeq) of requests without To tag, for merged-request
         # detection (RFC 3261 §8.2.2.2).
         self._merge: dict[tuple[str, str, int, str], ServerTransaction] = {}
-        # Timers as (when, sequence, transaction, generation, timer name). An entry does
-        # not keep its transaction alive: a terminated one is freed at once, not when
-        # the last timer it had armed comes due.
-        self._heap: list[tuple[float, int, weakref.ref[Transaction], int, str]] = []
+        self._heap: list[_Timer] = []
+        self._heap_after_purge = 0
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
@@ -261,21 +265,20 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         while self._heap:
-            _, _, ref, generation, _ = self._heap[0]
-            tx = ref()
-            if tx is not None and tx.generation == generation and tx.state is not State.TERMINATED:
+            if _armed(self._heap[0]) is not None:
                 return self._heap[0][0]
             heapq.heappop(self._heap)
         return None
 
     def expire(self, now: float) -> list[Event]:
         while self._heap and self._heap[0][0] <= now:
-            due, _, ref, generation, name = heapq.heappop(self._heap)
-            tx = ref()
-            if tx is not None and tx.generation == generation and tx.state is not State.TERMINATED:
+            timer = heapq.heappop(self._heap)
+            tx = _armed(timer)
+            if tx is not None:
                 # The CANCEL that Timer C sends is dated from when C was due, so that its
                 # timers and the INVITE's last 64*T1 run out on schedule however late
                 # this call comes.
+                due, name = timer[0], timer[4]
                 self._fire(tx, name, due if name == "C" else now)
         return self._take_events()
 
@@ -353,7 +356,6 @@ class TransactionLayer:
             return
         if tx.state is State.ACCEPTED:
             return
-        tx.response = response
         tx.last = response.serialize()
         self._out.append((tx.last, tx.peer))
         status = tx.status = response.status
@@ -363,7 +365,6 @@ class TransactionLayer:
             return
         self._unmerge(tx)
         _linger(tx)
-        tx.response = Response(Headers(), b"", status, response.reason)
         tx.generation += 1
         t1 = self.timers.t1
         if tx.is_invite and status < 300:
@@ -402,7 +403,18 @@ class TransactionLayer:
         return events
 
     def _arm(self, tx: Transaction, when: float, name: str) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), weakref.ref(tx), tx.generation, name))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), weakref.ref(tx), tx.generation, name))
+        # A timer its transaction no longer runs stays queued until due: Timer B once a
+        # 1xx came, Timer C (120 s) once the INVITE was answered, H once the ACK came.
+        # Under load they outnumbered the live ones several times over, so when the
+        # queue has doubled since the last purge it is rebuilt without them, as
+        # asyncio's event loop does with its cancelled timer handles: each purge costs
+        # at most as many steps as timers were armed since the one before.
+        if len(heap) > max(_PURGE_FROM, 2 * self._heap_after_purge):
+            self._heap = [timer for timer in heap if _armed(timer) is not None]
+            heapq.heapify(self._heap)
+            self._heap_after_purge = len(self._heap)
 
     def _terminate(self, tx: Transaction) -> None:
         tx.state = State.TERMINATED
@@ -574,6 +586,23 @@ class TransactionLayer:
         else:  # D, I, J, K, L, M: the transaction's lingering time is over
             self._terminate(tx)
             _forget(tx)
+
+
+# Timers as (when, sequence, transaction, generation, timer name). An entry does not keep
+# its transaction alive: a terminated one is freed at once, not when the last timer it
+# had armed comes due.
+_Timer = tuple[float, int, "weakref.ref[Transaction]", int, str]
+# Below this many queued timers, stale ones are left to run out.
+_PURGE_FROM = 1024
+
+
+def _armed(timer: _Timer) -> Transaction | None:
+    """The transaction of a queued timer, if the timer still counts: the transaction
+    lives, is not over, and has not moved on since the timer was armed."""
+    tx = timer[2]()
+    if tx is None or tx.generation != timer[3] or tx.state is State.TERMINATED:
+        return None
+    return tx
 
 
 # What a transaction reads of its request once it has its final response: the fields

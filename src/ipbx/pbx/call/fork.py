@@ -114,7 +114,7 @@ class Forking:
         if callee_media is None:
             caller_media.close()
             return False
-        if tx.response is not None and tx.response.status >= 200:
+        if tx.status >= 200:
             caller_media.close()
             callee_media.close()
             return False  # cancelled while the ports were being opened

@@ -121,7 +121,7 @@ class CallRegistry:
             return
         log.error("call set-up failed", exc_info=task.exception())
         call = self.by_invite.get(id(tx))
-        if tx.response is None or tx.response.status < 200:
+        if tx.status < 200:
             self.endpoint.reply(tx, 500)
         if call is not None:
             self.hangup(call)
