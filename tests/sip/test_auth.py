@@ -58,6 +58,23 @@ def test_replayed_nonce_count_is_refused() -> None:
     assert server.verify(creds, "REGISTER", stored("1000", "pw"), 2.0) is Verdict.STALE
 
 
+def test_replays_are_refused_while_a_steady_call_rate_keeps_the_counts_bounded() -> None:
+    """One fresh nonce per call at 250 calls/s: the nonce counts of a lifetime's worth of
+    calls are kept (a replay within it is refused), older ones are let go."""
+    server = DigestAuthenticator(REALM, lifetime=30)
+    answers = []
+    for n in range(20_000):  # 80 s of calls
+        now = n / 250
+        challenge = server.challenges(now=now)[0]
+        creds = server.credentials([authorization(challenge, "INVITE", "sip:x", "1000", "pw")])
+        assert server.verify(creds, "INVITE", stored("1000", "pw"), now) is Verdict.OK
+        answers.append(creds)
+    now = 20_000 / 250
+    for creds in (answers[-1], answers[-7000], answers[0]):  # now, 28 s and 80 s old
+        assert server.verify(creds, "INVITE", stored("1000", "pw"), now) is Verdict.STALE
+    assert len(server._counts) <= 2 * 30 * 250 + 1
+
+
 def test_forged_nonce_and_unknown_scheme_are_missing_credentials() -> None:
     server = DigestAuthenticator(REALM)
     other = DigestAuthenticator(REALM)

@@ -258,6 +258,8 @@ class IncomingInvite:
         self.timers = timers or Timers()
         # With no SDP in the INVITE, our 2xx carries the offer and the ACK the answer.
         self.late_offer = not _has_sdp(transaction.request)
+        # Read once: the transaction keeps little of its request after the 2xx.
+        self._cseq = transaction.request.cseq.number
         self.response: Response | None = None
         self.acked = False
         self._waiting = False  # for the ACK of our 2xx
@@ -287,7 +289,7 @@ class IncomingInvite:
         """An ACK in this dialog. Ignored unless our 2xx waits for it: one whose CSeq is
         not the INVITE's (the ACK of an earlier INVITE sent again), one that comes again,
         one that comes after we gave up."""
-        if not self._waiting or ack.cseq.number != self.transaction.request.cseq.number:
+        if not self._waiting or ack.cseq.number != self._cseq:
             return []
         self._waiting = False
         self.acked = True
