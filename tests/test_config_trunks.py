@@ -113,6 +113,10 @@ def test_every_trunk_option(tmp_path: Path) -> None:
             "numbers:\n  - {number: '+15550100', destination: 'voicemale:1001'}\n",
             "ipbx.yaml:2: numbers[0].destination: unknown destination 'voicemale:1001'",
         ),
+        (
+            "numbers:\n  - {number: '+15550100', destination: 'extension:1001', tenant: acme}\n",
+            "ipbx.yaml:2: numbers[0].tenant: 'acme': numbers route to the 'default' tenant only",
+        ),
         ("country: XX\n", "ipbx.yaml:1: country: 'XX': expected one of"),
         (
             "extensions:\n  - {number: '1000', password: abcd, permission: world}\n",

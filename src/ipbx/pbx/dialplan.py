@@ -25,6 +25,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from ipbx.pbx.destination import Destination
+from ipbx.pbx.events import DEFAULT_TENANT
 from ipbx.pbx.schema import DestinationField, Item, Name, Where
 
 Permission = Literal["internal", "national", "international", "emergency"]
@@ -292,13 +293,25 @@ class NumberConfig(Item):
 
     number: str
     destination: DestinationField
-    tenant: Name = "default"
+    tenant: Name = DEFAULT_TENANT
 
     @field_validator("number")
     @classmethod
     def _check_number(cls, value: str) -> str:
         if not (E164.fullmatch(value) or re.fullmatch(r"[0-9]{1,15}", value)):
             raise ValueError(f"{value!r}: expected E.164 (+ and up to 15 digits) or short digits")
+        return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _only_the_default_tenant(cls, value: str) -> str:
+        # Calls are routed in the default tenant only; a number written for another
+        # would silently ring the default tenant's extensions.
+        if value != DEFAULT_TENANT:
+            raise ValueError(
+                f"{value!r}: numbers route to the {DEFAULT_TENANT!r} tenant only "
+                "(routing by tenant is not built yet); remove `tenant`"
+            )
         return value
 
     def destinations(self) -> Iterator[tuple[Where, Destination]]:
