@@ -16,7 +16,6 @@ import numpy as np
 from ipbx.media.channel import Sink
 from ipbx.media.clock import TICK, media_clock
 from ipbx.media.codecs import Pcm
-from ipbx.media.dtmf import DtmfError, DtmfReceiver
 from ipbx.media.endpoint import DTMF_MS, MediaEndpoint
 from ipbx.media.inband import dtmf_tone
 from ipbx.media.playout import Playout
@@ -88,7 +87,6 @@ class _Transcoding:
         source, target = src._require_codec(), dst._require_codec()
         self._packetizer = Packetizer(target, dst.fmtp)
         self._playout = Playout(source, self._packetizer.pcm_rate, asyncio.get_running_loop().time)
-        self._events = DtmfReceiver()
         self._tones = np.zeros(0, dtype=np.int16)
         self._timestamp: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,13 +97,9 @@ class _Transcoding:
         if packet is None:
             return
         if packet.payload_type == self._src.dtmf_pt:
-            self._src._inband = None
-            try:
-                digits = self._events.receive(packet.timestamp, packet.payload)
-            except DtmfError:
-                return
-            for digit in digits:
-                self._relay_digit(digit)
+            if self._src.digits is not None:
+                for digit in self._src.digits.event(packet):
+                    self._relay_digit(digit)
         else:
             self._playout.receive_packet(packet)
 

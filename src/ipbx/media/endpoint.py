@@ -27,15 +27,13 @@ from ipbx.media.codecs import (
     create_decoder,
     create_encoder,
 )
-from ipbx.media.dtmf import DtmfError, DtmfReceiver, digit_event, digit_packets
-from ipbx.media.inband import RATE as INBAND_RATE
-from ipbx.media.inband import InbandDetector
+from ipbx.media.digits import DigitListener
+from ipbx.media.dtmf import digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
 from ipbx.media.reports import Reporter, RoundTripMeter
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
-from ipbx.media.transcode import Resampler
 from ipbx.media.wav import WavWriter
 
 log = logging.getLogger(__name__)
@@ -76,11 +74,7 @@ class MediaEndpoint:
         self.on_dtmf: Callable[[str], None] | None = None
         self._decoder: Decoder | None = None
         self._recorder: WavWriter | None = None
-        self._dtmf = DtmfReceiver()
-        # In-band tones are listened for until the peer shows it sends RFC 4733 events,
-        # so a phone that sends both is not heard twice.
-        self._inband: InbandDetector | None = InbandDetector()
-        self._inband_resampler: Resampler | None = None
+        self.digits: DigitListener | None = DigitListener()
         # What the phone sends us, packet by packet, on every path (relay included).
         self.meter = StreamMeter(asyncio.get_running_loop().time)
         pool.reception.open(self.meter)
@@ -315,8 +309,7 @@ class MediaEndpoint:
         self.on_dtmf = None
         self._tap = None
         self._decoder = None
-        self._inband = None
-        self._inband_resampler = None
+        self.digits = None
 
     def set_srtp(self, context: SrtpContext | None) -> None:
         """Put SRTP (RFC 3711) on this leg, or take it off; a running bridge is rewired,
@@ -408,44 +401,28 @@ class MediaEndpoint:
     def _on_rtp(self, data: bytes) -> None:
         # A peer using rtcp-mux (RFC 5761) sends RTCP here too.
         packet = media_packet(data)
-        if packet is None:
+        digits = self.digits
+        if packet is None or digits is None:
             return
         if packet.payload_type == self.dtmf_pt:
-            self._inband = None
-            self._on_telephone_event(packet)
+            self._heard(digits.event(packet))
             return
         if (
             self._decoder is None
             or self.codec is None
             or packet.payload_type != self.codec.payload_type
-            or (self._recorder is None and self._inband is None)
+            or (self._recorder is None and not digits.hears_tones)
         ):
             return
         pcm = self._decoder.decode(packet.payload)
         if self._recorder is not None:
             self._recorder.write(pcm)
-        if self._inband is not None:
-            self._listen_inband(pcm)
+        self._heard(digits.audio(pcm, self._decoder.pcm_rate))
 
-    def _listen_inband(self, pcm: Pcm) -> None:
-        assert self._inband is not None and self._decoder is not None
-        rate = self._decoder.pcm_rate
-        if rate != INBAND_RATE:
-            if self._inband_resampler is None or self._inband_resampler.src_rate != rate:
-                self._inband_resampler = Resampler(rate, INBAND_RATE)
-            pcm = self._inband_resampler.resample(pcm)
-        for digit in self._inband.feed(pcm):
-            if self.on_dtmf is not None:
-                self.on_dtmf(digit)
-
-    def _on_telephone_event(self, packet: RtpPacket) -> None:
-        try:
-            digits = self._dtmf.receive(packet.timestamp, packet.payload)
-        except DtmfError as exc:
-            log.debug("dropping malformed telephone-event: %s", exc)
-            return
-        for digit in digits:
-            if self.on_dtmf is not None:
+    def _heard(self, digits: list[str]) -> None:
+        """Tell `on_dtmf` of the digits the phone sent."""
+        if self.on_dtmf is not None:
+            for digit in digits:
                 self.on_dtmf(digit)
 
     def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
