@@ -1,5 +1,7 @@
 """The schema is created by the shipped migrations, at start-up, any number of times."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,3 +53,30 @@ def test_in_memory_database_works_for_quick_tools() -> None:
     store.apply_extensions([("1000", "Alice", "secret")], realm="ipbx")
     assert store.get_extension("1000") is not None
     store.close()
+
+
+def test_the_head_is_read_from_file_names_as_alembic_reads_it() -> None:
+    """migrate() skips Alembic on a current schema by knowing the head without it."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ipbx.store.database import HEAD_REVISION, MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_a_restart_on_a_current_schema_does_not_load_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ipbx.db'}"
+    first = Store(url)
+    first.migrate()
+    first.close()
+    code = (
+        "import sys; from ipbx.store import Store; s = Store(sys.argv[1]); s.migrate(); "
+        "s.close(); print('alembic' in sys.modules)"
+    )
+    restarted = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert restarted.stdout.strip() == "False"
