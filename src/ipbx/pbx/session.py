@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.tts import synthesize
+from ipbx.media.tts import TtsError, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
 
@@ -75,8 +75,16 @@ class Session:
         return await self._interruptible(self.leg.media.play(source), interruptible)
 
     async def say(self, text: str, interruptible: bool = False) -> str:
-        """Speak `text` (or play `file:PATH`)."""
-        return await self.play(await self.prompt(text), interruptible)
+        """Speak `text` (or play `file:PATH`). Speech that cannot be made (espeak-ng
+        missing or failing) is logged and skipped: the call is answered all the same
+        and the flow goes on, so a menu still takes the caller's digits."""
+        try:
+            prompt = await self.prompt(text)
+        except TtsError as exc:
+            log.warning("%s: prompt %r skipped: %s", self.call.id, text, exc)
+            await self.answer()
+            return ""
+        return await self.play(prompt, interruptible)
 
     async def prompt(self, text: str) -> Path:
         if text.startswith("file:"):
