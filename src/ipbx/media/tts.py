@@ -19,9 +19,7 @@ from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.wav import WavWriter
 
 ESPEAK = "espeak-ng"
-
-
-# The Debian package that provides ESPEAK (`make serve` installs it).
+# The Debian package that provides it (`make serve` installs it).
 ESPEAK_PACKAGE = "espeak-ng"
 
 

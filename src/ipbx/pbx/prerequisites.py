@@ -17,10 +17,8 @@ from pathlib import Path
 from ipbx.config import Config, field_locator
 from ipbx.media import tts
 from ipbx.media.codecs import CODECS, G729
+from ipbx.media.codecs.g729 import BCG729_PACKAGE
 from ipbx.pbx.schema import Where
-
-# The Debian package that provides libbcg729 (media/codecs/g729.py loads it).
-BCG729_PACKAGE = "libbcg729-0"
 
 
 def missing(config: Config, path: Path | None) -> list[str]:
