@@ -2,7 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test install peers lint bench
+# What `ipbx serve` runs that pip does not install: espeak-ng speaks the prompts written
+# as text, libbcg729 is G.729 (src/ipbx/pbx/prerequisites.py names what needs them).
+# The test peers are `make peers`'s, for `make test` and `make bench` only.
+RUNTIME_PACKAGES := espeak-ng libbcg729-0
+
+.PHONY: serve test install runtime peers lint bench
 
 $(VENV)/.installed: pyproject.toml
 	@python3 -c 'import ensurepip' 2>/dev/null || scripts/install-peers python3-venv
@@ -13,10 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+runtime:
+	scripts/install-peers $(RUNTIME_PACKAGES)
+
 peers:
 	scripts/install-peers
 
-serve: install
+serve: install runtime
 	$(VENV)/bin/ipbx serve $(ARGS)
 
 lint: install

@@ -65,10 +65,14 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     # httpx logs every request at INFO: one line per webhook delivery and CRM lookup.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    log = logging.getLogger("ipbx")
     if args.config is None:
-        logging.getLogger("ipbx").info(
-            "no --config: demo tenant, passwords in %s", config.data_dir / "demo-accounts.yaml"
-        )
+        accounts = config.data_dir / "demo-accounts.yaml"
+        log.info("no --config: demo tenant, passwords in %s", accounts)
+    from ipbx.pbx.prerequisites import missing
+
+    for problem in missing(config, args.config):
+        log.warning("%s", problem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

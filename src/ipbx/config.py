@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -479,6 +479,18 @@ def load_config(path: Path | None) -> Config:
         return _validate(Config, _read_yaml(path), path)
     config = Config()
     return config.model_copy(update={"extensions": _demo_extensions(config.data_dir)})
+
+
+def field_locator(path: Path | None) -> Callable[[Where], str]:
+    """A function naming where a field of the file `path` is written, as
+    ``FILE:LINE: field`` (just ``field`` for the embedded default)."""
+    root = _read_yaml(path)[1] if path is not None else None
+
+    def locate(at: Where) -> str:
+        line = _line_of(root, at)
+        return f"{path}:{line}: {_field_path(at)}" if line else _field_path(at)
+
+    return locate
 
 
 def _demo_extensions(data_dir: Path) -> list[Extension]:

@@ -18,7 +18,7 @@ from ipbx.cli import main
 from ipbx.phone.ua import CallFailed, Phone, PhoneSettings
 from ipbx.sip.transaction import Address
 from tests.support.server import IpbxServer, extension_range
-from tests.support.softphone import analyse, ipbx_phone, write_tone
+from tests.support.softphone import analyse, echo_of, ipbx_phone, write_tone
 
 CALLER, CALLEE, ABSENT = extension_range(3)
 TOLERANCE_HZ = 20
@@ -61,15 +61,7 @@ def test_calling_an_unregistered_extension_fails_with_480(ipbx: IpbxServer, tmp_
 
 
 def test_echo_test_returns_our_own_tone(ipbx: IpbxServer, tmp_path: Path) -> None:
-    tone = write_tone(tmp_path / "1000hz.wav", 1000, 2)
-    recording = tmp_path / "echo.wav"
-    with ipbx_phone(
-        tmp_path, ipbx.port, CALLER,
-        "--call", "9196", "--play", str(tone), "--record", str(recording), "--timeout", "15",
-    ) as p:  # fmt: skip
-        status, _ = p.finish()
-    assert status == 0, p.log
-    echoed = analyse(recording)
+    echoed = echo_of(ipbx, tmp_path, write_tone(tmp_path / "1000hz.wav", 1000, 2))
     assert echoed.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ)
     assert echoed.seconds >= 1.0
 

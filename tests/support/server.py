@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,15 +131,15 @@ def run_ipbx(
     *,
     cpu: int | None = None,
     ready_timeout: float = 10.0,
+    env: Mapping[str, str] | None = None,
 ) -> IpbxServer:
     """Run `python -m ipbx.cli serve --config config_path` in workdir; `port` is its UDP
     port (for the readiness probe). The log is appended to, so a restarted server keeps
-    one log."""
+    one log. `env` is added to the environment (PATH=... hides programs from it)."""
     log_path = workdir / "ipbx.log"
     command = [sys.executable, "-m", "ipbx.cli", "serve", "--config", str(config_path)]
-    process = spawn(
-        command, cpu, workdir, log_path, append=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = spawn(command, cpu, workdir, log_path, append=True, env=environment)
     server = IpbxServer(
         name="ipbx",
         port=port,
@@ -187,8 +187,11 @@ def make_token(config: Path, scope: str) -> str:
     return done.stdout.strip()
 
 
-def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
-    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping)."""
+def start_configured_ipbx(
+    workdir: Path, edit: Callable[[dict[str, Any]], None], env: Mapping[str, str] | None = None
+) -> IpbxServer:
+    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping), run
+    with `env` added to its environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, rtp_range = free_port("both"), free_udp_range(100)
     path = write_ipbx_config(
@@ -201,4 +204,4 @@ def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None])
     config = yaml.safe_load(path.read_text())
     edit(config)
     path.write_text(yaml.safe_dump(config))
-    return run_ipbx(workdir, path, port, rtp_range)
+    return run_ipbx(workdir, path, port, rtp_range, env=env)

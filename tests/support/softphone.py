@@ -115,6 +115,18 @@ def ipbx_phone(workdir: Path, server_port: int, user: Extension, *args: str) -> 
             stop_process(process)
 
 
+def echo_of(server: IpbxServer, workdir: Path, played: Path) -> Audio:
+    """1000 calls the echo test playing `played`, answered; what it heard back."""
+    recording = workdir / "echo.wav"
+    with ipbx_phone(
+        workdir, server.port, CALLER,
+        "--call", "9196", "--play", str(played), "--record", str(recording), "--timeout", "15",
+    ) as p:  # fmt: skip
+        status, out = p.finish()
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), p.log
+    return analyse(recording)
+
+
 def talk(server: IpbxServer, workdir: Path, seconds: float) -> None:
     """1000 calls 1001; 1000 plays 1 kHz, 1001 plays 700 Hz, for `seconds`."""
     high = write_tone(workdir / "1000hz.wav", 1000, seconds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,10 +19,17 @@ from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.wav import WavWriter
 
 ESPEAK = "espeak-ng"
+# The Debian package that provides it (`make serve` installs it).
+ESPEAK_PACKAGE = "espeak-ng"
 
 
 class TtsError(RuntimeError):
     """espeak-ng is missing, failed or took too long."""
+
+
+def available() -> bool:
+    """Whether espeak-ng can be run here (it is looked up on PATH, as each prompt runs it)."""
+    return shutil.which(ESPEAK) is not None
 
 
 def prompt_path(text: str, cache_dir: str | Path, voice: str, speed: int, rate: int) -> Path:
@@ -75,7 +83,7 @@ def _espeak(text: str, voice: str, speed: int, out: Path, timeout: float) -> Non
             command, input=text.encode(), capture_output=True, timeout=timeout, check=False
         )
     except FileNotFoundError as exc:
-        raise TtsError(f"{ESPEAK} not found: install the espeak-ng package") from exc
+        raise TtsError(f"{ESPEAK} not found: install the {ESPEAK_PACKAGE} package") from exc
     except subprocess.TimeoutExpired as exc:
         raise TtsError(f"{ESPEAK} took longer than {timeout:g} s") from exc
     if result.returncode != 0:

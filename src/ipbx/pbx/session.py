@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.tts import synthesize
+from ipbx.media.endpoint import MediaError
+from ipbx.media.tts import TtsError, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
 
@@ -70,13 +71,28 @@ class Session:
 
     async def play(self, source: str | Path, interruptible: bool = False) -> str:
         """Play a file (any format); with `interruptible`, a key press stops it and is
-        returned (and left for the next collect)."""
+        returned (and left for the next collect). A file that cannot be played is
+        logged and skipped, as a prompt that cannot be spoken is."""
         await self.answer()
-        return await self._interruptible(self.leg.media.play(source), interruptible)
+        return await self._interruptible(self._play(source), interruptible)
+
+    async def _play(self, source: str | Path) -> None:
+        try:
+            await self.leg.media.play(source)
+        except MediaError as exc:
+            log.warning("%s: prompt %s skipped: %s", self.call.id, source, exc)
 
     async def say(self, text: str, interruptible: bool = False) -> str:
-        """Speak `text` (or play `file:PATH`)."""
-        return await self.play(await self.prompt(text), interruptible)
+        """Speak `text` (or play `file:PATH`). Speech that cannot be made (espeak-ng
+        missing or failing) is logged and skipped: the call is answered all the same
+        and the flow goes on, so a menu still takes the caller's digits."""
+        try:
+            prompt = await self.prompt(text)
+        except TtsError as exc:
+            log.warning("%s: prompt %r skipped: %s", self.call.id, text, exc)
+            await self.answer()
+            return ""
+        return await self.play(prompt, interruptible)
 
     async def prompt(self, text: str) -> Path:
         if text.startswith("file:"):

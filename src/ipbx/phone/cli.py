@@ -2,7 +2,9 @@
 
 stdout carries what a script reads (`dtmf: 5` lines and one final `result: ...` line);
 stderr carries the log. Exit status: 0 answered and ended normally (or registered, when
-only registering), 1 not answered or refused, 2 usage error.
+only registering), 1 not answered or refused, 2 usage error (including a --play file
+that cannot be decoded: it is read, through FFmpeg as the server's prompts are, before
+any call is placed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipbx.media.codecs import AUDIO_CODECS, Codec
+from ipbx.media.audiofile import AudioFileError, read_audio
+from ipbx.media.codecs import AUDIO_CODECS, Codec, Pcm
 from ipbx.phone.ua import Call, CallFailed, Phone, PhoneSettings
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Response
@@ -25,6 +28,8 @@ from ipbx.sip.uri import parse_uri
 log = logging.getLogger("ipbx.phone")
 
 CODECS = {codec.name.upper(): codec for codec in AUDIO_CODECS}
+# The sample rate --play is decoded to: the clock rate of every codec the phone speaks.
+(PLAY_RATE,) = {codec.clock_rate for codec in AUDIO_CODECS}
 # After the last audio or DTMF packet, wait this long before BYE so it gets there first.
 TAIL_SECONDS = 0.3
 
@@ -50,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--call", metavar="NUMBER", help="call this number")
     action.add_argument("--answer", action="store_true", help="wait for a call and answer it")
-    parser.add_argument("--play", type=Path, help="WAV file to send once the call is up")
+    parser.add_argument(
+        "--play",
+        type=Path,
+        help="audio file to send once the call is up (WAV, MP3: any FFmpeg reads)",
+    )
     parser.add_argument("--record", type=Path, help="write received audio to this WAV file")
     parser.add_argument("--dtmf", help="digits to send as RFC 4733 events after answer")
     parser.add_argument("--duration", type=float, help="hang up after this many seconds")
@@ -78,6 +87,7 @@ class Outcome:
 async def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
+        audio = None if args.play is None else _decode(args.play)
     except ValueError as exc:
         print(f"ipbx phone: {exc}", file=sys.stderr)
         return 2
@@ -90,7 +100,7 @@ async def run(args: argparse.Namespace) -> int:
     outcome = Outcome()
     try:
         async with asyncio.timeout(args.timeout):
-            await _session(phone, args, outcome)
+            await _session(phone, args, audio, outcome)
     except TimeoutError:
         log.info("timed out after %g s", args.timeout)
         if not outcome.answered and not outcome.status:
@@ -141,6 +151,17 @@ def _settings(args: argparse.Namespace) -> PhoneSettings:
     )
 
 
+def _decode(path: Path) -> Pcm:
+    """The --play file as mono samples at PLAY_RATE; ValueError (one line) if unreadable."""
+    try:
+        pcm = read_audio(path, PLAY_RATE)
+    except AudioFileError as exc:
+        raise ValueError(f"--play: {' '.join(str(exc).split())}") from None
+    if not len(pcm):
+        raise ValueError(f"--play: {path}: holds no audio")
+    return pcm
+
+
 def _source_address(host: str) -> str:
     """The local address the kernel would use towards `host` (no packet is sent)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -149,7 +170,9 @@ def _source_address(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
-async def _session(phone: Phone, args: argparse.Namespace, outcome: Outcome) -> None:
+async def _session(
+    phone: Phone, args: argparse.Namespace, audio: Pcm | None, outcome: Outcome
+) -> None:
     if args.register:
         response = await phone.register(args.expires)
         if response.status >= 300:
@@ -164,7 +187,7 @@ async def _session(phone: Phone, args: argparse.Namespace, outcome: Outcome) -> 
         await asyncio.sleep(args.duration or 0)
         return
     outcome.answered = True
-    await _converse(call, args)
+    await _converse(call, args, audio)
 
 
 def _provisional(response: Response) -> None:
@@ -184,15 +207,15 @@ async def _answer_one(phone: Phone) -> Call:
             phone.accepting = False
 
 
-async def _converse(call: Call, args: argparse.Namespace) -> None:
+async def _converse(call: Call, args: argparse.Namespace, audio: Pcm | None) -> None:
     """Media for the life of the call: it ends at --duration, else when what we send has
     been sent, else when the far end hangs up (or --timeout)."""
     call.on_dtmf = lambda digit: print(f"dtmf: {digit}", flush=True)
     if args.record:
         call.record(args.record)
     sending: list[asyncio.Task[object]] = []
-    if args.play:
-        sending.append(asyncio.create_task(call.play(args.play)))
+    if audio is not None:
+        sending.append(asyncio.create_task(call.play(audio)))
     if args.dtmf:
         sending.append(asyncio.create_task(call.send_dtmf(args.dtmf)))
     helpers: list[asyncio.Task[object]] = list(sending)

@@ -20,7 +20,6 @@ from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import AUDIO_CODECS, Codec, Pcm
 from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, close_pool
 from ipbx.media.ports import PortPool
-from ipbx.media.wav import read_wav
 from ipbx.sip.auth import answer_challenge, retry_with_credentials
 from ipbx.sip.dialog import Dialog, dialog_key_of
 from ipbx.sip.errors import SipError
@@ -123,10 +122,10 @@ class Call:
     def record(self, path: str | Path) -> None:
         self.media.record(path)
 
-    async def play(self, path: str | Path) -> None:
-        """Send a WAV file in real time; while held we stay silent but the clock runs on."""
+    async def play(self, pcm: Pcm) -> None:
+        """Send mono samples at the codec's clock rate (8000 Hz for the G.711 the phone
+        speaks) in real time; while held we stay silent but the clock runs on."""
         assert self.media.codec is not None
-        pcm: Pcm = await asyncio.to_thread(read_wav, path, self.media.codec.clock_rate)
         step = self.media.codec.samples_per_frame(PTIME_MS) * SLICE_FRAMES
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -23,6 +23,8 @@ FRAME_SAMPLES = 80
 FRAME_BYTES = 10
 SID_BYTES = 2
 _SONAME = "libbcg729.so.0"
+# The Debian package that provides it (`make serve` installs it).
+BCG729_PACKAGE = "libbcg729-0"
 
 _Samples = ctypes.c_int16 * FRAME_SAMPLES
 _Bits = ctypes.c_uint8 * FRAME_BYTES
