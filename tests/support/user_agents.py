@@ -208,6 +208,15 @@ class IncomingCall(Call):
         value = f'Digest realm="{realm}", nonce="{nonce}", algorithm=MD5'
         self.refuse(407, [("Proxy-Authenticate", value)])
 
+    async def rings_unanswered(self) -> float:
+        """Ring (180) until the INVITE is cancelled: how long it rang, in seconds of the
+        loop's clock (virtual in the testbed)."""
+        self.ring()
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        await self.was_cancelled()
+        return loop.time() - since
+
     async def was_cancelled(self, timeout: float = WAIT) -> None:
         """Wait for the CANCEL of this INVITE (the phone answered it 200, and the
         INVITE 487)."""

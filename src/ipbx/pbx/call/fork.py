@@ -117,14 +117,17 @@ class Forking:
         request, source, tx, offer = incoming
         caller_media = await reg.open_media(tx)
         if caller_media is None:
+            reg.end(call)
             return False
         callee_media = await reg.open_media(tx)
         if callee_media is None:
             caller_media.close()
+            reg.end(call)
             return False
         if tx.response is not None and tx.response.status >= 200:
             caller_media.close()
             callee_media.close()
+            reg.end(call)
             return False  # cancelled while the ports were being opened
         a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
         call.caller = a

@@ -81,23 +81,24 @@ class CallFlows:
             leg.media.echo()
 
     def start(self, call: Call, incoming: Incoming, app: App) -> None:
-        """Run a call flow for a new call: its leg gets a media endpoint, the app
-        answers it (or not) with the verbs of session.py."""
+        """Run a call flow for a new call (`begin`, in a task of its own)."""
+        self.registry.spawn(self.begin(call, incoming, app), incoming.tx)
+
+    async def begin(self, call: Call, incoming: Incoming, app: App) -> None:
+        """A call flow takes a new call: its leg gets a media endpoint, the app answers
+        it (or not) with the verbs of session.py."""
         reg = self.registry
         request, source, tx, offer = incoming
-
-        async def run() -> None:
-            media = await reg.open_media(tx)
-            if media is None:
-                return
-            leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
-            call.caller = leg
-            reg.calls[call.id] = call
-            reg.by_invite[id(tx)] = call
-            reg.publish(CALL_STARTED, call)
-            await self.run(call, leg, app)
-
-        reg.spawn(run(), tx)
+        media = await reg.open_media(tx)
+        if media is None:
+            reg.end(call)
+            return
+        leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
+        call.caller = leg
+        reg.calls[call.id] = call
+        reg.by_invite[id(tx)] = call
+        reg.publish(CALL_STARTED, call)
+        await self.run(call, leg, app)
 
     async def run(self, call: Call, leg: Leg, app: App) -> None:
         call.app_task = asyncio.current_task()
