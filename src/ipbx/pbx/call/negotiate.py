@@ -133,8 +133,8 @@ def join(
 ) -> bytes:
     """The callee `b` took the caller `a`'s call: bridge the two and return the body of
     the caller's 2xx. The callee's SDP answers the caller's offer: passed on when the
-    caller offered the codec it chose, else ipbx answers the caller from its own offer
-    (only from what it offered) and the legs are transcoded. When the caller's INVITE
+    caller offered the codec the callee chose, else ipbx answers the caller from the
+    caller's offer (only from what it offered) and the legs are transcoded. When the caller's INVITE
     had no offer, the callee's SDP is its offer, passed on (the caller's ACK answers it:
     `forward`). SipError(488) when the callee's 2xx cannot be used."""
     offer = a.offer
