@@ -537,11 +537,14 @@ def answer(
     dtmf: bool = True,
     session_id: int | None = None,
     version: int = 0,
+    key: CryptoAttribute | None = None,
 ) -> tuple[SessionDescription, Codec, int | None]:
     """Answer an offer (RFC 3264 §6): accept the first audio stream, reject the rest.
 
     The codec is the first of OUR preferences the offer contains, with the
     offerer's payload type (§6.1: the answer uses the offer's numbers).
+    An RTP/SAVP stream is answered with `key` when the offer still holds its tag
+    and suite (a new offer in a session keeps the key), else with a new one.
     Returns the answer, that Codec and the telephone-event payload type.
     Raises SdpError(488) when no audio stream can be accepted.
     """
@@ -557,7 +560,8 @@ def answer(
         crypto: list[CryptoAttribute] = []
         if media.proto == SAVP:
             # SDES (RFC 4568 §7.1.1): answer one offered crypto with our own key.
-            keys = choose_crypto(crypto_attributes(media))
+            offered = crypto_attributes(media)
+            keys = key if _offered(key, offered) else choose_crypto(offered)
             if keys is None:
                 answered.append(Media(media.media, 0, media.proto, list(media.formats)))
                 continue
@@ -578,6 +582,10 @@ def answer(
         lines=timing,
     )
     return result, codec, None if event is None else event.payload_type
+
+
+def _offered(key: CryptoAttribute | None, offered: list[CryptoAttribute]) -> bool:
+    return key is not None and any((c.tag, c.suite) == (key.tag, key.suite) for c in offered)
 
 
 def negotiated(

@@ -27,9 +27,10 @@ Writing a test::
   in the trunk's configuration).
 - A phone's `call(number)` returns an OutgoingCall (`provisional()`, `final()`,
   `cancel()`); `rings()` returns the next IncomingCall (`ring()`, `answer()`,
-  `refuse(status)`, `challenge()`, `was_cancelled()`); `rings_not(seconds)` says none
-  came. Either side, once answered: `hold()`, `resume()`, `refer(uri)`, `hang_up()`
-  (each returns the final response), `received(method)`, `hung_up()`, `replaces()`.
+  `refuse(status)`, `challenge()`, `was_cancelled()`, `rings_unanswered()`);
+  `rings_not(seconds)` says none came. Either side, once answered: `hold()`,
+  `resume()`, `refer(uri)`, `hang_up()` (each returns the final response),
+  `received(method)`, `hung_up()`, `replaces()`.
   `await connected(caller, callee)` sets a call up; `direction(message)` reads the SDP.
 - Every wait is bounded (40 virtual seconds, past any SIP transaction time-out) and
   fails with what did arrive; none costs real time.

@@ -5,9 +5,10 @@ so; a provider's gateway is a Phone that never registers.
 They run on the same sans-I/O transaction layer and dialogs as the PBX (`ipbx.sip`), so
 100 Trying, retransmissions, the ACK of a failure and the matching of a CANCEL follow
 RFC 3261 without the test writing them. What a real phone does on its own, these do too:
-answer a digest challenge once, ACK a 2xx, take a BYE, NOTIFY, OPTIONS or re-INVITE
-with 200 (a re-INVITE's answer mirrors the offer's direction, RFC 3264 §6.1), answer
-a CANCEL's INVITE with 487. Everything they receive is kept for the test to assert on.
+answer a digest challenge once, ACK a 2xx (with the answer, when it brought the offer),
+take a BYE, NOTIFY, OPTIONS or re-INVITE with 200 (a re-INVITE's answer mirrors the
+offer's direction, RFC 3264 §6.1), answer a CANCEL's INVITE with 487. Everything they
+receive is kept for the test to assert on.
 
 No phone sends RTP: their SDP points at 127.0.0.1 port 9 (discard).
 """
@@ -192,9 +193,11 @@ class IncomingCall(Call):
     def ring(self, status: int = 180) -> None:
         self.phone.respond(self.tx, status)
 
-    def answer(self) -> None:
-        """200 with our answer to the INVITE's offer (our offer, to a late offer)."""
-        body = answer_to(self.invite.body) if self.invite.body else offer()
+    def answer(self, body: bytes | None = None) -> None:
+        """200 with our answer to the INVITE's offer (our offer, to a late offer), or
+        with `body` when given."""
+        if body is None:
+            body = answer_to(self.invite.body) if self.invite.body else offer()
         self.phone.respond(self.tx, 200, body)
         self.dialog = Dialog.as_uas(self.invite, self.tx.to_tag)
         self.phone.remember(self)
@@ -207,6 +210,15 @@ class IncomingCall(Call):
         credentials (RFC 3261 §22.3)."""
         value = f'Digest realm="{realm}", nonce="{nonce}", algorithm=MD5'
         self.refuse(407, [("Proxy-Authenticate", value)])
+
+    async def rings_unanswered(self) -> float:
+        """Ring (180) until the INVITE is cancelled: how long it rang, in seconds of the
+        loop's clock (virtual in the testbed)."""
+        self.ring()
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        await self.was_cancelled()
+        return loop.time() - since
 
     async def was_cancelled(self, timeout: float = WAIT) -> None:
         """Wait for the CANCEL of this INVITE (the phone answered it 200, and the
@@ -257,7 +269,12 @@ class OutgoingCall(Call):
                 phone.endpoint.send_raw(self._ack, resolve(self.dialog.next_hop()))
                 return
             self.dialog = Dialog.as_uac(self.invite, response)
-            ack = self.dialog.create_ack(self.invite.cseq.number)
+            if self.invite.body or not response.body:
+                ack = self.dialog.create_ack(self.invite.cseq.number)
+            else:
+                # A late offer: the 2xx brought the offer, the ACK answers (RFC 3264 §2).
+                answer = answer_to(response.body)
+                ack = self.dialog.create_ack(self.invite.cseq.number, answer, "application/sdp")
             phone.endpoint.send_ack(ack, resolve(self.dialog.next_hop()))
             self._ack = ack.serialize()
             phone.remember(self)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from ipbx import sdp
 from ipbx.config import Config
@@ -55,6 +56,7 @@ from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request
 from ipbx.sip.transaction import Address, ServerTransaction
+from ipbx.sip.transport.endpoint import reason_phrase
 
 log = logging.getLogger("ipbx.router")
 
@@ -194,40 +196,7 @@ class Router:
             raise SipError(404, f"no extension {target}")
         call.path.append(f"extension:{target}")
         call.rang = target
-        bindings = self.calls.location.reachable(target, time.time())
-        instead = self.before_ringing(target, bool(bindings))
-        if isinstance(instead, int):
-            raise SipError(instead, f"{target} does not take calls now (do not disturb)")
-        if instead is not None:
-            self.calls.flows.start(call, incoming, self.app(instead))
-            return
-        if not bindings:
-            raise SipError(480, f"{target} has no reachable contact")
-        self.calls.spawn(self._ring(call, incoming, target, bindings), incoming.tx)
-
-    async def _ring(
-        self, call: Call, incoming: Incoming, target: str, bindings: list[Binding]
-    ) -> None:
-        """Ring the extension's phones with the caller's offer; when none answers, its
-        busy or no-answer forwarding (or voicemail) takes the caller."""
-        calls = self.calls
-        if not await calls.forking.setup(call, incoming):
-            return
-        if self.crm is not None and call.inbound_slot is not None:
-            call.caller_name = await self.crm.name(call.from_number)
-            if call.ended:
-                return
-        status = await calls.forking.ring(call, target, bindings, self.no_answer_seconds(target))
-        if status == 200 or call.ended:
-            return
-        instead = self.after_failure(target, status)
-        if instead is None:
-            calls.refuse(call, status)
-            return
-        a = call.caller
-        assert a is not None
-        calls.flows.take_over(call)
-        await calls.flows.run(call, a, self.app(instead))
+        self.calls.spawn(self.reach(target, InviteCaller(self, call, incoming)), incoming.tx)
 
     async def _dial_out(self, call: Call, incoming: Incoming) -> None:
         """Out through the route's trunks (failover is the engine's); the caller gets
@@ -258,6 +227,28 @@ class Router:
         return route
 
     # --- each extension's own call handling ---------------------------------------------------
+
+    async def reach(self, extension: str, caller: Caller) -> None:
+        """Ring `extension`'s phones for `caller`, as the extension's own call handling
+        says: before ringing, forwarded always, busy on do-not-disturb, or elsewhere when
+        no phone is registered; after, when no phone took the call, its busy or
+        no-answer forwarding (or voicemail), else the caller gets the phones' refusal."""
+        bindings = self.calls.location.reachable(extension, time.time())
+        instead = self.before_ringing(extension, bool(bindings))
+        if isinstance(instead, int):
+            await caller.refuse(instead, f"{extension} does not take calls now (do not disturb)")
+            return
+        if instead is not None:
+            await caller.follow(instead)
+            return
+        status = await caller.ring(extension, bindings, self.no_answer_seconds(extension))
+        if status == 200 or caller.call.ended:
+            return
+        fallback = self.after_failure(extension, status)
+        if fallback is None:
+            await caller.refuse(status)
+        else:
+            await caller.follow(fallback)
 
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
@@ -367,7 +358,7 @@ class Router:
         log.info("%s -> %s", call.id, destination)
         kind, target = destination.kind, destination.target
         if kind is Kind.EXTENSION:
-            await self._extension(session, target)
+            await self.reach(target, SessionCaller(self, session))
         elif kind is Kind.GROUP:
             await self._group(session, self.groups[target])
         elif kind is Kind.IVR:
@@ -388,24 +379,6 @@ class Router:
             # queue, conference, webhook, and number from a call flow: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
-
-    async def _extension(self, session: Session, number: str) -> None:
-        ext = self.extensions.get(number)
-        registered = bool(self.calls.location.reachable(number, datetime.now().timestamp()))
-        instead = self.before_ringing(number, registered)
-        if isinstance(instead, int):
-            await session.hangup(instead)
-            return
-        if instead is not None:
-            await self.run(session, instead)
-            return
-        seconds = self.no_answer_seconds(number) or RING_SECONDS
-        status = await session.dial([number], seconds)
-        if status == 200:
-            return
-        fallback = self.after_failure(number, status) if ext is not None else None
-        if fallback is not None:
-            await self.run(session, fallback)
 
     async def _group(self, session: Session, group: GroupConfig) -> None:
         status = 0
@@ -440,6 +413,89 @@ class Router:
 
     def _is_extension(self, number: str) -> bool:
         return number in self.extensions
+
+
+class Caller(Protocol):
+    """The caller an extension is rung for (Router.reach), however it came."""
+
+    @property
+    def call(self) -> Call: ...
+
+    async def ring(self, extension: str, bindings: list[Binding], seconds: float | None) -> int:
+        """Ring these contacts of `extension` (for `seconds`, None: until the caller gives
+        up); 200 when one answered, else why not."""
+
+    async def follow(self, destination: Destination) -> None:
+        """Take the caller to `destination` instead (a forward, voicemail)."""
+
+    async def refuse(self, status: int, reason: str = "") -> None:
+        """Nowhere to go: the caller gets `status`."""
+
+
+class InviteCaller:
+    """A caller whose INVITE nobody has answered: the extension's phones are rung with
+    its offer and the one that answers answers it, a plain B2BUA call (pbx/call/fork.py);
+    forwarding is a call flow that takes its leg."""
+
+    def __init__(self, router: Router, call: Call, incoming: Incoming) -> None:
+        self.router = router
+        self.call = call
+        self.incoming = incoming
+
+    async def ring(self, extension: str, bindings: list[Binding], seconds: float | None) -> int:
+        router, call = self.router, self.call
+        if not bindings:
+            await self.refuse(480, f"{extension} has no reachable contact")
+            return 480
+        calls = router.calls
+        if not await calls.forking.setup(call, self.incoming):
+            return 0  # the call ended there
+        if router.crm is not None and call.inbound_slot is not None:
+            call.caller_name = await router.crm.name(call.from_number)
+            if call.ended:
+                return 0
+        return await calls.forking.ring(call, extension, bindings, seconds)
+
+    async def follow(self, destination: Destination) -> None:
+        flows, call = self.router.calls.flows, self.call
+        app = self.router.app(destination)
+        if call.caller is None:
+            await flows.begin(call, self.incoming, app)  # before ringing
+            return
+        flows.take_over(call)
+        await flows.run(call, call.caller, app)
+
+    async def refuse(self, status: int, reason: str = "") -> None:
+        calls = self.router.calls
+        if self.call.caller is None:
+            # Nothing rang: the INVITE is refused as it came, saying why.
+            calls.endpoint.reply(self.incoming.tx, status, reason_phrase(status, reason))
+            calls.end(self.call)
+        else:
+            calls.refuse(self.call, status)
+
+
+class SessionCaller:
+    """A caller a call flow holds (an IVR option, a schedule, a forward): ipbx answered
+    it, the extension's phones get ipbx's own offer and the one that answers is bridged
+    to it (Session.dial); forwarding runs in the same call flow."""
+
+    def __init__(self, router: Router, session: Session) -> None:
+        self.router = router
+        self.session = session
+
+    @property
+    def call(self) -> Call:
+        return self.session.call
+
+    async def ring(self, extension: str, bindings: list[Binding], seconds: float | None) -> int:
+        return await self.session.dial([extension], seconds or RING_SECONDS)
+
+    async def follow(self, destination: Destination) -> None:
+        await self.router.run(self.session, destination)
+
+    async def refuse(self, status: int, reason: str = "") -> None:
+        await self.session.hangup(status)
 
 
 class AppRunner:

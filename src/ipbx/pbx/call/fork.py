@@ -17,10 +17,10 @@ import weakref
 from collections.abc import Callable, Sequence
 
 from ipbx import sdp
-from ipbx.media.bridge import connect, relay
+from ipbx.media.bridge import connect
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPoolExhausted
-from ipbx.media.srtp import AES_CM_128_HMAC_SHA1_32, AES_CM_128_HMAC_SHA1_80, new_crypto
+from ipbx.media.srtp import CryptoAttribute
 from ipbx.pbx.call.model import (
     ALLOW,
     Call,
@@ -31,7 +31,15 @@ from ipbx.pbx.call.model import (
     dialog_response,
     parse_sdp,
 )
-from ipbx.pbx.call.negotiate import anchor, answered_ours, join, refusal, sdp_for, take_sdp
+from ipbx.pbx.call.negotiate import (
+    answered,
+    callee_offer,
+    early_media,
+    forward,
+    join,
+    refusal,
+    secure_offer,
+)
 from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
@@ -109,14 +117,17 @@ class Forking:
         request, source, tx, offer = incoming
         caller_media = await reg.open_media(tx)
         if caller_media is None:
+            reg.end(call)
             return False
         callee_media = await reg.open_media(tx)
         if callee_media is None:
             caller_media.close()
+            reg.end(call)
             return False
         if tx.status >= 200:
             caller_media.close()
             callee_media.close()
+            reg.end(call)
             return False  # cancelled while the ports were being opened
         a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
         call.caller = a
@@ -127,15 +138,13 @@ class Forking:
         reg.by_invite[id(tx)] = call
         if offer is not None:
             try:
-                take_sdp(a, offer)
+                call.far_body = callee_offer(
+                    a, offer, callee_media, reg.media_address, reg.policy.codecs
+                )
             except SipError as exc:
                 reg.endpoint.reply(tx, exc.status)
                 reg.end(call)
                 return False
-            # The callees get every codec we can transcode to, after the caller's own,
-            # and plain RTP unless they get SRTP of their own: SRTP ends on each leg.
-            with_ours = sdp.with_codecs(offer, reg.policy.codecs)
-            call.far_body = anchor(with_ours, reg.media_address, callee_media, None)
         return True
 
     def ring(
@@ -158,15 +167,15 @@ class Forking:
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, call.from_number, target,
                   len(bindings))  # fmt: skip
         call.state = CallState.RINGING
-        keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
+        keys: tuple[CryptoAttribute, ...] = ()
         secure_body = b""
         for binding in bindings:
             secure = body and (
                 target in reg.policy.srtp_required or binding.source.transport == "TLS"
             )
             if secure and not secure_body:
-                description = sdp.SessionDescription.parse(body)
-                secure_body = anchor(description, reg.media_address, callee_media, None, keys)
+                # Every callee that gets SRTP is offered the same keys.
+                secure_body, keys = secure_offer(body, callee_media, reg.media_address)
             invite = self._callee_invite(
                 call, request.max_forwards, from_, target, binding, secure_body if secure else body
             )
@@ -244,12 +253,10 @@ class Forking:
         reg = self.registry
         call, a = fork.call, fork.call.keep or fork.call.caller
         assert fork.dialog is not None and call.dialing is not None
-        description = parse_sdp(response)
-        if description is None or (a is not None and a.media.codec is None):
+        if not self._take_answer(fork, parse_sdp(response), a):
             reg.bye(fork)
             call.dialing.set_result(488)
             return
-        answered_ours(fork, description, reg.policy.codecs)
         for other in call.forks:
             if other is not fork:
                 reg.cancel_fork(other)
@@ -270,6 +277,20 @@ class Forking:
         reg.publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
         call.dialing.set_result(200)
+
+    def _take_answer(
+        self, fork: Leg, description: sdp.SessionDescription | None, a: Leg | None
+    ) -> bool:
+        """The answer of a phone `dial` rang to our offer, applied to its leg; False when
+        there is none we can use (or nothing to bridge it to: `a` has no codec)."""
+        if description is None or (a is not None and a.media.codec is None):
+            return False
+        try:
+            answered(fork, description, self.registry.policy.codecs)
+        except sdp.SdpError as exc:
+            log.info("%s: unusable answer from %s: %s", fork.call.id, fork.peer, exc)
+            return False
+        return True
 
     # --- responses from the phones rung --------------------------------------------------------
 
@@ -341,9 +362,7 @@ class Forking:
         description = parse_sdp(response)
         if description is not None and description.audio is not None:
             # Early media (183 with SDP): the callee's media flows to the caller now.
-            take_sdp(fork, description)
-            relay(a.media, fork.media)
-            out.body = sdp_for(a, description, reg.media_address)
+            out.body = early_media(a, fork, description, reg.media_address)
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
         reg.endpoint.respond(a.server_tx, out)
@@ -362,7 +381,8 @@ class Forking:
             # A second phone answered too late: ACK (with an answer to its offer, if it
             # made one) and hang it up at once.
             if late_offer:
-                reg.ack(fork, refusal(fork, description, reg.media_address))
+                port = fork.media.local_address[1]
+                reg.ack(fork, refusal(description, reg.media_address, port))
             reg.bye(fork)
             return
         a = call.caller
@@ -374,16 +394,10 @@ class Forking:
             if other is not fork:
                 reg.cancel_fork(other)
         reg.by_invite.pop(id(a.server_tx), None)
-        if description is not None:
-            take_sdp(fork, description)
-            if fork.offered_keys and fork.srtp is None:
-                # RFC 3264 §6: an answer keeps the offer's transport; plain RTP to our
-                # RTP/SAVP offer would put the media in the clear.
-                log.info("%s: %s answered RTP/SAVP with plain RTP", call.id, fork.peer)
-                self._refuse_answer(fork, a)
-                return
-        if late_offer and description is None:
-            log.info("%s: neither the INVITE nor the 2xx carried an offer", call.id)
+        try:
+            body = join(a, fork, description, reg.media_address, reg.policy.codecs)
+        except SipError as exc:
+            log.info("%s: the 2xx of %s cannot be used: %s", call.id, fork.peer, exc.reason)
             self._refuse_answer(fork, a)
             return
         if late_offer:
@@ -392,13 +406,6 @@ class Forking:
         a.other, fork.other = fork, a
         reg.register(call, a)
         reg.register(call, fork)
-        body = b""
-        if description is not None and not late_offer:
-            body = join(a, fork, description, reg.media_address, reg.policy.codecs)
-        else:
-            relay(a.media, fork.media)
-            if description is not None:
-                body = sdp_for(a, description, reg.media_address)
         reg.answer(a, 200, body)
         call.answered = time.time()
         call.state = CallState.ANSWERED
@@ -418,8 +425,7 @@ class Forking:
         reg.end(fork.call)
 
     def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
-        take_sdp(a, answer)
-        self.registry.ack(b, sdp_for(b, answer, self.registry.media_address))
+        self.registry.ack(b, forward(a, answer, b, self.registry.media_address))
 
 
 class _Responses:

@@ -14,7 +14,7 @@ from ipbx import sdp
 from ipbx.media.bridge import connect
 from ipbx.media.moh import MusicOnHold
 from ipbx.pbx.call.model import Leg
-from ipbx.pbx.call.negotiate import take_sdp
+from ipbx.pbx.call.negotiate import answer
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.sip.transaction import ServerTransaction
 
@@ -42,12 +42,12 @@ class Hold:
             return False  # (an SRTP leg's hold is passed through: its keys stay end to end)
         reg = self.registry
         try:
-            answer, _, _ = sdp.answer(offer, reg.media_address, leg.media.local_address[1], [codec])
+            # The hold changes no codec: the other party's bridge stays as it is.
+            ours = answer(leg, offer, reg.media_address, (codec,))
         except sdp.SdpError:
             return False
-        take_sdp(leg, offer)
-        if holding and answer.audio is not None:
-            answer.audio.set_direction(
+        if holding and ours.audio is not None:
+            ours.audio.set_direction(
                 "recvonly" if sdp.direction(offer) == "sendonly" else "inactive"
             )
             if call.music is None:
@@ -62,5 +62,5 @@ class Hold:
                 music.cancel()
             connect(leg.media, other.media)
             log.info("%s: %s resumes", call.id, leg.peer)
-        reg.accept_reoffer(leg, tx, bytes(answer))
+        reg.accept_reoffer(leg, tx, bytes(ours))
         return True

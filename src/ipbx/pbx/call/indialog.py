@@ -11,7 +11,7 @@ from ipbx import sdp
 from ipbx.pbx.call.hold import Hold
 from ipbx.pbx.call.local import CallFlows
 from ipbx.pbx.call.model import Leg, parse_sdp
-from ipbx.pbx.call.negotiate import sdp_for, take_sdp
+from ipbx.pbx.call.negotiate import forward
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
 from ipbx.sip.dialog import dialog_key_of
@@ -94,8 +94,7 @@ class InDialog:
                 return
             body, content_type = b"", "application/sdp"
             if description is not None:
-                take_sdp(leg, description)
-                body = sdp_for(other, description, reg.media_address)
+                body = forward(leg, description, other, reg.media_address)
         extra = [("Contact", f"<{reg.endpoint.contact(other.peer)}>")]
         out = other.dialog.create_request(request.method, body, content_type, extra)
         reg.endpoint.send_request(
@@ -115,8 +114,7 @@ class InDialog:
         out = make_response(tx.request, response.status, response.reason, tx.to_tag)
         description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
-            take_sdp(other, description)
-            out.body = sdp_for(leg, description, reg.media_address)
+            out.body = forward(other, description, leg, reg.media_address)
             out.headers.add("Content-Type", "application/sdp")
         if response.status < 300:
             out.headers.add("Contact", f"<{reg.endpoint.contact(leg.peer)}>")

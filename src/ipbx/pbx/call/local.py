@@ -15,7 +15,7 @@ from ipbx import sdp
 from ipbx.media.codecs import AUDIO_CODECS
 from ipbx.media.dtmf import dtmf_relay_digit
 from ipbx.pbx.call.model import Call, CallState, Incoming, Leg, new_call_id, parse_sdp
-from ipbx.pbx.call.negotiate import local_answer, terminate
+from ipbx.pbx.call.negotiate import answer, answered
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_STARTED
 from ipbx.sip.dialog import Dialog
@@ -56,16 +56,16 @@ class CallFlows:
         if leg.offer is None:
             port = leg.media.local_address[1]
             body = sdp.make_offer(reg.media_address, port, AUDIO_CODECS)
-            leg.awaiting_answer = lambda answer: terminate(
-                leg, answer, body, *sdp.negotiated(answer, AUDIO_CODECS), echo
-            )
+            leg.awaiting_answer = lambda theirs: self._late_answer(leg, theirs, echo)
         else:
             try:
-                body = local_answer(leg, leg.offer, reg.media_address, echo)
+                body = answer(leg, leg.offer, reg.media_address, AUDIO_CODECS)
             except sdp.SdpError as exc:
                 reg.endpoint.reply(tx, exc.status_code)
                 reg.end(call)
                 return False
+            if echo:
+                leg.media.echo()
         leg.dialog = Dialog.as_uas(leg.invite, tx.to_tag)
         reg.by_invite.pop(id(tx), None)
         reg.register(call, leg)
@@ -74,24 +74,31 @@ class CallFlows:
         reg.answer(leg, 200, bytes(body))
         return True
 
+    def _late_answer(self, leg: Leg, description: sdp.SessionDescription, echo: bool) -> None:
+        """The ACK brought the phone's answer to the offer in our 2xx (late offer)."""
+        answered(leg, description, AUDIO_CODECS)
+        if echo:
+            leg.media.echo()
+
     def start(self, call: Call, incoming: Incoming, app: App) -> None:
-        """Run a call flow for a new call: its leg gets a media endpoint, the app
-        answers it (or not) with the verbs of session.py."""
+        """Run a call flow for a new call (`begin`, in a task of its own)."""
+        self.registry.spawn(self.begin(call, incoming, app), incoming.tx)
+
+    async def begin(self, call: Call, incoming: Incoming, app: App) -> None:
+        """A call flow takes a new call: its leg gets a media endpoint, the app answers
+        it (or not) with the verbs of session.py."""
         reg = self.registry
         request, source, tx, offer = incoming
-
-        async def run() -> None:
-            media = await reg.open_media(tx)
-            if media is None:
-                return
-            leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
-            call.caller = leg
-            reg.calls[call.id] = call
-            reg.by_invite[id(tx)] = call
-            reg.publish(CALL_STARTED, call)
-            await self.run(call, leg, app)
-
-        reg.spawn(run(), tx)
+        media = await reg.open_media(tx)
+        if media is None:
+            reg.end(call)
+            return
+        leg = Leg(call, source, media, request, server_tx=tx, offer=offer)
+        call.caller = leg
+        reg.calls[call.id] = call
+        reg.by_invite[id(tx)] = call
+        reg.publish(CALL_STARTED, call)
+        await self.run(call, leg, app)
 
     async def run(self, call: Call, leg: Leg, app: App) -> None:
         call.app_task = asyncio.current_task()
@@ -134,9 +141,9 @@ class CallFlows:
         description = parse_sdp(request)
         body = b""
         if description is not None:
-            # The echo test keeps echoing; a call flow keeps its leg terminated here.
-            echo = leg.call.app_task is None
-            body = bytes(local_answer(leg, description, reg.media_address, echo))
+            body = bytes(answer(leg, description, reg.media_address, AUDIO_CODECS))
+            if leg.call.app_task is None:
+                leg.media.echo()  # the echo test keeps echoing; a call flow's leg stays ours
         reg.accept_reoffer(leg, tx, body)
 
     def info(self, leg: Leg, request: Request) -> None:

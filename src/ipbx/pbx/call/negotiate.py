@@ -1,10 +1,25 @@
-"""Offer/answer for the legs of a call (RFC 3264), and the bridge it calls for.
+"""Offer/answer on the legs of a call (RFC 3264), and the bridge it calls for.
 
 ipbx anchors media: each phone sees ipbx's address and port in the SDP it gets, never
-the other phone's. What a leg's phone sends (an offer or an answer) is applied to the
-leg's media endpoint here; what it gets is the other side's SDP anchored on the leg's
-own endpoint, or ipbx's own answer when the two sides cannot share a codec, in which
-case the bridge transcodes. SRTP (SDES, RFC 4568) ends on each leg that speaks it.
+the other phone's, and SRTP (SDES, RFC 4568) ends on each leg that speaks it. One call
+here is one exchange of SDP with a phone: it applies what the phone sent to its leg's
+media endpoint (where its RTP goes, in which codec, under which keys) and returns the
+SDP ipbx sends for it. Who answers an offer decides what that SDP is, hence one entry
+point for each:
+
+- `answer`: ipbx answers the phone's offer itself (a call flow, the echo test, music on
+  hold), with codecs from that offer only, in our order of preference;
+- `answered`: the phone answers an offer ipbx made itself (a phone a call flow, a
+  transfer or click-to-call rings; a call flow answering a late offer);
+- `forward`: the phone at the other end of the call answers, and the offer and its
+  answer pass through ipbx (re-INVITEs, early media, the ACK that answers a late offer);
+- `join`: the callee's 2xx to the caller's INVITE, which also chooses the bridge: a
+  relay when the caller offered the callee's codec, else ipbx's own answer to the caller
+  and a transcoding bridge (`connect` in media/bridge.py tells them apart by codec).
+
+The caller's INVITE is one offer for every phone and trunk it rings: `callee_offer`
+takes it once, and `secure_offer` gives it SDES keys for a callee that gets SRTP.
+`refusal` answers a late offer whose 2xx is hung up at once.
 """
 
 from __future__ import annotations
@@ -12,21 +27,193 @@ from __future__ import annotations
 import logging
 
 from ipbx import sdp
-from ipbx.media.bridge import connect, transcode
+from ipbx.media.bridge import connect, relay
 from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec
 from ipbx.media.endpoint import MediaEndpoint
-from ipbx.media.srtp import CryptoAttribute, SrtpContext, choose_crypto
+from ipbx.media.srtp import (
+    AES_CM_128_HMAC_SHA1_32,
+    AES_CM_128_HMAC_SHA1_80,
+    CryptoAttribute,
+    SrtpContext,
+    choose_crypto,
+    new_crypto,
+)
 from ipbx.pbx.call.model import Leg
 from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.calls")
 
+Keys = tuple[CryptoAttribute, CryptoAttribute]
 
-def relay_codec(description: sdp.SessionDescription) -> Codec:
-    """A relay forwards bytes untouched; the endpoint only needs to know the stream's
-    first payload type and clock rate, whatever the codec."""
+
+# --- ipbx answers ------------------------------------------------------------------------
+
+
+def answer(
+    leg: Leg, offer: sdp.SessionDescription, address: str, codecs: tuple[Codec, ...]
+) -> sdp.SessionDescription:
+    """ipbx's own answer to the offer of `leg`'s phone: the first of `codecs` the offer
+    holds, and the leg's SDES key again when the offer keeps its suite (SdpError when
+    nothing in the offer is usable). What the leg then hears is up to its owner."""
+    return _answer(leg, offer, address, codecs)[0]
+
+
+def answered(leg: Leg, description: sdp.SessionDescription, codecs: tuple[Codec, ...]) -> None:
+    """The phone answered an offer ipbx made itself (sdp.make_offer of `codecs`, in
+    plain RTP): the first of them the answer lists. SdpError when it lists none, or
+    answers in RTP/SAVP, which was not offered."""
+    codec, dtmf = sdp.negotiated(description, codecs)
     media = description.audio
-    if media is None or not media.payload_types():
+    if media is not None and media.proto == sdp.SAVP:
+        raise sdp.SdpError("RTP/SAVP answer to an RTP/AVP offer (RFC 3264 §6)", 488)
+    _aim(leg, description, codec, dtmf)
+    _set_keys(leg, None)
+
+
+def refusal(offer: sdp.SessionDescription | None, address: str, port: int) -> bytes:
+    """A valid answer for a late-offer 2xx we are about to hang up (RFC 3261 §13.2.2.4:
+    the ACK must still complete the offer/answer); it sets up no media."""
+    if offer is None:
+        return b""
+    try:
+        ours, _, _ = sdp.answer(offer, address, port, AUDIO_CODECS)
+    except sdp.SdpError:
+        return b""
+    return bytes(ours)
+
+
+# --- the offer passes through ipbx ---------------------------------------------------------
+
+
+def forward(leg: Leg, description: sdp.SessionDescription, to: Leg, address: str) -> bytes:
+    """SDP from `leg`'s phone, an offer or an answer, for the phone of `to`: applied to
+    `leg` (SipError when it is unusable) and anchored on `to`'s media and SDES key."""
+    _take(leg, description)
+    return _anchored(description, address, to.media, _crypto(to))
+
+
+def callee_offer(
+    caller: Leg,
+    offer: sdp.SessionDescription,
+    media: MediaEndpoint,
+    address: str,
+    codecs: tuple[Codec, ...],
+) -> bytes:
+    """The caller's offer applied to its leg (SipError when it is unusable), and as the
+    phones and trunks rung for it get it: on `media`, the far side's endpoint, with every
+    codec of `codecs` we can transcode to after the caller's own, in plain RTP (a callee
+    gets SRTP of its own: `secure_offer`)."""
+    _take(caller, offer)
+    return _anchored(sdp.with_codecs(offer, codecs), address, media, [])
+
+
+def secure_offer(
+    body: bytes, media: MediaEndpoint, address: str
+) -> tuple[bytes, tuple[CryptoAttribute, ...]]:
+    """An offer made by `callee_offer`, in RTP/SAVP with new SDES keys of ours, one per
+    suite we speak: the offer and the keys (the answer picks one)."""
+    keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
+    return _anchored(sdp.SessionDescription.parse(body), address, media, list(keys)), keys
+
+
+def early_media(a: Leg, b: Leg, description: sdp.SessionDescription, address: str) -> bytes:
+    """The callee `b`'s early media (a 183 with SDP): relayed to the caller `a` as it
+    comes, until the answer chooses the bridge; the 183's body for `a`."""
+    body = forward(b, description, a, address)
+    relay(a.media, b.media)
+    return body
+
+
+def join(
+    a: Leg,
+    b: Leg,
+    description: sdp.SessionDescription | None,
+    address: str,
+    codecs: tuple[Codec, ...],
+) -> bytes:
+    """The callee `b` took the caller `a`'s call: bridge the two and return the body of
+    the caller's 2xx. The callee's SDP answers the caller's offer: passed on when the
+    caller offered the codec the callee chose, else ipbx answers the caller from the
+    caller's offer (only from what it offered) and the legs are transcoded. When the caller's INVITE
+    had no offer, the callee's SDP is its offer, passed on (the caller's ACK answers it:
+    `forward`). SipError(488) when the callee's 2xx cannot be used."""
+    offer = a.offer
+    if description is None:
+        if offer is None:
+            raise SipError(488, "neither the INVITE nor the 2xx carried an offer")
+        relay(a.media, b.media)  # nothing was answered: nothing to choose from
+        return b""
+    _take(b, description)
+    if b.offered_keys and b.srtp is None:
+        # RFC 3264 §6: an answer keeps the offer's transport; plain RTP to our RTP/SAVP
+        # offer would put the media in the clear.
+        raise SipError(488, "answered RTP/SAVP with plain RTP")
+    chosen = b.media.codec
+    if offer is None or chosen is None:
+        body = _anchored(description, address, a.media, _crypto(a))
+    elif sdp.offers(offer, chosen):
+        # Both directions carry what the callee's answer chose.
+        a.media.set_codec(chosen, b.media.dtmf_pt)
+        body = _anchored(description, address, a.media, _crypto(a))
+    else:
+        try:
+            ours, codec = _answer(a, offer, address, codecs)
+        except sdp.SdpError as exc:
+            raise SipError(exc.status_code, str(exc)) from None
+        log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
+        body = bytes(ours)
+    connect(a.media, b.media)
+    return body
+
+
+# --- a phone's SDP on its leg --------------------------------------------------------------
+
+
+def _answer(
+    leg: Leg, offer: sdp.SessionDescription, address: str, codecs: tuple[Codec, ...]
+) -> tuple[sdp.SessionDescription, Codec]:
+    local = leg.srtp[0] if leg.srtp else None
+    port = leg.media.local_address[1]
+    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
+    keys = sdp.srtp_keys(ours, offer)
+    _aim(leg, offer, codec, dtmf)
+    _set_keys(leg, keys)
+    return ours, codec
+
+
+def _take(leg: Leg, description: sdp.SessionDescription) -> None:
+    """SDP that passes through ipbx, applied to the leg: its keys matched with ours (a
+    new offer's answered with a new key)."""
+    _set_keys(leg, _keys(leg, _aim(leg, description)))
+
+
+def _aim(
+    leg: Leg,
+    description: sdp.SessionDescription,
+    codec: Codec | None = None,
+    dtmf: int | None = None,
+) -> sdp.Media:
+    """Send the leg's media where the phone's SDP says, in `codec` with the format
+    parameters it asked for; its audio stream. A hold that says c=0.0.0.0 keeps the old
+    address; latching still follows the phone's packets. Without `codec` (SDP passing
+    through) the stream's first format: a relay forwards bytes untouched, so the
+    endpoint only needs its payload type and clock rate, whatever the codec."""
+    host, port = sdp.remote_address(description)
+    media = description.audio
+    assert media is not None  # remote_address() found it
+    if host not in ("0.0.0.0", "::") and port != 0:
+        if codec is None:
+            codec = _first_format(media)
+            # The telephone-event type too: DTMF ipbx sends this phone (a transcoded
+            # bridge, the API) must carry the number the phone expects.
+            dtmf = sdp.telephone_event(description, codec)
+        fmtp = media.format_parameters(codec.payload_type)
+        leg.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
+    return media
+
+
+def _first_format(media: sdp.Media) -> Codec:
+    if not media.payload_types():
         raise SipError(488, "no audio stream")
     pt = media.payload_types()[0]
     rtpmap = media.rtpmaps().get(pt)
@@ -36,134 +223,40 @@ def relay_codec(description: sdp.SessionDescription) -> Codec:
     return static or Codec(f"pt{pt}", pt, 8000)
 
 
-def take_sdp(leg: Leg, description: sdp.SessionDescription) -> None:
-    """Apply the SDP this leg's phone sent (an offer or an answer): where its media
-    goes, and its SDES keys when it speaks SRTP. A hold that says c=0.0.0.0 keeps the
-    old address; latching still follows the phone's packets."""
-    host, port = sdp.remote_address(description)
-    if host not in ("0.0.0.0", "::") and port != 0:
-        codec = relay_codec(description)
-        media = description.audio
-        fmtp = media.format_parameters(codec.payload_type) if media else None
-        # The telephone-event type too: DTMF ipbx sends this phone (a transcoded
-        # bridge, the API) must carry the number the phone expects.
-        dtmf = sdp.telephone_event(description, codec)
-        leg.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
-    media = description.audio
-    assert media is not None  # remote_address() found it
+def _keys(leg: Leg, media: sdp.Media) -> Keys | None:
+    """(ours, theirs) for an RTP/SAVP stream: the key we use or offered with theirs of
+    the same tag and suite, or for a new offer a new key of ours (RFC 4568 §7.1.1)."""
     if media.proto != sdp.SAVP:
-        leg.srtp = None
-        leg.media.set_srtp(None)
-        return
+        return None
     offered = sdp.crypto_attributes(media)
     ours = (leg.srtp[0],) if leg.srtp else leg.offered_keys
-    local, remote = next(
-        ((k, c) for k in ours for c in offered if (c.tag, c.suite) == (k.tag, k.suite)),
-        (None, None),
-    )
-    if local is None or remote is None:
-        # A new offer: answer one of its keys with our own (RFC 4568 §7.1.1).
-        local = choose_crypto(offered)
-        if local is None:
-            raise SipError(488, "no usable a=crypto in RTP/SAVP (RFC 4568)")
-        remote = next(c for c in offered if (c.tag, c.suite) == (local.tag, local.suite))
-    if leg.srtp != (local, remote):
-        leg.srtp = (local, remote)
-        leg.media.set_srtp(SrtpContext(local, remote))
+    for key in ours:
+        for crypto in offered:
+            if (crypto.tag, crypto.suite) == (key.tag, key.suite):
+                return key, crypto
+    local = choose_crypto(offered)
+    if local is None:
+        raise SipError(488, "no usable a=crypto in RTP/SAVP (RFC 4568)")
+    return local, next(c for c in offered if (c.tag, c.suite) == (local.tag, local.suite))
 
 
-def terminate(
-    leg: Leg,
-    remote: sdp.SessionDescription,
-    ours: sdp.SessionDescription,
-    codec: Codec,
-    dtmf: int | None,
-    echo: bool,
-) -> None:
-    """Media of a leg ipbx answers itself: to the phone's address, with the SRTP keys
-    of our SDP and theirs; echoed back for the echo test."""
-    host, port = sdp.remote_address(remote)
-    if host not in ("0.0.0.0", "::") and port:
-        leg.media.set_remote(host, port, codec, dtmf)
-    keys = sdp.srtp_keys(ours, remote)
-    leg.srtp = keys
-    leg.media.set_srtp(SrtpContext(*keys) if keys else None)
-    if echo:
-        leg.media.echo()
+def _set_keys(leg: Leg, keys: Keys | None) -> None:
+    if leg.srtp != keys:
+        leg.srtp = keys
+        leg.media.set_srtp(SrtpContext(*keys) if keys else None)
 
 
-def local_answer(
-    leg: Leg, offer: sdp.SessionDescription, address: str, echo: bool
-) -> sdp.SessionDescription:
-    """ipbx's own answer to the phone's offer, applied to the leg's media (SdpError
-    when nothing in it is usable)."""
-    port = leg.media.local_address[1]
-    answer, codec, dtmf = sdp.answer(offer, address, port, AUDIO_CODECS)
-    terminate(leg, offer, answer, codec, dtmf, echo)
-    return answer
+def _crypto(leg: Leg) -> list[CryptoAttribute]:
+    """The a=crypto of SDP for the leg's phone: the key we use, none for plain RTP."""
+    return [leg.srtp[0]] if leg.srtp else []
 
 
-def anchor(
+def _anchored(
     description: sdp.SessionDescription,
     address: str,
     media: MediaEndpoint,
-    key: CryptoAttribute | None,
-    offered: tuple[CryptoAttribute, ...] = (),
+    crypto: list[CryptoAttribute],
 ) -> bytes:
-    """The other side's SDP as this endpoint's phone must see it: our address and port,
-    our SDES key (or the keys we offer)."""
-    crypto = [key] if key is not None else list(offered)
+    """SDP as the phone on `media` must see it: our address and port, and `crypto` as
+    its a=crypto lines (none: plain RTP)."""
     return bytes(sdp.anchor(description, address, media.local_address[1], None, crypto))
-
-
-def sdp_for(leg: Leg, description: sdp.SessionDescription, address: str) -> bytes:
-    """SDP from the other side, anchored on `leg`'s media endpoint for its phone."""
-    return anchor(description, address, leg.media, leg.srtp[0] if leg.srtp else None)
-
-
-def join(
-    a: Leg, b: Leg, answer: sdp.SessionDescription, address: str, codecs: tuple[Codec, ...]
-) -> bytes:
-    """Bridge the caller `a` to the callee `b` that answered and return the caller's 2xx
-    body: the callee's answer anchored for the caller when the caller offered that codec;
-    otherwise our own answer to the caller's offer (only from what it offered), with
-    the legs transcoded."""
-    offer = a.offer
-    chosen = b.media.codec
-    if offer is None or chosen is None or sdp.offers(offer, chosen):
-        # A relay: both directions carry what the callee's answer chose.
-        if chosen is not None:
-            a.media.set_codec(chosen, b.media.dtmf_pt)
-        connect(a.media, b.media)
-        return sdp_for(a, answer, address)
-    ours, codec, dtmf = sdp.answer(offer, address, a.media.local_address[1], codecs)
-    keys = sdp.srtp_keys(ours, offer)
-    a.srtp = keys
-    a.media.set_srtp(SrtpContext(*keys) if keys else None)
-    host, port = sdp.remote_address(offer)
-    assert offer.audio is not None  # answer() accepted its audio stream
-    a.media.set_remote(
-        host, port, codec, dtmf, fmtp=offer.audio.format_parameters(codec.payload_type)
-    )
-    transcode(a.media, b.media)
-    log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
-    return bytes(ours)
-
-
-def answered_ours(leg: Leg, description: sdp.SessionDescription, codecs: tuple[Codec, ...]) -> None:
-    """The phone answered ipbx's own offer (a call flow or transfer rang it)."""
-    codec, dtmf = sdp.negotiated(description, codecs)
-    host, port = sdp.remote_address(description)
-    leg.media.set_remote(host, port, codec, dtmf)
-
-
-def refusal(leg: Leg, offer: sdp.SessionDescription | None, address: str) -> bytes:
-    """A valid answer for a late-offer 2xx we are about to hang up (RFC 3261 §13.2.2.4:
-    the ACK must still complete the offer/answer)."""
-    if offer is None:
-        return b""
-    try:
-        answer, _, _ = sdp.answer(offer, address, leg.media.local_address[1], AUDIO_CODECS)
-    except sdp.SdpError:
-        return b""
-    return bytes(answer)

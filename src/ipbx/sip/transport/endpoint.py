@@ -180,7 +180,7 @@ class SipEndpoint:
             response = make_response(request, exc.status, None)
         except SipError:
             return
-        response.reason = _reason(exc.status, exc.reason)
+        response.reason = reason_phrase(exc.status, exc.reason)
         self.send_raw(response.serialize(), source)
         self.layer.messages.response_sent(exc.status)
 
@@ -200,7 +200,7 @@ class SipEndpoint:
                     tu.on_no_ack(event.transaction)
             except SipError as exc:
                 if isinstance(event, RequestReceived) and event.transaction is not None:
-                    self.reply(event.transaction, exc.status, _reason(exc.status, exc.reason))
+                    self.reply(event.transaction, exc.status, reason_phrase(exc.status, exc.reason))
                 else:
                     # A response we cannot use (a 2xx without Contact, say): nobody to
                     # answer, but the call it belonged to must not fail in silence.
@@ -358,7 +358,9 @@ def _host_literal(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _reason(status: int, detail: str) -> str:
+def reason_phrase(status: int, detail: str) -> str:
+    """The status's own reason phrase, with `detail` (why, for whoever reads the log of
+    the other side) in parentheses."""
     base = REASONS.get(status, "Error")
     # A reason phrase is free text; CR/LF would break the status line.
     detail = detail.replace("\r", " ").replace("\n", " ")[:80]

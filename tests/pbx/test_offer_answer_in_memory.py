@@ -1,0 +1,139 @@
+"""Offer/answer through the PBX (RFC 3264), in memory (tests/support/testbed.py): each
+phone sees the PBX's address and port in the SDP it gets, never the other phone's; the
+caller is answered with the callee's choice when it offered that codec, and otherwise
+with the PBX's own answer from the caller's offer alone (the call is then transcoded);
+early media and a late offer's answer pass through anchored; a callee that drops the
+SRTP it was offered is hung up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ipbx import sdp
+from ipbx.media.codecs import G722, PCMU
+from tests.support.testbed import Testbed, play
+from tests.support.user_agents import RTP_HOST, RTP_PORT, answer_to
+
+
+def _codecs(body: bytes) -> list[str]:
+    audio = sdp.SessionDescription.parse(body).audio
+    assert audio is not None
+    return [audio.rtpmaps()[pt].name for pt in audio.payload_types()]
+
+
+def _anchored(body: bytes) -> bool:
+    """Media goes to the PBX, not to the other phone (whose SDP says port 9)."""
+    return sdp.remote_address(sdp.SessionDescription.parse(body))[1] != RTP_PORT
+
+
+def test_a_caller_that_offered_the_callees_codec_gets_its_answer_anchored(
+    tmp_path: Path,
+) -> None:
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        ringing = await bob.rings()
+        assert _anchored(ringing.invite.body)
+        ringing.answer()
+        answer = await call.final()
+        assert _codecs(answer.body) == ["PCMU", "telephone-event"]
+        assert _anchored(answer.body)
+
+    play(tmp_path, story)
+
+
+def test_a_caller_without_the_callees_codec_is_answered_from_its_own_offer(
+    tmp_path: Path,
+) -> None:
+    """The G.722-only caller's offer reaches the callee with every codec the PBX can
+    transcode to after G.722; the G.711 phone picks PCMU, and the caller is answered in
+    G.722, a codec it offered, not the callee's PCMU (RFC 3264 §6.1)."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (G722,))))
+        ringing = await bob.rings()
+        offered = _codecs(ringing.invite.body)
+        assert offered[:2] == ["G722", "telephone-event"] and "PCMU" in offered
+        ringing.answer()
+        answer = await call.final()
+        assert answer.status == 200
+        assert _codecs(answer.body) == ["G722", "telephone-event"]
+        assert (await call.hang_up()).status == 200
+        await ringing.hung_up()
+
+    play(tmp_path, story)
+
+
+def test_early_media_reaches_the_caller_anchored(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        ringing = await bob.rings()
+        bob.respond(ringing.tx, 183, answer_to(ringing.invite.body))
+        early = await call.provisional(183)
+        assert _codecs(early.body) == ["PCMU", "telephone-event"]
+        assert _anchored(early.body)
+        ringing.answer()
+        assert (await call.final()).status == 200
+
+    play(tmp_path, story)
+
+
+def test_a_late_offer_and_its_answer_pass_through_anchored(tmp_path: Path) -> None:
+    """RFC 3264 §2: the INVITE has no SDP, the callee's 2xx makes the offer and the
+    caller's ACK answers it."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001", b"")
+        ringing = await bob.rings()
+        assert ringing.invite.body == b""
+        ringing.answer()
+        relayed = await call.final()
+        assert relayed.status == 200 and _anchored(relayed.body)
+        ack = await ringing.received("ACK")
+        assert _codecs(ack.body) == ["PCMU", "telephone-event"]
+        assert _anchored(ack.body)
+
+    play(tmp_path, story)
+
+
+def _srtp_required(config: dict[str, Any]) -> None:
+    config["extensions"][1]["srtp"] = "required"
+
+
+def test_a_callee_that_answers_srtp_with_plain_rtp_is_hung_up(tmp_path: Path) -> None:
+    """RFC 3264 §6: the answer keeps the offer's transport; the media would otherwise
+    go in the clear. The caller gets 488."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        ringing = await bob.rings()
+        offered = sdp.SessionDescription.parse(ringing.invite.body).audio
+        assert offered is not None and offered.proto == "RTP/SAVP"
+        ringing.answer(bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (PCMU,))))
+        assert (await call.final()).status == 488
+        await ringing.hung_up()
+
+    play(tmp_path, story, _srtp_required)
+
+
+def test_srtp_ends_on_the_leg_that_speaks_it(tmp_path: Path) -> None:
+    """The callee answers one of the keys it was offered; the plain RTP caller is
+    answered in plain RTP."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        ringing = await bob.rings()
+        ringing.answer()
+        answer = await call.final()
+        assert answer.status == 200
+        audio = sdp.SessionDescription.parse(answer.body).audio
+        assert audio is not None and audio.proto == "RTP/AVP"
+        assert not sdp.crypto_attributes(audio)
+
+    play(tmp_path, story, _srtp_required)
