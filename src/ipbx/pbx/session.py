@@ -150,7 +150,10 @@ class Session:
         answered and the call goes on without the app. The final status: 200 when
         answered, else why not (486 busy, 480 no answer or not registered ...)."""
         await self.answer()
-        return await self.calls.forking.dial(self.call, list(extensions), timeout)
+        status = await self.calls.forking.dial(self.call, list(extensions), timeout)
+        if status != 200:
+            self.call.status = status  # what the record says if the call ends here
+        return status
 
     async def hangup(self, status: int = DECLINED) -> None:
         """End the call: BYE when answered, `status` to the INVITE otherwise."""
