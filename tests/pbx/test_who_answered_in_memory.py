@@ -21,7 +21,7 @@ from ipbx.pbx.analytics import figures
 from ipbx.pbx.events import Event
 from tests.support.testbed import Testbed, play
 
-MENU, GROUP = "500", "501"
+MENU, GROUP, HELP_DESK, FRONT_DESK = "500", "501", "502", "503"
 CALLER, AGENT, COLLEAGUE = "1000", "1001", "1002"
 # How long the agent lets the phone ring after the menu sent the caller to it.
 RINGS_FOR = 1.5
@@ -40,7 +40,9 @@ def _silence(path: Path, seconds: float) -> Path:
 
 def _setup(tmp_path: Path) -> Any:
     """A menu (500) that, after 3 s without a key, rings the agent; a ring group (501)
-    of the agent and a colleague; a mailbox on the agent's extension."""
+    of the agent and a colleague; a mailbox on the agent's extension. Without mailboxes:
+    a group of the colleague that hangs up when nobody answers (502), and a menu that
+    rings the colleague (503)."""
     greeting = _silence(tmp_path / "greeting.wav", 1.0)
 
     def edit(config: dict[str, Any]) -> None:
@@ -51,12 +53,24 @@ def _setup(tmp_path: Path) -> Any:
                 "timeout_seconds": 3,
                 "retries": 0,
                 "timeout_destination": f"extension:{AGENT}",
-            }
+            },
+            {
+                "name": "front",
+                "greeting": f"file:{greeting}",
+                "timeout_seconds": 3,
+                "retries": 0,
+                "timeout_destination": f"extension:{COLLEAGUE}",
+            },
         ]
-        config["groups"] = [{"name": "sales", "members": [AGENT, COLLEAGUE], "ring_seconds": 20}]
+        config["groups"] = [
+            {"name": "sales", "members": [AGENT, COLLEAGUE], "ring_seconds": 20},
+            {"name": "help", "members": [COLLEAGUE], "fallback": "hangup"},
+        ]
         config["numbers"] = [
             {"number": MENU, "destination": "ivr:main"},
             {"number": GROUP, "destination": "group:sales"},
+            {"number": HELP_DESK, "destination": "group:help"},
+            {"number": FRONT_DESK, "destination": "ivr:front"},
         ]
         for extension in config["extensions"]:
             if extension["number"] == AGENT:
@@ -174,6 +188,56 @@ def test_a_caller_who_hangs_up_during_a_groups_ringback_abandoned(tmp_path: Path
         assert total.average_speed_of_answer is None and total.service_level == 0.0
 
     play(tmp_path, story, _setup(tmp_path))
+
+
+def test_a_call_a_menu_sends_to_a_phone_that_never_answers_is_no_answer(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        alice, carol = await lab.registered(CALLER), await lab.registered(COLLEAGUE)
+        call = alice.call(FRONT_DESK)
+        assert (await call.final()).status == 200
+        (await carol.rings()).ring()  # for 30 s, then ipbx gives up and hangs up
+        await call.hung_up()
+        [record] = await lab.records()
+        assert (record.result, record.path) == ("no_answer", f"ivr:front,extension:{COLLEAGUE}")
+
+    play(tmp_path, story, _setup(tmp_path))
+
+
+def test_a_call_a_ring_group_hangs_up_on_says_why_its_phones_did_not_answer(
+    tmp_path: Path,
+) -> None:
+    async def story(lab: Testbed) -> None:
+        events = _events(lab)
+        alice, carol = await lab.registered(CALLER), await lab.registered(COLLEAGUE)
+        call = alice.call(HELP_DESK)
+        assert (await call.final()).status == 200
+        (await carol.rings()).refuse(486)
+        await call.hung_up()  # the group's fallback
+        [record] = await lab.records()
+        assert (record.result, record.path) == ("busy", "group:help,hangup")
+        missed = next(e for e in events if e.type == "call.missed")
+        assert missed.data["result"] == "busy"
+
+    play(tmp_path, story, _setup(tmp_path))
+
+
+def test_a_call_a_menu_sends_to_an_extension_on_do_not_disturb_is_busy(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        _setup(tmp_path)(config)
+        for extension in config["extensions"]:
+            if extension["number"] == COLLEAGUE:
+                extension["dnd"] = True
+
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered(CALLER)
+        await lab.registered(COLLEAGUE)
+        call = alice.call(FRONT_DESK)
+        assert (await call.final()).status == 200
+        await call.hung_up()
+        [record] = await lab.records()
+        assert (record.result, record.path) == ("busy", f"ivr:front,extension:{COLLEAGUE}")
+
+    play(tmp_path, story, edit)
 
 
 def test_figures_over_calls_that_ended_in_a_menu_a_mailbox_or_with_an_agent(

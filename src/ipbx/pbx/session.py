@@ -156,7 +156,11 @@ class Session:
         return status
 
     async def hangup(self, status: int = DECLINED) -> None:
-        """End the call: BYE when answered, `status` to the INVITE otherwise."""
+        """End the call: BYE when answered, `status` to the INVITE otherwise. Once
+        answered, `status` is what the record says unless a dial's came first (a menu
+        sends the caller to an extension on do-not-disturb: busy)."""
+        if self.call.status is None:
+            self.call.status = status
         self.calls.flows.hangup(self.call, status)
 
     async def _interruptible(self, playing: Awaitable[None], interruptible: bool) -> str:
