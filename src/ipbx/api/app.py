@@ -233,6 +233,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
                 callee=call.to_number,
                 started=call.started,
                 answered=call.answered,
+                person_answered=call.person_answered,
             )
             for call in sorted(calls, key=lambda c: c.started)
             if number is None or number in (call.from_number, call.to_number)

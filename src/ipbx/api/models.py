@@ -71,7 +71,13 @@ class ActiveCall(BaseModel):
     caller: str
     callee: str
     started: float
-    answered: float | None = Field(description="when it was answered; null while ringing")
+    answered: float | None = Field(
+        description="when it was answered, by a phone or by a call flow of ipbx; null while ringing"
+    )
+    person_answered: float | None = Field(
+        description="when a person took it; null while it rings or a call flow (a menu, "
+        "voicemail, a group's ringback) holds the caller"
+    )
 
 
 class Leg(BaseModel):
