@@ -25,8 +25,9 @@ MENU, GROUP, HELP_DESK, FRONT_DESK = "500", "501", "502", "503"
 CALLER, AGENT, COLLEAGUE = "1000", "1001", "1002"
 # How long the agent lets the phone ring after the menu sent the caller to it.
 RINGS_FOR = 1.5
-# The wall-clock time the PBX's own steps (a prompt read from disk) may add to that.
-TOLERANCE = 0.5
+# The wall-clock time the PBX's own steps (reading the greeting from disk, in a thread)
+# may add to that.
+SLACK = 1.0
 
 
 def _silence(path: Path, seconds: float) -> Path:
@@ -129,9 +130,9 @@ def test_a_call_the_menu_sends_to_an_agent_is_answered_when_the_agent_answers(
         [record] = await lab.records()
         assert record.result == "answered"
         assert record.answered is not None and record.person_answered is not None
-        assert record.answered - record.started < TOLERANCE  # the menu's answer
+        assert record.answered - record.started < SLACK  # the menu's answer
         wait = record.person_answered - record.started
-        assert wait == pytest.approx(RINGS_FOR, abs=TOLERANCE)
+        assert RINGS_FOR <= wait < RINGS_FOR + SLACK
         answered = next(e for e in events if e.type == "call.answered")
         assert (answered.data["extension"], answered.data["wait"]) == (
             AGENT,
@@ -267,6 +268,7 @@ def test_figures_over_calls_that_ended_in_a_menu_a_mailbox_or_with_an_agent(
         assert (total.offered, total.answered, total.missed, total.abandoned) == (3, 1, 2, 0)
         assert (total.ended_in_menu, total.ended_in_voicemail) == (1, 1)
         assert total.service_level == pytest.approx(1 / 3, abs=1e-4)
-        assert total.average_speed_of_answer == pytest.approx(RINGS_FOR, abs=TOLERANCE)
+        speed = total.average_speed_of_answer
+        assert speed is not None and RINGS_FOR <= speed < RINGS_FOR + SLACK
 
     play(tmp_path, story, _setup(tmp_path))
