@@ -26,22 +26,22 @@ from typing import Literal
 from ipbx.pbx.call.model import Call
 from ipbx.pbx.destination import Kind
 
-ANSWERED = "answered"
-CANCELLED = "cancelled"
-BUSY = "busy"
-NO_ANSWER = "no_answer"
-FAILED = "failed"
-MENU = "menu"
-VOICEMAIL = "voicemail"
-GROUP = "group"
-ANNOUNCEMENT = "announcement"
-BLOCKED = "blocked"
-SERVICE = "service"
 # The values, as a type (the API's `result` filter takes these).
 Result = Literal[
     "answered", "cancelled", "busy", "no_answer", "failed",
     "menu", "voicemail", "group", "announcement", "blocked", "service",
 ]  # fmt: skip
+ANSWERED: Result = "answered"
+CANCELLED: Result = "cancelled"
+BUSY: Result = "busy"
+NO_ANSWER: Result = "no_answer"
+FAILED: Result = "failed"
+MENU: Result = "menu"
+VOICEMAIL: Result = "voicemail"
+GROUP: Result = "group"
+ANNOUNCEMENT: Result = "announcement"
+BLOCKED: Result = "blocked"
+SERVICE: Result = "service"
 
 # The path step the blacklist writes (pbx/router.py), and the prefix of a feature code's.
 BLACKLIST_STEP = "blacklist"
@@ -50,14 +50,14 @@ _KINDS = frozenset(kind.value for kind in Kind)
 # Steps that only chose where the call went next, held nobody, and end nothing.
 _PASSING = (Kind.SCHEDULE.value, Kind.HANGUP.value)
 # The call flows a call no person answered can end in, by their destination kind.
-_FLOWS = {
+_FLOWS: dict[str, Result] = {
     Kind.IVR.value: MENU,
     Kind.VOICEMAIL.value: VOICEMAIL,
     Kind.ANNOUNCEMENT.value: ANNOUNCEMENT,
 }
 
 
-def result(call: Call) -> str:
+def result(call: Call) -> Result:
     """How `call` ended (the module documentation lists the values)."""
     if call.person_answered is not None:
         return ANSWERED
@@ -83,7 +83,7 @@ def missed(ended: str) -> bool:
     return ended not in (ANSWERED, BLOCKED, SERVICE)
 
 
-def _phones_said(call: Call) -> str:
+def _phones_said(call: Call) -> Result:
     if call.cancelled:
         return CANCELLED
     if call.status in (486, 600):
