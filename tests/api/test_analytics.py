@@ -24,6 +24,9 @@ def _call(call_id: str, start: float, **fields: object) -> CallRecord:
         "direction": "inbound",
     }
     values.update(fields)
+    if values["result"] == "answered":
+        # A phone answered the caller's own INVITE: the person's answer is the answer.
+        values.setdefault("person_answered", values.get("answered"))
     return CallRecord(**values)  # type: ignore[arg-type]
 
 
@@ -98,15 +101,24 @@ def test_analytics_refuse_a_bad_parameter_naming_it(api: Api) -> None:
     assert api.client.get("/analytics").status_code == 401
 
 
-# Calls through ring groups, as the router writes their paths.
+# Calls through ring groups, as the router writes their paths. ipbx answers a group's
+# caller at once (ringback); the call is answered when a member takes it.
 GROUP_SCRIPT = [
-    # sales answered (by ipbx, at once) and a member took it: 30 s after the answer
-    _call("sales-1", 0, answered=NOON + 1, ended=NOON + 31, path="group:sales,extension:1001"),
+    # a member of sales took it at 1 s: 30 s after that answer
+    _call(
+        "sales-1",
+        0,
+        answered=NOON,
+        person_answered=NOON + 1,
+        ended=NOON + 31,
+        path="group:sales,extension:1001",
+    ),
     # nobody in sales answered; its fallback, support, did: answered at 2 s, 40 s after
     _call(
         "sales-support",
         100,
-        answered=NOON + 102,
+        answered=NOON + 100,
+        person_answered=NOON + 102,
         ended=NOON + 142,
         path="group:sales,group:support,extension:1002",
     ),
@@ -114,7 +126,8 @@ GROUP_SCRIPT = [
     _call(
         "support-twice",
         200,
-        answered=NOON + 203,
+        answered=NOON + 200,
+        person_answered=NOON + 203,
         ended=NOON + 213,
         path="ivr:main,group:support,ivr:main,group:support",
     ),
@@ -148,3 +161,70 @@ def test_a_call_is_transferred_by_a_transfer_step_not_by_a_name_containing_it(ap
     )
     body = api.client.get("/analytics", headers=api.headers(api.reader)).json()
     assert (body["total"]["answered"], body["total"]["transferred"]) == (4, 2)
+
+
+# Calls no person answered, though ipbx answered most of them itself (answered is its
+# answer; person_answered stays None).
+UNANSWERED_SCRIPT = [
+    # a phone of the group took it after 8 s of the group's ringback
+    _call(
+        "taken",
+        0,
+        answered=NOON,
+        person_answered=NOON + 8,
+        ended=NOON + 68,
+        path="ivr:main,group:sales",
+    ),
+    # the caller listened to the menu for 12 s and hung up
+    _call("menu", 100, answered=NOON + 100, ended=NOON + 112, result="menu", path="ivr:main"),
+    # left a message after the phone rang 20 s
+    _call(
+        "mailbox",
+        200,
+        answered=NOON + 220,
+        ended=NOON + 250,
+        result="voicemail",
+        path="extension:1001,voicemail:1001",
+    ),
+    # hung up after 6 s of the group's ringback
+    _call(
+        "ringback", 300, answered=NOON + 300, ended=NOON + 306, result="group", path="group:sales"
+    ),
+    # a caller on the blacklist heard its message
+    _call(
+        "blocked", 400, answered=NOON + 400, ended=NOON + 403, result="blocked", path="blacklist"
+    ),
+    # 1001 dialled *97, its mailbox menu: a service of ipbx, offered to nobody
+    _call(
+        "mailbox-menu",
+        500,
+        caller="1001",
+        callee="*97",
+        answered=NOON + 500,
+        ended=NOON + 530,
+        result="service",
+        path="feature:*97",
+        direction="internal",
+    ),
+]
+
+
+def test_a_call_is_answered_when_a_person_answers_not_when_ipbx_does(api: Api) -> None:
+    """A menu, voicemail or a group's ringback answering the caller is no answer: speed
+    of answer and service level go by the person's answer, and such calls are missed
+    (a menu, a mailbox) or abandoned (the group's ringback)."""
+    api.store.save_call_records(UNANSWERED_SCRIPT)
+    response = api.client.get("/analytics?service_level_seconds=5", headers=api.headers(api.reader))
+    total = response.json()["total"]
+    assert {k: total[k] for k in ("offered", "answered", "missed", "abandoned", "blocked")} == {
+        "offered": 5, "answered": 1, "missed": 2, "abandoned": 1, "blocked": 1,
+    }  # fmt: skip
+    assert (total["ended_in_menu"], total["ended_in_voicemail"]) == (1, 1)
+    assert total["average_speed_of_answer"] == pytest.approx(8.0)
+    assert total["average_handling_time"] == pytest.approx(60.0)
+    assert total["average_seconds_to_abandon"] == pytest.approx(6.0)
+    assert total["service_level"] == 0.0  # the only answer took 8 s
+    records = api.client.get("/calls?result=menu", headers=api.headers(api.reader)).json()
+    [menu] = records["items"]
+    assert (menu["call_id"], menu["person_answered"]) == ("menu", None)
+    assert menu["answered"] == pytest.approx(NOON + 100)

@@ -141,16 +141,17 @@ def _transferred(server: IpbxServer, callee: Phone, target: Phone) -> Timed:
 
 def _through_the_group(server: IpbxServer, member: Phone) -> Timed:
     """1000 calls 500, the group `sales`: ipbx answers at once and rings its member
-    1002, who answers after RING s; they talk TALK s and 1000 hangs up."""
+    1002, who answers after RING s (the call's answer by a person); they talk TALK s
+    and 1000 hangs up."""
     caller = Caller(server)
     caller.dial(SALES)
     started = time.time()
     dialog = caller.final()  # ipbx's own answer: the caller hears the member ring
-    answered = time.time()
     assert dialog.status == 200, dialog
     invite = member.rings()
     member.ringing(invite)
     time.sleep(RING)
+    answered = time.time()
     member.answer(invite)
     time.sleep(TALK)
     ended = time.time()

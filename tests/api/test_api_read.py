@@ -114,18 +114,27 @@ def test_extensions_show_who_is_registered(api: Api) -> None:
         "udp", "127.0.0.1", 5070, True)  # fmt: skip
 
 
+def test_an_active_call_a_menu_holds_is_answered_by_ipbx_and_by_no_person(api: Api) -> None:
+    in_menu = Call("c3", from_number="1002", to_number="500", started=150.0, answered=150.5)
+    api.pbx.calls.calls["c3"] = in_menu
+    page = api.client.get("/calls/active", headers=api.headers()).json()
+    api.pbx.calls.calls.clear()
+    [item] = page["items"]
+    assert (item["answered"], item["person_answered"]) == (150.5, None)
+
+
 def test_active_calls_come_from_the_calls_in_progress(api: Api) -> None:
     ringing = Call("c1", from_number="1000", to_number="1001", started=100.0)
     talking = Call("c2", from_number="+15551234567", to_number="1000", started=50.0)
-    talking.answered = 55.0
+    talking.answered = talking.person_answered = 55.0
     api.pbx.calls.calls.update({"c1": ringing, "c2": talking})
     page = api.client.get("/calls/active", headers=api.headers()).json()
     assert page["total"] == 2
     assert page["items"] == [
         {"call_id": talking.uid, "caller": "+15551234567", "callee": "1000", "started": 50.0,
-         "answered": 55.0},
+         "answered": 55.0, "person_answered": 55.0},
         {"call_id": ringing.uid, "caller": "1000", "callee": "1001", "started": 100.0,
-         "answered": None},
+         "answered": None, "person_answered": None},
     ]  # fmt: skip
     mine = api.client.get("/calls/active?number=1001", headers=api.headers()).json()
     assert [c["call_id"] for c in mine["items"]] == [ringing.uid]

@@ -40,6 +40,7 @@ from ipbx.api.paging import Limit, Offset, page
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
+from ipbx.pbx.call import outcome
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change
@@ -232,6 +233,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
                 callee=call.to_number,
                 started=call.started,
                 answered=call.answered,
+                person_answered=call.person_answered,
             )
             for call in sorted(calls, key=lambda c: c.started)
             if number is None or number in (call.from_number, call.to_number)
@@ -269,9 +271,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         Query(alias="to", ge=0, le=MAX_TIME, allow_inf_nan=False,
               description="started before (epoch seconds)"),
     ]  # fmt: skip
-    Result = Annotated[
-        Literal["answered", "busy", "no_answer", "cancelled", "failed"] | None, Query()
-    ]
+    Result = Annotated[outcome.Result | None, Query()]
     csv_response: dict[int | str, dict[str, Any]] = {
         200: {
             "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -527,6 +527,7 @@ def _call(record: CallRecord) -> models.Call:
         callee=record.callee,
         started=record.started,
         answered=record.answered,
+        person_answered=record.person_answered,
         ended=record.ended,
         result=record.result,
         duration=round(max(talked, 0.0), 3),
@@ -552,7 +553,7 @@ def _call(record: CallRecord) -> models.Call:
 
 CSV_COLUMNS = (
     "call_id", "caller", "callee", "started", "answered", "ended", "result", "duration",
-    "digits", "recording", "path",
+    "digits", "recording", "path", "person_answered",
 )  # fmt: skip
 
 
@@ -574,6 +575,7 @@ def _csv(records: Sequence[CallRecord], total: int) -> Response:
                 call.call_id, call.caller, call.callee, _iso(call.started),
                 _iso(call.answered), _iso(call.ended), call.result, f"{call.duration:g}",
                 call.digits, call.recording or "", " ".join(call.path),
+                _iso(call.person_answered),
             ]
         )  # fmt: skip
     return Response(

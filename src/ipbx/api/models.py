@@ -71,7 +71,13 @@ class ActiveCall(BaseModel):
     caller: str
     callee: str
     started: float
-    answered: float | None = Field(description="when it was answered; null while ringing")
+    answered: float | None = Field(
+        description="when it was answered, by a phone or by a call flow of ipbx; null while ringing"
+    )
+    person_answered: float | None = Field(
+        description="when a person took it; null while it rings or a call flow (a menu, "
+        "voicemail, a group's ringback) holds the caller"
+    )
 
 
 class Leg(BaseModel):
@@ -95,10 +101,23 @@ class Call(BaseModel):
     caller: str
     callee: str
     started: float
-    answered: float | None
+    answered: float | None = Field(
+        description="when the caller was answered, by a phone or by a call flow of ipbx "
+        "(a menu, voicemail, a group's ringback); null when nothing answered"
+    )
+    person_answered: float | None = Field(
+        description="when a person (a phone, an outside number) took the call; null when none did"
+    )
     ended: float
-    result: str = Field(description="answered, busy, no_answer, cancelled or failed")
-    duration: float = Field(ge=0, description="seconds talked (0 when not answered)")
+    result: str = Field(
+        description="answered (by a person), cancelled, busy, no_answer, failed, menu, "
+        "voicemail, group, announcement, blocked or service (docs/api.md)"
+    )
+    duration: float = Field(
+        ge=0,
+        description="seconds from the answer (by a phone or by ipbx) to the end; 0 when "
+        "nothing answered",
+    )
     digits: str
     recording: str | None
     path: list[str] = Field(description="the destinations the call went through")

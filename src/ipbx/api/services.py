@@ -36,6 +36,9 @@ class LiveCall(Protocol):
     @property
     def answered(self) -> float | None: ...
 
+    @property
+    def person_answered(self) -> float | None: ...
+
 
 class PbxServices(Protocol):
     @property

@@ -1,15 +1,25 @@
 """Call analytics, computed from the call records alone (so they can always be
 reproduced from the CDRs, as the API promises).
 
-Definitions, as call centres use them:
-- offered: every call; inbound / outbound / internal by the record's direction.
-- answered: someone (a phone, or a call flow) answered; transferred: answered calls whose
-  path shows a transfer.
-- abandoned: the caller hung up before an answer (`cancelled`); time to abandon is from
-  start to hang-up. missed: the other unanswered calls (busy, no answer, failed).
-- speed of answer: start to answer; handling time: answer to end (answered calls).
-- service level: the share of offered calls answered within `service_level_seconds`.
-- busiest hour: the UTC hour of day (0-23) in which most calls started.
+Definitions, as call centres use them. Answered means answered by a person (a phone,
+an outside number: `CallRecord.person_answered`); ipbx answering the caller to play a
+menu, take a voicemail or let it hear a group's ringback is no answer, and the record's
+result says where such a call ended (pbx/call/outcome.py).
+- offered: every call except calls to ipbx's own services (feature codes, the mailbox
+  menu, the echo test: result `service`), which are offered to nobody; inbound /
+  outbound / internal by the record's direction. transferred: answered calls whose path
+  shows a transfer.
+- abandoned: the caller hung up while phones rang for it, before a person answered
+  (`cancelled`, also when a call flow rang them, and `group`: during a ring group's
+  ringback); time to abandon is from start to hang-up.
+- blocked: callers on the blacklist.
+- missed: the other calls no person answered: busy, no answer, failed, and those that
+  ended in a menu, a mailbox or an announcement. Of them, ended_in_menu and
+  ended_in_voicemail count those that ended in a menu and in a mailbox.
+- speed of answer: start to the person's answer; handling time: that answer to the end.
+- service level: the share of offered calls a person answered within
+  `service_level_seconds`.
+- busiest hour: the UTC hour of day (0-23) in which most offered calls started.
 - MOS: the mean of every leg's estimate that has one.
 
 Grouped, a call counts in every group it belongs to: per extension for its caller and
@@ -24,11 +34,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from ipbx.pbx.call import outcome
 from ipbx.pbx.destination import Kind
 from ipbx.store.records import CallRecord
 
 Grouping = Literal["day", "hour", "extension", "group"]
 DEFAULT_SERVICE_LEVEL_SECONDS = 20.0
+# The caller hung up while phones rang for it.
+_ABANDONED = (outcome.CANCELLED, outcome.GROUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +60,16 @@ class Figures:
     service_level: float | None
     busiest_hour: int | None
     average_mos: float | None
+    blocked: int
+    ended_in_menu: int
+    ended_in_voicemail: int
 
 
 def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figures:
-    calls = list(records)
-    answered = [r for r in calls if r.answered is not None]
-    abandoned = [r for r in calls if r.answered is None and r.result == "cancelled"]
+    calls = [r for r in records if r.result != outcome.SERVICE]
+    answered = [r for r in calls if r.person_answered is not None]
+    abandoned = [r for r in calls if r.result in _ABANDONED]
+    results = Counter(r.result for r in calls)
     direction = Counter(r.direction for r in calls)
     moses = [leg.mos for r in calls for leg in r.legs if leg.mos is not None]
     in_time = [r for r in answered if _answer_wait(r) <= service_level_seconds]
@@ -63,15 +80,18 @@ def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figu
         outbound=direction["outbound"],
         internal=direction["internal"],
         answered=len(answered),
-        missed=len(calls) - len(answered) - len(abandoned),
+        missed=len(calls) - len(answered) - len(abandoned) - results[outcome.BLOCKED],
         abandoned=len(abandoned),
         transferred=sum(1 for r in answered if _transferred(r)),
         average_seconds_to_abandon=_mean(r.ended - r.started for r in abandoned),
         average_speed_of_answer=_mean(_answer_wait(r) for r in answered),
-        average_handling_time=_mean(r.ended - (r.answered or r.ended) for r in answered),
+        average_handling_time=_mean(r.ended - (r.person_answered or r.ended) for r in answered),
         service_level=round(len(in_time) / len(calls), 4) if calls else None,
         busiest_hour=max(sorted(hours), key=lambda h: hours[h]) if hours else None,
         average_mos=_mean(moses),
+        blocked=results[outcome.BLOCKED],
+        ended_in_menu=results[outcome.MENU],
+        ended_in_voicemail=results[outcome.VOICEMAIL],
     )
 
 
@@ -130,7 +150,7 @@ _KEYS: dict[str, Callable[[CallRecord], list[str]]] = {
 
 
 def _answer_wait(record: CallRecord) -> float:
-    return (record.answered or record.started) - record.started
+    return (record.person_answered or record.started) - record.started
 
 
 def _mean(values: Iterable[float]) -> float | None:

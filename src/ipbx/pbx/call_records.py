@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ipbx.media.quality import leg_mos
 from ipbx.pbx.call.model import Call, Leg
-from ipbx.pbx.call.registry import direction, result
+from ipbx.pbx.call.outcome import result
+from ipbx.pbx.call.registry import direction
 from ipbx.store.records import CallRecord, LegRecord
 
 
@@ -37,6 +38,7 @@ class CallRecords:
                 callee=call.to_number,
                 started=call.started,
                 answered=call.answered,
+                person_answered=call.person_answered,
                 ended=time.time(),
                 result=result(call),
                 digits="".join(call.digits),

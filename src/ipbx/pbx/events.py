@@ -19,16 +19,24 @@ event can be joined with the record written when the call ends. Numbers are stri
     one event per extension rung).
 ``call.answered``
     call_id, caller, callee, direction, extension (who answered), wait (seconds from
-    call.started to the answer). A call a menu or a group answered first is
-    call.answered when a phone takes it; a call transferred (REFER or the API) is
+    call.started to the first answer by a person). Only a person answers: a phone, or
+    an outside number. ipbx answering the caller itself (a menu, voicemail, a group's
+    ringback) is no call.answered; a call a menu or a group answered first is
+    call.answered when a phone takes it. A call transferred (REFER or the API) is
     call.answered again, with the new extension, when the target answers, so a CRM
     opens the card on the phone that has the caller now.
 ``call.ended``
-    call_id, caller, callee, direction, result (answered, busy, no_answer, cancelled,
-    failed: as in the call record), duration (seconds talked, 0 when not answered).
+    call_id, caller, callee, direction, result (as in the call record: answered by a
+    person, cancelled, busy, no_answer, failed, menu, voicemail, group, announcement,
+    blocked or service; pbx/call/outcome.py says what each means), duration (seconds
+    from the answer, by a phone or by ipbx's call flow, to the end; 0 when nothing
+    answered).
 ``call.missed``
-    call_id, caller, callee, direction, extension (who did not answer), result; what a
-    call-back task needs. Published besides call.ended, not instead of it.
+    call_id, caller, callee, direction, extension (the number called), result; what a
+    call-back task needs. Published besides call.ended, not instead of it, for every
+    call no person answered: also one that ended in a menu, voicemail or a ring
+    group's ringback; not for a blocked caller or a call to ipbx's own services
+    (result blocked or service).
 ``recording.ready``
     call_id, caller, callee, direction, recording (the file's name under the
     recordings folder, as in the call record), seconds; once the file is complete:

@@ -166,10 +166,17 @@ class Session:
         answered and the call goes on without the app. The final status: 200 when
         answered, else why not (486 busy, 480 no answer or not registered ...)."""
         await self.answer()
-        return await self.calls.forking.dial(self.call, list(extensions), timeout)
+        status = await self.calls.forking.dial(self.call, list(extensions), timeout)
+        if status != 200:
+            self.call.status = status  # what the record says if the call ends here
+        return status
 
     async def hangup(self, status: int = DECLINED) -> None:
-        """End the call: BYE when answered, `status` to the INVITE otherwise."""
+        """End the call: BYE when answered, `status` to the INVITE otherwise. Once
+        answered, `status` is what the record says unless a dial's came first (a menu
+        sends the caller to an extension on do-not-disturb: busy)."""
+        if self.call.status is None:
+            self.call.status = status
         self.calls.flows.hangup(self.call, status)
 
     async def _interruptible(self, playing: Awaitable[None], interruptible: bool) -> str:

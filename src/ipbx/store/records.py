@@ -62,8 +62,12 @@ class LegRecord:
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """A call detail record. Times are epoch seconds; `answered` is None for a call
-    nobody answered. `result` is answered, busy, no_answer, cancelled or failed.
+    """A call detail record. Times are epoch seconds. `answered` is when the caller was
+    answered, by a phone or by ipbx's call flow (a menu, voicemail, a group's ringback),
+    None when nothing answered: the billed time runs from it. `person_answered` is when
+    a person took the call (a phone, an outside number), None when none did. `result`
+    says how the call ended: answered (by a person), cancelled, busy, no_answer, failed,
+    menu, voicemail, group, announcement, blocked or service (pbx/call/outcome.py).
     `digits` are the DTMF digits ipbx itself received (apps, not relayed calls)."""
 
     call_id: str
@@ -81,6 +85,7 @@ class CallRecord:
     path: str = ""
     # internal (extension to extension), inbound (from a trunk) or outbound (to one).
     direction: str = "internal"
+    person_answered: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

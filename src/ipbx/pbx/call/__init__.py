@@ -4,6 +4,8 @@ it, one concern per module, and never imports the router.
 
 - model: Call (with its state) and Leg, and what a call is made of;
 - registry: the calls and dialogs in progress, answering, and the one way a call ends;
+- outcome: how a call ended, as its record and call.ended say (answered by a person,
+  or where it ended unanswered);
 - negotiate: SDP offer/answer for a leg, and the bridge it calls for (media/bridge.py);
 - local: legs ipbx answers itself (call flows, the echo test);
 - fork: ringing contacts in parallel and taking the first answer;

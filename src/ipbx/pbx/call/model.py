@@ -100,7 +100,11 @@ class Call:
     # The call record's id, unique across restarts and nodes.
     uid: str = field(default_factory=lambda: random_hex(16))
     started: float = field(default_factory=time.time)
+    # When the caller's INVITE was answered, by a phone or by ipbx's own call flow (a
+    # menu, voicemail, a group's ringback): what a trunk bills from.
     answered: float | None = None
+    # When a person took the call (pbx/call/outcome.py): a phone, or an outside number.
+    person_answered: float | None = None
     # The final status the caller got when nobody answered; "cancelled" by the caller.
     status: int | None = None
     cancelled: bool = False

@@ -24,6 +24,7 @@ from ipbx.pbx.call.model import (
     Leg,
     dialog_response,
 )
+from ipbx.pbx.call.outcome import missed, result
 from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
 from ipbx.pbx.location import Location
 from ipbx.sip.invite import IncomingInvite, NoAck
@@ -39,19 +40,6 @@ def direction(call: Call) -> str:
     if call.inbound_slot is not None:
         return "inbound"
     return "outbound" if call.route is not None else "internal"
-
-
-def result(call: Call) -> str:
-    """How the call ended, as its record and call.ended say."""
-    if call.answered is not None:
-        return "answered"
-    if call.cancelled:
-        return "cancelled"
-    if call.status in (486, 600):
-        return "busy"
-    if call.status in (408, 480, 487):
-        return "no_answer"
-    return "failed"
 
 
 class CallRegistry:
@@ -97,7 +85,11 @@ class CallRegistry:
         )
 
     def publish_answer(self, call: Call, leg: Leg) -> None:
-        wait = (call.answered or time.time()) - call.started
+        """A phone took the call: a person answered it, if none had (a transfer's
+        target answers a call answered already)."""
+        if call.person_answered is None:
+            call.person_answered = time.time()
+        wait = call.person_answered - call.started
         extension = leg.invite.to.uri.user or call.to_number
         self.publish(CALL_ANSWERED, call, extension=extension, wait=round(wait, 3))
 
@@ -263,7 +255,7 @@ class CallRegistry:
             ended = result(call)
             talked = time.time() - call.answered if call.answered is not None else 0.0
             self.publish(CALL_ENDED, call, result=ended, duration=round(talked, 3))
-            if ended != "answered":
+            if missed(ended):
                 self.publish(CALL_MISSED, call, extension=call.to_number, result=ended)
         if call.outcome is not None and not call.outcome.done():
             call.outcome.cancel()
