@@ -212,6 +212,9 @@ class MediaConfig(Model):
     # Codecs in order of preference: what SDP offer/answer picks first where ipbx
     # chooses, and what it transcodes to (G.729 only where libbcg729 is installed).
     codecs: list[CodecName] = Field(default_factory=lambda: list(get_args(CodecName)), min_length=1)
+    # An answered call whose RTP stops this long on either leg is ended (held calls
+    # excepted); 0 never ends one.
+    timeout_seconds: float = Field(default=60.0, ge=0, le=86400)
 
     @field_validator("codecs", mode="before")
     @classmethod

@@ -142,6 +142,7 @@ class Pbx:
             mixed_recordings=config.media.recording_format == "mixed",
             srtp_required=frozenset(e.number for e in config.extensions if e.srtp == "required"),
             codecs=preferred_codecs(config.media.codecs),
+            media_timeout=config.media.timeout_seconds,
         )
 
     def _router(self, config: Config) -> Router:

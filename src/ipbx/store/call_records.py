@@ -130,6 +130,7 @@ class CallRecords(Database):
                 recording=row.recording,
                 path=row.path,
                 direction=row.direction,
+                end_reason=row.end_reason,
                 legs=tuple(legs[row.id]),
             )
             for row in rows
@@ -160,6 +161,7 @@ def _record_row(tenant_id: int, record: CallRecord) -> dict[str, Any]:
         "recording": record.recording,
         "path": record.path,
         "direction": record.direction,
+        "end_reason": record.end_reason,
     }
 
 

@@ -81,6 +81,9 @@ class CallRecord:
     path: str = ""
     # internal (extension to extension), inbound (from a trunk) or outbound (to one).
     direction: str = "internal"
+    # Why ipbx itself ended the answered call: media_timeout (its RTP stopped) or
+    # session_expired (no session refresh, RFC 4028); None when a party hung up.
+    end_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ call_records = Table(
     Column("recording", Text, nullable=True),
     Column("path", Text, nullable=False, server_default=""),
     Column("direction", String(16), nullable=False, server_default="internal"),
+    Column("end_reason", String(32), nullable=True),
 )
 
 call_legs = Table(

@@ -90,8 +90,10 @@ class InDialog:
         body, content_type = request.body, request.headers.get("Content-Type")
         if request.method in ("INVITE", "UPDATE"):
             description = parse_sdp(request)
-            if description is not None and self.hold.on_offer(leg, other, description, tx):
-                return
+            if description is not None:
+                leg.direction = sdp.direction(description)
+                if self.hold.on_offer(leg, other, description, tx):
+                    return
             body, content_type = b"", "application/sdp"
             if description is not None:
                 take_sdp(leg, description)
@@ -115,6 +117,7 @@ class InDialog:
         out = make_response(tx.request, response.status, response.reason, tx.to_tag)
         description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
+            other.direction = sdp.direction(description)
             take_sdp(other, description)
             out.body = sdp_for(leg, description, reg.media_address)
             out.headers.add("Content-Type", "application/sdp")

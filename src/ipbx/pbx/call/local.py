@@ -137,6 +137,7 @@ class CallFlows:
             # The echo test keeps echoing; a call flow keeps its leg terminated here.
             echo = leg.call.app_task is None
             body = bytes(local_answer(leg, description, reg.media_address, echo))
+            leg.direction = sdp.direction(description)
         reg.accept_reoffer(leg, tx, body)
 
     def info(self, leg: Leg, request: Request) -> None:

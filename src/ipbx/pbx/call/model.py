@@ -78,6 +78,9 @@ class Leg:
     # digest challenge already (once per attempt).
     trunk: Trunk | None = None
     trunk_slot: ChannelSlot | None = None
+    # The audio direction in the SDP this leg's phone sent last (RFC 3264 §6.1): not
+    # sendrecv while it holds the call or answers a hold.
+    direction: str = "sendrecv"
 
     @property
     def final(self) -> Response | None:
@@ -136,6 +139,9 @@ class Call:
     rang: str | None = None
     ring_timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    # Why ipbx itself ended an answered call (media_timeout.py's MEDIA_TIMEOUT ...);
+    # None when a party hung up or nobody answered.
+    end_reason: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -165,6 +171,7 @@ class CallPolicy:
     one WAV channel per side or `mixed` into one. Extensions in `srtp_required` must
     offer SRTP when they call and are offered it on any transport when called (others
     are offered it when registered over TLS). `codecs` is our order of preference.
+    An answered call whose RTP stops for `media_timeout` seconds is ended (0: never).
     """
 
     recordings: Path
@@ -172,6 +179,7 @@ class CallPolicy:
     mixed_recordings: bool = False
     srtp_required: frozenset[str] = frozenset()
     codecs: tuple[Codec, ...] = CODECS
+    media_timeout: float = 60.0
 
 
 def parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:
