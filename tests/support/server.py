@@ -68,16 +68,18 @@ def write_ipbx_config(
     echo_test: str = "9196",
     api_port: int | None = None,
     media: Sequence[str] = (),
+    sip: Sequence[str] = (),
 ) -> Path:
     """The YAML of the `ipbx serve --config` contract (UDP and TCP on one port). With
     `api_port` the REST API and event feed listen on 127.0.0.1:api_port; without it the
     API is off (its default address, 8080, is not ours to take on a shared machine).
-    `media` holds more `KEY: VALUE` lines of the media section."""
+    `media` and `sip` hold more `KEY: VALUE` lines of those sections."""
     lines = [
         f"data_dir: {_yaml_str(str(data_dir))}",
         "sip:",
         f"  listen: [udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}]",
         f"  realm: {REALM}",
+        *(f"  {line}" for line in sip),
         "media:",
         f"  address: {LOOPBACK}",
         f"  rtp_ports: {rtp_range[0]}-{rtp_range[1]}",
@@ -106,6 +108,7 @@ def start_ipbx(
     rtp_ports: int = 1000,
     ready_timeout: float = 10.0,
     media: Sequence[str] = (),
+    sip: Sequence[str] = (),
 ) -> IpbxServer:
     """Write a config under workdir, run `python -m ipbx.cli serve`, wait for OPTIONS.
 
@@ -124,6 +127,7 @@ def start_ipbx(
         rtp_range=rtp_range,
         extensions=extensions,
         media=media,
+        sip=sip,
     )
     return run_ipbx(workdir, config_path, port, rtp_range, cpu=cpu, ready_timeout=ready_timeout)
 

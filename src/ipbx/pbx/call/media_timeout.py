@@ -110,8 +110,7 @@ class MediaTimeout:
                 "%s: no RTP from %s for %g s; hanging up (media.timeout_seconds)",
                 call.id, leg.peer, silence.timeout,
             )  # fmt: skip
-            call.end_reason = MEDIA_TIMEOUT
-            self.registry.hangup(call)
+            self.registry.end_from_here(leg, MEDIA_TIMEOUT)
         self._alarm.set(silence.next_deadline())
 
     def close(self) -> None:
