@@ -114,6 +114,16 @@ def test_the_refresher_refreshes_at_half_the_interval_and_gives_up_before_the_en
     assert timer.expire(1768.0) == [SessionExpired()]
 
 
+def test_a_refresh_that_met_glare_is_sent_again_before_the_end() -> None:
+    timer = SessionTimer(Negotiated(1800, we_refresh=True), now=0.0)
+    assert timer.expire(900.0) == [RefreshDue()]
+    timer.refresh_again(903.0)  # 491 to our re-INVITE
+    assert timer.next_deadline() == 903.0
+    assert timer.expire(903.0) == [RefreshDue()]
+    timer.refresh_again(1800.0)  # past the end: the BYE comes first
+    assert timer.next_deadline() == 1768.0
+
+
 def test_the_side_that_does_not_refresh_waits_for_the_refresh() -> None:
     timer = SessionTimer(Negotiated(90, we_refresh=False), now=100.0)
     assert timer.next_deadline() == 100.0 + 90 - 30  # a third of 90 is less than 32 s

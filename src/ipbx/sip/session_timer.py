@@ -207,6 +207,12 @@ class SessionTimer:
         self._refresh_at = now + interval / 2 if negotiated.we_refresh else None
         self._expires_at = now + interval - min(32, interval / 3)
 
+    def refresh_again(self, at: float) -> None:
+        """Our refresh met a re-INVITE of the other side's (491, RFC 3261 §14.1): send
+        another at `at`, if that is before the session's end."""
+        if at < self._expires_at:
+            self._refresh_at = at
+
     def next_deadline(self) -> float:
         return self._refresh_at if self._refresh_at is not None else self._expires_at
 

@@ -15,6 +15,7 @@ answered 408 or 481, ends its call: a BYE to both phones, and the call record sa
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 
 from ipbx.pbx.call.model import CallPolicy, Leg
@@ -164,6 +165,11 @@ class SessionRefresh:
             log.warning("%s: session refresh to %s failed: %d; hanging up",
                         leg.call.id, leg.peer, response.status)  # fmt: skip
             self._end(leg, SESSION_EXPIRED)
+        elif response.status == 491 and leg.session_timer is not None:
+            # Glare with the phone's own re-INVITE: again in 2.1 to 4 s (RFC 3261 §14.1).
+            leg.session_timer.refresh_again(self.endpoint.loop.time() + random.uniform(2.1, 4.0))
+            if leg.session_alarm is not None:
+                leg.session_alarm.set(leg.session_timer.next_deadline())
         else:
             log.info("%s: session refresh to %s answered %d; the session expires unless "
                      "refreshed", leg.call.id, leg.peer, response.status)  # fmt: skip
