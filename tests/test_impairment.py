@@ -357,11 +357,8 @@ def test_echo_test_through_the_proxy(tmp_path: Path) -> None:
         data_dir=workdir / "data",
         rtp_range=rtp_range,
         extensions=[user],
+        media=[f"public_address: {alias}"],
     )
-    text = config.read_text()
-    media_line = f"  address: {LOOPBACK}\n"
-    assert media_line in text
-    config.write_text(text.replace(media_line, f"{media_line}  public_address: {alias}\n"))
     tone = write_tone(tmp_path / "1000hz.wav", 1000, 2)
     heard = tmp_path / "echo.wav"
     phone_rtp = free_udp_range(10)

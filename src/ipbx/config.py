@@ -183,6 +183,10 @@ class SipConfig(Model):
     digest_algorithms: list[DigestAlgorithm] = Field(default_factory=_md5, min_length=1)
     max_message_size: int = Field(default=65535, ge=1500)
     user_agent: str = "ipbx"
+    # Session timers (RFC 4028): the interval ipbx asks for, and the least it accepts
+    # (422 below it). The RFC's floor is 90 s; a smaller min_se is for tests.
+    session_expires: int = Field(default=1800, ge=1, le=86400)
+    min_se: int = Field(default=90, ge=1, le=86400)
 
     @field_validator("trusted")
     @classmethod
@@ -195,6 +199,8 @@ class SipConfig(Model):
     def _check_expires(self) -> SipConfig:
         if not self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError("need min_expires <= default_expires <= max_expires")
+        if self.min_se > self.session_expires:
+            raise ValueError("need min_se <= session_expires")
         return self
 
 
@@ -212,6 +218,9 @@ class MediaConfig(Model):
     # Codecs in order of preference: what SDP offer/answer picks first where ipbx
     # chooses, and what it transcodes to (G.729 only where libbcg729 is installed).
     codecs: list[CodecName] = Field(default_factory=lambda: list(get_args(CodecName)), min_length=1)
+    # An answered call whose RTP stops this long on either leg is ended (held calls
+    # excepted); 0 never ends one.
+    timeout_seconds: float = Field(default=60.0, ge=0, le=86400)
 
     @field_validator("codecs", mode="before")
     @classmethod

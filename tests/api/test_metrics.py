@@ -20,8 +20,8 @@ from tests.support.softphone import ipbx_phone, write_tone
 
 COUNTERS = (
     "ipbx_sip_requests_received", "ipbx_sip_requests_sent", "ipbx_sip_responses_received",
-    "ipbx_sip_responses_sent", "ipbx_sip_retransmissions", "ipbx_rtp_packets_received",
-    "ipbx_rtp_packets_lost",
+    "ipbx_sip_responses_sent", "ipbx_sip_retransmissions", "ipbx_sip_malformed_dropped",
+    "ipbx_rtp_packets_received", "ipbx_rtp_packets_lost",
 )  # fmt: skip
 
 
@@ -59,6 +59,8 @@ def test_sip_messages_are_counted_by_method_and_status(api: Api) -> None:
     api.pbx.endpoint.datagram_received(options("a1"), source)  # a retransmission
     api.pbx.endpoint.datagram_received(options("b2", "FROBNICATE"), source)
     api.pbx.endpoint.datagram_received(b"OPTIONS sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n", source)
+    api.pbx.endpoint.datagram_received(b"SIP/2.0 20", source)  # a response cut short
+    api.pbx.endpoint.datagram_received(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: c1\r\n", source)
 
     response = api.client.get("/metrics", headers=api.headers(api.reader))
     assert response.status_code == 200
@@ -68,13 +70,15 @@ def test_sip_messages_are_counted_by_method_and_status(api: Api) -> None:
         assert any(line.startswith(f"# HELP {name}_total ") for line in lines), name
     found = samples(response.text)
     received = "ipbx_sip_requests_received_total"
-    assert found[(received, (("method", "OPTIONS"),))] == 3  # the malformed one too
+    assert found[(received, (("method", "OPTIONS"),))] == 4  # the malformed ones too
     assert found[(received, (("method", "OTHER"),))] == 1
     sent = "ipbx_sip_responses_sent_total"
     assert found[(sent, (("code", "200"),))] == 2  # the answer, and again for the repeat
     assert found[(sent, (("code", "501"),))] == 1
     assert found[(sent, (("code", "400"),))] == 1
     assert found[("ipbx_sip_retransmissions_total", ())] == 1
+    # Neither the broken response nor the request without a Via could be answered.
+    assert found[("ipbx_sip_malformed_dropped_total", ())] == 2
     assert found[("ipbx_rtp_packets_received_total", ())] == 0
 
 

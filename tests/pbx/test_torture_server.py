@@ -31,11 +31,13 @@ EXPECTED: dict[str, int | set[int] | None] = {
     "cparam01": 401, "cparam02": 401, "regescrt": 401, "sdp01": 406, "inv2543": 407,
     # Draft-era leftover with a header line lacking its colon: no Via can be trusted.
     "test": None,
-    # The tarball copy ends before the empty line: never a complete message.
-    "baddn": None,
+    # The tarball copy ends before the empty line: over UDP the datagram is all there is,
+    # and its Via and Call-ID are enough to address the 400 (RFC 3261 §8.2, §16.3).
+    "baddn": 400,
 }  # fmt: skip
-# On a stream, a Content-Length past the end means "wait for more", not an error;
-# and a message without one is refused, since the stream's framing is lost.
+# On a stream, a Content-Length past the end or headers without their empty line mean
+# "wait for more", not an error; a message without Content-Length is refused, since the
+# stream's framing is lost.
 STREAM_WAITS = {"clerr", "baddn"}
 STREAM_ONLY: dict[str, int] = {"inv2543": 400}
 _BRANCH = re.compile(rb"^(?:Via|v)\s*:(.*?)branch\s*=\s*([^;,\r\n ]+)", re.I | re.M)
@@ -123,6 +125,30 @@ def test_torture_message(
             assert response.status in expected, f"{name}: {response.status} {response.reason}"
     finally:
         client.close()
+
+
+def test_datagrams_cut_short_are_answered_when_they_can_be_addressed(server: IpbxServer) -> None:
+    """A datagram cut inside its headers (an MTU, a broken sender): 400 with the reason
+    once a Via and a Call-ID have arrived; before the Via, nothing to answer to."""
+    whole = (
+        f"OPTIONS sip:{LOOPBACK}:{server.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {LOOPBACK}:9;branch=z9hG4bKcut1;rport\r\n"
+        f"Call-ID: cut1@{LOOPBACK}\r\nFrom: <sip:probe@{LOOPBACK}>;tag=c1\r\n"
+        f"To: <sip:{LOOPBACK}>\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+    ).encode()
+    client = SipClient(server.port, timeout=1.0)
+    try:
+        client.send(whole[: whole.index(b"Max-Forwards:") + 4])
+        response = client.receive(timeout=1.0)
+        assert response is not None
+        assert response.status == 400
+        assert "no empty line after the header fields" in response.reason
+        assert response.call_id == f"cut1@{LOOPBACK}"
+        client.send(whole[: whole.index(b"Via:") + 12])
+        assert client.receive(timeout=0.3) is None
+    finally:
+        client.close()
+    assert _options_ok(server)
 
 
 def _options_ok(server: IpbxServer) -> bool:

@@ -206,6 +206,23 @@ def test_a_stale_nonce_is_answered_once_more() -> None:
     assert call.receive(again) == [Rejected(again)]
 
 
+def test_a_422_is_answered_with_the_session_interval_it_asks_for() -> None:
+    """RFC 4028 §7.1: the INVITE again, in a new transaction, asking for the Min-SE of
+    the 422; a 422 that asks for no more than was asked is the answer."""
+    original = invite()
+    original.headers.add("Session-Expires", "1800;refresher=uas")
+    call = OutgoingInvite(original, UDP)
+    too_small = response(original, 422)
+    too_small.headers.add("Min-SE", "3600")
+    retry = stamp(sent_request(call.receive(too_small)))
+    assert retry.cseq.number == 2 and retry.call_id == original.call_id
+    assert retry.headers.get("Session-Expires") == "3600;refresher=uas"
+    assert retry.headers.get("Min-SE") == "3600"
+    again = response(retry, 422)
+    again.headers.add("Min-SE", "3600")
+    assert call.receive(again) == [Rejected(again)]
+
+
 def test_a_challenge_without_credentials_is_the_answer() -> None:
     no_source = OutgoingInvite(invite(), UDP)
     challenge = response(no_source.invite, 401)

@@ -70,6 +70,35 @@ def test_baddn_unquoted_display_name_with_comma_is_refused() -> None:
         parse_datagram(load("baddn") + b"\r\n")
 
 
+def test_a_header_block_that_never_ends_is_refused_with_its_request() -> None:
+    # The tarball copy of baddn has no empty line after its headers (RFC 3261 §7): the
+    # request is still read far enough to address the 400 to its Via.
+    with pytest.raises(BadRequest) as info:
+        parse_datagram(load("baddn"))
+    assert (info.value.status, info.value.reason) == (400, "no empty line after the header fields")
+    request = info.value.request
+    assert request.call_id == "baddn.31415@c.example.com"
+    assert request.vias[0].branch == "z9hG4bKkdjuw"
+
+
+def test_a_datagram_cut_inside_a_header_line_is_refused_from_its_complete_lines() -> None:
+    whole = load("baddn")
+    cut = whole.index(b"Accept:") + 4  # the datagram ends in the middle of "Accept"
+    with pytest.raises(BadRequest) as info:
+        parse_datagram(whole[:cut])
+    assert info.value.request.headers.get("Call-ID") == "baddn.31415@c.example.com"
+    assert "Accept" not in info.value.request.headers
+
+
+def test_an_unterminated_request_line_alone_leaves_nothing_to_answer() -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_datagram(b"OPTIONS sip:t.watson@example.org SIP/2.0")
+    assert "Via" not in info.value.request.headers
+    with pytest.raises(SipError) as broken:
+        parse_datagram(b"SIP/2.0 20")  # a response cut in its status line
+    assert not isinstance(broken.value, BadRequest)
+
+
 def test_bad_version_keeps_the_request_for_the_505() -> None:
     with pytest.raises(BadRequest) as info:
         parse_datagram(load("badvers"))

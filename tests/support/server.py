@@ -67,18 +67,23 @@ def write_ipbx_config(
     extensions: Sequence[Extension],
     echo_test: str = "9196",
     api_port: int | None = None,
+    media: Sequence[str] = (),
+    sip: Sequence[str] = (),
 ) -> Path:
     """The YAML of the `ipbx serve --config` contract (UDP and TCP on one port). With
     `api_port` the REST API and event feed listen on 127.0.0.1:api_port; without it the
-    API is off (its default address, 8080, is not ours to take on a shared machine)."""
+    API is off (its default address, 8080, is not ours to take on a shared machine).
+    `media` and `sip` hold more `KEY: VALUE` lines of those sections."""
     lines = [
         f"data_dir: {_yaml_str(str(data_dir))}",
         "sip:",
         f"  listen: [udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}]",
         f"  realm: {REALM}",
+        *(f"  {line}" for line in sip),
         "media:",
         f"  address: {LOOPBACK}",
         f"  rtp_ports: {rtp_range[0]}-{rtp_range[1]}",
+        *(f"  {line}" for line in media),
         "extensions:",
     ]
     lines += [
@@ -102,6 +107,8 @@ def start_ipbx(
     cpu: int | None = None,
     rtp_ports: int = 1000,
     ready_timeout: float = 10.0,
+    media: Sequence[str] = (),
+    sip: Sequence[str] = (),
 ) -> IpbxServer:
     """Write a config under workdir, run `python -m ipbx.cli serve`, wait for OPTIONS.
 
@@ -119,6 +126,8 @@ def start_ipbx(
         data_dir=data_dir,
         rtp_range=rtp_range,
         extensions=extensions,
+        media=media,
+        sip=sip,
     )
     return run_ipbx(workdir, config_path, port, rtp_range, cpu=cpu, ready_timeout=ready_timeout)
 

@@ -118,9 +118,9 @@ class Call:
     async def received(self, method: str, timeout: float = WAIT) -> Request:
         return await self.requests.take(lambda r: r.method == method, method, timeout)
 
-    async def hung_up(self) -> Request:
+    async def hung_up(self, timeout: float = WAIT) -> Request:
         """The BYE that ended the call (the phone answered it 200)."""
-        return await self.received("BYE")
+        return await self.received("BYE", timeout)
 
     async def hang_up(self) -> Response:
         response = await self.request("BYE")
@@ -190,15 +190,17 @@ class IncomingCall(Call):
     def caller(self) -> str:
         return self.invite.from_.uri.user or ""
 
-    def ring(self, status: int = 180) -> None:
-        self.phone.respond(self.tx, status)
+    def ring(self, status: int = 180, headers: list[tuple[str, str]] | None = None) -> None:
+        self.phone.respond(self.tx, status, headers=headers)
 
-    def answer(self, body: bytes | None = None) -> None:
+    def answer(
+        self, body: bytes | None = None, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """200 with our answer to the INVITE's offer (our offer, to a late offer), or
-        with `body` when given."""
+        with `body` when given; `headers` besides."""
         if body is None:
             body = answer_to(self.invite.body) if self.invite.body else offer()
-        self.phone.respond(self.tx, 200, body)
+        self.phone.respond(self.tx, 200, body, headers)
         self.dialog = Dialog.as_uas(self.invite, self.tx.to_tag)
         self.phone.remember(self)
 
@@ -320,11 +322,19 @@ class Phone:
             response = await self.transact(self.authorized(request, response), self.server)
         return response
 
-    def call(self, number: str, body: bytes | None = None) -> OutgoingCall:
-        """INVITE `number` at the server, with our offer (`body` b"" for a late offer)."""
+    def call(
+        self,
+        number: str,
+        body: bytes | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> OutgoingCall:
+        """INVITE `number` at the server, with our offer (`body` b"" for a late offer)
+        and `headers` besides."""
         body = offer() if body is None else body
         to = NameAddr(Uri("sip", number, None, self.server.host, None))
         invite = self._request("INVITE", to.uri, to, body)
+        for name, value in headers or []:
+            invite.headers.add(name, value)
         call = OutgoingCall(self, invite, self.server)
         call.send()
         return call
@@ -391,11 +401,19 @@ class Phone:
         async with asyncio.timeout(WAIT):
             return await final
 
-    def respond(self, tx: ServerTransaction, status: int, body: bytes = b"") -> None:
+    def respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         """`status` to `tx`, with our Contact (a dialog's target) on 1xx and 2xx."""
         response = make_response(tx.request, status, None, tx.to_tag)
         if status < 300:
             response.headers.add("Contact", f"<{self.contact}>")
+        for name, value in headers or []:
+            response.headers.add(name, value)
         if body:
             response.body = body
             response.headers.add("Content-Type", "application/sdp")

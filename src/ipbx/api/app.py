@@ -534,6 +534,7 @@ def _call(record: CallRecord) -> models.Call:
         digits=record.digits,
         recording=record.recording,
         path=[p for p in record.path.split(",") if p],
+        end_reason=record.end_reason,
         legs=[
             models.Leg(
                 role=leg.role,

@@ -87,6 +87,11 @@ def _sip_messages(pbx: PbxServices) -> Iterator[Metric]:
         "SIP messages ipbx sent again (transaction timers, repeated answers)",
         value=counts.retransmissions,
     )
+    yield CounterMetricFamily(
+        "ipbx_sip_malformed_dropped",
+        "Malformed SIP messages dropped with no answer (no request line or no Via)",
+        value=counts.malformed_dropped,
+    )
 
 
 def render(pbx: PbxServices, webhooks: Webhooks, queue_depth: int) -> bytes:

@@ -121,6 +121,11 @@ class Call(BaseModel):
     digits: str
     recording: str | None
     path: list[str] = Field(description="the destinations the call went through")
+    end_reason: str | None = Field(
+        default=None,
+        description="why ipbx ended the answered call itself: media_timeout (its RTP "
+        "stopped) or session_expired (no session refresh); null when a party hung up",
+    )
     legs: list[Leg]
 
 

@@ -45,6 +45,7 @@ class CallRecords:
                 recording=recording,
                 path=",".join(call.path),
                 direction=direction(call),
+                end_reason=call.end_reason,
                 legs=tuple(_leg_record(role, leg) for role, leg in legs if leg is not None),
             )
         )

@@ -35,6 +35,7 @@ from ipbx.sip.auth import DigestAuthenticator
 from ipbx.sip.counts import MessageCounts
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
+from ipbx.sip.session_timer import IntervalTooSmall
 from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 from ipbx.sip.transport.endpoint import SipEndpoint
@@ -43,7 +44,9 @@ from ipbx.store import AsyncStore, CallRecord, Store
 
 log = logging.getLogger("ipbx.pbx")
 
-SUPPORTED: frozenset[str] = frozenset()  # option tags we implement (none needed yet)
+# Option tags we implement: reliable provisional responses (RFC 3262), session timers
+# (RFC 4028).
+SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
 KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
 # How often a server checks whether the provisioning changed under it.
@@ -142,6 +145,9 @@ class Pbx:
             mixed_recordings=config.media.recording_format == "mixed",
             srtp_required=frozenset(e.number for e in config.extensions if e.srtp == "required"),
             codecs=preferred_codecs(config.media.codecs),
+            media_timeout=config.media.timeout_seconds,
+            session_expires=config.sip.session_expires,
+            min_se=config.sip.min_se,
         )
 
     def _router(self, config: Config) -> Router:
@@ -281,6 +287,11 @@ class Pbx:
         if unsupported:
             self.endpoint.reply(tx, 420, headers=[("Unsupported", ", ".join(unsupported))])
             return
+        try:
+            self.calls.sessions.check(request)
+        except IntervalTooSmall as exc:
+            self.endpoint.reply(tx, 422, headers=[("Min-SE", str(exc.min_se))])
+            return
         if method == "SUBSCRIBE":
             self.mwi.on_subscribe(request, source, tx)  # new, or a refresh in its dialog
             return
@@ -339,7 +350,12 @@ class Pbx:
         log.info("no ACK from %s for a final response to %s", tx.peer, tx.request.method)
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Language", "en")]
+        return [
+            ("Allow", ALLOW),
+            ("Supported", ", ".join(sorted(SUPPORTED))),
+            ("Accept", "application/sdp"),
+            ("Accept-Language", "en"),
+        ]
 
     # --- housekeeping: expiry and qualify ------------------------------------------------------
 

@@ -32,6 +32,9 @@ class MessageCounts:
     # Of the messages sent, those that repeat an earlier one (timers A, E, G, answers
     # to a retransmitted request, ACKs to a repeated final response).
     retransmissions: int = 0
+    # Malformed messages that got no answer: no request line, no Via to answer to, an
+    # ACK, or a broken response (RFC 3261 §8.2, §18.3).
+    malformed_dropped: int = 0
 
     def request_received(self, method: str) -> None:
         method = method if method in METHODS else OTHER

@@ -11,7 +11,10 @@ The INVITE transactions (transaction.py) stop at the 2xx; what follows is the UA
   arrived, held until then (§9.1); the ACK of the 2xx, and the same ACK again for each
   retransmission of it (§13.2.2.4), with our answer in it when the 2xx carried the offer;
   a 401/407 answered with credentials in a new transaction with the next CSeq (§22.2),
-  once, and once more when only the nonce was stale (RFC 7616 §3.3).
+  once, and once more when only the nonce was stale (RFC 7616 §3.3); a 422 answered
+  with the session interval it asks for (RFC 4028 §7.1), the same way; a PRACK for each
+  reliable provisional response, once and in RSeq order, in its early dialog, which the
+  2xx then confirms (RFC 3262 §4; the answering side's half is sip/prack.py).
 
 How an owner (a PBX leg, a trunk attempt, the phone) drives one:
 
@@ -36,7 +39,9 @@ from dataclasses import dataclass
 
 from ipbx.sip.auth import CredentialSource, retry_with_credentials
 from ipbx.sip.dialog import Dialog
+from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request, Response
+from ipbx.sip.session_timer import option_tags, retry_with_interval
 from ipbx.sip.transaction import Address, ServerTransaction, Timers, make_cancel
 
 # --- what to send -------------------------------------------------------------------------
@@ -151,6 +156,9 @@ class OutgoingInvite:
         self._challenges = 0
         self._ack: Request | None = None
         self._ack_data = b""
+        # Early dialogs by To tag, and the last RSeq acknowledged in each (RFC 3262).
+        self._early: dict[str, Dialog] = {}
+        self._rseq: dict[str, int] = {}
 
     @property
     def early(self) -> bool:
@@ -199,8 +207,28 @@ class OutgoingInvite:
             return []
         self._provisional = True
         if not self.cancel_wanted:
-            return [Provisional(response)]
+            if "100rel" not in option_tags(response, "Require") or response.status == 100:
+                return [Provisional(response)]
+            prack = self._prack(response)
+            return [] if prack is None else [prack, Provisional(response)]
         return [] if self.cancelled else [self._send_cancel()]
+
+    def _prack(self, response: Response) -> Send | None:
+        """The PRACK of a reliable provisional response (RFC 3262 §4); None for one sent
+        again or out of order, which is dropped, not reported."""
+        tag, rseq = response.to.tag or "", (response.headers.get("RSeq") or "").strip()
+        last = self._rseq.get(tag)
+        if not rseq.isdigit() or (last is not None and int(rseq) != last + 1):
+            return None
+        dialog = self._early.get(tag)
+        if dialog is None:
+            try:
+                dialog = self._early[tag] = Dialog.as_uac(self.invite, response)
+            except SipError:
+                return None  # no Contact to send the PRACK to
+        self._rseq[tag] = int(rseq)
+        rack = f"{rseq} {self.invite.cseq.number} INVITE"
+        return Send(dialog.create_request("PRACK", extra=[("RAck", rack)]), self.dest)
 
     @property
     def sent_ack(self) -> bytes:
@@ -216,6 +244,10 @@ class OutgoingInvite:
                 return []
             # Our ACK was lost: every retransmission of the 2xx gets it again (§13.2.2.4).
             return [Resend(self.sent_ack, self.dest)]
+        early = self._early.get(response.to.tag or "")
+        if self.dialog is None and early is not None:
+            # The early dialog a PRACK was sent in: its CSeq counts on (RFC 3262 §4).
+            self.dialog = early
         if self.dialog is None:
             self.dialog = Dialog.as_uac(self.invite, response)
         else:
@@ -235,13 +267,19 @@ class OutgoingInvite:
         return Send(make_cancel(self.invite), self.dest)
 
     def _retry(self, response: Response) -> Send | None:
-        if self.credentials is None:
-            return None
-        retry = retry_with_credentials(self.invite, response, self._challenges, self.credentials)
+        retry = retry_with_interval(self.invite, response)
         if retry is None:
-            return None
-        self._challenges += 1
+            if self.credentials is None:
+                return None
+            retry = retry_with_credentials(
+                self.invite, response, self._challenges, self.credentials
+            )
+            if retry is None:
+                return None
+            self._challenges += 1
         self.invite = retry
+        self._early.clear()
+        self._rseq.clear()
         if self.dialog is not None:
             self.dialog.local_seq = retry.cseq.number
         # A new transaction: its own provisional response must come before a CANCEL.

@@ -479,7 +479,7 @@ def parse_datagram(data: bytes) -> Request | Response:
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        raise SipError(400, "no end of headers")
+        _refuse_unterminated(data)
     msg = parse_head(data[:end])
     body_start = end + 4
     try:
@@ -494,6 +494,20 @@ def parse_datagram(data: bytes) -> Request | Response:
         msg.body = data[body_start : body_start + length]
     _drop_length(msg)
     return msg
+
+
+def _refuse_unterminated(data: bytes) -> NoReturn:
+    """A datagram whose header block never ends: the empty line after the headers must be
+    there even without a body (RFC 3261 §7), so this is no message. Its complete lines
+    are parsed only to address the 400 (RFC 3261 §8.2, §16.3): a request that gets as
+    far as its header fields raises `BadRequest`, whatever else is wrong with it."""
+    cut = data.rfind(b"\r\n")
+    fault = SipError(400, "no empty line after the header fields")
+    try:
+        msg = parse_head(data[:cut] if cut >= 0 else data)
+    except BadRequest as exc:
+        raise BadRequest(fault.status, fault.reason, exc.request) from None
+    _reraise_for(msg, fault)
 
 
 def _drop_length(msg: Message) -> None:

@@ -131,6 +131,7 @@ class CallRecords(Database):
                 path=row.path,
                 direction=row.direction,
                 person_answered=row.person_answered,
+                end_reason=row.end_reason,
                 legs=tuple(legs[row.id]),
             )
             for row in rows
@@ -162,6 +163,7 @@ def _record_row(tenant_id: int, record: CallRecord) -> dict[str, Any]:
         "path": record.path,
         "direction": record.direction,
         "person_answered": record.person_answered,
+        "end_reason": record.end_reason,
     }
 
 

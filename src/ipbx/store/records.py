@@ -86,6 +86,9 @@ class CallRecord:
     # internal (extension to extension), inbound (from a trunk) or outbound (to one).
     direction: str = "internal"
     person_answered: float | None = None
+    # Why ipbx itself ended the answered call: media_timeout (its RTP stopped) or
+    # session_expired (no session refresh, RFC 4028); None when a party hung up.
+    end_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

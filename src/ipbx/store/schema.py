@@ -90,6 +90,7 @@ call_records = Table(
     Column("path", Text, nullable=False, server_default=""),
     Column("direction", String(16), nullable=False, server_default="internal"),
     Column("person_answered", Float, nullable=True),
+    Column("end_reason", String(32), nullable=True),
 )
 
 call_legs = Table(

@@ -13,6 +13,7 @@ from ipbx.pbx.call.fork import Forking
 from ipbx.pbx.call.hold import Hold
 from ipbx.pbx.call.indialog import InDialog
 from ipbx.pbx.call.local import CallFlows
+from ipbx.pbx.call.media_timeout import MediaTimeout
 from ipbx.pbx.call.model import Call, CallPolicy, new_call_id
 from ipbx.pbx.call.originate import originate
 from ipbx.pbx.call.recording import stop_recording
@@ -49,8 +50,13 @@ class Calls(CallRegistry):
         self.transfers = Transfers(self.forking, is_extension)
         self.hold = Hold(self, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
+        self.media_timeout = MediaTimeout(self, lambda: self.policy.media_timeout)
         # A recording still running stops first: the call record names a complete file.
         self.on_end.append(lambda call: stop_recording(self, call))
+
+    def close(self) -> None:
+        self.media_timeout.close()
+        super().close()
 
     def on_in_dialog(self, request: Request, tx: ServerTransaction | None) -> bool:
         """Handle a request with a To tag; False if it belongs to no dialog of ours."""

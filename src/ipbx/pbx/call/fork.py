@@ -76,7 +76,9 @@ def outgoing_invite(
     headers.add("CSeq", f"{cseq} INVITE")
     headers.add("Contact", f"<{reg.endpoint.contact(dest)}>")
     headers.add("Allow", ALLOW)
-    for name, value in extra:
+    # Reliable provisional responses (RFC 3262) and session timers (RFC 4028).
+    headers.add("Supported", "100rel, timer")
+    for name, value in (*reg.sessions.request_fields(), *extra):
         headers.add(name, value)
     if body:
         headers.add("Content-Type", "application/sdp")
@@ -365,7 +367,7 @@ class Forking:
             out.body = early_media(a, fork, description, reg.media_address)
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
-        reg.endpoint.respond(a.server_tx, out)
+        reg.provisionals.send(a, out)
 
     def _answered(self, fork: Leg, response: Response) -> None:
         reg = self.registry

@@ -34,6 +34,9 @@ class InDialog:
     def on_request(self, request: Request, tx: ServerTransaction | None) -> bool:
         """Handle a request with a To tag; False if it belongs to no dialog of ours."""
         reg = self.registry
+        if request.method == "PRACK" and tx is not None:
+            reg.provisionals.on_prack(request, tx)  # in the early dialog (RFC 3262)
+            return True
         leg = reg.dialogs.get(dialog_key_of(request))
         if leg is None or leg.dialog is None:
             return False
@@ -90,12 +93,17 @@ class InDialog:
         body, content_type = request.body, request.headers.get("Content-Type")
         if request.method in ("INVITE", "UPDATE"):
             description = parse_sdp(request)
-            if description is not None and self.hold.on_offer(leg, other, description, tx):
-                return
+            if description is not None:
+                leg.direction = sdp.direction(description)
+                if self.hold.on_offer(leg, other, description, tx):
+                    return
             body, content_type = b"", "application/sdp"
             if description is not None:
                 body = forward(leg, description, other, reg.media_address)
+                other.local_sdp = body
         extra = [("Contact", f"<{reg.endpoint.contact(other.peer)}>")]
+        if request.method in ("INVITE", "UPDATE"):
+            extra += reg.sessions.fields_for(other)
         out = other.dialog.create_request(request.method, body, content_type, extra)
         reg.endpoint.send_request(
             out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
@@ -109,16 +117,20 @@ class InDialog:
             return
         if other.dialog is not None:
             other.dialog.receive_response(response)
+            reg.sessions.answered(other, response)
         if sent.method == "INVITE" and 200 <= response.status < 300 and other.dialog is not None:
             reg.endpoint.send_ack(other.dialog.create_ack(sent.cseq.number), other.peer)
         out = make_response(tx.request, response.status, response.reason, tx.to_tag)
         description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
-            out.body = forward(other, description, leg, reg.media_address)
+            other.direction = sdp.direction(description)
+            out.body = leg.local_sdp = forward(other, description, leg, reg.media_address)
             out.headers.add("Content-Type", "application/sdp")
         if response.status < 300:
             out.headers.add("Contact", f"<{reg.endpoint.contact(leg.peer)}>")
         if tx.is_invite and 200 <= response.status < 300:
             reg.send_2xx(leg, tx, out)
         else:
+            if response.status < 300:
+                reg.sessions.answering(leg, tx.request, out)
             reg.endpoint.respond(tx, out)

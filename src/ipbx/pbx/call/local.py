@@ -144,6 +144,7 @@ class CallFlows:
             body = bytes(answer(leg, description, reg.media_address, AUDIO_CODECS))
             if leg.call.app_task is None:
                 leg.media.echo()  # the echo test keeps echoing; a call flow's leg stays ours
+            leg.direction = sdp.direction(description)
         reg.accept_reoffer(leg, tx, body)
 
     def info(self, leg: Leg, request: Request) -> None:

@@ -29,10 +29,11 @@ from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
 from ipbx.sip.invite import IncomingInvite, OutgoingInvite
 from ipbx.sip.message import Request, Response
+from ipbx.sip.session_timer import SessionTimer
 from ipbx.sip.transaction import Address, ServerTransaction, make_response, new_tag, random_hex
 from ipbx.sip.transport.alarm import Alarm
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY"
 _call_ids = itertools.count(1)
 
 
@@ -78,6 +79,16 @@ class Leg:
     # digest challenge already (once per attempt).
     trunk: Trunk | None = None
     trunk_slot: ChannelSlot | None = None
+    # The audio direction in the SDP this leg's phone sent last (RFC 3264 §6.1): not
+    # sendrecv while it holds the call or answers a hold.
+    direction: str = "sendrecv"
+    # The SDP ipbx last sent this leg's phone (a refresh re-INVITE offers it again,
+    # unchanged, RFC 3264 §8); empty until then: the INVITE's own offer.
+    local_sdp: bytes = b""
+    # The leg's session timer (RFC 4028, session_refresh.py) and the alarm at its next
+    # deadline; None while the leg has none.
+    session_timer: SessionTimer | None = None
+    session_alarm: Alarm | None = None
 
     @property
     def final(self) -> Response | None:
@@ -140,6 +151,9 @@ class Call:
     rang: str | None = None
     ring_timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    # Why ipbx itself ended an answered call (media_timeout.py's MEDIA_TIMEOUT ...);
+    # None when a party hung up or nobody answered.
+    end_reason: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -169,6 +183,9 @@ class CallPolicy:
     one WAV channel per side or `mixed` into one. Extensions in `srtp_required` must
     offer SRTP when they call and are offered it on any transport when called (others
     are offered it when registered over TLS). `codecs` is our order of preference.
+    An answered call whose RTP stops for `media_timeout` seconds is ended (0: never).
+    Session timers (RFC 4028): ipbx asks for `session_expires` seconds and takes no
+    less than `min_se`.
     """
 
     recordings: Path
@@ -176,6 +193,9 @@ class CallPolicy:
     mixed_recordings: bool = False
     srtp_required: frozenset[str] = frozenset()
     codecs: tuple[Codec, ...] = CODECS
+    media_timeout: float = 60.0
+    session_expires: int = 1800
+    min_se: int = 90
 
 
 def parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:

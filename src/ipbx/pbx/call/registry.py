@@ -25,6 +25,8 @@ from ipbx.pbx.call.model import (
     dialog_response,
 )
 from ipbx.pbx.call.outcome import missed, result
+from ipbx.pbx.call.provisional import Provisionals
+from ipbx.pbx.call.session_refresh import SessionRefresh
 from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
 from ipbx.pbx.location import Location
 from ipbx.sip.invite import IncomingInvite, NoAck
@@ -64,11 +66,15 @@ class CallRegistry:
         self.dialogs: dict[tuple[str, str, str], Leg] = {}
         self.by_invite: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sessions = SessionRefresh(endpoint, lambda: self.policy, self.end_from_here)
+        self.provisionals = Provisionals(endpoint, self._no_prack)
 
     def register(self, call: Call, leg: Leg) -> None:
         assert leg.dialog is not None
         self.calls[call.id] = call
         self.dialogs[leg.dialog.key] = leg
+        if leg.final is not None:
+            self.sessions.answered(leg, leg.final)  # a leg ipbx called: the timer of its 2xx
 
     # --- events ------------------------------------------------------------------------------
 
@@ -134,7 +140,13 @@ class CallRegistry:
     def send_2xx(self, leg: Leg, tx: ServerTransaction, response: Response) -> None:
         """Send a 2xx to an INVITE on `leg` and, over UDP, again until the ACK comes
         (RFC 3261 §13.3.1.4; the INVITE usage keeps the schedule); no ACK: hang up."""
+        if self.provisionals.hold_final(leg, lambda: self.send_2xx(leg, tx, response)):
+            return  # a reliable provisional with SDP waits for its PRACK (RFC 3262 §3)
+        self.provisionals.stop(leg)
         self.stop_2xx(leg)
+        self.sessions.answering(leg, tx.request, response)
+        if response.body:
+            leg.local_sdp = response.body
         loop = self.endpoint.loop
         usage = leg.incoming = IncomingInvite(tx, self.endpoint.layer.timers)
         for item in usage.accept(response, loop.time()):
@@ -170,6 +182,9 @@ class CallRegistry:
         if tx.is_invite:
             self.send_2xx(leg, tx, out)
         else:
+            self.sessions.answering(leg, tx.request, out)
+            if body:
+                leg.local_sdp = body
             self.endpoint.respond(tx, out)
 
     def ack(self, leg: Leg, body: bytes) -> None:
@@ -205,6 +220,14 @@ class CallRegistry:
         self.endpoint.reply(a.server_tx, status)
         self.end(call)
 
+    def _no_prack(self, leg: Leg, status: int) -> None:
+        """The caller never acknowledged our reliable provisional: `status` to its
+        INVITE, and a BYE to a callee that answered meanwhile (its 2xx was waiting)."""
+        callee = leg.call.callee
+        if callee is not None and callee.dialog is not None:
+            self.bye(callee)
+        self.refuse(leg.call, status)
+
     async def open_media(self, tx: ServerTransaction) -> MediaEndpoint | None:
         """A media endpoint for the call `tx` sets up; None when the RTP port range is
         exhausted, and then the caller has its 503."""
@@ -222,11 +245,18 @@ class CallRegistry:
             self.bye(leg)
             self.dialogs.pop(leg.dialog.key, None)
         self.stop_2xx(leg)
+        self.sessions.stop(leg)
         leg.alarm = None
         leg.other = None
         leg.media.close()
         if leg.trunk_slot is not None:
             leg.trunk_slot.release()
+
+    def end_from_here(self, leg: Leg, reason: str) -> None:
+        """ipbx ends `leg`'s answered call itself, for `reason` (the call record's
+        end_reason): a BYE to both phones."""
+        leg.call.end_reason = reason
+        self.hangup(leg.call)
 
     def hangup(self, call: Call) -> None:
         """End an established call from our side: BYE to every leg with a dialog."""
@@ -264,6 +294,8 @@ class CallRegistry:
             if leg is None:
                 continue
             self.stop_2xx(leg)
+            self.sessions.stop(leg)
+            self.provisionals.stop(leg)
             if leg.dialog is not None:
                 self.dialogs.pop(leg.dialog.key, None)
             if leg.server_tx is not None:

@@ -149,8 +149,11 @@ class SipEndpoint:
         except BadRequest as exc:
             self._refuse(exc, source)
             return
-        except SipError:
-            return  # not even a request line: nothing to answer to (RFC 3261 §18.3)
+        except SipError as exc:
+            # Not even a request line, or a broken response: nothing to answer to.
+            log.debug("dropped a datagram from %s: %s", source, exc.reason)
+            self.layer.messages.malformed_dropped += 1
+            return
         self.message_received(msg, source)
 
     def message_received(self, msg: Request | Response, source: Address) -> None:
@@ -175,10 +178,12 @@ class SipEndpoint:
         if not counted:  # refused before the transaction layer saw (and counted) it
             self.layer.messages.request_received(request.method)
         if request.method == "ACK" or not request.headers.get("Via"):
+            self.layer.messages.malformed_dropped += 1
             return
         try:
             response = make_response(request, exc.status, None)
         except SipError:
+            self.layer.messages.malformed_dropped += 1
             return
         response.reason = reason_phrase(exc.status, exc.reason)
         self.send_raw(response.serialize(), source)
