@@ -247,7 +247,8 @@ class MessageWaiting:
             self._notify(subscription, new, old)
         for binding in self.location.bindings(mailbox, time.time()):
             if binding.source not in subscribed:
-                self._unsolicited(mailbox, binding.uri, binding.source, new, old)
+                dest = binding.destination(self.endpoint.connected)
+                self._unsolicited(mailbox, binding.uri, dest, new, old)
 
     def _notify(self, subscription: Subscription, new: int, old: int) -> None:
         remaining = max(0, round(subscription.expires_at - self.endpoint.loop.time()))

@@ -35,7 +35,7 @@ class Calls(CallRegistry):
         endpoint: SipEndpoint,
         location: Location,
         ports: PortPool[ChannelPair],
-        media_address: str,
+        media_address: str | None,
         is_extension: Callable[[str], str | None],
         policy: CallPolicy,
         trunks: Trunks,

@@ -36,6 +36,7 @@ from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
 from ipbx.pbx.location import Binding
+from ipbx.pbx.nat import contact_address, nat_detected, request_target
 from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -45,6 +46,20 @@ from ipbx.sip.transaction import Address, ClientTransaction
 from ipbx.sip.uri import NameAddr, Uri
 
 log = logging.getLogger("ipbx.calls")
+
+
+def caller_target(reg: CallRegistry, call: Call, request: Request, source: Address) -> Address:
+    """Where requests inside the caller's dialog go: its Contact, the remote target (RFC
+    3261 §12.1.1), unless the INVITE shows NAT or the extension's `nat` setting says
+    otherwise (pbx/nat.py). A trunk's calls follow the detection alone. Through a proxy
+    that record-routes, the next hop is that proxy (§12.2.1.1), the one the INVITE came
+    from."""
+    if request.headers.get("Record-Route"):
+        return source
+    contact = request.contacts[0].uri
+    mode = reg.policy.nat.get(call.from_number, "auto") if call.inbound_slot is None else "auto"
+    nat = nat_detected(request, contact, source, mode)
+    return request_target(source, contact_address(contact), nat, reg.endpoint.connected(source))
 
 
 def outgoing_invite(
@@ -118,7 +133,8 @@ class Forking:
             caller_media.close()
             callee_media.close()
             return False  # cancelled while the ports were being opened
-        a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
+        a = Leg(call, caller_target(reg, call, request, source), caller_media, request,
+                server_tx=tx, offer=offer)  # fmt: skip
         call.caller = a
         call.far_media = callee_media
         call.outcome = asyncio.get_running_loop().create_future()
@@ -135,7 +151,7 @@ class Forking:
             # The callees get every codec we can transcode to, after the caller's own,
             # and plain RTP unless they get SRTP of their own: SRTP ends on each leg.
             with_ours = sdp.with_codecs(offer, reg.policy.codecs)
-            call.far_body = anchor(with_ours, reg.media_address, callee_media, None)
+            call.far_body = anchor(with_ours, reg.sdp_address(a.peer), callee_media, None)
         return True
 
     def ring(
@@ -159,20 +175,19 @@ class Forking:
                   len(bindings))  # fmt: skip
         call.state = CallState.RINGING
         keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
-        secure_body = b""
         for binding in bindings:
-            secure = body and (
-                target in reg.policy.srtp_required or binding.source.transport == "TLS"
-            )
-            if secure and not secure_body:
+            dest = binding.destination(reg.endpoint.connected)
+            secure = body and (target in reg.policy.srtp_required or dest.transport == "TLS")
+            address = reg.sdp_address(dest)
+            offer = body
+            if secure or (body and address != reg.sdp_address(a.peer)):
+                # SRTP keys of its own, or our address as this phone reaches us.
                 description = sdp.SessionDescription.parse(body)
-                secure_body = anchor(description, reg.media_address, callee_media, None, keys)
+                offer = anchor(description, address, callee_media, None, keys if secure else ())
             invite = self._callee_invite(
-                call, request.max_forwards, from_, target, binding, secure_body if secure else body
+                call, request.max_forwards, from_, target, binding.uri, dest, offer
             )
-            fork = Leg(
-                call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
-            )
+            fork = Leg(call, dest, callee_media, invite, offered_keys=keys if secure else ())
             self.send(fork)
         named = {"caller_name": call.caller_name} if call.caller_name else {}
         reg.publish(CALL_RINGING, call, extension=target, **named)
@@ -213,16 +228,17 @@ class Forking:
         call.far_media = media
         call.forks = []
         port = media.local_address[1]
-        body = bytes(sdp.make_offer(reg.media_address, port, reg.policy.codecs))
         dialing = call.dialing = asyncio.get_running_loop().create_future()
         for number in dict.fromkeys(n for n, _ in bindings):
             reg.publish(CALL_RINGING, call, extension=number)
         for number, binding in bindings:
             max_forwards = a.invite.max_forwards if a is not None else None
+            dest = binding.destination(reg.endpoint.connected)
+            body = bytes(sdp.make_offer(reg.sdp_address(dest), port, reg.policy.codecs))
             invite = self._callee_invite(
-                call, max_forwards, identity(call, a), number, binding, body
+                call, max_forwards, identity(call, a), number, binding.uri, dest, body
             )
-            self.send(Leg(call, binding.source, media, invite))
+            self.send(Leg(call, dest, media, invite))
         try:
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
@@ -285,16 +301,16 @@ class Forking:
         max_forwards: int | None,
         from_: NameAddr,
         target: str,
-        binding: Binding,
+        contact: Uri,
+        dest: Address,
         body: bytes,
     ) -> Request:
         reg = self.registry
-        dest = binding.source
         local = reg.endpoint.local_address(dest)
         caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
         from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
         to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
-        return outgoing_invite(reg, call, max_forwards, binding.uri, from_value, to, dest, body)
+        return outgoing_invite(reg, call, max_forwards, contact, from_value, to, dest, body)
 
     def on_response(self, fork: Leg, response: Response) -> None:
         usage = fork.outgoing
@@ -343,7 +359,7 @@ class Forking:
             # Early media (183 with SDP): the callee's media flows to the caller now.
             take_sdp(fork, description)
             relay(a.media, fork.media)
-            out.body = sdp_for(a, description, reg.media_address)
+            out.body = sdp_for(a, description, reg.sdp_address(a.peer))
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
         reg.endpoint.respond(a.server_tx, out)
@@ -362,7 +378,7 @@ class Forking:
             # A second phone answered too late: ACK (with an answer to its offer, if it
             # made one) and hang it up at once.
             if late_offer:
-                reg.ack(fork, refusal(fork, description, reg.media_address))
+                reg.ack(fork, refusal(fork, description, reg.sdp_address(fork.peer)))
             reg.bye(fork)
             return
         a = call.caller
@@ -394,11 +410,11 @@ class Forking:
         reg.register(call, fork)
         body = b""
         if description is not None and not late_offer:
-            body = join(a, fork, description, reg.media_address, reg.policy.codecs)
+            body = join(a, fork, description, reg.sdp_address(a.peer), reg.policy.codecs)
         else:
             relay(a.media, fork.media)
             if description is not None:
-                body = sdp_for(a, description, reg.media_address)
+                body = sdp_for(a, description, reg.sdp_address(a.peer))
         reg.answer(a, 200, body)
         call.answered = time.time()
         call.state = CallState.ANSWERED
@@ -419,7 +435,7 @@ class Forking:
 
     def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
         take_sdp(a, answer)
-        self.registry.ack(b, sdp_for(b, answer, self.registry.media_address))
+        self.registry.ack(b, sdp_for(b, answer, self.registry.sdp_address(b.peer)))
 
 
 class _Responses:

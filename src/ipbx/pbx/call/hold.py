@@ -42,7 +42,9 @@ class Hold:
             return False  # (an SRTP leg's hold is passed through: its keys stay end to end)
         reg = self.registry
         try:
-            answer, _, _ = sdp.answer(offer, reg.media_address, leg.media.local_address[1], [codec])
+            answer, _, _ = sdp.answer(
+                offer, reg.sdp_address(leg.peer), leg.media.local_address[1], [codec]
+            )
         except sdp.SdpError:
             return False
         take_sdp(leg, offer)

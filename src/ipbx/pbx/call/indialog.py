@@ -95,7 +95,7 @@ class InDialog:
             body, content_type = b"", "application/sdp"
             if description is not None:
                 take_sdp(leg, description)
-                body = sdp_for(other, description, reg.media_address)
+                body = sdp_for(other, description, reg.sdp_address(other.peer))
         extra = [("Contact", f"<{reg.endpoint.contact(other.peer)}>")]
         out = other.dialog.create_request(request.method, body, content_type, extra)
         reg.endpoint.send_request(
@@ -116,7 +116,7 @@ class InDialog:
         description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
             take_sdp(other, description)
-            out.body = sdp_for(leg, description, reg.media_address)
+            out.body = sdp_for(leg, description, reg.sdp_address(leg.peer))
             out.headers.add("Content-Type", "application/sdp")
         if response.status < 300:
             out.headers.add("Contact", f"<{reg.endpoint.contact(leg.peer)}>")

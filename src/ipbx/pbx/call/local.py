@@ -55,13 +55,13 @@ class CallFlows:
         assert tx is not None
         if leg.offer is None:
             port = leg.media.local_address[1]
-            body = sdp.make_offer(reg.media_address, port, AUDIO_CODECS)
+            body = sdp.make_offer(reg.sdp_address(leg.peer), port, AUDIO_CODECS)
             leg.awaiting_answer = lambda answer: terminate(
                 leg, answer, body, *sdp.negotiated(answer, AUDIO_CODECS), echo
             )
         else:
             try:
-                body = local_answer(leg, leg.offer, reg.media_address, echo)
+                body = local_answer(leg, leg.offer, reg.sdp_address(leg.peer), echo)
             except sdp.SdpError as exc:
                 reg.endpoint.reply(tx, exc.status_code)
                 reg.end(call)
@@ -136,7 +136,7 @@ class CallFlows:
         if description is not None:
             # The echo test keeps echoing; a call flow keeps its leg terminated here.
             echo = leg.call.app_task is None
-            body = bytes(local_answer(leg, description, reg.media_address, echo))
+            body = bytes(local_answer(leg, description, reg.sdp_address(leg.peer), echo))
         reg.accept_reoffer(leg, tx, body)
 
     def info(self, leg: Leg, request: Request) -> None:

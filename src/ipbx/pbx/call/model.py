@@ -13,7 +13,7 @@ import asyncio
 import enum
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +24,7 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.recorder import CallRecorder
 from ipbx.media.srtp import CryptoAttribute
 from ipbx.pbx.dialplan import OutboundCall
+from ipbx.pbx.nat import NatMode
 from ipbx.pbx.trunks import ChannelSlot, Trunk
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -165,6 +166,7 @@ class CallPolicy:
     one WAV channel per side or `mixed` into one. Extensions in `srtp_required` must
     offer SRTP when they call and are offered it on any transport when called (others
     are offered it when registered over TLS). `codecs` is our order of preference.
+    `nat` holds each extension's `nat` setting other than "auto" (pbx/nat.py).
     """
 
     recordings: Path
@@ -172,6 +174,7 @@ class CallPolicy:
     mixed_recordings: bool = False
     srtp_required: frozenset[str] = frozenset()
     codecs: tuple[Codec, ...] = CODECS
+    nat: Mapping[str, NatMode] = field(default_factory=dict)
 
 
 def parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:
