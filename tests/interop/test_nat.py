@@ -159,7 +159,7 @@ def calling(
     ) as phone:  # fmt: skip
         status, out = phone.finish(seconds + 40)
     assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
-    return Heard(recording)
+    return Heard(recording, phone.log)
 
 
 def assert_heard(heard: Heard, hz: int, who: str, server: IpbxServer) -> None:
@@ -309,6 +309,25 @@ def test_a_held_call_outlives_the_nat_timeout(tmp_path: Path, random_ports: bool
         assert after_resume.dominant_hz == pytest.approx(hz, abs=TOLERANCE_HZ), (
             f"the {who} heard {after_resume} after the resume\n{server.log_tail()}"
         )
+
+
+def test_a_caller_whose_mapping_changed_while_it_held_is_reached_at_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """The NATed caller (not registered: nothing keeps its mapping open) holds after 6 s
+    and resumes 6 s later; the symmetric NAT forgets an idle mapping after 3 s, so its
+    hold and resume re-INVITEs come from new ports. The callee hangs up a second after
+    the resume, and its hang-up must reach the caller at the newest mapping."""
+    with ExitStack() as stack:
+        lab, server = stack.enter_context(nat_lab(tmp_path, random_ports=True, udp_timeout=3))
+        with answering(
+            PHONE_PUBLIC, lab, server, tmp_path / "callee", "--duration", "13", seconds=30
+        ):
+            heard_by_caller = calling(
+                PHONE_LAN, lab, server, tmp_path / "caller", 40, "--hold", "6"
+            )
+    assert "hung up by the far end" in heard_by_caller.log, heard_by_caller.log
+    assert "now reached at" in server.log_path.read_text()
 
 
 def test_a_phone_whose_mapping_changes_is_reached_after_its_next_refresh(tmp_path: Path) -> None:

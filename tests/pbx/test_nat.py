@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from ipbx.pbx.nat import NatMode, contact_address, nat_detected, private, request_target
+from ipbx.pbx.nat import (
+    NatMode,
+    answer_target,
+    contact_address,
+    nat_detected,
+    private,
+    request_target,
+)
 from ipbx.sip.message import Request, parse_datagram
 from ipbx.sip.transaction import Address
 from ipbx.sip.uri import parse_uri
@@ -102,3 +109,19 @@ def test_a_connection_carries_requests_while_it_lives_then_the_contact() -> None
     assert contact == Address("TCP", "203.0.113.7", 5060)
     assert request_target(tcp, contact, nat=False, connected=True) == tcp
     assert request_target(tcp, contact, nat=False, connected=False) == contact
+
+
+def test_once_answered_requests_go_to_the_contact_of_the_2xx() -> None:
+    trunk = Address("UDP", "198.51.100.9", 5060)
+    media_gateway = parse_uri("sip:+15550100@198.51.100.20:5070")
+    answered = answer_target(trunk, media_gateway, nat=False, routed=False, connected=False)
+    assert answered == Address("UDP", "198.51.100.20", 5070)
+
+
+def test_unless_a_proxy_record_routed_the_phone_is_behind_nat_or_names_a_private_address() -> None:
+    phone = Address("UDP", "203.0.113.7", 40000)
+    public = parse_uri("sip:1001@203.0.113.8:5060")
+    private_lan = parse_uri("sip:1001@192.168.1.10:5060")
+    assert answer_target(phone, public, nat=False, routed=True, connected=False) == phone
+    assert answer_target(phone, public, nat=True, routed=False, connected=False) == phone
+    assert answer_target(phone, private_lan, nat=False, routed=False, connected=False) == phone

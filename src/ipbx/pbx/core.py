@@ -234,10 +234,12 @@ class Pbx:
             log.info("SDP carries %s; RTP on %s ports %d-%d", self.calls.media_address,
                      media.address, *media.rtp_ports)  # fmt: skip
             return
-        log.info("SDP carries the address each phone reaches SIP on (%s toward the default "
-                 "route); RTP on every interface, ports %d-%d; set media.public_address "
-                 "when phones reach this machine through NAT",
-                 route_source(DEFAULT_ROUTE_PROBE), *media.rtp_ports)  # fmt: skip
+        default = route_source(DEFAULT_ROUTE_PROBE)
+        loopback = default in ("127.0.0.1", "::1")
+        route = "no default route" if loopback else f"{default} on the default route"
+        log.info("SDP carries the address each phone reaches SIP on (%s); RTP on "
+                 "every interface, ports %d-%d; set media.public_address when phones reach "
+                 "this machine through NAT", route, *media.rtp_ports)  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -287,7 +289,7 @@ class Pbx:
 
     def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
         if tx is None:
-            self.calls.on_in_dialog(request, None)
+            self.calls.on_in_dialog(request, source, None)
             return
         method = request.method
         if request.uri.scheme not in ("sip", "sips"):
@@ -305,7 +307,7 @@ class Pbx:
             self.mwi.on_subscribe(request, source, tx)  # new, or a refresh in its dialog
             return
         if request.to.tag is not None:
-            if not self.calls.on_in_dialog(request, tx):
+            if not self.calls.on_in_dialog(request, source, tx):
                 self.endpoint.reply(tx, 481)
             return
         if method == "REGISTER":

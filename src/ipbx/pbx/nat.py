@@ -85,6 +85,21 @@ def nat_detected(request: Request, contact: Uri, source: Address, mode: NatMode)
     return behind_nat(request, contact, source)
 
 
+def answer_target(
+    sent_to: Address, contact: Uri | None, *, nat: bool, routed: bool, connected: bool
+) -> Address:
+    """Where requests go in a dialog with a phone or trunk we called, once it answered:
+    the Contact of its 2xx, the remote target (RFC 3261 §12.1.2), unless a proxy
+    record-routed (the next hop is the proxy we sent to), the phone is behind NAT (it
+    is reached where we reached it) or its 2xx names a private address, or no address."""
+    if nat or routed:
+        return sent_to
+    address = contact_address(contact) if contact is not None else None
+    if address is None or (private(address.host) and not _same_host(address.host, sent_to.host)):
+        return sent_to
+    return request_target(sent_to, address, False, connected)
+
+
 def request_target(source: Address, contact: Address | None, nat: bool, connected: bool) -> Address:
     """Where requests to a phone go: over its live connection, to its source when it is
     behind NAT (or names no address), else to its Contact."""

@@ -36,7 +36,7 @@ from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
 from ipbx.pbx.location import Binding
-from ipbx.pbx.nat import contact_address, nat_detected, request_target
+from ipbx.pbx.nat import answer_target, contact_address, nat_detected, request_target
 from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -48,18 +48,21 @@ from ipbx.sip.uri import NameAddr, Uri
 log = logging.getLogger("ipbx.calls")
 
 
-def caller_target(reg: CallRegistry, call: Call, request: Request, source: Address) -> Address:
-    """Where requests inside the caller's dialog go: its Contact, the remote target (RFC
-    3261 §12.1.1), unless the INVITE shows NAT or the extension's `nat` setting says
-    otherwise (pbx/nat.py). A trunk's calls follow the detection alone. Through a proxy
-    that record-routes, the next hop is that proxy (§12.2.1.1), the one the INVITE came
-    from."""
+def caller_target(
+    reg: CallRegistry, call: Call, request: Request, source: Address
+) -> tuple[Address, bool]:
+    """Where requests inside the caller's dialog go, and whether it is behind NAT: its
+    Contact, the remote target (RFC 3261 §12.1.1), unless the INVITE shows NAT or the
+    extension's `nat` setting says otherwise (pbx/nat.py). A trunk's calls follow the
+    detection alone. Through a proxy that record-routes, the next hop is that proxy
+    (§12.2.1.1), the one the INVITE came from."""
     if request.headers.get("Record-Route"):
-        return source
+        return source, False
     contact = request.contacts[0].uri
     mode = reg.policy.nat.get(call.from_number, "auto") if call.inbound_slot is None else "auto"
     nat = nat_detected(request, contact, source, mode)
-    return request_target(source, contact_address(contact), nat, reg.endpoint.connected(source))
+    connected = reg.endpoint.connected(source)
+    return request_target(source, contact_address(contact), nat, connected), nat
 
 
 def outgoing_invite(
@@ -133,8 +136,8 @@ class Forking:
             caller_media.close()
             callee_media.close()
             return False  # cancelled while the ports were being opened
-        a = Leg(call, caller_target(reg, call, request, source), caller_media, request,
-                server_tx=tx, offer=offer)  # fmt: skip
+        target, nat = caller_target(reg, call, request, source)
+        a = Leg(call, target, caller_media, request, server_tx=tx, offer=offer, behind_nat=nat)
         call.caller = a
         call.far_media = callee_media
         call.outcome = asyncio.get_running_loop().create_future()
@@ -187,7 +190,10 @@ class Forking:
             invite = self._callee_invite(
                 call, request.max_forwards, from_, target, binding.uri, dest, offer
             )
-            fork = Leg(call, dest, callee_media, invite, offered_keys=keys if secure else ())
+            fork = Leg(
+                call, dest, callee_media, invite, offered_keys=keys if secure else (),
+                behind_nat=binding.behind_nat,
+            )  # fmt: skip
             self.send(fork)
         named = {"caller_name": call.caller_name} if call.caller_name else {}
         reg.publish(CALL_RINGING, call, extension=target, **named)
@@ -238,7 +244,7 @@ class Forking:
             invite = self._callee_invite(
                 call, max_forwards, identity(call, a), number, binding.uri, dest, body
             )
-            self.send(Leg(call, dest, media, invite))
+            self.send(Leg(call, dest, media, invite, behind_nat=binding.behind_nat))
         try:
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
@@ -324,6 +330,11 @@ class Forking:
                 self._provisional(fork, item.response)
             elif isinstance(item, Answered):
                 fork.dialog = usage.dialog
+                fork.peer = answer_target(
+                    fork.peer, item.response.contacts[0].uri, nat=fork.behind_nat,
+                    routed=bool(item.response.headers.get("Record-Route")),
+                    connected=self.registry.endpoint.connected(fork.peer),
+                )  # fmt: skip
                 self._answered(fork, item.response)
             elif fork.trunk is not None:
                 self.on_trunk_failure(fork, item.response)

@@ -17,7 +17,7 @@ from ipbx.pbx.call.transfer import Transfers
 from ipbx.sip.dialog import dialog_key_of
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request, Response
-from ipbx.sip.transaction import ServerTransaction, make_response
+from ipbx.sip.transaction import Address, ServerTransaction, make_response
 
 log = logging.getLogger("ipbx.calls")
 
@@ -31,12 +31,17 @@ class InDialog:
         self.hold = hold
         self.transfers = transfers
 
-    def on_request(self, request: Request, tx: ServerTransaction | None) -> bool:
+    def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> bool:
         """Handle a request with a To tag; False if it belongs to no dialog of ours."""
         reg = self.registry
         leg = reg.dialogs.get(dialog_key_of(request))
         if leg is None or leg.dialog is None:
             return False
+        if leg.behind_nat and source != leg.peer and not source.reliable:
+            # Its NAT mapping changed (it moved, or the mapping lapsed while it was
+            # silent): our requests follow its packets.
+            log.info("%s: %s now reached at %s", leg.call.id, leg.peer, source)
+            leg.peer = source
         if request.method == "ACK":
             if leg.incoming is not None and leg.incoming.receive_ack(request):
                 reg.stop_2xx(leg)

@@ -79,6 +79,9 @@ class Leg:
     # digest challenge already (once per attempt).
     trunk: Trunk | None = None
     trunk_slot: ChannelSlot | None = None
+    # The phone is behind NAT: requests in its dialog go where its packets come from, not
+    # to its Contact (pbx/nat.py).
+    behind_nat: bool = False
 
     @property
     def final(self) -> Response | None:
