@@ -211,6 +211,25 @@ def test_phones_behind_a_nat_and_on_the_public_side_talk_both_ways(
     assert "behind NAT" in server.log_path.read_text()
 
 
+def test_with_the_embedded_media_default_a_phone_on_another_host_hears_the_echo(
+    tmp_path: Path,
+) -> None:
+    """No media address configured: RTP binds every interface and the SDP the public
+    phone gets carries 203.0.113.1, the address it reaches SIP on (not 127.0.0.1), so
+    the echo test sends its own tone back to it."""
+    tone = write_tone(tmp_path / "tone.wav", CALLER_HZ, 3)
+    recording = tmp_path / "echo.wav"
+    with nat_lab(tmp_path) as (lab, server), ipbx_phone(
+        tmp_path, SIP_PORT, CALLER,
+        "--call", "9196", "--play", str(tone), "--record", str(recording), "--timeout", "20",
+        server_host=SERVER_PUBLIC, namespace=lab.public,
+    ) as phone:  # fmt: skip
+        status, out = phone.finish(30)
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
+    assert_heard(Heard(recording), CALLER_HZ, "the phone calling the echo test", server)
+    assert "SDP carries the address each phone reaches SIP on" in server.log_path.read_text()
+
+
 SYMMETRIC = [(BARESIP_LAN, PHONE_PUBLIC), (PHONE_PUBLIC, PHONE_LAN), (PHONE_LAN, BARESIP_LAN)]
 
 
