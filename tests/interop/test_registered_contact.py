@@ -41,11 +41,15 @@ def register_elsewhere(server: IpbxServer, workdir: Path, contact_port: int) -> 
 
 
 @contextmanager
-def callee_on_another_port(server: IpbxServer, workdir: Path) -> Iterator[SippProcess]:
-    """A SIPp UAS on port B, registered as 1001 from another port."""
+def callee_on_another_port(
+    server: IpbxServer, workdir: Path, on_source: bool = False
+) -> Iterator[SippProcess]:
+    """A SIPp UAS registered as 1001 from port A with its Contact on port B, answering
+    on B (on A with `on_source`)."""
     contact_port = free_port("udp")
-    register_elsewhere(server, workdir, contact_port)
-    uas = start_sipp("uas", None, calls=1, workdir=workdir, local_port=contact_port, name="uas")
+    source_port = register_elsewhere(server, workdir, contact_port)
+    port = source_port if on_source else contact_port
+    uas = start_sipp("uas", None, calls=1, workdir=workdir, local_port=port, name="uas")
     try:
         yield uas
     finally:
@@ -66,11 +70,17 @@ def with_ip_trunk(gateway_port: int) -> Any:
 
 
 def assert_answered_on_the_contact(
-    server: IpbxServer, workdir: Path, scenario: str | Path, *args: str, local_port: int | None
+    server: IpbxServer,
+    workdir: Path,
+    scenario: str | Path,
+    *args: str,
+    local_port: int | None,
+    on_source: bool = False,
 ) -> None:
-    """Run the caller's SIPp scenario against ipbx while 1001 waits on its Contact."""
+    """Run the caller's SIPp scenario against ipbx while 1001 waits on its Contact (on
+    its REGISTER's source port with `on_source`)."""
     try:
-        with callee_on_another_port(server, workdir) as uas:
+        with callee_on_another_port(server, workdir, on_source) as uas:
             call = run_sipp(
                 scenario, f"{LOOPBACK}:{server.port}", *args,
                 calls=1, workdir=workdir, local_port=local_port, timeout=15, name="caller",
@@ -96,3 +106,18 @@ def test_a_did_call_from_a_trunk_reaches_the_registered_contact(tmp_path: Path) 
     assert_answered_on_the_contact(
         server, tmp_path, SCENARIOS / "uac_did.xml", "-s", DID, local_port=gateway_port
     )
+
+
+def test_nat_force_calls_the_phone_where_its_register_came_from(tmp_path: Path) -> None:
+    """`extensions[].nat: force`: the REGISTER's source address, whatever the Contact."""
+
+    def force(config: dict[str, Any]) -> None:
+        callee = next(e for e in config["extensions"] if e["number"] == CALLEE.number)
+        callee["nat"] = "force"
+
+    server = start_configured_ipbx(tmp_path / "ipbx", force)
+    caller = write_users_csv(tmp_path / "caller.csv", [CALLER])
+    assert_answered_on_the_contact(
+        server, tmp_path, "uac_auth", "-s", CALLEE.number, "-inf", str(caller),
+        local_port=None, on_source=True,
+    )  # fmt: skip

@@ -6,7 +6,9 @@ says otherwise; over a live connection, that connection."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from ipbx.pbx.extension import Extension
 from ipbx.pbx.nat import (
     NatMode,
     answer_target,
@@ -125,3 +127,10 @@ def test_unless_a_proxy_record_routed_the_phone_is_behind_nat_or_names_a_private
     assert answer_target(phone, public, nat=False, routed=True, connected=False) == phone
     assert answer_target(phone, public, nat=True, routed=False, connected=False) == phone
     assert answer_target(phone, private_lan, nat=False, routed=False, connected=False) == phone
+
+
+def test_the_extension_setting_is_auto_force_or_never() -> None:
+    assert Extension(number="1001", password="secret").nat == "auto"
+    assert Extension(number="1001", password="secret", nat="never").nat == "never"
+    with pytest.raises(ValidationError, match="nat"):
+        Extension(number="1001", password="secret", nat="sometimes")  # type: ignore[arg-type]
