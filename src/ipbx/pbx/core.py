@@ -136,7 +136,7 @@ class Pbx:
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
         self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
-        self.registrar.nat_modes = _nat_modes(config)
+        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
         # Hang-up, transfer, recording and DTMF on calls in progress (the API's).
         self.control = CallControl(self.calls)
         self._tasks: list[asyncio.Task[None]] = []
@@ -174,7 +174,7 @@ class Pbx:
         await self.trunks.update(config.trunks)
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
-        self.registrar.nat_modes = _nat_modes(config)
+        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
         self.router = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:

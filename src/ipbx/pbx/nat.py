@@ -85,6 +85,20 @@ def nat_detected(request: Request, contact: Uri, source: Address, mode: NatMode)
     return behind_nat(request, contact, source)
 
 
+def dialog_target(
+    request: Request, source: Address, mode: NatMode, connected: bool
+) -> tuple[Address, bool]:
+    """Where requests go in the dialog `request` (from `source`) starts, and whether its
+    sender is behind NAT: its Contact, the remote target (RFC 3261 §12.1.1), unless NAT
+    is detected or `mode` says otherwise. Through a proxy that record-routes, the next hop
+    is that proxy (§12.2.1.1), the one the request came from."""
+    if request.headers.get("Record-Route"):
+        return source, False
+    contact = request.contacts[0].uri
+    nat = nat_detected(request, contact, source, mode)
+    return request_target(source, contact_address(contact), nat, connected), nat
+
+
 def answer_target(
     sent_to: Address, contact: Uri | None, *, nat: bool, routed: bool, connected: bool
 ) -> Address:

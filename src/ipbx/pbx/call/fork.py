@@ -36,7 +36,7 @@ from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
 from ipbx.pbx.location import Binding
-from ipbx.pbx.nat import answer_target, contact_address, nat_detected, request_target
+from ipbx.pbx.nat import answer_target, dialog_target
 from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -51,18 +51,11 @@ log = logging.getLogger("ipbx.calls")
 def caller_target(
     reg: CallRegistry, call: Call, request: Request, source: Address
 ) -> tuple[Address, bool]:
-    """Where requests inside the caller's dialog go, and whether it is behind NAT: its
-    Contact, the remote target (RFC 3261 §12.1.1), unless the INVITE shows NAT or the
-    extension's `nat` setting says otherwise (pbx/nat.py). A trunk's calls follow the
-    detection alone. Through a proxy that record-routes, the next hop is that proxy
-    (§12.2.1.1), the one the INVITE came from."""
-    if request.headers.get("Record-Route"):
-        return source, False
-    contact = request.contacts[0].uri
+    """Where requests inside the caller's dialog go, and whether it is behind NAT
+    (pbx/nat.py), by its extension's `nat` setting; a trunk's calls follow the detection
+    alone."""
     mode = reg.policy.nat.get(call.from_number, "auto") if call.inbound_slot is None else "auto"
-    nat = nat_detected(request, contact, source, mode)
-    connected = reg.endpoint.connected(source)
-    return request_target(source, contact_address(contact), nat, connected), nat
+    return dialog_target(request, source, mode, reg.endpoint.connected(source))
 
 
 def outgoing_invite(
