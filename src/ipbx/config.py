@@ -208,9 +208,11 @@ CodecName = Literal["opus", "g722", "pcmu", "pcma", "g729"]
 
 
 class MediaConfig(Model):
-    """Where RTP is sent from and which ports it may use."""
+    """Where RTP is sent from and which ports it may use. RTP binds on `address`; SDP
+    carries `public_address` when set, else `address`, else (`address` is every
+    interface, the default) the address each phone reaches SIP on."""
 
-    address: str = "127.0.0.1"
+    address: str = "0.0.0.0"
     public_address: str | None = None
     rtp_ports: PortRange = (20000, 29999)
     # Recorded calls: one WAV channel per side (caller left), or both mixed into one.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,4 +237,30 @@ def test_a_random_event_id_is_echoed(mwi_server: IpbxServer) -> None:
         assert ok is not None and ok.status == 200
         assert take_notify(phone).headers.get("Event") == f"message-summary;id={tag}"
     finally:
+        phone.close()
+
+
+def test_notify_goes_to_the_subscribers_contact_when_it_is_not_behind_nat(
+    mwi_server: IpbxServer,
+) -> None:
+    """A phone that sends from one port and listens on another (its Via names the port it
+    sends from: no NAT) gets its NOTIFYs at its Contact (RFC 6665 §4.1.2.1, RFC 3261 §12)."""
+    phone = SipClient(mwi_server.port)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind((LOOPBACK, 0))
+    listener.settimeout(5)
+    try:
+        ok = phone.request(
+            "SUBSCRIBE", f"sip:{OWNER}@{LOOPBACK}:{phone.port}", user=OWNER,
+            to=f"sip:{OWNER}@{LOOPBACK}", password=f"secret{OWNER}",
+            headers=[
+                f"Contact: <sip:{OWNER}@{LOOPBACK}:{listener.getsockname()[1]}>",
+                "Event: message-summary", "Expires: 0", f"Accept: {SUMMARY}",
+            ],
+        )  # fmt: skip
+        assert ok is not None and ok.status == 200, ok
+        notify = listener.recv(65535)
+        assert notify.startswith(b"NOTIFY "), notify
+    finally:
+        listener.close()
         phone.close()

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.netns import Host
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.processes import stop_process
 from tests.support.server import Extension, IpbxServer, extension_range
@@ -31,8 +32,12 @@ def start_baresip(
     codecs: str = "PCMU",
     media_encryption: str | None = None,
     control_port: int | None = None,
+    host: str = LOOPBACK,
+    registrar_host: str = LOOPBACK,
+    namespace: Host | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Run baresip headless as `user`, registered at 127.0.0.1:registrar_port.
+    """Run baresip headless as `user` on `host` (in `namespace`, when given), registered
+    at registrar_host:registrar_port.
     `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
     `control_port` loads ctrl_tcp on 127.0.0.1:control_port (drive it with BaresipControl).
 
@@ -53,8 +58,8 @@ def start_baresip(
         modules.append("opus.so")
     config = [
         "poll_method epoll",
-        f"sip_listen {LOOPBACK}:{free_port('both')}",
-        f"net_interface {LOOPBACK}",
+        f"sip_listen {host}:{free_port('both')}",
+        f"net_interface {host}",
         "audio_player alsa,null",
         "audio_alert alsa,null",
         f"audio_source aufile,{audio_file}",
@@ -69,15 +74,19 @@ def start_baresip(
         config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{control_port}"]
     (config_dir / "config").write_text("\n".join(config) + "\n")
     account = (
-        f"<sip:{user.number}@{LOOPBACK}:{registrar_port}>;auth_pass={user.password};"
+        f"<sip:{user.number}@{registrar_host}:{registrar_port}>;auth_pass={user.password};"
         f"regint=60;answermode=auto;audio_codecs={codecs}"
         + (f";mediaenc={media_encryption}" if media_encryption else "")
     )
     (config_dir / "accounts").write_text(account + "\n")
     command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]
     if dial is not None:
-        target = dial if dial.startswith("sip:") else f"sip:{dial}@{LOOPBACK}:{registrar_port}"
+        target = (
+            dial if dial.startswith("sip:") else f"sip:{dial}@{registrar_host}:{registrar_port}"
+        )
         command += ["-e", f"/dial {target}"]
+    if namespace is not None:
+        command = namespace.command(command)
     with (workdir / f"baresip-{user.number}.log").open("wb") as log:
         return subprocess.Popen(
             command,

@@ -61,7 +61,7 @@ class Network:
             return
         endpoint = self._endpoints.get((dest.host, dest.port))
         if endpoint is not None:
-            self._loop.call_soon(endpoint.datagram_received, data, source)
+            self._loop.call_soon(endpoint.datagram_received, data, source, dest)
 
     def ladder(self) -> str:
         """Every datagram sent, one line each: when, from, to, its first line."""

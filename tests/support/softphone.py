@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support.netns import Host
+from tests.support.ports import LOOPBACK
 from tests.support.processes import stop_process
 from tests.support.server import CALLEE, CALLER, Extension, IpbxServer
 
@@ -92,16 +94,25 @@ class PhoneRun:
 
 
 @contextmanager
-def ipbx_phone(workdir: Path, server_port: int, user: Extension, *args: str) -> Iterator[PhoneRun]:
-    """Start `ipbx phone --server 127.0.0.1:PORT --user U --password P ARGS`; it is
-    stopped by PID when the block ends, if still running."""
+def ipbx_phone(
+    workdir: Path,
+    server_port: int,
+    user: Extension,
+    *args: str,
+    server_host: str = LOOPBACK,
+    namespace: Host | None = None,
+) -> Iterator[PhoneRun]:
+    """Start `ipbx phone --server HOST:PORT --user U --password P ARGS` (in `namespace`,
+    when given); it is stopped by PID when the block ends, if still running."""
     log_path = workdir / f"phone-{user.number}-{time.monotonic_ns()}.log"
     command = [
         sys.executable, "-m", "ipbx.cli", "phone",
-        "--server", f"127.0.0.1:{server_port}",
+        "--server", f"{server_host}:{server_port}",
         "--user", user.number, "--password", user.password,
         *args,
     ]  # fmt: skip
+    if namespace is not None:
+        command = namespace.command(command)
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -27,6 +27,7 @@ from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
+from ipbx.pbx.nat import NatMode
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.router import Router
 from ipbx.pbx.trunks import Trunks
@@ -38,11 +39,15 @@ from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.session_timer import IntervalTooSmall
 from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
-from ipbx.sip.transport.endpoint import SipEndpoint
+from ipbx.sip.transport.endpoint import SipEndpoint, route_source
 from ipbx.sip.uri import split_quoted
 from ipbx.store import AsyncStore, CallRecord, Store
 
 log = logging.getLogger("ipbx.pbx")
+
+# An address outside every local network (TEST-NET-1, RFC 5737): the interface the
+# kernel would send to it from is the one on the default route. Nothing is sent.
+DEFAULT_ROUTE_PROBE = "192.0.2.1"
 
 # Option tags we implement: reliable provisional responses (RFC 3262), session timers
 # (RFC 4028).
@@ -122,7 +127,7 @@ class Pbx:
             self.endpoint,
             self.location,
             PortPool(media.address, first, last),
-            media.public_address or media.address,
+            media.public_address or (None if _every_interface(media.address) else media.address),
             self._extension_name,
             self._policy(config),
             self.trunks,
@@ -134,6 +139,7 @@ class Pbx:
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
         self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
+        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
         # Hang-up, transfer, recording and DTMF on calls in progress (the API's).
         self.control = CallControl(self.calls)
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,6 +154,7 @@ class Pbx:
             media_timeout=config.media.timeout_seconds,
             session_expires=config.sip.session_expires,
             min_se=config.sip.min_se,
+            nat=_nat_modes(config),
         )
 
     def _router(self, config: Config) -> Router:
@@ -173,6 +180,7 @@ class Pbx:
         await self.trunks.update(config.trunks)
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
+        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
         self.router = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
@@ -219,11 +227,25 @@ class Pbx:
             bound.append(
                 await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
             )
+        self._say_media_address()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
         await self.trunks.start()
         return bound
+
+    def _say_media_address(self) -> None:
+        media = self.config.media
+        if self.calls.media_address is not None:
+            log.info("SDP carries %s; RTP on %s ports %d-%d", self.calls.media_address,
+                     media.address, *media.rtp_ports)  # fmt: skip
+            return
+        default = route_source(DEFAULT_ROUTE_PROBE)
+        loopback = default in ("127.0.0.1", "::1")
+        route = "no default route" if loopback else f"{default} on the default route"
+        log.info("SDP carries the address each phone reaches SIP on (%s); RTP on "
+                 "every interface, ports %d-%d; set media.public_address when phones reach "
+                 "this machine through NAT", route, *media.rtp_ports)  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -273,7 +295,7 @@ class Pbx:
 
     def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> None:
         if tx is None:
-            self.calls.on_in_dialog(request, None)
+            self.calls.on_in_dialog(request, source, None)
             return
         method = request.method
         if request.uri.scheme not in ("sip", "sips"):
@@ -296,7 +318,7 @@ class Pbx:
             self.mwi.on_subscribe(request, source, tx)  # new, or a refresh in its dialog
             return
         if request.to.tag is not None:
-            if not self.calls.on_in_dialog(request, tx):
+            if not self.calls.on_in_dialog(request, source, tx):
                 self.endpoint.reply(tx, 481)
             return
         if method == "REGISTER":
@@ -374,7 +396,8 @@ class Pbx:
     def _qualify(self, binding: Binding) -> None:
         """OPTIONS to a registered contact; one that does not answer is skipped for calls
         until it answers again (Asterisk's `qualify`, Kamailio's nathelper pings)."""
-        local = self.endpoint.local_address(binding.source)
+        dest = binding.destination(self.endpoint.connected)
+        local = self.endpoint.local_address(dest)
         headers = Headers()
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<sip:ipbx@{local.host}:{local.port}>;tag=q{id(binding) & 0xFFFFFF:x}")
@@ -390,7 +413,15 @@ class Pbx:
                          "reachable" if alive else "unreachable")  # fmt: skip
             self.location.mark(binding, alive)
 
-        self.endpoint.send_request(request, binding.source, answered)
+        self.endpoint.send_request(request, dest, answered)
+
+
+def _every_interface(address: str) -> bool:
+    return address in ("0.0.0.0", "::")
+
+
+def _nat_modes(config: Config) -> dict[str, NatMode]:
+    return {e.number: e.nat for e in config.extensions if e.nat != "auto"}
 
 
 def _save_records(store: Store, records: Sequence[CallRecord]) -> None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from ipbx.pbx.destination import Destination, Kind
+from ipbx.pbx.nat import NatMode
 from ipbx.pbx.schema import AS_TEXT, Digits, Email, Item, Model, Where, as_destination
 
 # The conditions an extension's calls can be forwarded on, in the file's order.
@@ -92,6 +93,10 @@ class Extension(Item):
     # a phone registered over TLS; "required" refuses calls from the phone that do not
     # offer it (488) and offers it to the phone on any transport.
     srtp: Literal["auto", "required"] = "auto"
+    # Where requests to the phone go (pbx/nat.py): "auto" to its Contact unless its
+    # REGISTER shows it behind NAT, "force" always to the address its packets come
+    # from, "never" always to its Contact.
+    nat: NatMode = "auto"
     # Which outbound routes this extension may use (emergency numbers always work).
     permission: Literal["internal", "national", "international"] = "national"
     # Personal call handling (docs/features.md).

@@ -7,15 +7,17 @@ the expiry is written only when the stored expiry would lapse before half of the
 granted interval: after a restart every binding is still valid when its phone next
 refreshes (phones refresh before half their interval, or get written every time).
 
-Each binding remembers the address its REGISTER came from: requests to a phone go there
-(not to the Contact host, which behind NAT is a private address), as Kamailio's
-nathelper or Asterisk's `force_rport` do.
+Each binding remembers the address its REGISTER came from and whether that REGISTER showed
+the phone behind NAT: requests to the phone go to its Contact, or to that source address
+when NAT was detected or over the phone's live connection (pbx/nat.py says how).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ipbx.pbx.nat import contact_address, request_target
 from ipbx.sip.transaction import Address
 from ipbx.sip.uri import Uri, parse_uri
 from ipbx.store import AsyncStore, BindingRecord, Store
@@ -33,7 +35,15 @@ class Binding:
     user_agent: str = ""
     q: float = 1.0
     reachable: bool = True
+    behind_nat: bool = False
     missed_pings: int = field(default=0, compare=False)
+
+    def destination(self, connected: Callable[[Address], bool]) -> Address:
+        """Where requests to this contact go; `connected` tells whether a connection to an
+        address is open."""
+        return request_target(
+            self.source, contact_address(self.uri), self.behind_nat, connected(self.source)
+        )
 
     def record(self) -> BindingRecord:
         return BindingRecord(
@@ -48,6 +58,7 @@ class Binding:
             instance_id=self.instance_id,
             user_agent=self.user_agent,
             q=self.q,
+            behind_nat=self.behind_nat,
         )
 
     @classmethod
@@ -62,6 +73,7 @@ class Binding:
             instance_id=rec.instance_id,
             user_agent=rec.user_agent,
             q=rec.q,
+            behind_nat=rec.behind_nat,
         )
 
 

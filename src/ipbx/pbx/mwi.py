@@ -28,10 +28,11 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ipbx.pbx.location import Location
+from ipbx.pbx.nat import NatMode, dialog_target
 from ipbx.pbx.registrar import Authenticator
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -66,9 +67,12 @@ class Subscription:
     mailbox: str
     account: str  # the Message-Account URI
     dialog: Dialog
-    destination: Address  # where the SUBSCRIBE came from; NOTIFYs go there
+    destination: Address  # where the SUBSCRIBE came from
     event: str  # the Event header value echoed back (with its id parameter, if any)
     expires_at: float  # on the event loop's clock
+    # Where NOTIFYs go: the SUBSCRIBE's Contact, or its source behind NAT (pbx/nat.py).
+    target: Address
+    behind_nat: bool
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -91,6 +95,8 @@ class MessageWaiting:
         # Where the (new, old) counts of a mailbox come from: Mailboxes.counts.
         self.counts: Counts = counts or (lambda mailbox: (0, 0))
         self.domain = domain
+        # Each extension's `nat` setting; "auto" for those not listed.
+        self.nat_modes: Mapping[str, NatMode] = {}
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -142,6 +148,8 @@ class MessageWaiting:
             # name): the phone means its own mailbox, as Asterisk takes it.
             mailbox = user
         dialog = Dialog.as_uas(request, tx.to_tag)
+        mode = self.nat_modes.get(mailbox, "auto")
+        target, nat = dialog_target(request, source, mode, self.endpoint.connected(source))
         subscription = Subscription(
             mailbox=mailbox,
             account=f"sip:{mailbox}@{self._domain(request, source)}",
@@ -149,6 +157,8 @@ class MessageWaiting:
             destination=source,
             event=event.strip(),
             expires_at=self.endpoint.loop.time() + expires,
+            target=target,
+            behind_nat=nat,
         )
         self._replace_older(subscription)
         self._ok(tx, source, expires)
@@ -175,6 +185,8 @@ class MessageWaiting:
         if expires is None:
             return
         subscription.destination = source
+        if subscription.behind_nat:
+            subscription.target = source
         self._ok(tx, source, expires)
         if expires == 0:
             log.info("%s unsubscribed from message-summary", subscription.mailbox)
@@ -247,14 +259,15 @@ class MessageWaiting:
             self._notify(subscription, new, old)
         for binding in self.location.bindings(mailbox, time.time()):
             if binding.source not in subscribed:
-                self._unsolicited(mailbox, binding.uri, binding.source, new, old)
+                dest = binding.destination(self.endpoint.connected)
+                self._unsolicited(mailbox, binding.uri, dest, new, old)
 
     def _notify(self, subscription: Subscription, new: int, old: int) -> None:
         remaining = max(0, round(subscription.expires_at - self.endpoint.loop.time()))
         self._send(subscription, f"active;expires={remaining}", new, old)
 
     def _send(self, subscription: Subscription, state: str, new: int, old: int) -> None:
-        contact = self.endpoint.contact(subscription.destination)
+        contact = self.endpoint.contact(subscription.target)
         request = subscription.dialog.create_request(
             "NOTIFY",
             summary(subscription.account, new, old),
@@ -272,7 +285,7 @@ class MessageWaiting:
                          response.status)  # fmt: skip
                 self._forget(subscription.dialog.key, subscription)
 
-        self.endpoint.send_request(request, subscription.destination, answered)
+        self.endpoint.send_request(request, subscription.target, answered)
 
     def _unsolicited(
         self, mailbox: str, uri: Uri, destination: Address, new: int, old: int

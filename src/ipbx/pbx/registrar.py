@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
+from ipbx.pbx.nat import NatMode, nat_detected
 from ipbx.sip.auth import DigestAuthenticator, Verdict
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import MAX_EXPIRES, Request
@@ -95,6 +96,8 @@ class Registrar:
         self.policy = policy
         # Told (AOR, contacts now) when an AOR gains or loses a contact (not on refreshes).
         self.on_change: Callable[[str, int], None] | None = None
+        # Each extension's `nat` setting; "auto" for those not listed.
+        self.nat_modes: Mapping[str, NatMode] = {}
 
     def on_register(
         self, request: Request, source: Address, tx: ServerTransaction, now: float
@@ -136,6 +139,7 @@ class Registrar:
     def _apply(self, aor: str, request: Request, source: Address, now: float) -> list[Binding]:
         current = {b.uri.key(): b for b in self.location.bindings(aor, now)}
         before = set(current)
+        sources = {b.source for b in current.values()}
         raw = request.headers.get_all("Contact")
         call_id, cseq = request.call_id, request.cseq.number
         if any(value.strip() == "*" for value in raw):
@@ -149,6 +153,7 @@ class Registrar:
             log.info("unregistered all of %s", aor)
             return []
         contacts = request.contacts
+        nat_mode = self.nat_modes.get(aor, "auto")
         changes: list[tuple[Binding, int]] = []
         for contact in contacts:
             expires = self._expiry(request, contact.params.get("expires"))
@@ -165,6 +170,7 @@ class Registrar:
                 instance_id=instance.strip('"<>') if instance else None,
                 user_agent=request.headers.get("User-Agent") or "",
                 q=_q(contact.params.get("q")),
+                behind_nat=nat_detected(request, contact.uri, source, nat_mode),
             )
             changes.append((binding, expires))
         for binding, _ in changes:
@@ -185,10 +191,13 @@ class Registrar:
         result = sorted(current.values(), key=lambda b: b.expires_at)[-MAX_CONTACTS:]
         if changes:
             self.location.replace(aor, result, now)
-            # A refresh of an unchanged set is routine; a new or lost contact is news.
+            # A refresh of an unchanged set is routine; a new or lost contact is news, and
+            # so is a phone that moved (its NAT mapping changed).
             changed = before != {b.uri.key() for b in result}
-            log.log(logging.INFO if changed else logging.DEBUG,
-                    "%s registered %d contact(s) from %s", aor, len(result), source)  # fmt: skip
+            moved = bool(sources) and source not in sources
+            nat = " (behind NAT)" if any(b.behind_nat for b, _ in changes) else ""
+            log.log(logging.INFO if changed or moved else logging.DEBUG, "%s registered %d "
+                    "contact(s) from %s%s", aor, len(result), source, nat)  # fmt: skip
             if changed and self.on_change is not None:
                 self.on_change(aor, len(result))
         return result

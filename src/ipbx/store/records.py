@@ -20,7 +20,8 @@ class BindingRecord:
     """One registered Contact of an address of record (RFC 3261 §10.3).
 
     `transport`, `host` and `port` are where the REGISTER was received from, which is
-    where requests for this contact go when the phone sits behind NAT (RFC 5626 flows).
+    where requests for this contact go when the phone sits behind NAT (`behind_nat`) or
+    over its connection (RFC 5626 flows).
     """
 
     aor: str
@@ -34,6 +35,7 @@ class BindingRecord:
     instance_id: str | None = None
     user_agent: str = ""
     q: float = 1.0
+    behind_nat: bool = False
 
 
 @dataclass(frozen=True, slots=True)

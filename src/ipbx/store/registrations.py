@@ -79,6 +79,7 @@ class Registrations(Database):
                     instance_id=row.instance_id,
                     user_agent=row.user_agent,
                     q=row.q,
+                    behind_nat=row.behind_nat,
                 )
                 for row in rows
             ]
@@ -98,4 +99,5 @@ def _binding_row(tenant_id: int, binding: BindingRecord) -> dict[str, Any]:
         "instance_id": binding.instance_id,
         "user_agent": binding.user_agent,
         "q": binding.q,
+        "behind_nat": binding.behind_nat,
     }

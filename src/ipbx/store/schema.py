@@ -5,6 +5,7 @@ The migrations in `migrations/versions/` are the history that produces this shap
 """
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # Named constraints so that later migrations can drop or alter them by name, on SQLite
@@ -68,6 +70,7 @@ registrations = Table(
     Column("instance_id", Text, nullable=True),
     Column("user_agent", Text, nullable=False),
     Column("q", Float, nullable=False),
+    Column("behind_nat", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("tenant_id", "aor", "contact_uri"),
 )
 

@@ -24,7 +24,7 @@ from ipbx.pbx.events import CALL_STARTED
 from ipbx.pbx.location import Location
 from ipbx.pbx.trunks import Trunks
 from ipbx.sip.message import Request
-from ipbx.sip.transaction import ServerTransaction
+from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.transport.endpoint import SipEndpoint
 
 log = logging.getLogger("ipbx.calls")
@@ -36,7 +36,7 @@ class Calls(CallRegistry):
         endpoint: SipEndpoint,
         location: Location,
         ports: PortPool[ChannelPair],
-        media_address: str,
+        media_address: str | None,
         is_extension: Callable[[str], str | None],
         policy: CallPolicy,
         trunks: Trunks,
@@ -58,9 +58,10 @@ class Calls(CallRegistry):
         self.media_timeout.close()
         super().close()
 
-    def on_in_dialog(self, request: Request, tx: ServerTransaction | None) -> bool:
-        """Handle a request with a To tag; False if it belongs to no dialog of ours."""
-        return self.in_dialog.on_request(request, tx)
+    def on_in_dialog(self, request: Request, source: Address, tx: ServerTransaction | None) -> bool:
+        """Handle a request with a To tag from `source`; False if it belongs to no dialog
+        of ours."""
+        return self.in_dialog.on_request(request, source, tx)
 
     def on_cancel(self, tx: ServerTransaction) -> bool:
         """The caller cancelled its INVITE; False when no call rings for it."""

@@ -37,13 +37,15 @@ from ipbx.pbx.call.negotiate import (
     early_media,
     forward,
     join,
+    new_keys,
+    offer_for,
     refusal,
-    secure_offer,
 )
 from ipbx.pbx.call.recording import record
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
 from ipbx.pbx.location import Binding
+from ipbx.pbx.nat import answer_target, dialog_target
 from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -53,6 +55,16 @@ from ipbx.sip.transaction import Address, ClientTransaction
 from ipbx.sip.uri import NameAddr, Uri
 
 log = logging.getLogger("ipbx.calls")
+
+
+def caller_target(
+    reg: CallRegistry, call: Call, request: Request, source: Address
+) -> tuple[Address, bool]:
+    """Where requests inside the caller's dialog go, and whether it is behind NAT
+    (pbx/nat.py), by its extension's `nat` setting; a trunk's calls follow the detection
+    alone."""
+    mode = reg.policy.nat.get(call.from_number, "auto") if call.inbound_slot is None else "auto"
+    return dialog_target(request, source, mode, reg.endpoint.connected(source))
 
 
 def outgoing_invite(
@@ -131,7 +143,8 @@ class Forking:
             callee_media.close()
             reg.end(call)
             return False  # cancelled while the ports were being opened
-        a = Leg(call, source, caller_media, request, server_tx=tx, offer=offer)
+        target, nat = caller_target(reg, call, request, source)
+        a = Leg(call, target, caller_media, request, server_tx=tx, offer=offer, behind_nat=nat)
         call.caller = a
         call.far_media = callee_media
         call.outcome = asyncio.get_running_loop().create_future()
@@ -141,7 +154,7 @@ class Forking:
         if offer is not None:
             try:
                 call.far_body = callee_offer(
-                    a, offer, callee_media, reg.media_address, reg.policy.codecs
+                    a, offer, callee_media, reg.sdp_address(a.peer), reg.policy.codecs
                 )
             except SipError as exc:
                 reg.endpoint.reply(tx, exc.status)
@@ -170,20 +183,25 @@ class Forking:
                   len(bindings))  # fmt: skip
         call.state = CallState.RINGING
         keys: tuple[CryptoAttribute, ...] = ()
-        secure_body = b""
+        caller_address = reg.sdp_address(a.peer)
         for binding in bindings:
-            secure = body and (
-                target in reg.policy.srtp_required or binding.source.transport == "TLS"
-            )
-            if secure and not secure_body:
+            dest = binding.destination(reg.endpoint.connected)
+            secure = bool(body) and (target in reg.policy.srtp_required or dest.transport == "TLS")
+            address = reg.sdp_address(dest)
+            offer = body
+            if secure:
                 # Every callee that gets SRTP is offered the same keys.
-                secure_body, keys = secure_offer(body, callee_media, reg.media_address)
+                keys = keys or new_keys()
+                offer = offer_for(body, callee_media, address, keys)
+            elif body and address != caller_address:
+                offer = offer_for(body, callee_media, address)  # our address as it reaches us
             invite = self._callee_invite(
-                call, request.max_forwards, from_, target, binding, secure_body if secure else body
+                call, request.max_forwards, from_, target, binding.uri, dest, offer
             )
             fork = Leg(
-                call, binding.source, callee_media, invite, offered_keys=keys if secure else ()
-            )
+                call, dest, callee_media, invite, offered_keys=keys if secure else (),
+                behind_nat=binding.behind_nat,
+            )  # fmt: skip
             self.send(fork)
         named = {"caller_name": call.caller_name} if call.caller_name else {}
         reg.publish(CALL_RINGING, call, extension=target, **named)
@@ -224,16 +242,17 @@ class Forking:
         call.far_media = media
         call.forks = []
         port = media.local_address[1]
-        body = bytes(sdp.make_offer(reg.media_address, port, reg.policy.codecs))
         dialing = call.dialing = asyncio.get_running_loop().create_future()
         for number in dict.fromkeys(n for n, _ in bindings):
             reg.publish(CALL_RINGING, call, extension=number)
         for number, binding in bindings:
             max_forwards = a.invite.max_forwards if a is not None else None
+            dest = binding.destination(reg.endpoint.connected)
+            body = bytes(sdp.make_offer(reg.sdp_address(dest), port, reg.policy.codecs))
             invite = self._callee_invite(
-                call, max_forwards, identity(call, a), number, binding, body
+                call, max_forwards, identity(call, a), number, binding.uri, dest, body
             )
-            self.send(Leg(call, binding.source, media, invite))
+            self.send(Leg(call, dest, media, invite, behind_nat=binding.behind_nat))
         try:
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
@@ -308,16 +327,16 @@ class Forking:
         max_forwards: int | None,
         from_: NameAddr,
         target: str,
-        binding: Binding,
+        contact: Uri,
+        dest: Address,
         body: bytes,
     ) -> Request:
         reg = self.registry
-        dest = binding.source
         local = reg.endpoint.local_address(dest)
         caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
         from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
         to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
-        return outgoing_invite(reg, call, max_forwards, binding.uri, from_value, to, dest, body)
+        return outgoing_invite(reg, call, max_forwards, contact, from_value, to, dest, body)
 
     def on_response(self, fork: Leg, response: Response) -> None:
         usage = fork.outgoing
@@ -331,6 +350,11 @@ class Forking:
                 self._provisional(fork, item.response)
             elif isinstance(item, Answered):
                 fork.dialog = usage.dialog
+                fork.peer = answer_target(
+                    fork.peer, item.response.contacts[0].uri, nat=fork.behind_nat,
+                    routed=bool(item.response.headers.get("Record-Route")),
+                    connected=self.registry.endpoint.connected(fork.peer),
+                )  # fmt: skip
                 self._answered(fork, item.response)
             elif fork.trunk is not None:
                 self.on_trunk_failure(fork, item.response)
@@ -364,7 +388,7 @@ class Forking:
         description = parse_sdp(response)
         if description is not None and description.audio is not None:
             # Early media (183 with SDP): the callee's media flows to the caller now.
-            out.body = early_media(a, fork, description, reg.media_address)
+            out.body = early_media(a, fork, description, reg.sdp_address(a.peer))
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
         reg.provisionals.send(a, out)
@@ -384,7 +408,7 @@ class Forking:
             # made one) and hang it up at once.
             if late_offer:
                 port = fork.media.local_address[1]
-                reg.ack(fork, refusal(description, reg.media_address, port))
+                reg.ack(fork, refusal(description, reg.sdp_address(fork.peer), port))
             reg.bye(fork)
             return
         a = call.caller
@@ -397,7 +421,7 @@ class Forking:
                 reg.cancel_fork(other)
         reg.by_invite.pop(id(a.server_tx), None)
         try:
-            body = join(a, fork, description, reg.media_address, reg.policy.codecs)
+            body = join(a, fork, description, reg.sdp_address(a.peer), reg.policy.codecs)
         except SipError as exc:
             log.info("%s: the 2xx of %s cannot be used: %s", call.id, fork.peer, exc.reason)
             self._refuse_answer(fork, a)
@@ -427,7 +451,7 @@ class Forking:
         reg.end(fork.call)
 
     def _relay_answer(self, a: Leg, b: Leg, answer: sdp.SessionDescription) -> None:
-        self.registry.ack(b, forward(a, answer, b, self.registry.media_address))
+        self.registry.ack(b, forward(a, answer, b, self.registry.sdp_address(b.peer)))
 
 
 class _Responses:

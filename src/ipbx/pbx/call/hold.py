@@ -43,7 +43,7 @@ class Hold:
         reg = self.registry
         try:
             # The hold changes no codec: the other party's bridge stays as it is.
-            ours = answer(leg, offer, reg.media_address, (codec,))
+            ours = answer(leg, offer, reg.sdp_address(leg.peer), (codec,))
         except sdp.SdpError:
             return False
         if holding and ours.audio is not None:

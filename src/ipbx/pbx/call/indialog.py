@@ -17,7 +17,7 @@ from ipbx.pbx.call.transfer import Transfers
 from ipbx.sip.dialog import dialog_key_of
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request, Response
-from ipbx.sip.transaction import ServerTransaction, make_response
+from ipbx.sip.transaction import Address, ServerTransaction, make_response
 
 log = logging.getLogger("ipbx.calls")
 
@@ -31,7 +31,7 @@ class InDialog:
         self.hold = hold
         self.transfers = transfers
 
-    def on_request(self, request: Request, tx: ServerTransaction | None) -> bool:
+    def on_request(self, request: Request, source: Address, tx: ServerTransaction | None) -> bool:
         """Handle a request with a To tag; False if it belongs to no dialog of ours."""
         reg = self.registry
         if request.method == "PRACK" and tx is not None:
@@ -40,6 +40,11 @@ class InDialog:
         leg = reg.dialogs.get(dialog_key_of(request))
         if leg is None or leg.dialog is None:
             return False
+        if leg.behind_nat and source != leg.peer and not source.reliable:
+            # Its NAT mapping changed (it moved, or the mapping lapsed while it was
+            # silent): our requests follow its packets.
+            log.info("%s: %s now reached at %s", leg.call.id, leg.peer, source)
+            leg.peer = source
         if request.method == "ACK":
             if leg.incoming is not None and leg.incoming.receive_ack(request):
                 reg.stop_2xx(leg)
@@ -99,7 +104,7 @@ class InDialog:
                     return
             body, content_type = b"", "application/sdp"
             if description is not None:
-                body = forward(leg, description, other, reg.media_address)
+                body = forward(leg, description, other, reg.sdp_address(other.peer))
                 other.local_sdp = body
         extra = [("Contact", f"<{reg.endpoint.contact(other.peer)}>")]
         if request.method in ("INVITE", "UPDATE"):
@@ -124,7 +129,7 @@ class InDialog:
         description = parse_sdp(response) if sent.method in ("INVITE", "UPDATE") else None
         if description is not None:
             other.direction = sdp.direction(description)
-            out.body = leg.local_sdp = forward(other, description, leg, reg.media_address)
+            out.body = leg.local_sdp = forward(other, description, leg, reg.sdp_address(leg.peer))
             out.headers.add("Content-Type", "application/sdp")
         if response.status < 300:
             out.headers.add("Contact", f"<{reg.endpoint.contact(leg.peer)}>")

@@ -55,11 +55,11 @@ class CallFlows:
         assert tx is not None
         if leg.offer is None:
             port = leg.media.local_address[1]
-            body = sdp.make_offer(reg.media_address, port, AUDIO_CODECS)
+            body = sdp.make_offer(reg.sdp_address(leg.peer), port, AUDIO_CODECS)
             leg.awaiting_answer = lambda theirs: self._late_answer(leg, theirs, echo)
         else:
             try:
-                body = answer(leg, leg.offer, reg.media_address, AUDIO_CODECS)
+                body = answer(leg, leg.offer, reg.sdp_address(leg.peer), AUDIO_CODECS)
             except sdp.SdpError as exc:
                 reg.endpoint.reply(tx, exc.status_code)
                 reg.end(call)
@@ -141,7 +141,7 @@ class CallFlows:
         description = parse_sdp(request)
         body = b""
         if description is not None:
-            body = bytes(answer(leg, description, reg.media_address, AUDIO_CODECS))
+            body = bytes(answer(leg, description, reg.sdp_address(leg.peer), AUDIO_CODECS))
             if leg.call.app_task is None:
                 leg.media.echo()  # the echo test keeps echoing; a call flow's leg stays ours
             leg.direction = sdp.direction(description)

@@ -13,7 +13,7 @@ import asyncio
 import enum
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +24,7 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.recorder import CallRecorder
 from ipbx.media.srtp import CryptoAttribute
 from ipbx.pbx.dialplan import OutboundCall
+from ipbx.pbx.nat import NatMode
 from ipbx.pbx.trunks import ChannelSlot, Trunk
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.errors import SipError
@@ -89,6 +90,9 @@ class Leg:
     # deadline; None while the leg has none.
     session_timer: SessionTimer | None = None
     session_alarm: Alarm | None = None
+    # The phone is behind NAT: requests in its dialog go where its packets come from, not
+    # to its Contact (pbx/nat.py).
+    behind_nat: bool = False
 
     @property
     def final(self) -> Response | None:
@@ -186,6 +190,7 @@ class CallPolicy:
     An answered call whose RTP stops for `media_timeout` seconds is ended (0: never).
     Session timers (RFC 4028): ipbx asks for `session_expires` seconds and takes no
     less than `min_se`.
+    `nat` holds each extension's `nat` setting other than "auto" (pbx/nat.py).
     """
 
     recordings: Path
@@ -196,6 +201,7 @@ class CallPolicy:
     media_timeout: float = 60.0
     session_expires: int = 1800
     min_se: int = 90
+    nat: Mapping[str, NatMode] = field(default_factory=dict)
 
 
 def parse_sdp(msg: Request | Response) -> sdp.SessionDescription | None:

@@ -107,13 +107,17 @@ def callee_offer(
     return _anchored(sdp.with_codecs(offer, codecs), address, media, [])
 
 
-def secure_offer(
-    body: bytes, media: MediaEndpoint, address: str
-) -> tuple[bytes, tuple[CryptoAttribute, ...]]:
-    """An offer made by `callee_offer`, in RTP/SAVP with new SDES keys of ours, one per
-    suite we speak: the offer and the keys (the answer picks one)."""
-    keys = (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
-    return _anchored(sdp.SessionDescription.parse(body), address, media, list(keys)), keys
+def new_keys() -> tuple[CryptoAttribute, ...]:
+    """SDES keys of ours for an offer, one per suite we speak (the answer picks one)."""
+    return (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
+
+
+def offer_for(
+    body: bytes, media: MediaEndpoint, address: str, keys: tuple[CryptoAttribute, ...] = ()
+) -> bytes:
+    """An offer made by `callee_offer` as one callee gets it: with our `address` as that
+    phone reaches us, and in RTP/SAVP with `keys` when given."""
+    return _anchored(sdp.SessionDescription.parse(body), address, media, list(keys))
 
 
 def early_media(a: Leg, b: Leg, description: sdp.SessionDescription, address: str) -> bytes:

@@ -31,7 +31,7 @@ from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
 from ipbx.pbx.location import Location
 from ipbx.sip.invite import IncomingInvite, NoAck
 from ipbx.sip.message import Response
-from ipbx.sip.transaction import ServerTransaction, make_response
+from ipbx.sip.transaction import Address, ServerTransaction, make_response
 from ipbx.sip.transport.alarm import Alarm
 from ipbx.sip.transport.endpoint import SipEndpoint
 
@@ -50,12 +50,13 @@ class CallRegistry:
         endpoint: SipEndpoint,
         location: Location,
         ports: PortPool[ChannelPair],
-        media_address: str,
+        media_address: str | None,
         policy: CallPolicy,
     ) -> None:
         self.endpoint = endpoint
         self.location = location
         self.ports = ports
+        # The address our SDP carries; None: each phone's own view of us (sdp_address).
         self.media_address = media_address
         self.policy = policy
         # Where call.* events go (pbx/events.py documents their data).
@@ -68,6 +69,14 @@ class CallRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sessions = SessionRefresh(endpoint, lambda: self.policy, self.end_from_here)
         self.provisionals = Provisionals(endpoint, self._no_prack)
+
+    def sdp_address(self, peer: Address) -> str:
+        """The address the SDP sent to `peer` carries: the configured one, else ours as
+        that peer reaches us (the SIP listener its messages arrive on, or the interface
+        the route to it leaves by)."""
+        if self.media_address is not None:
+            return self.media_address
+        return self.endpoint.local_address(peer).host
 
     def register(self, call: Call, leg: Leg) -> None:
         assert leg.dialog is not None

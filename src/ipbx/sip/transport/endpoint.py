@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 from ipbx.sip.errors import SipError
 from ipbx.sip.invite import Resend, Respond, Send
 from ipbx.sip.message import BadRequest, Request, Response, parse_datagram
+from ipbx.sip.stun import binding_response, is_stun
 from ipbx.sip.transaction import (
     REASONS,
     Address,
@@ -37,6 +38,9 @@ from ipbx.sip.uri import Uri, Via
 log = logging.getLogger("ipbx.sip")
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+# Peers whose listener is remembered when several UDP listeners share a family; past this
+# the longest-silent is forgotten and reached through the routing choice again.
+MAX_PEERS_REMEMBERED = 100_000
 
 
 class TransactionUser(Protocol):
@@ -51,8 +55,12 @@ class TransactionUser(Protocol):
 
 
 class _Datagram(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    """One UDP listener: what arrives is handed to the endpoint with the listener's
+    address, so that answers leave through the same socket (RFC 3261 §18.2.2)."""
+
+    def __init__(self, endpoint: SipEndpoint, address: Address | None = None) -> None:
         self.endpoint = endpoint
+        self.address = address
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,11 +68,12 @@ class _Datagram(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.endpoint.datagram_received(data, Address("UDP", addr[0], addr[1]))
+        self.endpoint.datagram_received(data, Address("UDP", addr[0], addr[1]), self.address)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the transaction times out on its own.
-        log.debug("udp error: %s", exc)
+        # A send that failed, or ICMP port unreachable: the transaction times out on its
+        # own, but the log says why.
+        log.info("udp error on %s: %s", self.address, exc)
 
 
 class SipEndpoint:
@@ -83,7 +92,10 @@ class SipEndpoint:
         self.max_message_size = max_message_size
         self.user_agent = user_agent
         self.loop = asyncio.get_running_loop()
-        self._udp: dict[int, tuple[_Datagram, Address]] = {}  # by address family
+        # UDP listeners by address family, and for a family with more than one, the
+        # listener each peer's messages last arrived on (oldest first, bounded).
+        self._udp: dict[int, dict[Address, _Datagram]] = {}
+        self._arrived_on: dict[tuple[str, int], Address] = {}
         self._listening: dict[str, Address] = {}
         self.streams = StreamTransports(self, max_message_size)
         self._timer: asyncio.TimerHandle | None = None
@@ -109,7 +121,8 @@ class SipEndpoint:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             bound = udp_transport.get_extra_info("sockname")
             address = Address("UDP", host, int(bound[1]))
-            self._udp[family] = (protocol, address)
+            protocol.address = address
+            self._udp.setdefault(family, {})[address] = protocol
         else:
             address = await self.streams.listen(transport, host, port, tls)
         self._listening.setdefault(transport, address)
@@ -120,11 +133,15 @@ class SipEndpoint:
         """Carry UDP over `transport`, which stands for a socket bound at `address`: its
         sendto() takes what we send, and what arrives for us comes in through
         datagram_received(). Tests plug an in-memory network in here."""
-        protocol = _Datagram(self)
+        protocol = _Datagram(self, address)
         protocol.connection_made(transport)
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        self._udp[family] = (protocol, address)
+        self._udp.setdefault(family, {})[address] = protocol
         self._listening.setdefault("UDP", address)
+
+    def connected(self, peer: Address) -> bool:
+        """Whether a TCP or TLS connection to or from `peer` is open."""
+        return peer in self.streams.connections
 
     def listening(self, transport: str) -> Address | None:
         return self._listening.get(transport.upper())
@@ -132,18 +149,30 @@ class SipEndpoint:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for protocol, _ in self._udp.values():
-            if protocol.transport is not None:
-                protocol.transport.close()
+        for listeners in self._udp.values():
+            for protocol in listeners.values():
+                if protocol.transport is not None:
+                    protocol.transport.close()
         await self.streams.close()
 
     # --- receiving --------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, source: Address) -> None:
+    def datagram_received(
+        self, data: bytes, source: Address, listener: Address | None = None
+    ) -> None:
+        """A datagram from `source`, arrived on the UDP listener at `listener`."""
         if not self.admits(source.host, self.loop.time()):
             return
+        if listener is not None:
+            self._arrived(source, listener)
         if len(data) > self.max_message_size or data in (b"\r\n\r\n", b"\r\n"):
-            return  # keep-alive CRLFs on UDP need no answer (RFC 5626 §4.4.1 uses STUN)
+            return  # keep-alive CRLFs on UDP need no answer
+        if is_stun(data):
+            # A keep-alive (RFC 5626 §4.4.1): tell the phone its mapped address.
+            answer = binding_response(data, source.host, source.port)
+            if answer is not None:
+                self.send_raw(answer, source)
+            return
         try:
             msg = parse_datagram(data)
         except BadRequest as exc:
@@ -276,29 +305,69 @@ class SipEndpoint:
             self.send_request(out.request, out.dest, on_response)
 
     def send_raw(self, data: bytes, dest: Address) -> None:
-        if dest.transport == "UDP":
-            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
-            entry = self._udp.get(family)
-            if entry is not None and entry[0].transport is not None:
-                entry[0].transport.sendto(data, (dest.host, dest.port))
-        else:
+        if dest.transport != "UDP":
             self.streams.send(data, dest)
+            return
+        protocol = self._udp_listener(dest)
+        if protocol is None or protocol.transport is None:
+            log.warning("cannot send to %s: no UDP listener for its address family", dest)
+            return
+        try:
+            protocol.transport.sendto(data, (dest.host, dest.port))
+        except OSError as exc:
+            log.info("cannot send to %s from %s: %s", dest, protocol.address, exc)
+
+    # --- which listener a peer is reached through ---------------------------------------------
+
+    def _arrived(self, source: Address, listener: Address) -> None:
+        """Remember the listener `source`'s messages arrive on, when there is a choice."""
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        if len(self._udp.get(family, ())) < 2:
+            return
+        key = (source.host, source.port)
+        arrived = self._arrived_on
+        if arrived.get(key) == listener:
+            return
+        arrived.pop(key, None)
+        arrived[key] = listener
+        if len(arrived) > MAX_PEERS_REMEMBERED:
+            del arrived[next(iter(arrived))]
+
+    def _udp_listener(self, dest: Address) -> _Datagram | None:
+        """The UDP listener messages to `dest` leave through: the one its messages arrive
+        on (RFC 3261 §18.2.2), else the one bound to the address the kernel would send
+        from (or to any address), else the first one."""
+        listeners = self._udp.get(socket.AF_INET6 if ":" in dest.host else socket.AF_INET)
+        if not listeners:
+            return None
+        if len(listeners) == 1:
+            return next(iter(listeners.values()))
+        arrived = self._arrived_on.get((dest.host, dest.port))
+        if arrived is not None and arrived in listeners:
+            return listeners[arrived]
+        source = route_source(dest.host)
+        for address, protocol in listeners.items():
+            if address.host == source:
+                return protocol
+        for address, protocol in listeners.items():
+            if address.host in ("0.0.0.0", "::"):
+                return protocol
+        return next(iter(listeners.values()))
 
     def local_address(self, dest: Address) -> Address:
         """The address our messages to `dest` leave from (for Via and Contact)."""
         if dest.transport == "UDP":
-            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
-            entry = self._udp.get(family)
-            if entry is None:
+            protocol = self._udp_listener(dest)
+            if protocol is None or protocol.address is None:
                 raise SipError(503, f"no UDP socket for {dest.host}")
-            local = entry[1]
+            local = protocol.address
         else:
             found = self._listening.get(dest.transport)
             if found is None:
                 raise SipError(503, f"no {dest.transport} transport")
             local = found
         if local.host in ("0.0.0.0", "::"):
-            return Address(local.transport, _route_source(dest.host), local.port)
+            return Address(local.transport, route_source(dest.host), local.port)
         return local
 
     def contact(self, dest: Address, user: str | None = None) -> Uri:
@@ -348,7 +417,7 @@ def resolve(uri: Uri) -> Address:
     return Address(transport, host, port)
 
 
-def _route_source(host: str) -> str:
+def route_source(host: str) -> str:
     """The local address the kernel would use to reach `host` (no packet is sent)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
