@@ -13,25 +13,22 @@ default, so it also guards that choice.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.baresip import BARESIP, PHONE, TOLERANCE_HZ, baresip_calls_phone, start_baresip
+from tests.support.baresip import (
+    BARESIP,
+    PHONE,
+    TOLERANCE_HZ,
+    baresip_calls_baresip,
+    baresip_calls_phone,
+    start_baresip,
+    wait_registered,
+)
 from tests.support.processes import stop_process
-from tests.support.server import IpbxFactory, IpbxServer
+from tests.support.server import IpbxFactory
 from tests.support.softphone import analyse, ipbx_phone, write_tone
-
-
-def _wait_registered(server: IpbxServer, number: str, timeout: float = 10.0) -> None:
-    """The registrar logs each successful REGISTER; wait for baresip's."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if f"{number} registered" in server.log_tail(200):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{number} did not register:\n{server.log_tail()}")
 
 
 def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> None:
@@ -43,7 +40,7 @@ def test_ipbx_phone_calls_baresip(ipbx_server: IpbxFactory, tmp_path: Path) -> N
         tmp_path, registrar_port=server.port, user=BARESIP, audio_file=baresip_tone, seconds=25
     )
     try:
-        _wait_registered(server, BARESIP.number)
+        wait_registered(server, BARESIP.number)
         with ipbx_phone(
             tmp_path, server.port, PHONE,
             "--register", "--call", BARESIP.number, "--play", str(our_tone),
@@ -96,3 +93,26 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     assert heard_by_us.seconds >= 1.0
     assert heard_by_baresip.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), log
     assert heard_by_baresip.seconds >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("caller", "callee", "transcoding"),
+    [("opus/48000/2", "PCMU", "opus <-> PCMU"), ("PCMU", "opus/48000/2", "PCMU <-> opus")],
+    ids=["opus-calls-pcmu", "pcmu-calls-opus"],
+)
+def test_opus_only_and_pcmu_only_baresips_hear_each_other(
+    ipbx_server: IpbxFactory, tmp_path: Path, caller: str, callee: str, transcoding: str
+) -> None:
+    """Two baresips with no codec in common. baresip answers in the order of the offer it
+    gets, and ipbx offers the callee the caller's own formats (the codec, then
+    telephone-event) before the codecs it adds: the callee answers `RTP/AVP 101 0` (or
+    `101 96`), telephone-event first. Its codec is the one after; the caller, which never
+    offered it, is answered in its own codec, the legs are transcoded, and each baresip
+    hears the other's tone."""
+    server = ipbx_server(extensions=2)
+    heard_by_caller, heard_by_callee = baresip_calls_baresip(server, tmp_path, caller, callee)
+    assert f"transcoding {transcoding}" in server.log_tail(100)
+    assert heard_by_caller.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), server.log_tail()
+    assert heard_by_caller.seconds >= 1.0
+    assert heard_by_callee.dominant_hz == pytest.approx(1000, abs=TOLERANCE_HZ), server.log_tail()
+    assert heard_by_callee.seconds >= 1.0

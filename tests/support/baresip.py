@@ -1,5 +1,5 @@
 """baresip run headless on loopback as a registered phone, its ctrl_tcp control
-connection, and a call from baresip to `ipbx phone` through ipbx."""
+connection, and calls from baresip to `ipbx phone` and to another baresip through ipbx."""
 
 from __future__ import annotations
 
@@ -141,6 +141,68 @@ class BaresipControl:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def wait_registered(server: IpbxServer, number: str, timeout: float = 10.0) -> None:
+    """The registrar logs each successful REGISTER; wait for `number`'s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"{number} registered" in server.log_tail(200):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{number} did not register:\n{server.log_tail()}")
+
+
+def baresip_tone(path: Path, frequency: float, seconds: float, codecs: str) -> Path:
+    """A tone for baresip's file source, which must match the codec: 48 kHz stereo for
+    Opus, 8 kHz mono for G.711."""
+    if "opus" in codecs.lower():
+        return write_tone(path, frequency, seconds, rate=48000, channels=2)
+    return write_tone(path, frequency, seconds)
+
+
+def baresip_calls_baresip(
+    server: IpbxServer, tmp_path: Path, caller_codecs: str, callee_codecs: str
+) -> tuple[Audio, Audio]:
+    """baresip 1000 (`caller_codecs`, 1 kHz for 4 s) dials baresip 1001 (`callee_codecs`,
+    700 Hz for 4 s), which answers automatically; each hangs up when its tone ends.
+    Returns what the caller heard and what the callee heard (their decoded dumps)."""
+    caller_dir, callee_dir = tmp_path / "caller", tmp_path / "callee"
+    callee = start_baresip(
+        callee_dir,
+        registrar_port=server.port,
+        user=PHONE,
+        audio_file=baresip_tone(tmp_path / "700hz.wav", 700, 4, callee_codecs),
+        codecs=callee_codecs,
+        seconds=25,
+    )
+    try:
+        wait_registered(server, PHONE.number)
+        caller = start_baresip(
+            caller_dir,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone(tmp_path / "1000hz.wav", 1000, 4, caller_codecs),
+            dial=PHONE.number,
+            codecs=caller_codecs,
+            seconds=12,
+        )
+        try:
+            caller.wait(timeout=20)
+        finally:
+            stop_process(caller)
+    finally:
+        stop_process(callee)
+    logs = "".join(
+        (directory / f"baresip-{user.number}.log").read_text(errors="replace")
+        for directory, user in ((caller_dir, BARESIP), (callee_dir, PHONE))
+    )
+    heard = []
+    for directory in (caller_dir, callee_dir):
+        dumps = sorted((directory / "snd").glob("dump-*-dec.wav"))
+        assert dumps, logs
+        heard.append(analyse(dumps[-1]))
+    return heard[0], heard[1]
 
 
 def baresip_calls_phone(
