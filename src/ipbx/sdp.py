@@ -526,7 +526,7 @@ def limited_to(answer: SessionDescription, offer: SessionDescription) -> Session
     result = answer.copy()
     media, offered = _audio(result), _audio(offer)
     known = set(_identities(offered).values())
-    dropped = {str(pt) for pt, format in _identities(media).items() if format not in known}
+    dropped = {str(pt) for pt, identity in _identities(media).items() if identity not in known}
     media.formats = [f for f in media.formats if f not in dropped]
     described = ("rtpmap", "fmtp", "rtcp-fb")  # lines that start with a payload type
     media.attributes = [

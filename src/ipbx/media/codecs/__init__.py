@@ -38,8 +38,16 @@ NOT_AUDIO_CODECS = frozenset(
 # RFC 3551 §6: the static audio payload types, which an m= line may list without rtpmap.
 STATIC_FORMATS = {
     c.payload_type: c
-    for c in (PCMU, Codec("GSM", 3, 8000), Codec("G723", 4, 8000), PCMA, G722, G729)
-} | {13: Codec("CN", 13, 8000)}
+    for c in (
+        PCMU,
+        Codec("GSM", 3, 8000),
+        Codec("G723", 4, 8000),
+        PCMA,
+        G722,
+        Codec("CN", 13, 8000),
+        G729,
+    )
+}
 
 # An encoder factory takes the fmtp parameters the peer sent for the format
 # (RFC 4566 §6 a=fmtp), which say how the peer wants to receive it.

@@ -194,9 +194,9 @@ def _aim(
     """Send the leg's media where the phone's SDP says, in `codec` with the format
     parameters it asked for; its audio stream. A hold that says c=0.0.0.0 keeps the old
     address; latching still follows the phone's packets. Without `codec` (SDP passing
-    through) the stream's first format: a relay forwards bytes untouched, so the
-    endpoint only needs its payload type and clock rate, whatever the codec (the first
-    audio codec the phone lists: telephone-event, comfort noise, RED or FEC never are)."""
+    through) the first audio codec the stream lists (telephone-event, comfort noise, RED
+    or FEC never are): a relay forwards bytes untouched, so the endpoint only needs its
+    payload type and clock rate, whatever the codec."""
     host, port = sdp.remote_address(description)
     media = description.audio
     assert media is not None  # remote_address() found it
