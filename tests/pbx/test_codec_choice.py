@@ -13,7 +13,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ipbx import sdp
@@ -94,16 +94,15 @@ def _is_audio_codec(identity: Identity) -> bool:
     return isinstance(identity, tuple) and identity[0] not in NOT_AUDIO_CODECS
 
 
-def _answer(data: st.DataObject, callee_offer: bytes) -> bytes | None:
+def _answer(data: st.DataObject, callee_offer: bytes) -> bytes:
     """A callee's answer to `callee_offer`: one or more of its audio codecs ipbx can
-    transcode, and some of its other formats, in any order, with the offer's payload
-    types and names in any case (None when there is no such codec in the offer)."""
+    transcode (ipbx offers them all), and some of its other formats, in any order, with
+    the offer's payload types and names in any case."""
     offered = _identities(callee_offer)
     ours = {(c.name.lower(), c.clock_rate, c.channels) for c in CODECS}
     codecs = [pt for pt, identity in offered.items() if identity in ours]
     others = [pt for pt, identity in offered.items() if not _is_audio_codec(identity)]
-    if not codecs:
-        return None
+    assert codecs
     chosen = data.draw(st.lists(st.sampled_from(codecs), min_size=1, unique=True))
     chosen += data.draw(st.lists(st.sampled_from(others), unique=True)) if others else []
     lines: list[tuple[int, str | None]] = []
@@ -132,6 +131,7 @@ def _check_sent_to_caller(body: bytes, offer: bytes, caller: Leg, callee: Leg) -
     # A transcoder (a playout each way) only between legs whose codecs differ.
     same = (codec.name.lower(), codec.clock_rate) == (theirs.name.lower(), theirs.clock_rate)
     assert len(media_clock()) == (0 if same else 2)
+    event("relayed" if same else "transcoded")
 
 
 @settings(max_examples=150, deadline=None)
@@ -171,11 +171,9 @@ def _call(
         # An offer of nothing but DTMF, CN, RED or FEC has no codec to answer.
         assert exc.status == 488
         assert not any(_is_audio_codec(i) for i in _identities(offer).values())
+        event("refused: no codec offered")
         return
-    answer = _answer(data, to_callee)
-    if answer is None:
-        return
-    answered = sdp.SessionDescription.parse(answer)
+    answered = sdp.SessionDescription.parse(_answer(data, to_callee))
     try:
         if early:
             body = join(caller, callee, answered, PBX, CODECS)  # a 183's early media
@@ -187,5 +185,6 @@ def _call(
         assert exc.status == 488
         ours = {(c.name.lower(), c.clock_rate, c.channels) for c in CODECS}
         assert not ours & set(_identities(offer).values())
+        event("refused: nothing to transcode to")
         return
     _check_sent_to_caller(body, offer, caller, callee)
