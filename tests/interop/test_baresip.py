@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ipbx import sdp
 from tests.support.baresip import (
     BARESIP,
     PHONE,
@@ -95,6 +96,17 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     assert heard_by_baresip.seconds >= 1.0
 
 
+def _answer_in_trace(log: str) -> list[str]:
+    """The encodings of baresip's 200 answer in the order of its m= line, read from its
+    SIP trace (the message, a blank line, the SDP, then the trace's colour codes)."""
+    message = log.replace("\r\n", "\n")[log.index("SIP/2.0 200 Answering") :]
+    body = message.split("\n\n", 1)[1].split("\x1b", 1)[0]
+    audio = sdp.SessionDescription.parse(body).audio
+    assert audio is not None
+    rtpmaps = audio.rtpmaps()
+    return [rtpmaps[pt].name for pt in audio.payload_types()]
+
+
 @pytest.mark.parametrize(
     ("caller", "callee", "transcoding"),
     [("opus/48000/2", "PCMU", "opus <-> PCMU"), ("PCMU", "opus/48000/2", "PCMU <-> opus")],
@@ -106,11 +118,14 @@ def test_opus_only_and_pcmu_only_baresips_hear_each_other(
     """Two baresips with no codec in common. baresip answers in the order of the offer it
     gets, and ipbx offers the callee the caller's own formats (the codec, then
     telephone-event) before the codecs it adds: the callee answers `RTP/AVP 101 0` (or
-    `101 96`), telephone-event first. Its codec is the one after; the caller, which never
-    offered it, is answered in its own codec, the legs are transcoded, and each baresip
-    hears the other's tone."""
+    `101 96`), telephone-event first, as its SIP trace shows. Its codec is the one after;
+    the caller, which never offered it, is answered in its own codec, the legs are
+    transcoded, and each baresip hears the other's tone."""
     server = ipbx_server(extensions=2)
-    heard_by_caller, heard_by_callee = baresip_calls_baresip(server, tmp_path, caller, callee)
+    heard_by_caller, heard_by_callee, callee_log = baresip_calls_baresip(
+        server, tmp_path, caller, callee
+    )
+    assert _answer_in_trace(callee_log)[0] == "telephone-event"
     assert f"transcoding {transcoding}" in server.log_tail(100)
     assert heard_by_caller.dominant_hz == pytest.approx(700, abs=TOLERANCE_HZ), server.log_tail()
     assert heard_by_caller.seconds >= 1.0

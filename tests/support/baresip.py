@@ -31,6 +31,7 @@ def start_baresip(
     codecs: str = "PCMU",
     media_encryption: str | None = None,
     control_port: int | None = None,
+    sip_trace: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user`, registered at 127.0.0.1:registrar_port.
     `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
@@ -38,7 +39,8 @@ def start_baresip(
 
     It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
-    `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t).
+    `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t);
+    `sip_trace` writes every SIP message it sends and receives to its log (-s).
     Stop it with stop_process(process).
     """
     config_dir = workdir / f"baresip-{user.number}"
@@ -75,6 +77,8 @@ def start_baresip(
     )
     (config_dir / "accounts").write_text(account + "\n")
     command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]
+    if sip_trace:
+        command.append("-s")
     if dial is not None:
         target = dial if dial.startswith("sip:") else f"sip:{dial}@{LOOPBACK}:{registrar_port}"
         command += ["-e", f"/dial {target}"]
@@ -163,10 +167,11 @@ def baresip_tone(path: Path, frequency: float, seconds: float, codecs: str) -> P
 
 def baresip_calls_baresip(
     server: IpbxServer, tmp_path: Path, caller_codecs: str, callee_codecs: str
-) -> tuple[Audio, Audio]:
+) -> tuple[Audio, Audio, str]:
     """baresip 1000 (`caller_codecs`, 1 kHz for 4 s) dials baresip 1001 (`callee_codecs`,
     700 Hz for 4 s), which answers automatically; each hangs up when its tone ends.
-    Returns what the caller heard and what the callee heard (their decoded dumps)."""
+    Returns what the caller heard and what the callee heard (their decoded dumps), and
+    the callee's log with its SIP trace."""
     caller_dir, callee_dir = tmp_path / "caller", tmp_path / "callee"
     callee = start_baresip(
         callee_dir,
@@ -175,6 +180,7 @@ def baresip_calls_baresip(
         audio_file=baresip_tone(tmp_path / "700hz.wav", 700, 4, callee_codecs),
         codecs=callee_codecs,
         seconds=25,
+        sip_trace=True,
     )
     try:
         wait_registered(server, PHONE.number)
@@ -193,16 +199,16 @@ def baresip_calls_baresip(
             stop_process(caller)
     finally:
         stop_process(callee)
-    logs = "".join(
+    logs = [
         (directory / f"baresip-{user.number}.log").read_text(errors="replace")
         for directory, user in ((caller_dir, BARESIP), (callee_dir, PHONE))
-    )
+    ]
     heard = []
     for directory in (caller_dir, callee_dir):
         dumps = sorted((directory / "snd").glob("dump-*-dec.wav"))
-        assert dumps, logs
+        assert dumps, "".join(logs)
         heard.append(analyse(dumps[-1]))
-    return heard[0], heard[1]
+    return heard[0], heard[1], logs[1]
 
 
 def baresip_calls_phone(
