@@ -57,7 +57,13 @@ def answer(
     """ipbx's own answer to the offer of `leg`'s phone: the first of `codecs` the offer
     holds, and the leg's SDES key again when the offer keeps its suite (SdpError when
     nothing in the offer is usable). What the leg then hears is up to its owner."""
-    return _answer(leg, offer, address, codecs)[0]
+    local = leg.srtp[0] if leg.srtp else None
+    port = leg.media.local_address[1]
+    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
+    keys = sdp.srtp_keys(ours, offer)
+    _aim(leg, offer, codec, dtmf)
+    _set_keys(leg, keys)
+    return ours
 
 
 def answered(leg: Leg, description: sdp.SessionDescription, codecs: tuple[Codec, ...]) -> None:
@@ -129,10 +135,10 @@ def join(
     a 183 before: bridge the two and return the body of the caller's response. The
     callee's SDP answers the caller's offer: passed on when the caller offered the codec
     the callee chose (less any format the caller did not offer), else ipbx answers the
-    caller from the caller's offer (only from what it offered) and the legs are
-    transcoded. When the caller's INVITE had no offer, the callee's SDP is its offer,
-    passed on (the caller's ACK answers it: `forward`). SipError(488) when the callee's
-    SDP cannot be used."""
+    caller from the caller's offer (only from what it offered; a 2xx after a 183 holds
+    "that same exact answer", RFC 3261 §13.2.1) and the legs are transcoded. When the
+    caller's INVITE had no offer, the callee's SDP is its offer, passed on (the caller's
+    ACK answers it: `forward`). SipError(488) when the callee's SDP cannot be used."""
     offer = a.offer
     if description is None:
         if offer is None:
@@ -150,33 +156,23 @@ def join(
     elif sdp.offers(offer, chosen):
         # Both directions carry what the callee's answer chose; the caller gets only
         # formats it offered (RFC 3264 §6.1), not the ones ipbx added for the callee.
-        answer = sdp.limited_to(description, offer)
-        a.media.set_codec(chosen, sdp.telephone_event(answer, chosen))
-        body = _anchored(answer, address, a.media, _crypto(a))
+        limited = sdp.limited_to(description, offer)
+        a.media.set_codec(chosen, sdp.telephone_event(limited, chosen))
+        body = _anchored(limited, address, a.media, _crypto(a))
     else:
-        try:
-            ours, codec = _answer(a, offer, address, codecs)
-        except sdp.SdpError as exc:
-            raise SipError(exc.status_code, str(exc)) from None
-        log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
-        body = bytes(ours)
+        if not a.answer:
+            try:
+                a.answer = bytes(answer(a, offer, address, codecs))
+            except sdp.SdpError as exc:
+                raise SipError(exc.status_code, str(exc)) from None
+        body = a.answer
+        assert a.media.codec is not None  # answer() set it
+        log.info("%s transcoding %s <-> %s", a.call.id, a.media.codec.name, chosen.name)
     connect(a.media, b.media)
     return body
 
 
 # --- a phone's SDP on its leg --------------------------------------------------------------
-
-
-def _answer(
-    leg: Leg, offer: sdp.SessionDescription, address: str, codecs: tuple[Codec, ...]
-) -> tuple[sdp.SessionDescription, Codec]:
-    local = leg.srtp[0] if leg.srtp else None
-    port = leg.media.local_address[1]
-    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
-    keys = sdp.srtp_keys(ours, offer)
-    _aim(leg, offer, codec, dtmf)
-    _set_keys(leg, keys)
-    return ours, codec
 
 
 def _take(leg: Leg, description: sdp.SessionDescription) -> None:
