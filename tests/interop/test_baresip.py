@@ -1,7 +1,8 @@
 """`ipbx phone` against baresip, through ipbx: baresip registers as 1000 and answers
 automatically, sending a 1 kHz tone from a file; `ipbx phone` registered as 1001 calls it
 with a 700 Hz tone. Each must hear the other's tone: ours in baresip's decoded dump
-(sndfile module), baresip's in our recording.
+(sndfile module), baresip's in our recording. Two baresips with no codec in common (Opus
+only, PCMU only) call each other the same way, both directions.
 
 baresip's Contact user is `1000-0x...` with +sip.instance (PEERS.md): the PBX has to route
 to the registered Contact URI as sent, which this test exercises too.
@@ -24,6 +25,7 @@ from tests.support.baresip import (
     TOLERANCE_HZ,
     baresip_calls_baresip,
     baresip_calls_phone,
+    baresip_tone,
     start_baresip,
     wait_registered,
 )
@@ -84,8 +86,7 @@ def test_opus_only_caller_to_pcmu_only_phone_is_transcoded(
     """baresip offering only Opus calls `ipbx phone`, which speaks only G.711: no codec
     in common, so ipbx transcodes both ways and each hears the other's tone."""
     server = ipbx_server(extensions=2)
-    # baresip's file source must match the codec: 48 kHz stereo for Opus.
-    tone = write_tone(tmp_path / "1000hz.wav", 1000, 4, rate=48000, channels=2)
+    tone = baresip_tone(tmp_path / "1000hz.wav", 1000, 4, "opus/48000/2")
     heard_by_us, heard_by_baresip, log = baresip_calls_phone(
         server, tmp_path, tone, ("--codec", "PCMU"), codecs="opus/48000/2"
     )
