@@ -10,6 +10,8 @@ from ipbx.sdp import (
     anchor,
     answer,
     direction,
+    first_codec,
+    limited_to,
     make_offer,
     negotiated,
     remote_address,
@@ -306,3 +308,53 @@ def test_format_parameters_of_an_fmtp_line() -> None:
     assert audio.format_parameters(111) == {"minptime": "10", "useinbandfec": "1", "stereo": "0"}
     assert audio.format_parameters(101) == {"0-15": ""}
     assert audio.format_parameters(0) == {}
+
+
+@pytest.mark.parametrize(
+    ("formats", "rtpmaps", "codec"),
+    [
+        ("101 0", ["101 telephone-event/8000"], ("PCMU", 0)),
+        ("13 8", [], ("PCMA", 8)),
+        ("100 101 96", ["100 RED/48000/2", "101 ulpfec/48000", "96 opus/48000/2"], ("opus", 96)),
+        ("97 9", ["97 flexfec/8000"], ("G722", 9)),
+    ],
+    ids=["telephone-event", "static-cn", "red-ulpfec", "flexfec"],
+)
+def test_the_codec_of_an_answer_is_its_first_audio_codec(
+    formats: str, rtpmaps: list[str], codec: tuple[str, int]
+) -> None:
+    """RFC 3264 §6.1: the answerer lists its choice first, but telephone-event, comfort
+    noise, RED and FEC formats carry no audio of their own and are not that choice."""
+    lines = "".join(f"a=rtpmap:{r}\r\n" for r in rtpmaps)
+    media = offer_with(f"m=audio 4000 RTP/AVP {formats}\r\n{lines}").audio
+    assert media is not None
+    chosen = first_codec(media)
+    assert (chosen.name, chosen.payload_type) == codec
+
+
+def test_a_stream_of_telephone_events_alone_holds_no_codec() -> None:
+    media = offer_with("m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n").audio
+    assert media is not None
+    with pytest.raises(SdpError) as error:
+        first_codec(media)
+    assert error.value.status_code == 488
+
+
+def test_an_answer_limited_to_its_offer_keeps_only_the_offered_formats() -> None:
+    """The formats ipbx added for the callee (PCMA here) leave the answer the caller
+    gets, with their rtpmap and fmtp; names match regardless of case (RFC 4855)."""
+    offer = offer_with(
+        "m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 pcmu/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+    )
+    wider = offer_with(
+        "m=audio 5000 RTP/AVP 0 8 101 13\r\na=rtpmap:8 PCMA/8000\r\n"
+        "a=fmtp:8 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    )
+    audio = limited_to(wider, offer).audio
+    assert audio is not None
+    assert audio.formats == ["0", "101"]
+    assert [str(a) for a in audio.attributes if a.name in ("rtpmap", "fmtp")] == [
+        "rtpmap:101 telephone-event/8000",
+        "fmtp:101 0-16",
+    ]

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from ipbx.media.codecs import TELEPHONE_EVENT, Codec
+from ipbx.media.codecs import NOT_AUDIO_CODECS, STATIC_FORMATS, TELEPHONE_EVENT, Codec
 from ipbx.media.srtp import CryptoAttribute, CryptoError, choose_crypto
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -496,6 +496,53 @@ def _is(pt: int, rtpmaps: dict[int, RtpMap], codec: Codec) -> bool:
     if rtpmap is not None:
         return rtpmap.matches(codec)
     return codec.is_static and pt == codec.payload_type
+
+
+def _format_of(pt: int, rtpmaps: dict[int, RtpMap]) -> Codec | None:
+    """What payload type `pt` is: its rtpmap, else the static format of that number."""
+    rtpmap = rtpmaps.get(pt)
+    if rtpmap is None:
+        return STATIC_FORMATS.get(pt)
+    return Codec(rtpmap.name, pt, rtpmap.clock_rate, rtpmap.channels)
+
+
+def first_codec(media: Media) -> Codec:
+    """The stream's first audio codec, past DTMF events, comfort noise, redundancy and
+    FEC: what an answer chose (RFC 3264 §6.1 lists it first), wherever a phone put
+    telephone-event. A payload type without rtpmap nor static meaning is taken as it
+    is. SdpError(488) when the stream holds no audio codec."""
+    rtpmaps = media.rtpmaps()
+    for pt in media.payload_types():
+        codec = _format_of(pt, rtpmaps) or Codec(f"pt{pt}", pt, 8000)
+        if codec.name.lower() not in NOT_AUDIO_CODECS:
+            return codec
+    raise SdpError("the audio stream holds no audio codec", 488)
+
+
+def limited_to(answer: SessionDescription, offer: SessionDescription) -> SessionDescription:
+    """A copy of `answer` whose audio stream lists only payload formats `offer` holds
+    (RFC 3264 §6.1), telephone-event and comfort noise included: the answer to a wider
+    offer (the caller's, plus the codecs ipbx transcodes) as the caller may get it."""
+    result = answer.copy()
+    media, offered = _audio(result), _audio(offer)
+    known = set(_identities(offered).values())
+    dropped = {str(pt) for pt, identity in _identities(media).items() if identity not in known}
+    media.formats = [f for f in media.formats if f not in dropped]
+    described = ("rtpmap", "fmtp", "rtcp-fb")  # lines that start with a payload type
+    media.attributes = [
+        a
+        for a in media.attributes
+        if a.name not in described or (a.value or "").partition(" ")[0] not in dropped
+    ]
+    return result
+
+
+def _identities(media: Media) -> dict[int, tuple[str, int, int] | int]:
+    """Each payload type of the stream as the format it names (encoding names are
+    case-insensitive, RFC 4855 §3); one with no known meaning stands for itself."""
+    rtpmaps = media.rtpmaps()
+    found = ((pt, _format_of(pt, rtpmaps)) for pt in media.payload_types())
+    return {pt: pt if c is None else (c.name.lower(), c.clock_rate, c.channels) for pt, c in found}
 
 
 def _choose(

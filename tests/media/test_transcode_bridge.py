@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipbx.media.bridge import transcode
+from ipbx.media.bridge import connect, transcode
 from ipbx.media.clock import media_clock
-from ipbx.media.codecs import OPUS, PCMU
+from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
@@ -69,3 +69,24 @@ def test_dtmf_from_the_opus_leg_reaches_the_pcmu_leg(pool: PortPool, pcmu_dtmf: 
     run(scenario)
     assert seen_by_ipbx == ["5", "#", "1"]
     assert heard == ["5", "#", "1"]
+
+
+@pytest.mark.parametrize(
+    ("codec", "transcoded"), [(Codec("pcmu", 0, 8000), False), (PCMA, True)], ids=["pcmu", "pcma"]
+)
+def test_connect_transcodes_only_legs_whose_codecs_differ(
+    pool: PortPool, codec: Codec, transcoded: bool
+) -> None:
+    """Encoding names are case-insensitive (RFC 4855 §3): a phone that writes `pcmu`
+    shares PCMU with one that writes `PCMU`, and its packets are relayed as they are."""
+
+    async def scenario() -> None:
+        x, a, b, y = [await MediaEndpoint.open(pool) for _ in range(4)]
+        a.set_remote(*x.local_address, codec)
+        b.set_remote(*y.local_address, PCMU)
+        connect(a, b)
+        assert len(media_clock()) == (2 if transcoded else 0)  # a playout per direction
+        for endpoint in (x, a, b, y):
+            endpoint.close()
+
+    run(scenario)

@@ -1,9 +1,10 @@
 """Offer/answer through the PBX (RFC 3264), in memory (tests/support/testbed.py): each
 phone sees the PBX's address and port in the SDP it gets, never the other phone's; the
-caller is answered with the callee's choice when it offered that codec, and otherwise
-with the PBX's own answer from the caller's offer alone (the call is then transcoded);
-early media and a late offer's answer pass through anchored; a callee that drops the
-SRTP it was offered is hung up."""
+caller is answered with the callee's choice when it offered that codec (less the formats
+it did not offer), and otherwise with the PBX's own answer from the caller's offer alone
+(the call is then transcoded), the callee's choice being its first audio codec wherever
+it lists telephone-event; early media is answered the same way, and a late offer's
+answer passes through anchored; a callee that drops the SRTP it was offered is hung up."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ipbx import sdp
-from ipbx.media.codecs import G722, PCMU
+from ipbx.media.codecs import G722, OPUS, PCMA, PCMU
 from tests.support.testbed import Testbed, play
 from tests.support.user_agents import RTP_HOST, RTP_PORT, answer_to
 
@@ -62,6 +63,78 @@ def test_a_caller_without_the_callees_codec_is_answered_from_its_own_offer(
         assert _codecs(answer.body) == ["G722", "telephone-event"]
         assert (await call.hang_up()).status == 200
         await ringing.hung_up()
+
+    play(tmp_path, story)
+
+
+def _events_first(answer: bytes) -> bytes:
+    """An answer listing telephone-event before its codec, as baresip does when the
+    offer it answers lists telephone-event before that codec."""
+    description = sdp.SessionDescription.parse(answer)
+    audio = description.audio
+    assert audio is not None
+    audio.formats.reverse()
+    return bytes(description)
+
+
+def test_a_callee_listing_telephone_event_first_has_its_codec_transcoded(
+    tmp_path: Path,
+) -> None:
+    """The Opus-only caller's offer reaches the G.711 callee as `opus telephone-event
+    G722 PCMU ...`; the callee answers `101 0` (telephone-event, then PCMU). Its codec
+    is PCMU, which the caller did not offer: the caller is answered in Opus, and the
+    legs are transcoded (RFC 3264 §6.1)."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (OPUS,))))
+        ringing = await bob.rings()
+        reply = _events_first(answer_to(ringing.invite.body))
+        assert _codecs(reply) == ["telephone-event", "PCMU"]
+        ringing.answer(reply)
+        answer = await call.final()
+        assert answer.status == 200
+        assert _codecs(answer.body) == ["opus", "telephone-event"]
+        assert (await call.hang_up()).status == 200
+        await ringing.hung_up()
+
+    play(tmp_path, story)
+
+
+def test_a_caller_gets_only_the_formats_it_offered_of_the_callees_answer(
+    tmp_path: Path,
+) -> None:
+    """The PCMU-only caller's offer reaches the callee with the codecs the PBX added
+    after PCMU; a callee that answers PCMU, PCMA and telephone-event shares PCMU with
+    the caller, which gets that answer without PCMA, a codec it never offered."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (PCMU,))))
+        ringing = await bob.rings()
+        ringing.answer(bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (PCMU, PCMA))))
+        answer = await call.final()
+        assert answer.status == 200
+        assert _codecs(answer.body) == ["PCMU", "telephone-event"]
+        assert _anchored(answer.body)
+
+    play(tmp_path, story)
+
+
+def test_early_media_in_a_codec_the_caller_lacks_is_transcoded(tmp_path: Path) -> None:
+    """A 183 answering `101 0` to the Opus-only caller's offer: the caller's 183 is the
+    PBX's own answer in Opus, and its 200 holds "that same exact answer" (RFC 3261
+    §13.2.1)."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (OPUS,))))
+        ringing = await bob.rings()
+        bob.respond(ringing.tx, 183, _events_first(answer_to(ringing.invite.body)))
+        early = await call.provisional(183)
+        assert _codecs(early.body) == ["opus", "telephone-event"]
+        ringing.answer(_events_first(answer_to(ringing.invite.body)))
+        assert (await call.final()).body == early.body
 
     play(tmp_path, story)
 

@@ -1,5 +1,5 @@
 """baresip run headless on loopback as a registered phone, its ctrl_tcp control
-connection, and a call from baresip to `ipbx phone` through ipbx."""
+connection, and calls from baresip to `ipbx phone` and to another baresip through ipbx."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def start_baresip(
     host: str = LOOPBACK,
     registrar_host: str = LOOPBACK,
     namespace: Host | None = None,
+    sip_trace: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user` on `host` (in `namespace`, when given), registered
     at registrar_host:registrar_port.
@@ -43,7 +44,8 @@ def start_baresip(
 
     It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
-    `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t).
+    `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t);
+    `sip_trace` writes every SIP message it sends and receives to its log (-s).
     Stop it with stop_process(process).
     """
     config_dir = workdir / f"baresip-{user.number}"
@@ -80,6 +82,8 @@ def start_baresip(
     )
     (config_dir / "accounts").write_text(account + "\n")
     command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]
+    if sip_trace:
+        command.append("-s")
     if dial is not None:
         target = (
             dial if dial.startswith("sip:") else f"sip:{dial}@{registrar_host}:{registrar_port}"
@@ -150,6 +154,70 @@ class BaresipControl:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def wait_registered(server: IpbxServer, number: str, timeout: float = 10.0) -> None:
+    """The registrar logs each successful REGISTER; wait for `number`'s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"{number} registered" in server.log_tail(200):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{number} did not register:\n{server.log_tail()}")
+
+
+def baresip_tone(path: Path, frequency: float, seconds: float, codecs: str) -> Path:
+    """A tone for baresip's file source, which must match the codec: 48 kHz stereo for
+    Opus, 8 kHz mono for G.711."""
+    if "opus" in codecs.lower():
+        return write_tone(path, frequency, seconds, rate=48000, channels=2)
+    return write_tone(path, frequency, seconds)
+
+
+def baresip_calls_baresip(
+    server: IpbxServer, tmp_path: Path, caller_codecs: str, callee_codecs: str
+) -> tuple[Audio, Audio, str]:
+    """baresip 1000 (`caller_codecs`, 1 kHz for 4 s) dials baresip 1001 (`callee_codecs`,
+    700 Hz for 4 s), which answers automatically; each hangs up when its tone ends.
+    Returns what the caller heard and what the callee heard (their decoded dumps), and
+    the callee's log with its SIP trace."""
+    caller_dir, callee_dir = tmp_path / "caller", tmp_path / "callee"
+    callee = start_baresip(
+        callee_dir,
+        registrar_port=server.port,
+        user=PHONE,
+        audio_file=baresip_tone(tmp_path / "700hz.wav", 700, 4, callee_codecs),
+        codecs=callee_codecs,
+        seconds=25,
+        sip_trace=True,
+    )
+    try:
+        wait_registered(server, PHONE.number)
+        caller = start_baresip(
+            caller_dir,
+            registrar_port=server.port,
+            user=BARESIP,
+            audio_file=baresip_tone(tmp_path / "1000hz.wav", 1000, 4, caller_codecs),
+            dial=PHONE.number,
+            codecs=caller_codecs,
+            seconds=12,
+        )
+        try:
+            caller.wait(timeout=20)
+        finally:
+            stop_process(caller)
+    finally:
+        stop_process(callee)
+    logs = [
+        (directory / f"baresip-{user.number}.log").read_text(errors="replace")
+        for directory, user in ((caller_dir, BARESIP), (callee_dir, PHONE))
+    ]
+    heard = []
+    for directory in (caller_dir, callee_dir):
+        dumps = sorted((directory / "snd").glob("dump-*-dec.wav"))
+        assert dumps, "".join(logs)
+        heard.append(analyse(dumps[-1]))
+    return heard[0], heard[1], logs[1]
 
 
 def baresip_calls_phone(

@@ -25,12 +25,13 @@ from ipbx.media.transcode import Packetizer
 
 def connect(a: MediaEndpoint, b: MediaEndpoint) -> None:
     """Join two legs: relayed when they share a codec (or one has none yet), transcoded
-    when their codecs differ."""
+    when their codecs differ. Encoding names are case-insensitive (RFC 4855 §3): a phone
+    writing `pcmu` shares PCMU with one writing `PCMU`."""
     x, y = a.codec, b.codec
-    if x is not None and y is not None and (x.name, x.clock_rate) != (y.name, y.clock_rate):
-        transcode(a, b)
-    else:
+    if x is None or y is None or (x.name.lower(), x.clock_rate) == (y.name.lower(), y.clock_rate):
         relay(a, b)
+    else:
+        transcode(a, b)
 
 
 def relay(a: MediaEndpoint, b: MediaEndpoint) -> None:

@@ -27,6 +27,28 @@ from ipbx.media.codecs.opus import OPUS, OpusDecoder, OpusEncoder
 # de facto default (Cisco, Asterisk, FreeSWITCH all offer it there).
 TELEPHONE_EVENT = Codec("telephone-event", 101, 8000)
 
+# Payload formats that carry no audio of their own, wherever an m= line puts them: DTMF
+# events (RFC 4733), comfort noise (RFC 3389), redundancy (RFC 2198), forward error
+# correction (RFC 5109 ulpfec, RFC 8627 flexfec, RFC 3009 parityfec), retransmission
+# (RFC 4588). By lower-case name: encoding names are case-insensitive (RFC 4855 §3).
+NOT_AUDIO_CODECS = frozenset(
+    {"telephone-event", "cn", "red", "ulpfec", "flexfec", "parityfec", "rtx"}
+)
+
+# RFC 3551 §6: the static audio payload types, which an m= line may list without rtpmap.
+STATIC_FORMATS = {
+    c.payload_type: c
+    for c in (
+        PCMU,
+        Codec("GSM", 3, 8000),
+        Codec("G723", 4, 8000),
+        PCMA,
+        G722,
+        Codec("CN", 13, 8000),
+        G729,
+    )
+}
+
 # An encoder factory takes the fmtp parameters the peer sent for the format
 # (RFC 4566 §6 a=fmtp), which say how the peer wants to receive it.
 Fmtp = Mapping[str, str]

@@ -34,7 +34,6 @@ from ipbx.pbx.call.model import (
 from ipbx.pbx.call.negotiate import (
     answered,
     callee_offer,
-    early_media,
     forward,
     join,
     new_keys,
@@ -388,8 +387,11 @@ class Forking:
         description = parse_sdp(response)
         if description is not None and description.audio is not None:
             # Early media (183 with SDP): the callee's media flows to the caller now.
-            out.body = early_media(a, fork, description, reg.sdp_address(a.peer))
-            out.headers.add("Content-Type", "application/sdp")
+            try:
+                out.body = join(a, fork, description, reg.sdp_address(a.peer), reg.policy.codecs)
+                out.headers.add("Content-Type", "application/sdp")
+            except SipError as exc:
+                log.info("%s: no early media from %s: %s", fork.call.id, fork.peer, exc.reason)
         out.headers.add("Contact", f"<{reg.endpoint.contact(a.peer)}>")
         reg.provisionals.send(a, out)
 

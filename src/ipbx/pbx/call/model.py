@@ -68,8 +68,10 @@ class Leg:
     # timer that sends its 2xx again meanwhile.
     incoming: IncomingInvite | None = None
     alarm: Alarm | None = None
-    # The offer the caller's INVITE carried (None for a late offer).
+    # The offer the caller's INVITE carried (None for a late offer), and ipbx's own answer
+    # to it once sent (a 183's early media: the 2xx repeats it, RFC 3261 §13.2.1).
     offer: sdp.SessionDescription | None = None
+    answer: bytes = b""
     # SDES keys (ours, theirs) when this leg's phone speaks SRTP; ipbx ends SRTP here.
     srtp: tuple[CryptoAttribute, CryptoAttribute] | None = None
     # Late offer (RFC 3264 §2): our 2xx carried the offer, the ACK brings the answer.

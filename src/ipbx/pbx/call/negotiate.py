@@ -12,10 +12,12 @@ point for each:
 - `answered`: the phone answers an offer ipbx made itself (a phone a call flow, a
   transfer or click-to-call rings; a call flow answering a late offer);
 - `forward`: the phone at the other end of the call answers, and the offer and its
-  answer pass through ipbx (re-INVITEs, early media, the ACK that answers a late offer);
-- `join`: the callee's 2xx to the caller's INVITE, which also chooses the bridge: a
-  relay when the caller offered the callee's codec, else ipbx's own answer to the caller
-  and a transcoding bridge (`connect` in media/bridge.py tells them apart by codec).
+  answer pass through ipbx (re-INVITEs, the ACK that answers a late offer);
+- `join`: the callee's 2xx to the caller's INVITE (or its 183 before, early media), which
+  also chooses the bridge: a relay when the caller offered the codec the callee chose
+  (its first audio codec, wherever it lists telephone-event), with the callee's answer
+  less the formats the caller did not offer; else ipbx's own answer to the caller and a
+  transcoding bridge (`connect` in media/bridge.py tells them apart by codec).
 
 The caller's INVITE is one offer for every phone and trunk it rings: `callee_offer`
 takes it once, and `secure_offer` gives it SDES keys for a callee that gets SRTP.
@@ -28,7 +30,7 @@ import logging
 
 from ipbx import sdp
 from ipbx.media.bridge import connect, relay
-from ipbx.media.codecs import AUDIO_CODECS, CODECS, Codec
+from ipbx.media.codecs import AUDIO_CODECS, Codec
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.srtp import (
     AES_CM_128_HMAC_SHA1_32,
@@ -55,7 +57,13 @@ def answer(
     """ipbx's own answer to the offer of `leg`'s phone: the first of `codecs` the offer
     holds, and the leg's SDES key again when the offer keeps its suite (SdpError when
     nothing in the offer is usable). What the leg then hears is up to its owner."""
-    return _answer(leg, offer, address, codecs)[0]
+    local = leg.srtp[0] if leg.srtp else None
+    port = leg.media.local_address[1]
+    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
+    keys = sdp.srtp_keys(ours, offer)
+    _aim(leg, offer, codec, dtmf)
+    _set_keys(leg, keys)
+    return ours
 
 
 def answered(leg: Leg, description: sdp.SessionDescription, codecs: tuple[Codec, ...]) -> None:
@@ -120,14 +128,6 @@ def offer_for(
     return _anchored(sdp.SessionDescription.parse(body), address, media, list(keys))
 
 
-def early_media(a: Leg, b: Leg, description: sdp.SessionDescription, address: str) -> bytes:
-    """The callee `b`'s early media (a 183 with SDP): relayed to the caller `a` as it
-    comes, until the answer chooses the bridge; the 183's body for `a`."""
-    body = forward(b, description, a, address)
-    relay(a.media, b.media)
-    return body
-
-
 def join(
     a: Leg,
     b: Leg,
@@ -135,12 +135,14 @@ def join(
     address: str,
     codecs: tuple[Codec, ...],
 ) -> bytes:
-    """The callee `b` took the caller `a`'s call: bridge the two and return the body of
-    the caller's 2xx. The callee's SDP answers the caller's offer: passed on when the
-    caller offered the codec the callee chose, else ipbx answers the caller from the
-    caller's offer (only from what it offered) and the legs are transcoded. When the caller's INVITE
-    had no offer, the callee's SDP is its offer, passed on (the caller's ACK answers it:
-    `forward`). SipError(488) when the callee's 2xx cannot be used."""
+    """The callee `b` answered the caller `a`'s call, in its 2xx or, with early media, in
+    a 183 before: bridge the two and return the body of the caller's response. The
+    callee's SDP answers the caller's offer: passed on when the caller offered the codec
+    the callee chose (less any format the caller did not offer), else ipbx answers the
+    caller from the caller's offer (only from what it offered; a 2xx after a 183 holds
+    "that same exact answer", RFC 3261 §13.2.1) and the legs are transcoded. When the
+    caller's INVITE had no offer, the callee's SDP is its offer, passed on (the caller's
+    ACK answers it: `forward`). SipError(488) when the callee's SDP cannot be used."""
     offer = a.offer
     if description is None:
         if offer is None:
@@ -156,33 +158,25 @@ def join(
     if offer is None or chosen is None:
         body = _anchored(description, address, a.media, _crypto(a))
     elif sdp.offers(offer, chosen):
-        # Both directions carry what the callee's answer chose.
-        a.media.set_codec(chosen, b.media.dtmf_pt)
-        body = _anchored(description, address, a.media, _crypto(a))
+        # Both directions carry what the callee's answer chose; the caller gets only
+        # formats it offered (RFC 3264 §6.1), not the ones ipbx added for the callee.
+        limited = sdp.limited_to(description, offer)
+        a.media.set_codec(chosen, sdp.telephone_event(limited, chosen))
+        body = _anchored(limited, address, a.media, _crypto(a))
     else:
-        try:
-            ours, codec = _answer(a, offer, address, codecs)
-        except sdp.SdpError as exc:
-            raise SipError(exc.status_code, str(exc)) from None
-        log.info("%s transcoding %s <-> %s", a.call.id, codec.name, chosen.name)
-        body = bytes(ours)
+        if not a.answer:
+            try:
+                a.answer = bytes(answer(a, offer, address, codecs))
+            except sdp.SdpError as exc:
+                raise SipError(exc.status_code, str(exc)) from None
+        body = a.answer
+        assert a.media.codec is not None  # answer() set it
+        log.info("%s transcoding %s <-> %s", a.call.id, a.media.codec.name, chosen.name)
     connect(a.media, b.media)
     return body
 
 
 # --- a phone's SDP on its leg --------------------------------------------------------------
-
-
-def _answer(
-    leg: Leg, offer: sdp.SessionDescription, address: str, codecs: tuple[Codec, ...]
-) -> tuple[sdp.SessionDescription, Codec]:
-    local = leg.srtp[0] if leg.srtp else None
-    port = leg.media.local_address[1]
-    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
-    keys = sdp.srtp_keys(ours, offer)
-    _aim(leg, offer, codec, dtmf)
-    _set_keys(leg, keys)
-    return ours, codec
 
 
 def _take(leg: Leg, description: sdp.SessionDescription) -> None:
@@ -200,31 +194,24 @@ def _aim(
     """Send the leg's media where the phone's SDP says, in `codec` with the format
     parameters it asked for; its audio stream. A hold that says c=0.0.0.0 keeps the old
     address; latching still follows the phone's packets. Without `codec` (SDP passing
-    through) the stream's first format: a relay forwards bytes untouched, so the
-    endpoint only needs its payload type and clock rate, whatever the codec."""
+    through) the first audio codec the stream lists (telephone-event, comfort noise, RED
+    or FEC never are): a relay forwards bytes untouched, so the endpoint only needs its
+    payload type and clock rate, whatever the codec."""
     host, port = sdp.remote_address(description)
     media = description.audio
     assert media is not None  # remote_address() found it
     if host not in ("0.0.0.0", "::") and port != 0:
         if codec is None:
-            codec = _first_format(media)
+            try:
+                codec = sdp.first_codec(media)
+            except sdp.SdpError as exc:
+                raise SipError(exc.status_code, str(exc)) from None
             # The telephone-event type too: DTMF ipbx sends this phone (a transcoded
             # bridge, the API) must carry the number the phone expects.
             dtmf = sdp.telephone_event(description, codec)
         fmtp = media.format_parameters(codec.payload_type)
         leg.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
     return media
-
-
-def _first_format(media: sdp.Media) -> Codec:
-    if not media.payload_types():
-        raise SipError(488, "no audio stream")
-    pt = media.payload_types()[0]
-    rtpmap = media.rtpmaps().get(pt)
-    if rtpmap is not None:
-        return Codec(rtpmap.name, pt, rtpmap.clock_rate, rtpmap.channels)
-    static = next((c for c in CODECS if c.payload_type == pt), None)
-    return static or Codec(f"pt{pt}", pt, 8000)
 
 
 def _keys(leg: Leg, media: sdp.Media) -> Keys | None:
