@@ -181,7 +181,6 @@ def test_a_fresh_clones_make_serve_registers_a_phone_and_answers_the_echo_test(
     assert call.answered, call.log
 
 
-@pytest.mark.xfail(strict=True, reason="defect 6, fixed on branch nat")
 def test_the_phone_on_another_machine_hears_its_own_tone_back(
     echo_call_to_a_fresh_clone: EchoCall,
 ) -> None:
