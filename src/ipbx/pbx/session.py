@@ -21,6 +21,7 @@ from ipbx.media.endpoint import MediaError
 from ipbx.media.tts import TtsError, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
+from ipbx.pbx.dialplan import OutboundCall
 
 log = logging.getLogger("ipbx.apps")
 
@@ -167,6 +168,12 @@ class Session:
         answered, else why not (486 busy, 480 no answer or not registered ...)."""
         await self.answer()
         return await self.calls.forking.dial(self.call, list(extensions), timeout)
+
+    async def dial_out(self, route: OutboundCall, caller_id: str, timeout: float) -> int:
+        """Call an outside number through `route`'s trunks, showing `caller_id`; on
+        answer the caller is bridged to it, as with `dial`. The final status."""
+        await self.answer()
+        return await self.calls.trunks.dial(self.call, route, caller_id, timeout)
 
     async def hangup(self, status: int = DECLINED) -> None:
         """End the call: BYE when answered, `status` to the INVITE otherwise."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ipbx import sdp
 from ipbx.media.bridge import connect
@@ -40,9 +40,9 @@ from ipbx.pbx.call.negotiate import (
     refusal,
     secure_offer,
 )
-from ipbx.pbx.call.recording import record
+from ipbx.pbx.call.recording import record_if_asked
 from ipbx.pbx.call.registry import CallRegistry
-from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
+from ipbx.pbx.events import CALL_RINGING
 from ipbx.pbx.location import Binding
 from ipbx.sip.auth import CredentialSource
 from ipbx.sip.dialog import Dialog
@@ -101,6 +101,15 @@ def settle(call: Call, status: int) -> None:
         call.outcome.set_result(status)
 
 
+def conclude(call: Call, status: int) -> None:
+    """Tell whoever awaits the INVITEs ipbx sent how they ended: the call flow, transfer
+    or click-to-call that dials (`Call.dialing`), else the caller's own ringing."""
+    if call.dialing is None:
+        settle(call, status)
+    elif not call.dialing.done():
+        call.dialing.set_result(status)
+
+
 class Forking:
     def __init__(self, registry: CallRegistry) -> None:
         self.registry = registry
@@ -134,7 +143,7 @@ class Forking:
         call.far_media = callee_media
         call.outcome = asyncio.get_running_loop().create_future()
         reg.calls[call.id] = call
-        reg.publish(CALL_STARTED, call)
+        reg.publish_start(call)
         reg.by_invite[id(tx)] = call
         if offer is not None:
             try:
@@ -209,30 +218,50 @@ class Forking:
         bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
         The final status (200 answered)."""
         reg = self.registry
-        a = keep or call.caller
-        call.keep = a
         now = time.time()
         bindings = [(n, b) for n in extensions for b in reg.location.reachable(n, now)]
         if not bindings:
             return 480
+
+        async def ring() -> None:
+            a, media = call.keep, call.far_media
+            assert media is not None
+            for number in dict.fromkeys(n for n, _ in bindings):
+                reg.publish(CALL_RINGING, call, extension=number)
+            for number, binding in bindings:
+                max_forwards = a.invite.max_forwards if a is not None else None
+                invite = self._callee_invite(
+                    call, max_forwards, identity(call, a), number, binding, call.far_body
+                )
+                self.send(Leg(call, binding.source, media, invite))
+
+        return await self.dial_with(call, ring, timeout, keep)
+
+    async def dial_with(
+        self,
+        call: Call,
+        ring: Callable[[], Awaitable[None]],
+        timeout: float,
+        keep: Leg | None = None,
+    ) -> int:
+        """Offer our own SDP (`call.far_body`, on `call.far_media`) to whoever `ring`
+        sends INVITEs to (phones, or a route's trunks); the one that answers is bridged
+        to `keep` (the caller unless told otherwise). The final status (200 answered,
+        480 when `timeout` ran out first)."""
+        reg = self.registry
+        call.keep = keep or call.caller
         try:
             media = await MediaEndpoint.open(reg.ports)
         except PortPoolExhausted:
+            call.keep = None
             return 503
         call.far_media = media
         call.forks = []
         port = media.local_address[1]
-        body = bytes(sdp.make_offer(reg.media_address, port, reg.policy.codecs))
+        call.far_body = bytes(sdp.make_offer(reg.media_address, port, reg.policy.codecs))
         dialing = call.dialing = asyncio.get_running_loop().create_future()
-        for number in dict.fromkeys(n for n, _ in bindings):
-            reg.publish(CALL_RINGING, call, extension=number)
-        for number, binding in bindings:
-            max_forwards = a.invite.max_forwards if a is not None else None
-            invite = self._callee_invite(
-                call, max_forwards, identity(call, a), number, binding, body
-            )
-            self.send(Leg(call, binding.source, media, invite))
         try:
+            await ring()
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
             for fork in call.forks:
@@ -246,6 +275,17 @@ class Forking:
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.new_far_dialog()
+
+    def retarget(self, call: Call) -> None:
+        """The phones rung for the caller's INVITE did not answer: their far side (media
+        endpoint and offer) is kept for the next attempt (a forward out through a trunk),
+        in a new dialog, with a new outcome to await."""
+        self.registry.stop_ring_timer(call)
+        call.forks = []
+        call.rang = None
+        call.timed_out = False
+        call.new_far_dialog()
+        call.outcome = asyncio.get_running_loop().create_future()
 
     def _dial_answered(self, fork: Leg, response: Response) -> None:
         """A phone `dial` rang answered: bridge it to the leg it was rung for (or, for
@@ -274,8 +314,11 @@ class Forking:
         connect(a.media, fork.media)
         call.far_media = None  # the callee leg owns it now
         call.state = CallState.ANSWERED
+        if call.answered is None:
+            call.answered = time.time()  # a call ipbx placed: both parties answered now
         reg.publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
+        record_if_asked(reg, call, fork.invite.to.uri.user or "")
         call.dialing.set_result(200)
 
     def _take_answer(
@@ -411,8 +454,7 @@ class Forking:
         call.state = CallState.ANSWERED
         reg.publish_answer(call, fork)
         log.info("%s answered by %s", call.id, fork.peer)
-        if reg.policy.record_always & {call.from_number, call.to_number}:
-            record(reg, call)
+        record_if_asked(reg, call, fork.invite.to.uri.user or "")
         settle(call, 200)
 
     def _refuse_answer(self, fork: Leg, a: Leg) -> None:

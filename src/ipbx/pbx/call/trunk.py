@@ -9,11 +9,13 @@ give up: the next trunk may carry the call, as a proxy tries its next target (RF
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from ipbx.pbx.call.fork import Forking, outgoing_invite, settle
+from ipbx.pbx.call.fork import Forking, conclude, outgoing_invite
 from ipbx.pbx.call.model import Call, CallState, Leg, best_failure
 from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.trunks import Trunk, Trunks
+from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address
 
@@ -23,8 +25,18 @@ log = logging.getLogger("ipbx.calls")
 NO_TRUNK = 503
 
 
+# How a number that is no extension goes out, as the router's outbound routes say:
+# (number, the extension whose outbound permission applies, the number calling) -> the
+# route and the caller ID shown; SipError 403 or 404 when it cannot go out.
+OutsideRoute = Callable[[str, str, str], tuple[OutboundCall, str]]
+
+
 def _try_next_trunk(status: int) -> bool:
     return status == 408 or 500 <= status < 600
+
+
+def _no_routes(number: str, by: str, caller: str) -> tuple[OutboundCall, str]:
+    raise SipError(404, f"no outbound route for {number}")
 
 
 class TrunkDialing:
@@ -33,6 +45,8 @@ class TrunkDialing:
         self.registry = forking.registry
         self.trunks = trunks
         forking.on_trunk_failure = self._on_failure
+        # The router's outbound routes (set by the router: the engine never imports it).
+        self.outside: OutsideRoute = _no_routes
 
     async def dial_out(self, call: Call, caller_id: str) -> None:
         """Out through the trunks of `call.route`, after `Forking.setup`; `call.outcome`
@@ -43,9 +57,34 @@ class TrunkDialing:
         call.state = CallState.RINGING
         await self._next_trunk(call)
 
+    async def dial(
+        self,
+        call: Call,
+        route: OutboundCall,
+        caller_id: str,
+        timeout: float,
+        keep: Leg | None = None,
+    ) -> int:
+        """Out through `route`'s trunks with ipbx's own offer, for a party ipbx holds (a
+        call flow's caller, a transferee, a click-to-call agent), as `Forking.dial`
+        rings phones: the trunk that answers is bridged to `keep` (the caller unless
+        told otherwise). The final status (200 answered)."""
+
+        async def ring() -> None:
+            call.route = route
+            call.caller_id = caller_id
+            call.failures = []
+            call.trunks_left = self.trunks.candidates(route.trunks)
+            await self._next_trunk(call)
+
+        try:
+            return await self.forking.dial_with(call, ring, timeout, keep)
+        finally:
+            call.trunks_left = []  # a late failure tries no further trunk
+
     async def _next_trunk(self, call: Call) -> None:
         route = call.route
-        a = call.caller
+        a = call.keep or call.caller
         assert route is not None and a is not None and call.far_media is not None
         while call.trunks_left and not call.ended:
             trunk = call.trunks_left.pop(0)
@@ -70,10 +109,10 @@ class TrunkDialing:
         if call.ended:
             return
         if call.failures:
-            settle(call, best_failure([r.status for r in call.failures]))
+            conclude(call, best_failure([r.status for r in call.failures]))
             return
         log.info("%s: no trunk of route %s can take the call", call.id, route.route)
-        settle(call, NO_TRUNK)
+        conclude(call, NO_TRUNK)
 
     def _invite(
         self,
@@ -99,7 +138,7 @@ class TrunkDialing:
         assert trunk is not None and fork.trunk_slot is not None
         status = response.status
         fork.trunk_slot.release()
-        if call.ended or call.callee is not None:
+        if call.ended or (call.callee is not None and call.dialing is None):
             return
         if status in (401, 407):
             # The provider refused the trunk's credentials (or wants some it has none
@@ -114,8 +153,10 @@ class TrunkDialing:
         if _try_next_trunk(status) and call.trunks_left:
             log.info("%s: trunk %s answered %d; trying the next", call.id, trunk.name, status)
             a = call.caller
-            assert a is not None and a.server_tx is not None
-            self.registry.spawn(self._next_trunk(call), a.server_tx)
+            if call.dialing is None and a is not None and a.server_tx is not None:
+                self.registry.spawn(self._next_trunk(call), a.server_tx)
+            else:
+                self.registry.spawn_task(self._next_trunk(call))
             return
         log.info("%s: trunk %s answered %d", call.id, trunk.name, status)
-        settle(call, best_failure([r.status for r in call.failures]))
+        conclude(call, best_failure([r.status for r in call.failures]))
