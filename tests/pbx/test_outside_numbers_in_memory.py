@@ -281,6 +281,25 @@ def test_a_transfer_abroad_is_refused_for_a_national_extension(tmp_path: Path) -
     play(tmp_path, story, outside())
 
 
+def test_a_party_on_a_trunk_transfers_to_extensions_only(tmp_path: Path) -> None:
+    """A caller from outside cannot make ipbx call out for it by REFER (toll fraud)."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["numbers"] = [{"number": "+15550100", "destination": "extension:1001"}]
+
+    async def story(lab: Testbed) -> None:
+        gateway = lab.gateway(PROVIDER, "+12125550199")
+        bob = await lab.registered("1001")
+        call, _ = await connected(gateway, bob, "+15550100")
+        assert (await call.refer(f"<sip:{DIALLED}@10.0.0.1>")).status == 202
+        notify = await call.received("NOTIFY")
+        while b"Forbidden" not in notify.body:
+            notify = await call.received("NOTIFY")
+        assert await gateway.rings_not(1.0)
+
+    play(tmp_path, story, outside(edit))
+
+
 def _only_call(lab: Testbed) -> Call:
     [call] = lab.pbx.active_calls()
     return call
