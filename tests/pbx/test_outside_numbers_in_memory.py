@@ -51,6 +51,10 @@ def outside(edit: Callable[[dict[str, Any]], None] | None = None) -> Any:
 
 async def _talk_then_hang_up(call: OutgoingCall, out: IncomingCall) -> None:
     out.answer()
+    await _talk_then_hang_up_answered(call, out)
+
+
+async def _talk_then_hang_up_answered(call: OutgoingCall, out: IncomingCall) -> None:
     await out.received("ACK")
     assert (await call.hang_up()).status == 200
     await out.hung_up()
@@ -219,11 +223,45 @@ def test_a_schedule_to_an_outside_number_calls_it(tmp_path: Path) -> None:
     play(tmp_path, story, outside(edit))
 
 
-def test_a_groups_fallback_to_an_outside_number_calls_it(tmp_path: Path) -> None:
+def _group_of(strategy: str) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
-        config["groups"] = [{"name": "sales", "members": ["1002"], "ring_seconds": 5,
-                             "fallback": f"number:{MOBILE}"}]  # fmt: skip
+        config["groups"] = [{"name": "sales", "strategy": strategy, "ring_seconds": 5,
+                             "members": ["1002", MOBILE]}]  # fmt: skip
         config["numbers"] = [{"number": MENU, "destination": "group:sales"}]
+
+    return edit
+
+
+@pytest.mark.parametrize("first", ["mobile", "desk"])
+def test_a_ringall_group_rings_a_mobile_member_with_the_desk_phone(
+    tmp_path: Path, first: str
+) -> None:
+    """Both ring at once; whoever answers first takes the call, the other is cancelled."""
+
+    async def story(lab: Testbed) -> None:
+        gateway = lab.gateway(PROVIDER)
+        alice, carol = await lab.registered("1000"), await lab.registered("1002")
+        call = alice.call(MENU)
+        desk = await carol.rings()
+        out = await gateway.rings()
+        assert out.invite.uri.user == MOBILE
+        answering, other = (out, desk) if first == "mobile" else (desk, out)
+        other.ring()
+        answering.answer()
+        await other.was_cancelled()
+        assert (await call.final()).status == 200
+        await _talk_then_hang_up_answered(call, answering)
+
+    play(tmp_path, story, outside(_group_of("ringall")))
+
+
+@pytest.mark.parametrize("where", ["member", "fallback"])
+def test_a_group_calls_a_mobile_after_the_desk_phone(tmp_path: Path, where: str) -> None:
+    """As its next member (sequential), or as its fallback when nobody answered."""
+
+    def fallback(config: dict[str, Any]) -> None:
+        _group_of("sequential")(config)
+        config["groups"][0].update(members=["1002"], fallback=f"number:{MOBILE}")
 
     async def story(lab: Testbed) -> None:
         gateway = lab.gateway(PROVIDER)
@@ -235,9 +273,9 @@ def test_a_groups_fallback_to_an_outside_number_calls_it(tmp_path: Path) -> None
         assert (await call.final()).status == 200
         await _talk_then_hang_up(call, out)
         [record] = await lab.records()
-        assert record.path == f"group:sales,number:{MOBILE}"
+        assert record.path.startswith("group:sales")
 
-    play(tmp_path, story, outside(edit))
+    play(tmp_path, story, outside(fallback if where == "fallback" else _group_of("sequential")))
 
 
 # --- transfers and click-to-call ----------------------------------------------------------

@@ -413,7 +413,7 @@ class Router:
         elif kind is Kind.SCHEDULE:
             await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
         elif kind is Kind.ANNOUNCEMENT:
-            await self._announce(session, self.announcements[target])
+            await announce(session, self.announcements[target])
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
@@ -436,9 +436,16 @@ class Router:
             await session.hangup(status)
 
     async def _group(self, session: Session, group: GroupConfig) -> None:
+        """Ring the members round by round (a `+E164` member through the routes)."""
         status = 0
         for members in self._hunt(group):
-            status = await session.dial(members, group.ring_seconds)
+            caller, phones = session.caller, [m for m in members if not m.startswith("+")]
+            try:
+                outside = [self.outside(m, None, caller) for m in members if m not in phones]
+            except SipError as exc:  # no route takes a member's number
+                log.info("%s: group %s: %s", session.call.id, group.name, exc.reason)
+                outside = []
+            status = await session.dial(phones, group.ring_seconds, outside)
             if status == 200:
                 return
         log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
@@ -455,13 +462,6 @@ class Router:
             first = next(self._turns[group.name])
             members = members[first:] + members[:first]
         return [[member] for member in members]
-
-    async def _announce(self, session: Session, announcement: AnnouncementConfig) -> None:
-        if announcement.file is not None:
-            await session.play(announcement.file)
-        elif announcement.text is not None:
-            await session.say(announcement.text)
-        await session.hangup()
 
     def _voicemail_of(self, ext: Extension) -> Destination | None:
         return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
@@ -595,6 +595,14 @@ class AppRunner:
             await turn_away(session, self.refused)
             return
         await router.run(session, self.destination)
+
+
+async def announce(session: Session, announcement: AnnouncementConfig) -> None:
+    if announcement.file is not None:
+        await session.play(announcement.file)
+    elif announcement.text is not None:
+        await session.say(announcement.text)
+    await session.hangup()
 
 
 async def turn_away(session: Session, refused: BlacklistEntry) -> None:

@@ -162,11 +162,21 @@ class Session:
             self.leg.media.stop_recording()
         return loop.time() - started
 
-    async def dial(self, extensions: Sequence[str], timeout: float) -> int:
-        """Ring these extensions at once; on answer the caller is bridged to whoever
-        answered and the call goes on without the app. The final status: 200 when
-        answered, else why not (486 busy, 480 no answer or not registered ...)."""
+    async def dial(
+        self,
+        extensions: Sequence[str],
+        timeout: float,
+        outside: Sequence[tuple[OutboundCall, str]] = (),
+    ) -> int:
+        """Ring these extensions (and call these outside numbers: route, caller ID) at
+        once; on answer the caller is bridged to whoever answered and the call goes on
+        without the app. The final status: 200 when answered, else why not (486 busy,
+        480 no answer or not registered ...)."""
         await self.answer()
+        if outside:
+            return await self.calls.trunks.ring_all(
+                self.call, list(extensions), list(outside), timeout
+            )
         return await self.calls.forking.dial(self.call, list(extensions), timeout)
 
     async def dial_out(self, route: OutboundCall, caller_id: str, timeout: float) -> int:

@@ -101,15 +101,6 @@ def settle(call: Call, status: int) -> None:
         call.outcome.set_result(status)
 
 
-def conclude(call: Call, status: int) -> None:
-    """Tell whoever awaits the INVITEs ipbx sent how they ended: the call flow, transfer
-    or click-to-call that dials (`Call.dialing`), else the caller's own ringing."""
-    if call.dialing is None:
-        settle(call, status)
-    elif not call.dialing.done():
-        call.dialing.set_result(status)
-
-
 class Forking:
     def __init__(self, registry: CallRegistry) -> None:
         self.registry = registry
@@ -217,25 +208,34 @@ class Forking:
         """Ring every reachable contact of `extensions` with our own offer; on answer,
         bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
         The final status (200 answered)."""
-        reg = self.registry
-        now = time.time()
-        bindings = [(n, b) for n in extensions for b in reg.location.reachable(n, now)]
+        bindings = self.bindings(extensions)
         if not bindings:
             return 480
 
         async def ring() -> None:
-            a, media = call.keep, call.far_media
-            assert media is not None
-            for number in dict.fromkeys(n for n, _ in bindings):
-                reg.publish(CALL_RINGING, call, extension=number)
-            for number, binding in bindings:
-                max_forwards = a.invite.max_forwards if a is not None else None
-                invite = self._callee_invite(
-                    call, max_forwards, identity(call, a), number, binding, call.far_body
-                )
-                self.send(Leg(call, binding.source, media, invite))
+            self.ring_phones(call, bindings)
 
         return await self.dial_with(call, ring, timeout, keep)
+
+    def bindings(self, extensions: list[str]) -> list[tuple[str, Binding]]:
+        """The reachable contacts of `extensions`, with the extension of each."""
+        now = time.time()
+        location = self.registry.location
+        return [(n, b) for n in extensions for b in location.reachable(n, now)]
+
+    def ring_phones(self, call: Call, bindings: list[tuple[str, Binding]]) -> None:
+        """Send our offer (`call.far_body`) to these contacts, inside `dial_with`."""
+        reg = self.registry
+        a, media = call.keep, call.far_media
+        assert media is not None
+        for number in dict.fromkeys(n for n, _ in bindings):
+            reg.publish(CALL_RINGING, call, extension=number)
+        for number, binding in bindings:
+            max_forwards = a.invite.max_forwards if a is not None else None
+            invite = self._callee_invite(
+                call, max_forwards, identity(call, a), number, binding, call.far_body
+            )
+            self.send(Leg(call, binding.source, media, invite))
 
     async def dial_with(
         self,
@@ -270,11 +270,25 @@ class Forking:
         finally:
             call.dialing = None
             call.keep = None
+            call.outside = []  # a late failure tries no further trunk
             if call.far_media is media:
                 media.close()
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.new_far_dialog()
+
+    def dialing_over(self, call: Call) -> None:
+        """Whoever `dial_with` rang may all have refused: when every phone has and no
+        outside number is still being tried, the dial ends with the best failure."""
+        assert call.dialing is not None
+        phones = [f.final for f in call.forks if f.trunk is None]
+        if call.dialing.done() or any(final is None for final in phones):
+            return
+        statuses = [o.status for o in call.outside]
+        if any(status is None for status in statuses):
+            return
+        finals = [final.status for final in phones if final is not None]
+        call.dialing.set_result(best_failure(finals + [s for s in statuses if s is not None]))
 
     def retarget(self, call: Call) -> None:
         """The phones rung for the caller's INVITE did not answer: their far side (media
@@ -391,8 +405,7 @@ class Forking:
         finals = [f.final.status for f in call.forks if f.final is not None]
         if call.dialing is not None:
             # A transfer's target refuses while the call still has both its parties.
-            if not call.dialing.done():
-                call.dialing.set_result(best_failure(finals))
+            self.dialing_over(call)
         elif call.callee is None:
             settle(call, 480 if call.timed_out else best_failure(finals))
 
