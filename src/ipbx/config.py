@@ -403,7 +403,7 @@ class Config(Model):
                 raise _config_error("unknown_destination", problem, at)
         for i, group in enumerate(self.groups):
             for j, member in enumerate(group.members):
-                if member not in extensions:
+                if not member.startswith("+") and member not in extensions:
                     raise _config_error(
                         "unknown_member",
                         f"there is no extension {member}",

@@ -23,8 +23,8 @@ Writing a test::
   exchanged is printed (pytest shows it with the failure).
 - `lab.phone(number)` / `await lab.registered(number)`: a Phone (tests/support/
   user_agents.py) on the next free address 10.0.0.11, .12 ...; a number may have several.
-  `lab.gateway(host)`: a provider's side of a trunk at HOST:5060 (write the same host
-  in the trunk's configuration).
+  `lab.gateway(host, caller)`: a provider's side of a trunk at HOST:5060 (write the
+  same host in the trunk's configuration), its calls from `caller` ("gw" by default).
 - A phone's `call(number)` returns an OutgoingCall (`provisional()`, `final()`,
   `cancel()`); `rings()` returns the next IncomingCall (`ring()`, `answer()`,
   `refuse(status)`, `challenge()`, `was_cancelled()`, `rings_unanswered()`);
@@ -98,9 +98,10 @@ class Testbed:
         assert response.status == 200, response
         return phone
 
-    def gateway(self, host: str) -> Phone:
-        """A provider's SIP side at `host`:5060, which a trunk points at."""
-        return self._add(Phone(self.network, Address("UDP", host, 5060), PBX_ADDRESS, "gw"))
+    def gateway(self, host: str, caller: str = "gw") -> Phone:
+        """A provider's SIP side at `host`:5060, which a trunk points at; the calls it
+        places come from `caller` (a number of the phone network)."""
+        return self._add(Phone(self.network, Address("UDP", host, 5060), PBX_ADDRESS, caller))
 
     def _add(self, phone: Phone) -> Phone:
         self.phones.append(phone)

@@ -303,6 +303,8 @@ class Phone:
         self.endpoint = SipEndpoint(self, user_agent=f"in-memory phone {user}")
         network.attach(self.endpoint, address)
         self.contact = Uri("sip", user, None, address.host, address.port)
+        # The display name its From shows (RFC 3261 §20.20), none by default.
+        self.display: str | None = None
         self.calls: Inbox[IncomingCall] = Inbox()
         self.requests: Inbox[Request] = Inbox()
         self._dialogs: dict[tuple[str, str, str], Call] = {}
@@ -353,7 +355,7 @@ class Phone:
     # --- what the phone does itself ----------------------------------------------------------
 
     def _aor(self) -> NameAddr:
-        return NameAddr(Uri("sip", self.user, None, self.server.host, None))
+        return NameAddr(Uri("sip", self.user, None, self.server.host, None), self.display)
 
     def _request(self, method: str, uri: Uri, to: NameAddr, body: bytes = b"") -> Request:
         headers = Headers()

@@ -207,11 +207,14 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     )
     async def originate(order: models.Originate, token: Admin) -> models.Originated:
         """Click-to-call: the agent's phones ring; when one answers, ipbx calls the
-        number and connects the two. Follow the call by its call.* events."""
+        number (an extension, or an outside number through the outbound routes with the
+        agent's permission) and connects the two. Follow the call by its call.* events."""
         if not system_state(token):
             raise HTTPException(404, f"agent: no extension {order.agent} in this tenant")
         try:
             call = pbx.originate(order.agent, order.number, order.timeout)
+        except PermissionError as exc:
+            raise HTTPException(403, f"number: {exc}") from None
         except LookupError as exc:
             field = "number" if pbx.is_extension(order.agent) else "agent"
             raise HTTPException(404, f"{field}: {exc}") from None

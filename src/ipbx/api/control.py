@@ -60,11 +60,15 @@ def call_control(control: "CallControl", admin: Callable[..., ApiTokenRecord]) -
 
     @router.post("/transfer", status_code=202, response_model=models.Accepted)
     async def transfer(order: models.Transfer, token: Admin, call_id: CallId) -> models.Accepted:
-        """Blind transfer: `leg`'s party is connected to extension `target`, whose phones
-        ring now; when one answers, the other party is hung up. If nobody answers in
-        30 s, the two parties stay connected. Follow it by the call's call.* events."""
+        """Blind transfer: `leg`'s party is connected to `target`, an extension whose
+        phones ring now or an outside number called through the outbound routes with
+        the other party's permission; when it answers, the other party is hung up. If
+        nobody answers in 30 s, the two parties stay connected. Follow it by the call's
+        call.* events."""
         try:
             run(token, call_id, lambda: control.transfer(call_id, order.leg, order.target))
+        except PermissionError as exc:
+            raise HTTPException(403, f"target: {exc}") from None
         except LookupError as exc:
             raise HTTPException(404, f"target: {exc}") from None
         return models.Accepted(call_id=call_id)

@@ -154,7 +154,10 @@ class Originate(BaseModel):
     """Click-to-call: ring `agent`'s phones; when one answers, call `number`."""
 
     agent: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension that rings first")
-    number: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension it then calls")
+    number: str = Field(
+        pattern=r"^\+?[0-9]{1,32}$",
+        description="the extension or outside number it then calls (the agent's permission)",
+    )
     timeout: float = Field(default=30.0, gt=0, le=300, description="seconds each side rings")
 
 
@@ -181,7 +184,10 @@ class Transfer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension to connect to")
+    target: str = Field(
+        pattern=r"^\+?[0-9]{1,32}$",
+        description="the extension or outside number to connect to (the other party's permission)",
+    )
     leg: Side = Field(description="the party that is connected to the target")
 
 

@@ -79,7 +79,9 @@ class PbxServices(Protocol):
         """The calls in progress, as they are now."""
 
     def originate(self, agent: str, number: str, timeout: float) -> LiveCall:
-        """Click-to-call; LookupError when `agent` or `number` is no extension."""
+        """Click-to-call; LookupError when `agent` is no extension or `number` no
+        extension and no outside number a route takes, PermissionError when the agent
+        may not call that number."""
 
     def is_extension(self, number: str) -> bool: ...
 

@@ -26,6 +26,7 @@ from ipbx.media.inband import dtmf_tone
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.call.recording import record, stop_recording
+from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.control")
 
@@ -66,17 +67,24 @@ class CallControl:
         self.calls.hang_up(call)
 
     def transfer(self, call_id: str, side: Side, target: str) -> None:
-        """Blind transfer: `side`'s party is connected to extension `target` and the
-        other party is hung up once the target answers. Runs on after this returns;
-        the call's events (call.ringing, call.answered) tell how it goes. If nobody
-        answers within 30 s the two parties stay connected."""
+        """Blind transfer: `side`'s party is connected to `target` (an extension, or an
+        outside number through the outbound routes with the other party's permission,
+        as when its phone transfers) and the other party is hung up once the target
+        answers. Runs on after this returns; the call's events (call.ringing,
+        call.answered) tell how it goes. If nobody answers within 30 s the two parties
+        stay connected. LookupError for a target with no extension or route,
+        PermissionError for one the other party may not call."""
         call = self.find(call_id)
         transferee = self._answered_leg(call, side, "transferred")
         transferor = transferee.other
         if transferor is None or transferor.dialog is None:
             raise CallStateError(f"call {call_id} has no other party to take out")
-        if self.calls.is_extension(target) is None:
-            raise LookupError(f"no extension {target}")
+        try:
+            self.calls.transfers.check_target(target, transferor)
+        except SipError as exc:
+            if exc.status == 403:
+                raise PermissionError(exc.reason) from None
+            raise LookupError(exc.reason) from None
         log.info("%s: API transfers the %s (%s) to %s", call.id, side, transferee.peer, target)
         self._spawn(self._transfer(call, transferor, transferee, target))
 

@@ -13,18 +13,23 @@ event can be joined with the record written when the call ends. Numbers are stri
 
 ``call.started``
     call_id, caller, callee, direction (``internal``, ``inbound`` from a trunk,
-    ``outbound`` to a trunk); optional caller_name, trunk.
+    ``outbound`` to a trunk); optional caller_name (the display name of the caller's
+    From, when it shows one) and trunk (the trunk an inbound call came in on). An
+    outbound call's trunk is not known yet when it starts (failover picks it):
+    call.answered names it.
 ``call.ringing``
     call_id, caller, callee, direction, extension (the extension whose phones ring;
-    one event per extension rung).
+    one event per extension rung); optional caller_name, the CRM's name for a caller
+    from outside when it knows one (pbx/crm.py), else the From's display name.
 ``call.answered``
-    call_id, caller, callee, direction, extension (who answered), wait (seconds from
-    call.started to the first answer by a person). Only a person answers: a phone, or
-    an outside number. ipbx answering the caller itself (a menu, voicemail, a group's
-    ringback) is no call.answered; a call a menu or a group answered first is
-    call.answered when a phone takes it. A call transferred (REFER or the API) is
-    call.answered again, with the new extension, when the target answers, so a CRM
-    opens the card on the phone that has the caller now.
+    call_id, caller, callee, direction, extension (who answered: the extension, or the
+    outside number a trunk reached), wait (seconds from call.started to the first answer
+    by a person); optional trunk (the trunk that took a call out). Only a person
+    answers: a phone, or an outside number. ipbx answering the caller itself (a menu,
+    voicemail, a group's ringback) is no call.answered; a call a menu or a group
+    answered first is call.answered when a phone takes it. A call transferred (REFER
+    or the API) is call.answered again, with the new extension, when the target
+    answers, so a CRM opens the card on the phone that has the caller now.
 ``call.ended``
     call_id, caller, callee, direction, result (as in the call record: answered by a
     person, cancelled, busy, no_answer, failed, menu, voicemail, group, announcement,

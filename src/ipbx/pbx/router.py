@@ -102,6 +102,8 @@ class Router:
         self._turns: dict[str, Iterator[int]] = {
             g.name: itertools.cycle(range(len(g.members))) for g in config.groups
         }
+        # Transfers and click-to-call reach outside numbers through our outbound routes.
+        calls.trunks.outside = self.outside
 
     # --- new calls ------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Router:
             calls.spawn(calls.flows.echo(incoming, caller, target), tx)
             return
         call = Call(new_call_id(), caller, target)
+        call.caller_name = request.from_.display or None
         if target.startswith("*"):
             feature = self.feature(target, caller)
             if feature is None:
@@ -163,6 +166,7 @@ class Router:
         destination = number.destination
         caller = request.from_.uri.user or "anonymous"
         call = Call(new_call_id(), caller, number.number)
+        call.caller_name = request.from_.display or None
         call.inbound_slot = trunk.acquire()
         if call.inbound_slot is None:
             raise SipError(503, f"trunk {trunk.name} is at its channel limit")
@@ -199,19 +203,32 @@ class Router:
         self.calls.spawn(self.reach(target, InviteCaller(self, call, incoming)), incoming.tx)
 
     async def _dial_out(self, call: Call, incoming: Incoming) -> None:
-        """Out through the route's trunks (failover is the engine's); the caller gets
-        the best failure when none takes the call."""
+        """Out through the route's trunks (failover is the engine's), for a caller whose
+        INVITE nobody has answered, also after its extension's phones did not; the
+        caller gets the best failure when no trunk takes the call."""
         calls = self.calls
         route = call.route
         assert route is not None
-        if not await calls.forking.setup(call, incoming):
-            return
-        caller_id = route.caller_id or self.caller_ids.get(call.from_number) or call.from_number
-        await calls.trunks.dial_out(call, caller_id)
+        if call.caller is None:
+            if not await calls.forking.setup(call, incoming):
+                return
+        else:
+            calls.forking.retarget(call)
+        await calls.trunks.dial_out(call, self._caller_id(route, call.from_number))
         assert call.outcome is not None
         status = await call.outcome
         if status != 200 and not call.ended:
             calls.refuse(call, status)
+
+    def outside(self, number: str, by: str | None, caller: str) -> tuple[OutboundCall, str]:
+        """The route of an outside number with extension `by`'s outbound permission
+        (None: the PBX's own routing, any route), and the caller ID it shows for
+        `caller`; SipError 403 or 404 when it cannot go out."""
+        route = self._outbound_route(number, by)
+        return route, self._caller_id(route, caller)
+
+    def _caller_id(self, route: OutboundCall, caller: str) -> str:
+        return route.caller_id or self.caller_ids.get(caller) or caller
 
     def _outbound_route(self, dialled: str, caller: str | None) -> OutboundCall:
         """The route for a number that is no extension; `caller` None means a call
@@ -233,13 +250,19 @@ class Router:
         says: before ringing, forwarded always, busy on do-not-disturb, or elsewhere when
         no phone is registered; after, when no phone took the call, its busy or
         no-answer forwarding (or voicemail), else the caller gets the phones' refusal."""
+        refused = self.blacklist.match(caller.call.from_number, extension)
+        if refused is not None and refused.extension == extension:
+            log.info("%s: %s is blacklisted by %s (%s)", caller.call.id,
+                     caller.call.from_number, extension, refused.pattern)  # fmt: skip
+            await caller.turn_away(refused)
+            return
         bindings = self.calls.location.reachable(extension, time.time())
         instead = self.before_ringing(extension, bool(bindings))
         if isinstance(instead, int):
             await caller.refuse(instead, f"{extension} does not take calls now (do not disturb)")
             return
         if instead is not None:
-            await caller.follow(instead)
+            await caller.follow(instead, extension)
             return
         status = await caller.ring(extension, bindings, self.no_answer_seconds(extension))
         if status == 200 or caller.call.ended:
@@ -248,7 +271,7 @@ class Router:
         if fallback is None:
             await caller.refuse(status)
         else:
-            await caller.follow(fallback)
+            await caller.follow(fallback, extension)
 
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
@@ -325,12 +348,27 @@ class Router:
         digits = code[len(FORWARD_ON) :] or await session.collect(
             16, 8.0, "#", "Enter the number to forward your calls to, then press hash."
         )
-        if not digits.isdigit() or digits == session.caller:
+        if (
+            not digits.isdigit()
+            or digits == session.caller
+            or not self._may_forward(session.caller, digits)
+        ):
             await session.say("That number cannot be used.")
             return
         target = forward_target(digits, digits in self.extensions)
         self.settings.set_forward(session.caller, target)
         await session.say(f"Your calls now go to {' '.join(digits)}.")
+
+    def _may_forward(self, extension: str, digits: str) -> bool:
+        """Whether `extension` may forward its calls to `digits`: an extension, or an
+        outside number it may call itself."""
+        if digits in self.extensions:
+            return True
+        try:
+            self._outbound_route(digits, extension)
+        except SipError:
+            return False
+        return True
 
     def _spoken(self, text: str, code: str) -> Callable[[Leg], Awaitable[None]]:
         return self._session_app(code, lambda session: session.say(text))
@@ -352,7 +390,10 @@ class Router:
 
     # --- running destinations ---------------------------------------------------------------
 
-    async def run(self, session: Session, destination: Destination) -> None:
+    async def run(self, session: Session, destination: Destination, by: str | None = None) -> None:
+        """Run `destination` for the caller a call flow holds; an outside number goes
+        out with extension `by`'s permission (its forwarding), else by any route (the
+        PBX's own routing: numbers, menus, schedules, groups)."""
         call = session.call
         call.path.append(str(destination))
         log.info("%s -> %s", call.id, destination)
@@ -372,18 +413,39 @@ class Router:
         elif kind is Kind.SCHEDULE:
             await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
         elif kind is Kind.ANNOUNCEMENT:
-            await self._announce(session, self.announcements[target])
+            await announce(session, self.announcements[target])
+        elif kind is Kind.NUMBER:
+            await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # queue, conference, webhook, and number from a call flow: no call flow yet.
+            # queue, conference, webhook: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 
+    async def _call_out(self, session: Session, number: str, by: str | None) -> None:
+        try:
+            route, caller_id = self.outside(number, by, session.caller)
+        except SipError as exc:
+            log.info("%s: %s cannot go out: %s", session.call.id, number, exc.reason)
+            await session.hangup(exc.status)
+            return
+        status = await session.dial_out(route, caller_id, RING_SECONDS)
+        if status != 200:
+            log.info("%s: %s did not answer (%d)", session.call.id, number, status)
+            await session.hangup(status)
+
     async def _group(self, session: Session, group: GroupConfig) -> None:
+        """Ring the members round by round (a `+E164` member through the routes)."""
         status = 0
         for members in self._hunt(group):
-            status = await session.dial(members, group.ring_seconds)
+            caller, phones = session.caller, [m for m in members if not m.startswith("+")]
+            try:
+                outside = [self.outside(m, None, caller) for m in members if m not in phones]
+            except SipError as exc:  # no route takes a member's number
+                log.info("%s: group %s: %s", session.call.id, group.name, exc.reason)
+                outside = []
+            status = await session.dial(phones, group.ring_seconds, outside)
             if status == 200:
                 return
         log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
@@ -400,13 +462,6 @@ class Router:
             first = next(self._turns[group.name])
             members = members[first:] + members[:first]
         return [[member] for member in members]
-
-    async def _announce(self, session: Session, announcement: AnnouncementConfig) -> None:
-        if announcement.file is not None:
-            await session.play(announcement.file)
-        elif announcement.text is not None:
-            await session.say(announcement.text)
-        await session.hangup()
 
     def _voicemail_of(self, ext: Extension) -> Destination | None:
         return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
@@ -425,11 +480,15 @@ class Caller(Protocol):
         """Ring these contacts of `extension` (for `seconds`, None: until the caller gives
         up); 200 when one answered, else why not."""
 
-    async def follow(self, destination: Destination) -> None:
-        """Take the caller to `destination` instead (a forward, voicemail)."""
+    async def follow(self, destination: Destination, by: str) -> None:
+        """Take the caller to `destination` instead (a forward, voicemail) of extension
+        `by`, whose outbound permission an outside number goes out with."""
 
     async def refuse(self, status: int, reason: str = "") -> None:
         """Nowhere to go: the caller gets `status`."""
+
+    async def turn_away(self, refused: BlacklistEntry) -> None:
+        """The extension's blacklist refuses the caller: its message, then a hang-up."""
 
 
 class InviteCaller:
@@ -451,14 +510,31 @@ class InviteCaller:
         if not await calls.forking.setup(call, self.incoming):
             return 0  # the call ended there
         if router.crm is not None and call.inbound_slot is not None:
-            call.caller_name = await router.crm.name(call.from_number)
+            call.caller_name = await router.crm.name(call.from_number) or call.caller_name
             if call.ended:
                 return 0
         return await calls.forking.ring(call, extension, bindings, seconds)
 
-    async def follow(self, destination: Destination) -> None:
+    async def follow(self, destination: Destination, by: str) -> None:
+        router, call = self.router, self.call
+        if destination.kind is Kind.NUMBER:
+            # Out through a trunk as a plain B2BUA call: the caller is answered only
+            # when the outside number answers.
+            call.path.append(str(destination))
+            try:
+                call.route = router._outbound_route(destination.target, by)
+            except SipError as exc:
+                await self.refuse(exc.status, exc.reason)
+                return
+            await router._dial_out(call, self.incoming)
+            return
+        await self._run(router.app(destination))
+
+    async def turn_away(self, refused: BlacklistEntry) -> None:
+        await self._run(self.router.app(Destination(Kind.HANGUP), refused))
+
+    async def _run(self, app: AppRunner) -> None:
         flows, call = self.router.calls.flows, self.call
-        app = self.router.app(destination)
         if call.caller is None:
             await flows.begin(call, self.incoming, app)  # before ringing
             return
@@ -491,11 +567,14 @@ class SessionCaller:
     async def ring(self, extension: str, bindings: list[Binding], seconds: float | None) -> int:
         return await self.session.dial([extension], seconds or RING_SECONDS)
 
-    async def follow(self, destination: Destination) -> None:
-        await self.router.run(self.session, destination)
+    async def follow(self, destination: Destination, by: str) -> None:
+        await self.router.run(self.session, destination, by)
 
     async def refuse(self, status: int, reason: str = "") -> None:
         await self.session.hangup(status)
+
+    async def turn_away(self, refused: BlacklistEntry) -> None:
+        await turn_away(self.session, refused)
 
 
 class AppRunner:
@@ -513,13 +592,25 @@ class AppRunner:
         router = self.router
         session = Session(router.calls, leg.call, leg, router.prompts)
         if self.refused is not None:
-            leg.call.path.append("blacklist")
-            message = self.refused.message
-            if message is not None:
-                await play_prompt(session, message)
-            await session.hangup()
+            await turn_away(session, self.refused)
             return
         await router.run(session, self.destination)
+
+
+async def announce(session: Session, announcement: AnnouncementConfig) -> None:
+    if announcement.file is not None:
+        await session.play(announcement.file)
+    elif announcement.text is not None:
+        await session.say(announcement.text)
+    await session.hangup()
+
+
+async def turn_away(session: Session, refused: BlacklistEntry) -> None:
+    """A blacklisted caller hears the entry's message and is hung up on."""
+    session.call.path.append("blacklist")
+    if refused.message is not None:
+        await play_prompt(session, refused.message)
+    await session.hangup()
 
 
 async def play_prompt(session: Session, prompt: Prompt) -> None:

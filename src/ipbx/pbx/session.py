@@ -21,6 +21,7 @@ from ipbx.media.endpoint import MediaError
 from ipbx.media.tts import TtsError, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
+from ipbx.pbx.dialplan import OutboundCall
 
 log = logging.getLogger("ipbx.apps")
 
@@ -161,15 +162,32 @@ class Session:
             self.leg.media.stop_recording()
         return loop.time() - started
 
-    async def dial(self, extensions: Sequence[str], timeout: float) -> int:
-        """Ring these extensions at once; on answer the caller is bridged to whoever
-        answered and the call goes on without the app. The final status: 200 when
-        answered, else why not (486 busy, 480 no answer or not registered ...)."""
+    async def dial(
+        self,
+        extensions: Sequence[str],
+        timeout: float,
+        outside: Sequence[tuple[OutboundCall, str]] = (),
+    ) -> int:
+        """Ring these extensions (and call these outside numbers: route, caller ID) at
+        once; on answer the caller is bridged to whoever answered and the call goes on
+        without the app. The final status: 200 when answered, else why not (486 busy,
+        480 no answer or not registered ...)."""
         await self.answer()
-        status = await self.calls.forking.dial(self.call, list(extensions), timeout)
+        if outside:
+            status = await self.calls.trunks.ring_all(
+                self.call, list(extensions), list(outside), timeout
+            )
+        else:
+            status = await self.calls.forking.dial(self.call, list(extensions), timeout)
         if status != 200:
             self.call.status = status  # what the record says if the call ends here
         return status
+
+    async def dial_out(self, route: OutboundCall, caller_id: str, timeout: float) -> int:
+        """Call an outside number through `route`'s trunks, showing `caller_id`; on
+        answer the caller is bridged to it, as with `dial`. The final status."""
+        await self.answer()
+        return await self.calls.trunks.dial(self.call, route, caller_id, timeout)
 
     async def hangup(self, status: int = DECLINED) -> None:
         """End the call: BYE when answered, `status` to the INVITE otherwise. Once

@@ -20,9 +20,9 @@ from ipbx.pbx.call.recording import stop_recording
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
 from ipbx.pbx.call.trunk import TrunkDialing
-from ipbx.pbx.events import CALL_STARTED
 from ipbx.pbx.location import Location
 from ipbx.pbx.trunks import Trunks
+from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request
 from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.transport.endpoint import SipEndpoint
@@ -47,7 +47,7 @@ class Calls(CallRegistry):
         self.flows = CallFlows(self)
         self.forking = Forking(self)
         self.trunks = TrunkDialing(self.forking, trunks)
-        self.transfers = Transfers(self.forking, is_extension)
+        self.transfers = Transfers(self.trunks, is_extension)
         self.hold = Hold(self, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
         self.media_timeout = MediaTimeout(self, lambda: self.policy.media_timeout)
@@ -77,16 +77,27 @@ class Calls(CallRegistry):
         return True
 
     def originate(self, agent: str, number: str, timeout: float = 30.0) -> Call:
-        """Click-to-call: ring `agent`'s phones; when one answers, ring `number` and
-        connect the two. Raises LookupError for a number that is no extension."""
-        for extension in (agent, number):
-            if self.is_extension(extension) is None:
-                raise LookupError(f"no extension {extension}")
+        """Click-to-call: ring `agent`'s phones; when one answers, ring `number` (an
+        extension, or an outside number through the outbound routes with the agent's
+        permission) and connect the two. Raises LookupError for an agent that is no
+        extension or a number with no extension or route, PermissionError for a number
+        the agent may not call."""
+        if self.is_extension(agent) is None:
+            raise LookupError(f"no extension {agent}")
+        route = None
+        if self.is_extension(number) is None:
+            try:
+                route = self.trunks.outside(number, agent, agent)
+            except SipError as exc:
+                if exc.status == 403:
+                    raise PermissionError(exc.reason) from None
+                raise LookupError(exc.reason) from None
         call = Call(new_call_id(), agent, number)
+        call.route = route[0] if route is not None else None
         call.path.append(f"originate:{agent}")
         self.calls[call.id] = call
-        self.publish(CALL_STARTED, call)
-        self.spawn_task(originate(self.forking, call, agent, number, timeout))
+        self.publish_start(call)
+        self.spawn_task(originate(self.trunks, call, agent, number, timeout, route))
         return call
 
     def hang_up(self, call: Call) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ipbx import sdp
 from ipbx.media.bridge import connect
@@ -40,9 +40,9 @@ from ipbx.pbx.call.negotiate import (
     offer_for,
     refusal,
 )
-from ipbx.pbx.call.recording import record
+from ipbx.pbx.call.recording import record_if_asked
 from ipbx.pbx.call.registry import CallRegistry
-from ipbx.pbx.events import CALL_RINGING, CALL_STARTED
+from ipbx.pbx.events import CALL_RINGING
 from ipbx.pbx.location import Binding
 from ipbx.pbx.nat import answer_target, dialog_target
 from ipbx.sip.auth import CredentialSource
@@ -114,6 +114,25 @@ def settle(call: Call, status: int) -> None:
         call.outcome.set_result(status)
 
 
+def callee_invite(
+    reg: CallRegistry,
+    call: Call,
+    max_forwards: int | None,
+    from_: NameAddr,
+    target: str,
+    contact: Uri,
+    dest: Address,
+    body: bytes,
+) -> Request:
+    """The INVITE to one contact of the extension `target`: From the caller, To the
+    extension, both at our address as that phone reaches us."""
+    local = reg.endpoint.local_address(dest)
+    caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
+    from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
+    to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
+    return outgoing_invite(reg, call, max_forwards, contact, from_value, to, dest, body)
+
+
 class Forking:
     def __init__(self, registry: CallRegistry) -> None:
         self.registry = registry
@@ -148,7 +167,7 @@ class Forking:
         call.far_media = callee_media
         call.outcome = asyncio.get_running_loop().create_future()
         reg.calls[call.id] = call
-        reg.publish(CALL_STARTED, call)
+        reg.publish_start(call)
         reg.by_invite[id(tx)] = call
         if offer is not None:
             try:
@@ -194,8 +213,8 @@ class Forking:
                 offer = offer_for(body, callee_media, address, keys)
             elif body and address != caller_address:
                 offer = offer_for(body, callee_media, address)  # our address as it reaches us
-            invite = self._callee_invite(
-                call, request.max_forwards, from_, target, binding.uri, dest, offer
+            invite = callee_invite(
+                reg, call, request.max_forwards, from_, target, binding.uri, dest, offer
             )
             fork = Leg(
                 call, dest, callee_media, invite, offered_keys=keys if secure else (),
@@ -227,32 +246,67 @@ class Forking:
         """Ring every reachable contact of `extensions` with our own offer; on answer,
         bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
         The final status (200 answered)."""
-        reg = self.registry
-        a = keep or call.caller
-        call.keep = a
-        now = time.time()
-        bindings = [(n, b) for n in extensions for b in reg.location.reachable(n, now)]
+        bindings = self.bindings(extensions)
         if not bindings:
             return 480
-        try:
-            media = await MediaEndpoint.open(reg.ports)
-        except PortPoolExhausted:
-            return 503
-        call.far_media = media
-        call.forks = []
+
+        async def ring() -> None:
+            self.ring_phones(call, bindings)
+
+        return await self.dial_with(call, ring, timeout, keep)
+
+    def bindings(self, extensions: list[str]) -> list[tuple[str, Binding]]:
+        """The reachable contacts of `extensions`, with the extension of each."""
+        now = time.time()
+        location = self.registry.location
+        return [(n, b) for n in extensions for b in location.reachable(n, now)]
+
+    def ring_phones(self, call: Call, bindings: list[tuple[str, Binding]]) -> None:
+        """Send our offer to these contacts, inside `dial_with`: each with our address as
+        that phone reaches us."""
+        reg = self.registry
+        a, media = call.keep, call.far_media
+        assert media is not None
         port = media.local_address[1]
-        dialing = call.dialing = asyncio.get_running_loop().create_future()
         for number in dict.fromkeys(n for n, _ in bindings):
             reg.publish(CALL_RINGING, call, extension=number)
         for number, binding in bindings:
             max_forwards = a.invite.max_forwards if a is not None else None
             dest = binding.destination(reg.endpoint.connected)
             body = bytes(sdp.make_offer(reg.sdp_address(dest), port, reg.policy.codecs))
-            invite = self._callee_invite(
-                call, max_forwards, identity(call, a), number, binding.uri, dest, body
+            invite = callee_invite(
+                reg, call, max_forwards, identity(call, a), number, binding.uri, dest, body
             )
             self.send(Leg(call, dest, media, invite, behind_nat=binding.behind_nat))
+
+    async def dial_with(
+        self,
+        call: Call,
+        ring: Callable[[], Awaitable[None]],
+        timeout: float,
+        keep: Leg | None = None,
+    ) -> int:
+        """Offer our own SDP (`call.far_body`, on `call.far_media`) to whoever `ring`
+        sends INVITEs to (phones, or a route's trunks); the one that answers is bridged
+        to `keep` (the caller unless told otherwise). The final status (200 answered,
+        480 when `timeout` ran out first)."""
+        reg = self.registry
+        call.keep = keep or call.caller
         try:
+            media = await MediaEndpoint.open(reg.ports)
+        except PortPoolExhausted:
+            call.keep = None
+            return 503
+        call.far_media = media
+        call.forks = []
+        if call.keep is not None:
+            # Our offer for a route's trunks (trunk.py gives each our address as it
+            # reaches us; ring_phones makes each phone's own).
+            address, port = reg.sdp_address(call.keep.peer), media.local_address[1]
+            call.far_body = bytes(sdp.make_offer(address, port, reg.policy.codecs))
+        dialing = call.dialing = asyncio.get_running_loop().create_future()
+        try:
+            await ring()
             return await asyncio.wait_for(asyncio.shield(dialing), timeout)
         except TimeoutError:
             for fork in call.forks:
@@ -261,11 +315,36 @@ class Forking:
         finally:
             call.dialing = None
             call.keep = None
+            call.outside = []  # a late failure tries no further trunk
             if call.far_media is media:
                 media.close()
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.new_far_dialog()
+
+    def dialing_over(self, call: Call) -> None:
+        """Whoever `dial_with` rang may all have refused: when every phone has and no
+        outside number is still being tried, the dial ends with the best failure."""
+        assert call.dialing is not None
+        phones = [f.final for f in call.forks if f.trunk is None]
+        if call.dialing.done() or any(final is None for final in phones):
+            return
+        statuses = [o.status for o in call.outside]
+        if any(status is None for status in statuses):
+            return
+        finals = [final.status for final in phones if final is not None]
+        call.dialing.set_result(best_failure(finals + [s for s in statuses if s is not None]))
+
+    def retarget(self, call: Call) -> None:
+        """The phones rung for the caller's INVITE did not answer: their far side (media
+        endpoint and offer) is kept for the next attempt (a forward out through a trunk),
+        in a new dialog, with a new outcome to await."""
+        self.registry.stop_ring_timer(call)
+        call.forks = []
+        call.rang = None
+        call.timed_out = False
+        call.new_far_dialog()
+        call.outcome = asyncio.get_running_loop().create_future()
 
     def _dial_answered(self, fork: Leg, response: Response) -> None:
         """A phone `dial` rang answered: bridge it to the leg it was rung for (or, for
@@ -294,8 +373,11 @@ class Forking:
         connect(a.media, fork.media)
         call.far_media = None  # the callee leg owns it now
         call.state = CallState.ANSWERED
+        if call.answered is None:
+            call.answered = time.time()  # a call ipbx placed: both parties answered now
         reg.publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
+        record_if_asked(reg, call, fork.invite.to.uri.user or "")
         call.dialing.set_result(200)
 
     def _take_answer(
@@ -319,23 +401,6 @@ class Forking:
         fork.outgoing = OutgoingInvite(fork.invite, fork.peer, credentials)
         fork.call.forks.append(fork)
         self.registry.endpoint.send_request(fork.invite, fork.peer, _Responses(self, fork))
-
-    def _callee_invite(
-        self,
-        call: Call,
-        max_forwards: int | None,
-        from_: NameAddr,
-        target: str,
-        contact: Uri,
-        dest: Address,
-        body: bytes,
-    ) -> Request:
-        reg = self.registry
-        local = reg.endpoint.local_address(dest)
-        caller_uri = Uri("sip", from_.uri.user, None, local.host, local.port)
-        from_value = str(NameAddr(caller_uri, from_.display, {"tag": call.b_tag}))
-        to = str(NameAddr(Uri("sip", target, None, local.host, local.port)))
-        return outgoing_invite(reg, call, max_forwards, contact, from_value, to, dest, body)
 
     def on_response(self, fork: Leg, response: Response) -> None:
         usage = fork.outgoing
@@ -373,8 +438,7 @@ class Forking:
         finals = [f.final.status for f in call.forks if f.final is not None]
         if call.dialing is not None:
             # A transfer's target refuses while the call still has both its parties.
-            if not call.dialing.done():
-                call.dialing.set_result(best_failure(finals))
+            self.dialing_over(call)
         elif call.callee is None:
             settle(call, 480 if call.timed_out else best_failure(finals))
 
@@ -439,8 +503,7 @@ class Forking:
         call.state = CallState.ANSWERED
         reg.publish_answer(call, fork)
         log.info("%s answered by %s", call.id, fork.peer)
-        if reg.policy.record_always & {call.from_number, call.to_number}:
-            record(reg, call)
+        record_if_asked(reg, call, fork.invite.to.uri.user or "")
         settle(call, 200)
 
     def _refuse_answer(self, fork: Leg, a: Leg) -> None:

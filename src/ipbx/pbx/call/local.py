@@ -17,7 +17,6 @@ from ipbx.media.dtmf import dtmf_relay_digit
 from ipbx.pbx.call.model import Call, CallState, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.negotiate import answer, answered
 from ipbx.pbx.call.registry import CallRegistry
-from ipbx.pbx.events import CALL_STARTED
 from ipbx.sip.dialog import Dialog
 from ipbx.sip.message import Request
 from ipbx.sip.transaction import ServerTransaction
@@ -97,7 +96,7 @@ class CallFlows:
         call.caller = leg
         reg.calls[call.id] = call
         reg.by_invite[id(tx)] = call
-        reg.publish(CALL_STARTED, call)
+        reg.publish_start(call)
         await self.run(call, leg, app)
 
     async def run(self, call: Call, leg: Leg, app: App) -> None:

@@ -78,8 +78,8 @@ class Leg:
     awaiting_answer: Callable[[sdp.SessionDescription], None] | None = None
     # The SDES keys we offered this leg's phone (one per suite), until it answers one.
     offered_keys: tuple[CryptoAttribute, ...] = ()
-    # A leg through a trunk: the trunk, the channel it holds, whether we answered its
-    # digest challenge already (once per attempt).
+    # A leg through a trunk: the trunk, the channel it holds, and the outside number it
+    # is an attempt at.
     trunk: Trunk | None = None
     trunk_slot: ChannelSlot | None = None
     # The audio direction in the SDP this leg's phone sent last (RFC 3264 §6.1): not
@@ -95,6 +95,7 @@ class Leg:
     # The phone is behind NAT: requests in its dialog go where its packets come from, not
     # to its Contact (pbx/nat.py).
     behind_nat: bool = False
+    outside: OutsideCall | None = None
 
     @property
     def final(self) -> Response | None:
@@ -128,13 +129,12 @@ class Call:
     # DTMF digits ipbx received on a leg it terminates (the echo test, call flows).
     digits: list[str] = field(default_factory=list)
     recorder: CallRecorder | None = None
-    # Outbound through trunks: the route, the number shown as caller, the trunks still
-    # to try, what failed so far, and the media endpoint and offer every attempt shares.
-    # An inbound trunk call holds a channel.
+    # Outbound through trunks: the route (of the number dialled or forwarded to), the
+    # outside numbers being called (one, or several members of a group at once), and
+    # the media endpoint and offer every attempt shares. An inbound trunk call holds a
+    # channel.
     route: OutboundCall | None = None
-    caller_id: str = ""
-    trunks_left: list[Trunk] = field(default_factory=list)
-    failures: list[Response] = field(default_factory=list)
+    outside: list[OutsideCall] = field(default_factory=list)
     far_media: MediaEndpoint | None = None
     far_body: bytes = b""
     inbound_slot: ChannelSlot | None = None
@@ -169,6 +169,19 @@ class Call:
         """The next dialog toward a callee gets a new Call-ID and From tag (RFC 3261
         §8.1.1.4): a proxy in front would take a reuse for a merged request (482)."""
         self.b_call_id, self.b_tag = random_hex(10), new_tag()
+
+
+@dataclass(eq=False)
+class OutsideCall:
+    """An outside number called through its route's trunks, one after another: the
+    caller ID it shows, the trunks still to try, what failed so far, and the best
+    failure (`status`) once no trunk is left."""
+
+    route: OutboundCall
+    caller_id: str
+    trunks_left: list[Trunk]
+    failures: list[Response] = field(default_factory=list)
+    status: int | None = None
 
 
 class Incoming(NamedTuple):

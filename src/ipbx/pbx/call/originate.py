@@ -1,18 +1,28 @@
 """Calls ipbx places (click-to-call): ring the agent's phones; when one answers, ring
-the number and connect the two."""
+the number (an extension's phones, or an outside number through a route's trunks) and
+connect the two."""
 
 from __future__ import annotations
 
 import logging
-import time
 
-from ipbx.pbx.call.fork import Forking
 from ipbx.pbx.call.model import Call
+from ipbx.pbx.call.trunk import TrunkDialing
+from ipbx.pbx.dialplan import OutboundCall
 
 log = logging.getLogger("ipbx.calls")
 
 
-async def originate(forking: Forking, call: Call, agent: str, number: str, timeout: float) -> None:
+async def originate(
+    trunks: TrunkDialing,
+    call: Call,
+    agent: str,
+    number: str,
+    timeout: float,
+    outside: tuple[OutboundCall, str] | None,
+) -> None:
+    """`outside` is the route and caller ID of a number that is no extension."""
+    forking = trunks.forking
     reg = forking.registry
     status = await forking.dial(call, [agent], timeout)
     if status != 200 or call.ended:
@@ -22,10 +32,12 @@ async def originate(forking: Forking, call: Call, agent: str, number: str, timeo
         return
     agent_leg = call.caller
     assert agent_leg is not None
-    status = await forking.dial(call, [number], timeout, keep=agent_leg)
+    if outside is None:
+        status = await forking.dial(call, [number], timeout, keep=agent_leg)
+    else:
+        route, caller_id = outside
+        status = await trunks.dial(call, route, caller_id, timeout, keep=agent_leg)
     if status != 200:
         log.info("%s: click-to-call: %s did not answer (%d)", call.id, number, status)
         call.status = status
         reg.hangup(call)
-        return
-    call.answered = time.time()

@@ -9,6 +9,7 @@ import logging
 from ipbx.media.bridge import connect
 from ipbx.pbx.call.local import CallFlows
 from ipbx.pbx.call.model import CallState, Leg
+from ipbx.pbx.call.recording import record_if_asked
 
 log = logging.getLogger("ipbx.calls")
 
@@ -53,5 +54,6 @@ def pickup(flows: CallFlows, leg: Leg) -> bool:
     connect(caller.media, leg.media)
     reg.end(own)
     reg.publish_answer(target, leg)
+    record_if_asked(reg, target, own.from_number)
     log.info("%s picked up by %s", target.id, own.from_number)
     return True

@@ -38,6 +38,16 @@ def record(reg: CallRegistry, call: Call) -> bool:
     return True
 
 
+def record_if_asked(reg: CallRegistry, call: Call, answering: str) -> None:
+    """Record the call from its answer when `record: always` asks it of one of its
+    parties: the caller, the number called, or the extension `answering` that took it,
+    however the call reached it (a DID, a group, a menu, a forward, a transfer, a
+    pickup)."""
+    parties = {call.from_number, call.to_number, answering}
+    if call.recorder is None and reg.policy.record_always & parties:
+        record(reg, call)
+
+
 def stop_recording(reg: CallRegistry, call: Call) -> str | None:
     """Stop the call's recording and close its file (the call record still names it);
     publishes recording.ready. The file's name under `recordings`, or None when nothing

@@ -27,7 +27,7 @@ from ipbx.pbx.call.model import (
 from ipbx.pbx.call.outcome import missed, result
 from ipbx.pbx.call.provisional import Provisionals
 from ipbx.pbx.call.session_refresh import SessionRefresh
-from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, EventBus
+from ipbx.pbx.events import CALL_ANSWERED, CALL_ENDED, CALL_MISSED, CALL_STARTED, EventBus
 from ipbx.pbx.location import Location
 from ipbx.sip.invite import IncomingInvite, NoAck
 from ipbx.sip.message import Response
@@ -99,6 +99,16 @@ class CallRegistry:
             },
         )
 
+    def publish_start(self, call: Call) -> None:
+        """call.started, with the caller's name when the INVITE's From showed one and
+        the trunk a call from outside came in on."""
+        data: dict[str, object] = {}
+        if call.caller_name:
+            data["caller_name"] = call.caller_name
+        if call.inbound_slot is not None:
+            data["trunk"] = call.inbound_slot.trunk.name
+        self.publish(CALL_STARTED, call, **data)
+
     def publish_answer(self, call: Call, leg: Leg) -> None:
         """A phone took the call: a person answered it, if none had (a transfer's
         target answers a call answered already)."""
@@ -106,7 +116,10 @@ class CallRegistry:
             call.person_answered = time.time()
         wait = call.person_answered - call.started
         extension = leg.invite.to.uri.user or call.to_number
-        self.publish(CALL_ANSWERED, call, extension=extension, wait=round(wait, 3))
+        data: dict[str, object] = {"extension": extension, "wait": round(wait, 3)}
+        if leg.trunk is not None:
+            data["trunk"] = leg.trunk.name  # the trunk that took a call out
+        self.publish(CALL_ANSWERED, call, **data)
 
     # --- tasks -------------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 and the blind transfer the API asks for.
 
 ipbx carries a transfer out itself, as a transferee would, and reports its progress to
-the transferor with NOTIFY (message/sipfrag, RFC 3515 §2.4.4).
+the transferor with NOTIFY (message/sipfrag, RFC 3515 §2.4.4). A blind transfer's
+target is an extension, or an outside number that goes out through the outbound routes
+with the transferring extension's permission (a party on a trunk transfers to
+extensions only).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from ipbx.media.bridge import connect
-from ipbx.pbx.call.fork import Forking
 from ipbx.pbx.call.model import Call, Leg
+from ipbx.pbx.call.trunk import TrunkDialing
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request
 from ipbx.sip.transaction import ServerTransaction
+from ipbx.sip.transport.endpoint import reason_phrase
 from ipbx.sip.uri import Uri, parse_name_addr
 
 log = logging.getLogger("ipbx.calls")
@@ -41,10 +45,33 @@ def replaces(target: Uri) -> tuple[str, str, str] | None:
 
 
 class Transfers:
-    def __init__(self, forking: Forking, is_extension: Callable[[str], str | None]) -> None:
-        self.forking = forking
-        self.registry = forking.registry
+    def __init__(self, trunks: TrunkDialing, is_extension: Callable[[str], str | None]) -> None:
+        self.trunks = trunks
+        self.forking = trunks.forking
+        self.registry = trunks.registry
         self.is_extension = is_extension
+
+    def extension_of(self, leg: Leg) -> str | None:
+        """The extension whose phone is on `leg`; None for a party on a trunk."""
+        if leg.trunk is not None:
+            return None
+        if leg.server_tx is not None:
+            if leg.call.inbound_slot is not None:
+                return None  # the caller of a call that came in on a trunk
+            user = leg.invite.from_.uri.user
+        else:
+            user = leg.invite.to.uri.user
+        return user if user and self.is_extension(user) is not None else None
+
+    def check_target(self, number: str, transferor: Leg) -> None:
+        """SipError (403, 404) when `transferor` cannot transfer to `number`: no such
+        extension, or an outside number it may not call."""
+        if self.is_extension(number) is not None:
+            return
+        by = self.extension_of(transferor)
+        if by is None:
+            raise SipError(403, f"a party on a trunk cannot transfer to {number}")
+        self.trunks.outside(number, by, by)
 
     def on_refer(self, leg: Leg, request: Request, tx: ServerTransaction) -> None:
         """A phone transfers the party it talks to (its leg's other side): blind to the
@@ -67,8 +94,10 @@ class Transfers:
             self._attended(leg, transferee, consultation)
             return
         number = target.user or ""
-        if self.is_extension(number) is None:
-            self._progress(leg, "404 Not Found", final=True)
+        try:
+            self.check_target(number, leg)
+        except SipError as exc:
+            self._progress(leg, f"{exc.status} {reason_phrase(exc.status, '')}", final=True)
             return
         self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
 
@@ -81,14 +110,15 @@ class Transfers:
             self._progress(transferor, f"{status} Transfer Failed", final=True)
 
     async def blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> int:
-        """Ring extension `number` for `transferee`, and connect the two when it answers
-        (200). The transferor steps out of the call (the two stay bridged while the
-        target rings); if nobody answers in 30 s the two are partners again and the
-        status says why. On 200 the transferor is still to be retired: a REFER reports
-        the outcome on its dialog first, the API just hangs it up."""
+        """Ring extension `number` (or call the outside number, `check_target` passed)
+        for `transferee`, and connect the two when it answers (200). The transferor
+        steps out of the call (the two stay bridged while the target rings); if nobody
+        answers in 30 s the two are partners again and the status says why. On 200 the
+        transferor is still to be retired: a REFER reports the outcome on its dialog
+        first, the API just hangs it up."""
         transferor.other = transferee.other = None
         call.new_far_dialog()
-        status = await self.forking.dial(call, [number], TRANSFER_RING_SECONDS, keep=transferee)
+        status = await self._ring_target(call, transferor, transferee, number)
         if status != 200:
             log.info("%s: transfer to %s failed (%d)", call.id, number, status)
             transferor.other, transferee.other = transferee, transferor
@@ -96,6 +126,18 @@ class Transfers:
         call.path.append(f"transfer:{number}")
         log.info("%s: %s transferred %s to %s", call.id, transferor.peer, transferee.peer, number)
         return status
+
+    async def _ring_target(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> int:
+        if self.is_extension(number) is not None:
+            return await self.forking.dial(call, [number], TRANSFER_RING_SECONDS, keep=transferee)
+        by = self.extension_of(transferor)
+        shown = self.extension_of(transferee) or transferee.invite.from_.uri.user or ""
+        try:
+            assert by is not None
+            route, caller_id = self.trunks.outside(number, by, shown)
+        except SipError as exc:  # the routes changed since check_target
+            return exc.status
+        return await self.trunks.dial(call, route, caller_id, TRANSFER_RING_SECONDS, transferee)
 
     def _attended(
         self, transferor: Leg, transferee: Leg, consultation: tuple[str, str, str]

@@ -9,11 +9,14 @@ give up: the next trunk may carry the call, as a proxy tries its next target (RF
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ipbx.pbx.call.fork import Forking, outgoing_invite, settle
-from ipbx.pbx.call.model import Call, CallState, Leg, best_failure
+from ipbx.pbx.call.model import Call, CallState, Leg, OutsideCall, best_failure
+from ipbx.pbx.call.negotiate import offer_for
 from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.trunks import Trunk, Trunks
+from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address
 
@@ -23,8 +26,18 @@ log = logging.getLogger("ipbx.calls")
 NO_TRUNK = 503
 
 
+# How a number that is no extension goes out, as the router's outbound routes say:
+# (number, the extension whose outbound permission applies, the number calling) -> the
+# route and the caller ID shown; SipError 403 or 404 when it cannot go out.
+OutsideRoute = Callable[[str, str, str], tuple[OutboundCall, str]]
+
+
 def _try_next_trunk(status: int) -> bool:
     return status == 408 or 500 <= status < 600
+
+
+def _no_routes(number: str, by: str, caller: str) -> tuple[OutboundCall, str]:
+    raise SipError(404, f"no outbound route for {number}")
 
 
 class TrunkDialing:
@@ -33,47 +46,100 @@ class TrunkDialing:
         self.registry = forking.registry
         self.trunks = trunks
         forking.on_trunk_failure = self._on_failure
+        # The router's outbound routes (set by the router: the engine never imports it).
+        self.outside: OutsideRoute = _no_routes
 
     async def dial_out(self, call: Call, caller_id: str) -> None:
         """Out through the trunks of `call.route`, after `Forking.setup`; `call.outcome`
         says how it ended."""
         assert call.route is not None
-        call.caller_id = caller_id
-        call.trunks_left = self.trunks.candidates(call.route.trunks)
         call.state = CallState.RINGING
-        await self._next_trunk(call)
+        await self.start(call, call.route, caller_id)
 
-    async def _next_trunk(self, call: Call) -> None:
-        route = call.route
-        a = call.caller
-        assert route is not None and a is not None and call.far_media is not None
-        while call.trunks_left and not call.ended:
-            trunk = call.trunks_left.pop(0)
+    async def start(self, call: Call, route: OutboundCall, caller_id: str) -> None:
+        """Call the outside number of `route` through its trunks, beside whatever else
+        the call rings (`call.far_media` and `call.far_body` are the far side's)."""
+        outside = OutsideCall(route, caller_id, self.trunks.candidates(route.trunks))
+        call.outside.append(outside)
+        await self._next_trunk(call, outside)
+
+    async def dial(
+        self,
+        call: Call,
+        route: OutboundCall,
+        caller_id: str,
+        timeout: float,
+        keep: Leg | None = None,
+    ) -> int:
+        """Out through `route`'s trunks with ipbx's own offer, for a party ipbx holds (a
+        call flow's caller, a transferee, a click-to-call agent), as `Forking.dial`
+        rings phones: the trunk that answers is bridged to `keep` (the caller unless
+        told otherwise). The final status (200 answered)."""
+        call.route = route
+        return await self.forking.dial_with(
+            call, lambda: self.start(call, route, caller_id), timeout, keep
+        )
+
+    async def ring_all(
+        self,
+        call: Call,
+        extensions: list[str],
+        outside: list[tuple[OutboundCall, str]],
+        timeout: float,
+    ) -> int:
+        """Ring `extensions`' phones and call the `outside` numbers (route, caller ID)
+        at once, with ipbx's own offer, for the caller a call flow holds (a ring group);
+        whoever answers first is bridged to it. The final status (200 answered)."""
+        bindings = self.forking.bindings(extensions)
+        if not bindings and not outside:
+            return 480
+
+        async def ring() -> None:
+            self.forking.ring_phones(call, bindings)
+            for route, caller_id in outside:
+                await self.start(call, route, caller_id)
+
+        return await self.forking.dial_with(call, ring, timeout)
+
+    async def _next_trunk(self, call: Call, outside: OutsideCall) -> None:
+        route = outside.route
+        a = call.keep or call.caller
+        assert a is not None
+        while outside.trunks_left and not call.ended and outside in call.outside:
+            trunk = outside.trunks_left.pop(0)
             slot = trunk.acquire()
             if slot is None:
                 log.info("%s: trunk %s is at its channel limit", call.id, trunk.name)
                 continue
             targets = await trunk.targets()
-            if call.ended or not targets:
+            if call.ended or not targets or call.far_media is None:
                 slot.release()
                 continue
             if call.forks:
                 call.new_far_dialog()
-            invite = self._invite(call, a.invite, trunk, targets[0], route)
-            fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot)
+            invite = self._invite(call, a.invite, trunk, targets[0], outside)
+            fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot,
+                       outside=outside)  # fmt: skip
             log.info("%s: %s -> %s via trunk %s", call.id, call.from_number, route.number,
                      trunk.name)  # fmt: skip
             # A provider's digest challenge is answered once (again if the nonce was
             # only stale, RFC 7616 §3.3), by the INVITE usage.
             self.forking.send(fork, trunk.answer_challenge)
             return
-        if call.ended:
+        if call.ended or outside not in call.outside:
             return
-        if call.failures:
-            settle(call, best_failure([r.status for r in call.failures]))
-            return
-        log.info("%s: no trunk of route %s can take the call", call.id, route.route)
-        settle(call, NO_TRUNK)
+        if not outside.failures:
+            log.info("%s: no trunk of route %s can take the call", call.id, route.route)
+        self._failed(call, outside)
+
+    def _failed(self, call: Call, outside: OutsideCall) -> None:
+        """No trunk took the outside number: its best failure, for whoever awaits."""
+        statuses = [r.status for r in outside.failures]
+        outside.status = best_failure(statuses) if statuses else NO_TRUNK
+        if call.dialing is None:
+            settle(call, outside.status)
+        else:
+            self.forking.dialing_over(call)
 
     def _invite(
         self,
@@ -81,25 +147,31 @@ class TrunkDialing:
         request: Request,
         trunk: Trunk,
         dest: Address,
-        route: OutboundCall,
+        outside: OutsideCall,
     ) -> Request:
+        route = outside.route
         uri = trunk.request_uri(route.number)
-        identity = trunk.caller_headers(call.caller_id, request.from_.display)
+        identity = trunk.caller_headers(outside.caller_id, request.from_.display)
         from_ = f"{identity[0][1]};tag={call.b_tag}"
         to = f"<sip:{route.number}@{trunk.domain}>"
+        body = call.far_body
+        if body and call.far_media is not None:
+            # Our address as the provider reaches us (the listener it talks to).
+            body = offer_for(body, call.far_media, self.registry.sdp_address(dest))
         return outgoing_invite(
-            self.registry, call, request.max_forwards, uri, from_, to, dest, call.far_body,
-            identity[1:],
-        )  # fmt: skip
+            self.registry, call, request.max_forwards, uri, from_, to, dest, body, identity[1:]
+        )
 
     def _on_failure(self, fork: Leg, response: Response) -> None:
         """A trunk refused: try the next trunk when the failure is on the provider's
-        side, else give the caller the refusal."""
-        call, trunk = fork.call, fork.trunk
-        assert trunk is not None and fork.trunk_slot is not None
+        side, else the outside number has failed with the refusal."""
+        call, trunk, outside = fork.call, fork.trunk, fork.outside
+        assert trunk is not None and fork.trunk_slot is not None and outside is not None
         status = response.status
         fork.trunk_slot.release()
-        if call.ended or call.callee is not None:
+        if call.ended or outside not in call.outside:
+            return
+        if call.callee is not None and call.dialing is None:
             return
         if status in (401, 407):
             # The provider refused the trunk's credentials (or wants some it has none
@@ -110,12 +182,14 @@ class TrunkDialing:
                         status, response.reason)  # fmt: skip
             status = 503
             response = Response(Headers(), b"", status, "Trunk authentication failed")
-        call.failures.append(response)
-        if _try_next_trunk(status) and call.trunks_left:
+        outside.failures.append(response)
+        if _try_next_trunk(status) and outside.trunks_left:
             log.info("%s: trunk %s answered %d; trying the next", call.id, trunk.name, status)
             a = call.caller
-            assert a is not None and a.server_tx is not None
-            self.registry.spawn(self._next_trunk(call), a.server_tx)
+            if call.dialing is None and a is not None and a.server_tx is not None:
+                self.registry.spawn(self._next_trunk(call, outside), a.server_tx)
+            else:
+                self.registry.spawn_task(self._next_trunk(call, outside))
             return
         log.info("%s: trunk %s answered %d", call.id, trunk.name, status)
-        settle(call, best_failure([r.status for r in call.failures]))
+        self._failed(call, outside)
