@@ -94,7 +94,7 @@ def test_ipbx_registers_its_trunk_to_kamailio_with_digest(setup: Setup) -> None:
 
 def test_a_trunk_whose_provider_is_down_recovers_when_it_comes_up(setup: Setup) -> None:
     setup.start_ipbx()
-    text = cli_until(setup.config, "failed", "down", 10)
+    text = cli_until(setup.config, "failed", "down", 30)
     assert "408 Request Timeout" in text and "next attempt in" in text, text
 
     provider = setup.start_provider()
