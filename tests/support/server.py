@@ -187,8 +187,14 @@ def make_token(config: Path, scope: str) -> str:
     return done.stdout.strip()
 
 
-def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
-    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping)."""
+def start_configured_ipbx(
+    workdir: Path,
+    edit: Callable[[dict[str, Any]], None],
+    *,
+    extensions: Sequence[Extension] = (CALLER, CALLEE, OTHER),
+) -> IpbxServer:
+    """ipbx with `extensions` (1000-1002 unless told) and a config changed by `edit`
+    (a YAML mapping)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, rtp_range = free_port("both"), free_udp_range(100)
     path = write_ipbx_config(
@@ -196,7 +202,7 @@ def start_configured_ipbx(workdir: Path, edit: Callable[[dict[str, Any]], None])
         port=port,
         data_dir=workdir / "data",
         rtp_range=rtp_range,
-        extensions=[CALLER, CALLEE, OTHER],
+        extensions=extensions,
     )
     config = yaml.safe_load(path.read_text())
     edit(config)
