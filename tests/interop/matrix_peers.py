@@ -349,4 +349,4 @@ class PyVoipPeer(MatrixPeer):
         answered = self.call.answered.wait(HANG_UP_AT + GRACE)
         ended = self.call.ended.wait(HANG_UP_AT + GRACE)
         recording = self.call.write_recording(self.next_path("heard.wav"))
-        return Outcome(answered, recording, self.call.digits, ended_by_peer=ended)
+        return Outcome(answered, recording, self.call.digits, ended, log=self.call.error)

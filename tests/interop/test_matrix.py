@@ -76,8 +76,8 @@ PEERS: list[MatrixPeer] = [
 BY_KEY = {peer.key: peer for peer in PEERS}
 
 # What a peer cannot do, and why. Abilities: "call" (place a call), "hear" (record what
-# it receives), "hear_music" (the music on hold), "send_dtmf", "hear_dtmf" (report RFC
-# 4733 digits), "hold", "hang_up".
+# it receives), "hear_held" (what it hears of a hold: music, then the other side),
+# "send_dtmf", "hear_dtmf" (report RFC 4733 digits), "hold", "hang_up".
 CANNOT: dict[str, dict[str, str]] = {
     "pyvoip": {
         "call": (
@@ -87,10 +87,10 @@ CANNOT: dict[str, dict[str, str]] = {
         ),
         "send_dtmf": "pyVoIP 1.6.8 has no call to send DTMF (it only reads RFC 4733 events)",
         "hold": "pyVoIP 1.6.8 has no call to send a re-INVITE (it only answers one)",
-        "hear_music": (
+        "hear_held": (
             "pyVoIP 1.6.8 files received audio by RTP timestamp alone, whatever the SSRC "
-            "(RTP.py, RTPPacketManager); it plays silence while ipbx's music on hold, "
-            "a stream with timestamps of its own, is sent to it"
+            "(RTP.py, RTPPacketManager): ipbx's music on hold, a stream with timestamps of "
+            "its own, comes out as silence, and what follows the hold is misplaced"
         ),
         "hang_up": (
             "pyVoIP 1.6.8's BYE for a call it answered carries the INVITE's Via, the "
@@ -190,6 +190,9 @@ def plan_cell(caller: str, callee: str, index: int) -> Cell:
     hold_by = next((side for side in ("caller", "callee") if can(peers[side], "hold")), None)
     if hold_by is None:
         left_out.append(("hold", reason(caller, "hold")))
+    elif not can(peers[other[hold_by]], "hear_held"):
+        held = other[hold_by]
+        left_out.append((f"what the {held} hears of the hold", reason(peers[held], "hear_held")))
     # Alternate the side that hangs up, so each peer does both over the matrix.
     wanted = "caller" if index % 2 == 0 else "callee"
     hang_up_by = wanted if can(peers[wanted], "hang_up") else other[wanted]
@@ -346,10 +349,10 @@ def _check_hold(cell: Cell, outcomes: dict[str, Outcome], server_log: str) -> li
     problems: list[str] = []
     if with_music and ("holds; music to" not in server_log or "resumes" not in server_log):
         problems.append(f"ipbx did not see the {cell.hold_by} hold and resume")
-    if not can(held_peer.key, "hear") or outcomes[held].recording is None:
+    if not can(held_peer.key, "hear_held") or outcomes[held].recording is None:
         return problems
     heard_other = _heard(outcomes[held], holder.tone_hz)
-    if with_music and can(held_peer.key, "hear_music"):
+    if with_music:
         music = _heard(outcomes[held], MOH_HZ)
         if sum(music) < HELD_SLICES:
             problems.append(f"the {held} did not hear the music on hold")

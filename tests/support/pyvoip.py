@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import traceback
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class PyVoipCall:
     ended: threading.Event = field(default_factory=threading.Event)
     heard: bytes = b""
     digits: str = ""
+    error: str = ""
 
     def converse(self, call: VoIPCall) -> None:
         """Answer, send the tone, and read audio and digits at the pace they come (one
@@ -56,6 +58,9 @@ class PyVoipCall:
                 self.digits += call.get_dtmf(16)
                 next_frame += FRAME / RATE
                 time.sleep(max(0.0, next_frame - time.monotonic()))
+        except Exception:
+            self.error = traceback.format_exc()
+            raise
         finally:
             self.heard = bytes(heard)
             self.ended.set()
