@@ -25,6 +25,7 @@ from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
 from tests.support.pyvoip import PyVoipCall, PyVoipPhone
 from tests.support.server import Extension, IpbxServer
+from tests.support.sipp import start_sipp, write_rtp_pcap, write_users_csv
 from tests.support.softphone import PhoneRun, ipbx_phone, write_tone
 
 DIGITS = "15#"
@@ -350,3 +351,133 @@ class PyVoipPeer(MatrixPeer):
         ended = self.call.ended.wait(HANG_UP_AT + GRACE)
         recording = self.call.write_recording(self.next_path("heard.wav"))
         return Outcome(answered, recording, self.call.digits, ended, log=self.call.error)
+
+
+SIPP_SDP = """\
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port+4] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-16
+      a={direction}
+"""
+SIPP_REINVITE = """\
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+SIPP_BYE = """\
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 5 BYE
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"""
+SIPP_BYE_RECEIVED = """\
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+SIPP_PLAY = '  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'
+DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{}.pcap"
+
+
+class SippCallerPeer(MatrixPeer):
+    """SIPp placing the call, its RTP replayed from pcaps: a tone of its own, made here,
+    and the RFC 4733 pcaps Debian's sip-tester ships. It cannot answer in the matrix (no
+    scenario for it yet), nor hear: it neither decodes nor records what it receives."""
+
+    def register(self) -> None:
+        self.tone = write_rtp_pcap(self.workdir / "tone.pcap", self.tone_hz, HANG_UP_AT + GRACE)
+        self.users = write_users_csv(self.workdir / "caller.csv", [self.user])
+        self.template = (Path(__file__).parent / "matrix_sipp_caller.xml").read_text()
+
+    def begin(self, plan: Plan) -> None:
+        assert plan.call is not None and plan.hold, plan
+        play_tone = SIPP_PLAY.format(pcap=self.tone)
+        names = {"#": "pound", "*": "star"}
+        dtmf = [SIPP_PLAY.format(pcap=DTMF_PCAP.format(names.get(d, d))) for d in DIGITS]
+        dtmf_plays = "".join(f'{play}\n  <pause milliseconds="200"/>\n' for play in dtmf)
+        dtmf_plays += play_tone
+        sdp = {d: SIPP_SDP.format(direction=d) for d in ("sendrecv", "sendonly")}
+        scenario = self.template.format(
+            sdp_sendrecv=sdp["sendrecv"],
+            play_tone=play_tone,
+            dtmf=DIGITS if plan.send_dtmf else "no",
+            dtmf_plays=dtmf_plays if plan.send_dtmf else "",
+            until_hold=int(HOLD_AT * 1000) - 300 - (600 if plan.send_dtmf else 0),
+            reinvite_hold=SIPP_REINVITE.format(cseq=3, sdp=sdp["sendonly"]),
+            reinvite_resume=SIPP_REINVITE.format(cseq=4, sdp=sdp["sendrecv"]),
+            hang_up="BYE" if plan.hang_up else "wait for BYE",
+            ending=SIPP_BYE if plan.hang_up else SIPP_BYE_RECEIVED,
+        )
+        path = self.next_path("caller.xml")
+        path.write_text(scenario)
+        self.plan = plan
+        self.sipp = start_sipp(
+            path, f"{LOOPBACK}:{self.server_port}", "-s", plan.call, "-inf", str(self.users),
+            calls=1, workdir=self.workdir, timeout=HANG_UP_AT + GRACE,
+        )  # fmt: skip
+
+    def finish(self) -> Outcome:
+        result = self.sipp.finish()
+        passed = (result.successful, result.failed) == (1, 0)
+        return Outcome(
+            answered=passed, recording=None, digits=None,
+            ended_by_peer=passed and not self.plan.hang_up, log=result.errors(),
+        )  # fmt: skip
