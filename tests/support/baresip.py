@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.ports import LOOPBACK, bindable, free_port, free_udp_range
 from tests.support.processes import stop_process
 from tests.support.server import Extension, IpbxServer, extension_range
 from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
@@ -57,7 +57,7 @@ def start_baresip(
         modules.append("g722.so")
     config = [
         "poll_method epoll",
-        f"sip_listen {LOOPBACK}:{free_port('both')}",
+        f"sip_listen {LOOPBACK}:{_sip_port()}",
         f"net_interface {LOOPBACK}",
         "audio_player alsa,null",
         "audio_alert alsa,null",
@@ -90,6 +90,16 @@ def start_baresip(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def _sip_port() -> int:
+    """A port for baresip's SIP over UDP and TCP whose next port is free too: baresip
+    listens there for SIP over TLS, and fails to start when it is taken."""
+    for _ in range(200):
+        port = free_port("both")
+        if bindable(port + 1, "tcp"):
+            return port
+    raise OSError(f"no free pair of ports for baresip on {LOOPBACK}")
 
 
 class BaresipControl:
