@@ -3,15 +3,17 @@ connection, and calls from baresip to `ipbx phone` and to another baresip throug
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from tests.support.netns import Host
-from tests.support.ports import LOOPBACK, free_port, free_udp_range
+from tests.support.ports import LOOPBACK, bindable, free_port, free_udp_range
 from tests.support.processes import stop_process
 from tests.support.server import Extension, IpbxServer, extension_range
 from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
@@ -58,9 +60,11 @@ def start_baresip(
         modules.append("srtp.so")
     if "opus" in codecs.lower():
         modules.append("opus.so")
+    if "g722" in codecs.lower():
+        modules.append("g722.so")
     config = [
         "poll_method epoll",
-        f"sip_listen {host}:{free_port('both')}",
+        f"sip_listen {host}:{_sip_port()}",
         f"net_interface {host}",
         "audio_player alsa,null",
         "audio_alert alsa,null",
@@ -101,59 +105,99 @@ def start_baresip(
         )
 
 
+def _sip_port() -> int:
+    """A port for baresip's SIP over UDP and TCP whose next port is free too: baresip
+    listens there for SIP over TLS, and fails to start when it is taken."""
+    for _ in range(200):
+        port = free_port("both")
+        if bindable(port + 1, "tcp"):
+            return port
+    raise OSError(f"no free pair of ports for baresip on {LOOPBACK}")
+
+
 class BaresipControl:
     """A connection to baresip's ctrl_tcp: each command is a netstring-framed JSON object
     {"command", "params", "token"} taking the long commands of its menu ("sndcode 5"
     presses and releases key 5 in the current call, "hangup" ends it). Replies and
-    events ({"event": true, "type": "CALL_DTMF_START", ...}) share the connection."""
+    events ({"event": true, "type": "CALL_DTMF_START", ...}) share the connection; a
+    thread reads them, so one thread may wait for an event while another sends commands."""
 
     def __init__(self, port: int, timeout: float = 5.0) -> None:
         self.events: list[dict[str, object]] = []
-        self._buffer = b""
+        self._replies: dict[str, dict[str, object]] = {}
+        self._arrived = threading.Condition()
         self._timeout = timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self._sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
-                return
+                break
             except ConnectionRefusedError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        self._sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def command(self, command: str, params: str = "") -> str:
-        """Send one command, wait for its reply; its `data`, or RuntimeError if not ok.
-        Events that arrive meanwhile are kept in `events`."""
+    def send(self, command: str, params: str = "") -> str:
+        """Send one command without waiting for its reply; its token."""
         token = secrets.token_hex(4)
         body = json.dumps({"command": command, "params": params, "token": token}).encode()
         self._sock.sendall(b"%d:%s," % (len(body), body))
-        while True:
-            message = self._next_message()
-            if message.get("event"):
-                self.events.append(message)
-            elif message.get("token") == token:
-                if not message.get("ok"):
-                    raise RuntimeError(f"baresip refused {command} {params!r}: {message}")
-                return str(message.get("data", ""))
+        return token
 
-    def _next_message(self) -> dict[str, object]:
+    def command(self, command: str, params: str = "") -> str:
+        """Send one command, wait for its reply; its `data`, or RuntimeError if not ok."""
+        token = self.send(command, params)
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: token in self._replies, self._timeout):
+                raise TimeoutError(f"no reply from baresip's ctrl_tcp to {command} {params!r}")
+            reply = self._replies.pop(token)
+        if not reply.get("ok"):
+            raise RuntimeError(f"baresip refused {command} {params!r}: {reply}")
+        return str(reply.get("data", ""))
+
+    def wait_event(self, kind: str, timeout: float) -> dict[str, object] | None:
+        """The first event of type `kind` (e.g. "CALL_ESTABLISHED") in `events`, waiting
+        up to `timeout` s for one to arrive; None if none did."""
+
+        def first() -> dict[str, object] | None:
+            return next((event for event in self.events if event.get("type") == kind), None)
+
+        with self._arrived:
+            self._arrived.wait_for(lambda: first() is not None, timeout)
+            return first()
+
+    def _read(self) -> None:
         # A netstring is "<length>:<bytes>," (the framing ctrl_tcp speaks).
-        deadline = time.monotonic() + self._timeout
+        buffer = b""
         while True:
-            length, colon, rest = self._buffer.partition(b":")
-            if colon and len(rest) > int(length):
-                message: dict[str, object] = json.loads(rest[: int(length)])
-                self._buffer = rest[int(length) + 1 :]
-                return message
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no reply from baresip's ctrl_tcp: {self._buffer!r}")
-            chunk = self._sock.recv(65536)
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                return
             if not chunk:
-                raise ConnectionError("baresip closed its ctrl_tcp connection")
-            self._buffer += chunk
+                return
+            buffer += chunk
+            while True:
+                length, colon, rest = buffer.partition(b":")
+                if not (colon and len(rest) > int(length)):
+                    break
+                message: dict[str, object] = json.loads(rest[: int(length)])
+                buffer = rest[int(length) + 1 :]
+                with self._arrived:
+                    if message.get("event"):
+                        self.events.append(message)
+                    else:
+                        self._replies[str(message.get("token"))] = message
+                    self._arrived.notify_all()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        self._reader.join(5)
 
 
 def wait_registered(server: IpbxServer, number: str, timeout: float = 10.0) -> None:

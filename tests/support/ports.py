@@ -12,7 +12,8 @@ LOOPBACK = "127.0.0.1"
 PortKind = Literal["udp", "tcp", "both"]
 
 
-def _bindable(port: int, kind: PortKind) -> bool:
+def bindable(port: int, kind: PortKind) -> bool:
+    """Whether `port` binds on 127.0.0.1 now, for UDP, TCP or both."""
     kinds: list[int] = []
     if kind in ("udp", "both"):
         kinds.append(socket.SOCK_DGRAM)
@@ -38,7 +39,7 @@ def free_port(kind: PortKind = "both") -> int:
         with socket.socket(socket.AF_INET, first) as sock:
             sock.bind((LOOPBACK, 0))
             port: int = sock.getsockname()[1]
-        if _bindable(port, kind):
+        if bindable(port, kind):
             return port
     raise OSError(f"no free {kind} port on {LOOPBACK}")
 
@@ -51,6 +52,6 @@ def free_udp_range(count: int) -> tuple[int, int]:
     """
     for _ in range(200):
         start = 10000 + 2 * secrets.randbelow((32768 - 10000 - count) // 2)
-        if all(_bindable(port, "udp") for port in range(start, start + count)):
+        if all(bindable(port, "udp") for port in range(start, start + count)):
             return start, start + count - 1
     raise OSError(f"no free range of {count} UDP ports on {LOOPBACK}")

@@ -197,10 +197,14 @@ def make_token(config: Path, scope: str) -> str:
 
 
 def start_configured_ipbx(
-    workdir: Path, edit: Callable[[dict[str, Any]], None], env: Mapping[str, str] | None = None
+    workdir: Path,
+    edit: Callable[[dict[str, Any]], None],
+    env: Mapping[str, str] | None = None,
+    *,
+    extensions: Sequence[Extension] = (CALLER, CALLEE, OTHER),
 ) -> IpbxServer:
-    """ipbx with extensions 1000-1002 and a config changed by `edit` (a YAML mapping), run
-    with `env` added to its environment."""
+    """ipbx with `extensions` (1000-1002 unless told) and a config changed by `edit`
+    (a YAML mapping), run with `env` added to its environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, rtp_range = free_port("both"), free_udp_range(100)
     path = write_ipbx_config(
@@ -208,7 +212,7 @@ def start_configured_ipbx(
         port=port,
         data_dir=workdir / "data",
         rtp_range=rtp_range,
-        extensions=[CALLER, CALLEE, OTHER],
+        extensions=extensions,
     )
     config = yaml.safe_load(path.read_text())
     edit(config)

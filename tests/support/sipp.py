@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import csv
 import secrets
+import struct
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from ipbx.media.codecs import PCMU, create_encoder
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import REPO_ROOT, pinned, stop_process
 from tests.support.server import Extension
@@ -256,3 +260,27 @@ def register_contact(
         timeout=timeout,
         name=f"register-{user.number}-{secrets.token_hex(3)}",
     )
+
+
+def write_rtp_pcap(path: Path, frequency: float, seconds: float) -> Path:
+    """A pcap of one RTP stream (PCMU, payload type 0, 20 ms packets) carrying a sine,
+    for SIPp's play_pcap_audio, which replays the RTP with its own addresses and ports."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    payload = create_encoder(PCMU).encode(np.rint(8000 * np.sin(2 * np.pi * frequency * t)))
+    records = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # Ethernet
+    for index in range(len(payload) // 160):
+        rtp = struct.pack("!BBHII", 0x80, 0, index & 0xFFFF, index * 160, 0x1C0FFEE)
+        rtp += payload[index * 160 : (index + 1) * 160]
+        udp = struct.pack("!HHHH", 10000, 20000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        ) + udp  # fmt: skip
+        frame = b"\0" * 12 + b"\x08\x00" + ip
+        when = index * 20_000  # microseconds
+        records.append(
+            struct.pack("<IIII", when // 1_000_000, when % 1_000_000, len(frame), len(frame))
+        )
+        records.append(frame)
+    path.write_bytes(b"".join(records))
+    return path

@@ -60,6 +60,25 @@ def analyse(path: Path, channel: int = 0) -> Audio:
     return Audio(samples.size / rate, float(frequencies[int(np.argmax(spectrum))]))
 
 
+def timeline(path: Path, frame_ms: int = 100, quiet_rms: float = 300.0) -> list[float | None]:
+    """The strongest frequency of each `frame_ms` slice of channel 0 of a 16-bit WAV, in
+    order; None for a slice quieter than `quiet_rms` (silence, a hold without music)."""
+    with wave.open(str(path), "rb") as wav:
+        rate = wav.getframerate()
+        channels = wav.getnchannels()
+        frames = wav.readframes(wav.getnframes())
+    samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.float64)
+    size = rate * frame_ms // 1000
+    slices = [samples[start : start + size] for start in range(0, samples.size - size + 1, size)]
+    frequencies = np.fft.rfftfreq(size, 1 / rate)
+    return [
+        float(frequencies[int(np.argmax(np.abs(np.fft.rfft(s * np.hanning(size)))))])
+        if np.sqrt(np.mean(s**2)) >= quiet_rms
+        else None
+        for s in slices
+    ]
+
+
 @dataclass
 class PhoneRun:
     """One `ipbx phone` process; its log (stderr) goes to a file, stdout to a pipe."""
