@@ -41,9 +41,7 @@ the other again after the hold); and hang-up, alternating over the matrix betwee
 caller and the callee, the other side seeing the call end.
 
 A step a peer cannot do is left out of its cells and named under "Every cell" with the
-reason; a cell that is not run at all is listed under "Not in the matrix". A cell marked
-"defect N" fails for defect N of issue 12, which is being fixed: its test is an expected
-failure that turns into an error once it passes, so this page gets regenerated.
+reason; a cell that is not run at all is listed under "Not in the matrix".
 
 Set-up the matrix needs, as a user would: the extension of baresip with mandatory
 SDES-SRTP (`mediaenc=srtp-mand`) has `srtp: required`, so that ipbx offers it SRTP over

@@ -19,9 +19,7 @@ one call from the caller to the callee, and checks, where the two peers can do i
 What a peer cannot do is in CANNOT with the reason, read in the peer's source or
 documentation; such a step is left out of a cell and listed in docs/interop.md, and a
 cell a peer cannot take part in at all (pyVoIP cannot place a call through ipbx) is not
-a test: it is listed there with its reason. A cell that fails only for a defect being
-fixed is marked xfail(strict=True) with the defect's number in KNOWN_DEFECTS, so that it
-shows up as soon as the fix lands.
+a test: it is listed there with its reason.
 
 Each run writes build/interop-matrix.json (or $IPBX_INTEROP_RESULTS);
 scripts/interop_table.py turns it into docs/interop.md, and test_interop_doc.py checks
@@ -109,10 +107,6 @@ CANNOT: dict[str, dict[str, str]] = {
     },
 }
 
-# Cells that fail only for a defect being fixed: (caller, callee) -> the defect's number
-# in its issue. None now: the 15 cells of issue 12's defect 2 (an answer with a codec the
-# phone never offered when the callee listed telephone-event first) pass since its fix.
-KNOWN_DEFECTS: dict[tuple[str, str], int] = {}
 
 # Cells not run: for what one of its peers does wrong with the other, or because they
 # fail now and then here and the cause is not found yet (each says what was seen).
@@ -230,12 +224,6 @@ def matrix_cells() -> tuple[list[Cell], list[tuple[str, str, str]]]:
 
 
 CELLS, CANNOT_CELLS = matrix_cells()
-
-
-def _param(cell: Cell) -> object:
-    defect = KNOWN_DEFECTS.get((cell.caller, cell.callee))
-    marks = [] if defect is None else [pytest.mark.xfail(strict=True, reason=f"defect {defect}")]
-    return pytest.param(cell, id=cell.id, marks=marks)
 
 
 def results_path() -> Path:
@@ -371,16 +359,10 @@ def _check_hold(cell: Cell, outcomes: dict[str, Outcome], server_log: str) -> li
 
 
 def record(results: Results, cell: Cell, problems: list[str]) -> None:
-    defect = KNOWN_DEFECTS.get((cell.caller, cell.callee))
-    if not problems:
-        results.record(cell, "passed", [])
-    elif defect is not None:
-        results.record(cell, f"fails: defect {defect}", problems)
-    else:
-        results.record(cell, "failed", problems)
+    results.record(cell, "failed" if problems else "passed", problems)
 
 
-@pytest.mark.parametrize("cell", [_param(cell) for cell in CELLS])
+@pytest.mark.parametrize("cell", [pytest.param(cell, id=cell.id) for cell in CELLS])
 def test_call(cell: Cell, matrix: Matrix) -> None:
     caller, callee = BY_KEY[cell.caller], BY_KEY[cell.callee]
     log_offset = len(matrix.server.log_path.read_text(errors="replace"))
