@@ -76,7 +76,11 @@ def test_music_on_hold_loops_the_folder_in_name_order_and_skips_bad_files(
         b.set_remote(*a.local_address, PCMU)
         b.record(tmp_path / "held.wav")
         music = asyncio.ensure_future(MusicOnHold(folder).play(a))
-        await asyncio.sleep(2.6)  # the two good files, then the first again
+        # The two good files, then the first again: 2.6 s of 20 ms packets, however
+        # late a busy machine starts the music.
+        async with asyncio.timeout(15):
+            while b.stats.packets_received < 130:
+                await asyncio.sleep(0.05)
         music.cancel()
         b.stop_recording()
         a.close()
