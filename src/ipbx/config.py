@@ -15,6 +15,7 @@ generated once and kept in ``<data_dir>/demo-accounts.yaml``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -494,11 +495,15 @@ def load_config(path: Path | None) -> Config:
 
 def field_locator(path: Path | None) -> Callable[[Where], str]:
     """A function naming where a field of the file `path` is written, as
-    ``FILE:LINE: field`` (just ``field`` for the embedded default)."""
-    root = _read_yaml(path)[1] if path is not None else None
+    ``FILE:LINE: field`` (just ``field`` for the embedded default). The file is read
+    again only when a first field is located: most starts have nothing to report."""
+
+    @functools.cache
+    def root() -> yaml.Node | None:
+        return _read_yaml(path)[1] if path is not None else None
 
     def locate(at: Where) -> str:
-        line = _line_of(root, at)
+        line = _line_of(root(), at)
         return f"{path}:{line}: {_field_path(at)}" if line else _field_path(at)
 
     return locate

@@ -21,6 +21,7 @@ overrides the detection: `force` always uses the source, `never` always the Cont
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Literal
 
@@ -38,6 +39,8 @@ _PRIVATE = tuple(
 )  # fmt: skip
 
 
+# Every call asks these of the same few phone and trunk addresses: parsed once each.
+@functools.lru_cache(maxsize=4096)
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -46,10 +49,13 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True
     ip_a, ip_b = _ip(a), _ip(b)
     return ip_a == ip_b if ip_a is not None and ip_b is not None else a.lower() == b.lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def private(host: str) -> bool:
     """Whether `host` is an address that does not route on the Internet (RFC 1918, RFC
     6598 shared, IPv4 and IPv6 link-local, IPv6 unique-local)."""
