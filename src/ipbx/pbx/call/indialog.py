@@ -96,6 +96,7 @@ class InDialog:
         # Only INVITE and UPDATE carry offers to anchor; any other body (INFO's
         # application/dtmf-relay, say) passes through as it is.
         body, content_type = request.body, request.headers.get("Content-Type")
+        standing = other.local_sdp  # the session if the other phone refuses this offer
         if request.method in ("INVITE", "UPDATE"):
             description = parse_sdp(request)
             if description is not None:
@@ -111,15 +112,23 @@ class InDialog:
             extra += reg.sessions.fields_for(other)
         out = other.dialog.create_request(request.method, body, content_type, extra)
         reg.endpoint.send_request(
-            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
+            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r, standing)
         )
 
     def _relay_response(
-        self, leg: Leg, tx: ServerTransaction, other: Leg, sent: Request, response: Response
+        self,
+        leg: Leg,
+        tx: ServerTransaction,
+        other: Leg,
+        sent: Request,
+        response: Response,
+        standing: bytes,
     ) -> None:
         reg = self.registry
         if response.status == 100:
             return
+        if response.status >= 300:
+            other.local_sdp = standing  # a refused offer changes nothing (RFC 3264 §8)
         if other.dialog is not None:
             other.dialog.receive_response(response)
             reg.sessions.answered(other, response)
