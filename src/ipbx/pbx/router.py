@@ -250,10 +250,8 @@ class Router:
         says: before ringing, forwarded always, busy on do-not-disturb, or elsewhere when
         no phone is registered; after, when no phone took the call, its busy or
         no-answer forwarding (or voicemail), else the caller gets the phones' refusal."""
-        refused = self.blacklist.match(caller.call.from_number, extension)
-        if refused is not None and refused.extension == extension:
-            log.info("%s: %s is blacklisted by %s (%s)", caller.call.id,
-                     caller.call.from_number, extension, refused.pattern)  # fmt: skip
+        refused = self._refused_by(extension, caller.call)
+        if refused is not None:
             await caller.turn_away(refused)
             return
         bindings = self.calls.location.reachable(extension, time.time())
@@ -273,6 +271,20 @@ class Router:
         else:
             await caller.follow(fallback, extension)
 
+    def _refused_by(self, extension: str, call: Call) -> BlacklistEntry | None:
+        """The entry of `extension`'s own blacklist that names the caller, if any."""
+        refused = self.blacklist.match(call.from_number, extension)
+        if refused is None or refused.extension != extension:
+            return None
+        log.info("%s: %s is blacklisted by %s (%s)",
+                 call.id, call.from_number, extension, refused.pattern)  # fmt: skip
+        return refused
+
+    def _on_dnd(self, extension: str) -> bool:
+        ext = self.extensions.get(extension)
+        dnd = self.settings.dnd(extension)
+        return dnd if dnd is not None else ext is not None and ext.dnd
+
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
         return self.blacklist.match(caller, called if called in self.extensions else None)
@@ -290,8 +302,7 @@ class Router:
             always = forward.always
         if isinstance(always, Destination):
             return always
-        dnd = self.settings.dnd(extension)
-        if dnd if dnd is not None else ext.dnd:
+        if self._on_dnd(extension):
             return forward.busy or self._voicemail_of(ext) or BUSY
         if not registered:
             return forward.unregistered or forward.no_answer or self._voicemail_of(ext)
@@ -436,12 +447,18 @@ class Router:
             await session.hangup(status)
 
     async def _group(self, session: Session, group: GroupConfig) -> None:
-        """Ring the members round by round (a `+E164` member through the routes)."""
+        """Ring the members round by round (a `+E164` member through the routes); a
+        member on do-not-disturb, or whose own blacklist names the caller, is not rung."""
         status = 0
         for members in self._hunt(group):
-            caller, phones = session.caller, [m for m in members if not m.startswith("+")]
+            caller = session.caller
+            phones = [
+                m for m in members
+                if not m.startswith("+") and not self._on_dnd(m)
+                and self._refused_by(m, session.call) is None
+            ]  # fmt: skip
             try:
-                outside = [self.outside(m, None, caller) for m in members if m not in phones]
+                outside = [self.outside(m, None, caller) for m in members if m.startswith("+")]
             except SipError as exc:  # no route takes a member's number
                 log.info("%s: group %s: %s", session.call.id, group.name, exc.reason)
                 outside = []
