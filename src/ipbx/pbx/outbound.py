@@ -36,11 +36,12 @@ OUTBOUND = "outbound"
 
 
 def asks_for_outbound(request: Request) -> bool:
-    """Whether this REGISTER asks for outbound (the option tag in Supported, a reg-id in a
-    Contact) and may have it here; raises 439 when a proxy before us does not support it."""
+    """Whether this REGISTER asks for outbound (the option tag in Supported, a Contact
+    with an instance and a reg-id) and may have it here; raises 439 when a proxy before
+    us does not support it."""
     if OUTBOUND not in option_tags(request, "Supported"):
         return False
-    if not any("reg-id" in contact.params for contact in request.contacts):
+    if not any(reg_id(contact) is not None for contact in request.contacts):
         return False
     if len(request.vias) == 1:
         return True
