@@ -12,6 +12,8 @@ from tests.support.server import IpbxServer
 from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
+    ack_for,
+    in_dialog,
     next_request,
     reply_to,
     send_authenticated_invite,
@@ -93,6 +95,44 @@ def test_a_phone_is_reached_over_its_flow_and_over_the_next_one(server: IpbxServ
     rings_only(third, [first])
     for phone in (first, third):
         phone.close()
+
+
+def test_a_call_follows_the_phone_to_its_new_flow(server: IpbxServer) -> None:
+    """The callee's connection closes during the call; it comes back over a new one
+    (registers there and sends an in-dialog INFO): the caller's BYE reaches it there."""
+    phone = SipClient(server.port, "tcp")
+    register_flow(phone, reg_id=1)
+    caller = call_1001(server)
+    invite = next_request(phone, "INVITE")
+    contact = f"Contact: <sip:1001@{LOOPBACK}:{phone.local_port};transport=tcp;ob>"
+    answer = [contact, "Content-Type: application/sdp"]
+    phone.send(reply_to(invite, 200, answer, SDP))
+    ok = caller.receive()
+    assert ok is not None and ok.status == 200, ok
+    caller.send(ack_for(ok, caller))
+
+    phone.close()
+    back = SipClient(server.port, "tcp")
+    register_flow(back, reg_id=1)
+    info = (
+        f"INFO {invite.contacts[0].uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP {LOOPBACK}:{back.local_port};branch=z9hG4bKinfo1\r\n"
+        f"Max-Forwards: 70\r\nFrom: {invite.headers.get('To')};tag=callee\r\n"
+        f"To: {invite.headers.get('From')}\r\nCall-ID: {invite.call_id}\r\n"
+        f"CSeq: 2 INFO\r\n{contact.replace(str(phone.local_port), str(back.local_port))}"
+        "\r\nContent-Length: 0\r\n\r\n"
+    )
+    back.send(info.encode())
+    relayed = next_request(caller, "INFO")
+    caller.send(reply_to(relayed, 200, []))
+    answered = back.receive()  # over the new connection
+    assert answered is not None and answered.status == 200, answered
+    caller.send(in_dialog(caller, "BYE", str(ok.contacts[0].uri), str(ok.headers.get("From")),
+                          str(ok.headers.get("To")), ok.call_id, 3, body=b""))  # fmt: skip
+    bye = next_request(back, "BYE")
+    assert bye.call_id == invite.call_id
+    for client in (back, caller):
+        client.close()
 
 
 def test_without_outbound_the_registrar_is_plain_rfc_3261(server: IpbxServer) -> None:
