@@ -10,9 +10,9 @@ the address and port it came from.
   a REGISTER over a new flow replaces the binding of the same instance and reg-id, two
   reg-ids of one instance are two flows.
 - The 200 says the registrar used outbound with `Require: outbound` (§6) and asks for
-  keep-alives at least every `Flow-Timer` seconds (§5.4, §4.4.1); over a stream they are
-  a CRLFCRLF "ping" that sip/transport/stream.py answers with a CRLF "pong", over UDP
-  STUN binding requests on the SIP port.
+  keep-alives at least every `Flow-Timer` seconds (§5.4): over a stream a CRLFCRLF
+  "ping" that sip/transport/stream.py answers with a CRLF "pong" (§4.4.1), over UDP
+  STUN binding requests on the SIP port, which sip/stun.py answers.
 - A REGISTER that passed a proxy (more than one Via) is outbound only if that first hop
   said it keeps flows (`ob` on the first Path URI, RFC 3327). ipbx keeps no Path, so such
   a REGISTER is served as RFC 3261 says, and one whose first hop did not say so gets 439
