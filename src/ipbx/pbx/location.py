@@ -134,13 +134,16 @@ class Location:
         per device (a live one, the latest registered)."""
         answering = [b for b in self.bindings(aor, now) if b.reachable]
         devices: dict[str | None, Binding] = {}
-        for flow in answering:
-            rival = devices.get(flow.instance_id)
-            if flow.reg_id is not None and (rival is None or self._rank(flow) > self._rank(rival)):
-                devices[flow.instance_id] = flow
+        for binding in answering:
+            if binding.reg_id is None:
+                continue
+            rival = devices.get(binding.instance_id)
+            if rival is None or self._rank(binding) > self._rank(rival):
+                devices[binding.instance_id] = binding
         return [b for b in answering if b.reg_id is None or devices[b.instance_id] is b]
 
     def _rank(self, flow: Binding) -> tuple[bool, float]:
+        """Live flows first (a UDP flow counts as live), then the latest registered."""
         return (not flow.source.reliable or self.connected(flow.source), flow.expires_at)
 
     def has_host(self, host: str) -> bool:

@@ -206,10 +206,10 @@ class Registrar:
             # so is a phone that moved (its NAT mapping changed).
             changed = before != {b.key for b in result}
             moved = bool(sources) and source not in sources
-            nat = " (behind NAT)" if any(b.behind_nat for b, _ in changes) else ""
-            nat += " over an outbound flow" if outbound else ""
+            how = " (behind NAT)" if any(b.behind_nat for b, _ in changes) else ""
+            how += " over an outbound flow" if outbound else ""
             log.log(logging.INFO if changed or moved else logging.DEBUG, "%s registered %d "
-                    "contact(s) from %s%s", aor, len(result), source, nat)  # fmt: skip
+                    "contact(s) from %s%s", aor, len(result), source, how)  # fmt: skip
             if changed and self.on_change is not None:
                 self.on_change(aor, len(result))
         return result
