@@ -168,6 +168,10 @@ class SipConfig(Model):
     # A TCP/TLS connection idle this long is closed; the default outlasts the longest
     # registration, so a phone's refreshes keep its connection (and reachability).
     tcp_idle_timeout: float = Field(default=3660.0, gt=0)
+    # Phones registered with outbound (RFC 5626) keep their flow alive at least this
+    # often (the Flow-Timer of the registrar's 200): CRLF pings over TCP/TLS, STUN over UDP.
+    # Below tcp_idle_timeout, or the pinged connections are closed as idle in between.
+    flow_timer: int = Field(default=120, ge=1, le=999)
     # A source failing digest authentication `ban_failures` times within `ban_window`
     # seconds is ignored for `ban_seconds` (0 disables); `trusted` networks never are.
     ban_failures: int = Field(default=10, ge=0)

@@ -49,9 +49,9 @@ log = logging.getLogger("ipbx.pbx")
 # kernel would send to it from is the one on the default route. Nothing is sent.
 DEFAULT_ROUTE_PROBE = "192.0.2.1"
 
-# Option tags we implement: reliable provisional responses (RFC 3262), session timers
-# (RFC 4028).
-SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
+# Option tags we implement: reliable provisional responses (RFC 3262), outbound flows
+# at the registrar (RFC 5626, pbx/outbound.py), session timers (RFC 4028).
+SUPPORTED: frozenset[str] = frozenset({"100rel", "outbound", "timer"})
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
 KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
 # How often a server checks whether the provisioning changed under it.
@@ -85,6 +85,7 @@ class Pbx:
             timers=Timers(t1=config.sip.timer_t1),
             user_agent=config.sip.user_agent,
         )
+        self.location.connected = self.endpoint.connected
         sip = config.sip
         self.guard = Guard(sip.ban_failures, sip.ban_window, sip.ban_seconds, sip.trusted)
         self.endpoint.admits = self.guard.admits
@@ -99,6 +100,7 @@ class Pbx:
             self.auth,
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
+            sip.flow_timer,
         )
         # Voicemail boxes, and message waiting indication for them (RFC 3842).
         self.mwi = MessageWaiting(

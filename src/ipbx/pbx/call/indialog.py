@@ -40,9 +40,7 @@ class InDialog:
         leg = reg.dialogs.get(dialog_key_of(request))
         if leg is None or leg.dialog is None:
             return False
-        if leg.behind_nat and source != leg.peer and not source.reliable:
-            # Its NAT mapping changed (it moved, or the mapping lapsed while it was
-            # silent): our requests follow its packets.
+        if source != leg.peer and self._moved(leg, source):
             log.info("%s: %s now reached at %s", leg.call.id, leg.peer, source)
             leg.peer = source
         if request.method == "ACK":
@@ -66,6 +64,18 @@ class InDialog:
             return True
         self._relay(leg, request, tx)
         return True
+
+    def _moved(self, leg: Leg, source: Address) -> bool:
+        """Whether our requests in `leg`'s dialog now go to `source`, where its request
+        came from. That is so for a phone reached over its flow (behind NAT, or its
+        Contact has `ob`, RFC 5626): over UDP when its mapping changed (it moved, or the
+        mapping lapsed while it was silent), over a stream when its connection closed
+        and it reached us over a new one."""
+        assert leg.dialog is not None
+        on_flow = leg.behind_nat or "ob" in leg.dialog.remote_target.params
+        if not source.reliable:
+            return on_flow
+        return on_flow and not self.registry.endpoint.connected(leg.peer)
 
     def _late_answer(self, leg: Leg, ack: Request) -> None:
         """The ACK that completes a late offer must carry the answer (RFC 3264 §2); without
