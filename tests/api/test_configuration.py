@@ -156,7 +156,7 @@ def test_an_extension_with_its_settings_is_provisioned_without_keeping_its_passw
     assert api.pbx.mailboxes.get("1002") is not None
     assert "1002" in api.pbx.calls.policy.record_always
     router = api.pbx.router
-    assert router is not None and router.no_answer_seconds("1002") == 15
+    assert router is not None and router.handling.no_answer_seconds("1002") == 15
     renamed = api.client.put(
         "/config/extensions/1002", json={**no_password, "name": "Carol B"}, headers=api.headers()
     )

@@ -33,6 +33,7 @@ from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.pickup import pickup
+from ipbx.pbx.call_handling import CallHandling
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
@@ -62,10 +63,6 @@ log = logging.getLogger("ipbx.router")
 
 # How long a member of a group, or an extension dialled from a call flow, rings by default.
 RING_SECONDS = 30
-# Statuses that mean nobody picked up (a ring time-out is our own CANCEL: 487).
-_NO_ANSWER = frozenset({408, 480, 487})
-_BUSY = frozenset({486, 600, 603})
-BUSY = 486
 
 
 class Router:
@@ -98,6 +95,7 @@ class Router:
         self.schedules = {s.name: Schedule.from_config(s) for s in config.schedules}
         self.blacklist = Blacklist.from_config(config.blacklist, config.country)
         self.settings = ExtensionSettings(config.data_dir)
+        self.handling = CallHandling(self.extensions, self.blacklist, self.settings)
         # Round-robin groups start each call at the member after the last one's first.
         self._turns: dict[str, Iterator[int]] = {
             g.name: itertools.cycle(range(len(g.members))) for g in config.groups
@@ -250,82 +248,30 @@ class Router:
         says: before ringing, forwarded always, busy on do-not-disturb, or elsewhere when
         no phone is registered; after, when no phone took the call, its busy or
         no-answer forwarding (or voicemail), else the caller gets the phones' refusal."""
-        refused = self._refused_by(extension, caller.call)
+        refused = self.handling.refused_by(extension, caller.call)
         if refused is not None:
             await caller.turn_away(refused)
             return
         bindings = self.calls.location.reachable(extension, time.time())
-        instead = self.before_ringing(extension, bool(bindings))
+        instead = self.handling.before_ringing(extension, bool(bindings))
         if isinstance(instead, int):
             await caller.refuse(instead, f"{extension} does not take calls now (do not disturb)")
             return
         if instead is not None:
             await caller.follow(instead, extension)
             return
-        status = await caller.ring(extension, bindings, self.no_answer_seconds(extension))
+        status = await caller.ring(extension, bindings, self.handling.no_answer_seconds(extension))
         if status == 200 or caller.call.ended:
             return
-        fallback = self.after_failure(extension, status)
+        fallback = self.handling.after_failure(extension, status)
         if fallback is None:
             await caller.refuse(status)
         else:
             await caller.follow(fallback, extension)
 
-    def _refused_by(self, extension: str, call: Call) -> BlacklistEntry | None:
-        """The entry of `extension`'s own blacklist that names the caller, if any."""
-        refused = self.blacklist.match(call.from_number, extension)
-        if refused is None or refused.extension != extension:
-            return None
-        log.info("%s: %s is blacklisted by %s (%s)",
-                 call.id, call.from_number, extension, refused.pattern)  # fmt: skip
-        return refused
-
-    def _on_dnd(self, extension: str) -> bool:
-        ext = self.extensions.get(extension)
-        dnd = self.settings.dnd(extension)
-        return dnd if dnd is not None else ext is not None and ext.dnd
-
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
         return self.blacklist.match(caller, called if called in self.extensions else None)
-
-    def before_ringing(self, extension: str, registered: bool) -> Destination | int | None:
-        """Where a call to `extension` goes instead of its phones: forwarded always,
-        busy when on do-not-disturb (486 when it has nowhere to go), the unregistered
-        target when no phone is there."""
-        ext = self.extensions.get(extension)
-        if ext is None:
-            return None
-        forward = ext.forward
-        always = self.settings.forward(extension)
-        if always is None:
-            always = forward.always
-        if isinstance(always, Destination):
-            return always
-        if self._on_dnd(extension):
-            return forward.busy or self._voicemail_of(ext) or BUSY
-        if not registered:
-            return forward.unregistered or forward.no_answer or self._voicemail_of(ext)
-        return None
-
-    def no_answer_seconds(self, extension: str) -> float | None:
-        """How long the phones ring before the call goes to the no-answer target."""
-        ext = self.extensions.get(extension)
-        if ext is None or (ext.forward.no_answer is None and ext.voicemail is None):
-            return None
-        return float(ext.forward.no_answer_seconds)
-
-    def after_failure(self, extension: str, status: int) -> Destination | None:
-        """Where an unanswered call to `extension` goes: busy or no-answer forwarding,
-        else the extension's voicemail."""
-        ext = self.extensions.get(extension)
-        if ext is None:
-            return None
-        if status in _BUSY:
-            return ext.forward.busy or self._voicemail_of(ext)
-        if status in _NO_ANSWER:
-            return ext.forward.no_answer or self._voicemail_of(ext)
-        return None
 
     def feature(self, code: str, caller: str) -> Callable[[Leg], Awaitable[None]] | None:
         """The call flow of a feature code the extension `caller` dialled (features.py)."""
@@ -454,8 +400,8 @@ class Router:
             caller = session.caller
             phones = [
                 m for m in members
-                if not m.startswith("+") and not self._on_dnd(m)
-                and self._refused_by(m, session.call) is None
+                if not m.startswith("+") and not self.handling.on_dnd(m)
+                and self.handling.refused_by(m, session.call) is None
             ]  # fmt: skip
             try:
                 outside = [self.outside(m, None, caller) for m in members if m.startswith("+")]
@@ -479,9 +425,6 @@ class Router:
             first = next(self._turns[group.name])
             members = members[first:] + members[:first]
         return [[member] for member in members]
-
-    def _voicemail_of(self, ext: Extension) -> Destination | None:
-        return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
 
     def _is_extension(self, number: str) -> bool:
         return number in self.extensions
