@@ -5,13 +5,15 @@ core, so the PBX can be rebuilt under it as long as this shape holds."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Literal, Protocol
 
 from ipbx.config import Config
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.location import Location
+from ipbx.pbx.queue.analytics import QueueTargets
+from ipbx.pbx.queue.model import QueueStatus
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.counts import MessageCounts
@@ -38,6 +40,24 @@ class LiveCall(Protocol):
 
     @property
     def person_answered(self) -> float | None: ...
+
+
+AgentAction = Literal["login", "logout", "pause", "unpause"]
+
+
+class QueueDesk(Protocol):
+    """The call queues as the API sees them: their settings, their live picture and the
+    agents' states (the queue engine, pbx/queue/engine.py)."""
+
+    @property
+    def settings(self) -> Mapping[str, QueueTargets]:
+        """The configured queues by name."""
+
+    def status(self, name: str) -> QueueStatus:
+        """The live picture of a queue; KeyError for no such queue."""
+
+    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> None:
+        """Log an agent in or out of all its queues, pause it (with a reason) or unpause it."""
 
 
 class PbxServices(Protocol):
@@ -70,6 +90,10 @@ class PbxServices(Protocol):
 
     @property
     def trunks(self) -> Trunks: ...
+
+    @property
+    def queues(self) -> QueueDesk | None:
+        """The call queues; None when the PBX runs none."""
 
     @property
     def control(self) -> CallControl:
