@@ -27,7 +27,7 @@ class Caller:
     number: str
     enters: float  # seconds into the day
     wait: int  # seconds until answered, or until it left the queue
-    outcome: str  # answered, abandoned, timeout, callback
+    outcome: str  # answered, abandoned, timeout, empty (no agent logged in), callback
     agent: str = NONE
     talk: int = 0
     unanswered: list[str] = field(default_factory=list)  # agents who rang 15 s each
@@ -35,6 +35,7 @@ class Caller:
 
 
 SCRIPT = [
+    Caller("c0", "sales", "+15550100", 7 * HOUR, 0, "empty"),
     Caller("c1", "sales", "+15550101", 9 * HOUR, 18, "answered", "1002", 120, ["1001"]),
     Caller("c2", "sales", "+15550102", 9 * HOUR + 300, 5, "answered", "1001", 60),
     Caller("c3", "sales", "+15550103", 10 * HOUR, 3, "abandoned"),
@@ -62,6 +63,8 @@ def events_of(caller: Caller) -> list[QueueEvent]:
         out.append(at(caller.wait, NONE, "ABANDON", 1, 1, caller.wait))
     elif caller.outcome == "timeout":
         out.append(at(caller.wait, NONE, "EXITWITHTIMEOUT", 1, 1, caller.wait))
+    elif caller.outcome == "empty":
+        out.append(at(caller.wait, NONE, "EXITEMPTY", 1, 1, caller.wait))
     else:
         hold = caller.wait
         if caller.outcome == "callback":
@@ -98,6 +101,7 @@ def expected(callers: list[Caller], agent: str | None = None) -> dict[str, objec
         "abandoned": sum(1 for c in callers if c.outcome == "abandoned" and c.wait > 5),
         "abandoned_within_5s": sum(1 for c in callers if c.outcome == "abandoned" and c.wait <= 5),
         "timed_out": sum(1 for c in callers if c.outcome == "timeout"),
+        "no_agent": sum(1 for c in callers if c.outcome == "empty"),
         "callbacks": sum(1 for c in callers if c.outcome == "callback"),
         "service_level": round(len(in_time) / len(callers), 4),
         "average_speed_of_answer": round(
@@ -130,9 +134,10 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
     assert exported.headers["content-type"].startswith("text/plain")
     lines = exported.text.splitlines()
     assert len(lines) == len(day)
-    assert lines[0] == f"{int(DAY + 8 * HOUR)}|NONE|sales|1001|ADDMEMBER|"
+    assert lines[0] == f"{int(DAY + 7 * HOUR)}|c0|sales|NONE|ENTERQUEUE||+15550100|1"
+    assert lines[2] == f"{int(DAY + 8 * HOUR)}|NONE|sales|1001|ADDMEMBER|"
     c1 = int(DAY + 9 * HOUR)
-    assert lines[1:5] == [
+    assert lines[3:7] == [
         f"{c1}|c1|sales|NONE|ENTERQUEUE||+15550101|1",
         f"{c1 + 15}|c1|sales|1001|RINGNOANSWER|15000",
         f"{c1 + 18}|c1|sales|1002|CONNECT|18|c1-agent|3",
@@ -144,7 +149,7 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
         "ENTERQUEUE", "CONNECT", "COMPLETECALLER",
     ]  # fmt: skip
     morning = api.client.get("/queues/log", params={"to": DAY + 9 * HOUR + 1}, headers=headers)
-    assert len(morning.text.splitlines()) == 2
+    assert len(morning.text.splitlines()) == 4
 
     # Analytics by queue and by agent equal the script's own figures.
     by_queue = api.client.get("/analytics", params={**span, "by": "queue"}, headers=headers)
@@ -155,7 +160,8 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
         "sales": expected(sales),
         "support": expected([c for c in SCRIPT if c.queue == "support"]),
     }
-    assert (queues["sales"]["offered"], queues["sales"]["answered"]) == (7, 4)
+    assert (queues["sales"]["offered"], queues["sales"]["answered"]) == (8, 4)
+    assert queues["sales"]["service_level"] == 0.25  # c1 and c2 of 8 within 20 s
     assert queues["sales"]["first_call_resolution"] == 0.75  # c1 was called about again
     by_agent = api.client.get("/analytics", params={**span, "by": "agent"}, headers=headers)
     agents = by_agent.json()["queues"]
@@ -164,7 +170,7 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
 
     # What callers and supervisors follow went out on the bus as it happened.
     kinds = [e.type for e in published]
-    assert kinds.count("queue.joined") == len(SCRIPT)
+    assert kinds.count("queue.joined") == len(SCRIPT)  # and nothing for EXITEMPTY
     assert kinds.count("queue.answered") == 5
     assert kinds.count("queue.abandoned") == 2
     callback = next(e for e in published if e.type == "queue.callback")

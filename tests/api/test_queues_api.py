@@ -1,12 +1,10 @@
 """The call queues' live picture and agent states through the API, over a stand-in for
 the queue engine: GET /queues, GET /queues/{name}, PUT /queues/{name}/agents/{ext}, the
-Prometheus gauges per queue, and the queue events on the live feed."""
+Prometheus gauges per queue, and the queue events on the live feed (agent.state is the
+engine's: pbx/queue/agents.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from ipbx.pbx.queue.log import publish_agent_state
 from ipbx.pbx.queue.model import AgentState, QueueEvent
 from tests.api.test_metrics import samples
 from tests.support.apiclient import Api
@@ -72,21 +70,15 @@ def test_a_supervisor_sees_the_queues_and_pauses_an_agent(api: Api) -> None:
     assert found[("ipbx_queue_longest_wait_seconds", (("queue", "sales"),))] == 42.0
 
 
-def test_queue_and_agent_events_reach_the_live_feed(api: Api) -> None:
-    path = f"/events?token={api.reader}&type=queue.*,agent.state&extension=1002"
+def test_queue_events_reach_the_live_feed(api: Api) -> None:
+    path = f"/events?token={api.reader}&type=queue.*&extension=1002"
     with api.client.websocket_connect(path) as feed:
         # queue.joined names no extension: the feed's filter leaves it out.
         api.pbx.queue_log.record(QueueEvent(NOW, "c1", "sales", "NONE", "ENTERQUEUE",
                                             ("", "+15550101", "1")))  # fmt: skip
         api.pbx.queue_log.record(QueueEvent(NOW + 9, "c1", "sales", "1002", "CONNECT",
                                             ("9", "c1-agent", "2")))  # fmt: skip
-        agent = FakeQueueDesk(NOW).agents["1002"]
-        publish_agent_state(api.pbx.events, replace(agent, state=AgentState.IN_CALL), ["sales"])
         answered = feed.receive_json()
         assert (answered["type"], answered["data"]) == (
             "queue.answered", {"call_id": "c1", "queue": "sales", "extension": "1002", "wait": 9},
         )  # fmt: skip
-        state = feed.receive_json()
-        assert state["type"] == "agent.state"
-        assert state["data"]["state"] == "in_call"
-        assert state["data"]["queues"] == ["sales"]

@@ -22,10 +22,15 @@ class Targets:
     wrapup_seconds: float
 
 
+@dataclass(frozen=True)
+class Configured:
+    config: Targets
+
+
 class FakeQueueDesk:
     def __init__(self, now: float) -> None:
         self.now = now
-        self.settings = {"sales": Targets(20, 10), "support": Targets(30, 0)}
+        self.queues = {"sales": Configured(Targets(20, 10)), "support": Configured(Targets(30, 0))}
         self.members = {"sales": ["1001", "1002"], "support": ["1001"]}
         self.agents = {
             "1001": AgentStatus("1001", AgentState.IN_CALL, now - 60, 3),
@@ -48,10 +53,11 @@ class FakeQueueDesk:
             service_level_today=0.75 if name == "sales" else None,
         )
 
-    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> None:
+    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> AgentStatus:
         self.agents[extension] = replace(
             self.agents[extension],
             state=_STATES[action],
             since=self.now,
             reason=reason if action == "pause" else None,
         )
+        return self.agents[extension]

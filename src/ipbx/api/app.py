@@ -366,7 +366,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
             events = store.queue_log_between(since, later, tenant=token.tenant)
             calls = queued_calls(queue_event(row) for row in events)
             queues = pbx.queues if system_state(token) else None
-            targets = queues.settings if queues is not None else {}
+            targets = {n: q.config for n, q in queues.queues.items()} if queues else {}
             return models.Analytics(
                 total=total, queues=queue_figures(calls, by, targets, since, until)
             )

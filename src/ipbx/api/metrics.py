@@ -113,7 +113,7 @@ def _queues(pbx: PbxServices) -> Iterator[Metric]:
         "How long the caller waiting longest has waited",
         labels=["queue"],
     )
-    statuses = [queues.status(name) for name in sorted(queues.settings)] if queues else []
+    statuses = [queues.status(name) for name in sorted(queues.queues)] if queues else []
     for status in statuses:
         waiting.add_metric([status.name], len(status.waiting))
         states = Counter(agent.state for agent in status.agents)

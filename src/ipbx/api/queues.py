@@ -56,7 +56,7 @@ def add_queue_routes(
         try:
             if queues is not None:
                 return queues, queues.status(name)
-        except KeyError:
+        except LookupError:
             pass
         raise HTTPException(404, f"name: no queue {name}")
 
@@ -94,7 +94,7 @@ def add_queue_routes(
         far, caller ID), its agents (state, since when, calls taken today) and today's
         service level."""
         queues = desk(token)
-        names = sorted(queues.settings) if queues is not None else []
+        names = sorted(queues.queues) if queues is not None else []
         return page([found(token, name)[1] for name in names], limit, offset)
 
     @app.get(
@@ -121,6 +121,4 @@ def add_queue_routes(
         queues, status = found(token, name)
         if not any(agent.extension == extension for agent in status.agents):
             raise HTTPException(404, f"extension: {extension} is no agent of queue {name}")
-        queues.set_agent(extension, change.action, change.reason)
-        agents = queues.status(name).agents
-        return next(agent for agent in agents if agent.extension == extension)
+        return queues.set_agent(extension, change.action, change.reason)

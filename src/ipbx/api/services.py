@@ -13,7 +13,7 @@ from ipbx.pbx.control import CallControl
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.location import Location
 from ipbx.pbx.queue.analytics import QueueTargets
-from ipbx.pbx.queue.model import QueueStatus
+from ipbx.pbx.queue.model import AgentStatus, QueueStatus
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.counts import MessageCounts
@@ -45,19 +45,25 @@ class LiveCall(Protocol):
 AgentAction = Literal["login", "logout", "pause", "unpause"]
 
 
+class ConfiguredQueue(Protocol):
+    @property
+    def config(self) -> QueueTargets: ...
+
+
 class QueueDesk(Protocol):
-    """The call queues as the API sees them: their settings, their live picture and the
-    agents' states (the queue engine, pbx/queue/engine.py)."""
+    """The call queues as the API sees them: their configuration, their live picture and
+    the agents' states (the queue engine, pbx/queue/engine.py)."""
 
     @property
-    def settings(self) -> Mapping[str, QueueTargets]:
+    def queues(self) -> Mapping[str, ConfiguredQueue]:
         """The configured queues by name."""
 
     def status(self, name: str) -> QueueStatus:
-        """The live picture of a queue; KeyError for no such queue."""
+        """The live picture of a queue; LookupError for no such queue."""
 
-    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> None:
-        """Log an agent in or out of all its queues, pause it (with a reason) or unpause it."""
+    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> AgentStatus:
+        """Log an agent in or out of all its queues, pause it (with a reason) or unpause
+        it; LookupError for an extension that is no queue's agent."""
 
 
 class PbxServices(Protocol):

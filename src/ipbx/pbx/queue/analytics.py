@@ -4,10 +4,11 @@ from it, as the call analytics are from the call records).
 A queued call is the events of one call id: it entered (ENTERQUEUE, with the caller's
 number), rang agents who did not answer (RINGNOANSWER), was answered (CONNECT, with the
 hold time), talked (COMPLETEAGENT or COMPLETECALLER, with the talk time) or left
-waiting: it hung up (ABANDON), waited out ``max_wait_seconds`` (EXITWITHTIMEOUT) or
-pressed the callback key (EXITWITHKEY). A callback keeps the caller's call id and place:
-when an agent takes it, it is answered (CONNECT) like the others. Times are the fields
-the events carry (whole seconds, as Asterisk writes them).
+waiting: it hung up (ABANDON), waited out ``max_wait_seconds`` (EXITWITHTIMEOUT), found
+no agent logged in (EXITEMPTY) or pressed the callback key (EXITWITHKEY). A callback
+keeps the caller's call id and place: when an agent takes it, it is answered (CONNECT)
+like the others. Times are the fields the events carry (whole seconds, as Asterisk
+writes them).
 
 Definitions, per queue and per agent:
 - offered: the calls that entered the queue; for an agent, the calls that rang it.
@@ -15,8 +16,8 @@ Definitions, per queue and per agent:
 - abandoned: callers who hung up while waiting, after more than 5 s;
   abandoned_within_5s counts those who hung up within 5 s, apart (a caller who
   misdialled is no failure of the queue).
-- timed_out: callers sent on after ``max_wait_seconds``; callbacks: callers who pressed
-  the callback key.
+- timed_out: callers sent on after ``max_wait_seconds``; no_agent: callers sent on at
+  once because no agent was logged in; callbacks: callers who pressed the callback key.
 - service_level: the answered calls whose hold time was at most the queue's
   ``service_level_seconds``, over the offered calls.
 - average_speed_of_answer: the mean hold time of the answered calls; longest_wait: the
@@ -58,6 +59,7 @@ class QueueFigures:
     abandoned: int
     abandoned_within_5s: int
     timed_out: int
+    no_agent: int
     callbacks: int
     service_level: float | None
     average_speed_of_answer: float | None
@@ -78,7 +80,7 @@ class QueuedCall:
     agent: str | None = None  # who answered
     hold: float | None = None  # seconds waited: until answered, or until it left
     talk: float | None = None
-    ended_waiting: str | None = None  # ABANDON or EXITWITHTIMEOUT
+    ended_waiting: str | None = None  # ABANDON, EXITWITHTIMEOUT or EXITEMPTY
     callback: bool = False
     repeated: bool = False  # the caller entered the queue again within 24 h
 
@@ -119,6 +121,7 @@ def figures(
         abandoned=len(left) - len(short),
         abandoned_within_5s=len(short),
         timed_out=sum(1 for c in calls if c.ended_waiting == "EXITWITHTIMEOUT"),
+        no_agent=sum(1 for c in calls if c.ended_waiting == "EXITEMPTY"),
         callbacks=sum(1 for c in calls if c.callback),
         service_level=_share(len(in_time), len(calls)),
         average_speed_of_answer=mean(c.hold or 0.0 for c in answered),
@@ -198,6 +201,7 @@ _READ: dict[str, Callable[[QueuedCall, QueueEvent], None]] = {
     "COMPLETECALLER": _complete,
     "ABANDON": _left,
     "EXITWITHTIMEOUT": _left,
+    "EXITEMPTY": _left,
     "EXITWITHKEY": _callback,
 }
 

@@ -1,6 +1,6 @@
 """The call queues' log as ipbx keeps it: every `QueueEvent` the queues write goes to the
 store (table ``queue_log``) and, for the events callers and supervisors follow, onto the
-event bus.
+event bus (queue.*; the agents publish agent.state themselves, pbx/queue/agents.py).
 
 `record` never blocks and never raises: the event waits in memory until the PBX core's
 write-behind hands the batch to the store's thread (as the call records do), and the
@@ -16,7 +16,7 @@ becomes a space when the event is recorded.
 from __future__ import annotations
 
 from ipbx.pbx.events import EventBus
-from ipbx.pbx.queue.model import NONE, AgentStatus, QueueEvent
+from ipbx.pbx.queue.model import NONE, QueueEvent
 from ipbx.store import QueueLogRecord
 
 # The bus's names for the queue events callers and supervisors follow (pbx/events.py).
@@ -24,7 +24,6 @@ QUEUE_JOINED = "queue.joined"
 QUEUE_ANSWERED = "queue.answered"
 QUEUE_ABANDONED = "queue.abandoned"
 QUEUE_CALLBACK = "queue.callback"
-AGENT_STATE = "agent.state"
 
 _SEPARATOR = "|"
 _UNSAFE = str.maketrans({"|": " ", "\n": " ", "\r": " "})
@@ -56,21 +55,6 @@ class StoredQueueLog:
         """The events recorded since the last call, for the store."""
         records, self.pending = self.pending, []
         return records
-
-
-def publish_agent_state(events: EventBus, agent: AgentStatus, queues: list[str]) -> None:
-    """Tell the bus an agent's state changed (agent.state): in all `queues` it serves."""
-    events.publish(
-        AGENT_STATE,
-        {
-            "extension": agent.extension,
-            "state": agent.state.value,
-            "since": agent.since,
-            "reason": agent.reason,
-            "calls_taken": agent.calls_taken,
-            "queues": queues,
-        },
-    )
 
 
 def queue_log_line(record: QueueLogRecord) -> str:
