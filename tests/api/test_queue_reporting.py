@@ -4,6 +4,7 @@ the lines of Asterisk's documented queue_log example exactly."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -77,7 +78,8 @@ def events_of(caller: Caller) -> list[QueueEvent]:
 
 AGENT_EVENTS = [
     QueueEvent(DAY + 8 * HOUR, NONE, "sales", "1001", "ADDMEMBER", ("",)),
-    QueueEvent(DAY + 12.5 * HOUR, NONE, "sales", "1002", "PAUSE", ("lunch",)),
+    # A "|" in a field would cut the export's line: it is written as a space.
+    QueueEvent(DAY + 12.5 * HOUR, NONE, "sales", "1002", "PAUSE", ("lunch|late",)),
     QueueEvent(DAY + 13 * HOUR, NONE, "sales", "1002", "UNPAUSE", ("",)),
 ]
 
@@ -124,7 +126,8 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
     day = sorted([e for c in SCRIPT for e in events_of(c)] + AGENT_EVENTS, key=lambda e: e.time)
     for event in day:
         api.pbx.queue_log.record(event)
-    api.store.save_queue_log(api.pbx.queue_log.take())  # what the core's write-behind does
+    assert api.store.queue_log_between(None, None) == []  # recording waits for no database
+    asyncio.run(api.pbx._flush())  # the write-behind's round, every 0.1 s in a server
     span = {"from": DAY, "to": DAY + 24 * HOUR}
     headers = api.headers(api.reader)
 
@@ -143,7 +146,7 @@ def test_a_scripted_day_reads_back_as_the_script_says(api: Api) -> None:
         f"{c1 + 18}|c1|sales|1002|CONNECT|18|c1-agent|3",
         f"{c1 + 138}|c1|sales|1002|COMPLETECALLER|18|120|1",
     ]
-    assert f"{int(DAY + 12.5 * HOUR)}|NONE|sales|1002|PAUSE|lunch" in lines
+    assert f"{int(DAY + 12.5 * HOUR)}|NONE|sales|1002|PAUSE|lunch late" in lines
     support = api.client.get("/queues/log", params={**span, "queue": "support"}, headers=headers)
     assert [line.split("|")[4] for line in support.text.splitlines()] == [
         "ENTERQUEUE", "CONNECT", "COMPLETECALLER",

@@ -44,7 +44,7 @@ def test_a_supervisor_sees_the_queues_and_pauses_an_agent(api: Api) -> None:
     # What a supervisor can get wrong, and who may change states.
     def change(queue: str, extension: str, body: object, token: dict[str, str] = admin) -> int:
         path = f"/queues/{queue}/agents/{extension}"
-        return api.client.put(path, json=body, headers=token).status_code
+        return int(api.client.put(path, json=body, headers=token).status_code)
 
     assert change("nope", "1002", {"action": "login"}) == 404
     not_agent = api.client.put(
