@@ -49,8 +49,6 @@ event can be joined with the record written when the call ends. Numbers are stri
     ended.
 ``voicemail.new``
     extension, caller, message (its id in the mailbox), duration.
-``registration.changed``
-    extension, registered (bool), contacts (how many bindings the AOR has now).
 ``queue.joined``
     call_id, queue, caller (the caller's number; None when it hides it), position.
 ``queue.answered``
@@ -60,13 +58,10 @@ event can be joined with the record written when the call ends. Numbers are stri
 ``queue.callback``
     call_id, queue, position, wait: the caller pressed the callback key and hung up; the
     callback keeps its place.
-``agent.state``
-    extension, state (logged_out, available, ringing, in_call, wrapup or paused), since
-    (when the state began), reason (why paused; None otherwise), calls_taken (queue calls
-    answered today), queues (the agent's queues, which share its state).
-
-The queue events are made from the queue log (pbx/queue/log.py), whose events carry
-whole seconds, as Asterisk's queue_log does.
+    The queue events are made from the queue log (pbx/queue/log.py), whose events
+    carry whole seconds, as Asterisk's queue_log does.
+``registration.changed``
+    extension, registered (bool), contacts (how many bindings the AOR has now).
 
 `Event.involves(extension)` (the `?extension=` filter of the feed) looks at the keys
 caller, callee and extension.
