@@ -28,6 +28,7 @@ from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.nat import NatMode
+from ipbx.pbx.queue.log import StoredQueueLog
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.router import Router
 from ipbx.pbx.trunks import Trunks
@@ -41,7 +42,7 @@ from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 from ipbx.sip.transport.endpoint import SipEndpoint, route_source
 from ipbx.sip.uri import split_quoted
-from ipbx.store import AsyncStore, CallRecord, Store
+from ipbx.store import AsyncStore, CallRecord, QueueLogRecord, Store
 
 log = logging.getLogger("ipbx.pbx")
 
@@ -138,6 +139,10 @@ class Pbx:
         self.calls.events = self.events
         self.records = CallRecords(config.data_dir / "recordings")
         self.calls.on_end.append(self.records.call_ended)
+        # What the call queues did (Asterisk's queue_log), kept in the store like the records.
+        self.queue_log = StoredQueueLog(self.events)
+        # The call queues' engine, which writes to that log; none runs yet.
+        self.queues = None
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
         self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
@@ -274,6 +279,9 @@ class Pbx:
         records = self.records.take()
         if records:
             await self.store.run(_save_records, records)
+        queue_events = self.queue_log.take()
+        if queue_events:
+            await self.store.run(_save_queue_log, queue_events)
 
     # --- what the API uses besides the services above (api/services.py) ------------------
 
@@ -436,6 +444,13 @@ def _save_records(store: Store, records: Sequence[CallRecord]) -> None:
                 store.save_call_records([record])
             except Exception:
                 log.exception("call record %s could not be saved", record.call_id)
+
+
+def _save_queue_log(store: Store, records: Sequence[QueueLogRecord]) -> None:
+    try:
+        store.save_queue_log(records)
+    except Exception:
+        log.exception("%d queue log events could not be saved", len(records))
 
 
 _SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})

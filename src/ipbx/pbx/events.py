@@ -49,6 +49,17 @@ event can be joined with the record written when the call ends. Numbers are stri
     ended.
 ``voicemail.new``
     extension, caller, message (its id in the mailbox), duration.
+``queue.joined``
+    call_id, queue, caller (the caller's number; None when it hides it), position.
+``queue.answered``
+    call_id, queue, extension (the agent who answered), wait (seconds in the queue).
+``queue.abandoned``
+    call_id, queue, position, wait: the caller hung up while waiting.
+``queue.callback``
+    call_id, queue, position, wait: the caller pressed the callback key and hung up; the
+    callback keeps its place.
+    The queue events are made from the queue log (pbx/queue/log.py), whose events
+    carry whole seconds, as Asterisk's queue_log does.
 ``registration.changed``
     extension, registered (bool), contacts (how many bindings the AOR has now).
 
