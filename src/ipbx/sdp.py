@@ -520,12 +520,20 @@ def first_codec(media: Media) -> Codec:
 def limited_to(answer: SessionDescription, offer: SessionDescription) -> SessionDescription:
     """A copy of `answer` whose audio stream lists only payload formats `offer` holds
     (RFC 3264 §6.1), telephone-event and comfort noise included: the answer to a wider
-    offer (the caller's, plus the codecs ipbx transcodes) as the caller may get it."""
+    offer (the caller's, plus the codecs ipbx transcodes) as the caller may get it. Its
+    audio codecs come first, in the answer's order, so that a phone taking the first
+    format takes a codec."""
     result = answer.copy()
     media, offered = _audio(result), _audio(offer)
     known = set(_identities(offered).values())
     dropped = {str(pt) for pt, identity in _identities(media).items() if identity not in known}
-    media.formats = [f for f in media.formats if f not in dropped]
+    rtpmaps = media.rtpmaps()
+
+    def auxiliary(fmt: str) -> bool:
+        codec = _format_of(int(fmt), rtpmaps) if fmt.isdigit() else None
+        return codec is not None and codec.name.lower() in NOT_AUDIO_CODECS
+
+    media.formats = sorted((f for f in media.formats if f not in dropped), key=auxiliary)
     described = ("rtpmap", "fmtp", "rtcp-fb")  # lines that start with a payload type
     media.attributes = [
         a

@@ -11,7 +11,7 @@ from ipbx import sdp
 from ipbx.pbx.call.hold import Hold
 from ipbx.pbx.call.local import CallFlows
 from ipbx.pbx.call.model import Leg, parse_sdp
-from ipbx.pbx.call.negotiate import forward
+from ipbx.pbx.call.negotiate import forward, restated
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
 from ipbx.sip.dialog import dialog_key_of
@@ -110,6 +110,10 @@ class InDialog:
         if request.method in ("INVITE", "UPDATE"):
             description = parse_sdp(request)
             if description is not None:
+                answer = restated(leg, description)
+                if answer is not None:
+                    reg.accept_reoffer(leg, tx, answer)
+                    return
                 leg.direction = sdp.direction(description)
                 if self.hold.on_offer(leg, other, description, tx):
                     return
