@@ -38,6 +38,9 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
+    AGENT_LOGIN,
+    AGENT_LOGOUT,
+    AGENT_PAUSE,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -49,6 +52,7 @@ from ipbx.pbx.features import (
 )
 from ipbx.pbx.location import Binding
 from ipbx.pbx.prompt import Prompt
+from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.schedule import Schedule
 from ipbx.pbx.session import Prompts, Session
 from ipbx.pbx.trunks import Trunk
@@ -76,9 +80,11 @@ class Router:
         mailboxes: Mailboxes,
         dialplan: Dialplan,
         numbers: Numbers,
+        queues: Queues,
         crm: CallerLookup | None = None,
     ) -> None:
         self.calls = calls
+        self.queues = queues
         self.mailboxes = mailboxes
         self.dialplan = dialplan
         self.numbers = numbers
@@ -329,6 +335,8 @@ class Router:
             return self._spoken("Call forwarding is off.", code)
         if code.startswith(FORWARD_ON):
             return self._session_app(code, lambda session: self._forward_on(session, code))
+        if code in (AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE):
+            return self._spoken(self._agent_code(code, caller), code)
         if code == PICKUP:
             return self._pickup
         if code == MAILBOX:
@@ -337,6 +345,22 @@ class Router:
                 return None
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
+
+    def _agent_code(self, code: str, caller: str) -> str:
+        """Log the agent in to (*45) or out of (*46) all its queues, or pause or
+        unpause it (*47); what it hears."""
+        queues = self.queues
+        try:
+            if code == AGENT_PAUSE:
+                pausing = queues.agents.get(caller).paused is None
+                queues.set_agent(caller, "pause" if pausing else "unpause")
+                return "You are paused." if pausing else "You are taking calls again."
+            queues.set_agent(caller, "login" if code == AGENT_LOGIN else "logout")
+        except LookupError:
+            return "You are not an agent of any queue."
+        if code == AGENT_LOGIN:
+            return "You are logged in to your queues."
+        return "You are logged out of your queues."
 
     async def _pickup(self, leg: Leg) -> None:
         if not pickup(self.calls.flows, leg):
@@ -414,12 +438,16 @@ class Router:
             await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
         elif kind is Kind.ANNOUNCEMENT:
             await announce(session, self.announcements[target])
+        elif kind is Kind.QUEUE:
+            after = await self.queues.run(session, target)
+            if after is not None:
+                await self.run(session, after)
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # queue, conference, webhook: no call flow yet.
+            # conference, webhook: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 
