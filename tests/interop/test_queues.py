@@ -184,8 +184,8 @@ def test_wrapup_holds_an_agent_in_all_its_queues(pbx: QueuePbx) -> None:
 
 
 def test_abandoned_full_and_empty_queues(pbx: QueuePbx) -> None:
-    # A caller waits (the agent has no phone registered) and hangs up after 1.5 s.
-    waiting: SippProcess = pbx.call("waiting", hold_ms=1500, background=True)
+    # A caller waits (the agent has no phone registered) and hangs up after 5 s.
+    waiting: SippProcess = pbx.call("waiting", hold_ms=5000, background=True)
     deadline = time.monotonic() + 10
     while not pbx.rows("waiting") and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -38,9 +38,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
-    AGENT_LOGIN,
-    AGENT_LOGOUT,
-    AGENT_PAUSE,
+    AGENT_CODES,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -335,8 +333,8 @@ class Router:
             return self._spoken("Call forwarding is off.", code)
         if code.startswith(FORWARD_ON):
             return self._session_app(code, lambda session: self._forward_on(session, code))
-        if code in (AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE):
-            return self._spoken(self._agent_code(code, caller), code)
+        if code in AGENT_CODES:
+            return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
             return self._pickup
         if code == MAILBOX:
@@ -345,22 +343,6 @@ class Router:
                 return None
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
-
-    def _agent_code(self, code: str, caller: str) -> str:
-        """Log the agent in to (*45) or out of (*46) all its queues, or pause or
-        unpause it (*47); what it hears."""
-        queues = self.queues
-        try:
-            if code == AGENT_PAUSE:
-                pausing = queues.agents.get(caller).paused is None
-                queues.set_agent(caller, "pause" if pausing else "unpause")
-                return "You are paused." if pausing else "You are taking calls again."
-            queues.set_agent(caller, "login" if code == AGENT_LOGIN else "logout")
-        except LookupError:
-            return "You are not an agent of any queue."
-        if code == AGENT_LOGIN:
-            return "You are logged in to your queues."
-        return "You are logged out of your queues."
 
     async def _pickup(self, leg: Leg) -> None:
         if not pickup(self.calls.flows, leg):
@@ -439,9 +421,7 @@ class Router:
         elif kind is Kind.ANNOUNCEMENT:
             await announce(session, self.announcements[target])
         elif kind is Kind.QUEUE:
-            after = await self.queues.run(session, target)
-            if after is not None:
-                await self.run(session, after)
+            await self.queues.run(session, target, self.run)
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
@@ -466,7 +446,7 @@ class Router:
     async def _group(self, session: Session, group: GroupConfig) -> None:
         """Ring the members round by round (a `+E164` member through the routes)."""
         status = 0
-        for members in self._hunt(group):
+        for members in hunt(group, self._turns[group.name]):
             caller, phones = session.caller, [m for m in members if not m.startswith("+")]
             try:
                 outside = [self.outside(m, None, caller) for m in members if m not in phones]
@@ -478,18 +458,6 @@ class Router:
                 return
         log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
         await self.run(session, group.fallback)
-
-    def _hunt(self, group: GroupConfig) -> list[list[str]]:
-        """The rounds of ringing: everyone at once, or one at a time in the strategy's order."""
-        members = list(group.members)
-        if group.strategy == "ringall":
-            return [members]
-        if group.strategy == "random":
-            random.shuffle(members)
-        elif group.strategy == "roundrobin":
-            first = next(self._turns[group.name])
-            members = members[first:] + members[:first]
-        return [[member] for member in members]
 
     def _voicemail_of(self, ext: Extension) -> Destination | None:
         return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
@@ -623,6 +591,20 @@ class AppRunner:
             await turn_away(session, self.refused)
             return
         await router.run(session, self.destination)
+
+
+def hunt(group: GroupConfig, turns: Iterator[int]) -> list[list[str]]:
+    """The rounds of ringing a group: everyone at once, or one at a time in the
+    strategy's order (`turns` gives roundrobin's first member of each call)."""
+    members = list(group.members)
+    if group.strategy == "ringall":
+        return [members]
+    if group.strategy == "random":
+        random.shuffle(members)
+    elif group.strategy == "roundrobin":
+        first = next(turns)
+        members = members[first:] + members[:first]
+    return [[member] for member in members]
 
 
 async def announce(session: Session, announcement: AnnouncementConfig) -> None:

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
-from ipbx.pbx.events import EventBus
+from ipbx.pbx.events import AGENT_STATE, EventBus
 from ipbx.pbx.queue.model import NONE, AgentState, AgentStatus, QueueEvent, QueueLog
 
-AGENT_STATE = "agent.state"
 # Offers an agent leaves unanswered in a row before it is paused, and the reason given.
 UNANSWERED_LIMIT = 3
 NO_ANSWER = "no-answer"

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
@@ -38,6 +38,7 @@ from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call
 from ipbx.pbx.destination import Destination
 from ipbx.pbx.events import EventBus
+from ipbx.pbx.features import AGENT_LOGIN, AGENT_PAUSE
 from ipbx.pbx.queue.agents import Agents
 from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.queue.model import (
@@ -60,6 +61,9 @@ RECONCILE_SECONDS = 10.0
 CALLBACK = "callback"
 # Recent answers the estimated wait is taken from.
 _RECENT_ANSWERS = 20
+
+# Where a caller goes next (the router's `run`).
+Follow = Callable[[Session, Destination], Awaitable[None]]
 
 
 class WaitingRoom(Protocol):
@@ -219,6 +223,21 @@ class Queues:
     def _agent_status(self, extension: str) -> AgentStatus:
         return self.agents.get(extension).status()
 
+    def feature_code(self, code: str, extension: str) -> str:
+        """Log the agent in to (*45) or out of (*46) all its queues, or pause or
+        unpause it (*47); what it hears."""
+        try:
+            if code == AGENT_PAUSE:
+                pausing = self.agents.get(extension).paused is None
+                self.set_agent(extension, "pause" if pausing else "unpause")
+                return "You are paused." if pausing else "You are taking calls again."
+            self.set_agent(extension, "login" if code == AGENT_LOGIN else "logout")
+        except LookupError:
+            return "You are not an agent of any queue."
+        if code == AGENT_LOGIN:
+            return "You are logged in to your queues."
+        return "You are logged out of your queues."
+
     def set_agent(self, extension: str, action: str, reason: str | None = None) -> AgentStatus:
         """Log an agent in or out of all its queues, pause or unpause it: LookupError
         for an extension that is no queue's agent, ValueError for another action."""
@@ -226,10 +245,16 @@ class Queues:
 
     # --- a caller in a queue -------------------------------------------------------------------
 
-    async def run(self, session: Session, name: str) -> Destination | None:
-        """The caller waits in queue `name` until an agent answers (None: the call goes on
-        without the flow), it hangs up, or it is sent to the queue's time-out destination
-        (returned): at once when the queue is full or has no agent logged in."""
+    async def run(self, session: Session, name: str, then: Follow) -> None:
+        """The caller waits in queue `name` until an agent answers (the call goes on
+        without the flow), it hangs up, or it is sent on to the queue's time-out
+        destination (by `then`, the router's): at once when the queue is full or has no
+        agent logged in."""
+        after = await self._wait(session, name)
+        if after is not None:
+            await then(session, after)
+
+    async def _wait(self, session: Session, name: str) -> Destination | None:
         queue = self.queues[name]
         config, call = queue.config, session.call
         if len(queue.waiting) >= config.max_callers:
