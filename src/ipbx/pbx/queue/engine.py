@@ -272,7 +272,7 @@ class Queues:
         await session.answer()
         entry = Waiting(queue, session, now, position)
         queue.waiting.append(entry)
-        room = asyncio.ensure_future(self.room.wait(session, entry))
+        room = asyncio.ensure_future(self._in_room(session, entry))
         try:
             return await self._serve(entry, room)
         except asyncio.CancelledError:
@@ -284,7 +284,18 @@ class Queues:
             room.cancel()
             self._leave(entry)
 
-    async def _serve(self, entry: Waiting, room: asyncio.Future[str]) -> Destination | None:
+    async def _in_room(self, session: Session, entry: Waiting) -> None:
+        """The waiting room, which ends only when the caller asked for a callback; one
+        that fails leaves the caller waiting in silence, its place kept."""
+        try:
+            if await self.room.wait(session, entry) == CALLBACK:
+                return
+        except Exception:
+            log.warning("%s: the waiting room failed; the caller waits on in silence",
+                        session.call.id, exc_info=True)  # fmt: skip
+        await asyncio.Future()
+
+    async def _serve(self, entry: Waiting, room: asyncio.Future[None]) -> Destination | None:
         queue, session = entry.queue, entry.session
         config, call = queue.config, session.call
         loop = asyncio.get_running_loop()
@@ -296,7 +307,7 @@ class Queues:
                 (entry.offer, room), timeout=deadline - loop.time(),
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
-            if room.done() and room.result() == CALLBACK:
+            if room.done():  # the caller asked for a callback
                 key = config.callback_key or ""
                 self._write(queue, call, NONE, "EXITWITHKEY", key, *self._place(entry))
                 await session.hangup()
