@@ -65,6 +65,8 @@ def test_three_unanswered_offers_in_a_row_pause_an_agent(tmp_path: Path) -> None
         assert states.count("paused") == 2 and states.count("ringing") == 6
         # *47 from the phone, or the API, unpauses.
         assert lab.pbx.queues.set_agent("1001", "unpause").state is AgentState.AVAILABLE
+        [record] = await lab.records()
+        assert record.result == "queue"  # no agent answered: missed, counted abandoned
 
     play(tmp_path, story, _queue(120, ring_seconds=5, max_wait_seconds=40))
 
