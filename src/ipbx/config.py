@@ -47,6 +47,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
 from ipbx.pbx.extension import FORWARD_KEYS, Extension
 from ipbx.pbx.mailer import SmtpConfig
+from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.schedule import ScheduleConfig
 from ipbx.pbx.schema import Digits, Model, Where, item_lists
 from ipbx.pbx.trunk_config import TrunkConfig
@@ -301,6 +302,7 @@ class Config(Model):
     # PBX features (docs/features.md).
     smtp: SmtpConfig | None = None
     groups: list[GroupConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
     ivrs: list[IvrConfig] = Field(default_factory=list)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
@@ -414,6 +416,14 @@ class Config(Model):
                         f"there is no extension {member}",
                         ("groups", i, "members", j),
                     )
+        for i, queue in enumerate(self.queues):
+            for j, agent in enumerate(queue.agents):
+                if agent.extension not in extensions:
+                    raise _config_error(
+                        "unknown_agent",
+                        f"there is no extension {agent.extension}",
+                        ("queues", i, "agents", j),
+                    )
         for i, entry in enumerate(self.blacklist):
             if entry.extension is not None and entry.extension not in extensions:
                 raise _config_error(
@@ -446,12 +456,15 @@ class Config(Model):
     def _check_loops(self) -> Config:
         """No call may go round in circles without ringing anyone: a schedule's
         destinations and an extension's forwarding always, on busy and when unregistered
-        are followed at once, so a cycle through them would never end. (Forwarding on no
-        answer, group fallbacks and menus ring someone or wait for the caller first.)"""
+        are followed at once, so a cycle through them would never end; so is a queue's
+        time-out destination when no agent is logged in. (Forwarding on no answer,
+        group fallbacks and menus ring someone or wait for the caller first.)"""
         edges: dict[str, list[tuple[Where, Destination]]] = {}
         for at, target in self.destinations():
             if at[0] == "schedules":
                 source = f"schedule:{self.schedules[int(at[1])].name}"
+            elif at[0] == "queues":
+                source = f"queue:{self.queues[int(at[1])].name}"
             elif at[0] == "extensions" and at[3] in ("always", "busy", "unregistered"):
                 source = f"extension:{self.extensions[int(at[1])].number}"
             else:

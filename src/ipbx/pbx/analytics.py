@@ -10,8 +10,9 @@ result says where such a call ended (pbx/call/outcome.py).
   outbound / internal by the record's direction. transferred: answered calls whose path
   shows a transfer.
 - abandoned: the caller hung up while phones rang for it, before a person answered
-  (`cancelled`, also when a call flow rang them, and `group`: during a ring group's
-  ringback); time to abandon is from start to hang-up.
+  (`cancelled`, also when a call flow rang them, `group`: during a ring group's
+  ringback, and `queue`: waiting in a call queue); time to abandon is from start to
+  hang-up.
 - blocked: callers on the blacklist.
 - missed: the other calls no person answered: busy, no answer, failed, and those that
   ended in a menu, a mailbox or an announcement. Of them, ended_in_menu and
@@ -41,7 +42,7 @@ from ipbx.store.records import CallRecord
 Grouping = Literal["day", "hour", "extension", "group"]
 DEFAULT_SERVICE_LEVEL_SECONDS = 20.0
 # The caller hung up while phones rang for it.
-_ABANDONED = (outcome.CANCELLED, outcome.GROUP)
+_ABANDONED = (outcome.CANCELLED, outcome.GROUP, outcome.QUEUE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.nat import NatMode
+from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.queue.log import StoredQueueLog
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.router import Router
@@ -139,11 +140,12 @@ class Pbx:
         self.calls.events = self.events
         self.records = CallRecords(config.data_dir / "recordings")
         self.calls.on_end.append(self.records.call_ended)
+        self.crm = CallerLookup(config.crm) if config.crm is not None else None
         # What the call queues did (Asterisk's queue_log), kept in the store like the records.
         self.queue_log = StoredQueueLog(self.events)
-        # The call queues' engine, which writes to that log; none runs yet.
-        self.queues = None
-        self.crm = CallerLookup(config.crm) if config.crm is not None else None
+        # Call queues and their agents, whose state outlives reloads (pbx/queue/).
+        self.queues = Queues(self.calls, self.queue_log, self.events)
+        self.queues.update(config.queues)
         self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
         self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
@@ -165,7 +167,9 @@ class Pbx:
         )
 
     def _router(self, config: Config) -> Router:
-        return Router(self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.crm)
+        return Router(
+            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues, self.crm
+        )
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items
@@ -188,6 +192,7 @@ class Pbx:
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
         self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
+        self.queues.update(config.queues)
         self.router = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
@@ -238,6 +243,7 @@ class Pbx:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
+        self.queues.start()
         await self.trunks.start()
         return bound
 
@@ -259,6 +265,7 @@ class Pbx:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
+        self.queues.close()
         self.calls.close()
         self.mwi.close()
         await self.endpoint.close()

@@ -62,6 +62,11 @@ event can be joined with the record written when the call ends. Numbers are stri
     carry whole seconds, as Asterisk's queue_log does.
 ``registration.changed``
     extension, registered (bool), contacts (how many bindings the AOR has now).
+``agent.state``
+    extension, state (a queue agent's: logged_out, available, ringing, in_call, wrapup
+    or paused), since (when it began), reason (why paused; null otherwise),
+    calls_taken (queue calls answered today), queues (the agent's queues, by name);
+    published on every change of the state (pbx/queue/agents.py).
 
 `Event.involves(extension)` (the `?extension=` filter of the feed) looks at the keys
 caller, callee and extension.
@@ -92,6 +97,7 @@ CALL_MISSED = "call.missed"
 VOICEMAIL_NEW = "voicemail.new"
 RECORDING_READY = "recording.ready"
 REGISTRATION_CHANGED = "registration.changed"
+AGENT_STATE = "agent.state"
 EVENT_TYPES = (
     CALL_STARTED,
     CALL_RINGING,
@@ -101,6 +107,7 @@ EVENT_TYPES = (
     VOICEMAIL_NEW,
     RECORDING_READY,
     REGISTRATION_CHANGED,
+    AGENT_STATE,
 )
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

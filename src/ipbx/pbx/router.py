@@ -39,6 +39,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
+    AGENT_CODES,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -50,6 +51,7 @@ from ipbx.pbx.features import (
 )
 from ipbx.pbx.location import Binding
 from ipbx.pbx.prompt import Prompt
+from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.schedule import Schedule
 from ipbx.pbx.session import Prompts, Session
 from ipbx.pbx.trunks import Trunk
@@ -73,9 +75,11 @@ class Router:
         mailboxes: Mailboxes,
         dialplan: Dialplan,
         numbers: Numbers,
+        queues: Queues,
         crm: CallerLookup | None = None,
     ) -> None:
         self.calls = calls
+        self.queues = queues
         self.mailboxes = mailboxes
         self.dialplan = dialplan
         self.numbers = numbers
@@ -286,6 +290,8 @@ class Router:
             return self._spoken("Call forwarding is off.", code)
         if code.startswith(FORWARD_ON):
             return self._session_app(code, lambda session: self._forward_on(session, code))
+        if code in AGENT_CODES:
+            return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
             return self._pickup
         if code == MAILBOX:
@@ -371,12 +377,14 @@ class Router:
             await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
         elif kind is Kind.ANNOUNCEMENT:
             await announce(session, self.announcements[target])
+        elif kind is Kind.QUEUE:
+            await self.queues.run(session, target, self.run)
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # queue, conference, webhook: no call flow yet.
+            # conference, webhook: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 
@@ -396,7 +404,7 @@ class Router:
         """Ring the members round by round (a `+E164` member through the routes); a
         member on do-not-disturb, or whose own blacklist names the caller, is not rung."""
         status = 0
-        for members in self._hunt(group):
+        for members in hunt(group, self._turns[group.name]):
             caller = session.caller
             phones = [
                 m for m in members
@@ -413,18 +421,6 @@ class Router:
                 return
         log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
         await self.run(session, group.fallback)
-
-    def _hunt(self, group: GroupConfig) -> list[list[str]]:
-        """The rounds of ringing: everyone at once, or one at a time in the strategy's order."""
-        members = list(group.members)
-        if group.strategy == "ringall":
-            return [members]
-        if group.strategy == "random":
-            random.shuffle(members)
-        elif group.strategy == "roundrobin":
-            first = next(self._turns[group.name])
-            members = members[first:] + members[:first]
-        return [[member] for member in members]
 
     def _is_extension(self, number: str) -> bool:
         return number in self.extensions
@@ -555,6 +551,20 @@ class AppRunner:
             await turn_away(session, self.refused)
             return
         await router.run(session, self.destination)
+
+
+def hunt(group: GroupConfig, turns: Iterator[int]) -> list[list[str]]:
+    """The rounds of ringing a group: everyone at once, or one at a time in the
+    strategy's order (`turns` gives roundrobin's first member of each call)."""
+    members = list(group.members)
+    if group.strategy == "ringall":
+        return [members]
+    if group.strategy == "random":
+        random.shuffle(members)
+    elif group.strategy == "roundrobin":
+        first = next(turns)
+        members = members[first:] + members[:first]
+    return [[member] for member in members]
 
 
 async def announce(session: Session, announcement: AnnouncementConfig) -> None:

@@ -54,6 +54,7 @@ class InDialog:
         if request.method == "BYE":
             reg.endpoint.reply(tx, 200)
             log.info("%s hung up by %s", leg.call.id, leg.peer)
+            leg.call.ended_by = "caller" if leg is leg.call.caller else "callee"
             other = leg.other
             if other is not None and other.dialog is not None:
                 reg.bye(other)

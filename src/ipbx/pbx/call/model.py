@@ -163,6 +163,8 @@ class Call:
     # Why ipbx itself ended an answered call (media_timeout.py's MEDIA_TIMEOUT ...);
     # None when a party hung up or nobody answered.
     end_reason: str | None = None
+    # Whose BYE ended the answered call: "caller" or "callee"; None when ipbx ended it.
+    ended_by: str | None = None
 
     @property
     def ended(self) -> bool:
