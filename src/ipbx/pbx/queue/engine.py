@@ -42,6 +42,8 @@ from ipbx.pbx.features import AGENT_LOGIN, AGENT_PAUSE
 from ipbx.pbx.queue.agents import Agents
 from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.queue.model import (
+    CALLBACK,
+    CALLBACK_NUMBER,
     NONE,
     AgentStatus,
     Place,
@@ -56,8 +58,6 @@ from ipbx.pbx.session import Session
 log = logging.getLogger("ipbx.queue")
 
 RECONCILE_SECONDS = 10.0
-# What a waiting room returns when the caller pressed the callback key.
-CALLBACK = "callback"
 # Recent answers the estimated wait is taken from.
 _RECENT_ANSWERS = 20
 
@@ -98,6 +98,8 @@ class Waiting:
     offer: asyncio.Future[list[str]] | None = None
     ringing: list[str] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
+    # The number to call back, once the caller asked for it and hung up: its place kept.
+    callback: str | None = None
 
     def position(self) -> int:
         return self.queue.waiting.index(self) + 1
@@ -130,13 +132,16 @@ class Queue:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """A queue call an agent answered, until it ends."""
+    """A queue call an agent answered, until it ends: `uid` is the call id its queue log
+    rows carry (the caller's call, which a callback's own call goes on)."""
 
     queue: Queue
     agent: str
     waited: float
     answered: float
     first_position: int
+    uid: str
+    callback: bool
 
 
 class Queues:
@@ -201,7 +206,7 @@ class Queues:
                 w.session.call.caller_name,
                 index + 1,
                 now - w.joined,
-                callback=False,
+                callback=w.callback is not None,
             )
             for index, w in enumerate(queue.waiting)
         )
@@ -252,12 +257,12 @@ class Queues:
             return config.timeout_destination
         now = time.time()
         position = len(queue.waiting) + 1
-        self._write(queue, call, NONE, "ENTERQUEUE", "", session.caller, str(position))
+        self._write(queue, call.uid, NONE, "ENTERQUEUE", "", session.caller, str(position))
         queue.count_day()
         queue.offered_today += 1
         if not any(self.agents.get(a.extension).logged_in for a in config.agents):
             log.info("%s: queue %s has no agent logged in", call.id, name)
-            self._write(queue, call, NONE, "EXITEMPTY", "1", "1", "0")
+            self._write(queue, call.uid, NONE, "EXITEMPTY", "1", "1", "0")
             return config.timeout_destination
         await session.answer()
         entry = Waiting(queue, session, now, position)
@@ -267,12 +272,13 @@ class Queues:
             return await self._serve(entry, room)
         except asyncio.CancelledError:
             # The caller hung up while waiting (its call flow is cancelled).
-            if entry in queue.waiting:
-                self._write(queue, call, NONE, "ABANDON", *self._place(entry))
+            if entry in queue.waiting and entry.callback is None:
+                self._write(queue, call.uid, NONE, "ABANDON", *self._place(entry))
             raise
         finally:
             room.cancel()
-            self._leave(entry)
+            if entry.callback is None:  # else the callback holds the place
+                self._leave(entry)
 
     async def _in_room(self, session: Session, entry: Waiting) -> None:
         """The waiting room, which ends only when the caller asked for a callback; one
@@ -297,13 +303,16 @@ class Queues:
                 (entry.offer, room), timeout=deadline - loop.time(),
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
-            if room.done():  # the caller asked for a callback
+            if room.done():  # the caller asked for a callback: it keeps its place
                 key = config.callback_key or ""
-                self._write(queue, call, NONE, "EXITWITHKEY", key, *self._place(entry))
+                self._write(queue, call.uid, NONE, "EXITWITHKEY", key, *self._place(entry))
+                entry.callback = session.variables.get(CALLBACK_NUMBER)
+                if entry.callback is not None:
+                    self.calls.spawn_task(self._call_back(entry))
                 await session.hangup()
                 return None
             if not entry.offer.done():
-                self._write(queue, call, NONE, "EXITWITHTIMEOUT", *self._place(entry))
+                self._write(queue, call.uid, NONE, "EXITWITHTIMEOUT", *self._place(entry))
                 return config.timeout_destination
             agents = entry.offer.result()
             started = loop.time()
@@ -313,8 +322,44 @@ class Queues:
             self._offer_over(entry, agent, round((loop.time() - started) * 1000))
             if agent is not None:
                 room.cancel()
-                self._connected(entry, agent, started)
+                self._connected(entry, agent, started, call)
                 return None
+
+    async def _call_back(self, entry: Waiting) -> None:
+        """A callback, at its turn: the agent picked is rung first (as click-to-call
+        does) and, once it answers, the number the caller left, through the outbound
+        routes. It rings one agent at a time, whatever the strategy."""
+        queue, number = entry.queue, entry.callback
+        assert number is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                entry.offer = loop.create_future()
+                self._dispatch()
+                agents = await entry.offer
+                agent, entry.ringing = agents[0], agents[:1]
+                for other in agents[1:]:
+                    self.agents.not_taken(other, False)
+                started, ring = loop.time(), queue.config.ring_seconds
+                answer: asyncio.Future[int] = loop.create_future()
+                try:
+                    call = self.calls.originate(agent, number, ring, answer)
+                except (LookupError, PermissionError) as exc:
+                    log.warning("queue %s: cannot call %s back: %s", queue.config.name,
+                                number, exc)  # fmt: skip
+                    return
+                try:
+                    async with asyncio.timeout(ring + 5):
+                        status = await answer
+                except TimeoutError:
+                    status = 408
+                answered = agent if status == 200 else None
+                self._offer_over(entry, answered, round((loop.time() - started) * 1000))
+                if answered is not None:
+                    self._connected(entry, agent, started, call)
+                    return
+        finally:
+            self._leave(entry)
 
     def _place(self, entry: Waiting) -> tuple[str, str, str]:
         """position, original position, seconds waited: what a caller leaving writes."""
@@ -326,14 +371,17 @@ class Queues:
         for agent in ringing:
             if agent == answered_by:
                 continue
-            unanswered = answered_by is None and not entry.session.call.ended
+            gone = entry.callback is None and entry.session.call.ended
+            unanswered = answered_by is None and not gone
             if unanswered:
                 entry.tried.add(agent)
-                self._write(entry.queue, entry.session.call, agent, "RINGNOANSWER", str(ring_ms))
+                uid = entry.session.call.uid
+                self._write(entry.queue, uid, agent, "RINGNOANSWER", str(ring_ms))
             self.agents.not_taken(agent, unanswered)
 
-    def _connected(self, entry: Waiting, agent: str, ringing_since: float) -> None:
-        queue, call = entry.queue, entry.session.call
+    def _connected(self, entry: Waiting, agent: str, ringing_since: float, call: Call) -> None:
+        """`agent` answered `entry`'s caller on `call` (the caller's own, or a callback's)."""
+        queue, uid = entry.queue, entry.session.call.uid
         now = time.time()
         waited = now - entry.joined
         ring_seconds = asyncio.get_running_loop().time() - ringing_since
@@ -344,10 +392,14 @@ class Queues:
         if waited <= queue.config.service_level_seconds:
             queue.within_level_today += 1
         self.agents.answered(agent, call.id)
-        self.connected[call.id] = Connected(queue, agent, waited, now, entry.first_position)
-        callee = call.callee.invite.call_id if call.callee is not None else NONE
-        self._write(queue, call, agent, "CONNECT",
-                    str(round(waited)), callee, str(round(ring_seconds)))  # fmt: skip
+        callback = entry.callback is not None
+        self.connected[call.id] = Connected(
+            queue, agent, waited, now, entry.first_position, uid, callback
+        )
+        agent_leg = call.caller if callback else call.callee
+        leg_id = agent_leg.invite.call_id if agent_leg is not None else NONE
+        self._write(queue, uid, agent, "CONNECT",
+                    str(round(waited)), leg_id, str(round(ring_seconds)))  # fmt: skip
         log.info("%s: queue %s answered by %s after %.1f s", call.id, queue.config.name,
                  agent, waited)  # fmt: skip
 
@@ -431,9 +483,11 @@ class Queues:
         if connected is None:
             return
         talked = str(round(time.time() - connected.answered))
-        verb = "COMPLETECALLER" if call.ended_by == "caller" else "COMPLETEAGENT"
+        # The caller's side of a callback is its call's callee: the agent was rung first.
+        callers_side = "callee" if connected.callback else "caller"
+        verb = "COMPLETECALLER" if call.ended_by == callers_side else "COMPLETEAGENT"
         waited, position = str(round(connected.waited)), str(connected.first_position)
-        self._write(connected.queue, call, connected.agent, verb, waited, talked, position)
+        self._write(connected.queue, connected.uid, connected.agent, verb, waited, talked, position)
         self.agents.call_ended(connected.agent, connected.queue.config.wrapup_seconds)
 
     async def _reconcile_every(self) -> None:
@@ -452,9 +506,9 @@ class Queues:
                 wrapup = connected.queue.config.wrapup_seconds if connected is not None else 0
                 self.agents.call_ended(agent.extension, wrapup)
 
-    def _write(self, queue: Queue, call: Call, agent: str, event: str, *data: str) -> None:
+    def _write(self, queue: Queue, call_id: str, agent: str, event: str, *data: str) -> None:
         self.queue_log.record(
-            QueueEvent(time.time(), call.uid, queue.config.name, agent, event, data)
+            QueueEvent(time.time(), call_id, queue.config.name, agent, event, data)
         )
 
 
