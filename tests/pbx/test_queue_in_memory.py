@@ -1,10 +1,12 @@
 """A call queue's agents in the in-memory testbed (tests/support/testbed.py), in virtual
 time: an agent who lets three offers in a row ring out is paused with reason no-answer,
 and an agent whose queue call the PBX ends itself (the media time-out, as after a lost
-BYE) is free again at once, as is one marked busy with a call that no longer exists."""
+BYE) is free again at once, as is one marked busy with a call that no longer exists; a
+callback keeps its place; an agent whose phone registers takes the waiting caller."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -149,5 +151,19 @@ def test_a_callback_keeps_its_place_and_rings_the_agent_then_the_caller(tmp_path
             ("CONNECT", "1001"),
             ("COMPLETECALLER", "1001"),
         ]
+
+    play(tmp_path, story, _queue(120))
+
+
+def test_an_agent_whose_phone_registers_is_offered_the_waiting_caller(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        call = (await lab.registered("1000")).call("600")
+        assert (await call.final()).status == 200  # no agent's phone is registered: it waits
+        assert [w.caller for w in lab.pbx.queues.status("q").waiting] == ["1000"]
+        agent = await lab.registered("1002")
+        (await agent.rings()).answer()
+        await asyncio.sleep(1)  # virtual time: the agent's 200 reaches the PBX
+        assert lab.pbx.queues.status("q").waiting == ()
+        assert (await call.hang_up()).status == 200
 
     play(tmp_path, story, _queue(120))

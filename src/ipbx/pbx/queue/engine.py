@@ -2,10 +2,11 @@
 queue's strategy picks (pbx/queue/strategy.py), one call per agent at a time
 (pbx/queue/agents.py).
 
-Offers are made in one place, `_dispatch`, which runs whenever something changes (a
-caller joins or leaves, an offer ends, an agent becomes free) and never waits: it hands
-each waiting caller without an offer, oldest queue head first, the agents picked for it
-and marks them ringing before anything else can run, so no agent is offered two calls.
+Offers are made in one place, `dispatch`, which runs whenever something changes (a
+caller joins or leaves, an offer ends, an agent becomes free, a phone registers) and
+never waits: it hands each waiting caller without an offer, oldest queue head first,
+the agents picked for it and marks them ringing before anything else can run, so no
+agent is offered two calls.
 Each caller's own coroutine (`Queues.run`, the call flow of `queue:NAME`) then rings
 them through the call engine's forking (Session.dial): the first 200 OK wins, the
 others are cancelled, and a phone that answers a moment later gets a BYE
@@ -160,7 +161,7 @@ class Queues:
         self.queue_log = queue_log
         self.room: WaitingRoom = room or MusicWhileWaiting(calls.hold.music)
         self.rng = rng or random.Random()
-        self.agents = Agents(queue_log, events, self._dispatch)
+        self.agents = Agents(queue_log, events, self.dispatch)
         self.queues: dict[str, Queue] = {}
         self.connected: dict[str, Connected] = {}  # by Call.id
         calls.on_end.append(self._call_ended)
@@ -298,7 +299,7 @@ class Queues:
         deadline = loop.time() + config.max_wait_seconds
         while True:
             entry.offer = loop.create_future()
-            self._dispatch()
+            self.dispatch()
             await asyncio.wait(
                 (entry.offer, room), timeout=deadline - loop.time(),
                 return_when=asyncio.FIRST_COMPLETED,
@@ -335,7 +336,7 @@ class Queues:
         try:
             while True:
                 entry.offer = loop.create_future()
-                self._dispatch()
+                self.dispatch()
                 agents = await entry.offer
                 agent, entry.ringing = agents[0], agents[:1]
                 for other in agents[1:]:
@@ -413,11 +414,11 @@ class Queues:
         ringing, entry.ringing = entry.ringing, []
         for agent in ringing:
             self.agents.not_taken(agent, False)
-        self._dispatch()
+        self.dispatch()
 
     # --- who is offered which caller -----------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         """Offer every caller that waits for one the agents its queue's strategy picks,
         while there are free agents; queues whose head has waited longest go first."""
         queues = sorted(
