@@ -250,7 +250,7 @@ class MediaEndpoint:
         self._report()
         loop = asyncio.get_running_loop()
         start = loop.time()
-        first_timestamp = self._timestamp_at(start)
+        first_timestamp = self.timestamp_at(start)
         for index, offset in enumerate(range(0, len(pcm), frame)):
             # Each frame is due at start + n x ptime, so sleep jitter never accumulates.
             await _sleep_until(loop, start + index * _PTIME)
@@ -264,6 +264,14 @@ class MediaEndpoint:
                 timestamp=(first_timestamp + index * step) % TIMESTAMP_MOD,
             )
 
+    def send_audio(self, payload: bytes, timestamp: int, marker: bool = False) -> None:
+        """Send one frame encoded elsewhere for this endpoint's codec (music on hold,
+        encoded once for all its listeners), with this endpoint's SSRC, sequence and SRTP."""
+        if self.codec is None or self._closed:
+            return
+        self._report()
+        self._send(self.codec.payload_type, payload, marker, timestamp)
+
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Send digits as RFC 4733 telephone-events at real-time pace."""
         codec = self._require_codec()
@@ -275,7 +283,7 @@ class MediaEndpoint:
         due = loop.time()
         for digit in digits:
             packets = digit_packets(
-                digit, self._timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
+                digit, self.timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
             )
             for packet in packets:
                 await _sleep_until(loop, due)
@@ -386,7 +394,7 @@ class MediaEndpoint:
     def _sent_counts(self) -> tuple[int, int, int]:
         rtp = self._rtp
         now = asyncio.get_running_loop().time()
-        return rtp.packets_sent, rtp.bytes_sent - 12 * rtp.packets_sent, self._timestamp_at(now)
+        return rtp.packets_sent, rtp.bytes_sent - 12 * rtp.packets_sent, self.timestamp_at(now)
 
     def _echo_mode(self) -> None:
         send, listen = self._send_rtp, self._on_rtp
@@ -430,7 +438,8 @@ class MediaEndpoint:
         self._seq = seq_add(self._seq, 1)
         self._send_rtp(packet.serialize())
 
-    def _timestamp_at(self, when: float) -> int:
+    def timestamp_at(self, when: float) -> int:
+        """The RTP timestamp of audio sampled at loop time `when`."""
         # One media clock for audio and telephone-events, so interleaving them
         # never makes the RTP timestamp jump backwards (RFC 4733 §2.3.4).
         clock_rate = self.codec.clock_rate if self.codec else 8000
