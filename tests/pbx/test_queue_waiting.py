@@ -111,7 +111,7 @@ def test_a_waiting_caller_hears_music_its_position_and_asks_for_a_callback(
         assert other.leg.media.stats.packets_sent == sent
         # Music, "You are caller number 3.", music again: then the caller presses 1,
         # and 1# at the callback prompt, which offers the caller's own number.
-        await _received(phone, 150)
+        await _received(phone, 200)
         await phone.send_dtmf("1")
         await asyncio.sleep(0.5)
         await phone.send_dtmf("1#")
@@ -122,18 +122,19 @@ def test_a_waiting_caller_hears_music_its_position_and_asks_for_a_callback(
             endpoint.stop_recording()
             endpoint.close()
 
-    run(scenario)
+    run(scenario, timeout=20)  # about 8 s of real-time audio
     assert _heard(read_wav(tmp_path / "other.wav"))[:2] == ["music", "tone"]
     assert _heard(read_wav(tmp_path / "caller.wav"))[:4] == ["music", "voice", "music", "voice"]
 
 
 def test_the_position_announcement_rounds_the_wait_to_minutes() -> None:
-    assert position_announcement(3, 100) == (
-        "You are caller number 3. Your estimated wait is about 2 minutes."
-    )
-    assert position_announcement(1, 70).endswith("about 1 minute.")
-    assert position_announcement(1, 20).endswith("less than a minute.")
-    assert position_announcement(2, None) == "You are caller number 2."
+    def said(position: int, wait: float | None) -> str:
+        return " ".join(position_announcement(position, wait))
+
+    assert said(3, 100) == "You are caller number 3. Your estimated wait is about 2 minutes."
+    assert said(1, 70).endswith("about 1 minute.")
+    assert said(1, 20).endswith("less than a minute.")
+    assert said(2, None) == "You are caller number 2."
 
 
 def test_a_callback_number_is_3_to_15_digits() -> None:

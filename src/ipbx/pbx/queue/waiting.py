@@ -7,7 +7,8 @@ no decoding or encoding of its own. Every `announce_position_seconds` the caller
 out while the queue has no history), and every `periodic_announcement_seconds` the
 periodic announcement (text spoken by text-to-speech, or file:PATH); each interrupts the
 music for that caller alone, and the music goes on where it is when it ends. Spoken
-prompts are cached by text, so the same announcement to many callers is made once.
+prompts are cached by text and announcements encoded once per codec (media/announcer.py),
+so an announcement to many callers is made once.
 
 With a `callback_key`, the caller may press it (also during an announcement): the
 callback prompt (callback.py) asks for the number, and `wait` returns CALLBACK with the
@@ -21,14 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
 
+from ipbx.media.announcer import Announcer
 from ipbx.media.endpoint import MediaError
 from ipbx.media.moh import MusicOnHold
+from ipbx.media.tts import TtsError
 from ipbx.pbx.queue.callback import ask_callback_number
 from ipbx.pbx.queue.model import Place
 from ipbx.pbx.session import Session
+
+log = logging.getLogger("ipbx.apps")
 
 CALLBACK = "callback"
 # The session variable that holds the number a caller asked to be called back at.
@@ -37,15 +43,22 @@ CALLBACK_NUMBER = "callback_number"
 _IDLE_SECONDS = 3600.0
 
 
-def position_announcement(position: int, estimated_wait: float | None) -> str:
-    """What the position announcement says: the position, and the wait in minutes."""
-    text = f"You are caller number {position}."
+def position_announcement(position: int, estimated_wait: float | None) -> list[str]:
+    """What the position announcement says, in the pieces it is spoken in: the position
+    and the wait in minutes. The pieces are few (a number is a piece of its own), so each
+    is synthesised and encoded once however many callers, positions and waits there are,
+    as Asterisk's app_queue builds it from recorded sounds."""
+    pieces = ["You are caller number", f"{position}."]
     if estimated_wait is None:
-        return text
+        return pieces
     minutes = round(estimated_wait / 60)
     if minutes < 1:
-        return f"{text} Your estimated wait is less than a minute."
-    return f"{text} Your estimated wait is about {minutes} minute{'s' if minutes > 1 else ''}."
+        return [*pieces, "Your estimated wait is less than a minute."]
+    return [
+        *pieces,
+        "Your estimated wait is about",
+        f"{minutes} minute{'s' if minutes > 1 else ''}.",
+    ]
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class WaitingRoom:
     periodic_announcement: str | None = None  # text to speak, or file:PATH
     periodic_announcement_seconds: float = 60.0
     callback_key: str | None = None
+    # Where announcements are encoded once per codec for all the callers who hear them.
+    announcer: Announcer = field(default_factory=Announcer)
 
     async def wait(self, session: Session, place: Place) -> str:
         """Music and announcements until cancelled; CALLBACK when the caller asked for a
@@ -69,16 +84,19 @@ class WaitingRoom:
         while True:
             wait = min(due.values(), default=loop.time() + _IDLE_SECONDS) - loop.time()
             with self._music(session):
-                key = await session.collect(1, max(wait, 0.0), terminators="")
-            if key and key == self.callback_key:
+                pressed = await self._callback_pressed(session, asyncio.sleep(max(wait, 0.0)))
+            for name in [name for name, when in due.items() if when <= loop.time()]:
+                if pressed:
+                    break
+                pressed = await self._callback_pressed(
+                    session, self._announce(session, name, place)
+                )
+                due[name] = loop.time() + intervals[name]
+            if pressed:
                 number = await ask_callback_number(session)
                 if number is not None:
                     session.variables[CALLBACK_NUMBER] = number
                     return CALLBACK
-                continue
-            for name in [name for name, when in due.items() if when <= loop.time()]:
-                await self._announce(session, name, place)
-                due[name] = loop.time() + intervals[name]
 
     def _intervals(self) -> dict[str, float]:
         """The announcements this queue makes, in the order they play when both are due."""
@@ -91,12 +109,35 @@ class WaitingRoom:
 
     async def _announce(self, session: Session, name: str, place: Place) -> None:
         if name == "position":
-            text = position_announcement(place.position(), place.estimated_wait())
+            pieces = position_announcement(place.position(), place.estimated_wait())
         else:
             assert self.periodic_announcement is not None
-            text = self.periodic_announcement
-        # A key pressed during the announcement ends it and is read by the next wait.
-        await session.say(text, interruptible=self.callback_key is not None)
+            pieces = [self.periodic_announcement]
+        for text in pieces:
+            try:
+                await self.announcer.play(session.leg.media, await session.prompt(text))
+            except (TtsError, MediaError) as exc:
+                log.warning("%s: announcement %r skipped: %s", session.call.id, text, exc)
+
+    async def _callback_pressed(self, session: Session, until: Awaitable[None]) -> bool:
+        """Whether the caller pressed the callback key before `until` ended (which stops
+        then); other keys are ignored."""
+        ending = asyncio.ensure_future(until)
+        try:
+            while not ending.done():
+                if self.callback_key is None:
+                    await ending
+                    break
+                key = asyncio.ensure_future(session.collect(1, _IDLE_SECONDS, terminators=""))
+                try:
+                    await asyncio.wait({ending, key}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    key.cancel()
+                if key.done() and not key.cancelled() and key.result() == self.callback_key:
+                    return True
+            return False
+        finally:
+            ending.cancel()
 
     @contextlib.contextmanager
     def _music(self, session: Session) -> Iterator[None]:
