@@ -1,5 +1,6 @@
-"""Music on hold shared by every listener: each 20 ms frame is encoded once per codec
-and sent by each listener's endpoint under its own SSRC, over real RTP on loopback."""
+"""Music on hold and announcements shared by every listener: each 20 ms frame is encoded
+once per codec and sent by each listener's endpoint under its own SSRC, over real RTP on
+loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.media import moh
+from ipbx.media import announcer, moh
+from ipbx.media.announcer import Announcer
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import G722, OPUS, PCMA, PCMU, Codec, Encoder, Fmtp, Pcm
 from ipbx.media.endpoint import MediaEndpoint
@@ -97,3 +99,46 @@ def test_every_caller_hears_the_music_encoded_once_per_codec_and_a_late_one_join
     # The late caller joins the music where it is, in the second file, not at its start.
     late_heard = read_wav(tmp_path / "late.wav", 8000)
     assert peak_hz(late_heard[400:4400], 8000) == pytest.approx(HIGH_HZ, abs=15)
+
+
+def test_an_announcement_to_many_callers_is_encoded_once_and_each_hears_it_whole(
+    pool: PortPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = write_tone(tmp_path / "thanks.wav", HIGH_HZ, 0.6)
+    encoded: list[str] = []
+    encode = announcer._encode
+
+    def counting(path: Path, codec: Codec, fmtp: Fmtp) -> list[bytes]:
+        encoded.append(codec.name)
+        return encode(path, codec, fmtp)
+
+    monkeypatch.setattr(announcer, "_encode", counting)
+    announcements = Announcer()
+
+    async def scenario() -> None:
+        pairs = []
+        for i in range(3):
+            ours, phone = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+            ours.set_remote(*phone.local_address, PCMU)
+            phone.set_remote(*ours.local_address, PCMU)
+            phone.record(tmp_path / f"heard{i}.wav")
+            pairs.append((ours, phone))
+        # Two callers at once, the third when the others are half-way through.
+        first = asyncio.gather(*(announcements.play(ours, prompt) for ours, _ in pairs[:2]))
+        await asyncio.sleep(0.3)
+        await announcements.play(pairs[2][0], prompt)
+        await first
+        assert len(media_clock()) == 0
+        await asyncio.sleep(0.1)
+        for ours, phone in pairs:
+            assert ours.stats.packets_sent == 30  # 0.6 s in 20 ms frames
+            phone.stop_recording()
+            ours.close()
+            phone.close()
+
+    run(scenario)
+    assert encoded == ["PCMU"]
+    for i in range(3):
+        heard = read_wav(tmp_path / f"heard{i}.wav", 8000)
+        assert len(heard) == 4800
+        assert peak_hz(heard[400:-400], 8000) == pytest.approx(HIGH_HZ, abs=15)

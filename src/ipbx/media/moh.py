@@ -136,6 +136,10 @@ class MusicOnHold:
                 return None
             if not loading.done():
                 return None
+            if loading.exception() is not None:
+                log.error("music on hold: %s", loading.exception())
+                self._next = None  # tried again at the next tick
+                return None
             self._playing = playing = loading.result()
             self._offset = 0
             # The file after this one decodes while this one plays.

@@ -137,7 +137,10 @@ class WaitingRoom:
                     return True
             return False
         finally:
+            # Stopped before this returns: no frame of it goes out after.
             ending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ending
 
     @contextlib.contextmanager
     def _music(self, session: Session) -> Iterator[None]:
