@@ -17,6 +17,7 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.media.rtp import RtpPacket
+from ipbx.media.srtp import SrtpContext, new_crypto
 from ipbx.media.wav import read_wav
 from tests.support.media import run
 from tests.support.softphone import write_tone
@@ -54,16 +55,23 @@ def test_every_caller_hears_the_music_encoded_once_per_codec_and_a_late_one_join
     music = MusicOnHold(folder)
     ssrcs: set[int] = set()
 
-    async def pair(codec: Codec, name: str) -> tuple[MediaEndpoint, MediaEndpoint]:
+    async def pair(
+        codec: Codec, name: str, srtp: bool = False
+    ) -> tuple[MediaEndpoint, MediaEndpoint]:
         ours, phone = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
         ours.set_remote(*phone.local_address, codec)
         phone.set_remote(*ours.local_address, codec)
+        if srtp:
+            keys = new_crypto(1), new_crypto(1)
+            ours.set_srtp(SrtpContext(*keys))
+            phone.set_srtp(SrtpContext(*reversed(keys)))
         phone.record(tmp_path / f"{name}.wav")
         phone.set_tap(lambda data: ssrcs.add(RtpPacket.parse(data).ssrc))
         return ours, phone
 
     async def scenario() -> None:
-        pairs = [await pair(codec, f"caller{i}") for i, codec in enumerate(CODECS)]
+        # The third G.711 caller has SRTP: the shared payload is protected on its leg only.
+        pairs = [await pair(codec, f"caller{i}", i == 2) for i, codec in enumerate(CODECS)]
         leaving = [music.listen(ours) for ours, _ in pairs]
         first_phone = pairs[0][1]
         async with asyncio.timeout(5):

@@ -20,7 +20,7 @@ from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
-from ipbx.pbx.queue.callback import callback_number, spoken
+from ipbx.pbx.queue.callback import ask_callback_number, callback_number, spoken
 from ipbx.pbx.queue.waiting import CALLBACK, CALLBACK_NUMBER, WaitingRoom, position_announcement
 from ipbx.pbx.session import Prompts, Session
 from ipbx.sip.transaction import Address
@@ -145,6 +145,59 @@ def test_the_position_announcement_rounds_the_wait_to_minutes() -> None:
     assert said(1, 70).endswith("about 1 minute.")
     assert said(1, 20).endswith("less than a minute.")
     assert said(2, None) == "You are caller number 2."
+
+
+class _Keypad:
+    """A session whose caller answers each prompt with the next keys of a script."""
+
+    def __init__(self, caller: str, keys: list[str]) -> None:
+        self.caller = caller
+        self.keys = keys
+        self.heard: list[str] = []
+
+    def flush_digits(self) -> None:
+        pass
+
+    async def collect(self, max_digits: int, timeout: float, terminators: str = "#",
+                      prompt: str | None = None) -> str:  # fmt: skip
+        assert prompt is not None
+        self.heard.append(prompt)
+        return self.keys.pop(0)
+
+    async def say(self, text: str, interruptible: bool = False) -> str:
+        self.heard.append(text)
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("caller", "keys", "number"),
+    [
+        (CALLER, ["1"], CALLER),  # its own number
+        (CALLER, ["0612345678", "1"], "0612345678"),  # another, confirmed
+        (CALLER, ["0612345678", ""], None),  # another, not confirmed
+        (CALLER, ["*"], None),  # declined
+        (CALLER, [""], None),  # silence
+        (CALLER, ["12", "1"], CALLER),  # not a number: one more try
+        ("anonymous", ["5551234", "1"], "5551234"),  # nothing to offer: asked for one
+    ],
+)
+def test_the_callback_prompt(caller: str, keys: list[str], number: str | None) -> None:
+    keypad = _Keypad(caller, list(keys))
+    assert asyncio.run(ask_callback_number(cast(Session, keypad))) == number
+    assert not keypad.keys
+    first = keypad.heard[0]
+    if caller == CALLER:
+        assert first == (
+            "Press 1 to be called back at 5 5 5 0 1 2 3, or enter another number followed by hash."
+        )
+    else:
+        assert first == "Enter the number to call you back at, followed by hash."
+    if keys[0] == "0612345678":
+        assert keypad.heard[1] == "You entered 0 6 1 2 3 4 5 6 7 8. Press 1 to confirm."
+    if keys[0] == "12":
+        assert keypad.heard[1] == "That number cannot be used."
+    if number is not None:
+        assert keypad.heard[-1] == "Thank you. We will call you back."
 
 
 def test_a_callback_number_is_3_to_15_digits() -> None:
