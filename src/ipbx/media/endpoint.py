@@ -32,7 +32,7 @@ from ipbx.media.dtmf import digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
 from ipbx.media.reports import Reporter, RoundTripMeter
-from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
+from ipbx.media.rtp import HEADER, RTP_VERSION, SEQ_MOD, TIMESTAMP_MOD, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter
 
@@ -43,6 +43,7 @@ PTIME_MS = 20
 _PTIME = PTIME_MS / 1000
 _RTP_SSRC_OFFSET = 8
 _RTCP_SSRC_OFFSET = 4
+_FIRST_OCTET = RTP_VERSION << 6
 # Length of a DTMF key press ipbx regenerates on another leg (Q.24 asks for >= 40 ms).
 DTMF_MS = 100
 
@@ -434,9 +435,12 @@ class MediaEndpoint:
                 self.on_dtmf(digit)
 
     def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
-        packet = RtpPacket(payload_type, self._seq, timestamp, self._ssrc, payload, marker)
+        # RFC 3550 §5.1: the fixed header alone (no padding, extension or CSRC), packed
+        # straight: every packet ipbx sends of its own goes through here.
+        second = 0x80 | payload_type if marker else payload_type
+        header = HEADER.pack(_FIRST_OCTET, second, self._seq, timestamp, self._ssrc)
+        self._send_rtp(header + payload)
         self._seq = seq_add(self._seq, 1)
-        self._send_rtp(packet.serialize())
 
     def timestamp_at(self, when: float) -> int:
         """The RTP timestamp of audio sampled at loop time `when`."""
