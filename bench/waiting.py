@@ -24,7 +24,10 @@ Figures, one JSON line on stdout:
                        sent);
   delivered_pct        packets received by the phones over 50 a second per caller: below
                        100 % by the short gaps between the music and an announcement
-                       (the prompt file is opened), far below when the room falls behind;
+                       (the prompt file is opened), far below when the room falls behind
+                       (the media clock skips the ticks a stalled process missed);
+  phone_drops          datagrams the phones' kernel buffers dropped (the receiving side
+                       fell behind, not the room);
   idle_cpu_pct         the room's CPU before any caller joined, for reference.
 Every loop is bounded: the room exits when its stdin closes, the phones read for the
 window only.
@@ -51,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.processes import cpu_seconds, pinned  # noqa: E402
+from tests.support.processes import cpu_seconds, pinned, udp_drops  # noqa: E402
 
 PACKETS_PER_SECOND = 50  # 20 ms packets
 MUSIC_SECONDS = 20
@@ -138,10 +141,11 @@ def measure_waiting(load: WaitingLoad, out: Path) -> dict[str, object]:
         # encoded, as in a server that has run a while.
         phones.read(load.join_seconds + max(load.announce_seconds, load.periodic_seconds) + 5)
         before, started = cpu_seconds(room.pid), time.monotonic()
-        received = sum(phones.received)
+        received, drops = sum(phones.received), udp_drops(phones.rtp_ports)
         phones.read(load.seconds)
         busy = (cpu_seconds(room.pid) - before) / (time.monotonic() - started)
         received = sum(phones.received) - received
+        drops = udp_drops(phones.rtp_ports) - drops
         room.stdin.close()
         room.wait(10)
     finally:
@@ -158,6 +162,7 @@ def measure_waiting(load: WaitingLoad, out: Path) -> dict[str, object]:
         "callers_per_core": int(load.callers / busy) if busy else None,
         "us_per_packet": round(1e6 * busy * load.seconds / max(received, 1), 2),
         "delivered_pct": round(100 * received / sent, 2),
+        "phone_drops": drops,
         "idle_cpu_pct": round(100 * idle, 3),
     }
 
