@@ -13,8 +13,8 @@ announcement (the prompts are synthesised and encoded, as in a server that has r
 while). The callers' phones are plain UDP sockets in this process, pinned to the other
 core: they only count what arrives.
 
-With --unshared every caller gets a music source of its own (its own decode and its own
-encoder, what playing the folder per endpoint costs), for comparison.
+With --unshared every caller gets a music source of its own (its own decoding, resampling
+and encoder: about what playing the folder on each endpoint cost), for comparison.
 
 Figures, one JSON line on stdout:
   cpu_pct_per_caller   the room's CPU (its process, /proc/PID/stat) over the measured
