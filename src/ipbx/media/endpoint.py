@@ -32,7 +32,7 @@ from ipbx.media.dtmf import digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
 from ipbx.media.reports import Reporter, RoundTripMeter
-from ipbx.media.rtp import HEADER, RTP_VERSION, SEQ_MOD, TIMESTAMP_MOD, media_packet, seq_add
+from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, fixed_header, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter
 
@@ -43,7 +43,6 @@ PTIME_MS = 20
 _PTIME = PTIME_MS / 1000
 _RTP_SSRC_OFFSET = 8
 _RTCP_SSRC_OFFSET = 4
-_FIRST_OCTET = RTP_VERSION << 6
 # Length of a DTMF key press ipbx regenerates on another leg (Q.24 asks for >= 40 ms).
 DTMF_MS = 100
 
@@ -266,8 +265,7 @@ class MediaEndpoint:
             )
 
     def send_audio(self, payload: bytes, timestamp: int, marker: bool = False) -> None:
-        """Send one frame encoded elsewhere for this endpoint's codec (music on hold,
-        encoded once for all its listeners), with this endpoint's SSRC, sequence and SRTP."""
+        """Send a frame encoded for many endpoints (music on hold) as this one's own RTP."""
         if self.codec is None or self._closed:
             return
         self._report()
@@ -435,17 +433,13 @@ class MediaEndpoint:
                 self.on_dtmf(digit)
 
     def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
-        # RFC 3550 §5.1: the fixed header alone (no padding, extension or CSRC), packed
-        # straight: every packet ipbx sends of its own goes through here.
-        second = 0x80 | payload_type if marker else payload_type
-        header = HEADER.pack(_FIRST_OCTET, second, self._seq, timestamp, self._ssrc)
+        header = fixed_header(payload_type, self._seq, timestamp, self._ssrc, marker)
         self._send_rtp(header + payload)
         self._seq = seq_add(self._seq, 1)
 
     def timestamp_at(self, when: float) -> int:
-        """The RTP timestamp of audio sampled at loop time `when`."""
-        # One media clock for audio and telephone-events, so interleaving them
-        # never makes the RTP timestamp jump backwards (RFC 4733 §2.3.4).
+        """The RTP timestamp of audio sampled at loop time `when`: one clock for audio and
+        telephone-events, so interleaving them never makes it go back (RFC 4733 §2.3.4)."""
         clock_rate = self.codec.clock_rate if self.codec else 8000
         return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
 
