@@ -64,7 +64,9 @@ def position_announcement(position: int, estimated_wait: float | None) -> list[s
 @dataclass(frozen=True)
 class WaitingRoom:
     """One queue's waiting experience (its settings); `wait` runs it for one caller.
-    0 seconds turns an announcement off; None for `music` is silence."""
+    0 seconds turns an announcement off; None for `music` is silence. Made once per queue
+    (not per caller), with the PBX's one MusicOnHold and, best, one Announcer for all
+    queues: what they share is made once."""
 
     music: MusicOnHold | None
     announce_position_seconds: float = 0.0
