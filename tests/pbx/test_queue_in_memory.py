@@ -12,7 +12,6 @@ from typing import Any
 
 from ipbx.pbx.events import Event
 from ipbx.pbx.queue.agents import NO_ANSWER
-from ipbx.pbx.queue.engine import MusicWhileWaiting
 from ipbx.pbx.queue.model import CALLBACK, CALLBACK_NUMBER, AgentState, Place, QueueEvent
 from ipbx.pbx.session import Session
 from tests.support.testbed import Testbed, play
@@ -123,12 +122,13 @@ def test_a_callback_keeps_its_place_and_rings_the_agent_then_the_caller(tmp_path
         written, _ = _listen(lab)
         queues = lab.pbx.queues
         queues.set_agent("1001", "pause")
-        queues.room = CallsBack("1002")
+        queue = queues.queues["q"]
+        room, queue.room = queue.room, CallsBack("1002")
         agent, customer = await lab.registered("1001"), await lab.registered("1002")
         call = (await lab.registered("1000")).call("600")
         assert (await call.final()).status == 200
         await call.hung_up()
-        queues.room = MusicWhileWaiting(None)
+        queue.room = room
         later = (await lab.registered("1003")).call("600")
         assert (await later.final()).status == 200
         waiting = queues.status("q").waiting

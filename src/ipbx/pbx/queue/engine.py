@@ -13,8 +13,10 @@ others are cancelled, and a phone that answers a moment later gets a BYE
 (pbx/call/fork.py). A queue with free agents offers several callers at once, as
 Asterisk's ``autofill``.
 
-While it waits the caller is in the waiting room (`WaitingRoom.wait`, run beside the
-offers and cancelled when an agent answers); the default one plays the music on hold.
+While it waits the caller is in its queue's waiting room (pbx/queue/waiting.py, run
+beside the offers and cancelled when an agent answers): the shared music on hold, the
+position and periodic announcements, and the callback key. A caller called back keeps
+its place (`_call_back`).
 
 An agent is freed when its queue call ends, however it ends: a BYE from either side,
 the session timer or the media time-out (all go through the call registry's `end`);
@@ -32,9 +34,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
 
-from ipbx.media.moh import MusicOnHold
+from ipbx.media.announcer import Announcer
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call
 from ipbx.pbx.destination import Destination
@@ -47,13 +48,13 @@ from ipbx.pbx.queue.model import (
     CALLBACK_NUMBER,
     NONE,
     AgentStatus,
-    Place,
     QueueEvent,
     QueueLog,
     QueueStatus,
     WaitingCaller,
 )
 from ipbx.pbx.queue.strategy import Candidate, pick
+from ipbx.pbx.queue.waiting import WaitingRoom
 from ipbx.pbx.session import Session
 
 log = logging.getLogger("ipbx.queue")
@@ -64,26 +65,6 @@ _RECENT_ANSWERS = 20
 
 # Where a caller goes next (the router's `run`).
 Follow = Callable[[Session, Destination], Awaitable[None]]
-
-
-class WaitingRoom(Protocol):
-    async def wait(self, session: Session, place: Place) -> str:
-        """What the caller hears while it waits; cancelled when an agent answers.
-        Returns CALLBACK when the caller asked to be called back."""
-
-
-class MusicWhileWaiting:
-    """The waiting room without announcements: the music on hold, round and round."""
-
-    def __init__(self, music: MusicOnHold | None) -> None:
-        self.music = music
-
-    async def wait(self, session: Session, place: Place) -> str:
-        await session.answer()
-        if self.music is not None:
-            await self.music.play(session.leg.media)
-        await asyncio.Future()  # silence until cancelled
-        return ""
 
 
 @dataclass(eq=False)
@@ -117,6 +98,7 @@ class Queue:
     """A queue's live part, which outlives reloads of its configuration."""
 
     config: QueueConfig
+    room: WaitingRoom
     waiting: list[Waiting] = field(default_factory=list)
     last_offered: str | None = None  # roundrobin goes on after it
     calls_taken: dict[str, int] = field(default_factory=dict)  # per agent, for fewestcalls
@@ -154,12 +136,12 @@ class Queues:
         calls: Calls,
         queue_log: QueueLog,
         events: EventBus,
-        room: WaitingRoom | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.calls = calls
         self.queue_log = queue_log
-        self.room: WaitingRoom = room or MusicWhileWaiting(calls.hold.music)
+        # Every queue's announcements, encoded once per codec for all their callers.
+        self.announcer = Announcer()
         self.rng = rng or random.Random()
         self.agents = Agents(queue_log, events, self.dispatch)
         self.queues: dict[str, Queue] = {}
@@ -178,11 +160,22 @@ class Queues:
         self.agents.update(queues_of)
 
     def _queue_of(self, config: QueueConfig) -> Queue:
+        room = self._room(config)
         queue = self.queues.get(config.name)
         if queue is None:
-            return Queue(config)
-        queue.config = config
+            return Queue(config, room)
+        queue.config, queue.room = config, room
         return queue
+
+    def _room(self, config: QueueConfig) -> WaitingRoom:
+        announcement = config.periodic_announcement
+        return WaitingRoom(
+            self.calls.hold.music,
+            config.announce_position_seconds,
+            None if announcement is None else str(announcement),
+            callback_key=config.callback_key,
+            announcer=self.announcer,
+        )
 
     def start(self) -> None:
         self._reconciler = asyncio.ensure_future(self._reconcile_every())
@@ -285,7 +278,7 @@ class Queues:
         """The waiting room, which ends only when the caller asked for a callback; one
         that fails leaves the caller waiting in silence, its place kept."""
         try:
-            if await self.room.wait(session, entry) == CALLBACK:
+            if await entry.queue.room.wait(session, entry) == CALLBACK:
                 return
         except Exception:
             log.warning("%s: the waiting room failed; the caller waits on in silence",

@@ -31,14 +31,11 @@ from ipbx.media.endpoint import MediaError
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.tts import TtsError
 from ipbx.pbx.queue.callback import ask_callback_number
-from ipbx.pbx.queue.model import Place
+from ipbx.pbx.queue.model import CALLBACK, CALLBACK_NUMBER, Place
 from ipbx.pbx.session import Session
 
 log = logging.getLogger("ipbx.apps")
 
-CALLBACK = "callback"
-# The session variable that holds the number a caller asked to be called back at.
-CALLBACK_NUMBER = "callback_number"
 # How long one wait for a key lasts when no announcement is due: the loop just goes round.
 _IDLE_SECONDS = 3600.0
 
