@@ -1,0 +1,84 @@
+"""An extension's own policies apply to calls from the phone network however they reach
+it, with real peers (tests/support/pstn.py): SIPp as the provider's gateway dials DIDs
+that go to 1001 directly, through a ring group, through a menu option and through
+1002's forwarding; 1001, a SIPp UAS echoing its RTP, records every call (`record:
+always`), so each call leaves a WAV with the caller's tone. A caller on 1001's own
+blacklist entry is turned away on the DID without 1001's phone ringing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
+from tests.support.pstn import TONE_HZ, DidCall, dial, invites_received, ip_trunk, phone_1001
+from tests.support.records import call_records
+from tests.support.server import start_configured_ipbx
+from tests.support.softphone import analyse, write_tone
+
+DIRECT, GROUP, MENU, FORWARDED = "+15550100", "+15550101", "+15550102", "+15550103"
+BLACKLISTED = "+13125550123"
+TALK_SECONDS = 1.5
+
+
+def policies(gateway_port: int, greeting: Path) -> Any:
+    """1001 records every call and blacklists BLACKLISTED; 1002 forwards always to
+    1001; a DID for each way to 1001."""
+
+    def edit(config: dict[str, Any]) -> None:
+        ip_trunk(config, gateway_port)
+        extensions = {e["number"]: e for e in config["extensions"]}
+        extensions["1001"]["record"] = "always"
+        extensions["1002"]["forward"] = {"always": "1001"}
+        config["groups"] = [{"name": "sales", "members": ["1001"]}]
+        config["ivrs"] = [
+            {"name": "main", "greeting": f"file:{greeting}", "options": {"1": "extension:1001"}}
+        ]
+        config["numbers"] = [
+            {"number": DIRECT, "destination": "extension:1001"},
+            {"number": GROUP, "destination": "group:sales"},
+            {"number": MENU, "destination": "ivr:main"},
+            {"number": FORWARDED, "destination": "extension:1002"},
+        ]
+        config["blacklist"] = [{"pattern": BLACKLISTED, "extension": "1001"}]
+
+    return edit
+
+
+def test_record_always_and_the_blacklist_hold_for_calls_from_a_trunk(tmp_path: Path) -> None:
+    gateway_port = free_port("udp")
+    greeting = write_tone(tmp_path / "greeting.wav", 440, 0.3)
+    server = start_configured_ipbx(tmp_path / "ipbx", policies(gateway_port, greeting))
+    calls = [
+        DidCall(DIRECT, caller=BLACKLISTED), DidCall(DIRECT), DidCall(GROUP),
+        DidCall(MENU, key="1"), DidCall(FORWARDED),
+    ]  # fmt: skip
+    try:
+        with phone_1001(server, tmp_path / "sipp", calls=4) as phone:
+            placed = dial(server, gateway_port, tmp_path / "sipp", calls, TALK_SECONDS)
+            answered = phone.finish(timeout=10)
+        # The blacklisted caller got 603 and 1001's phone never rang for it; four calls
+        # talked.
+        assert placed.declined == [f"{BLACKLISTED} to {DIRECT}: 603"], placed.result.errors()
+        assert not [line for line in invites_received(phone) if BLACKLISTED in line]
+        assert (placed.result.successful, answered.successful) == (5, 4), answered.errors()
+        records = call_records(server, count=len(calls))
+    finally:
+        code = stop_process(server.process)
+        print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail(80)}")
+    [blocked] = [r for r in records if r.caller == BLACKLISTED]
+    assert (blocked.result, blocked.recording) == ("blocked", None)
+    assert blocked.path.endswith("extension:1001,blacklist"), blocked.path
+    # Each talking call was recorded, the caller's tone on the left and 1001's echo of
+    # it on the right, whichever way it reached 1001.
+    talked = {r.callee: r for r in records if r.caller != BLACKLISTED}
+    assert sorted(talked) == sorted([DIRECT, GROUP, MENU, FORWARDED])
+    for did, record in talked.items():
+        assert record.result == "answered", (did, record.path)
+        assert record.recording is not None, (did, record.path)
+        wav = server.data_dir / "recordings" / record.recording
+        for channel in (0, 1):
+            heard = analyse(wav, channel)
+            assert heard.seconds > TALK_SECONDS / 2, (did, record.path, heard)
+            assert abs(heard.dominant_hz - TONE_HZ) < 20, (did, record.path, channel, heard)
