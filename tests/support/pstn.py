@@ -46,9 +46,7 @@ def ip_trunk(config: dict[str, Any], gateway_port: int) -> None:
     peer = f"{LOOPBACK}:{gateway_port}"
     config["country"] = "US"
     config["sip"]["qualify_interval"] = 3600
-    config["trunks"] = [
-        {"name": TRUNK, "host": peer, "allow_from": [peer], "options_interval": 0}
-    ]
+    config["trunks"] = [{"name": TRUNK, "host": peer, "allow_from": [peer], "options_interval": 0}]
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,7 @@ def dial(
     workdir.mkdir(parents=True, exist_ok=True)
     write_rtp_pcap(workdir / "tone.pcap", TONE_HZ, seconds + 1)
     rows = workdir / "calls.csv"
-    rows.write_text(
-        "SEQUENTIAL\n" + "".join(f"{c.caller};{c.did};{c.key}\n" for c in calls)
-    )
+    rows.write_text("SEQUENTIAL\n" + "".join(f"{c.caller};{c.did};{c.key}\n" for c in calls))
     declined = workdir / "declined.log"
     result = run_sipp(
         SCENARIO, f"{LOOPBACK}:{server.port}", "-inf", str(rows), "-d", str(int(seconds * 1000)),

@@ -1,0 +1,110 @@
+"""A call is answered when a person answers it, not when ipbx does (pbx/call/outcome.py),
+with real peers (tests/support/pstn.py): SIPp as the provider's gateway calls a DID
+into a menu three times. The first caller hangs up in the menu, the second presses 2
+1 and 1001's phone (a SIPp UAS) answers, the third presses 2 for 1001's voicemail. The
+call records and GET /analytics say menu, answered and voicemail; a webhook receiver
+on loopback gets call.missed for the first two only, and every call.started names the
+trunk and the caller's display name, as docs/api.md's event list promises."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.processes import stop_process
+from tests.support.pstn import CALLER_NAME, TRUNK, DidCall, dial, ip_trunk, phone_1001
+from tests.support.records import call_records
+from tests.support.server import make_token, start_configured_ipbx
+from tests.support.softphone import write_tone
+from tests.support.webhook_receiver import Receiver
+
+MENU = "+15550102"
+SECRET = "answered-by-a-person-secret"
+
+
+def menu_with_voicemail(gateway_port: int, api_port: int, greeting: Path, hook: str) -> Any:
+    """MENU's menu: 1 rings 1001, 2 is 1001's mailbox; call events go to `hook`."""
+
+    def edit(config: dict[str, Any]) -> None:
+        ip_trunk(config, gateway_port)
+        callee = next(e for e in config["extensions"] if e["number"] == "1001")
+        callee["voicemail"] = {"pin": "1234"}
+        config["ivrs"] = [
+            {"name": "main", "greeting": f"file:{greeting}",
+             "options": {"1": "extension:1001", "2": "voicemail:1001"}}
+        ]  # fmt: skip
+        config["numbers"] = [{"number": MENU, "destination": "ivr:main"}]
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+        config["webhooks"] = [{"url": hook, "events": ["call.*"], "secret": SECRET,
+                               "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
+
+    return edit
+
+
+def events_until(
+    receiver: Receiver, done: Callable[[dict[str, list[dict[str, Any]]]], bool]
+) -> dict[str, list[dict[str, Any]]]:
+    """The `data` of the events received, by type, once `done` says they are all in."""
+    deadline = time.monotonic() + 10
+    while True:
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for event in list(receiver.events.values()):
+            data: dict[str, Any] = event["data"]  # type: ignore[assignment]
+            by_type.setdefault(str(event["type"]), []).append(data)
+        if done(by_type):
+            return by_type
+        assert time.monotonic() < deadline, f"events so far: {receiver.types()}"
+        time.sleep(0.05)
+
+
+def voicemail_missed(events: dict[str, list[dict[str, Any]]]) -> bool:
+    """The last call's call.missed is in: it is the last event of the three calls (one
+    webhook's events are delivered in order), so every other one came before it."""
+    return any(e["result"] == "voicemail" for e in events.get("call.missed", []))
+
+
+def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path) -> None:
+    gateway_port, api_port = free_port("udp"), free_port("tcp")
+    receiver = Receiver(free_port("tcp"), SECRET).start()
+    greeting = write_tone(tmp_path / "greeting.wav", 440, 0.3)
+    edit = menu_with_voicemail(gateway_port, api_port, greeting, receiver.url)
+    server = start_configured_ipbx(tmp_path / "ipbx", edit)
+    try:
+        with phone_1001(server, tmp_path / "sipp", calls=1) as phone:
+            calls = [DidCall(MENU), DidCall(MENU, key="1"), DidCall(MENU, key="2")]
+            placed = dial(server, gateway_port, tmp_path / "sipp", calls, 1.5)
+            assert placed.result.successful == 3, placed.result.errors()
+            assert phone.finish(timeout=10).successful == 1
+        records = call_records(server, count=3)
+        token = make_token(server.config_path, "read")
+        analytics = httpx.get(
+            f"http://{LOOPBACK}:{api_port}/analytics",
+            headers={"Authorization": f"Bearer {token}"}, timeout=10,
+        ).json()["total"]  # fmt: skip
+        events = events_until(receiver, voicemail_missed)
+    finally:
+        code = stop_process(server.process)
+        receiver.stop()
+        print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail(80)}")
+    results = {r.call_id: r.result for r in reversed(records)}
+    assert list(results.values()) == ["menu", "answered", "voicemail"], records
+    [answered] = [r for r in records if r.result == "answered"]
+    assert answered.person_answered is not None and answered.path.endswith("extension:1001")
+    assert all(r.person_answered is None for r in records if r is not answered)
+    assert {key: analytics[key] for key in (
+        "offered", "answered", "missed", "abandoned", "ended_in_menu", "ended_in_voicemail"
+    )} == {"offered": 3, "answered": 1, "missed": 2, "abandoned": 0, "ended_in_menu": 1,
+           "ended_in_voicemail": 1}  # fmt: skip
+    assert {e["call_id"]: e["result"] for e in events["call.missed"]} == {
+        call_id: result for call_id, result in results.items() if result != "answered"
+    }
+    assert {e["call_id"] for e in events["call.ended"]} == set(results)
+    started = events["call.started"]
+    assert [(e["trunk"], e["caller_name"], e["direction"]) for e in started] == [
+        (TRUNK, CALLER_NAME, "inbound")
+    ] * 3
