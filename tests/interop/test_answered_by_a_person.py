@@ -81,25 +81,25 @@ def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path)
             assert placed.result.successful == 3, placed.result.errors()
             assert phone.finish(timeout=10).successful == 1
         records = call_records(server, count=3)
+        results = {r.call_id: r.result for r in reversed(records)}
+        assert list(results.values()) == ["menu", "answered", "voicemail"], records
+        [answered] = [r for r in records if r.result == "answered"]
+        assert answered.person_answered is not None and answered.path.endswith("extension:1001")
+        assert all(r.person_answered is None for r in records if r is not answered)
         token = make_token(server.config_path, "read")
         analytics = httpx.get(
             f"http://{LOOPBACK}:{api_port}/analytics",
             headers={"Authorization": f"Bearer {token}"}, timeout=10,
         ).json()["total"]  # fmt: skip
+        assert {key: analytics.get(key) for key in (
+            "offered", "answered", "missed", "abandoned", "ended_in_menu", "ended_in_voicemail"
+        )} == {"offered": 3, "answered": 1, "missed": 2, "abandoned": 0, "ended_in_menu": 1,
+               "ended_in_voicemail": 1}  # fmt: skip
         events = events_until(receiver, voicemail_missed)
     finally:
         code = stop_process(server.process)
         receiver.stop()
         print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail(80)}")
-    results = {r.call_id: r.result for r in reversed(records)}
-    assert list(results.values()) == ["menu", "answered", "voicemail"], records
-    [answered] = [r for r in records if r.result == "answered"]
-    assert answered.person_answered is not None and answered.path.endswith("extension:1001")
-    assert all(r.person_answered is None for r in records if r is not answered)
-    assert {key: analytics[key] for key in (
-        "offered", "answered", "missed", "abandoned", "ended_in_menu", "ended_in_voicemail"
-    )} == {"offered": 3, "answered": 1, "missed": 2, "abandoned": 0, "ended_in_menu": 1,
-           "ended_in_voicemail": 1}  # fmt: skip
     assert {e["call_id"]: e["result"] for e in events["call.missed"]} == {
         call_id: result for call_id, result in results.items() if result != "answered"
     }
