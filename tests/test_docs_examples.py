@@ -6,7 +6,8 @@
   FILE:LINE as a user would see them).
 - Every key the tables of docs/configuration.md and the key tables under a heading that
   names a list (docs/trunks.md's `trunks`) document is a field of the configuration, and
-  so is every name of a `{field, field: default}` list that describes one.
+  so is every name of a `{field, field: default}` list that describes one; and every
+  field of the configuration is documented there.
 
 The events' documented fields are checked on real calls where the events come from:
 call.started's trunk and caller_name in tests/interop/test_answered_by_a_person.py.
@@ -30,7 +31,8 @@ PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```$", re.S | re.M)
 HEADING = re.compile(r"^#+ (.*)$")
 ROW = re.compile(r"^\| (`[^|]+`) \|[^|]*\| (.*) \|$")
-BRACES = re.compile(r"^`\{([^`]*)\}`")
+# A row's meaning that starts with its fields: `{a, b: default}` (or `{a, b}` or `{a, c}`).
+BRACES = re.compile(r"^`\{[^`]*\}`(?: or `\{[^`]*\}`)*")
 
 
 def yaml_blocks() -> list[tuple[str, str]]:
@@ -57,9 +59,12 @@ def documented_keys() -> list[tuple[str, str, list[str]]]:
             elif row := ROW.match(line):
                 names = re.findall(r"`([^`]+)`", row.group(1))
                 braces = BRACES.match(row.group(2))
-                fields = [] if braces is None else [
-                    part.split(":")[0].strip() for part in braces.group(1).split(",")
-                ]  # fmt: skip
+                listed = re.findall(r"`\{(.*?)\}`", braces.group() if braces else "")
+                fields = [
+                    part.split(":")[0].strip()
+                    for text in listed
+                    for part in re.sub(r"\{[^{}]*\}", "", text).split(",")
+                ]
                 where = f"{page.relative_to(REPO_ROOT)}:{number}"
                 rows += [(where, prefix + name, fields) for name in names]
     return rows
@@ -118,6 +123,31 @@ def test_every_documented_key_is_a_field_of_the_configuration() -> None:
                     assert name in _keys(model), f"{key}: {name} is not a key"
         except AssertionError as exc:
             pytest.fail(f"{where}: {exc}")
+
+
+def test_every_field_of_the_configuration_is_documented() -> None:
+    """A key the code reads and no table names (a section such as `sip` counts as
+    documented through its keys)."""
+    documented = {
+        path.replace("[]", "")
+        for _, key, fields in documented_keys()
+        for path in (key, *(f"{key}.{name}" for name in fields))
+    }
+    missing: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, annotation in _keys(model).items():
+            path = prefix + name
+            if path not in documented and not any(d.startswith(f"{path}.") for d in documented):
+                missing.append(path)
+            # Into the keys of a section or a list's items that the docs list; a value
+            # written as one string (a listen URL) is documented as that string.
+            inner = _model(annotation)
+            if inner is not None and any(d.startswith(f"{path}.") for d in documented):
+                walk(inner, f"{path}.")
+
+    walk(Config, "")
+    assert not missing, f"not in docs/configuration.md or docs/trunks.md: {missing}"
 
 
 def test_a_key_the_code_does_not_know_is_caught(tmp_path: Path) -> None:
