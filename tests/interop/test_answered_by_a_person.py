@@ -17,9 +17,9 @@ import httpx
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
-from tests.support.pstn import CALLER_NAME, TRUNK, DidCall, dial, ip_trunk, phone_1001
+from tests.support.pstn import CALLER_NAME, TRUNK, DidCall, dial, ip_trunk, phone
 from tests.support.records import call_records
-from tests.support.server import make_token, start_configured_ipbx
+from tests.support.server import CALLEE, make_token, start_configured_ipbx
 from tests.support.softphone import write_tone
 from tests.support.webhook_receiver import Receiver
 
@@ -75,11 +75,11 @@ def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path)
     edit = menu_with_voicemail(gateway_port, api_port, greeting, receiver.url)
     server = start_configured_ipbx(tmp_path / "ipbx", edit)
     try:
-        with phone_1001(server, tmp_path / "sipp", calls=1) as phone:
+        with phone(server, tmp_path / "sipp", CALLEE, calls=1) as bob:
             calls = [DidCall(MENU), DidCall(MENU, key="1"), DidCall(MENU, key="2")]
             placed = dial(server, gateway_port, tmp_path / "sipp", calls, 1.5)
             assert placed.result.successful == 3, placed.result.errors()
-            assert phone.finish(timeout=10).successful == 1
+            assert bob.finish(timeout=10).successful == 1
         records = call_records(server, count=3)
         results = {r.call_id: r.result for r in reversed(records)}
         assert list(results.values()) == ["menu", "answered", "voicemail"], records

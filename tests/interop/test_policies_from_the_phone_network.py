@@ -3,7 +3,9 @@ it, with real peers (tests/support/pstn.py): SIPp as the provider's gateway dial
 that go to 1001 directly, through a ring group, through a menu option and through
 1002's forwarding; 1001, a SIPp UAS echoing its RTP, records every call (`record:
 always`), so each call leaves a WAV with the caller's tone. A caller on 1001's own
-blacklist entry is turned away on the DID without 1001's phone ringing."""
+blacklist entry is turned away on the DID without 1001's phone ringing. Last, a DID
+call rings 1000 (a SIPp UAS that only rings) and 1001 picks it up with *8 from an
+`ipbx phone`: that call is recorded too."""
 
 from __future__ import annotations
 
@@ -12,12 +14,24 @@ from typing import Any
 
 from tests.support.ports import free_port
 from tests.support.processes import stop_process
-from tests.support.pstn import TONE_HZ, DidCall, dial, invites_received, ip_trunk, phone_1001
+from tests.support.pstn import (
+    TONE_HZ,
+    DidCall,
+    Placed,
+    dial,
+    dialled,
+    invites_received,
+    ip_trunk,
+    phone,
+    start_dialling,
+)
 from tests.support.records import call_records
-from tests.support.server import start_configured_ipbx
-from tests.support.softphone import analyse, write_tone
+from tests.support.server import CALLEE, CALLER, IpbxServer, start_configured_ipbx
+from tests.support.softphone import analyse, ipbx_phone, write_tone
+from tests.support.trunks import eventually
 
 DIRECT, GROUP, MENU, FORWARDED = "+15550100", "+15550101", "+15550102", "+15550103"
+RINGING = "+15550104"  # rings 1000
 BLACKLISTED = "+13125550123"
 TALK_SECONDS = 1.5
 
@@ -40,10 +54,25 @@ def policies(gateway_port: int, greeting: Path) -> Any:
             {"number": GROUP, "destination": "group:sales"},
             {"number": MENU, "destination": "ivr:main"},
             {"number": FORWARDED, "destination": "extension:1002"},
+            {"number": RINGING, "destination": "extension:1000"},
         ]
         config["blacklist"] = [{"pattern": BLACKLISTED, "extension": "1001"}]
 
     return edit
+
+
+def picked_up(server: IpbxServer, gateway_port: int, workdir: Path) -> Placed:
+    """A DID call rings 1000's phone; 1001 dials *8 from an `ipbx phone` and takes it."""
+    with phone(server, workdir, CALLER, calls=1, scenario="uas_ring") as ringing:
+        gateway = start_dialling(server, gateway_port, workdir, [DidCall(RINGING)], TALK_SECONDS)
+        eventually(lambda: bool(invites_received(ringing)), 10, "1000's phone rings")
+        with ipbx_phone(
+            workdir, server.port, CALLEE, "--call", "*8", "--duration", str(TALK_SECONDS + 1),
+            "--timeout", "15",
+        ) as picker:  # fmt: skip
+            status, out = picker.finish(20)
+        assert (status, out.strip().splitlines()[-1]) == (0, "result: answered"), picker.log
+        return dialled(gateway)
 
 
 def test_record_always_and_the_blacklist_hold_for_calls_from_a_trunk(tmp_path: Path) -> None:
@@ -55,15 +84,17 @@ def test_record_always_and_the_blacklist_hold_for_calls_from_a_trunk(tmp_path: P
         DidCall(MENU, key="1"), DidCall(FORWARDED),
     ]  # fmt: skip
     try:
-        with phone_1001(server, tmp_path / "sipp", calls=4) as phone:
+        with phone(server, tmp_path / "sipp", CALLEE, calls=4) as bob:
             placed = dial(server, gateway_port, tmp_path / "sipp", calls, TALK_SECONDS)
-            answered = phone.finish(timeout=10)
+            answered = bob.finish(timeout=10)
         # The blacklisted caller got 603 and 1001's phone never rang for it; four calls
         # talked.
         assert placed.declined == [f"{BLACKLISTED} to {DIRECT}: 603"], placed.result.errors()
-        assert not [line for line in invites_received(phone) if BLACKLISTED in line]
+        assert not [line for line in invites_received(bob) if BLACKLISTED in line]
         assert (placed.result.successful, answered.successful) == (5, 4), answered.errors()
-        records = call_records(server, count=len(calls))
+        pickup = picked_up(server, gateway_port, tmp_path / "pickup")
+        assert pickup.result.successful == 1, pickup.result.errors()
+        records = call_records(server, count=len(calls) + 1)
     finally:
         code = stop_process(server.process)
         print(f"--- ipbx (exit {code}) log tail:\n{server.log_tail(80)}")
@@ -73,12 +104,14 @@ def test_record_always_and_the_blacklist_hold_for_calls_from_a_trunk(tmp_path: P
     # Each talking call was recorded, the caller's tone on the left and 1001's echo of
     # it on the right, whichever way it reached 1001.
     talked = {r.callee: r for r in records if r.caller != BLACKLISTED}
-    assert sorted(talked) == sorted([DIRECT, GROUP, MENU, FORWARDED])
+    assert sorted(talked) == sorted([DIRECT, GROUP, MENU, FORWARDED, RINGING])
+    assert talked[RINGING].path.endswith("pickup:1001"), talked[RINGING].path
     for did, record in talked.items():
         assert record.result == "answered", (did, record.path)
         assert record.recording is not None, (did, record.path)
         wav = server.data_dir / "recordings" / record.recording
-        for channel in (0, 1):
+        # 1001's ipbx phone sends nothing: on a pickup, only the caller's side has a tone.
+        for channel in (0,) if did == RINGING else (0, 1):
             heard = analyse(wav, channel)
             assert heard.seconds > TALK_SECONDS / 2, (did, record.path, heard)
             assert abs(heard.dominant_hz - TONE_HZ) < 20, (did, record.path, channel, heard)

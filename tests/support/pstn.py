@@ -1,7 +1,7 @@
 """Calls from the phone network with real peers: SIPp plays the provider's gateway of an
 IP trunk (trusted by its address) and dials ipbx's DIDs as tests/interop/scenarios/
-uac_did_caller.xml does, one call after the other, a tone in its RTP; extension 1001
-is a SIPp UAS that registered and echoes the RTP it receives."""
+uac_did_caller.xml does, one call after the other, a tone in its RTP; the extensions'
+phones are SIPp UASs that registered (`phone`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from typing import Any
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import REPO_ROOT
-from tests.support.server import CALLEE, IpbxServer
+from tests.support.server import Extension, IpbxServer
 from tests.support.sipp import (
     SippProcess,
     SippResult,
     register_contact,
-    run_sipp,
     start_sipp,
     write_rtp_pcap,
 )
@@ -58,38 +57,53 @@ class Placed:
     declined: list[str]
 
 
-def dial(
+def start_dialling(
     server: IpbxServer, gateway_port: int, workdir: Path, calls: Sequence[DidCall], seconds: float
-) -> Placed:
-    """Place `calls` one after the other from the gateway, each hung up `seconds` after
-    its answer (after the key, if one is pressed) while it plays the tone."""
+) -> SippProcess:
+    """Start placing `calls` one after the other from the gateway, each hung up `seconds`
+    after its answer (after the key, if one is pressed) while it plays the tone."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_rtp_pcap(workdir / "tone.pcap", TONE_HZ, seconds + 1)
     rows = workdir / "calls.csv"
     rows.write_text("SEQUENTIAL\n" + "".join(f"{c.caller};{c.did};{c.key}\n" for c in calls))
-    declined = workdir / "declined.log"
-    result = run_sipp(
+    return start_sipp(
         SCENARIO, f"{LOOPBACK}:{server.port}", "-inf", str(rows), "-d", str(int(seconds * 1000)),
-        "-l", "1", "-trace_logs", "-log_file", str(declined), calls=len(calls),
-        workdir=workdir, local_port=gateway_port, timeout=len(calls) * (seconds + 5),
-        name="gateway",
+        "-l", "1", "-trace_logs", "-log_file", str(workdir / "declined.log"),
+        calls=len(calls), workdir=workdir, local_port=gateway_port,
+        timeout=len(calls) * (seconds + 5), name="gateway",
     )  # fmt: skip
+
+
+def dialled(gateway: SippProcess) -> Placed:
+    """The gateway's calls, once it has placed them all."""
+    result = gateway.finish()
+    declined = gateway.workdir / "declined.log"
     lines = declined.read_text().splitlines() if declined.exists() else []
     return Placed(result, [line.strip() for line in lines if line.strip()])
 
 
+def dial(
+    server: IpbxServer, gateway_port: int, workdir: Path, calls: Sequence[DidCall], seconds: float
+) -> Placed:
+    """Place `calls` as start_dialling does and wait for the last to end."""
+    return dialled(start_dialling(server, gateway_port, workdir, calls, seconds))
+
+
 @contextmanager
-def phone_1001(server: IpbxServer, workdir: Path, calls: int) -> Iterator[SippProcess]:
-    """1001 registered and answering `calls` calls (SIPp's uas, RTP echoed), every
-    message it receives in `1001.messages.log`."""
+def phone(
+    server: IpbxServer, workdir: Path, user: Extension, calls: int, scenario: str = "uas"
+) -> Iterator[SippProcess]:
+    """`user` registered and taking `calls` calls with SIPp's `scenario`: `uas` answers
+    and echoes the RTP, `uas_ring` rings until the call is cancelled. Every message it
+    receives is in `NUMBER.messages.log`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port("udp")
-    registered = register_contact(server.port, CALLEE, port, workdir)
+    registered = register_contact(server.port, user, port, workdir)
     assert registered.successful == 1, registered.errors()
     uas = start_sipp(
-        "uas", None, "-rtp_echo", "-trace_msg", "-message_file",
-        str(workdir / "1001.messages.log"), calls=calls, workdir=workdir, local_port=port,
-        timeout=60, name="1001",
+        scenario, None, "-rtp_echo", "-trace_msg", "-message_file",
+        str(workdir / f"{user.number}.messages.log"), calls=calls, workdir=workdir,
+        local_port=port, timeout=60, name=user.number,
     )  # fmt: skip
     try:
         yield uas
