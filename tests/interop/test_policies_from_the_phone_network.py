@@ -38,7 +38,7 @@ TALK_SECONDS = 1.5
 
 def policies(gateway_port: int, greeting: Path) -> Any:
     """1001 records every call and blacklists BLACKLISTED; 1002 forwards always to
-    1001; a DID for each way to 1001."""
+    1001; a DID for each way to 1001, and one that rings 1000."""
 
     def edit(config: dict[str, Any]) -> None:
         ip_trunk(config, gateway_port)
