@@ -15,6 +15,7 @@ generated once and kept in ``<data_dir>/demo-accounts.yaml``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -46,6 +47,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
 from ipbx.pbx.extension import FORWARD_KEYS, Extension
 from ipbx.pbx.mailer import SmtpConfig
+from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.schedule import ScheduleConfig
 from ipbx.pbx.schema import Digits, Model, Where, item_lists
 from ipbx.pbx.trunk_config import TrunkConfig
@@ -167,6 +169,10 @@ class SipConfig(Model):
     # A TCP/TLS connection idle this long is closed; the default outlasts the longest
     # registration, so a phone's refreshes keep its connection (and reachability).
     tcp_idle_timeout: float = Field(default=3660.0, gt=0)
+    # Phones registered with outbound (RFC 5626) keep their flow alive at least this
+    # often (the Flow-Timer of the registrar's 200): CRLF pings over TCP/TLS, STUN over UDP.
+    # Below tcp_idle_timeout, or the pinged connections are closed as idle in between.
+    flow_timer: int = Field(default=120, ge=1, le=999)
     # A source failing digest authentication `ban_failures` times within `ban_window`
     # seconds is ignored for `ban_seconds` (0 disables); `trusted` networks never are.
     ban_failures: int = Field(default=10, ge=0)
@@ -296,6 +302,7 @@ class Config(Model):
     # PBX features (docs/features.md).
     smtp: SmtpConfig | None = None
     groups: list[GroupConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
     ivrs: list[IvrConfig] = Field(default_factory=list)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
@@ -409,6 +416,14 @@ class Config(Model):
                         f"there is no extension {member}",
                         ("groups", i, "members", j),
                     )
+        for i, queue in enumerate(self.queues):
+            for j, agent in enumerate(queue.agents):
+                if agent.extension not in extensions:
+                    raise _config_error(
+                        "unknown_agent",
+                        f"there is no extension {agent.extension}",
+                        ("queues", i, "agents", j),
+                    )
         for i, entry in enumerate(self.blacklist):
             if entry.extension is not None and entry.extension not in extensions:
                 raise _config_error(
@@ -441,12 +456,15 @@ class Config(Model):
     def _check_loops(self) -> Config:
         """No call may go round in circles without ringing anyone: a schedule's
         destinations and an extension's forwarding always, on busy and when unregistered
-        are followed at once, so a cycle through them would never end. (Forwarding on no
-        answer, group fallbacks and menus ring someone or wait for the caller first.)"""
+        are followed at once, so a cycle through them would never end; so is a queue's
+        time-out destination when no agent is logged in. (Forwarding on no answer,
+        group fallbacks and menus ring someone or wait for the caller first.)"""
         edges: dict[str, list[tuple[Where, Destination]]] = {}
         for at, target in self.destinations():
             if at[0] == "schedules":
                 source = f"schedule:{self.schedules[int(at[1])].name}"
+            elif at[0] == "queues":
+                source = f"queue:{self.queues[int(at[1])].name}"
             elif at[0] == "extensions" and at[3] in ("always", "busy", "unregistered"):
                 source = f"extension:{self.extensions[int(at[1])].number}"
             else:
@@ -494,11 +512,15 @@ def load_config(path: Path | None) -> Config:
 
 def field_locator(path: Path | None) -> Callable[[Where], str]:
     """A function naming where a field of the file `path` is written, as
-    ``FILE:LINE: field`` (just ``field`` for the embedded default)."""
-    root = _read_yaml(path)[1] if path is not None else None
+    ``FILE:LINE: field`` (just ``field`` for the embedded default). The file is read
+    again only when a first field is located: most starts have nothing to report."""
+
+    @functools.cache
+    def root() -> yaml.Node | None:
+        return _read_yaml(path)[1] if path is not None else None
 
     def locate(at: Where) -> str:
-        line = _line_of(root, at)
+        line = _line_of(root(), at)
         return f"{path}:{line}: {_field_path(at)}" if line else _field_path(at)
 
     return locate

@@ -86,6 +86,25 @@ def test_a_number_to_a_new_group_rings_it_and_removal_undoes_both(api: Api) -> N
     assert api.store.provisioned() == []
 
 
+def test_a_queue_is_provisioned_checked_and_kept_while_a_number_uses_it(api: Api) -> None:
+    queue = {"name": "support", "strategy": "leastrecent", "agents": ["1000", "1001"]}
+    unknown = api.client.post(
+        "/config/queues", json={**queue, "agents": ["1000", "1999"]}, headers=api.headers()
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"] == "agents[1]: there is no extension 1999"
+    assert api.client.post("/config/queues", json=queue, headers=api.headers()).status_code == 201
+    number = {"number": "600", "destination": "queue:support"}
+    assert api.client.post("/config/numbers", json=number, headers=api.headers()).is_success
+    status = api.pbx.queues.status("support")
+    assert [a.extension for a in status.agents] == ["1000", "1001"]
+    still_used = api.client.delete("/config/queues/support", headers=api.headers())
+    assert still_used.status_code == 409 and "numbers/600" in still_used.text
+    assert api.client.delete("/config/numbers/600", headers=api.headers()).status_code == 204
+    assert api.client.delete("/config/queues/support", headers=api.headers()).status_code == 204
+    assert "support" not in api.pbx.queues.queues
+
+
 def test_scopes_and_tenants(api: Api) -> None:
     read_only = api.client.post("/config/groups", json=GROUP, headers=api.headers(api.reader))
     assert read_only.status_code == 403
@@ -156,7 +175,7 @@ def test_an_extension_with_its_settings_is_provisioned_without_keeping_its_passw
     assert api.pbx.mailboxes.get("1002") is not None
     assert "1002" in api.pbx.calls.policy.record_always
     router = api.pbx.router
-    assert router is not None and router.no_answer_seconds("1002") == 15
+    assert router is not None and router.handling.no_answer_seconds("1002") == 15
     renamed = api.client.put(
         "/config/extensions/1002", json={**no_password, "name": "Carol B"}, headers=api.headers()
     )

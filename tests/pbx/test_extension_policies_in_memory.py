@@ -43,7 +43,9 @@ def setup(tmp_path: Path, **extra: Any) -> Callable[[dict[str, Any]], None]:
         ]  # fmt: skip
         config["ivrs"] = [{"name": "main", "greeting": f"file:{greeting}",
                            "options": {"1": "extension:1001"}}]  # fmt: skip
-        config["groups"] = [{"name": "sales", "members": ["1001"]}]
+        config["groups"] = [{"name": "sales", "members": extra.get("members", ["1001"])}]
+        if "dnd" in extra:
+            config["extensions"][3]["dnd"] = True
         config["numbers"] = [
             {"number": DID, "destination": extra.get("did", "extension:1001")},
             {"number": MENU, "destination": extra.get("menu", "ivr:main")},
@@ -162,6 +164,28 @@ def test_an_extensions_blacklist_turns_away_a_caller_from_the_phone_network(
         assert record.path.endswith("extension:1001,blacklist")
 
     play(tmp_path, story, setup(tmp_path, did=destination, blacklist=[entry]))
+
+
+def test_a_group_skips_the_members_whose_blacklist_refuses_the_caller_or_on_dnd(
+    tmp_path: Path,
+) -> None:
+    """Group `sales` rings 1001, 1002 and 1003 at once for a caller from the phone
+    network: 1001's own blacklist names the caller and 1003 is on do-not-disturb, so only
+    1002's phone rings, and answers."""
+    entry = {"pattern": OUTSIDE_CALLER, "extension": "1001"}
+    members = ["1001", "1002", "1003"]
+
+    async def story(lab: Testbed) -> None:
+        screened, carol, dnd = [await lab.registered(n) for n in members]
+        call = provider(lab).call(DID)
+        (await carol.rings()).answer()
+        assert (await call.final()).status == 200
+        assert await screened.rings_not(0.5)
+        assert await dnd.rings_not(0.5)
+        assert (await call.hang_up()).status == 200
+
+    edit = setup(tmp_path, did="group:sales", members=members, blacklist=[entry], dnd=True)
+    play(tmp_path, story, edit)
 
 
 def test_call_started_names_the_trunk_and_the_callers_display_name(tmp_path: Path) -> None:

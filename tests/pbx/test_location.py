@@ -106,3 +106,27 @@ def test_bindings_not_written_for_a_locked_database_go_with_the_next_flush(
     assert asyncio.run(location.flush()) == 1
     refusing.close()
     assert asyncio.run(Location(store).load(1001.0)) == 1
+
+
+def flow(now: float, reg_id: int, source: Address) -> Binding:
+    """A binding of one device over one outbound flow (RFC 5626): same Contact URI."""
+    return Binding("1000", parse_uri("sip:1000@10.0.0.7:5062;transport=tcp;ob"), now + 600,
+                   "c", reg_id, source, instance_id="urn:uuid:1", reg_id=reg_id)  # fmt: skip
+
+
+def test_a_device_with_two_flows_is_rung_over_one_and_stored_once(store: AsyncStore) -> None:
+    first, second = Address("TCP", "192.0.2.7", 40001), Address("TCP", "192.0.2.7", 40002)
+    location = Location(store)
+    location.replace("1000", [flow(1000.0, 1, first), flow(1001.0, 2, second)], 1001.0)
+    location.connected = {first, second}.__contains__
+    (rung,) = location.reachable("1000", 1002.0)
+    assert rung.source == second  # the latest registered of the live flows
+    location.connected = {first}.__contains__
+    (rung,) = location.reachable("1000", 1002.0)
+    assert rung.source == first  # the other flow's connection is gone
+    # The flows share their Contact URI: one row, the latest (flows end with a restart).
+    assert asyncio.run(location.flush()) == 1
+    restarted = Location(store)
+    assert asyncio.run(restarted.load(1002.0)) == 1
+    (found,) = restarted.bindings("1000", 1002.0)
+    assert (found.source, found.reg_id) == (second, None)

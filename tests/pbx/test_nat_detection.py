@@ -13,6 +13,7 @@ from ipbx.pbx.nat import (
     NatMode,
     answer_target,
     contact_address,
+    dialog_target,
     nat_detected,
     private,
     request_target,
@@ -134,3 +135,32 @@ def test_the_extension_setting_is_auto_force_or_never() -> None:
     assert Extension(number="1001", password="secret", nat="never").nat == "never"
     with pytest.raises(ValidationError, match="nat"):
         Extension(number="1001", password="secret", nat="sometimes")  # type: ignore[arg-type]
+
+
+def invite_from(contact: str) -> Request:
+    message = parse_datagram(
+        b"INVITE sip:1002@pbx.example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK-2;rport\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:1001@pbx.example.com>;tag=a\r\n"
+        b"To: <sip:1002@pbx.example.com>\r\n"
+        b"Call-ID: ob-1\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"Contact: <" + contact.encode() + b">\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(message, Request)
+    return message
+
+
+def test_ob_on_a_contact_keeps_a_dialog_on_its_udp_flow() -> None:
+    """RFC 5626: `ob` on the Contact asks for in-dialog requests over the flow the
+    request or answer came on; over UDP, the address and port it came from. Not behind
+    NAT (its Via names its source), this phone listens on another port than it sends from."""
+    flow = Address("UDP", "203.0.113.7", 5062)
+    plain = invite_from("sip:1001@203.0.113.7:5080")
+    assert dialog_target(plain, flow, "auto", False) == (Address("UDP", "203.0.113.7", 5080), False)
+    with_ob = invite_from("sip:1001@203.0.113.7:5080;ob")
+    assert dialog_target(with_ob, flow, "auto", False) == (flow, False)
+    answered = parse_uri("sip:1002@203.0.113.8:5060;ob")
+    assert answer_target(flow, answered, nat=False, routed=False, connected=False) == flow

@@ -101,6 +101,34 @@ def test_a_callee_listing_telephone_event_first_has_its_codec_transcoded(
     play(tmp_path, story)
 
 
+def test_an_offer_that_changes_nothing_is_answered_on_its_own_leg(tmp_path: Path) -> None:
+    """A re-INVITE whose SDP keeps its o= version changes nothing (RFC 3264 §8): a session
+    refresh (RFC 4028). In a transcoded call, the G.722 caller's and the PCMU callee's
+    each get the SDP they have from the PBX again, limited to what they offer, and the
+    other phone hears nothing of it (relayed, the callee would get a G.722-only offer)."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        offer = bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (G722,)))
+        call = alice.call("1001", offer)
+        ringing = await bob.rings()
+        bobs = answer_to(ringing.invite.body)
+        ringing.answer(bobs)
+        answer = await call.final()
+        again = await call.request("INVITE", offer, "application/sdp")
+        assert (again.status, again.body) == (200, answer.body)
+        refreshed = await ringing.request("INVITE", bobs, "application/sdp")
+        assert refreshed.status == 200
+        assert _codecs(refreshed.body) == ["PCMU", "telephone-event"]
+        assert _anchored(refreshed.body)
+        assert await call.requests.none_within(0.5, lambda r: r.method == "INVITE")
+        assert await ringing.requests.none_within(0.5, lambda r: r.method == "INVITE")
+        assert (await call.hang_up()).status == 200
+        await ringing.hung_up()
+
+    play(tmp_path, story)
+
+
 def test_a_caller_gets_only_the_formats_it_offered_of_the_callees_answer(
     tmp_path: Path,
 ) -> None:

@@ -43,6 +43,7 @@ def test_every_list_of_items_of_the_file_is_provisioned_in_the_files_order() -> 
         "numbers",
         "outbound_routes",
         "groups",
+        "queues",
         "ivrs",
         "schedules",
         "announcements",

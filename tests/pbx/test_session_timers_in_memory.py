@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.testbed import Testbed, play
+from tests.support.user_agents import offer
 
 TIMER = ("Supported", "timer")
 
@@ -87,6 +88,33 @@ def test_a_caller_without_timers_is_refreshed_by_the_pbx_and_hung_up_once_gone(
         assert 900 <= _now() - gone <= 900 + 33
         [record] = await lab.records()
         assert record.end_reason == "session_expired"
+
+    play(tmp_path, story, _no_media_timeout)
+
+
+def test_a_refresh_after_a_refused_re_offer_offers_the_session_that_stands(
+    tmp_path: Path,
+) -> None:
+    """RFC 3264 §8: a refused offer leaves the session as it was. The callee's new offer
+    reaches the caller, who refuses it (488): the PBX's next refresh of the caller offers
+    what the caller last agreed to, not the refused offer."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        call = alice.call("1001")
+        answered = await bob.rings()
+        answered.answer()
+        ok = await call.final()
+        call.refuses_offers = 488
+        moved = offer().replace(b"a=sendrecv", b"a=sendrecv\r\na=ptime:30")
+        refused = await answered.request("INVITE", moved, "application/sdp")
+        assert refused.status == 488
+        relayed = await call.received("INVITE")
+        assert b"ptime:30" in relayed.body
+        call.refuses_offers = None
+        refresh = await call.received("INVITE", timeout=1800)
+        assert refresh.body == ok.body
+        assert (await call.hang_up()).status == 200
 
     play(tmp_path, story, _no_media_timeout)
 

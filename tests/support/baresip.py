@@ -38,6 +38,8 @@ def start_baresip(
     registrar_host: str = LOOPBACK,
     namespace: Host | None = None,
     sip_trace: bool = False,
+    transport: str = "udp",
+    outbound: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user` on `host` (in `namespace`, when given), registered
     at registrar_host:registrar_port.
@@ -48,6 +50,8 @@ def start_baresip(
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
     `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t);
     `sip_trace` writes every SIP message it sends and receives to its log (-s).
+    `transport` is how it reaches the registrar; `outbound` registers with SIP Outbound
+    (RFC 5626: baresip's `outbound` proxy and `sipnat=outbound`, a reg-id and instance).
     Stop it with stop_process(process).
     """
     config_dir = workdir / f"baresip-{user.number}"
@@ -73,16 +77,23 @@ def start_baresip(
         f"module_path {BARESIP_MODULES}",
         *(f"module {module}" for module in modules),
         f"snd_path {snd_dir}",
+        # Outbound names the device by its instance ID: uuid writes one to the config
+        # folder, before the accounts are read.
+        *(["module_app uuid.so"] if outbound else []),
         "module_app account.so",
         "module_app menu.so",
     ]
     if control_port is not None:
         config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{control_port}"]
     (config_dir / "config").write_text("\n".join(config) + "\n")
+    registrar = f"{registrar_host}:{registrar_port}" + (
+        f";transport={transport}" if transport != "udp" else ""
+    )
     account = (
-        f"<sip:{user.number}@{registrar_host}:{registrar_port}>;auth_pass={user.password};"
+        f"<sip:{user.number}@{registrar}>;auth_pass={user.password};"
         f"regint=60;answermode=auto;audio_codecs={codecs}"
         + (f";mediaenc={media_encryption}" if media_encryption else "")
+        + (f';outbound="sip:{registrar}";sipnat=outbound' if outbound else "")
     )
     (config_dir / "accounts").write_text(account + "\n")
     command = ["baresip", "-f", str(config_dir), "-t", str(seconds)]

@@ -114,6 +114,9 @@ class Call:
         self.invite = invite
         self.dialog: Dialog | None = None
         self.requests: Inbox[Request] = Inbox()
+        # The status the phone gives the other party's re-offers (a re-INVITE with SDP)
+        # instead of its 200 answer: 488 for an offer it cannot take.
+        self.refuses_offers: int | None = None
 
     async def received(self, method: str, timeout: float = WAIT) -> Request:
         return await self.requests.take(lambda r: r.method == method, method, timeout)
@@ -169,7 +172,9 @@ class Call:
         """What a phone does, unasked, with a request in this call's dialog."""
         assert self.dialog is not None
         self.dialog.receive_request(request)
-        if request.method == "INVITE" and request.body:
+        if request.method == "INVITE" and request.body and self.refuses_offers is not None:
+            self.phone.respond(tx, self.refuses_offers)
+        elif request.method == "INVITE" and request.body:
             self.phone.respond(tx, 200, answer_to(request.body))
         else:
             self.phone.respond(tx, 200)

@@ -36,7 +36,8 @@ from ipbx.api.configuration import add_configuration_routes, apply_change, owned
 from ipbx.api.control import call_control
 from ipbx.api.metrics import render
 from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
-from ipbx.api.paging import Limit, Offset, page
+from ipbx.api.paging import Limit, Offset, Since, Until, page
+from ipbx.api.queues import add_queue_routes
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
@@ -44,6 +45,9 @@ from ipbx.pbx.call import outcome
 from ipbx.pbx.events import DEFAULT_TENANT, Event, type_matches
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.provisioning import KINDS, Change
+from ipbx.pbx.queue.analytics import REPEAT_CALL_SECONDS, QueueGrouping, queued_calls
+from ipbx.pbx.queue.analytics import grouped as queue_figures
+from ipbx.pbx.queue.log import queue_event
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, Store
 
 if TYPE_CHECKING:
@@ -54,7 +58,6 @@ log = logging.getLogger("ipbx.api")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-MAX_TIME = 1e11  # epoch seconds, year 5138
 # A live-feed client that falls this many events behind is disconnected (1013) rather
 # than buffered without limit.
 FEED_BACKLOG = 1000
@@ -264,16 +267,6 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
             offset=offset,
         )
 
-    Since = Annotated[
-        float | None,
-        Query(alias="from", ge=0, le=MAX_TIME, allow_inf_nan=False,
-              description="started at or after (epoch seconds)"),
-    ]  # fmt: skip
-    Until = Annotated[
-        float | None,
-        Query(alias="to", ge=0, le=MAX_TIME, allow_inf_nan=False,
-              description="started before (epoch seconds)"),
-    ]  # fmt: skip
     Result = Annotated[outcome.Result | None, Query()]
     csv_response: dict[int | str, dict[str, Any]] = {
         200: {
@@ -354,7 +347,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         token: Reader,
         since: Since = None,
         until: Until = None,
-        by: Annotated[Grouping | None, Query()] = None,
+        by: Annotated[Grouping | QueueGrouping | None, Query()] = None,
         service_level_seconds: Annotated[
             float, Query(gt=0, le=3600, description="answered within this counts as in time")
         ] = DEFAULT_SERVICE_LEVEL_SECONDS,
@@ -362,10 +355,23 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         """Answered, missed and abandoned calls, speed of answer, handling time, service
         level, busiest hour and MOS (definitions in ipbx/pbx/analytics.py), over the
         calls started in [from, to), in all and grouped `by` day, hour, extension or ring
-        group (a call counts for each group it rang)."""
+        group (a call counts for each group it rang). `by` queue or agent: the call
+        queues' figures from their log instead (ipbx/pbx/queue/analytics.py), of the
+        calls that entered a queue in [from, to); each queue's own service level."""
         records = store.call_records_between(since, until, token.tenant)
+        total = figures(records, service_level_seconds)
+        if by == "queue" or by == "agent":
+            # A day's more of the log, to see who called again (first-call resolution).
+            later = None if until is None else until + REPEAT_CALL_SECONDS
+            events = store.queue_log_between(since, later, tenant=token.tenant)
+            calls = queued_calls(queue_event(row) for row in events)
+            queues = pbx.queues if system_state(token) else None
+            targets = {n: q.config for n, q in queues.queues.items()} if queues else {}
+            return models.Analytics(
+                total=total, queues=queue_figures(calls, by, targets, since, until)
+            )
         groups = grouped(records, by, service_level_seconds) if by is not None else {}
-        return models.Analytics(total=figures(records, service_level_seconds), groups=groups)
+        return models.Analytics(total=total, groups=groups)
 
     @app.get(
         "/calls/{call_id}/recording",
@@ -501,6 +507,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     add_configuration_routes(app, pbx, needs("admin"))
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
+    add_queue_routes(app, pbx, needs("read"), needs("admin"), system_state)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ipbx.pbx.queue.model import AgentState
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
@@ -52,6 +55,7 @@ class _PbxCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed_attempts)
         yield deliveries
         yield from _sip_messages(pbx)
+        yield from _queues(pbx)
         received, lost = pbx.rtp_totals()
         yield CounterMetricFamily(
             "ipbx_rtp_packets_received",
@@ -92,6 +96,31 @@ def _sip_messages(pbx: PbxServices) -> Iterator[Metric]:
         "Malformed SIP messages dropped with no answer (no request line or no Via)",
         value=counts.malformed_dropped,
     )
+
+
+def _queues(pbx: PbxServices) -> Iterator[Metric]:
+    """Each call queue's live picture: callers waiting (callbacks holding a place
+    included), its agents by state and the longest wait so far."""
+    queues = pbx.queues
+    waiting = GaugeMetricFamily(
+        "ipbx_queue_waiting_callers", "Callers waiting in the queue", labels=["queue"]
+    )
+    agents = GaugeMetricFamily(
+        "ipbx_queue_agents", "The queue's agents, by state", labels=["queue", "state"]
+    )
+    longest = GaugeMetricFamily(
+        "ipbx_queue_longest_wait_seconds",
+        "How long the caller waiting longest has waited",
+        labels=["queue"],
+    )
+    statuses = [queues.status(name) for name in sorted(queues.queues)] if queues else []
+    for status in statuses:
+        waiting.add_metric([status.name], len(status.waiting))
+        states = Counter(agent.state for agent in status.agents)
+        for state in AgentState:
+            agents.add_metric([status.name, state.value], states[state])
+        longest.add_metric([status.name], max((c.waited for c in status.waiting), default=0.0))
+    yield from (waiting, agents, longest)
 
 
 def render(pbx: PbxServices, webhooks: Webhooks, queue_depth: int) -> bytes:

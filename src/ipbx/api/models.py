@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipbx.pbx.analytics import Figures
+from ipbx.pbx.queue.analytics import QueueFigures
 from ipbx.pbx.trunks import TrunkStatus
 
 T = TypeVar("T")
@@ -167,10 +168,11 @@ class Originated(BaseModel):
 
 class Analytics(BaseModel):
     """Figures over all the calls asked for, and per group (day, hour, extension or ring
-    group)."""
+    group) or per call queue or agent (`queues`)."""
 
     total: Figures
     groups: dict[str, Figures] = Field(default_factory=dict)
+    queues: dict[str, QueueFigures] = Field(default_factory=dict)
 
 
 # --- call control (api/control.py) ---------------------------------------------------------

@@ -5,13 +5,15 @@ core, so the PBX can be rebuilt under it as long as this shape holds."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Literal, Protocol
 
 from ipbx.config import Config
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.location import Location
+from ipbx.pbx.queue.analytics import QueueTargets
+from ipbx.pbx.queue.model import AgentStatus, QueueStatus
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.counts import MessageCounts
@@ -38,6 +40,30 @@ class LiveCall(Protocol):
 
     @property
     def person_answered(self) -> float | None: ...
+
+
+AgentAction = Literal["login", "logout", "pause", "unpause"]
+
+
+class ConfiguredQueue(Protocol):
+    @property
+    def config(self) -> QueueTargets: ...
+
+
+class QueueDesk(Protocol):
+    """The call queues as the API sees them: their configuration, their live picture and
+    the agents' states (the queue engine, pbx/queue/engine.py)."""
+
+    @property
+    def queues(self) -> Mapping[str, ConfiguredQueue]:
+        """The configured queues by name."""
+
+    def status(self, name: str) -> QueueStatus:
+        """The live picture of a queue; LookupError for no such queue."""
+
+    def set_agent(self, extension: str, action: AgentAction, reason: str | None) -> AgentStatus:
+        """Log an agent in or out of all its queues, pause it (with a reason) or unpause
+        it; LookupError for an extension that is no queue's agent."""
 
 
 class PbxServices(Protocol):
@@ -70,6 +96,10 @@ class PbxServices(Protocol):
 
     @property
     def trunks(self) -> Trunks: ...
+
+    @property
+    def queues(self) -> QueueDesk | None:
+        """The call queues; None when the PBX runs none."""
 
     @property
     def control(self) -> CallControl:

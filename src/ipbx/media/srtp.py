@@ -1,6 +1,6 @@
 """SRTP keyed by SDES: the SDP crypto attribute (RFC 4568) and packet protection (RFC 3711).
 
-sdp.py finds the a=crypto lines and hands their values here; the endpoint gets an
+ipbx.sdp finds the a=crypto lines and hands their values here; the endpoint gets an
 SrtpContext and wraps a channel sink with protecting() or unprotecting(), so the
 relay never learns libsrtp (pylibsrtp does the cryptography).
 """

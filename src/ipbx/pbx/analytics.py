@@ -10,8 +10,9 @@ result says where such a call ended (pbx/call/outcome.py).
   outbound / internal by the record's direction. transferred: answered calls whose path
   shows a transfer.
 - abandoned: the caller hung up while phones rang for it, before a person answered
-  (`cancelled`, also when a call flow rang them, and `group`: during a ring group's
-  ringback); time to abandon is from start to hang-up.
+  (`cancelled`, also when a call flow rang them, `group`: during a ring group's
+  ringback, and `queue`: waiting in a call queue); time to abandon is from start to
+  hang-up.
 - blocked: callers on the blacklist.
 - missed: the other calls no person answered: busy, no answer, failed, and those that
   ended in a menu, a mailbox or an announcement. Of them, ended_in_menu and
@@ -41,7 +42,7 @@ from ipbx.store.records import CallRecord
 Grouping = Literal["day", "hour", "extension", "group"]
 DEFAULT_SERVICE_LEVEL_SECONDS = 20.0
 # The caller hung up while phones rang for it.
-_ABANDONED = (outcome.CANCELLED, outcome.GROUP)
+_ABANDONED = (outcome.CANCELLED, outcome.GROUP, outcome.QUEUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +84,12 @@ def figures(records: Iterable[CallRecord], service_level_seconds: float) -> Figu
         missed=len(calls) - len(answered) - len(abandoned) - results[outcome.BLOCKED],
         abandoned=len(abandoned),
         transferred=sum(1 for r in answered if _transferred(r)),
-        average_seconds_to_abandon=_mean(r.ended - r.started for r in abandoned),
-        average_speed_of_answer=_mean(_answer_wait(r) for r in answered),
-        average_handling_time=_mean(r.ended - (r.person_answered or r.ended) for r in answered),
+        average_seconds_to_abandon=mean(r.ended - r.started for r in abandoned),
+        average_speed_of_answer=mean(_answer_wait(r) for r in answered),
+        average_handling_time=mean(r.ended - (r.person_answered or r.ended) for r in answered),
         service_level=round(len(in_time) / len(calls), 4) if calls else None,
         busiest_hour=max(sorted(hours), key=lambda h: hours[h]) if hours else None,
-        average_mos=_mean(moses),
+        average_mos=mean(moses),
         blocked=results[outcome.BLOCKED],
         ended_in_menu=results[outcome.MENU],
         ended_in_voicemail=results[outcome.VOICEMAIL],
@@ -153,6 +154,7 @@ def _answer_wait(record: CallRecord) -> float:
     return (record.person_answered or record.started) - record.started
 
 
-def _mean(values: Iterable[float]) -> float | None:
+def mean(values: Iterable[float]) -> float | None:
+    """The mean to the millisecond; None of nothing."""
     items = list(values)
     return round(sum(items) / len(items), 3) if items else None

@@ -28,6 +28,8 @@ from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.nat import NatMode
+from ipbx.pbx.queue.engine import Queues
+from ipbx.pbx.queue.log import StoredQueueLog
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.router import Router
 from ipbx.pbx.trunks import Trunks
@@ -41,7 +43,7 @@ from ipbx.sip.transaction import Address, ServerTransaction, Timers
 from ipbx.sip.transport.certs import ensure_self_signed, server_context
 from ipbx.sip.transport.endpoint import SipEndpoint, route_source
 from ipbx.sip.uri import split_quoted
-from ipbx.store import AsyncStore, CallRecord, Store
+from ipbx.store import AsyncStore, CallRecord, QueueLogRecord, Store
 
 log = logging.getLogger("ipbx.pbx")
 
@@ -49,9 +51,9 @@ log = logging.getLogger("ipbx.pbx")
 # kernel would send to it from is the one on the default route. Nothing is sent.
 DEFAULT_ROUTE_PROBE = "192.0.2.1"
 
-# Option tags we implement: reliable provisional responses (RFC 3262), session timers
-# (RFC 4028).
-SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
+# Option tags we implement: reliable provisional responses (RFC 3262), outbound flows
+# at the registrar (RFC 5626, pbx/outbound.py), session timers (RFC 4028).
+SUPPORTED: frozenset[str] = frozenset({"100rel", "outbound", "timer"})
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
 KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
 # How often a server checks whether the provisioning changed under it.
@@ -85,6 +87,7 @@ class Pbx:
             timers=Timers(t1=config.sip.timer_t1),
             user_agent=config.sip.user_agent,
         )
+        self.location.connected = self.endpoint.connected
         sip = config.sip
         self.guard = Guard(sip.ban_failures, sip.ban_window, sip.ban_seconds, sip.trusted)
         self.endpoint.admits = self.guard.admits
@@ -99,6 +102,7 @@ class Pbx:
             self.auth,
             self.location,
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
+            sip.flow_timer,
         )
         # Voicemail boxes, and message waiting indication for them (RFC 3842).
         self.mwi = MessageWaiting(
@@ -137,6 +141,11 @@ class Pbx:
         self.records = CallRecords(config.data_dir / "recordings")
         self.calls.on_end.append(self.records.call_ended)
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
+        # What the call queues did (Asterisk's queue_log), kept in the store like the records.
+        self.queue_log = StoredQueueLog(self.events)
+        # Call queues and their agents, whose state outlives reloads (pbx/queue/).
+        self.queues = Queues(self.calls, self.queue_log, self.events)
+        self.queues.update(config.queues)
         self.router = self._router(config)
         self.registrar.on_change = self._registration_changed
         self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
@@ -158,7 +167,9 @@ class Pbx:
         )
 
     def _router(self, config: Config) -> Router:
-        return Router(self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.crm)
+        return Router(
+            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues, self.crm
+        )
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items
@@ -181,6 +192,7 @@ class Pbx:
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
         self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
+        self.queues.update(config.queues)
         self.router = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
@@ -231,6 +243,7 @@ class Pbx:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
+        self.queues.start()
         await self.trunks.start()
         return bound
 
@@ -252,6 +265,7 @@ class Pbx:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
+        self.queues.close()
         self.calls.close()
         self.mwi.close()
         await self.endpoint.close()
@@ -272,6 +286,9 @@ class Pbx:
         records = self.records.take()
         if records:
             await self.store.run(_save_records, records)
+        queue_events = self.queue_log.take()
+        if queue_events:
+            await self.store.run(_save_queue_log, queue_events)
 
     # --- what the API uses besides the services above (api/services.py) ------------------
 
@@ -434,6 +451,13 @@ def _save_records(store: Store, records: Sequence[CallRecord]) -> None:
                 store.save_call_records([record])
             except Exception:
                 log.exception("call record %s could not be saved", record.call_id)
+
+
+def _save_queue_log(store: Store, records: Sequence[QueueLogRecord]) -> None:
+    try:
+        store.save_queue_log(records)
+    except Exception:
+        log.exception("%d queue log events could not be saved", len(records))
 
 
 _SDP_TYPES = frozenset({"application/sdp", "application/*", "*/*"})

@@ -49,8 +49,24 @@ event can be joined with the record written when the call ends. Numbers are stri
     ended.
 ``voicemail.new``
     extension, caller, message (its id in the mailbox), duration.
+``queue.joined``
+    call_id, queue, caller (the caller's number; None when it hides it), position.
+``queue.answered``
+    call_id, queue, extension (the agent who answered), wait (seconds in the queue).
+``queue.abandoned``
+    call_id, queue, position, wait: the caller hung up while waiting.
+``queue.callback``
+    call_id, queue, position, wait: the caller pressed the callback key and hung up; the
+    callback keeps its place.
+    The queue events are made from the queue log (pbx/queue/log.py), whose events
+    carry whole seconds, as Asterisk's queue_log does.
 ``registration.changed``
     extension, registered (bool), contacts (how many bindings the AOR has now).
+``agent.state``
+    extension, state (a queue agent's: logged_out, available, ringing, in_call, wrapup
+    or paused), since (when it began), reason (why paused; null otherwise),
+    calls_taken (queue calls answered today), queues (the agent's queues, by name);
+    published on every change of the state (pbx/queue/agents.py).
 
 `Event.involves(extension)` (the `?extension=` filter of the feed) looks at the keys
 caller, callee and extension.
@@ -81,6 +97,7 @@ CALL_MISSED = "call.missed"
 VOICEMAIL_NEW = "voicemail.new"
 RECORDING_READY = "recording.ready"
 REGISTRATION_CHANGED = "registration.changed"
+AGENT_STATE = "agent.state"
 EVENT_TYPES = (
     CALL_STARTED,
     CALL_RINGING,
@@ -90,6 +107,7 @@ EVENT_TYPES = (
     VOICEMAIL_NEW,
     RECORDING_READY,
     REGISTRATION_CHANGED,
+    AGENT_STATE,
 )
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

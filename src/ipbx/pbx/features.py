@@ -7,10 +7,12 @@ they change.
 | `*72NUMBER` (or `*72`, then the number and #) / `*73` | forward every call on / off |
 | `*97` | the caller's own mailbox (PIN first) |
 | `*8` | pick up the call ringing longest |
+| `*45` / `*46` | a queue agent logs in to / out of all its queues (pbx/queue/) |
+| `*47` | a queue agent pauses, or unpauses |
 
-The settings override the configuration's `dnd` and `forward.always` for the extension
-and survive restarts: they are kept in `DATA_DIR/extension-settings.json`, replaced
-atomically on every change.
+The do-not-disturb and forwarding settings override the configuration's `dnd` and
+`forward.always` for the extension and survive restarts: they are kept in
+`DATA_DIR/extension-settings.json`, replaced atomically on every change.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DND_ON, DND_OFF = "*78", "*79"
 FORWARD_ON, FORWARD_OFF = "*72", "*73"
 MAILBOX = "*97"
 PICKUP = "*8"
+AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE = "*45", "*46", "*47"
+AGENT_CODES = (AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE)
 
 
 @dataclass

@@ -10,6 +10,13 @@ refreshes (phones refresh before half their interval, or get written every time)
 Each binding remembers the address its REGISTER came from and whether that REGISTER showed
 the phone behind NAT: requests to the phone go to its Contact, or to that source address
 when NAT was detected or over the phone's live connection (pbx/nat.py says how).
+
+A binding is named by its Contact URI (RFC 3261 §10.3), or by its device instance and
+reg-id when the phone registered with outbound (pbx/outbound.py): then it is one flow,
+and a device with several flows is rung over one of them, a live one first. Flows do not
+outlive a restart (their connections close with it), so the store keeps one row per
+Contact URI and a reg-id only in memory; a phone's next REGISTER over its new flow
+replaces the row read back.
 """
 
 from __future__ import annotations
@@ -36,13 +43,34 @@ class Binding:
     q: float = 1.0
     reachable: bool = True
     behind_nat: bool = False
+    reg_id: int | None = None
     missed_pings: int = field(default=0, compare=False)
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What names this binding among its AOR's: its flow (instance and reg-id, RFC
+        5626 §6) when it has one, else its Contact URI (RFC 3261 §10.3)."""
+        if self.reg_id is not None:
+            return ("flow", self.instance_id, self.reg_id)
+        return self.uri.key()
+
+    def replaces(self, old: Binding) -> bool:
+        """Whether registering this binding removes `old` beyond its key: a device (its
+        instance ID) that registers anew drops its Contacts bound without a flow, and,
+        registering without outbound, its flows too."""
+        if not self.instance_id or old.instance_id != self.instance_id:
+            return False
+        return self.reg_id is None or old.reg_id is None
 
     def destination(self, connected: Callable[[Address], bool]) -> Address:
         """Where requests to this contact go; `connected` tells whether a connection to an
-        address is open."""
+        address is open. A UDP flow is the address and port the phone registered from."""
+        udp_flow = self.reg_id is not None and not self.source.reliable
         return request_target(
-            self.source, contact_address(self.uri), self.behind_nat, connected(self.source)
+            self.source,
+            contact_address(self.uri),
+            self.behind_nat or udp_flow,
+            connected(self.source),
         )
 
     def record(self) -> BindingRecord:
@@ -80,6 +108,8 @@ class Binding:
 class Location:
     def __init__(self, store: AsyncStore) -> None:
         self._store = store
+        # Whether a connection to an address is open (the SIP endpoint's, once it exists).
+        self.connected: Callable[[Address], bool] = lambda address: False
         self._bindings: dict[str, list[Binding]] = {}
         self._dirty: set[str] = set()
         # What the store holds, per AOR: contact key -> (source, instance, expires_at).
@@ -100,7 +130,21 @@ class Location:
         return sorted(current, key=lambda b: -b.q)
 
     def reachable(self, aor: str, now: float) -> list[Binding]:
-        return [b for b in self.bindings(aor, now) if b.reachable]
+        """The bindings to ring for `aor`, best q first: those that answer, and one flow
+        per device (a live one, the latest registered)."""
+        answering = [b for b in self.bindings(aor, now) if b.reachable]
+        devices: dict[str | None, Binding] = {}
+        for binding in answering:
+            if binding.reg_id is None:
+                continue
+            rival = devices.get(binding.instance_id)
+            if rival is None or self._rank(binding) > self._rank(rival):
+                devices[binding.instance_id] = binding
+        return [b for b in answering if b.reg_id is None or devices[b.instance_id] is b]
+
+    def _rank(self, flow: Binding) -> tuple[bool, float]:
+        """Live flows first (a UDP flow counts as live), then the latest registered."""
+        return (not flow.source.reliable or self.connected(flow.source), flow.expires_at)
 
     def has_host(self, host: str) -> bool:
         """Whether any phone is registered from this address (any port, any expiry)."""
@@ -119,10 +163,10 @@ class Location:
 
     def _stored_enough(self, aor: str, bindings: list[Binding], now: float) -> bool:
         stored = self._stored.get(aor, {})
-        if stored.keys() != {b.uri.key() for b in bindings}:
+        if stored.keys() != {b.key for b in bindings}:
             return False
         for b in bindings:
-            source, instance, expires_at = stored[b.uri.key()]
+            source, instance, expires_at = stored[b.key]
             if source != b.source or instance != b.instance_id:
                 return False
             if expires_at < b.expires_at - (b.expires_at - now) / 2:
@@ -137,7 +181,7 @@ class Location:
             return 0
         taken = {aor: self._bindings.get(aor, []) for aor in self._dirty}
         self._dirty.clear()
-        changes = {aor: [b.record() for b in bindings] for aor, bindings in taken.items()}
+        changes = {aor: _records(bindings) for aor, bindings in taken.items()}
         written = {aor: _stored(bindings) for aor, bindings in taken.items()}
         try:
             await self._store.run(Store.save_bindings, changes)
@@ -166,4 +210,13 @@ _Stored = tuple[Address, str | None, float]
 
 
 def _stored(bindings: list[Binding]) -> dict[tuple[object, ...], _Stored]:
-    return {b.uri.key(): (b.source, b.instance_id, b.expires_at) for b in bindings}
+    return {b.key: (b.source, b.instance_id, b.expires_at) for b in bindings}
+
+
+def _records(bindings: list[Binding]) -> list[BindingRecord]:
+    """The rows for an AOR's bindings: one per Contact URI, the latest to expire (flows
+    of one device may share a Contact URI; see the module docstring)."""
+    latest: dict[tuple[object, ...], Binding] = {}
+    for binding in sorted(bindings, key=lambda b: b.expires_at):
+        latest[binding.uri.key()] = binding
+    return [b.record() for b in latest.values()]

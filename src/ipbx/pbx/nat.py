@@ -15,12 +15,15 @@ A phone found behind NAT is reached where its packets come from (the NAT's mappi
 its keep-alives and our OPTIONS hold open), as a Kamailio configuration does when it calls
 `fix_nated_register` after the test matched, storing the source address with the
 registration. Over TCP, TLS or WebSocket the connection the phone opened carries requests to it
-while it lives (RFC 5626 §5.3 flows), the Contact after that. An extension's `nat` setting
-overrides the detection: `force` always uses the source, `never` always the Contact.
+while it lives (RFC 5626 flows), the Contact after that. An `ob` parameter on the Contact
+of a dialog's request or answer asks for the dialog's requests over the flow it came on
+(RFC 5626): over UDP that is the address and port it came from. An extension's `nat`
+setting overrides the detection: `force` always uses the source, `never` always the Contact.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Literal
 
@@ -38,6 +41,8 @@ _PRIVATE = tuple(
 )  # fmt: skip
 
 
+# Every call asks these of the same few phone and trunk addresses: parsed once each.
+@functools.lru_cache(maxsize=4096)
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -46,10 +51,13 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True
     ip_a, ip_b = _ip(a), _ip(b)
     return ip_a == ip_b if ip_a is not None and ip_b is not None else a.lower() == b.lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def private(host: str) -> bool:
     """Whether `host` is an address that does not route on the Internet (RFC 1918, RFC
     6598 shared, IPv4 and IPv6 link-local, IPv6 unique-local)."""
@@ -96,7 +104,8 @@ def dialog_target(
         return source, False
     contact = request.contacts[0].uri
     nat = nat_detected(request, contact, source, mode)
-    return request_target(source, contact_address(contact), nat, connected), nat
+    flow = nat or _udp_flow(contact, source)
+    return request_target(source, contact_address(contact), flow, connected), nat
 
 
 def answer_target(
@@ -105,13 +114,20 @@ def answer_target(
     """Where requests go in a dialog with a phone or trunk we called, once it answered:
     the Contact of its 2xx, the remote target (RFC 3261 §12.1.2), unless a proxy
     record-routed (the next hop is the proxy we sent to), the phone is behind NAT (it
-    is reached where we reached it) or its 2xx names a private address, or no address."""
-    if nat or routed:
+    is reached where we reached it, and so is one whose Contact asks for its flow) or its
+    2xx names a private address, or no address."""
+    if nat or routed or (contact is not None and _udp_flow(contact, sent_to)):
         return sent_to
     address = contact_address(contact) if contact is not None else None
     if address is None or (private(address.host) and not _same_host(address.host, sent_to.host)):
         return sent_to
     return request_target(sent_to, address, False, connected)
+
+
+def _udp_flow(contact: Uri, peer: Address) -> bool:
+    """Whether a Contact with `ob` asks for requests over a UDP flow from `peer` (over a
+    stream, `request_target` keeps to the connection anyway)."""
+    return "ob" in contact.params and not peer.reliable
 
 
 def request_target(source: Address, contact: Address | None, nat: bool, connected: bool) -> Address:

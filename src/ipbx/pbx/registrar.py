@@ -4,7 +4,8 @@ extension's address-of-record to the contacts a phone gives.
 Steps follow §10.3's numbering: the Request-URI scheme (step 1-2), authentication and
 authorisation (3-4), the address-of-record from To (5), then each Contact with its
 expiry, Min-Expires (423), Call-ID/CSeq ordering and the `*` wildcard (6-7), and the
-200 listing every current binding (8).
+200 listing every current binding (8). A phone that registers with outbound (RFC 5626)
+binds its flow instead of its Contact URI: pbx/outbound.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ipbx.pbx.directory import Directory
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.nat import NatMode, nat_detected
+from ipbx.pbx.outbound import asks_for_outbound, check_one_flow, reg_id, response_headers
 from ipbx.sip.auth import DigestAuthenticator, Verdict
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import MAX_EXPIRES, Request
@@ -89,11 +91,14 @@ class Registrar:
         auth: Authenticator,
         location: Location,
         policy: ExpiryPolicy,
+        flow_timer: int = 120,
     ) -> None:
         self.endpoint = endpoint
         self.auth = auth
         self.location = location
         self.policy = policy
+        # The keep-alive interval asked of phones registered with outbound (Flow-Timer).
+        self.flow_timer = flow_timer
         # Told (AOR, contacts now) when an AOR gains or loses a contact (not on refreshes).
         self.on_change: Callable[[str, int], None] | None = None
         # Each extension's `nat` setting; "auto" for those not listed.
@@ -113,8 +118,9 @@ class Registrar:
         aor = unescape(request.to.uri.user or "")
         if aor != user:
             raise SipError(403, "credentials do not match the address-of-record")
+        outbound = not wildcard and asks_for_outbound(request)
         try:
-            bindings = self._apply(aor, request, source, now)
+            bindings = self._apply(aor, request, source, now, outbound)
         except SipError as exc:
             if exc.status != 423:
                 raise
@@ -123,6 +129,8 @@ class Registrar:
         contacts = [_contact_value(b, now) for b in bindings]
         headers = [("Contact", c) for c in contacts]
         headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        if outbound:
+            headers += response_headers(self.flow_timer)
         self.endpoint.reply(tx, 200, headers=headers)
 
     def _expiry(self, request: Request, param: str | None) -> int:
@@ -136,8 +144,10 @@ class Registrar:
             value = self.policy.default_expires if header is None else header
         return min(value, self.policy.max_expires)
 
-    def _apply(self, aor: str, request: Request, source: Address, now: float) -> list[Binding]:
-        current = {b.uri.key(): b for b in self.location.bindings(aor, now)}
+    def _apply(
+        self, aor: str, request: Request, source: Address, now: float, outbound: bool
+    ) -> list[Binding]:
+        current = {b.key: b for b in self.location.bindings(aor, now)}
         before = set(current)
         sources = {b.source for b in current.values()}
         raw = request.headers.get_all("Contact")
@@ -171,19 +181,20 @@ class Registrar:
                 user_agent=request.headers.get("User-Agent") or "",
                 q=_q(contact.params.get("q")),
                 behind_nat=nat_detected(request, contact.uri, source, nat_mode),
+                reg_id=reg_id(contact) if outbound else None,
             )
             changes.append((binding, expires))
+        if outbound:
+            check_one_flow(contacts, [expires > 0 for _, expires in changes])
         for binding, _ in changes:
-            old = current.get(binding.uri.key())
+            old = current.get(binding.key)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
                 raise SipError(500, "out-of-order REGISTER")
         for binding, expires in changes:
-            key = binding.uri.key()
-            if binding.instance_id:
-                # RFC 5626 §6: a new Contact from the same device instance replaces its old one.
-                for k, old in list(current.items()):
-                    if old.instance_id == binding.instance_id:
-                        del current[k]
+            key = binding.key
+            for k, old in list(current.items()):
+                if binding.replaces(old):
+                    del current[k]
             if expires == 0:
                 current.pop(key, None)
             else:
@@ -193,22 +204,26 @@ class Registrar:
             self.location.replace(aor, result, now)
             # A refresh of an unchanged set is routine; a new or lost contact is news, and
             # so is a phone that moved (its NAT mapping changed).
-            changed = before != {b.uri.key() for b in result}
+            changed = before != {b.key for b in result}
             moved = bool(sources) and source not in sources
-            nat = " (behind NAT)" if any(b.behind_nat for b, _ in changes) else ""
+            how = " (behind NAT)" if any(b.behind_nat for b, _ in changes) else ""
+            how += " over an outbound flow" if outbound else ""
             log.log(logging.INFO if changed or moved else logging.DEBUG, "%s registered %d "
-                    "contact(s) from %s%s", aor, len(result), source, nat)  # fmt: skip
+                    "contact(s) from %s%s", aor, len(result), source, how)  # fmt: skip
             if changed and self.on_change is not None:
                 self.on_change(aor, len(result))
         return result
 
 
 def _contact_value(binding: Binding, now: float) -> str:
-    """A binding as the 200 lists it: its expiry, and its instance ID echoed back
-    (RFC 5626 §6), which tells the phone that its device identity was understood."""
+    """A binding as the 200 lists it: its expiry, and its instance ID and reg-id echoed
+    back (as in RFC 5626 §9's example flow), which tells the phone that its device and
+    flow were understood."""
     value = f"<{binding.uri}>;expires={max(0, round(binding.expires_at - now))}"
     if binding.instance_id:
         value += f';+sip.instance="<{binding.instance_id}>"'
+    if binding.reg_id is not None:
+        value += f";reg-id={binding.reg_id}"
     return value
 
 

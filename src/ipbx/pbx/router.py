@@ -33,11 +33,13 @@ from ipbx.pbx.blacklist import Blacklist, BlacklistEntry
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.pickup import pickup
+from ipbx.pbx.call_handling import CallHandling
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
+    AGENT_CODES,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -49,6 +51,7 @@ from ipbx.pbx.features import (
 )
 from ipbx.pbx.location import Binding
 from ipbx.pbx.prompt import Prompt
+from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.schedule import Schedule
 from ipbx.pbx.session import Prompts, Session
 from ipbx.pbx.trunks import Trunk
@@ -62,10 +65,6 @@ log = logging.getLogger("ipbx.router")
 
 # How long a member of a group, or an extension dialled from a call flow, rings by default.
 RING_SECONDS = 30
-# Statuses that mean nobody picked up (a ring time-out is our own CANCEL: 487).
-_NO_ANSWER = frozenset({408, 480, 487})
-_BUSY = frozenset({486, 600, 603})
-BUSY = 486
 
 
 class Router:
@@ -76,9 +75,11 @@ class Router:
         mailboxes: Mailboxes,
         dialplan: Dialplan,
         numbers: Numbers,
+        queues: Queues,
         crm: CallerLookup | None = None,
     ) -> None:
         self.calls = calls
+        self.queues = queues
         self.mailboxes = mailboxes
         self.dialplan = dialplan
         self.numbers = numbers
@@ -98,6 +99,7 @@ class Router:
         self.schedules = {s.name: Schedule.from_config(s) for s in config.schedules}
         self.blacklist = Blacklist.from_config(config.blacklist, config.country)
         self.settings = ExtensionSettings(config.data_dir)
+        self.handling = CallHandling(self.extensions, self.blacklist, self.settings)
         # Round-robin groups start each call at the member after the last one's first.
         self._turns: dict[str, Iterator[int]] = {
             g.name: itertools.cycle(range(len(g.members))) for g in config.groups
@@ -250,24 +252,22 @@ class Router:
         says: before ringing, forwarded always, busy on do-not-disturb, or elsewhere when
         no phone is registered; after, when no phone took the call, its busy or
         no-answer forwarding (or voicemail), else the caller gets the phones' refusal."""
-        refused = self.blacklist.match(caller.call.from_number, extension)
-        if refused is not None and refused.extension == extension:
-            log.info("%s: %s is blacklisted by %s (%s)", caller.call.id,
-                     caller.call.from_number, extension, refused.pattern)  # fmt: skip
+        refused = self.handling.refused_by(extension, caller.call)
+        if refused is not None:
             await caller.turn_away(refused)
             return
         bindings = self.calls.location.reachable(extension, time.time())
-        instead = self.before_ringing(extension, bool(bindings))
+        instead = self.handling.before_ringing(extension, bool(bindings))
         if isinstance(instead, int):
             await caller.refuse(instead, f"{extension} does not take calls now (do not disturb)")
             return
         if instead is not None:
             await caller.follow(instead, extension)
             return
-        status = await caller.ring(extension, bindings, self.no_answer_seconds(extension))
+        status = await caller.ring(extension, bindings, self.handling.no_answer_seconds(extension))
         if status == 200 or caller.call.ended:
             return
-        fallback = self.after_failure(extension, status)
+        fallback = self.handling.after_failure(extension, status)
         if fallback is None:
             await caller.refuse(status)
         else:
@@ -276,45 +276,6 @@ class Router:
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""
         return self.blacklist.match(caller, called if called in self.extensions else None)
-
-    def before_ringing(self, extension: str, registered: bool) -> Destination | int | None:
-        """Where a call to `extension` goes instead of its phones: forwarded always,
-        busy when on do-not-disturb (486 when it has nowhere to go), the unregistered
-        target when no phone is there."""
-        ext = self.extensions.get(extension)
-        if ext is None:
-            return None
-        forward = ext.forward
-        always = self.settings.forward(extension)
-        if always is None:
-            always = forward.always
-        if isinstance(always, Destination):
-            return always
-        dnd = self.settings.dnd(extension)
-        if dnd if dnd is not None else ext.dnd:
-            return forward.busy or self._voicemail_of(ext) or BUSY
-        if not registered:
-            return forward.unregistered or forward.no_answer or self._voicemail_of(ext)
-        return None
-
-    def no_answer_seconds(self, extension: str) -> float | None:
-        """How long the phones ring before the call goes to the no-answer target."""
-        ext = self.extensions.get(extension)
-        if ext is None or (ext.forward.no_answer is None and ext.voicemail is None):
-            return None
-        return float(ext.forward.no_answer_seconds)
-
-    def after_failure(self, extension: str, status: int) -> Destination | None:
-        """Where an unanswered call to `extension` goes: busy or no-answer forwarding,
-        else the extension's voicemail."""
-        ext = self.extensions.get(extension)
-        if ext is None:
-            return None
-        if status in _BUSY:
-            return ext.forward.busy or self._voicemail_of(ext)
-        if status in _NO_ANSWER:
-            return ext.forward.no_answer or self._voicemail_of(ext)
-        return None
 
     def feature(self, code: str, caller: str) -> Callable[[Leg], Awaitable[None]] | None:
         """The call flow of a feature code the extension `caller` dialled (features.py)."""
@@ -329,6 +290,8 @@ class Router:
             return self._spoken("Call forwarding is off.", code)
         if code.startswith(FORWARD_ON):
             return self._session_app(code, lambda session: self._forward_on(session, code))
+        if code in AGENT_CODES:
+            return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
             return self._pickup
         if code == MAILBOX:
@@ -414,12 +377,14 @@ class Router:
             await self.run(session, self.schedules[target].destination_at(datetime.now(UTC)))
         elif kind is Kind.ANNOUNCEMENT:
             await announce(session, self.announcements[target])
+        elif kind is Kind.QUEUE:
+            await self.queues.run(session, target, self.run)
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # queue, conference, webhook: no call flow yet.
+            # conference, webhook: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 
@@ -436,12 +401,18 @@ class Router:
             await session.hangup(status)
 
     async def _group(self, session: Session, group: GroupConfig) -> None:
-        """Ring the members round by round (a `+E164` member through the routes)."""
+        """Ring the members round by round (a `+E164` member through the routes); a
+        member on do-not-disturb, or whose own blacklist names the caller, is not rung."""
         status = 0
-        for members in self._hunt(group):
-            caller, phones = session.caller, [m for m in members if not m.startswith("+")]
+        for members in hunt(group, self._turns[group.name]):
+            caller = session.caller
+            phones = [
+                m for m in members
+                if not m.startswith("+") and not self.handling.on_dnd(m)
+                and self.handling.refused_by(m, session.call) is None
+            ]  # fmt: skip
             try:
-                outside = [self.outside(m, None, caller) for m in members if m not in phones]
+                outside = [self.outside(m, None, caller) for m in members if m.startswith("+")]
             except SipError as exc:  # no route takes a member's number
                 log.info("%s: group %s: %s", session.call.id, group.name, exc.reason)
                 outside = []
@@ -450,21 +421,6 @@ class Router:
                 return
         log.info("%s: nobody in group %s answered (%d)", session.call.id, group.name, status)
         await self.run(session, group.fallback)
-
-    def _hunt(self, group: GroupConfig) -> list[list[str]]:
-        """The rounds of ringing: everyone at once, or one at a time in the strategy's order."""
-        members = list(group.members)
-        if group.strategy == "ringall":
-            return [members]
-        if group.strategy == "random":
-            random.shuffle(members)
-        elif group.strategy == "roundrobin":
-            first = next(self._turns[group.name])
-            members = members[first:] + members[:first]
-        return [[member] for member in members]
-
-    def _voicemail_of(self, ext: Extension) -> Destination | None:
-        return Destination(Kind.VOICEMAIL, ext.number) if ext.voicemail is not None else None
 
     def _is_extension(self, number: str) -> bool:
         return number in self.extensions
@@ -595,6 +551,20 @@ class AppRunner:
             await turn_away(session, self.refused)
             return
         await router.run(session, self.destination)
+
+
+def hunt(group: GroupConfig, turns: Iterator[int]) -> list[list[str]]:
+    """The rounds of ringing a group: everyone at once, or one at a time in the
+    strategy's order (`turns` gives roundrobin's first member of each call)."""
+    members = list(group.members)
+    if group.strategy == "ringall":
+        return [members]
+    if group.strategy == "random":
+        random.shuffle(members)
+    elif group.strategy == "roundrobin":
+        first = next(turns)
+        members = members[first:] + members[:first]
+    return [[member] for member in members]
 
 
 async def announce(session: Session, announcement: AnnouncementConfig) -> None:

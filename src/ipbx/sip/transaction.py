@@ -50,6 +50,7 @@ REASONS = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     423: "Interval Too Brief",
+    439: "First Hop Lacks Outbound Support",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",

@@ -15,6 +15,7 @@ from ipbx.store.records import (
     ExtensionRecord,
     LegRecord,
     ProvisionedRecord,
+    QueueLogRecord,
     TenantRecord,
 )
 from ipbx.store.store import Store
@@ -29,6 +30,7 @@ __all__ = [
     "ExtensionRecord",
     "LegRecord",
     "ProvisionedRecord",
+    "QueueLogRecord",
     "Store",
     "TenantInUse",
     "TenantRecord",

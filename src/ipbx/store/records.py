@@ -146,3 +146,16 @@ class TenantRecord:
 
     id: str
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLogRecord:
+    """One row of a call queue's log (pbx/queue/log.py): `data` is the event's fields
+    joined with "|", as Asterisk's queue_log file writes them."""
+
+    time: float
+    call_id: str
+    queue: str
+    agent: str
+    event: str
+    data: str

@@ -153,6 +153,23 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_webhook_status", "webhook", "status"),
 )
 
+# Asterisk's queue_log, one row per event of a call queue (pbx/queue/log.py): what the
+# queue analytics and the queue_log export read. `data` holds the event's fields joined
+# with "|", as the export writes them.
+queue_log = Table(
+    "queue_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    # Epoch seconds; the export and the analytics read a span of time.
+    Column("time", Float, nullable=False, index=True),
+    Column("call_id", String(64), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+)
+
 # Configuration items provisioned through the API or `ipbx apply` (pbx/provisioning.py):
 # one row per item, its body the JSON of the same item in the configuration file.
 provisioned = Table(

@@ -4,20 +4,22 @@ One engine per process, Core statements rather than ORM sessions: the registrar 
 `save_bindings` for every REGISTER, thousands of times a second, and the ORM's unit of
 work would cost more than the SQL itself.
 
-Each concern has its own module (provisioning, registrations, call records, API
-tokens, the webhook outbox); `Store` is all of them over one engine. Its calls block
-until the database answers (up to busy_timeout when another process holds SQLite's
-write lock): code on the event loop reaches it through `AsyncStore`, never directly.
+Each concern has its own module (provisioning, registrations, call records, the call
+queues' log, API tokens, the webhook outbox); `Store` is all of them over one engine.
+Its calls block until the database answers (up to busy_timeout when another process
+holds SQLite's write lock): code on the event loop reaches it through `AsyncStore`,
+never directly.
 """
 
 from ipbx.store.call_records import CallRecords
 from ipbx.store.outbox import WebhookOutbox
 from ipbx.store.provisioning import Provisioning
+from ipbx.store.queue_log import QueueLogRows
 from ipbx.store.registrations import Registrations
 from ipbx.store.tokens import ApiTokens
 
 
-class Store(Provisioning, Registrations, CallRecords, ApiTokens, WebhookOutbox):
-    """Provisioning, registration, call-record and webhook state, in SQLite (default)
+class Store(Provisioning, Registrations, CallRecords, QueueLogRows, ApiTokens, WebhookOutbox):
+    """Provisioning, registration, call-record, queue-log and webhook state, in SQLite (default)
     or PostgreSQL. Safe to share between threads (SQLAlchemy's engine pools the
     connections)."""

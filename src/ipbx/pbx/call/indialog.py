@@ -11,7 +11,7 @@ from ipbx import sdp
 from ipbx.pbx.call.hold import Hold
 from ipbx.pbx.call.local import CallFlows
 from ipbx.pbx.call.model import Leg, parse_sdp
-from ipbx.pbx.call.negotiate import forward
+from ipbx.pbx.call.negotiate import forward, restated
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
 from ipbx.sip.dialog import dialog_key_of
@@ -40,9 +40,7 @@ class InDialog:
         leg = reg.dialogs.get(dialog_key_of(request))
         if leg is None or leg.dialog is None:
             return False
-        if leg.behind_nat and source != leg.peer and not source.reliable:
-            # Its NAT mapping changed (it moved, or the mapping lapsed while it was
-            # silent): our requests follow its packets.
+        if source != leg.peer and self._moved(leg, source):
             log.info("%s: %s now reached at %s", leg.call.id, leg.peer, source)
             leg.peer = source
         if request.method == "ACK":
@@ -56,6 +54,7 @@ class InDialog:
         if request.method == "BYE":
             reg.endpoint.reply(tx, 200)
             log.info("%s hung up by %s", leg.call.id, leg.peer)
+            leg.call.ended_by = "caller" if leg is leg.call.caller else "callee"
             other = leg.other
             if other is not None and other.dialog is not None:
                 reg.bye(other)
@@ -66,6 +65,18 @@ class InDialog:
             return True
         self._relay(leg, request, tx)
         return True
+
+    def _moved(self, leg: Leg, source: Address) -> bool:
+        """Whether our requests in `leg`'s dialog now go to `source`, where its request
+        came from. That is so for a phone reached over its flow (behind NAT, or its
+        Contact has `ob`, RFC 5626): over UDP when its mapping changed (it moved, or the
+        mapping lapsed while it was silent), over a stream when its connection closed
+        and it reached us over a new one."""
+        assert leg.dialog is not None
+        on_flow = leg.behind_nat or "ob" in leg.dialog.remote_target.params
+        if not source.reliable:
+            return on_flow
+        return on_flow and not self.registry.endpoint.connected(leg.peer)
 
     def _late_answer(self, leg: Leg, ack: Request) -> None:
         """The ACK that completes a late offer must carry the answer (RFC 3264 §2); without
@@ -96,9 +107,14 @@ class InDialog:
         # Only INVITE and UPDATE carry offers to anchor; any other body (INFO's
         # application/dtmf-relay, say) passes through as it is.
         body, content_type = request.body, request.headers.get("Content-Type")
+        standing = other.local_sdp  # the session if the other phone refuses this offer
         if request.method in ("INVITE", "UPDATE"):
             description = parse_sdp(request)
             if description is not None:
+                answer = restated(leg, description)
+                if answer is not None:
+                    reg.accept_reoffer(leg, tx, answer)
+                    return
                 leg.direction = sdp.direction(description)
                 if self.hold.on_offer(leg, other, description, tx):
                     return
@@ -111,15 +127,23 @@ class InDialog:
             extra += reg.sessions.fields_for(other)
         out = other.dialog.create_request(request.method, body, content_type, extra)
         reg.endpoint.send_request(
-            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r)
+            out, other.peer, lambda r, t: self._relay_response(leg, tx, other, out, r, standing)
         )
 
     def _relay_response(
-        self, leg: Leg, tx: ServerTransaction, other: Leg, sent: Request, response: Response
+        self,
+        leg: Leg,
+        tx: ServerTransaction,
+        other: Leg,
+        sent: Request,
+        response: Response,
+        standing: bytes,
     ) -> None:
         reg = self.registry
         if response.status == 100:
             return
+        if response.status >= 300:
+            other.local_sdp = standing  # a refused offer changes nothing (RFC 3264 §8)
         if other.dialog is not None:
             other.dialog.receive_response(response)
             reg.sessions.answered(other, response)

@@ -77,13 +77,17 @@ def on_hold(call: Call) -> bool:
     return any(leg is not None and leg.direction != _TALKING for leg in (call.caller, call.callee))
 
 
-def _streams(calls: Iterable[Call]) -> Iterable[tuple[Leg, int]]:
+def _talking(calls: Iterable[Call]) -> dict[tuple[str, str, str], Leg]:
+    """The legs of answered calls not on hold, by dialog: the watch keeps these keys
+    between sweeps, not the legs, so an ended call is freed at once."""
+    legs: dict[tuple[str, str, str], Leg] = {}
     for call in calls:
         if call.state is not CallState.ANSWERED or on_hold(call):
             continue
         for leg in (call.caller, call.callee):
             if leg is not None and leg.dialog is not None and not leg.media.closed:
-                yield leg, leg.media.meter.reading().packets_received
+                legs[leg.dialog.key] = leg
+    return legs
 
 
 class MediaTimeout:
@@ -94,15 +98,17 @@ class MediaTimeout:
         self.registry = registry
         self._timeout = timeout
         loop = registry.endpoint.loop
-        self._silence: RtpSilence[Leg] = RtpSilence(timeout(), loop.time())
+        self._silence: RtpSilence[tuple[str, str, str]] = RtpSilence(timeout(), loop.time())
         self._alarm = Alarm(loop, self._ring)
         self._alarm.set(self._silence.next_deadline())
 
     def _ring(self, now: float) -> None:
         silence = self._silence
         silence.timeout = self._timeout()
-        calls = list(self.registry.calls.values()) if silence.timeout > 0 else []
-        for leg in silence.sweep(now, _streams(calls)):
+        legs = _talking(list(self.registry.calls.values())) if silence.timeout > 0 else {}
+        counts = ((key, leg.media.meter.reading().packets_received) for key, leg in legs.items())
+        for key in silence.sweep(now, counts):
+            leg = legs[key]
             call = leg.call
             if call.ended:
                 continue

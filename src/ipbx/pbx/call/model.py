@@ -88,6 +88,9 @@ class Leg:
     # The SDP ipbx last sent this leg's phone (a refresh re-INVITE offers it again,
     # unchanged, RFC 3264 §8); empty until then: the INVITE's own offer.
     local_sdp: bytes = b""
+    # The o= line's username, session id and version of the SDP the phone sent last: an
+    # offer with the same ones changes nothing (RFC 3264 §8).
+    remote_origin: tuple[str, str, int] | None = None
     # The leg's session timer (RFC 4028, session_refresh.py) and the alarm at its next
     # deadline; None while the leg has none.
     session_timer: SessionTimer | None = None
@@ -160,6 +163,8 @@ class Call:
     # Why ipbx itself ended an answered call (media_timeout.py's MEDIA_TIMEOUT ...);
     # None when a party hung up or nobody answered.
     end_reason: str | None = None
+    # Whose BYE ended the answered call: "caller" or "callee"; None when ipbx ended it.
+    ended_by: str | None = None
 
     @property
     def ended(self) -> bool:

@@ -115,6 +115,22 @@ def callee_offer(
     return _anchored(sdp.with_codecs(offer, codecs), address, media, [])
 
 
+def restated(leg: Leg, offer: sdp.SessionDescription) -> bytes | None:
+    """Our answer to an offer from `leg`'s phone that changes nothing, its o= line the
+    one the phone sent last (RFC 3264 §8; a session refresh, RFC 4028, say): the SDP the
+    phone has from us again, less the formats it does not offer. The other phone need
+    hear nothing of it. None when the offer changes something."""
+    if leg.remote_origin is None or _origin(offer) != leg.remote_origin:
+        return None
+    ours = sdp.SessionDescription.parse(leg.local_sdp or leg.invite.body)
+    return bytes(sdp.limited_to(ours, offer))
+
+
+def _origin(description: sdp.SessionDescription) -> tuple[str, str, int]:
+    origin = description.origin
+    return origin.username, origin.session_id, origin.version
+
+
 def new_keys() -> tuple[CryptoAttribute, ...]:
     """SDES keys of ours for an offer, one per suite we speak (the answer picks one)."""
     return (new_crypto(1, AES_CM_128_HMAC_SHA1_80), new_crypto(2, AES_CM_128_HMAC_SHA1_32))
@@ -200,6 +216,7 @@ def _aim(
     host, port = sdp.remote_address(description)
     media = description.audio
     assert media is not None  # remote_address() found it
+    leg.remote_origin = _origin(description)
     if host not in ("0.0.0.0", "::") and port != 0:
         if codec is None:
             try:

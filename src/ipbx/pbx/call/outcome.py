@@ -9,6 +9,8 @@ caller last, the last step of its path that is one:
 - ``menu``: in an IVR menu (the caller hung up there, or the menu's time-out hung up);
 - ``voicemail``: in a mailbox (a message left or not);
 - ``group``: the caller hung up while a ring group's phones rang (its ringback);
+- ``queue``: in a call queue, no agent having answered (the caller hung up while it
+  waited, or the queue's time-out hung up);
 - ``announcement``: after an announcement (closed, say);
 - ``blocked``: the caller is on the blacklist (with or without a message);
 - ``service``: a call to ipbx itself (a feature code, the mailbox menu, the echo test),
@@ -29,7 +31,7 @@ from ipbx.pbx.destination import Kind
 # The values, as a type (the API's `result` filter takes these).
 Result = Literal[
     "answered", "cancelled", "busy", "no_answer", "failed",
-    "menu", "voicemail", "group", "announcement", "blocked", "service",
+    "menu", "voicemail", "group", "queue", "announcement", "blocked", "service",
 ]  # fmt: skip
 ANSWERED: Result = "answered"
 CANCELLED: Result = "cancelled"
@@ -39,6 +41,7 @@ FAILED: Result = "failed"
 MENU: Result = "menu"
 VOICEMAIL: Result = "voicemail"
 GROUP: Result = "group"
+QUEUE: Result = "queue"
 ANNOUNCEMENT: Result = "announcement"
 BLOCKED: Result = "blocked"
 SERVICE: Result = "service"
@@ -54,6 +57,7 @@ _FLOWS: dict[str, Result] = {
     Kind.IVR.value: MENU,
     Kind.VOICEMAIL.value: VOICEMAIL,
     Kind.ANNOUNCEMENT.value: ANNOUNCEMENT,
+    Kind.QUEUE.value: QUEUE,
 }
 
 

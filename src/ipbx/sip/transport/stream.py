@@ -2,12 +2,13 @@
 
 A connection is named by the peer's (transport, host, port); responses and requests to
 that peer reuse it, which is what lets phones behind NAT receive calls over the
-connection they opened (RFC 5626's idea without its Outbound machinery). A CRLFCRLF ping
-gets a CRLF pong (RFC 5626 §3.5.1). A framing error closes the connection, since the
-message boundaries are lost. Idle connections are reaped (`reap`): ones that never
-carried a SIP message after HELLO_LIMIT seconds, others after the configured idle time
-(long enough for a registered phone's refreshes to keep its connection), so a scanner
-that opens connections and goes quiet cannot exhaust file descriptors.
+connection they opened (an RFC 5626 flow; the registrar's side is pbx/outbound.py). A
+CRLFCRLF ping gets a CRLF pong (RFC 5626 §3.5.1, §4.4.1). A framing error closes the
+connection, since the message boundaries are lost. Idle connections are reaped (`reap`):
+ones that never carried a SIP message after HELLO_LIMIT seconds, others after the
+configured idle time (long enough for a registered phone's refreshes to keep its
+connection), so a scanner that opens connections and goes quiet cannot exhaust file
+descriptors.
 """
 
 from __future__ import annotations

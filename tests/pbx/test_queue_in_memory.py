@@ -1,0 +1,98 @@
+"""A call queue's agents in the in-memory testbed (tests/support/testbed.py), in virtual
+time: an agent who lets three offers in a row ring out is paused with reason no-answer,
+and an agent whose queue call the PBX ends itself (the media time-out, as after a lost
+BYE) is free again at once, as is one marked busy with a call that no longer exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ipbx.pbx.events import Event
+from ipbx.pbx.queue.agents import NO_ANSWER
+from ipbx.pbx.queue.model import AgentState, QueueEvent
+from tests.support.testbed import Testbed, play
+
+
+class ListLog:
+    def __init__(self) -> None:
+        self.events: list[QueueEvent] = []
+
+    def record(self, event: QueueEvent) -> None:
+        self.events.append(event)
+
+
+def _queue(media_timeout: float, **settings: Any) -> Any:
+    def edit(config: dict[str, Any]) -> None:
+        queue = {"name": "q", "strategy": "linear", "agents": ["1001", "1002"], **settings}
+        config["queues"] = [queue]
+        config["numbers"] = [{"number": "600", "destination": "queue:q"}]
+        config["media"]["timeout_seconds"] = media_timeout
+
+    return edit
+
+
+def _listen(lab: Testbed) -> tuple[list[QueueEvent], list[Event]]:
+    queues, log = lab.pbx.queues, ListLog()
+    queues.queue_log = queues.agents.queue_log = log
+    published: list[Event] = []
+    lab.pbx.events.subscribe(published.append)
+    return log.events, published
+
+
+def test_three_unanswered_offers_in_a_row_pause_an_agent(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        written, published = _listen(lab)
+        caller = await lab.registered("1000")
+        agents = {n: await lab.registered(n) for n in ("1001", "1002")}
+        call = caller.call("600")
+        assert (await call.final()).status == 200  # ipbx answers, the caller waits
+        [waiting] = lab.pbx.queues.status("q").waiting
+        assert (waiting.position, waiting.caller) == (1, "1000")
+        # linear, but an agent that let the caller ring out is tried after the other.
+        for number in ("1001", "1002") * 3:
+            offer = await agents[number].rings()
+            assert 4.9 <= await offer.rings_unanswered() <= 5.5
+        await call.hung_up(timeout=60)  # max_wait_seconds, then the time-out: hangup
+        missed = [(e.agent, e.event) for e in written if e.event == "RINGNOANSWER"]
+        assert missed == [("1001", "RINGNOANSWER"), ("1002", "RINGNOANSWER")] * 3
+        paused = [(e.agent, e.data) for e in written if e.event == "PAUSE"]
+        assert paused == [("1001", (NO_ANSWER,)), ("1002", (NO_ANSWER,))]
+        assert written[-1].event == "EXITWITHTIMEOUT"
+        for agent in lab.pbx.queues.status("q").agents:
+            assert (agent.state, agent.reason) == (AgentState.PAUSED, NO_ANSWER)
+        states = [e.data["state"] for e in published if e.type == "agent.state"]
+        assert states.count("paused") == 2 and states.count("ringing") == 6
+        # *47 from the phone, or the API, unpauses.
+        assert lab.pbx.queues.set_agent("1001", "unpause").state is AgentState.AVAILABLE
+        [record] = await lab.records()
+        assert record.result == "queue"  # no agent answered: missed, counted abandoned
+
+    play(tmp_path, story, _queue(120, ring_seconds=5, max_wait_seconds=40))
+
+
+def test_an_agent_is_freed_when_the_pbx_ends_its_call_or_the_call_is_gone(
+    tmp_path: Path,
+) -> None:
+    async def story(lab: Testbed) -> None:
+        written, _ = _listen(lab)
+        caller, agent = await lab.registered("1000"), await lab.registered("1001")
+        call = caller.call("600")
+        assert (await call.final()).status == 200
+        offer = await agent.rings()
+        offer.answer()
+        # No RTP flows in the testbed: the media time-out ends the call, as it does a
+        # call whose BYE was lost; the agent is free at once (no wrap-up here).
+        await offer.hung_up(timeout=40)
+        await call.hung_up()
+        queues = lab.pbx.queues
+        [status] = [a for a in queues.status("q").agents if a.extension == "1001"]
+        assert (status.state, status.calls_taken) == (AgentState.AVAILABLE, 1)
+        assert [e.event for e in written] == ["ENTERQUEUE", "CONNECT", "COMPLETEAGENT"]
+        # An agent marked in a call that no longer exists is freed by the reconciliation.
+        queues.agents.offered("1001")
+        queues.agents.answered("1001", "c-gone")
+        queues.reconcile()
+        assert queues.agents.get("1001").state() is AgentState.AVAILABLE
+
+    play(tmp_path, story, _queue(30))
