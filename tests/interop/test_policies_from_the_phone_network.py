@@ -66,8 +66,9 @@ def picked_up(server: IpbxServer, gateway_port: int, workdir: Path) -> Placed:
     with phone(server, workdir, CALLER, calls=1, scenario="uas_ring") as ringing:
         gateway = start_dialling(server, gateway_port, workdir, [DidCall(RINGING)], TALK_SECONDS)
         eventually(lambda: bool(invites_received(ringing)), 10, "1000's phone rings")
+        # The gateway hangs up (its scenario expects to): --duration only bounds the call.
         with ipbx_phone(
-            workdir, server.port, CALLEE, "--call", "*8", "--duration", str(TALK_SECONDS + 1),
+            workdir, server.port, CALLEE, "--call", "*8", "--duration", str(TALK_SECONDS + 5),
             "--timeout", "15",
         ) as picker:  # fmt: skip
             status, out = picker.finish(20)
