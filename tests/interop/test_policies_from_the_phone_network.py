@@ -65,15 +65,18 @@ def picked_up(server: IpbxServer, gateway_port: int, workdir: Path) -> Placed:
     """A DID call rings 1000's phone; 1001 dials *8 from an `ipbx phone` and takes it."""
     with phone(server, workdir, CALLER, calls=1, scenario="uas_ring") as ringing:
         gateway = start_dialling(server, gateway_port, workdir, [DidCall(RINGING)], TALK_SECONDS)
-        eventually(lambda: bool(invites_received(ringing)), 10, "1000's phone rings")
-        # The gateway hangs up (its scenario expects to): --duration only bounds the call.
-        with ipbx_phone(
-            workdir, server.port, CALLEE, "--call", "*8", "--duration", str(TALK_SECONDS + 5),
-            "--timeout", "15",
-        ) as picker:  # fmt: skip
-            status, out = picker.finish(20)
-        assert (status, out.strip().splitlines()[-1]) == (0, "result: answered"), picker.log
-        return dialled(gateway)
+        try:
+            eventually(lambda: bool(invites_received(ringing)), 10, "1000's phone rings")
+            # The gateway hangs up (its scenario expects to): --duration only bounds it.
+            with ipbx_phone(
+                workdir, server.port, CALLEE, "--call", "*8", "--duration",
+                str(TALK_SECONDS + 5), "--timeout", "15",
+            ) as picker:  # fmt: skip
+                status, out = picker.finish(20)
+            assert (status, out.strip().splitlines()[-1]) == (0, "result: answered"), picker.log
+        finally:
+            placed = dialled(gateway)
+    return placed
 
 
 def test_record_always_and_the_blacklist_hold_for_calls_from_a_trunk(tmp_path: Path) -> None:
