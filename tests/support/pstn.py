@@ -91,17 +91,22 @@ def dial(
 
 @contextmanager
 def phone(
-    server: IpbxServer, workdir: Path, user: Extension, calls: int, scenario: str = "uas"
+    server: IpbxServer,
+    workdir: Path,
+    user: Extension,
+    calls: int,
+    scenario: str | Path = "uas",
+    *args: str,
 ) -> Iterator[SippProcess]:
-    """`user` registered and taking `calls` calls with SIPp's `scenario`: `uas` answers
-    and echoes the RTP, `uas_ring` rings until the call is cancelled. Every message it
-    receives is in `NUMBER.messages.log`."""
+    """`user` registered and taking `calls` calls with SIPp's `scenario` (and `args`):
+    `uas` answers and echoes the RTP, `uas_ring` rings until the call is cancelled.
+    Every message it receives is in `NUMBER.messages.log`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port("udp")
     registered = register_contact(server.port, user, port, workdir)
     assert registered.successful == 1, registered.errors()
     uas = start_sipp(
-        scenario, None, "-rtp_echo", "-trace_msg", "-message_file",
+        scenario, None, *args, "-rtp_echo", "-trace_msg", "-message_file",
         str(workdir / f"{user.number}.messages.log"), calls=calls, workdir=workdir,
         local_port=port, timeout=60, name=user.number,
     )  # fmt: skip
