@@ -1,10 +1,12 @@
 """A call is answered when a person answers it, not when ipbx does (pbx/call/outcome.py),
-with real peers (tests/support/pstn.py): SIPp as the provider's gateway calls a DID
-into a menu three times. The first caller hangs up in the menu, the second presses 2
-1 and 1001's phone (a SIPp UAS) answers, the third presses 2 for 1001's voicemail. The
-call records and GET /analytics say menu, answered and voicemail; a webhook receiver
-on loopback gets call.missed for the first two only, and every call.started names the
-trunk and the caller's display name, as docs/api.md's event list promises."""
+with real peers (tests/support/pstn.py): SIPp as the provider's gateway calls DIDs.
+The first caller hangs up in a menu; the second hangs up while a ring group's phone
+(1002, a SIPp UAS that only rings) rings; the third presses 1 in the menu and 1001's
+phone (a SIPp UAS) answers; the fourth presses 2 for 1001's voicemail. The call
+records and GET /analytics say menu, group (abandoned), answered and voicemail; a
+webhook receiver on loopback gets call.missed for all but the answered one, and every
+call.started names the trunk and the caller's display name, as src/ipbx/pbx/events.py
+(the event list docs/api.md points to) promises."""
 
 from __future__ import annotations
 
@@ -19,16 +21,17 @@ from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
 from tests.support.pstn import CALLER_NAME, TRUNK, DidCall, dial, ip_trunk, phone
 from tests.support.records import call_records
-from tests.support.server import CALLEE, make_token, start_configured_ipbx
+from tests.support.server import CALLEE, OTHER, make_token, start_configured_ipbx
 from tests.support.softphone import write_tone
 from tests.support.webhook_receiver import Receiver
 
-MENU = "+15550102"
+MENU, GROUP = "+15550102", "+15550101"
 SECRET = "answered-by-a-person-secret"
 
 
-def menu_with_voicemail(gateway_port: int, api_port: int, greeting: Path, hook: str) -> Any:
-    """MENU's menu: 1 rings 1001, 2 is 1001's mailbox; call events go to `hook`."""
+def menu_group_and_voicemail(gateway_port: int, api_port: int, greeting: Path, hook: str) -> Any:
+    """MENU's menu: 1 rings 1001, 2 is 1001's mailbox; GROUP rings 1002; call events go
+    to `hook`."""
 
     def edit(config: dict[str, Any]) -> None:
         ip_trunk(config, gateway_port)
@@ -38,7 +41,11 @@ def menu_with_voicemail(gateway_port: int, api_port: int, greeting: Path, hook: 
             {"name": "main", "greeting": f"file:{greeting}",
              "options": {"1": "extension:1001", "2": "voicemail:1001"}}
         ]  # fmt: skip
-        config["numbers"] = [{"number": MENU, "destination": "ivr:main"}]
+        config["groups"] = [{"name": "sales", "members": ["1002"]}]
+        config["numbers"] = [
+            {"number": MENU, "destination": "ivr:main"},
+            {"number": GROUP, "destination": "group:sales"},
+        ]
         config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
         config["webhooks"] = [{"url": hook, "events": ["call.*"], "secret": SECRET,
                                "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
@@ -63,26 +70,32 @@ def events_until(
 
 
 def voicemail_missed(events: dict[str, list[dict[str, Any]]]) -> bool:
-    """The last call's call.missed is in: it is the last event of the three calls (one
+    """The last call's call.missed is in: it is the last event of the calls (one
     webhook's events are delivered in order), so every other one came before it."""
     return any(e["result"] == "voicemail" for e in events.get("call.missed", []))
 
 
-def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path) -> None:
+def test_a_call_is_answered_by_a_phone_not_by_a_menu_a_ringing_group_or_voicemail(
+    tmp_path: Path,
+) -> None:
     gateway_port, api_port = free_port("udp"), free_port("tcp")
     receiver = Receiver(free_port("tcp"), SECRET).start()
     greeting = write_tone(tmp_path / "greeting.wav", 440, 0.3)
-    edit = menu_with_voicemail(gateway_port, api_port, greeting, receiver.url)
+    edit = menu_group_and_voicemail(gateway_port, api_port, greeting, receiver.url)
     server = start_configured_ipbx(tmp_path / "ipbx", edit)
     try:
-        with phone(server, tmp_path / "sipp", CALLEE, calls=1) as bob:
-            calls = [DidCall(MENU), DidCall(MENU, key="1"), DidCall(MENU, key="2")]
+        with (
+            phone(server, tmp_path / "sipp", CALLEE, calls=1) as bob,
+            phone(server, tmp_path / "sipp", OTHER, 1, "uas_ring") as carol,
+        ):
+            calls = [DidCall(MENU), DidCall(GROUP), DidCall(MENU, "1"), DidCall(MENU, "2")]
             placed = dial(server, gateway_port, tmp_path / "sipp", calls, 1.5)
-            assert placed.result.successful == 3, placed.result.errors()
+            assert placed.result.successful == 4, placed.result.errors()
             assert bob.finish(timeout=10).successful == 1
-        records = call_records(server, count=3)
+            assert carol.finish(timeout=10).successful == 1  # rang, then cancelled
+        records = call_records(server, count=4)
         results = {r.call_id: r.result for r in reversed(records)}
-        assert list(results.values()) == ["menu", "answered", "voicemail"], records
+        assert list(results.values()) == ["menu", "group", "answered", "voicemail"], records
         [answered] = [r for r in records if r.result == "answered"]
         assert answered.person_answered is not None and answered.path.endswith("extension:1001")
         assert all(r.person_answered is None for r in records if r is not answered)
@@ -93,7 +106,7 @@ def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path)
         ).json()["total"]  # fmt: skip
         assert {key: analytics.get(key) for key in (
             "offered", "answered", "missed", "abandoned", "ended_in_menu", "ended_in_voicemail"
-        )} == {"offered": 3, "answered": 1, "missed": 2, "abandoned": 0, "ended_in_menu": 1,
+        )} == {"offered": 4, "answered": 1, "missed": 2, "abandoned": 1, "ended_in_menu": 1,
                "ended_in_voicemail": 1}  # fmt: skip
         events = events_until(receiver, voicemail_missed)
     finally:
@@ -107,4 +120,4 @@ def test_menu_and_voicemail_are_missed_calls_and_a_phone_answers(tmp_path: Path)
     started = events["call.started"]
     assert [(e["trunk"], e["caller_name"], e["direction"]) for e in started] == [
         (TRUNK, CALLER_NAME, "inbound")
-    ] * 3
+    ] * 4
