@@ -79,6 +79,11 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
     pbx: Listeners,
 ) -> None:
     browser = Browser(pbx.ws, "1000", "secret1000")
+    # A Content-Length is honoured when present: one past the message is a 400, and the
+    # connection stays, its message boundaries intact.
+    options = browser.message("OPTIONS", f"sip:{LOOPBACK}", call_id="cl", cseq=1)
+    browser.send(options.replace(b"Content-Length: 0", b"Content-Length: 50"))
+    assert browser.final().status == 400
     registered = browser.register()
     assert registered.status == 200
     # `received` on a Via whose sent-by is a made-up .invalid name (RFC 7118 §5.3).
