@@ -1,11 +1,12 @@
 """Browsers over SIP over WebSocket (RFC 7118), against a running `ipbx serve` with ws://
-and wss:// listeners: the handshake needs the `sip` subprotocol, a browser registers with
-digest, calls and is called by a phone on UDP, and its binding goes when its connection
-does (the browser has no other address: its Contact is under `.invalid`)."""
+and wss:// listeners: the handshake needs the `sip` subprotocol; a browser registers with
+digest, is called by a phone on UDP, calls `ipbx phone` over wss; its binding goes when
+its connection does (the browser has no other address: its Contact is under `.invalid`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -19,11 +20,11 @@ from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
     ack_for,
-    in_dialog,
     next_request,
     reply_to,
     send_authenticated_invite,
 )
+from tests.support.softphone import ipbx_phone
 
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -120,31 +121,26 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
     assert "lost its contact" in pbx.server.log_path.read_text()
 
 
-def test_a_browser_over_wss_calls_a_phone_on_udp_which_hangs_up(pbx: Listeners) -> None:
-    phone = SipClient(pbx.server.port)
-    assert phone.register("1001", "secret1001").status == 200  # type: ignore[union-attr]
-    browser = Browser(pbx.wss, "1000", "secret1000")
-    assert browser.register().status == 200
-
-    assert browser.send_authenticated("INVITE", f"sip:1001@{LOOPBACK}", body=sdp(4010)) is None
-    invite = next_request(phone, "INVITE")
-    phone.send(answer(invite, f"<sip:1001@{LOOPBACK}:{phone.local_port}>", 4012))
-    ok = browser.final()
-    assert ok.status == 200
-    target = ok.contacts[0].uri
-    assert (target.transport, target.host) == ("ws", LOOPBACK)
-    from_, to = ok.headers.get("From"), ok.headers.get("To")
-    browser.send(
-        browser.message("ACK", str(target), call_id=ok.call_id, cseq=2, from_=from_, to=to)
-    )
-    next_request(phone, "ACK")
-
-    local, remote = callee_side(invite)
-    target_at_phone = str(invite.contacts[0].uri)
-    phone.send(in_dialog(phone, "BYE", target_at_phone, local, remote, invite.call_id, 1))
-    bye = browser.next_request("BYE")
-    assert bye.via.transport == "WSS"
-    browser.send(reply_to(bye, 200, []))
-    done = phone.receive()
-    assert done is not None and done.status == 200
-    browser.close()
+def test_a_browser_over_wss_calls_ipbx_phone_on_udp_which_hangs_up(
+    pbx: Listeners, tmp_path: Path
+) -> None:
+    callee = extension_range(2)[1]
+    args = ("--register", "--answer", "--duration", "1", "--timeout", "15")
+    with ipbx_phone(tmp_path, pbx.server.port, callee, *args) as phone:
+        phone.wait_for("registered as")
+        browser = Browser(pbx.wss, "1000", "secret1000")
+        assert browser.register().status == 200
+        assert browser.send_authenticated("INVITE", f"sip:1001@{LOOPBACK}", body=sdp(4010)) is None
+        ok = browser.final()
+        assert ok.status == 200
+        target = ok.contacts[0].uri
+        assert (target.transport, target.host) == ("ws", LOOPBACK)
+        from_, to = ok.headers.get("From"), ok.headers.get("To")
+        ack = browser.message("ACK", str(target), call_id=ok.call_id, cseq=2, from_=from_, to=to)
+        browser.send(ack)
+        bye = browser.next_request("BYE", timeout=5)
+        assert bye.via.transport == "WSS"
+        browser.send(reply_to(bye, 200, []))
+        status, out = phone.finish(15)
+        browser.close()
+    assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
