@@ -91,6 +91,7 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
     assert f"received={LOOPBACK}" in (registered.headers.get("Via") or "")
     (contact,) = registered.contacts
     assert contact.uri.host == browser.host
+    assert registered.headers.get("Require") == "outbound"  # its WebSocket is its flow
     browser.websocket.send("\r\n\r\n")  # a keep-alive ping (RFC 5626 §4.4.1)
     assert browser.websocket.recv(3) == "\r\n"
 

@@ -1,13 +1,14 @@
-"""A browser's SIP stack as RFC 7118 draws it (and JsSIP and SIP.js behave): one WebSocket
-to the server with the `sip` subprotocol, a Via and a Contact under a random `.invalid`
-host, `;ob` on the Contact, digest answered to 401/407. A `websockets` client; the test
-says which messages go out and reads what comes back, one SIP message per WebSocket
-message."""
+"""A browser's SIP stack as RFC 7118 draws it (SIP.js's own test messages look the same):
+one WebSocket to the server with the `sip` subprotocol, a Via and a Contact under a random
+`.invalid` host, `;ob` on the Contact, digest answered to 401/407. A `websockets` client;
+the test says which messages go out and reads what comes back, one SIP message per
+WebSocket message."""
 
 from __future__ import annotations
 
 import secrets
 import ssl
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Browser:
     user: str
     password: str
     host: str = field(default_factory=lambda: f"{secrets.token_hex(6)}.invalid")
+    instance: str = field(default_factory=lambda: str(uuid.uuid4()))
     websocket: ClientConnection = field(init=False)
     _stack: ExitStack = field(init=False, default_factory=ExitStack)
 
@@ -96,6 +98,11 @@ class Browser:
         """A request from this browser; `from_` and `to` (with their tags) place it in a
         dialog."""
         branch = f"z9hG4bK{secrets.token_hex(6)}"
+        contact = self.contact
+        if method == "REGISTER":
+            # As RFC 7118 §8's browser: outbound (RFC 5626), its connection as the flow.
+            contact += f';reg-id=1;+sip.instance="<urn:uuid:{self.instance}>"'
+            headers = ("Supported: path, outbound, gruu", *headers)
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/{self.transport} {self.host};branch={branch};rport",
@@ -104,7 +111,7 @@ class Browser:
             f"To: {to or f'<{uri}>'}",
             f"Call-ID: {call_id}",
             f"CSeq: {cseq} {method}",
-            f"Contact: {self.contact}",
+            f"Contact: {contact}",
             *headers,
             *(["Content-Type: application/sdp"] if body else []),
             f"Content-Length: {len(body)}",

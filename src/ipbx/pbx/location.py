@@ -20,8 +20,8 @@ replaces the row read back.
 
 A browser's binding is made over its WebSocket connection, the only way to reach it (its
 Contact names a host under `.invalid`, RFC 7118): it lives in memory alone and is dropped
-as soon as that connection closes (`drop_connection`), as RFC 5626 has a registrar drop a
-binding whose flow failed.
+as soon as that connection closes (`drop_connection`), since nothing else reaches the
+browser; it registers again over its next connection.
 """
 
 from __future__ import annotations

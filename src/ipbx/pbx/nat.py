@@ -16,9 +16,9 @@ its keep-alives and our OPTIONS hold open), as a Kamailio configuration does whe
 `fix_nated_register` after the test matched, storing the source address with the
 registration. Over TCP, TLS or WebSocket the connection the phone opened carries requests to it
 while it lives (RFC 5626 flows), the Contact after that. A browser over WebSocket writes a
-host under `.invalid` in its Via and Contact (RFC 7118 §5.2's `df7jal23ls0d.invalid`), a
-name that never resolves (RFC 6761 §6.4): it says nothing of a NAT, is never looked up,
-and the browser is reached over its connection alone. An `ob` parameter on the Contact
+host under `.invalid` in its Via and Contact (`df7jal23ls0d.invalid` in RFC 7118 §8's
+examples), a name that never resolves (RFC 6761 §6.4): it says nothing of a NAT, is never
+looked up, and the browser is reached over its connection alone. An `ob` parameter on the Contact
 of a dialog's request or answer asks for the dialog's requests over the flow it came on
 (RFC 5626): over UDP that is the address and port it came from. An extension's `nat`
 setting overrides the detection: `force` always uses the source, `never` always the Contact.
