@@ -30,12 +30,12 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ipbx.sip.message import StreamFramer
 from ipbx.sip.transport.stream import StreamConnection, StreamTransports
 
 log = logging.getLogger("ipbx.sip.websocket")
 
 SUBPROTOCOL = Subprotocol("sip")
-PING = b"\r\n\r\n"
 
 
 class WebSocketConnection(StreamConnection):
@@ -44,7 +44,9 @@ class WebSocketConnection(StreamConnection):
 
     def __init__(self, owner: StreamTransports, transport_name: str) -> None:
         super().__init__(owner, transport_name)
-        self.websocket = ServerProtocol(subprotocols=[SUBPROTOCOL], max_size=owner.max_message_size)
+        self.websocket = ServerProtocol(
+            subprotocols=[SUBPROTOCOL], max_size=owner.max_message_size, logger=log
+        )
         self._fragments: list[bytes] = []
 
     def data_received(self, data: bytes) -> None:
@@ -75,7 +77,7 @@ class WebSocketConnection(StreamConnection):
             return
         message = b"".join(self._fragments)
         self._fragments.clear()
-        if message == PING:
+        if message == StreamFramer.PING:
             self.write(b"\r\n")
             return
         self.messages += 1
