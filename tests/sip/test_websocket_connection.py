@@ -98,3 +98,17 @@ def test_one_websocket_message_is_one_sip_message_and_a_crlf_ping_is_answered() 
         assert receiver.closed == [BROWSER]
 
     asyncio.run(run())
+
+
+def test_an_idle_websocket_is_reaped_like_a_tcp_connection_with_a_close_frame() -> None:
+    async def run() -> None:
+        _, conn, transport, browser, _ = open_connection([Subprotocol("sip")])
+        now = asyncio.get_running_loop().time()
+        assert conn.owner.reap(now + 10, idle_limit=3660) == 0
+        # Never a SIP message: closed after HELLO_LIMIT, as stream.py does for TCP.
+        assert conn.owner.reap(now + 40, idle_limit=3660) == 1
+        (close,) = exchange(browser, transport)
+        assert isinstance(close, Frame) and close.opcode is Opcode.CLOSE
+        assert transport.closed
+
+    asyncio.run(run())
