@@ -72,7 +72,7 @@ def callee_side(invite: Request) -> tuple[str, str]:
 
 def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Listeners) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        connect(pbx.ws, open_timeout=5)
+        connect(pbx.ws, open_timeout=15)
     assert refused.value.response.status_code == 400
 
 

@@ -49,7 +49,7 @@ class Browser:
                 self.url,
                 subprotocols=[Subprotocol("sip")],
                 ssl=insecure_context() if secure else None,
-                open_timeout=5,
+                open_timeout=15,
             )
         )
         self.contact = f"<sip:{secrets.token_hex(4)}@{self.host};transport=ws;ob>"
