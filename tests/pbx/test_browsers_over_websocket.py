@@ -6,6 +6,7 @@ its connection does (the browser has no other address: its Contact is under `.in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def sdp(port: int) -> bytes:
 
 
 def answer(request: Request, contact: str, port: int) -> bytes:
-    extra = [f"Contact: {contact}", "Content-Type: application/sdp"]
+    extra = [f"Contact: {contact}", *SDP_TYPE]
     return reply_to(request, 200, extra, sdp(port))
 
 
@@ -79,46 +80,52 @@ def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Listeners) -> N
 def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
     pbx: Listeners,
 ) -> None:
-    browser = Browser(pbx.ws, "1000", "secret1000")
-    # A Content-Length is honoured when present: one past the message is a 400, and the
-    # connection stays, its message boundaries intact.
-    options = browser.message("OPTIONS", f"sip:{LOOPBACK}", call_id="cl", cseq=1)
-    browser.send(options.replace(b"Content-Length: 0", b"Content-Length: 50"))
-    assert browser.final().status == 400
-    registered = browser.register()
-    assert registered.status == 200
-    # `received` on a Via whose sent-by is a made-up .invalid name (RFC 7118 §5.3).
-    assert f"received={LOOPBACK}" in (registered.headers.get("Via") or "")
-    (contact,) = registered.contacts
-    assert contact.uri.host == browser.host
-    assert registered.headers.get("Require") == "outbound"  # its WebSocket is its flow
-    browser.websocket.send("\r\n\r\n")  # a keep-alive ping (RFC 5626 §4.4.1)
-    assert browser.websocket.recv(3) == "\r\n"
+    with Browser(pbx.ws, "1000", "secret1000") as browser:
+        # A Content-Length is honoured when present: one past the message is a 400, and the
+        # connection stays, its message boundaries intact.
+        options = browser.message("OPTIONS", f"sip:{LOOPBACK}", call_id="cl", cseq=1)
+        browser.send(options.replace(b"Content-Length: 0", b"Content-Length: 50"))
+        assert browser.final().status == 400
+        registered = browser.register()
+        assert registered.status == 200
+        # `received` on a Via whose sent-by is a made-up .invalid name (RFC 7118 §5.3).
+        assert f"received={LOOPBACK}" in (registered.headers.get("Via") or "")
+        (contact,) = registered.contacts
+        assert contact.uri.host == browser.host
+        assert registered.headers.get("Require") == "outbound"  # its WebSocket is its flow
+        browser.websocket.send("\r\n\r\n")  # a keep-alive ping (RFC 5626 §4.4.1)
+        assert browser.websocket.recv(3) == "\r\n"
 
-    phone = SipClient(pbx.server.port)
-    uri = f"sip:1000@{LOOPBACK}:{pbx.server.port}"
-    send_authenticated_invite(phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001")
-    invite = browser.next_request("INVITE")
-    assert invite.via.transport == "WS"
-    ours = invite.contacts[0].uri
-    assert ours.transport == "ws"
-    browser.send(answer(invite, browser.contact, 4002))
-    ok = phone.receive()
-    assert ok is not None and ok.status == 200
-    phone.send(ack_for(ok, phone))
-    browser.next_request("ACK")
+        phone = SipClient(pbx.server.port)
+        uri = f"sip:1000@{LOOPBACK}:{pbx.server.port}"
+        send_authenticated_invite(
+            phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001"
+        )
+        invite = browser.next_request("INVITE")
+        assert invite.via.transport == "WS"
+        ours = invite.contacts[0].uri
+        assert ours.transport == "ws"
+        browser.send(answer(invite, browser.contact, 4002))
+        ok = phone.receive()
+        assert ok is not None and ok.status == 200
+        phone.send(ack_for(ok, phone))
+        browser.next_request("ACK")
 
-    local, remote = callee_side(invite)
-    bye = browser.message("BYE", str(ours), call_id=invite.call_id, cseq=1, from_=local, to=remote)
-    browser.send(bye)
-    phone.send(reply_to(next_request(phone, "BYE"), 200, []))
-    assert browser.final().status == 200
+        local, remote = callee_side(invite)
+        bye = browser.message(
+            "BYE", str(ours), call_id=invite.call_id, cseq=1, from_=local, to=remote
+        )
+        browser.send(bye)
+        phone.send(reply_to(next_request(phone, "BYE"), 200, []))
+        assert browser.final().status == 200
 
-    # The tab closes: nothing else reaches it, so the next call finds no contact at once.
-    browser.close()
-    send_authenticated_invite(phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001")
-    refused = phone.receive()
-    assert refused is not None and refused.status == 480
+        # The tab closes: nothing else reaches it, so the next call finds no contact at once.
+        browser.close()
+        send_authenticated_invite(
+            phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001"
+        )
+        refused = phone.receive()
+        assert refused is not None and refused.status == 480
     assert "lost its contact" in pbx.server.log_path.read_text()
 
 
@@ -127,9 +134,9 @@ def test_a_browser_over_wss_calls_ipbx_phone_on_udp_which_hangs_up(
 ) -> None:
     callee = extension_range(2)[1]
     args = ("--register", "--answer", "--duration", "1", "--timeout", "15")
-    with ipbx_phone(tmp_path, pbx.server.port, callee, *args) as phone:
+    with ipbx_phone(tmp_path, pbx.server.port, callee, *args) as phone, ExitStack() as stack:
         phone.wait_for("registered as")
-        browser = Browser(pbx.wss, "1000", "secret1000")
+        browser = stack.enter_context(Browser(pbx.wss, "1000", "secret1000"))
         assert browser.register().status == 200
         assert browser.send_authenticated("INVITE", f"sip:1001@{LOOPBACK}", body=sdp(4010)) is None
         ok = browser.final()
@@ -143,5 +150,4 @@ def test_a_browser_over_wss_calls_ipbx_phone_on_udp_which_hangs_up(
         assert bye.via.transport == "WSS"
         browser.send(reply_to(bye, 200, []))
         status, out = phone.finish(15)
-        browser.close()
     assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
