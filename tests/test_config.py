@@ -53,15 +53,14 @@ def test_the_documented_sample_loads_unchanged(
     assert config.echo_test == "9196"
 
 
-def test_defaults_cover_every_transport_but_websocket(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_defaults_cover_every_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_config(None)
     assert [str(address) for address in config.sip.listen] == [
         "udp://0.0.0.0:5060",
         "tcp://0.0.0.0:5060",
         "tls://0.0.0.0:5061",
+        "wss://0.0.0.0:8089",
     ]
     assert (config.sip.min_expires, config.sip.default_expires, config.sip.max_expires) == (
         60,

@@ -156,6 +156,8 @@ class SipConfig(Model):
             ListenAddress(transport="udp", host="0.0.0.0", port=5060),
             ListenAddress(transport="tcp", host="0.0.0.0", port=5060),
             ListenAddress(transport="tls", host="0.0.0.0", port=5061),
+            # Browsers: SIP over secure WebSocket (RFC 7118).
+            ListenAddress(transport="wss", host="0.0.0.0", port=8089),
         ]
     )
     realm: str = Field(default="ipbx", min_length=1)

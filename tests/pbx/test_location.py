@@ -130,3 +130,21 @@ def test_a_device_with_two_flows_is_rung_over_one_and_stored_once(store: AsyncSt
     assert asyncio.run(restarted.load(1002.0)) == 1
     (found,) = restarted.bindings("1000", 1002.0)
     assert (found.source, found.reg_id) == (second, None)
+
+
+def test_a_browsers_binding_goes_with_its_websocket_and_is_never_stored(
+    store: AsyncStore,
+) -> None:
+    location = Location(store)
+    browser = Address("WSS", "192.0.2.9", 50123)
+    tab = Binding("1000", parse_uri("sip:k2@df7jal23ls0d.invalid;transport=ws"), 4600.0, "t", 1,
+                  browser)  # fmt: skip
+    location.replace("1000", [binding(1000.0), tab], 1000.0)
+    asyncio.run(location.flush())
+    assert [b.source for b in location.bindings("1000", 1001.0)] == [PHONE, browser]
+    assert location.drop_connection(Address("TCP", "192.0.2.9", 50123), 1001.0) == []
+    assert location.drop_connection(browser, 1001.0) == ["1000"]
+    assert [b.source for b in location.bindings("1000", 1001.0)] == [PHONE]
+    restarted = Location(store)
+    asyncio.run(restarted.load(1002.0))
+    assert [b.source for b in restarted.bindings("1000", 1002.0)] == [PHONE]

@@ -164,3 +164,11 @@ def test_ob_on_a_contact_keeps_a_dialog_on_its_udp_flow() -> None:
     assert dialog_target(with_ob, flow, "auto", False) == (flow, False)
     answered = parse_uri("sip:1002@203.0.113.8:5060;ob")
     assert answer_target(flow, answered, nat=False, routed=False, connected=False) == flow
+
+
+def test_a_browsers_invalid_via_and_contact_are_no_sign_of_nat() -> None:
+    # RFC 7118 §8's browser: a made-up .invalid host it cannot be reached at anyway.
+    browser = Address("WSS", "203.0.113.7", 40000)
+    contact = "sip:k2n8s1@df7jal23ls0d.invalid;transport=ws;ob"
+    assert not detected("df7jal23ls0d.invalid", contact, browser)
+    assert contact_address(parse_uri(contact)) is None

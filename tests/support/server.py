@@ -69,15 +69,18 @@ def write_ipbx_config(
     api_port: int | None = None,
     media: Sequence[str] = (),
     sip: Sequence[str] = (),
+    listen: Sequence[str] = (),
 ) -> Path:
-    """The YAML of the `ipbx serve --config` contract (UDP and TCP on one port). With
+    """The YAML of the `ipbx serve --config` contract (UDP and TCP on one port, and the
+    listeners in `listen`, such as `ws://127.0.0.1:PORT`). With
     `api_port` the REST API and event feed listen on 127.0.0.1:api_port; without it the
     API is off (its default address, 8080, is not ours to take on a shared machine).
     `media` and `sip` hold more `KEY: VALUE` lines of those sections."""
+    listeners = [f"udp://{LOOPBACK}:{port}", f"tcp://{LOOPBACK}:{port}", *listen]
     lines = [
         f"data_dir: {_yaml_str(str(data_dir))}",
         "sip:",
-        f"  listen: [udp://{LOOPBACK}:{port}, tcp://{LOOPBACK}:{port}]",
+        f"  listen: [{', '.join(listeners)}]",
         f"  realm: {REALM}",
         *(f"  {line}" for line in sip),
         "media:",
@@ -109,6 +112,7 @@ def start_ipbx(
     ready_timeout: float = 10.0,
     media: Sequence[str] = (),
     sip: Sequence[str] = (),
+    listen: Sequence[str] = (),
 ) -> IpbxServer:
     """Write a config under workdir, run `python -m ipbx.cli serve`, wait for OPTIONS.
 
@@ -128,6 +132,7 @@ def start_ipbx(
         extensions=extensions,
         media=media,
         sip=sip,
+        listen=listen,
     )
     return run_ipbx(workdir, config_path, port, rtp_range, cpu=cpu, ready_timeout=ready_timeout)
 

@@ -160,21 +160,7 @@ class SipClient:
         return self.receive()
 
     def ack_failure(self, response: Response, uri: str) -> bytes:
-        """The ACK for a non-2xx final answer to our INVITE (RFC 3261 §17.1.1.3)."""
-        via = response.headers.get_all("Via")[0]
-        lines = [
-            f"ACK {uri} SIP/2.0",
-            f"Via: {via}",
-            "Max-Forwards: 70",
-            f"From: {response.headers.get('From')}",
-            f"To: {response.headers.get('To')}",
-            f"Call-ID: {response.call_id}",
-            f"CSeq: {response.cseq.number} ACK",
-            "Content-Length: 0",
-            "",
-            "",
-        ]
-        return "\r\n".join(lines).encode()
+        return failure_ack(response, uri)
 
     def register(
         self, user: str, password: str, expires: int = 3600, contact_port: int | None = None
@@ -187,6 +173,24 @@ class SipClient:
             password=password,
             headers=[f"Contact: {contact}", f"Expires: {expires}"],
         )
+
+
+def failure_ack(response: Response, uri: str) -> bytes:
+    """The ACK for a non-2xx final answer to our INVITE (RFC 3261 §17.1.1.3)."""
+    via = response.headers.get_all("Via")[0]
+    lines = [
+        f"ACK {uri} SIP/2.0",
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        f"From: {response.headers.get('From')}",
+        f"To: {response.headers.get('To')}",
+        f"Call-ID: {response.call_id}",
+        f"CSeq: {response.cseq.number} ACK",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
 
 
 def udp_socket() -> socket.socket:

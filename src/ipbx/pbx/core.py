@@ -91,6 +91,7 @@ class Pbx:
         sip = config.sip
         self.guard = Guard(sip.ban_failures, sip.ban_window, sip.ban_seconds, sip.trusted)
         self.endpoint.admits = self.guard.admits
+        self.endpoint.on_connection_closed = self._connection_closed
         self.auth = Authenticator(
             self.endpoint,
             self.directory,
@@ -217,6 +218,13 @@ class Pbx:
         if contacts > 0:
             self.queues.dispatch()  # an agent's phone that came back takes waiting callers
 
+    def _connection_closed(self, peer: Address) -> None:
+        """A browser's WebSocket closed: what it registered over it cannot be reached."""
+        now = time.time()
+        for aor in self.location.drop_connection(peer, now):
+            log.info("%s lost its contact over %s: the connection closed", aor, peer)
+            self._registration_changed(aor, len(self.location.bindings(aor, now)))
+
     def _extension_name(self, number: str) -> str | None:
         ext = self.directory.get(number)
         return None if ext is None else ext.name
@@ -235,9 +243,6 @@ class Pbx:
                 if cert is None or key is None:
                     cert, key = ensure_self_signed(self.config.data_dir)
                 tls = server_context(cert, key)
-            if listen.transport in ("ws", "wss"):
-                log.warning("%s: WebSocket transport is not available yet; skipped", listen)
-                continue
             bound.append(
                 await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
             )

@@ -17,6 +17,11 @@ and a device with several flows is rung over one of them, a live one first. Flow
 outlive a restart (their connections close with it), so the store keeps one row per
 Contact URI and a reg-id only in memory; a phone's next REGISTER over its new flow
 replaces the row read back.
+
+A browser's binding is made over its WebSocket connection, the only way to reach it (its
+Contact names a host under `.invalid`, RFC 7118): it lives in memory alone and is dropped
+as soon as that connection closes (`drop_connection`), since nothing else reaches the
+browser; it registers again over its next connection.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 
 from ipbx.pbx.nat import contact_address, request_target
 from ipbx.sip.transaction import Address
+from ipbx.sip.transport.stream import WEBSOCKET
 from ipbx.sip.uri import Uri, parse_uri
 from ipbx.store import AsyncStore, BindingRecord, Store
 
@@ -161,7 +167,15 @@ class Location:
         if not self._stored_enough(aor, bindings, now):
             self._dirty.add(aor)
 
+    def drop_connection(self, peer: Address, now: float) -> list[str]:
+        """Forget the bindings made over the WebSocket connection `peer`, which has closed;
+        returns the AORs that lost one."""
+        if peer.transport not in WEBSOCKET:
+            return []
+        return self._forget(lambda b: b.source == peer, now)
+
     def _stored_enough(self, aor: str, bindings: list[Binding], now: float) -> bool:
+        bindings = _lasting(bindings)
         stored = self._stored.get(aor, {})
         if stored.keys() != {b.key for b in bindings}:
             return False
@@ -197,9 +211,12 @@ class Location:
 
     def expire(self, now: float) -> list[str]:
         """Forget expired bindings in memory; returns the AORs that lost one."""
+        return self._forget(lambda b: b.expires_at <= now, now)
+
+    def _forget(self, gone: Callable[[Binding], bool], now: float) -> list[str]:
         changed = []
         for aor, bindings in list(self._bindings.items()):
-            kept = [b for b in bindings if b.expires_at > now]
+            kept = [b for b in bindings if not gone(b)]
             if len(kept) != len(bindings):
                 changed.append(aor)
                 self.replace(aor, kept, now)
@@ -209,14 +226,19 @@ class Location:
 _Stored = tuple[Address, str | None, float]
 
 
+def _lasting(bindings: list[Binding]) -> list[Binding]:
+    """The bindings the store keeps: not those over a WebSocket (see the module docstring)."""
+    return [b for b in bindings if b.source.transport not in WEBSOCKET]
+
+
 def _stored(bindings: list[Binding]) -> dict[tuple[object, ...], _Stored]:
-    return {b.key: (b.source, b.instance_id, b.expires_at) for b in bindings}
+    return {b.key: (b.source, b.instance_id, b.expires_at) for b in _lasting(bindings)}
 
 
 def _records(bindings: list[Binding]) -> list[BindingRecord]:
     """The rows for an AOR's bindings: one per Contact URI, the latest to expire (flows
     of one device may share a Contact URI; see the module docstring)."""
     latest: dict[tuple[object, ...], Binding] = {}
-    for binding in sorted(bindings, key=lambda b: b.expires_at):
+    for binding in sorted(_lasting(bindings), key=lambda b: b.expires_at):
         latest[binding.uri.key()] = binding
     return [b.record() for b in latest.values()]

@@ -15,7 +15,10 @@ A phone found behind NAT is reached where its packets come from (the NAT's mappi
 its keep-alives and our OPTIONS hold open), as a Kamailio configuration does when it calls
 `fix_nated_register` after the test matched, storing the source address with the
 registration. Over TCP, TLS or WebSocket the connection the phone opened carries requests to it
-while it lives (RFC 5626 flows), the Contact after that. An `ob` parameter on the Contact
+while it lives (RFC 5626 flows), the Contact after that. A browser over WebSocket writes a
+host under `.invalid` in its Via and Contact (`df7jal23ls0d.invalid` in RFC 7118 §8's
+examples), a name that never resolves (RFC 6761 §6.4): it says nothing of a NAT, is never
+looked up, and the browser is reached over its connection alone. An `ob` parameter on the Contact
 of a dialog's request or answer asks for the dialog's requests over the flow it came on
 (RFC 5626): over UDP that is the address and port it came from. An extension's `nat`
 setting overrides the detection: `force` always uses the source, `never` always the Contact.
@@ -75,9 +78,16 @@ def contact_address(uri: Uri) -> Address | None:
     return Address(transport, host, port)
 
 
+def invalid(host: str) -> bool:
+    """Whether `host` is a name under `.invalid`, which no resolver answers (RFC 6761)."""
+    return host.lower().rstrip(".").endswith(".invalid")
+
+
 def behind_nat(request: Request, contact: Uri, source: Address) -> bool:
     """The tests of the module docstring, on a request received from `source`."""
     via = request.via
+    if invalid(via.host):
+        return False
     sent_by_port = via.port if via.port is not None else DEFAULT_PORTS.get(via.transport, 5060)
     if not _same_host(via.host, source.host) or sent_by_port != source.port:
         return True

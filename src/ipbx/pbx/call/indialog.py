@@ -18,6 +18,7 @@ from ipbx.sip.dialog import dialog_key_of
 from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction, make_response
+from ipbx.sip.transport.stream import WEBSOCKET
 
 log = logging.getLogger("ipbx.calls")
 
@@ -71,9 +72,14 @@ class InDialog:
         came from. That is so for a phone reached over its flow (behind NAT, or its
         Contact has `ob`, RFC 5626): over UDP when its mapping changed (it moved, or the
         mapping lapsed while it was silent), over a stream when its connection closed
-        and it reached us over a new one."""
+        and it reached us over a new one. A browser is always on its flow: its WebSocket
+        is the only way to it."""
         assert leg.dialog is not None
-        on_flow = leg.behind_nat or "ob" in leg.dialog.remote_target.params
+        on_flow = (
+            leg.behind_nat
+            or "ob" in leg.dialog.remote_target.params
+            or leg.peer.transport in WEBSOCKET
+        )
         if not source.reliable:
             return on_flow
         return on_flow and not self.registry.endpoint.connected(leg.peer)

@@ -32,7 +32,8 @@ from ipbx.sip.transaction import (
     make_response,
     new_branch,
 )
-from ipbx.sip.transport.stream import StreamTransports
+from ipbx.sip.transport.stream import WEBSOCKET, StreamTransports
+from ipbx.sip.transport.websocket import WebSocketConnection
 from ipbx.sip.uri import Uri, Via
 
 log = logging.getLogger("ipbx.sip")
@@ -102,6 +103,8 @@ class SipEndpoint:
         self._timer_at: float | None = None
         # Policy hook: a source for which this says False is ignored (banned scanners).
         self.admits: Callable[[str, float], bool] = lambda host, now: True
+        # Told when a connection closes that cannot be dialled again (a WebSocket).
+        self.on_connection_closed: Callable[[Address], None] = lambda peer: None
 
     # --- listening ------------------------------------------------------------------------
 
@@ -123,6 +126,8 @@ class SipEndpoint:
             address = Address("UDP", host, int(bound[1]))
             protocol.address = address
             self._udp.setdefault(family, {})[address] = protocol
+        elif transport in WEBSOCKET:
+            address = await self.streams.listen(transport, host, port, tls, WebSocketConnection)
         else:
             address = await self.streams.listen(transport, host, port, tls)
         self._listening.setdefault(transport, address)
@@ -140,7 +145,7 @@ class SipEndpoint:
         self._listening.setdefault("UDP", address)
 
     def connected(self, peer: Address) -> bool:
-        """Whether a TCP or TLS connection to or from `peer` is open."""
+        """Whether a TCP, TLS or WebSocket connection to or from `peer` is open."""
         return peer in self.streams.connections
 
     def listening(self, transport: str) -> Address | None:
@@ -200,6 +205,9 @@ class SipEndpoint:
     def stream_error(self, exc: SipError, source: Address) -> None:
         if isinstance(exc, BadRequest):
             self._refuse(exc, source)
+
+    def connection_closed(self, source: Address) -> None:
+        self.on_connection_closed(source)
 
     def _refuse(self, exc: BadRequest, source: Address, *, counted: bool = False) -> None:
         request = exc.request
@@ -373,7 +381,9 @@ class SipEndpoint:
     def contact(self, dest: Address, user: str | None = None) -> Uri:
         local = self.local_address(dest)
         params: dict[str, str | None] = {}
-        if dest.transport != "UDP":
+        if dest.transport in WEBSOCKET:
+            params["transport"] = "ws"  # RFC 7118 §5.2: WSS is `ws` in a URI too
+        elif dest.transport != "UDP":
             params["transport"] = dest.transport.lower()
         return Uri("sip", user, None, _host_literal(local.host), local.port, params)
 

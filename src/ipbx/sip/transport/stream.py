@@ -1,4 +1,5 @@
-"""Stream transports (TCP and TLS): connections, framing and reuse (RFC 3261 §18.3).
+"""Stream transports (TCP and TLS, and WebSocket in websocket.py): connections, framing
+and reuse (RFC 3261 §18.3).
 
 A connection is named by the peer's (transport, host, port); responses and requests to
 that peer reuse it, which is what lets phones behind NAT receive calls over the
@@ -24,6 +25,9 @@ from ipbx.sip.transaction import Address
 
 log = logging.getLogger("ipbx.sip.stream")
 
+# WebSocket connections (websocket.py) are only opened by the peer, a browser that has
+# no address to be reached at (RFC 7118): a message for one that is gone is dropped.
+WEBSOCKET = frozenset({"WS", "WSS"})
 HELLO_LIMIT = 32.0  # 64*T1: as long as a transaction would wait for its first message
 
 
@@ -35,6 +39,12 @@ class StreamReceiver(Protocol):
 
     def stream_error(self, exc: SipError, source: Address) -> None:
         """A message that cannot be framed; its connection is closed after this."""
+
+    def datagram_received(self, data: bytes, source: Address) -> None:
+        """One message framed by its transport (a WebSocket message)."""
+
+    def connection_closed(self, source: Address) -> None:
+        """A connection that cannot be dialled again (a WebSocket) has closed."""
 
 
 class StreamConnection(asyncio.Protocol):
@@ -92,13 +102,19 @@ class StreamTransports:
         self._pending: dict[Address, list[bytes]] = {}
 
     async def listen(
-        self, transport: str, host: str, port: int, tls: ssl.SSLContext | None
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        connection: type[StreamConnection] = StreamConnection,
     ) -> Address:
-        if transport == "TLS" and tls is None:
-            raise SipError(500, "TLS needs a certificate")
+        """Listen for `transport` connections, each served by a `connection`."""
+        if transport in ("TLS", "WSS") and tls is None:
+            raise SipError(500, f"{transport} needs a certificate")
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: StreamConnection(self, transport), host, port, ssl=tls, reuse_address=True
+            lambda: connection(self, transport), host, port, ssl=tls, reuse_address=True
         )
         self._servers.append(server)
         self._tls[transport] = tls
@@ -109,6 +125,9 @@ class StreamTransports:
         conn = self.connections.get(dest)
         if conn is not None:
             conn.write(data)
+            return
+        if dest.transport in WEBSOCKET:
+            log.info("cannot send to %s: its WebSocket connection is gone", dest)
             return
         queued = self._pending.get(dest)
         if queued is not None:
