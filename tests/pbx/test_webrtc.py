@@ -1,0 +1,155 @@
+"""WebRTC legs with a real WebRTC stack (aiortc, tests/support/browser.py) as the
+browser: ICE with ipbx as the ICE-lite side, DTLS-SRTP keyed by the handshake and
+checked against a=fingerprint (RFC 5763, 5764), rtcp-mux, bridged to a plain RTP phone;
+the tones are checked by frequency in both directions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from ipbx import sdp
+from ipbx.media.bridge import connect
+from ipbx.media.codecs import PCMU
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.ports import PortPool
+from ipbx.media.wav import read_wav
+from ipbx.pbx.call import negotiate
+from ipbx.pbx.call.model import Leg
+from ipbx.sip.message import Response
+from tests.support.browser import Browser, loopback_ice
+from tests.support.ports import LOOPBACK, free_udp_range
+from tests.support.server import extension_range, start_configured_ipbx
+from tests.support.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
+from tests.support.softphone import ipbx_phone, write_tone
+from tests.support.tones import dominant_frequency
+
+CALLER, CALLEE, _ = extension_range(3)
+BROWSER_HZ, PHONE_HZ = 440, 1000
+
+
+def _attributes(body: bytes) -> tuple[str, set[str]]:
+    """The audio stream's proto, and the attribute names of the audio stream and session."""
+    description = sdp.SessionDescription.parse(body)
+    audio = description.audio
+    assert audio is not None
+    names = {a.name for a in (*audio.attributes, *description.attributes)}
+    return audio.proto, names
+
+
+WEBRTC_SIDE = {"ice-lite", "ice-ufrag", "ice-pwd", "candidate", "fingerprint", "rtcp-mux"}
+
+
+def _assert_tone(pcm: np.ndarray[Any, Any], rate: int, hz: float) -> None:
+    steady = pcm[len(pcm) // 4 :]
+    assert len(steady) > rate // 2
+    assert dominant_frequency(steady, rate) == pytest.approx(hz, abs=15)
+
+
+def test_a_browser_calls_a_phone_and_each_hears_the_other(tmp_path: Path) -> None:
+    """A browser offering Opus only calls 1001, an `ipbx phone` in G.711. The phone's
+    INVITE is plain RTP/AVP with none of the browser's ICE or DTLS attributes; the
+    browser's 200 OK is ipbx's ICE-lite, DTLS (setup:active, RFC 5763 §5) and rtcp-mux
+    side in Opus; the call is transcoded, and each hears the other's tone."""
+    ipbx = start_configured_ipbx(tmp_path / "ipbx", lambda config: None)
+    try:
+        tone = write_tone(tmp_path / "phone.wav", PHONE_HZ, 8)
+        recording = tmp_path / "heard.wav"
+        with ipbx_phone(
+            tmp_path, ipbx.port, CALLEE, "--register", "--answer", "--play", str(tone),
+            "--record", str(recording), "--timeout", "30",
+        ) as phone:  # fmt: skip
+            phone.wait_for("registered as", 15)
+            with loopback_ice():
+                answer, heard, rate = asyncio.run(_browser_calls(ipbx.port))
+            status, out = phone.finish(20)
+            assert (status, out.splitlines()[-1]) == (0, "result: answered"), phone.log
+    finally:
+        ipbx.stop()
+    proto, names = _attributes(answer)
+    assert proto == "UDP/TLS/RTP/SAVPF" and names >= WEBRTC_SIDE
+    audio = sdp.SessionDescription.parse(answer).audio
+    assert audio is not None and audio.attribute("setup") == "active"
+    assert sdp.first_codec(audio).name == "opus"
+    _assert_tone(heard, rate, PHONE_HZ)
+    _assert_tone(read_wav(recording), 8000, BROWSER_HZ)
+
+
+async def _browser_calls(port: int) -> tuple[bytes, np.ndarray[Any, Any], int]:
+    """The browser's side: INVITE 1001 with its offer, ACK the 2xx, hear 2 s, BYE.
+    Returns the answer, what it heard and the rate."""
+    browser = Browser(BROWSER_HZ, codec="opus")
+    client = SipClient(port, timeout=15)
+    try:
+        offer = await browser.offer()
+        await asyncio.to_thread(
+            send_authenticated_invite, client, f"sip:{CALLEE.number}@{LOOPBACK}",
+            ["Content-Type: application/sdp"], offer,
+        )  # fmt: skip
+        ok = await asyncio.to_thread(client.receive)
+        assert isinstance(ok, Response) and ok.status == 200, ok
+        client.send(ack_for(ok, client))
+        await browser.answered(ok.body)
+        heard = await browser.hear(2.5)
+        target = ok.contacts[0].uri
+        bye = in_dialog(
+            client, "BYE", str(target), str(ok.headers.get("From")),
+            str(ok.headers.get("To")), ok.call_id, 3,
+        )  # fmt: skip
+        client.send(bye)
+        return ok.body, heard, browser.rate
+    finally:
+        await browser.close()
+        client.close()
+
+
+def test_ipbx_offers_a_browser_webrtc_and_relays_it_to_a_phone(tmp_path: Path) -> None:
+    """A phone's PCMU offer reaches a browser as ipbx's WebRTC offer (ice-lite, its
+    candidate, fingerprint, setup:actpass); the browser answers setup:active, so ipbx is
+    the DTLS server; the phone gets plain RTP/AVP back; PCMU is relayed (SRTP ended on
+    the browser's leg), and each hears the other's tone."""
+    with loopback_ice():
+        asyncio.run(_offer_to_browser(tmp_path))
+
+
+async def _offer_to_browser(tmp_path: Path) -> None:
+    first = free_udp_range(8)[0]
+    pool: PortPool[Any] = PortPool(LOOPBACK, first, first + 7)
+    phone = await MediaEndpoint.open(pool, latching=False)
+    towards_phone, towards_browser = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+    nobody = cast(Any, None)
+    a = Leg(nobody, (LOOPBACK, 5060), towards_phone, nobody)
+    b = Leg(nobody, (LOOPBACK, 5062), towards_browser, nobody)
+    browser = Browser(BROWSER_HZ)
+    try:
+        phone_offer = sdp.make_offer(LOOPBACK, phone.local_address[1], (PCMU,))
+        body = negotiate.callee_offer(a, phone_offer, towards_browser, LOOPBACK, (PCMU,))
+        offer = negotiate.offer_for(body, towards_browser, LOOPBACK, browser=True)
+        proto, names = _attributes(offer)
+        assert proto == "UDP/TLS/RTP/SAVPF" and names >= WEBRTC_SIDE
+        assert f"{LOOPBACK} {towards_browser.local_address[1]} typ host" in offer.decode()
+        assert b"a=setup:actpass" in offer
+        answer = await browser.answer(offer)
+        assert b"a=setup:active" in answer
+        for_phone = negotiate.forward(b, sdp.SessionDescription.parse(answer), a, LOOPBACK)
+        proto, names = _attributes(for_phone)
+        assert proto == "RTP/AVP" and not names & WEBRTC_SIDE
+        phone.set_remote(*sdp.remote_address(sdp.SessionDescription.parse(for_phone)), PCMU)
+        connect(towards_phone, towards_browser)
+        recording = tmp_path / "phone.wav"
+        phone.record(recording)
+        playing = asyncio.ensure_future(phone.play(write_tone(tmp_path / "t.wav", PHONE_HZ, 6)))
+        heard = await browser.hear(2.5)
+        playing.cancel()
+        phone.stop_recording()
+        assert towards_browser.webrtc is not None and towards_browser.webrtc.keyed
+        _assert_tone(heard, browser.rate, PHONE_HZ)
+        _assert_tone(read_wav(recording), 8000, BROWSER_HZ)
+    finally:
+        await browser.close()
+        for endpoint in (phone, towards_phone, towards_browser):
+            endpoint.close()
