@@ -14,10 +14,11 @@ import pytest
 
 from ipbx import sdp
 from ipbx.media.bridge import connect
-from ipbx.media.codecs import PCMU
+from ipbx.media.codecs import OPUS, PCMU
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.wav import read_wav
+from ipbx.media.webrtc import certificate
 from ipbx.pbx.call import negotiate
 from ipbx.pbx.call.model import Leg
 from ipbx.sip.message import Response
@@ -153,3 +154,73 @@ async def _offer_to_browser(tmp_path: Path) -> None:
         await browser.close()
         for endpoint in (phone, towards_phone, towards_browser):
             endpoint.close()
+
+
+def test_two_browsers_talk_through_ipbx_each_on_its_own_dtls_srtp(tmp_path: Path) -> None:
+    """Browser A's Opus offer reaches browser B as ipbx's own WebRTC offer; B's answer
+    reaches A as ipbx's WebRTC answer (A's mid, our ICE and fingerprint, not B's): SRTP
+    is ended and begun again on each leg, and each browser hears the other's tone."""
+    with loopback_ice():
+        asyncio.run(_browser_to_browser())
+
+
+async def _browser_to_browser() -> None:
+    first = free_udp_range(4)[0]
+    pool: PortPool[Any] = PortPool(LOOPBACK, first, first + 3)
+    towards_a, towards_b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+    alice, bob = Browser(BROWSER_HZ, codec="opus"), Browser(PHONE_HZ, codec="opus")
+    nobody = cast(Any, None)
+    try:
+        offer = sdp.SessionDescription.parse(await alice.offer())
+        a = Leg(nobody, (LOOPBACK, 5060), towards_a, nobody, offer=offer)
+        b = Leg(nobody, (LOOPBACK, 5062), towards_b, nobody)
+        body = negotiate.callee_offer(a, offer, towards_b, LOOPBACK, (OPUS, PCMU))
+        answer = await bob.answer(negotiate.offer_for(body, towards_b, LOOPBACK, browser=True))
+        for_alice = negotiate.join(a, b, sdp.SessionDescription.parse(answer), LOOPBACK, (OPUS,))
+        assert towards_b.webrtc is not None and towards_a.webrtc is not None
+        assert towards_a.webrtc.local.ufrag.encode() in for_alice
+        assert towards_b.webrtc.local.ufrag.encode() not in for_alice
+        await alice.answered(for_alice)
+        _assert_tone(await alice.hear(2.5), alice.rate, PHONE_HZ)
+        _assert_tone(await bob.hear(2.5), bob.rate, BROWSER_HZ)
+    finally:
+        await alice.close()
+        await bob.close()
+        towards_a.close()
+        towards_b.close()
+
+
+def test_a_browser_whose_certificate_is_not_its_fingerprint_gets_no_media() -> None:
+    """RFC 5763 §5: the certificate offered in DTLS must match a=fingerprint. With the
+    fingerprint in the offer replaced, ipbx ends the handshake without keys and sends
+    nothing, though ICE succeeded and the leg echoes what it hears."""
+    with loopback_ice():
+        asyncio.run(_forged_fingerprint())
+
+
+async def _forged_fingerprint() -> None:
+    first = free_udp_range(2)[0]
+    pool: PortPool[Any] = PortPool(LOOPBACK, first, first + 1)
+    endpoint = await MediaEndpoint.open(pool)
+    browser = Browser(BROWSER_HZ, codec="PCMU")
+    nobody = cast(Any, None)
+    try:
+        offer = sdp.SessionDescription.parse(await browser.offer())
+        audio = offer.audio
+        assert audio is not None
+        for attribute in audio.attributes:
+            if attribute.name == "fingerprint":
+                attribute.value = certificate().fingerprint  # ipbx's, not the browser's
+        leg = Leg(nobody, (LOOPBACK, 5060), endpoint, nobody)
+        answer = negotiate.answer(leg, offer, LOOPBACK, (PCMU,))
+        endpoint.echo()
+        await browser.answered(bytes(answer))
+        transport = endpoint.webrtc
+        assert transport is not None
+        async with asyncio.timeout(10):
+            while not transport.failed:
+                await asyncio.sleep(0.02)
+        assert not transport.keyed and endpoint.stats.packets_sent == 0
+    finally:
+        await browser.close()
+        endpoint.close()
