@@ -68,6 +68,9 @@ _DIGESTS: dict[str, hashes.HashAlgorithm] = {
 # characters and a password of at least 22 (24 and 128 random bits here).
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"
 _DTLS_DATAGRAM = 1500
+# DTLS records kept while the browser's answer is on its way: its ClientHello can come
+# before its SIP 200 OK does, and would otherwise wait for a retransmission.
+_EARLY_RECORDS = 4
 
 
 class WebRtcError(ValueError):
@@ -159,6 +162,7 @@ class WebRtcTransport:
         self._nominated = False
         self._dtls: SSL.Connection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._early: list[bytes] = []
         self.keyed = False
         self.failed = False
         rtp.demux = self.received
@@ -172,14 +176,17 @@ class WebRtcTransport:
         return "active" if self.remote.dtls_client else "passive"
 
     def start(self, remote: WebRtcParameters) -> None:
-        """Apply the browser's parameters (every SDP it sends); a new ufrag or
-        fingerprint (an ICE restart, a new certificate) starts over."""
-        if self.remote is not None and _same_session(self.remote, remote):
+        """Apply the browser's parameters (every SDP it sends). New ICE credentials are
+        an ICE restart, answered with new ones of ours (RFC 8445 §9); the DTLS
+        association stays unless the certificate changed."""
+        old, self.remote = self.remote, remote
+        if old is not None and (old.ufrag, old.pwd) != (remote.ufrag, remote.pwd):
+            self.local = IceCredentials.new()
+            self._nominated = False
+        if old is not None and old.fingerprints == remote.fingerprints:
             return
-        self.remote = remote
         self._stop_dtls()
         self.keyed = self.failed = False
-        self._nominated = False
         context = SSL.Context(SSL.DTLS_METHOD)
         context.set_options(SSL.OP_NO_TICKET)
         # Self-signed on both sides: the fingerprint check after the handshake decides.
@@ -189,12 +196,17 @@ class WebRtcTransport:
         context.use_privatekey(identity.key)
         context.set_tlsext_use_srtp(b":".join(_PROFILES))
         self._dtls = SSL.Connection(context, None)
+        early, self._early = self._early, []
         if remote.dtls_client:
             self._dtls.set_connect_state()
             if self._address is not None:
                 self._handshake()
         else:
             self._dtls.set_accept_state()
+            for record in early:
+                self._dtls.bio_write(record)
+            if early:
+                self._handshake()
 
     def close(self) -> None:
         self._stop_dtls()
@@ -267,10 +279,14 @@ class WebRtcTransport:
     # --- DTLS -------------------------------------------------------------------------
 
     def _dtls_record(self, data: bytes, addr: Address) -> None:
-        if self._dtls is None or self.failed:
+        # Only a valid ICE check tells where the browser is (RFC 8445 §7.3): DTLS from
+        # anywhere else is not answered.
+        if addr != self._address:
             return
-        if self._address is None:
-            self._address = addr
+        if self._dtls is None:
+            if self.remote is None and len(self._early) < _EARLY_RECORDS:
+                self._early.append(data)
+            return
         self._dtls.bio_write(data)
         if not self.keyed:
             self._handshake()
@@ -360,10 +376,6 @@ class WebRtcTransport:
     def _send(self, data: bytes, addr: Address) -> None:
         if self._rtp.transport is not None:
             self._rtp.transport.sendto(data, addr)
-
-
-def _same_session(old: WebRtcParameters, new: WebRtcParameters) -> bool:
-    return (old.ufrag, old.pwd, old.fingerprints) == (new.ufrag, new.pwd, new.fingerprints)
 
 
 def _matches(peer: x509.Certificate, fingerprints: tuple[tuple[str, str], ...]) -> bool:
