@@ -17,6 +17,7 @@ from ipbx.media.bridge import connect
 from ipbx.media.codecs import OPUS, PCMU
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
+from ipbx.media.srtp import SrtpContext, new_crypto
 from ipbx.media.wav import read_wav
 from ipbx.media.webrtc import certificate
 from ipbx.pbx.call import negotiate
@@ -108,16 +109,18 @@ async def _browser_calls(port: int) -> tuple[bytes, np.ndarray[Any, Any], int]:
         client.close()
 
 
-def test_ipbx_offers_a_browser_webrtc_and_relays_it_to_a_phone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sdes", [False, True], ids=["plain RTP", "SDES-SRTP"])
+def test_ipbx_offers_a_browser_webrtc_and_relays_it_to_a_phone(tmp_path: Path, sdes: bool) -> None:
     """A phone's PCMU offer reaches a browser as ipbx's WebRTC offer (ice-lite, its
     candidate, fingerprint, setup:actpass); the browser answers setup:active, so ipbx is
-    the DTLS server; the phone gets plain RTP/AVP back; PCMU is relayed (SRTP ended on
-    the browser's leg), and each hears the other's tone."""
+    the DTLS server; the phone gets its own transport back (RTP/AVP, or RTP/SAVP with
+    ipbx's SDES key) without the browser's; PCMU is relayed, SRTP ended and begun on
+    each leg, and each hears the other's tone."""
     with loopback_ice():
-        asyncio.run(_offer_to_browser(tmp_path))
+        asyncio.run(_offer_to_browser(tmp_path, sdes))
 
 
-async def _offer_to_browser(tmp_path: Path) -> None:
+async def _offer_to_browser(tmp_path: Path, sdes: bool) -> None:
     first = free_udp_range(8)[0]
     pool: PortPool[Any] = PortPool(LOOPBACK, first, first + 7)
     phone = await MediaEndpoint.open(pool, latching=False)
@@ -128,6 +131,12 @@ async def _offer_to_browser(tmp_path: Path) -> None:
     browser = Browser(BROWSER_HZ)
     try:
         phone_offer = sdp.make_offer(LOOPBACK, phone.local_address[1], (PCMU,))
+        phone_key = new_crypto(1)
+        if sdes:
+            audio = phone_offer.audio
+            assert audio is not None
+            audio.proto = sdp.SAVP
+            audio.attributes.append(sdp.Attribute("crypto", str(phone_key)))
         body = negotiate.callee_offer(a, phone_offer, towards_browser, LOOPBACK, (PCMU,))
         offer = negotiate.offer_for(body, towards_browser, LOOPBACK, browser=True)
         proto, names = _attributes(offer)
@@ -138,8 +147,12 @@ async def _offer_to_browser(tmp_path: Path) -> None:
         assert b"a=setup:active" in answer
         for_phone = negotiate.forward(b, sdp.SessionDescription.parse(answer), a, LOOPBACK)
         proto, names = _attributes(for_phone)
-        assert proto == "RTP/AVP" and not names & WEBRTC_SIDE
-        phone.set_remote(*sdp.remote_address(sdp.SessionDescription.parse(for_phone)), PCMU)
+        assert proto == ("RTP/SAVP" if sdes else "RTP/AVP") and not names & WEBRTC_SIDE
+        described = sdp.SessionDescription.parse(for_phone)
+        phone.set_remote(*sdp.remote_address(described), PCMU)
+        if sdes:
+            assert described.audio is not None
+            phone.set_srtp(SrtpContext(phone_key, sdp.crypto_attributes(described.audio)[0]))
         connect(towards_phone, towards_browser)
         recording = tmp_path / "phone.wav"
         phone.record(recording)
