@@ -65,3 +65,11 @@ def test_media_before_dtls_srtp_has_keys_is_dropped() -> None:
     rtcp = bytes([0x80, 200, 0, 6]) + bytes(24)
     assert transport.received(rtp, BROWSER) and transport.received(rtcp, BROWSER)
     assert not socket.sent and not transport.keyed
+
+
+def test_malformed_stun_and_dtls_are_dropped_without_a_reply() -> None:
+    transport, socket = _transport()
+    valid = _check(f"{transport.local.ufrag}:brws", transport.local.pwd)
+    for junk in (b"\x00", valid[:30], valid[:20] + b"\xff" * 40, b"\x16\xfe\xfd" + bytes(5)):
+        assert transport.received(junk, BROWSER)
+    assert not socket.sent

@@ -30,6 +30,7 @@ import functools
 import logging
 import secrets
 import string
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -233,8 +234,8 @@ class WebRtcTransport:
     def _stun(self, data: bytes, addr: Address) -> None:
         try:
             message = stun.parse_message(data)
-        except ValueError:
-            return
+        except (ValueError, IndexError, KeyError, struct.error):
+            return  # not STUN after all, or malformed: dropped, as any stray datagram
         if message.message_method != stun.Method.BINDING:
             return
         if message.message_class != stun.Class.REQUEST:
