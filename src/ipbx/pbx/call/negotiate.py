@@ -233,7 +233,10 @@ def _aim(
     media = description.audio
     assert media is not None  # remote_address() found it
     leg.remote_origin = _origin(description)
-    browser = _webrtc(leg, description) is not None
+    try:
+        browser = _webrtc(leg, description) is not None
+    except sdp.SdpError as exc:
+        raise SipError(exc.status_code, str(exc)) from None
     if browser or (host not in ("0.0.0.0", "::") and port != 0):
         if codec is None:
             try:
@@ -254,11 +257,8 @@ def _aim(
 
 def _webrtc(leg: Leg, description: sdp.SessionDescription) -> WebRtcTransport | None:
     """The leg's WebRTC transport, given the browser's parameters, when its phone's SDP
-    is WebRTC; None for any other phone. SipError(488) for WebRTC SDP lacking them."""
-    try:
-        remote = webrtc.parameters(description)
-    except sdp.SdpError as exc:
-        raise SipError(exc.status_code, str(exc)) from None
+    is WebRTC; None for any other phone. SdpError(488) for WebRTC SDP lacking them."""
+    remote = webrtc.parameters(description)
     if remote is None:
         return None
     transport = leg.media.use_webrtc()
