@@ -39,6 +39,11 @@ class Channel(asyncio.DatagramProtocol):
         self.latched = False
         self.peer_ssrc = b""
         self.sink: Sink = discard
+        # On a WebRTC leg (media/webrtc.py): what takes the datagrams that are not RTP
+        # (returning True for those it took), and on the RTCP channel, the RTP channel
+        # its RTCP leaves by (rtcp-mux, RFC 5761).
+        self.demux: Callable[[bytes, Address], bool] | None = None
+        self.mux: Channel | None = None
         self.packets_sent = 0
         self.bytes_sent = 0
         self.packets_received = 0
@@ -55,6 +60,8 @@ class Channel(asyncio.DatagramProtocol):
         log.debug("media socket error from %s: %s", self.peer, exc)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self.demux is not None and self.demux(data, addr):
+            return
         if (
             self.latching
             and (addr != self.peer or not self.latched)
@@ -66,9 +73,10 @@ class Channel(asyncio.DatagramProtocol):
         self.sink(data)
 
     def send(self, data: bytes) -> None:
-        if self.peer is None or self.transport is None:
+        way = self if self.mux is None else self.mux
+        if way.peer is None or way.transport is None:
             return
-        self.transport.sendto(data, self.peer)
+        way.transport.sendto(data, way.peer)
         self.packets_sent += 1
         self.bytes_sent += len(data)
 

@@ -35,6 +35,7 @@ from ipbx.media.reports import Reporter, RoundTripMeter
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, fixed_header, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter
+from ipbx.media.webrtc import WebRtcTransport
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class MediaEndpoint:
         self._bridged_by: Callable[[MediaEndpoint, MediaEndpoint], None] | None = None
         self._send_rtp: Sink = rtp.send
         self._send_rtcp: Sink = rtcp.send
+        self.webrtc: WebRtcTransport | None = None
         self._terminate_mode()
 
     @classmethod
@@ -185,6 +187,11 @@ class MediaEndpoint:
             self._decoder = create_decoder(codec)
         except CodecError:
             self._decoder = None
+
+    def use_webrtc(self) -> WebRtcTransport:
+        """Make this a WebRTC leg (media/webrtc.py); the same transport on later calls."""
+        self.webrtc = self.webrtc or WebRtcTransport(self._rtp, self._rtcp, self.set_srtp)
+        return self.webrtc
 
     def echo(self) -> None:
         """Send every RTP packet back where it came from (still detecting DTMF)."""
@@ -304,6 +311,8 @@ class MediaEndpoint:
         self.detach()
         self._stop_reports()
         self.stop_recording()
+        if self.webrtc is not None:
+            self.webrtc.close()
         self._rtp.reset()
         self._rtcp.reset()
         now = asyncio.get_running_loop().time()
@@ -314,7 +323,7 @@ class MediaEndpoint:
         self._mode = _closed_mode
         self._send_rtp = self._send_rtcp = discard
         self.on_dtmf = None
-        self._tap = None
+        self._tap = self.webrtc = None
         self._decoder = None
         self.digits = None
 

@@ -13,14 +13,17 @@ from dataclasses import replace
 
 from ipbx.media.codecs import NOT_AUDIO_CODECS, STATIC_FORMATS, TELEPHONE_EVENT, Codec
 from ipbx.media.srtp import CryptoAttribute, CryptoError, choose_crypto
+from ipbx.media.webrtc import WebRtcTransport
 from ipbx.sdp.description import (
     AUDIO_PROTOS,
     AVP,
     DIRECTIONS,
+    DTLS_PROTOS,
     DTMF_EVENTS,
     HOLD_ADDRESS,
     PTIME_MS,
     SAVP,
+    SAVPF,
     Attribute,
     Connection,
     Media,
@@ -30,15 +33,18 @@ from ipbx.sdp.description import (
     SessionDescription,
     _addr_type,
 )
+from ipbx.sdp.webrtc import TRANSPORT_ATTRIBUTES, as_webrtc
 
 __all__ = [
     "AUDIO_PROTOS",
     "AVP",
     "DIRECTIONS",
+    "DTLS_PROTOS",
     "DTMF_EVENTS",
     "HOLD_ADDRESS",
     "PTIME_MS",
     "SAVP",
+    "SAVPF",
     "Attribute",
     "Connection",
     "Media",
@@ -109,7 +115,10 @@ def direction(sdp: SessionDescription) -> str:
 def _effective_direction(sdp: SessionDescription, media: Media) -> str:
     declared = _declared_direction(sdp, media)
     connection = sdp.connection_for(media)
-    if connection is not None and connection.address == HOLD_ADDRESS:
+    # A WebRTC stream's address is ICE's business: 0.0.0.0 there is no hold (trickle ICE,
+    # RFC 8840, writes it while no candidate is known).
+    webrtc = media.proto in DTLS_PROTOS
+    if connection is not None and connection.address == HOLD_ADDRESS and not webrtc:
         return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(declared, declared)
     return declared
 
@@ -311,9 +320,9 @@ def _identities(media: Media) -> dict[int, tuple[str, int, int] | int]:
 
 
 def _choose(
-    media: Media, supported: Sequence[Codec], dtmf: bool
+    media: Media, supported: Sequence[Codec], dtmf: bool, protos: Sequence[str] = AUDIO_PROTOS
 ) -> tuple[Codec, Codec | None] | None:
-    if media.proto not in AUDIO_PROTOS:
+    if media.proto not in protos:
         return None
     for codec in supported:
         pt = _find(media, codec)
@@ -350,6 +359,7 @@ def answer(
     session_id: int | None = None,
     version: int = 0,
     key: CryptoAttribute | None = None,
+    webrtc: WebRtcTransport | None = None,
 ) -> tuple[SessionDescription, Codec, int | None]:
     """Answer an offer (RFC 3264 §6): accept the first audio stream, reject the rest.
 
@@ -357,6 +367,8 @@ def answer(
     offerer's payload type (§6.1: the answer uses the offer's numbers).
     An RTP/SAVP stream is answered with `key` when the offer still holds its tag
     and suite (a new offer in a session keeps the key), else with a new one.
+    With `webrtc` (the leg's transport) a WebRTC stream is accepted too, and answered
+    with ipbx's ICE-lite and DTLS side (sdp/webrtc.py).
     Returns the answer, that Codec and the telephone-event payload type.
     Raises SdpError(488) when no audio stream can be accepted.
     """
@@ -364,7 +376,8 @@ def answer(
     answered: list[Media] = []
     for media in offer.media:
         acceptable = chosen is None and media.media == "audio" and media.port != 0
-        match = _choose(media, supported_codecs, dtmf) if acceptable else None
+        protos = AUDIO_PROTOS if webrtc is None else (*AUDIO_PROTOS, *DTLS_PROTOS)
+        match = _choose(media, supported_codecs, dtmf, protos) if acceptable else None
         if match is None:
             # §6: a rejected stream keeps its place with port 0 and the offered formats.
             answered.append(Media(media.media, 0, media.proto, list(media.formats)))
@@ -393,6 +406,8 @@ def answer(
         media=answered,
         lines=timing,
     )
+    if webrtc is not None and webrtc.remote is not None:
+        result = as_webrtc(result, webrtc, address, port)
     return result, codec, None if event is None else event.payload_type
 
 
@@ -445,8 +460,12 @@ def anchor(
     audio_index = sdp.media.index(media)
     hold = _effective_direction(sdp, media)
     restate_hold = hold != _declared_direction(sdp, media)
+    # Ending a browser's DTLS-SRTP (a new proto below) ends its transport's attributes.
+    dropped = _PEER_ONLY_ATTRIBUTES
+    if crypto is not None and media.proto in DTLS_PROTOS:
+        dropped = dropped | TRANSPORT_ATTRIBUTES
     for index, stream in enumerate(result.media):
-        stream.attributes = [a for a in stream.attributes if a.name not in _PEER_ONLY_ATTRIBUTES]
+        stream.attributes = [a for a in stream.attributes if a.name not in dropped]
         if stream.connection is not None:
             stream.connection = Connection.for_address(address)
         if index == audio_index:
@@ -459,5 +478,5 @@ def anchor(
                 stream.proto = SAVP if crypto else AVP
         else:
             stream.port = 0
-    result.attributes = [a for a in result.attributes if a.name not in _PEER_ONLY_ATTRIBUTES]
+    result.attributes = [a for a in result.attributes if a.name not in dropped]
     return result

@@ -13,8 +13,12 @@ from ipbx.media.codecs import Codec
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # RFC 3264 §8.4: RFC 2543 put a call on hold with c=0.0.0.0; we must understand it.
 HOLD_ADDRESS = "0.0.0.0"
-AUDIO_PROTOS = ("RTP/AVP", "RTP/SAVP")
-AVP, SAVP = AUDIO_PROTOS
+AVP, SAVP = "RTP/AVP", "RTP/SAVP"
+# WebRTC's RTP over DTLS-SRTP (RFC 5764 §8, RFC 5124 for the feedback profile).
+SAVPF = "UDP/TLS/RTP/SAVPF"
+DTLS_PROTOS = (SAVPF, "UDP/TLS/RTP/SAVP")
+# What a SIP phone's audio stream may be; a WebRTC leg's is one of DTLS_PROTOS.
+AUDIO_PROTOS = (AVP, SAVP)
 PTIME_MS = 20
 # RFC 4733 §3.2: events 0-15 are DTMF, 16 hook flash.
 DTMF_EVENTS = "0-16"

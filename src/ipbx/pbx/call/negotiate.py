@@ -20,8 +20,13 @@ point for each:
   transcoding bridge (`connect` in media/bridge.py tells them apart by codec).
 
 The caller's INVITE is one offer for every phone and trunk it rings: `callee_offer`
-takes it once, and `secure_offer` gives it SDES keys for a callee that gets SRTP.
-`refusal` answers a late offer whose 2xx is hung up at once.
+takes it once, and `offer_for` gives it SDES keys for a callee that gets SRTP, or makes
+it a WebRTC offer. `refusal` answers a late offer whose 2xx is hung up at once.
+
+A leg is WebRTC when its phone's SDP says so (UDP/TLS/RTP/SAVPF with a=fingerprint and
+a=ice-ufrag, sdp/webrtc.py): its endpoint then runs ICE-lite and DTLS-SRTP
+(media/webrtc.py), and every SDP ipbx writes for it carries ipbx's side of them. The
+other leg may be anything: the bridge sees two endpoints with codecs, as for SDES.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from ipbx.media.srtp import (
     choose_crypto,
     new_crypto,
 )
+from ipbx.media.webrtc import WebRtcTransport
 from ipbx.pbx.call.model import Leg
+from ipbx.sdp import webrtc
 from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.calls")
@@ -59,7 +66,8 @@ def answer(
     nothing in the offer is usable). What the leg then hears is up to its owner."""
     local = leg.srtp[0] if leg.srtp else None
     port = leg.media.local_address[1]
-    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local)
+    transport = _webrtc(leg, offer)
+    ours, codec, dtmf = sdp.answer(offer, address, port, codecs, key=local, webrtc=transport)
     keys = sdp.srtp_keys(ours, offer)
     _aim(leg, offer, codec, dtmf)
     _set_keys(leg, keys)
@@ -137,10 +145,18 @@ def new_keys() -> tuple[CryptoAttribute, ...]:
 
 
 def offer_for(
-    body: bytes, media: MediaEndpoint, address: str, keys: tuple[CryptoAttribute, ...] = ()
+    body: bytes,
+    media: MediaEndpoint,
+    address: str,
+    keys: tuple[CryptoAttribute, ...] = (),
+    browser: bool = False,
 ) -> bytes:
     """An offer made by `callee_offer` as one callee gets it: with our `address` as that
-    phone reaches us, and in RTP/SAVP with `keys` when given."""
+    phone reaches us, and in RTP/SAVP with `keys` when given. For a `browser` (a phone
+    that speaks only WebRTC), `media` becomes a WebRTC endpoint and the offer is
+    UDP/TLS/RTP/SAVPF with ipbx's ICE-lite candidate, fingerprint and a=setup:actpass."""
+    if browser:
+        media.use_webrtc()
     return _anchored(sdp.SessionDescription.parse(body), address, media, list(keys))
 
 
@@ -217,7 +233,11 @@ def _aim(
     media = description.audio
     assert media is not None  # remote_address() found it
     leg.remote_origin = _origin(description)
-    if host not in ("0.0.0.0", "::") and port != 0:
+    try:
+        browser = _webrtc(leg, description) is not None
+    except sdp.SdpError as exc:
+        raise SipError(exc.status_code, str(exc)) from None
+    if browser or (host not in ("0.0.0.0", "::") and port != 0):
         if codec is None:
             try:
                 codec = sdp.first_codec(media)
@@ -227,8 +247,23 @@ def _aim(
             # bridge, the API) must carry the number the phone expects.
             dtmf = sdp.telephone_event(description, codec)
         fmtp = media.format_parameters(codec.payload_type)
-        leg.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
+        if browser:
+            # ICE, not the SDP's address, finds a browser (0.0.0.0 there is no hold).
+            leg.media.set_codec(codec, dtmf, fmtp)
+        else:
+            leg.media.set_remote(host, port, codec, dtmf, fmtp=fmtp)
     return media
+
+
+def _webrtc(leg: Leg, description: sdp.SessionDescription) -> WebRtcTransport | None:
+    """The leg's WebRTC transport, given the browser's parameters, when its phone's SDP
+    is WebRTC; None for any other phone. SdpError(488) for WebRTC SDP lacking them."""
+    remote = webrtc.parameters(description)
+    if remote is None:
+        return None
+    transport = leg.media.use_webrtc()
+    transport.start(remote)
+    return transport
 
 
 def _keys(leg: Leg, media: sdp.Media) -> Keys | None:
@@ -266,5 +301,9 @@ def _anchored(
     crypto: list[CryptoAttribute],
 ) -> bytes:
     """SDP as the phone on `media` must see it: our address and port, and `crypto` as
-    its a=crypto lines (none: plain RTP)."""
-    return bytes(sdp.anchor(description, address, media.local_address[1], None, crypto))
+    its a=crypto lines (none: plain RTP), or ipbx's WebRTC side for a WebRTC leg."""
+    port = media.local_address[1]
+    anchored = sdp.anchor(description, address, port, None, crypto)
+    if media.webrtc is not None:
+        anchored = webrtc.as_webrtc(anchored, media.webrtc, address, port)
+    return bytes(anchored)
