@@ -23,12 +23,12 @@ from ipbx.media.webrtc import certificate
 from ipbx.pbx.call import negotiate
 from ipbx.pbx.call.model import Leg
 from ipbx.sip.message import Response
-from tests.support.webrtc_peer import Browser, loopback_ice
 from tests.support.ports import LOOPBACK, free_udp_range
 from tests.support.server import extension_range, start_configured_ipbx
 from tests.support.sipclient import SipClient, ack_for, in_dialog, send_authenticated_invite
 from tests.support.softphone import ipbx_phone, write_tone
 from tests.support.tones import dominant_frequency
+from tests.support.webrtc_peer import Browser, loopback_ice
 
 CALLER, CALLEE, _ = extension_range(3)
 BROWSER_HZ, PHONE_HZ = 440, 1000
