@@ -289,8 +289,8 @@ def send_authenticated_invite(
     password: str = "secret1000",
 ) -> bytes:
     """INVITE as `user`, answering the 407, without waiting for the final answer (the
-    test plays the callee too); the authenticated INVITE it sent. The 407 is ACKed by
-    the server's transaction rules."""
+    test plays the callee too); the authenticated INVITE it sent. The 407 is ACKed
+    (RFC 3261 §17.1.1.3), or the server would send it again while the test reads on."""
     call_id = secrets.token_hex(8)
     if not any(h.lower().startswith("contact:") for h in headers):
         headers = [*headers, f"Contact: <sip:{user}@{LOOPBACK}:{caller.local_port}>"]
@@ -299,6 +299,7 @@ def send_authenticated_invite(
     )
     challenge = caller.receive()
     assert challenge is not None and challenge.status == 407, challenge
+    caller.send(failure_ack(challenge, uri))
     creds = authorization(
         challenge.headers.get_all("Proxy-Authenticate")[0], "INVITE", uri, user, password
     )
