@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from ipbx.pbx.queue.config import STRATEGIES
-from ipbx.store import Store
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.queue_log import Row, queue_log_rows
 from tests.support.server import (
     Extension,
     IpbxServer,
@@ -79,17 +79,6 @@ def _number(queue: str) -> str:
     return str(600 + [*STRATEGIES, "first", "second", "waiting", "empty"].index(queue))
 
 
-@dataclass(frozen=True)
-class Row:
-    """A row of the queue log, at the time of the event (to the microsecond)."""
-
-    at: float
-    call_id: str
-    queue: str
-    agent: str
-    event: str
-
-
 @dataclass
 class QueuePbx:
     server: IpbxServer
@@ -101,18 +90,8 @@ class QueuePbx:
         self, queue: str, ready: Callable[[list[Row]], bool] = bool, timeout: float = 5.0
     ) -> list[Row]:
         """The queue's log as ipbx keeps it, once `ready` says it holds what the test
-        waits for (ipbx writes it to its database a moment after the events)."""
-        store = Store(f"sqlite:///{self.server.data_dir / 'ipbx.db'}")
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                records = store.queue_log_between(None, None, queue)
-                rows = [Row(r.time, r.call_id, r.queue, r.agent, r.event) for r in records]
-                if ready(rows) or time.monotonic() > deadline:
-                    return rows
-                time.sleep(0.05)
-        finally:
-            store.close()
+        waits for."""
+        return queue_log_rows(self.server.data_dir, queue, ready, timeout)
 
     def call(
         self,

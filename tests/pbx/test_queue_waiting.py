@@ -27,11 +27,10 @@ from ipbx.sip.transaction import Address
 from tests.support.invites import invite
 from tests.support.media import run
 from tests.support.softphone import write_tone
-from tests.support.tones import rms
+from tests.support.tones import heard
 
 MUSIC_HZ, ANNOUNCEMENT_HZ = 2000, 700
 CALLER = "5550123"
-WINDOW = 800  # 100 ms at 8 kHz
 
 
 class _Place:
@@ -69,24 +68,7 @@ async def _received(phone: MediaEndpoint, packets: int) -> None:
 def _heard(pcm: np.ndarray) -> list[str]:
     """What each 100 ms sounds like: the music, the recorded announcement (each a pure
     tone) or speech, in order, silences left out and repeats merged."""
-    kinds: list[str] = []
-    for start in range(0, len(pcm) - WINDOW, WINDOW):
-        window = pcm[start : start + WINDOW]
-        if rms(window) < 200:
-            continue
-        kind = _tone(window, MUSIC_HZ, "music") or _tone(window, ANNOUNCEMENT_HZ, "tone")
-        kind = kind or "voice"
-        if not kinds or kinds[-1] != kind:
-            kinds.append(kind)
-    return kinds
-
-
-def _tone(window: np.ndarray, hz: int, kind: str) -> str | None:
-    """`kind` when nearly all the window's energy is at `hz` (speech spreads it)."""
-    power = np.abs(np.fft.rfft(window.astype(np.float64))) ** 2
-    freqs = np.fft.rfftfreq(len(window), 1 / 8000)
-    near = power[np.abs(freqs - hz) <= 50].sum()
-    return kind if near > 0.8 * power.sum() else None
+    return [kind for kind, _ in heard(pcm, {"music": MUSIC_HZ, "tone": ANNOUNCEMENT_HZ})]
 
 
 def test_a_waiting_caller_hears_music_its_position_and_asks_for_a_callback(

@@ -1,8 +1,9 @@
 """Test tones: a sine at a known level in PCM or encoded in a file, and its frequency
-and level measured back."""
+and level measured back; what a recording sounds like, slice by slice."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import av
@@ -64,3 +65,28 @@ def encode_tone(
 def peak_hz(pcm: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
     return float(np.argmax(spectrum) * rate / pcm.size)
+
+
+def heard(
+    pcm: Pcm, tones: Mapping[str, int], rate: int = 8000, window_ms: int = 100
+) -> list[tuple[str, float]]:
+    """What a recording sounds like, in order: each stretch named after the tone of
+    `tones` it is (nearly all its energy within 50 Hz of that frequency) or "voice"
+    (speech spreads it), with the second it starts at; silences are left out and
+    repeats merged."""
+    window = rate * window_ms // 1000
+    freqs = np.fft.rfftfreq(window, 1 / rate)
+    stretches: list[tuple[str, float]] = []
+    for start in range(0, len(pcm) - window, window):
+        piece = pcm[start : start + window]
+        if rms(piece) < 200:
+            continue
+        power = np.abs(np.fft.rfft(piece.astype(np.float64))) ** 2
+        kind = next(
+            (name for name, hz in tones.items()
+             if power[np.abs(freqs - hz) <= 50].sum() > 0.8 * power.sum()),
+            "voice",
+        )  # fmt: skip
+        if not stretches or stretches[-1][0] != kind:
+            stretches.append((kind, start / rate))
+    return stretches
