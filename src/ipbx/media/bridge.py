@@ -45,7 +45,7 @@ def relay(a: MediaEndpoint, b: MediaEndpoint) -> None:
     a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
     for src, dst in ((a, b), (b, a)):
         # The phones' own reports pass through; ours would describe streams we only relay.
-        src._stop_reports()
+        src._reports.stop()
         src._rtcp.sink = src._inbound_rtcp(_relaying_rtcp(src, dst))
 
 
@@ -76,7 +76,7 @@ def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
         src._rtp.sink = src._inbound(direction.receive)
-        src._rtcp.sink = src._inbound_rtcp(src._on_rtcp)
+        src._rtcp.sink = src._inbound_rtcp(src._reports.received)
         src._stop_playout.append(direction.close)
         src._report()
 

@@ -31,7 +31,7 @@ from ipbx.media.digits import DigitListener
 from ipbx.media.dtmf import digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
-from ipbx.media.reports import Reporter, RoundTripMeter
+from ipbx.media.reports import LegReports
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, fixed_header, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter
@@ -79,9 +79,9 @@ class MediaEndpoint:
         # What the phone sends us, packet by packet, on every path (relay included).
         self.meter = StreamMeter(asyncio.get_running_loop().time)
         pool.reception.open(self.meter)
-        self.round_trip = RoundTripMeter(asyncio.get_running_loop().time)
-        # RTCP reports of our own, on a leg where ipbx is the RTP source (reports.py).
-        self._reporter: Reporter | None = None
+        # The phone's RTCP, and ours on a leg where ipbx is the RTP source (reports.py).
+        self._reports = LegReports(asyncio.get_running_loop().time)
+        self.round_trip = self._reports.round_trip
         # A second consumer of the received RTP (a call recorder), beside the mode's own.
         self._tap: Sink | None = None
         self._mode: Callable[[], None] = self._terminate_mode
@@ -309,7 +309,7 @@ class MediaEndpoint:
         self._closed = True
         self._pool.reception.close(self.meter)
         self.detach()
-        self._stop_reports()
+        self._reports.stop()
         self.stop_recording()
         if self.webrtc is not None:
             self.webrtc.close()
@@ -373,31 +373,16 @@ class MediaEndpoint:
 
     def _terminate_mode(self) -> None:
         self._rtp.sink = self._inbound(self._on_rtp)
-        self._rtcp.sink = self._inbound_rtcp(self._on_rtcp)
-
-    def _on_rtcp(self, data: bytes) -> None:
-        if self._reporter is not None:
-            self._reporter.received(data)
-        else:
-            self.round_trip.received(data)
+        self._rtcp.sink = self._inbound_rtcp(self._reports.received)
 
     def _report(self) -> None:
         """Send RTCP reports of our own from now on (ipbx is this leg's RTP source)."""
-        if self._reporter is None and not self._closed:
-            host = self._pool.address
-            self._reporter = Reporter(
-                self._ssrc,
-                self.meter,
-                self.round_trip,
-                self._sent_counts,
-                lambda data: self._send_rtcp(data),
-                f"ipbx-{self._ssrc:08x}@{host}",
-            )
+        if not self._closed:
+            cname = f"ipbx-{self._ssrc:08x}@{self._pool.address}"
+            self._reports.start(self._ssrc, self.meter, self._sent_counts, self._out_rtcp, cname)
 
-    def _stop_reports(self) -> None:
-        if self._reporter is not None:
-            self._reporter.stop()
-            self._reporter = None
+    def _out_rtcp(self, data: bytes) -> None:
+        self._send_rtcp(data)  # whichever it is by then (SRTCP, or nothing once closed)
 
     def _sent_counts(self) -> tuple[int, int, int]:
         rtp = self._rtp
@@ -412,7 +397,7 @@ class MediaEndpoint:
             listen(data)
 
         self._rtp.sink = self._inbound(echoed)
-        self._rtcp.sink = self._inbound_rtcp(self._on_rtcp)
+        self._rtcp.sink = self._inbound_rtcp(self._reports.received)
 
     def _on_rtp(self, data: bytes) -> None:
         # A peer using rtcp-mux (RFC 5761) sends RTCP here too.

@@ -150,3 +150,34 @@ class Reporter:
         self._round_trip.sent(data)
         self._send(data)
         self._schedule()
+
+
+class LegReports:
+    """The RTCP of one leg: the phone's reports, read for round-trip times, and from
+    `start()` on (ipbx became the leg's RTP source) reports of our own (`Reporter`)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.round_trip = RoundTripMeter(clock)
+        self._reporter: Reporter | None = None
+
+    def received(self, data: bytes) -> None:
+        if self._reporter is not None:
+            self._reporter.received(data)
+        else:
+            self.round_trip.received(data)
+
+    def start(
+        self,
+        ssrc: int,
+        meter: StreamMeter,
+        sent: Callable[[], tuple[int, int, int]],
+        send: Callable[[bytes], None],
+        cname: str,
+    ) -> None:
+        if self._reporter is None:
+            self._reporter = Reporter(ssrc, meter, self.round_trip, sent, send, cname)
+
+    def stop(self) -> None:
+        if self._reporter is not None:
+            self._reporter.stop()
+            self._reporter = None
