@@ -82,6 +82,9 @@ POLL_S = 0.2
 API_TRIES = 5
 SATURATED = 0.9  # of one core: a step above it is not held
 MUSIC_PPS = 50.0  # 20 ms packets
+# The music on hold file: as long as a song, so that a caller's music seldom starts over
+# within a step (ipbx reads the file again each time it does).
+MUSIC_SECONDS = 180.0
 MUSIC_HELD = 0.95  # a step whose callers hear less of their music is not held
 
 
@@ -356,11 +359,21 @@ def step_counts(total: int, step: int) -> list[int]:
     return [*counts, total]
 
 
+def held_steps(steps: Sequence[Step]) -> list[Step]:
+    """The steps before the first the server did not hold."""
+    held: list[Step] = []
+    for step in steps:
+        if not step.held:
+            break
+        held.append(step)
+    return held
+
+
 def marginal_pct_per_caller(steps: Sequence[Step]) -> float | None:
     """What one more waiting caller costs, in percent of a core: the CPU's growth from
     the first held step to the last over the callers added (the server's own base load
     left out); None with fewer than two held steps."""
-    held = [step for step in steps if step.held]
+    held = held_steps(steps)
     if len(held) < 2 or held[-1].waiting == held[0].waiting:
         return None
     added = held[-1].waiting - held[0].waiting
@@ -380,8 +393,8 @@ class QueueRun:
 
     @property
     def held(self) -> Step | None:
-        """The last step the server held, if any."""
-        held = [step for step in self.steps if step.held]
+        """The last step the server held (all the steps before it too), if any."""
+        held = held_steps(self.steps)
         return held[-1] if held else None
 
 
@@ -389,7 +402,9 @@ def fill_queue(
     pbx: QueuePbx, settings: Settings, workdir: Path, timeout: float
 ) -> tuple[list[Step], list[tuple[SippProcess, PacketCounter]]]:
     """Callers join in steps; the server's CPU and the music reaching the callers are
-    read over --queue-seconds at each, and no more join once a step is not held."""
+    read over --queue-seconds at each. No more join once a caller is missing (the
+    server no longer takes callers in): a step that is merely not held (music late, the
+    core over 90 %) is noted and the next one joins."""
     steps: list[Step] = []
     callers: list[tuple[SippProcess, PacketCounter]] = []
     placed = 0
@@ -404,8 +419,8 @@ def fill_queue(
         log(f"  {waiting} of {count} callers wait: server {100 * step.share:.1f} % of a core, "
             f"{step.pct_per_caller:.3f} % per caller, music {step.music_pps:.1f} packets/s "
             "each")  # fmt: skip
-        if not step.held:
-            log("  the server holds no more; no more callers join")
+        if waiting < count:
+            log("  callers are missing: no more join")
             break
     return steps, callers
 
@@ -454,6 +469,7 @@ def run_queue(pbx: QueuePbx, settings: Settings, workdir: Path) -> QueueRun:
 
 def report_queue(run: QueueRun, settings: Settings) -> bool:
     held, last = run.held, run.steps[-1]
+    first_not_held = next((step.placed for step in run.steps if not step.held), None)
     per_caller = held.pct_per_caller if held is not None else None
     marginal = marginal_pct_per_caller(run.steps)
     emit(
@@ -464,7 +480,7 @@ def report_queue(run: QueueRun, settings: Settings) -> bool:
             "waiting": None if held is None else held.waiting,
             "callers_per_core": round(100 / per_caller) if per_caller else None,
             "marginal_pct_per_caller": None if marginal is None else round(marginal, 4),
-            "saturated_at": None if last.held else last.placed,
+            "not_held_from": first_not_held,
             "steps": [
                 [s.waiting, round(100 * s.share, 1), round(s.music_pps, 1)] for s in run.steps
             ],
@@ -505,7 +521,7 @@ def report_queue(run: QueueRun, settings: Settings) -> bool:
     log(f"  free to ring p50 {percentile(latencies, 50):.1f} ms, p99 "
         f"{percentile(latencies, 99):.1f} ms ({len(latencies)}); {accounts}")  # fmt: skip
     cpu_ok = (
-        last.held and last.placed == settings.queue_callers
+        first_not_held is None and last.placed == settings.queue_callers
         and per_caller is not None and per_caller < GOAL_PCT_PER_CALLER
     )  # fmt: skip
     served = accounts.entered == run.placed == run.completed
@@ -520,7 +536,7 @@ def bench_queues(settings: Settings) -> bool:
     callers = extension_range(settings.queue_callers, first=2000)
     music = workdir / "ipbx" / "data" / "moh"
     music.mkdir(parents=True, exist_ok=True)
-    write_message_wav(music / "tone.wav", 10.0, 400)
+    write_message_wav(music / "tone.wav", MUSIC_SECONDS, 400)
     try:
         server = start_configured_ipbx(
             workdir / "ipbx", configure(settings, workdir, api_port),

@@ -109,6 +109,7 @@ def test_one_more_caller_costs_the_growth_between_held_steps() -> None:
         Step(placed=50, waiting=50, share=0.35),
         Step(placed=75, waiting=75, share=0.50),
         Step(placed=100, waiting=90, share=0.99),  # not held: left out
+        Step(placed=125, waiting=125, share=0.80),  # after one not held: left out too
     ]
     marginal = marginal_pct_per_caller(steps)
     assert marginal is not None and round(marginal, 6) == 0.6  # 30 % of a core for 50 more
