@@ -2,20 +2,30 @@
 
 One ipbx (its API on, the server pinned to one core) has one queue, `bench`, of
 --queue-agents agents (extensions 1001...; strategy leastrecent, no wrap-up), with music
-on hold (a tone in DATA_DIR/moh), the position announced every 30 s and a periodic
-announcement (a file). The agents' phones are one SIPp UAS (uas_queue_agent.xml) that
-every agent extension registers its Contact at; a phone rings 0.2 to 1.5 s before it
-answers and hangs up after 0.5 to 3 s of talk (SIPp uniform pauses). --queue-callers
-SIPp callers (uac_queue_wait.xml, extensions 2000...) dial the queue at 50 per second
-and stay until the agent hangs up, sending RTP all along as a phone does.
+on hold (a 3-minute tone in DATA_DIR/moh), announce_position_seconds 30 and a periodic
+announcement (a file): whatever the queue's waiting room plays of them is measured. The
+agents' phones are one SIPp UAS (uas_queue_agent.xml) that every agent extension
+registers its Contact at; a phone rings 0.2 to 1.5 s before it answers and hangs up
+after 0.5 to 3 s of talk (SIPp uniform pauses). --queue-callers SIPp callers
+(uac_queue_wait.xml, extensions 2000...) dial the queue at 50 per second, --queue-step
+at a time, and stay until the agent hangs up, sending RTP all along as a phone does;
+the music on hold they are sent lands on ports this bench counts (PacketCounter). The
+server and the agents' SIPp run at nice -10 (as root), so that test runs elsewhere on
+the machine do not make them late.
 
-  queue_cpu_pct_per_waiting_caller  the server's CPU (user + system, /proc) while every
-                      caller waits and no agent takes calls (all paused through
-                      PUT /queues/bench/agents/N), over --queue-seconds, as a percentage of
-                      one core divided by the callers waiting; the goal is under 0.1 %
-                      (1,000 waiting callers per core). The share of the core before any
-                      caller joined (registered agents, OPTIONS pings) is given apart and
-                      not subtracted.
+  queue_cpu_pct_per_waiting_caller  every agent is paused (PUT /queues/bench/agents/N),
+                      then callers join in steps; at each, once every caller waits, the
+                      server's CPU (user + system, /proc) over --queue-seconds as a
+                      percentage of one core (from SETTLE_S after the last joined),
+                      divided by the callers waiting, and the music packets each
+                      caller got per second. A step is held when
+                      every caller waits, the music reaches each at >= 95 % of its 50
+                      packets/s and the core is under 90 %; the figure is the last step
+                      held before the first that is not, with the marginal cost of one
+                      more caller between the held steps. Callers keep joining after a
+                      step not held, until one is missing. The goal: under 0.1 % of a
+                      core with all --queue-callers waiting (1,000 per core). The share
+                      of the core before any caller joined is given apart.
   queue_free_to_ring_ms  then the agents are unpaused and serve every caller. For each
                       agent, the time from its phone's BYE (its call ended: with no
                       wrap-up the agent is free) to the next INVITE reaching that phone,
@@ -31,7 +41,7 @@ and stay until the agent hangs up, sending RTP all along as a phone does.
 
 Every wait is bounded by a deadline and every SIPp by -m and -timeout. Run it alone:
 `.venv/bin/python bench/run.py --parts queues --servers ipbx --out DIR` (small:
-`--queue-callers 40 --queue-agents 5 --queue-seconds 5`).
+`--queue-callers 40 --queue-agents 5 --queue-step 20 --queue-seconds 3`).
 """
 
 from __future__ import annotations
@@ -73,13 +83,16 @@ QUEUE, NUMBER = "bench", "600"
 FIGURES = ("queue_cpu_pct_per_waiting_caller", "queue_free_to_ring_ms", "queue_callers_lost")
 GOAL_PCT_PER_CALLER = 0.1
 CALL_RATE = 50  # callers dialling in per second
+# From the last caller of a step waiting to the CPU reading: the work of joining (the
+# answer, the music file read for the caller) is not the cost of waiting.
+SETTLE_S = 3.0
 IDLE_SECONDS = 10.0
 # A caller's longest stay: joining, the CPU interval, then its turn (a phone rings 1.5 s
 # and talks 3 s at most) among callers / agents others, twice over for safety.
 LONGEST_CALL_S = 4.5
 EXITS = ("EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY")
 POLL_S = 0.2
-API_TRIES = 5
+API_DEADLINE_S = 60.0
 SATURATED = 0.9  # of one core: a step above it is not held
 MUSIC_PPS = 50.0  # 20 ms packets
 # The music on hold file: as long as a song, so that a caller's music seldom starts over
@@ -207,19 +220,20 @@ class QueuePbx:
     callers: list[Extension]
 
     def set_agents(self, action: str) -> None:
-        """Pause or unpause every agent; a server slow to answer is asked again, up to
-        API_TRIES times (a saturated core answers late)."""
+        """Pause or unpause every agent; a server slow to answer (a saturated core) is
+        asked again until API_DEADLINE_S have passed."""
         body: dict[str, Any] = {"action": action}
         if action == "pause":
             body["reason"] = "bench"
+        deadline = time.monotonic() + API_DEADLINE_S
         for agent in self.agents:
-            for attempt in range(API_TRIES):
+            while True:
                 try:
                     response = self.api.put(f"/queues/{QUEUE}/agents/{agent.number}", json=body)
                     response.raise_for_status()
                     break
                 except httpx.TimeoutException:
-                    if attempt == API_TRIES - 1:
+                    if time.monotonic() > deadline:
                         raise
 
     def waiting(self) -> int | None:
@@ -413,6 +427,7 @@ def fill_queue(
         callers.append(start_callers(pbx, settings, workdir, batch, timeout))
         placed = count
         waiting = pbx.wait_for_waiting(count, len(batch) / CALL_RATE + 30)
+        time.sleep(SETTLE_S)
         share, music = pbx.measure(settings.queue_seconds, [m for _, m in callers])
         step = Step(count, waiting, share, music / max(1, waiting))
         steps.append(step)
@@ -428,7 +443,7 @@ def fill_queue(
 def run_queue(pbx: QueuePbx, settings: Settings, workdir: Path) -> QueueRun:
     total, agents_n = settings.queue_callers, settings.queue_agents
     steps_n = len(step_counts(total, settings.queue_step))
-    join_s = steps_n * (settings.queue_step / CALL_RATE + 30 + settings.queue_seconds)
+    join_s = steps_n * (settings.queue_step / CALL_RATE + 30 + SETTLE_S + settings.queue_seconds)
     serve_s = total / agents_n * LONGEST_CALL_S * 2 + 30
     timeout = join_s + serve_s
     write_rtp_pcap(workdir / "queue_wait.pcap", 440, timeout)
