@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipbx.media.rtp import RtpError, RtpPacket, is_rtcp, seq_add, seq_diff, seq_newer
+from ipbx.media.rtp import (
+    RtpError,
+    RtpPacket,
+    fixed_header,
+    is_rtcp,
+    seq_add,
+    seq_diff,
+    seq_newer,
+)
 
 packets = st.builds(
     RtpPacket,
@@ -93,3 +101,11 @@ def test_sequence_numbers_wrap_at_16_bits() -> None:
     assert seq_diff(0xFFFF, 0) == -1
     assert seq_newer(2, 0xFFF0)
     assert not seq_newer(0xFFF0, 2)
+
+
+@pytest.mark.parametrize("marker", [False, True])
+def test_the_fixed_header_is_what_a_packet_without_options_serializes_to(marker: bool) -> None:
+    packet = RtpPacket(111, 65535, 2**32 - 1, 0xDEADBEEF, b"\x01\x02", marker)
+    assert fixed_header(111, 65535, 2**32 - 1, 0xDEADBEEF, marker) + b"\x01\x02" == (
+        packet.serialize()
+    )

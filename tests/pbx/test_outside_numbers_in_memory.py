@@ -60,6 +60,26 @@ async def _talk_then_hang_up_answered(call: OutgoingCall, out: IncomingCall) -> 
     await out.hung_up()
 
 
+# --- dialled ------------------------------------------------------------------------------
+
+
+def test_the_callers_display_name_goes_out_quoted_once(tmp_path: Path) -> None:
+    """A From's display name is read as text and written as one quoted-string (RFC 3261
+    §25.1) in the From the provider gets: not the phone's quotes quoted again."""
+
+    async def story(lab: Testbed) -> None:
+        gateway = lab.gateway(PROVIDER)
+        alice = await lab.registered("1000")
+        alice.display = '"Alice \\"Al\\" Smith"'
+        call = alice.call(MOBILE)
+        out = await gateway.rings()
+        assert out.invite.from_.display == '"Alice \\"Al\\" Smith"'
+        assert out.invite.from_.name == 'Alice "Al" Smith'
+        await _talk_then_hang_up(call, out)
+
+    play(tmp_path, story, outside())
+
+
 # --- forwarding ---------------------------------------------------------------------------
 
 

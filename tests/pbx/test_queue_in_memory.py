@@ -1,16 +1,19 @@
 """A call queue's agents in the in-memory testbed (tests/support/testbed.py), in virtual
 time: an agent who lets three offers in a row ring out is paused with reason no-answer,
 and an agent whose queue call the PBX ends itself (the media time-out, as after a lost
-BYE) is free again at once, as is one marked busy with a call that no longer exists."""
+BYE) is free again at once, as is one marked busy with a call that no longer exists; a
+callback keeps its place; an agent whose phone registers takes the waiting caller."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from ipbx.pbx.events import Event
 from ipbx.pbx.queue.agents import NO_ANSWER
-from ipbx.pbx.queue.model import AgentState, QueueEvent
+from ipbx.pbx.queue.model import CALLBACK, CALLBACK_NUMBER, AgentState, Place, QueueEvent
+from ipbx.pbx.session import Session
 from tests.support.testbed import Testbed, play
 
 
@@ -96,3 +99,71 @@ def test_an_agent_is_freed_when_the_pbx_ends_its_call_or_the_call_is_gone(
         assert queues.agents.get("1001").state() is AgentState.AVAILABLE
 
     play(tmp_path, story, _queue(30))
+
+
+class CallsBack:
+    """A waiting room whose caller asks at once to be called back at `number`."""
+
+    def __init__(self, number: str) -> None:
+        self.number = number
+
+    async def wait(self, session: Session, place: Place) -> str:
+        await session.answer()
+        session.variables[CALLBACK_NUMBER] = self.number
+        return CALLBACK
+
+
+def test_a_callback_keeps_its_place_and_rings_the_agent_then_the_caller(tmp_path: Path) -> None:
+    """1000 asks to be called back at 1002 and is hung up; its place is kept (1003, who
+    calls next, is second). When 1001 takes calls again the callback is served first:
+    1001's phone rings, then 1002's, and the log tells one call, answered."""
+
+    async def story(lab: Testbed) -> None:
+        written, _ = _listen(lab)
+        queues = lab.pbx.queues
+        queues.set_agent("1001", "pause")
+        queue = queues.queues["q"]
+        room, queue.room = queue.room, CallsBack("1002")
+        agent, customer = await lab.registered("1001"), await lab.registered("1002")
+        call = (await lab.registered("1000")).call("600")
+        assert (await call.final()).status == 200
+        await call.hung_up()
+        queue.room = room
+        later = (await lab.registered("1003")).call("600")
+        assert (await later.final()).status == 200
+        waiting = queues.status("q").waiting
+        assert [(w.caller, w.position, w.callback) for w in waiting] == [
+            ("1000", 1, True),
+            ("1003", 2, False),
+        ]
+        queues.set_agent("1001", "unpause")
+        (await agent.rings()).answer()
+        ringing = await customer.rings()
+        ringing.answer()
+        assert [(w.caller, w.position) for w in queues.status("q").waiting] == [("1003", 1)]
+        assert (await ringing.hang_up()).status == 200
+        assert (await later.hang_up()).status == 200
+        first = next(e.call_id for e in written if e.event == "ENTERQUEUE")
+        story_of_1000 = [e for e in written if e.call_id == first]
+        assert [(e.event, e.agent) for e in story_of_1000] == [
+            ("ENTERQUEUE", "NONE"),
+            ("EXITWITHKEY", "NONE"),
+            ("CONNECT", "1001"),
+            ("COMPLETECALLER", "1001"),
+        ]
+
+    play(tmp_path, story, _queue(120))
+
+
+def test_an_agent_whose_phone_registers_is_offered_the_waiting_caller(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        call = (await lab.registered("1000")).call("600")
+        assert (await call.final()).status == 200  # no agent's phone is registered: it waits
+        assert [w.caller for w in lab.pbx.queues.status("q").waiting] == ["1000"]
+        agent = await lab.registered("1002")
+        (await agent.rings()).answer()
+        await asyncio.sleep(1)  # virtual time: the agent's 200 reaches the PBX
+        assert lab.pbx.queues.status("q").waiting == ()
+        assert (await call.hang_up()).status == 200
+
+    play(tmp_path, story, _queue(120))

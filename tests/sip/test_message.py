@@ -17,7 +17,15 @@ from ipbx.sip.message import (
     canonical_name,
     parse_datagram,
 )
-from ipbx.sip.uri import Uri, parse_name_addr, parse_uri, parse_via, unescape
+from ipbx.sip.uri import (
+    Uri,
+    display_name,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    quoted_string,
+    unescape,
+)
 
 TORTURE = Path(__file__).parent.parent / "conformance" / "rfc4475"
 
@@ -227,6 +235,21 @@ def test_name_addr_without_space_before_bracket() -> None:
     value = parse_name_addr("caller<sip:caller@example.com>;tag=323")
     assert value.display == "caller"
     assert value.tag == "323"
+
+
+def test_a_display_name_reads_as_text_and_is_written_back_quoted_when_it_must_be() -> None:
+    """RFC 3261 §25.1: a display-name is tokens or a quoted-string with quoted-pairs;
+    what a person reads (`name`) has neither the quotes nor the escapes."""
+    assert parse_name_addr('"PSTN caller" <sip:+12125550199@gw>').name == "PSTN caller"
+    assert parse_name_addr(r'"J Rosenberg \\\"" <sip:j@example.com>').name == 'J Rosenberg \\"'
+    assert parse_name_addr("Jane Roe <sip:jane@example.com>").name == "Jane Roe"
+    assert parse_name_addr("<sip:jane@example.com>").name is None
+    assert display_name("Acme Corp") == "Acme Corp"
+    assert display_name("O'Brien, J.") == '"O\'Brien, J."'
+    for text in ("PSTN caller", 'say "hi" \\ bye', "Müller, Jörg"):
+        assert quoted_string(text) != text
+        assert parse_name_addr(f"{quoted_string(text)} <sip:a@b>").name == text
+        assert parse_name_addr(f"{display_name(text)} <sip:a@b>").name == text
 
 
 def test_stream_framing_waits_for_the_body_and_answers_pings() -> None:

@@ -1,5 +1,5 @@
 """What media tests share: a scenario run on its own event loop (uvloop, as in
-production, or asyncio) within 10 s, and the loudest frequency of 8 kHz audio."""
+production, or asyncio) within 10 s unless told, and the loudest frequency of 8 kHz audio."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import uvloop
 
 
-def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop") -> None:
+def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop", timeout: float = 10) -> None:
     factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(asyncio.wait_for(scenario(), 10))
+        runner.run(asyncio.wait_for(scenario(), timeout))
 
 
 def dominant_frequency(pcm: np.ndarray) -> float:

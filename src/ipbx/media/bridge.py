@@ -4,7 +4,8 @@ One function per shape, in the way Asterisk's `bridges/` holds one file per brid
 technology: `relay` forwards RTP and RTCP byte for byte (SRTP removed and added per leg),
 `transcode` plays each direction out through a jitter buffer and re-encodes it, and
 `connect` picks between the two from the codecs the legs negotiated. Music on hold
-(media/moh.py) plays into one endpoint; the conference mixer will join these later.
+(media/moh.py) plays one folder into every listening endpoint; the conference mixer
+will join these later.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class _Transcoding:
                 pcm = self._mix_tones(pcm)
             for payload in self._packetizer.packets(pcm):
                 if self._timestamp is None:
-                    self._timestamp = dst._timestamp_at(now)
+                    self._timestamp = dst.timestamp_at(now)
                 dst._send(dst._require_codec().payload_type, payload, False, self._timestamp)
                 self._timestamp = (self._timestamp + step) % TIMESTAMP_MOD
 

@@ -32,7 +32,7 @@ from ipbx.media.dtmf import digit_event, digit_packets
 from ipbx.media.ports import PortPool, PortPoolExhausted
 from ipbx.media.quality import StreamMeter
 from ipbx.media.reports import Reporter, RoundTripMeter
-from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, RtpPacket, media_packet, seq_add
+from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, fixed_header, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
 from ipbx.media.wav import WavWriter
 
@@ -250,7 +250,7 @@ class MediaEndpoint:
         self._report()
         loop = asyncio.get_running_loop()
         start = loop.time()
-        first_timestamp = self._timestamp_at(start)
+        first_timestamp = self.timestamp_at(start)
         for index, offset in enumerate(range(0, len(pcm), frame)):
             # Each frame is due at start + n x ptime, so sleep jitter never accumulates.
             await _sleep_until(loop, start + index * _PTIME)
@@ -264,6 +264,13 @@ class MediaEndpoint:
                 timestamp=(first_timestamp + index * step) % TIMESTAMP_MOD,
             )
 
+    def send_audio(self, payload: bytes, timestamp: int, marker: bool = False) -> None:
+        """Send a frame encoded for many endpoints (music on hold) as this one's own RTP."""
+        if self.codec is None or self._closed:
+            return
+        self._report()
+        self._send(self.codec.payload_type, payload, marker, timestamp)
+
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Send digits as RFC 4733 telephone-events at real-time pace."""
         codec = self._require_codec()
@@ -275,7 +282,7 @@ class MediaEndpoint:
         due = loop.time()
         for digit in digits:
             packets = digit_packets(
-                digit, self._timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
+                digit, self.timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
             )
             for packet in packets:
                 await _sleep_until(loop, due)
@@ -386,7 +393,7 @@ class MediaEndpoint:
     def _sent_counts(self) -> tuple[int, int, int]:
         rtp = self._rtp
         now = asyncio.get_running_loop().time()
-        return rtp.packets_sent, rtp.bytes_sent - 12 * rtp.packets_sent, self._timestamp_at(now)
+        return rtp.packets_sent, rtp.bytes_sent - 12 * rtp.packets_sent, self.timestamp_at(now)
 
     def _echo_mode(self) -> None:
         send, listen = self._send_rtp, self._on_rtp
@@ -426,13 +433,13 @@ class MediaEndpoint:
                 self.on_dtmf(digit)
 
     def _send(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> None:
-        packet = RtpPacket(payload_type, self._seq, timestamp, self._ssrc, payload, marker)
+        header = fixed_header(payload_type, self._seq, timestamp, self._ssrc, marker)
+        self._send_rtp(header + payload)
         self._seq = seq_add(self._seq, 1)
-        self._send_rtp(packet.serialize())
 
-    def _timestamp_at(self, when: float) -> int:
-        # One media clock for audio and telephone-events, so interleaving them
-        # never makes the RTP timestamp jump backwards (RFC 4733 §2.3.4).
+    def timestamp_at(self, when: float) -> int:
+        """The RTP timestamp of audio sampled at loop time `when`: one clock for audio and
+        telephone-events, so interleaving them never makes it go back (RFC 4733 §2.3.4)."""
         clock_rate = self.codec.clock_rate if self.codec else 8000
         return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
 

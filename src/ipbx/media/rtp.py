@@ -113,6 +113,15 @@ class RtpPacket:
         return b"".join(parts)
 
 
+def fixed_header(
+    payload_type: int, sequence_number: int, timestamp: int, ssrc: int, marker: bool
+) -> bytes:
+    """The header of a packet with no padding, extension or CSRC (RFC 3550 §5.1), packed
+    straight: the packets ipbx sends of its own, with no RtpPacket made for each."""
+    second = 0x80 | payload_type if marker else payload_type
+    return HEADER.pack(RTP_VERSION << 6, second, sequence_number, timestamp, ssrc)
+
+
 def is_rtcp(data: bytes) -> bool:
     """Tell RTCP from RTP on a muxed port (RFC 5761 §4)."""
     return len(data) >= 2 and (data[1] & 0x7F) in _RTCP_MUX_RANGE

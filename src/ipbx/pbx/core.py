@@ -214,6 +214,8 @@ class Pbx:
     def _registration_changed(self, aor: str, contacts: int) -> None:
         data = {"extension": aor, "registered": contacts > 0, "contacts": contacts}
         self.events.publish(REGISTRATION_CHANGED, data)
+        if contacts > 0:
+            self.queues.dispatch()  # an agent's phone that came back takes waiting callers
 
     def _extension_name(self, number: str) -> str | None:
         ext = self.directory.get(number)

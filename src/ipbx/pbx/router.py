@@ -133,7 +133,7 @@ class Router:
             calls.spawn(calls.flows.echo(incoming, caller, target), tx)
             return
         call = Call(new_call_id(), caller, target)
-        call.caller_name = request.from_.display or None
+        call.caller_name = request.from_.name or None
         if target.startswith("*"):
             feature = self.feature(target, caller)
             if feature is None:
@@ -168,7 +168,7 @@ class Router:
         destination = number.destination
         caller = request.from_.uri.user or "anonymous"
         call = Call(new_call_id(), caller, number.number)
-        call.caller_name = request.from_.display or None
+        call.caller_name = request.from_.name or None
         call.inbound_slot = trunk.acquire()
         if call.inbound_slot is None:
             raise SipError(503, f"trunk {trunk.name} is at its channel limit")

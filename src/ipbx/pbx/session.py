@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.endpoint import MediaError
-from ipbx.media.tts import TtsError, synthesize
+from ipbx.media.tts import TtsError, prompt_path, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.dialplan import OutboundCall
@@ -27,6 +27,8 @@ log = logging.getLogger("ipbx.apps")
 
 # RFC 3261 §21: what a caller gets from a call flow that ends before answering.
 DECLINED = 603
+# Words a minute of spoken prompts.
+_SPEED = 160
 # The beep that tells a caller to start speaking, as voicemail systems play it.
 _BEEP_HZ = 1000
 _BEEP_SECONDS = 0.25
@@ -100,8 +102,13 @@ class Session:
             return Path(text[5:])
         rate = self.leg.media.pcm_rate if self.leg.media.codec is not None else 8000
         prompts = self.prompts
+        # A prompt said before is a file lookup: no thread (queues say the same ones to
+        # every waiting caller).
+        cached = prompt_path(text, prompts.cache_dir, prompts.voice, _SPEED, rate)
+        if cached.exists():
+            return cached
         return await asyncio.to_thread(
-            synthesize, text, prompts.cache_dir, prompts.voice, 160, rate
+            synthesize, text, prompts.cache_dir, prompts.voice, _SPEED, rate
         )
 
     async def beep(self) -> None:

@@ -39,7 +39,7 @@ from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address
 from ipbx.sip.transport.endpoint import SipEndpoint
 from ipbx.sip.transport.resolve import Lookup, ResolveError, Resolver, is_numeric, split_host_port
-from ipbx.sip.uri import Uri, parse_uri
+from ipbx.sip.uri import Uri, parse_uri, quoted_string
 
 log = logging.getLogger("ipbx.trunks")
 
@@ -220,7 +220,7 @@ class Trunk:
         caller ID then travels in P-Asserted-Identity (RFC 3325) and/or Remote-Party-ID.
         """
         domain = self.config.from_domain or self.domain
-        name = f'"{display}" ' if display else ""
+        name = f"{quoted_string(display)} " if display else ""
         identity = f"{name}<sip:{caller_id}@{domain}>"
         user = self.config.from_user or caller_id
         headers = [("From", f"{name}<sip:{user}@{domain}>")]

@@ -28,6 +28,21 @@ def is_token(text: str) -> bool:
     return _TOKEN.match(text) is not None
 
 
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+
+
+def quoted_string(text: str) -> str:
+    """`text` as a quoted-string (RFC 3261 §25.1): in quotes, '"' and '\\' escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def display_name(text: str) -> str:
+    """`text` written as a display-name: as it is when it is words of token
+    characters, else a quoted-string (RFC 3261 §25.1)."""
+    words = text.split()
+    return text if words and all(is_token(word) for word in words) else quoted_string(text)
+
+
 # A quoted string with its quoted-pairs, or an <...> section (to the end if unclosed).
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _QUOTED_OR_ANGLED = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*(?:>|$)', re.S)
@@ -228,6 +243,16 @@ class NameAddr:
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
+
+    @property
+    def name(self) -> str | None:
+        """The display name as text: a quoted-string without its quotes and with its
+        quoted-pairs resolved (RFC 3261 §25.1); None without one."""
+        if not self.display:
+            return None
+        if self.display.startswith('"'):
+            return _QUOTED_PAIR.sub(r"\1", self.display[1:-1])
+        return self.display
 
     def with_tag(self, tag: str) -> NameAddr:
         return NameAddr(self.uri, self.display, {**self.params, "tag": tag})

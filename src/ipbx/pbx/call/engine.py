@@ -3,6 +3,7 @@ mechanism attached. It decides nothing about where a call goes (pbx/router.py do
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -76,12 +77,19 @@ class Calls(CallRegistry):
         self.end(call)
         return True
 
-    def originate(self, agent: str, number: str, timeout: float = 30.0) -> Call:
+    def originate(
+        self,
+        agent: str,
+        number: str,
+        timeout: float = 30.0,
+        agent_status: asyncio.Future[int] | None = None,
+    ) -> Call:
         """Click-to-call: ring `agent`'s phones; when one answers, ring `number` (an
         extension, or an outside number through the outbound routes with the agent's
-        permission) and connect the two. Raises LookupError for an agent that is no
-        extension or a number with no extension or route, PermissionError for a number
-        the agent may not call."""
+        permission) and connect the two; `agent_status`, when given, gets the agent's
+        answer (200) or refusal. Raises LookupError for an agent that is no extension
+        or a number with no extension or route, PermissionError for a number the agent
+        may not call."""
         if self.is_extension(agent) is None:
             raise LookupError(f"no extension {agent}")
         route = None
@@ -97,7 +105,8 @@ class Calls(CallRegistry):
         call.path.append(f"originate:{agent}")
         self.calls[call.id] = call
         self.publish_start(call)
-        self.spawn_task(originate(self.trunks, call, agent, number, timeout, route))
+        placing = originate(self.trunks, call, agent, number, timeout, route, agent_status)
+        self.spawn_task(placing)
         return call
 
     def hang_up(self, call: Call) -> None:

@@ -51,7 +51,7 @@ from ipbx.sip.errors import SipError
 from ipbx.sip.invite import Answered, OutgoingInvite, Provisional, Resend, Send
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address, ClientTransaction
-from ipbx.sip.uri import NameAddr, Uri
+from ipbx.sip.uri import NameAddr, Uri, display_name
 
 log = logging.getLogger("ipbx.calls")
 
@@ -196,7 +196,7 @@ class Forking:
         request, body, callee_media = a.invite, call.far_body, call.far_media
         from_ = request.from_
         if call.caller_name:
-            from_ = NameAddr(from_.uri, call.caller_name, from_.params)
+            from_ = NameAddr(from_.uri, display_name(call.caller_name), from_.params)
         log.debug("%s %s -> %s: ringing %d contact(s)", call.id, call.from_number, target,
                   len(bindings))  # fmt: skip
         call.state = CallState.RINGING

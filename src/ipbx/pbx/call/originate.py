@@ -4,6 +4,7 @@ connect the two."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ipbx.pbx.call.model import Call
@@ -20,11 +21,15 @@ async def originate(
     number: str,
     timeout: float,
     outside: tuple[OutboundCall, str] | None,
+    agent_status: asyncio.Future[int] | None = None,
 ) -> None:
-    """`outside` is the route and caller ID of a number that is no extension."""
+    """`outside` is the route and caller ID of a number that is no extension;
+    `agent_status` is told how the agent's phones answered."""
     forking = trunks.forking
     reg = forking.registry
     status = await forking.dial(call, [agent], timeout)
+    if agent_status is not None and not agent_status.done():
+        agent_status.set_result(status if not call.ended else 487)
     if status != 200 or call.ended:
         log.info("%s: click-to-call: %s did not answer (%d)", call.id, agent, status)
         call.status = status

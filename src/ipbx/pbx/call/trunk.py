@@ -151,7 +151,7 @@ class TrunkDialing:
     ) -> Request:
         route = outside.route
         uri = trunk.request_uri(route.number)
-        identity = trunk.caller_headers(outside.caller_id, request.from_.display)
+        identity = trunk.caller_headers(outside.caller_id, request.from_.name)
         from_ = f"{identity[0][1]};tag={call.b_tag}"
         to = f"<sip:{route.number}@{trunk.domain}>"
         body = call.far_body

@@ -2,18 +2,21 @@
 queue's strategy picks (pbx/queue/strategy.py), one call per agent at a time
 (pbx/queue/agents.py).
 
-Offers are made in one place, `_dispatch`, which runs whenever something changes (a
-caller joins or leaves, an offer ends, an agent becomes free) and never waits: it hands
-each waiting caller without an offer, oldest queue head first, the agents picked for it
-and marks them ringing before anything else can run, so no agent is offered two calls.
+Offers are made in one place, `dispatch`, which runs whenever something changes (a
+caller joins or leaves, an offer ends, an agent becomes free, a phone registers) and
+never waits: it hands each waiting caller without an offer, oldest queue head first,
+the agents picked for it and marks them ringing before anything else can run, so no
+agent is offered two calls.
 Each caller's own coroutine (`Queues.run`, the call flow of `queue:NAME`) then rings
 them through the call engine's forking (Session.dial): the first 200 OK wins, the
 others are cancelled, and a phone that answers a moment later gets a BYE
 (pbx/call/fork.py). A queue with free agents offers several callers at once, as
 Asterisk's ``autofill``.
 
-While it waits the caller is in the waiting room (`WaitingRoom.wait`, run beside the
-offers and cancelled when an agent answers); the default one plays the music on hold.
+While it waits the caller is in its queue's waiting room (pbx/queue/waiting.py, run
+beside the offers and cancelled when an agent answers): the shared music on hold, the
+position and periodic announcements, and the callback key. A caller called back keeps
+its place (`_call_back`).
 
 An agent is freed when its queue call ends, however it ends: a BYE from either side,
 the session timer or the media time-out (all go through the call registry's `end`);
@@ -31,9 +34,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
 
-from ipbx.media.moh import MusicOnHold
+from ipbx.media.announcer import Announcer
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call
 from ipbx.pbx.destination import Destination
@@ -42,47 +44,27 @@ from ipbx.pbx.features import AGENT_LOGIN, AGENT_PAUSE
 from ipbx.pbx.queue.agents import Agents
 from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.queue.model import (
+    CALLBACK,
+    CALLBACK_NUMBER,
     NONE,
     AgentStatus,
-    Place,
     QueueEvent,
     QueueLog,
     QueueStatus,
     WaitingCaller,
 )
 from ipbx.pbx.queue.strategy import Candidate, pick
+from ipbx.pbx.queue.waiting import WaitingRoom
 from ipbx.pbx.session import Session
 
 log = logging.getLogger("ipbx.queue")
 
 RECONCILE_SECONDS = 10.0
-# What a waiting room returns when the caller pressed the callback key.
-CALLBACK = "callback"
 # Recent answers the estimated wait is taken from.
 _RECENT_ANSWERS = 20
 
 # Where a caller goes next (the router's `run`).
 Follow = Callable[[Session, Destination], Awaitable[None]]
-
-
-class WaitingRoom(Protocol):
-    async def wait(self, session: Session, place: Place) -> str:
-        """What the caller hears while it waits; cancelled when an agent answers.
-        Returns CALLBACK when the caller asked to be called back."""
-
-
-class MusicWhileWaiting:
-    """The waiting room without announcements: the music on hold, round and round."""
-
-    def __init__(self, music: MusicOnHold | None) -> None:
-        self.music = music
-
-    async def wait(self, session: Session, place: Place) -> str:
-        await session.answer()
-        if self.music is not None:
-            await self.music.play(session.leg.media)
-        await asyncio.Future()  # silence until cancelled
-        return ""
 
 
 @dataclass(eq=False)
@@ -98,6 +80,8 @@ class Waiting:
     offer: asyncio.Future[list[str]] | None = None
     ringing: list[str] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
+    # The number to call back, once the caller asked for it and hung up: its place kept.
+    callback: str | None = None
 
     def position(self) -> int:
         return self.queue.waiting.index(self) + 1
@@ -114,6 +98,7 @@ class Queue:
     """A queue's live part, which outlives reloads of its configuration."""
 
     config: QueueConfig
+    room: WaitingRoom
     waiting: list[Waiting] = field(default_factory=list)
     last_offered: str | None = None  # roundrobin goes on after it
     calls_taken: dict[str, int] = field(default_factory=dict)  # per agent, for fewestcalls
@@ -130,13 +115,16 @@ class Queue:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """A queue call an agent answered, until it ends."""
+    """A queue call an agent answered, until it ends: `uid` is the call id its queue log
+    rows carry (the caller's call, which a callback's own call goes on)."""
 
     queue: Queue
     agent: str
     waited: float
     answered: float
     first_position: int
+    uid: str
+    callback: bool
 
 
 class Queues:
@@ -148,14 +136,14 @@ class Queues:
         calls: Calls,
         queue_log: QueueLog,
         events: EventBus,
-        room: WaitingRoom | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.calls = calls
         self.queue_log = queue_log
-        self.room: WaitingRoom = room or MusicWhileWaiting(calls.hold.music)
+        # Every queue's announcements, encoded once per codec for all their callers.
+        self.announcer = Announcer()
         self.rng = rng or random.Random()
-        self.agents = Agents(queue_log, events, self._dispatch)
+        self.agents = Agents(queue_log, events, self.dispatch)
         self.queues: dict[str, Queue] = {}
         self.connected: dict[str, Connected] = {}  # by Call.id
         calls.on_end.append(self._call_ended)
@@ -172,11 +160,22 @@ class Queues:
         self.agents.update(queues_of)
 
     def _queue_of(self, config: QueueConfig) -> Queue:
+        room = self._room(config)
         queue = self.queues.get(config.name)
         if queue is None:
-            return Queue(config)
-        queue.config = config
+            return Queue(config, room)
+        queue.config, queue.room = config, room
         return queue
+
+    def _room(self, config: QueueConfig) -> WaitingRoom:
+        announcement = config.periodic_announcement
+        return WaitingRoom(
+            self.calls.hold.music,
+            config.announce_position_seconds,
+            None if announcement is None else str(announcement),
+            callback_key=config.callback_key,
+            announcer=self.announcer,
+        )
 
     def start(self) -> None:
         self._reconciler = asyncio.ensure_future(self._reconcile_every())
@@ -201,7 +200,7 @@ class Queues:
                 w.session.call.caller_name,
                 index + 1,
                 now - w.joined,
-                callback=False,
+                callback=w.callback is not None,
             )
             for index, w in enumerate(queue.waiting)
         )
@@ -252,12 +251,12 @@ class Queues:
             return config.timeout_destination
         now = time.time()
         position = len(queue.waiting) + 1
-        self._write(queue, call, NONE, "ENTERQUEUE", "", session.caller, str(position))
+        self._write(queue, call.uid, NONE, "ENTERQUEUE", "", session.caller, str(position))
         queue.count_day()
         queue.offered_today += 1
         if not any(self.agents.get(a.extension).logged_in for a in config.agents):
             log.info("%s: queue %s has no agent logged in", call.id, name)
-            self._write(queue, call, NONE, "EXITEMPTY", "1", "1", "0")
+            self._write(queue, call.uid, NONE, "EXITEMPTY", "1", "1", "0")
             return config.timeout_destination
         await session.answer()
         entry = Waiting(queue, session, now, position)
@@ -267,18 +266,19 @@ class Queues:
             return await self._serve(entry, room)
         except asyncio.CancelledError:
             # The caller hung up while waiting (its call flow is cancelled).
-            if entry in queue.waiting:
-                self._write(queue, call, NONE, "ABANDON", *self._place(entry))
+            if entry in queue.waiting and entry.callback is None:
+                self._write(queue, call.uid, NONE, "ABANDON", *self._place(entry))
             raise
         finally:
             room.cancel()
-            self._leave(entry)
+            if entry.callback is None:  # else the callback holds the place
+                self._leave(entry)
 
     async def _in_room(self, session: Session, entry: Waiting) -> None:
         """The waiting room, which ends only when the caller asked for a callback; one
         that fails leaves the caller waiting in silence, its place kept."""
         try:
-            if await self.room.wait(session, entry) == CALLBACK:
+            if await entry.queue.room.wait(session, entry) == CALLBACK:
                 return
         except Exception:
             log.warning("%s: the waiting room failed; the caller waits on in silence",
@@ -292,18 +292,21 @@ class Queues:
         deadline = loop.time() + config.max_wait_seconds
         while True:
             entry.offer = loop.create_future()
-            self._dispatch()
+            self.dispatch()
             await asyncio.wait(
                 (entry.offer, room), timeout=deadline - loop.time(),
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
-            if room.done():  # the caller asked for a callback
+            if room.done():  # the caller asked for a callback: it keeps its place
                 key = config.callback_key or ""
-                self._write(queue, call, NONE, "EXITWITHKEY", key, *self._place(entry))
+                self._write(queue, call.uid, NONE, "EXITWITHKEY", key, *self._place(entry))
+                entry.callback = session.variables.get(CALLBACK_NUMBER)
+                if entry.callback is not None:
+                    self.calls.spawn_task(self._call_back(entry))
                 await session.hangup()
                 return None
             if not entry.offer.done():
-                self._write(queue, call, NONE, "EXITWITHTIMEOUT", *self._place(entry))
+                self._write(queue, call.uid, NONE, "EXITWITHTIMEOUT", *self._place(entry))
                 return config.timeout_destination
             agents = entry.offer.result()
             started = loop.time()
@@ -313,8 +316,44 @@ class Queues:
             self._offer_over(entry, agent, round((loop.time() - started) * 1000))
             if agent is not None:
                 room.cancel()
-                self._connected(entry, agent, started)
+                self._connected(entry, agent, started, call)
                 return None
+
+    async def _call_back(self, entry: Waiting) -> None:
+        """A callback, at its turn: the agent picked is rung first (as click-to-call
+        does) and, once it answers, the number the caller left, through the outbound
+        routes. It rings one agent at a time, whatever the strategy."""
+        queue, number = entry.queue, entry.callback
+        assert number is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                entry.offer = loop.create_future()
+                self.dispatch()
+                agents = await entry.offer
+                agent, entry.ringing = agents[0], agents[:1]
+                for other in agents[1:]:
+                    self.agents.not_taken(other, False)
+                started, ring = loop.time(), queue.config.ring_seconds
+                answer: asyncio.Future[int] = loop.create_future()
+                try:
+                    call = self.calls.originate(agent, number, ring, answer)
+                except (LookupError, PermissionError) as exc:
+                    log.warning("queue %s: cannot call %s back: %s", queue.config.name,
+                                number, exc)  # fmt: skip
+                    return
+                try:
+                    async with asyncio.timeout(ring + 5):
+                        status = await answer
+                except TimeoutError:
+                    status = 408
+                answered = agent if status == 200 else None
+                self._offer_over(entry, answered, round((loop.time() - started) * 1000))
+                if answered is not None:
+                    self._connected(entry, agent, started, call)
+                    return
+        finally:
+            self._leave(entry)
 
     def _place(self, entry: Waiting) -> tuple[str, str, str]:
         """position, original position, seconds waited: what a caller leaving writes."""
@@ -326,14 +365,17 @@ class Queues:
         for agent in ringing:
             if agent == answered_by:
                 continue
-            unanswered = answered_by is None and not entry.session.call.ended
+            gone = entry.callback is None and entry.session.call.ended
+            unanswered = answered_by is None and not gone
             if unanswered:
                 entry.tried.add(agent)
-                self._write(entry.queue, entry.session.call, agent, "RINGNOANSWER", str(ring_ms))
+                uid = entry.session.call.uid
+                self._write(entry.queue, uid, agent, "RINGNOANSWER", str(ring_ms))
             self.agents.not_taken(agent, unanswered)
 
-    def _connected(self, entry: Waiting, agent: str, ringing_since: float) -> None:
-        queue, call = entry.queue, entry.session.call
+    def _connected(self, entry: Waiting, agent: str, ringing_since: float, call: Call) -> None:
+        """`agent` answered `entry`'s caller on `call` (the caller's own, or a callback's)."""
+        queue, uid = entry.queue, entry.session.call.uid
         now = time.time()
         waited = now - entry.joined
         ring_seconds = asyncio.get_running_loop().time() - ringing_since
@@ -344,10 +386,14 @@ class Queues:
         if waited <= queue.config.service_level_seconds:
             queue.within_level_today += 1
         self.agents.answered(agent, call.id)
-        self.connected[call.id] = Connected(queue, agent, waited, now, entry.first_position)
-        callee = call.callee.invite.call_id if call.callee is not None else NONE
-        self._write(queue, call, agent, "CONNECT",
-                    str(round(waited)), callee, str(round(ring_seconds)))  # fmt: skip
+        callback = entry.callback is not None
+        self.connected[call.id] = Connected(
+            queue, agent, waited, now, entry.first_position, uid, callback
+        )
+        agent_leg = call.caller if callback else call.callee
+        leg_id = agent_leg.invite.call_id if agent_leg is not None else NONE
+        self._write(queue, uid, agent, "CONNECT",
+                    str(round(waited)), leg_id, str(round(ring_seconds)))  # fmt: skip
         log.info("%s: queue %s answered by %s after %.1f s", call.id, queue.config.name,
                  agent, waited)  # fmt: skip
 
@@ -361,11 +407,11 @@ class Queues:
         ringing, entry.ringing = entry.ringing, []
         for agent in ringing:
             self.agents.not_taken(agent, False)
-        self._dispatch()
+        self.dispatch()
 
     # --- who is offered which caller -----------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         """Offer every caller that waits for one the agents its queue's strategy picks,
         while there are free agents; queues whose head has waited longest go first."""
         queues = sorted(
@@ -431,9 +477,11 @@ class Queues:
         if connected is None:
             return
         talked = str(round(time.time() - connected.answered))
-        verb = "COMPLETECALLER" if call.ended_by == "caller" else "COMPLETEAGENT"
+        # The caller's side of a callback is its call's callee: the agent was rung first.
+        callers_side = "callee" if connected.callback else "caller"
+        verb = "COMPLETECALLER" if call.ended_by == callers_side else "COMPLETEAGENT"
         waited, position = str(round(connected.waited)), str(connected.first_position)
-        self._write(connected.queue, call, connected.agent, verb, waited, talked, position)
+        self._write(connected.queue, connected.uid, connected.agent, verb, waited, talked, position)
         self.agents.call_ended(connected.agent, connected.queue.config.wrapup_seconds)
 
     async def _reconcile_every(self) -> None:
@@ -452,9 +500,9 @@ class Queues:
                 wrapup = connected.queue.config.wrapup_seconds if connected is not None else 0
                 self.agents.call_ended(agent.extension, wrapup)
 
-    def _write(self, queue: Queue, call: Call, agent: str, event: str, *data: str) -> None:
+    def _write(self, queue: Queue, call_id: str, agent: str, event: str, *data: str) -> None:
         self.queue_log.record(
-            QueueEvent(time.time(), call.uid, queue.config.name, agent, event, data)
+            QueueEvent(time.time(), call_id, queue.config.name, agent, event, data)
         )
 
 

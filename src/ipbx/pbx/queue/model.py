@@ -14,6 +14,10 @@ from enum import Enum
 from typing import Protocol
 
 NONE = "NONE"  # queue_log's word for a field with no value (an agent event has no call)
+# What a waiting room returns when the caller asked to be called back, and the session
+# variable that holds the number the caller confirmed.
+CALLBACK = "callback"
+CALLBACK_NUMBER = "callback_number"
 
 
 class AgentState(Enum):
