@@ -404,6 +404,7 @@ class QueueRun:
     completed: int
     failed: int
     agent_failed: int
+    served: bool
 
     @property
     def held(self) -> Step | None:
@@ -453,6 +454,7 @@ def run_queue(pbx: QueuePbx, settings: Settings, workdir: Path) -> QueueRun:
     for pid in (pbx.server.pid, agents.process.pid):
         prioritise(threads_of(pid))
     callers: list[tuple[SippProcess, PacketCounter]] = []
+    serving = False
     try:
         pbx.set_agents("pause")
         log(f"  agents paused; the server idles {IDLE_SECONDS:.0f} s")
@@ -460,10 +462,16 @@ def run_queue(pbx: QueuePbx, settings: Settings, workdir: Path) -> QueueRun:
         log(f"  server {100 * idle:.2f} % of a core")
         try:
             steps, callers = fill_queue(pbx, settings, workdir, timeout)
-            pbx.set_agents("unpause")
-            log("  agents unpaused; they serve every caller")
+            try:
+                pbx.set_agents("unpause")
+                serving = True
+                log("  agents unpaused; they serve every caller")
+            except httpx.TimeoutException:
+                log(f"  the API did not answer within {API_DEADLINE_S:.0f} s: the agents "
+                    "stay paused and the callers are stopped")  # fmt: skip
         finally:
-            results = [caller.finish() for caller, _ in callers]
+            # Callers not served (the run failed) are stopped at once.
+            results = [caller.finish(None if serving else 0) for caller, _ in callers]
             for _, music in callers:
                 music.close()
     finally:
@@ -479,6 +487,7 @@ def run_queue(pbx: QueuePbx, settings: Settings, workdir: Path) -> QueueRun:
         completed=sum(result.successful for result in results),
         failed=sum(result.failed for result in results),
         agent_failed=agent_result.failed,
+        served=serving,
     )
 
 
@@ -504,6 +513,11 @@ def report_queue(run: QueueRun, settings: Settings) -> bool:
             "goal": f"< {GOAL_PCT_PER_CALLER} % of a core with {settings.queue_callers} waiting",
         }
     )
+    if not run.served:
+        for figure in FIGURES[1:]:
+            error = "the agents could not be unpaused: the API did not answer"
+            emit({"figure": figure, "server": "ipbx", "value": None, "error": error})
+        return False
     latencies = run.latencies_ms
     emit(
         {
