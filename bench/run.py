@@ -56,6 +56,18 @@ The part `memory` (bench/parts/memory.py), ipbx only:
                       10,000 calls to the end; the goal is < 200 MB at 250/s and flat
                       (±10 %). `--parts memory --memory-calls 100000` for the long run.
 
+The part `queues` (bench/parts/queues.py), ipbx only: --queue-callers SIPp callers
+waiting in one queue with music on hold and announcements, then served by --queue-agents
+SIPp agents answering and hanging up at random intervals:
+  queue_cpu_pct_per_waiting_caller  the server's CPU share of one core per waiting
+                      caller over --queue-seconds, read each time --queue-step more
+                      callers wait (goal < 0.1 %);
+  queue_free_to_ring_ms  from an agent's phone hanging up to the next INVITE reaching
+                      it, p50/p99, from the agents' SIPp message trace;
+  queue_callers_lost  callers neither connected once, abandoned nor sent out, from the
+                      queue log (0 is the goal). Small: `--parts queues --servers ipbx
+                      --queue-callers 40 --queue-agents 5 --queue-step 20 --queue-seconds 3`.
+
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
 server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
@@ -76,6 +88,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.parts.integration import bench_api  # noqa: E402
 from bench.parts.memory import bench_memory  # noqa: E402
+from bench.parts.queues import bench_queues  # noqa: E402
 from bench.parts.relay import bench_relay, bench_transcode  # noqa: E402
 from bench.parts.rtp import RTP_FIGURE, bench_rtp, report_rtp  # noqa: E402
 from bench.parts.session import Settings, emit, log  # noqa: E402
@@ -86,7 +99,7 @@ from tests.support.processes import ServerNotReady, ServerProcess  # noqa: E402
 from tests.support.server import extension_range, start_ipbx  # noqa: E402
 
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
-PARTS = ("register", "calls", "rtp", "relay", "transcode", "api", "memory")
+PARTS = ("register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues")
 SERVERS = ("ipbx", "kamailio", "rtpengine")
 # What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
 SIP_SERVERS = ("ipbx", "kamailio")
@@ -222,6 +235,16 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         "--memory-settle", type=float, default=40.0, help="idle seconds before the last sample"
     )
     parser.add_argument(
+        "--queue-callers", type=int, default=200, help="callers waiting in the queues part"
+    )
+    parser.add_argument("--queue-agents", type=int, default=20, help="agents of the queue")
+    parser.add_argument(
+        "--queue-step", type=int, default=25, help="callers joining between two CPU readings"
+    )
+    parser.add_argument(
+        "--queue-seconds", type=float, default=10.0, help="CPU interval of each step"
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -248,6 +271,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         memory_rate=args.memory_rate,
         memory_every=args.memory_every,
         memory_settle=args.memory_settle,
+        queue_callers=args.queue_callers,
+        queue_agents=args.queue_agents,
+        queue_step=args.queue_step,
+        queue_seconds=args.queue_seconds,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),
@@ -284,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete &= bench_api(settings)
     if "memory" in settings.parts and "ipbx" in servers:
         complete &= bench_memory(settings)
+    if "queues" in settings.parts and "ipbx" in servers:
+        complete &= bench_queues(settings)
     return 0 if complete else 1
 
 

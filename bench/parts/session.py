@@ -28,6 +28,10 @@ class Settings:
     memory_rate: int
     memory_every: int
     memory_settle: float
+    queue_callers: int
+    queue_agents: int
+    queue_step: int
+    queue_seconds: float
     parts: list[str]
     step_seconds: float
     out: Path

@@ -207,11 +207,14 @@ def start_configured_ipbx(
     env: Mapping[str, str] | None = None,
     *,
     extensions: Sequence[Extension] = (CALLER, CALLEE, OTHER),
+    cpu: int | None = None,
+    rtp_ports: int = 100,
+    ready_timeout: float = 10.0,
 ) -> IpbxServer:
     """ipbx with `extensions` (1000-1002 unless told) and a config changed by `edit`
-    (a YAML mapping), run with `env` added to its environment."""
+    (a YAML mapping), run with `env` added to its environment, pinned to `cpu` if given."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port, rtp_range = free_port("both"), free_udp_range(100)
+    port, rtp_range = free_port("both"), free_udp_range(rtp_ports)
     path = write_ipbx_config(
         workdir / "ipbx.yaml",
         port=port,
@@ -222,4 +225,4 @@ def start_configured_ipbx(
     config = yaml.safe_load(path.read_text())
     edit(config)
     path.write_text(yaml.safe_dump(config))
-    return run_ipbx(workdir, path, port, rtp_range, env=env)
+    return run_ipbx(workdir, path, port, rtp_range, cpu=cpu, env=env, ready_timeout=ready_timeout)
