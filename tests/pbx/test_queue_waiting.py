@@ -90,10 +90,13 @@ def test_a_waiting_caller_hears_music_its_position_and_asks_for_a_callback(
         other_waiting = asyncio.ensure_future(periodic.wait(other, _Place()))
         # The other caller's announcement plays (0.6 s of music, then the tone) when an
         # agent takes its call: its leg falls silent at once, the first caller's not.
+        # Without a callback key its keys are not listened for while it waits.
         await _received(other_phone, 40)
+        assert other.leg.media.digits is None and session.leg.media.digits is not None
         other_waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await other_waiting
+        assert other.leg.media.digits is not None
         assert music.listeners == 1
         await asyncio.sleep(0.05)
         sent = other.leg.media.stats.packets_sent

@@ -77,6 +77,10 @@ class WaitingRoom:
         """Music and announcements until cancelled; CALLBACK when the caller asked for a
         callback and confirmed the number (in `session.variables[CALLBACK_NUMBER]`)."""
         await session.answer()
+        with self._keys_heard(session):
+            return await self._wait(session, place)
+
+    async def _wait(self, session: Session, place: Place) -> str:
         loop = asyncio.get_running_loop()
         intervals = self._intervals()
         due = {name: loop.time() + seconds for name, seconds in intervals.items()}
@@ -140,6 +144,21 @@ class WaitingRoom:
             ending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ending
+
+    @contextlib.contextmanager
+    def _keys_heard(self, session: Session) -> Iterator[None]:
+        """Without a callback key no key means anything while the caller waits: its
+        audio is not decoded for DTMF tones meanwhile, what a waiting caller would cost
+        most (the detector runs on every packet of a phone that sends no events)."""
+        media = session.leg.media
+        digits = media.digits
+        if self.callback_key is None:
+            media.digits = None
+        try:
+            yield
+        finally:
+            if not media.closed:
+                media.digits = digits
 
     @contextlib.contextmanager
     def _music(self, session: Session) -> Iterator[None]:
