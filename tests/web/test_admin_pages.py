@@ -1,0 +1,128 @@
+"""The web administration as an office manager uses it: sign in, add an extension in
+the page, see a bad value refused next to its field, sign out; and what it refuses: a
+form without its CSRF token, a supervisor's change, another tenant's pages, a password
+guessed too often."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ipbx.config import Config
+from ipbx.pbx.extension import Extension
+from ipbx.web.accounts import MAX_FAILURES, create_user
+from tests.support.apiclient import Api, serve_api
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Api]:
+    config = Config(
+        data_dir=tmp_path / "data",
+        extensions=[Extension(number="1000", name="Alice", password="secret1000")],
+    )
+    for api in serve_api(config):
+        create_user(api.store, "office", PASSWORD, "admin", "default")
+        create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
+        create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
+        yield api
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found[1]
+
+
+def signed_in(client: TestClient, name: str, password: str = PASSWORD) -> tuple[int, str]:
+    """Sign in through the form; the status and the page it ends on."""
+    client.cookies.clear()
+    form = client.get("/")
+    answer = client.post("/", data={"name": name, "password": password, "csrf": csrf_of(form.text)})
+    return answer.status_code, answer.text
+
+
+def test_an_admin_adds_an_extension_and_a_bad_one_is_refused_next_to_its_field(web: Api) -> None:
+    client = web.client
+    form = client.get("/")
+    cookie = form.headers["set-cookie"]  # the sign-in form's double-submit token
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    status, dashboard = signed_in(client, "office")
+    assert status == 200 and "Dashboard" in dashboard and "Calls now" in dashboard
+    session = client.cookies.get("ipbx_session")
+    assert session is not None
+    page = client.get("/admin/default/extensions")
+    assert "1000" in page.text
+    token = csrf_of(page.text)
+
+    added = client.post(
+        "/admin/default/extensions",
+        data={"number": "1005", "name": "Eve", "password": "secret1005", "csrf": token},
+    )
+    assert added.status_code == 200 and "Eve" in added.text
+    assert web.store.get_extension("1005") is not None
+    assert web.pbx.directory.get("1005") is not None  # what REGISTER looks up
+
+    revision = web.store.revision()
+    taken = client.post(
+        "/admin/default/extensions",
+        data={"number": "1005", "name": "Mallory", "password": "secret1005", "csrf": token},
+    )
+    assert taken.status_code == 422
+    assert 'id="number-error">extensions item 1005 exists' in taken.text
+    bad = client.post(
+        "/admin/default/extensions",
+        data={"number": "10a6", "name": "Bad", "password": "secret1006", "csrf": token},
+    )
+    assert bad.status_code == 422 and 'id="number-error"' in bad.text
+    no_password = client.post(
+        "/admin/default/extensions", data={"number": "1006", "name": "Nopass", "csrf": token}
+    )
+    assert 'id="password-error">extension 1006 is new and needs one' in no_password.text
+    assert web.store.revision() == revision and web.store.get_extension("1006") is None
+
+    renamed = client.post("/admin/default/extensions/1005", data={"name": "Eve B", "csrf": token})
+    assert renamed.status_code == 200 and "Eve B" in renamed.text
+
+    without_csrf = client.post("/admin/default/extensions/1005/delete")
+    assert without_csrf.status_code == 403 and web.store.get_extension("1005") is not None
+    removed = client.post("/admin/default/extensions/1005/delete", data={"csrf": token})
+    assert removed.status_code == 200 and web.store.get_extension("1005") is None
+
+    signed_out = client.post("/admin/default/sign-out", data={"csrf": token})
+    assert signed_out.status_code == 200 and 'action="/"' in signed_out.text
+    client.cookies.set("ipbx_session", session)
+    again = client.get("/admin/default/extensions", follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/"
+
+
+def test_supervisors_read_other_tenants_are_refused_and_guessing_locks_out(web: Api) -> None:
+    client = web.client
+    signed_in(client, "watcher")
+    page = client.get("/admin/default/extensions")
+    assert page.status_code == 200 and "Alice" in page.text and "Add an extension" not in page.text
+    write = client.post(
+        "/admin/default/extensions",
+        data={"number": "1007", "name": "X", "password": "secret1007", "csrf": csrf_of(page.text)},
+    )
+    assert write.status_code == 403 and web.store.get_extension("1007") is None
+
+    signed_in(client, "acme-admin")
+    assert client.get("/admin/acme/").status_code == 200
+    assert client.get("/admin/default/extensions").status_code == 403
+    assert client.get("/admin/default/").status_code == 403
+
+    for _ in range(MAX_FAILURES - 1):
+        assert signed_in(client, "office", "wrong")[0] == 401
+    status, text = signed_in(client, "office", "wrong")
+    assert status == 429 and "Locked" in text
+    assert signed_in(client, "office")[0] == 429  # even the right password, while locked
+    assert web.store.admin_user("office").locked_until is not None  # type: ignore[union-attr]
+
+    stale = client.post("/", data={"name": "watcher", "password": PASSWORD, "csrf": "forged"})
+    assert stale.status_code == 403
