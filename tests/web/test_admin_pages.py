@@ -126,3 +126,41 @@ def test_supervisors_read_other_tenants_are_refused_and_guessing_locks_out(web: 
 
     stale = client.post("/", data={"name": "watcher", "password": PASSWORD, "csrf": "forged"})
     assert stale.status_code == 403
+
+
+def test_every_configuration_list_has_a_page_checked_with_the_whole_configuration(
+    web: Api,
+) -> None:
+    client = web.client
+    signed_in(client, "office")
+    page = client.get("/admin/default/config/groups")
+    assert page.status_code == 200 and 'name="members"' in page.text  # a YAML list
+    token = csrf_of(page.text)
+
+    def add(**fields: str) -> str:
+        answer = client.post("/admin/default/config/groups", data={**fields, "csrf": token})
+        return answer.text
+
+    revision = web.store.revision()
+    unknown = add(name="sales", members="- '1000'\n- '1009'")
+    assert 'id="f-members-error">members[1]: ' in unknown and "1009" in unknown
+    not_yaml = add(name="sales", members="[1000")
+    assert 'id="f-members-error">not YAML' in not_yaml
+    assert web.store.revision() == revision and web.pbx.config.groups == []
+
+    client.post(
+        "/admin/default/extensions",
+        data={"number": "1005", "name": "Eve", "password": "secret1005", "csrf": token},
+    )
+    add(name="sales", members="- '1005'", ring_seconds="15")
+    edit = client.get("/admin/default/config/groups/sales")
+    assert edit.status_code == 200 and "- &#39;1005&#39;" in edit.text
+    changed = client.post(
+        "/admin/default/config/groups/sales",
+        data={"members": "- '1005'\n- '1000'", "ring_seconds": "20", "csrf": token},
+    )
+    assert changed.status_code == 200 and web.pbx.config.groups[0].ring_seconds == 20
+    in_use = client.post("/admin/default/remove/extensions", data={"key": "1005", "csrf": token})
+    assert in_use.status_code == 409 and "groups/sales.members[0]" in in_use.text
+    gone = client.post("/admin/default/remove/groups", data={"key": "sales", "csrf": token})
+    assert gone.status_code == 200 and web.pbx.config.groups == []

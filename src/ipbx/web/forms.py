@@ -3,6 +3,7 @@ are the item's model and the API's service layer (api/configuration.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -43,7 +44,8 @@ async def attempt(change: Awaitable[T], fields: set[str]) -> tuple[T | None, Err
     except HTTPException as exc:
         if exc.status_code == 403:
             raise
-        field, _, message = str(exc.detail).partition(": ")
+        path, _, message = str(exc.detail).partition(": ")
+        field = re.split(r"[.\[]", path, maxsplit=1)[0]
         if field in fields:
-            return None, {field: message}
+            return None, {field: message if field == path else f"{path}: {message}"}
         return None, {"": str(exc.detail)}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
+from ipbx.pbx.provisioning import KINDS
 from ipbx.store import AdminSessionRecord
 from ipbx.web.accounts import session
 
@@ -86,5 +87,8 @@ def page(
 ) -> Any:
     """A page, with who is signed in and its CSRF token for the forms."""
     return templates.TemplateResponse(
-        request, template, {"who": who, "csrf_field": CSRF_FIELD, **context}, status_code=status
+        request,
+        template,
+        {"who": who, "csrf_field": CSRF_FIELD, "kinds": list(KINDS.values()), **context},
+        status_code=status,
     )
