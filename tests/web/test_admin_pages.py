@@ -14,8 +14,10 @@ from fastapi.testclient import TestClient
 
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension
+from ipbx.store import CallRecord, LegRecord
 from ipbx.web.accounts import MAX_FAILURES, create_user
 from tests.support.apiclient import Api, serve_api
+from tests.support.mailbox import write_message_wav
 
 PASSWORD = "correct horse battery"
 
@@ -164,3 +166,33 @@ def test_every_configuration_list_has_a_page_checked_with_the_whole_configuratio
     assert in_use.status_code == 409 and "groups/sales.members[0]" in in_use.text
     gone = client.post("/admin/default/remove/groups", data={"key": "sales", "csrf": token})
     assert gone.status_code == 200 and web.pbx.config.groups == []
+
+
+def test_the_call_history_shows_mos_per_leg_and_plays_the_recording_to_its_tenant_only(
+    web: Api,
+) -> None:
+    folder = web.pbx.config.data_dir / "recordings" / "2026-12-04"
+    folder.mkdir(parents=True)
+    wav = write_message_wav(folder / "rec1.wav", seconds=0.5)
+    leg = LegRecord("caller", "127.0.0.1:4000", "PCMU", 1500, 3, 2.0, None, 4.31)
+    web.store.save_call_records(
+        [
+            CallRecord("rec1", "1000", "1005", 100.0, 130.0, "answered", 102.0,
+                       legs=(leg,), recording="2026-12-04/rec1.wav"),
+            CallRecord("miss", "1001", "1000", 200.0, 210.0, "no_answer", None),
+        ]
+    )  # fmt: skip
+    client = web.client
+    signed_in(client, "watcher")  # a supervisor reads the history
+    every = client.get("/admin/default/calls")
+    assert every.status_code == 200 and "2 call(s)" in every.text and "MOS 4.31" in every.text
+    assert 'src="/admin/default/calls/rec1/recording"' in every.text
+    missed = client.get("/admin/default/calls", params={"result": "no_answer", "number": "1001"})
+    assert "1 call(s)" in missed.text and "no answer" in missed.text
+    played = client.get("/admin/default/calls/rec1/recording")
+    assert played.status_code == 200 and played.content == wav.read_bytes()
+
+    signed_in(client, "acme-admin")
+    assert client.get("/admin/default/calls").status_code == 403
+    assert client.get("/admin/default/calls/rec1/recording").status_code == 403
+    assert "0 call(s)" in client.get("/admin/acme/calls").text

@@ -40,6 +40,7 @@ from ipbx.api.metrics import render
 from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, Since, Until, page
 from ipbx.api.queues import add_queue_routes
+from ipbx.api.recordings import recording_file
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
@@ -389,14 +390,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     def get_recording(token: Reader, call_id: Annotated[str, Path(max_length=64)]) -> Response:
         """The recording of a call, as a WAV file (one channel per side, or mixed)."""
         record = store.call_record(call_id, token.tenant)
-        if record is None:
-            raise HTTPException(404, f"call_id: no call {call_id}")
-        if record.recording is None:
-            raise HTTPException(404, f"call_id: call {call_id} was not recorded")
-        recordings = (pbx.config.data_dir / "recordings").resolve()
-        path = (recordings / record.recording).resolve()
-        if not path.is_relative_to(recordings) or not path.is_file():
-            raise HTTPException(404, f"call_id: the recording of call {call_id} is gone")
+        path = recording_file(pbx.config.data_dir, record, call_id)
         return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
     @listing("/trunks", models.Trunk, "state")

@@ -25,6 +25,7 @@ from ipbx.web.accounts import (
     session,
     sign_in,
 )
+from ipbx.web.calls import add_call_pages
 from ipbx.web.dashboard import add_dashboard
 from ipbx.web.extensions import add_extension_pages
 from ipbx.web.items import add_item_pages
@@ -89,6 +90,7 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
         return response
 
     add_dashboard(app, pbx)
+    add_call_pages(app, pbx)
     add_extension_pages(app, pbx)
     add_item_pages(app, pbx)
 

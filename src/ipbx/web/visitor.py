@@ -8,6 +8,7 @@ supervisor, or a form without its session's CSRF token: 403, and nothing changes
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 SESSION_COOKIE = "ipbx_session"
 CSRF_FIELD = "csrf"
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters["localtime"] = lambda epoch: time.strftime(
+    "%Y-%m-%d %H:%M:%S", time.localtime(epoch)
+)
 
 
 @dataclass(frozen=True)
