@@ -196,3 +196,21 @@ def test_the_call_history_shows_mos_per_leg_and_plays_the_recording_to_its_tenan
     assert client.get("/admin/default/calls").status_code == 403
     assert client.get("/admin/default/calls/rec1/recording").status_code == 403
     assert "0 call(s)" in client.get("/admin/acme/calls").text
+
+
+def test_an_admin_issues_a_token_shown_once_and_revokes_it(web: Api) -> None:
+    client = web.client
+    signed_in(client, "acme-admin")
+    page = client.get("/admin/acme/tokens")
+    token = csrf_of(page.text)
+    bad = client.post("/admin/acme/tokens", data={"scope": "root", "csrf": token})
+    assert bad.status_code == 422 and 'id="scope-error"' in bad.text
+    issued = client.post("/admin/acme/tokens", data={"scope": "read", "name": "crm", "csrf": token})
+    text = re.search(r'<code class="token">([^<]+)</code>', issued.text)
+    assert issued.status_code == 201 and text is not None
+    assert client.get("/extensions", headers=web.headers(text[1])).status_code == 200
+    key_id = text[1].split("_")[1]
+    assert text[1] not in client.get("/admin/acme/tokens").text  # shown once
+    revoked = client.post("/admin/acme/tokens/revoke", data={"key_id": key_id, "csrf": token})
+    assert revoked.status_code == 200 and key_id not in revoked.text
+    assert client.get("/extensions", headers=web.headers(text[1])).status_code == 401

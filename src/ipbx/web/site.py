@@ -29,6 +29,7 @@ from ipbx.web.calls import add_call_pages
 from ipbx.web.dashboard import add_dashboard
 from ipbx.web.extensions import add_extension_pages
 from ipbx.web.items import add_item_pages
+from ipbx.web.tokens import add_token_pages
 from ipbx.web.visitor import CSRF_FIELD, SESSION_COOKIE, page, posted
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
     add_call_pages(app, pbx)
     add_extension_pages(app, pbx)
     add_item_pages(app, pbx)
+    add_token_pages(app, pbx)
 
 
 def _set_cookie(
