@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 SESSION_COOKIE = "ipbx_session"
 CSRF_FIELD = "csrf"
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# A configuration list's name as a heading: its key in the file, in words.
+TITLES = {"ivrs": "IVR menus", "blacklist": "Blacklist"}
+templates.env.filters["list_title"] = lambda name: TITLES.get(
+    name, name.replace("_", " ").capitalize()
+)
 templates.env.filters["localtime"] = lambda epoch: time.strftime(
     "%Y-%m-%d %H:%M:%S", time.localtime(epoch)
 )
