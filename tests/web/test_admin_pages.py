@@ -178,7 +178,7 @@ def test_the_call_history_shows_mos_per_leg_and_plays_the_recording_to_its_tenan
     web.store.save_call_records(
         [
             CallRecord("rec1", "1000", "1005", 100.0, 130.0, "answered", 102.0,
-                       legs=(leg,), recording="2026-12-04/rec1.wav"),
+                       legs=(leg,), recording="2026-12-04/rec1.wav", person_answered=102.0),
             CallRecord("miss", "1001", "1000", 200.0, 210.0, "no_answer", None),
         ]
     )  # fmt: skip
@@ -191,10 +191,15 @@ def test_the_call_history_shows_mos_per_leg_and_plays_the_recording_to_its_tenan
     assert "1 call(s)" in missed.text and "no answer" in missed.text
     played = client.get("/admin/default/calls/rec1/recording")
     assert played.status_code == 200 and played.content == wav.read_bytes()
+    by_extension = client.get("/admin/default/analytics", params={"by": "extension"})
+    assert by_extension.status_code == 200 and "<dt>Calls</dt><dd>2</dd>" in by_extension.text
+    assert "<td>1005</td><td>1</td><td>1</td><td>0</td>" in by_extension.text
+    assert client.get("/admin/default/analytics", params={"by": "nonsense"}).status_code == 422
 
     signed_in(client, "acme-admin")
     assert client.get("/admin/default/calls").status_code == 403
     assert client.get("/admin/default/calls/rec1/recording").status_code == 403
+    assert client.get("/admin/default/analytics").status_code == 403
     assert "0 call(s)" in client.get("/admin/acme/calls").text
 
 

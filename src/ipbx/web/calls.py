@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 PAGE = 50
 
 
-def _day_start(day: date | None, days_after: int = 0) -> float | None:
+def day_start(day: date | None, days_after: int = 0) -> float | None:
+    """The epoch of local midnight starting `day` (plus `days_after`); None for None."""
     if day is None:
         return None
     return time.mktime((day.year, day.month, day.day + days_after, 0, 0, 0, 0, 0, -1))
@@ -43,8 +44,8 @@ def add_call_pages(app: FastAPI, pbx: PbxServices) -> None:
         total, records = await pbx.store.run(
             Store.search_call_records,
             tenant,
-            since=_day_start(since),
-            until=_day_start(until, 1),  # the whole of the last day
+            since=day_start(since),
+            until=day_start(until, 1),  # the whole of the last day
             number=number.strip() or None,
             result=result or None,
             limit=PAGE,

@@ -25,6 +25,7 @@ from ipbx.web.accounts import (
     session,
     sign_in,
 )
+from ipbx.web.analytics import add_analytics_page
 from ipbx.web.calls import add_call_pages
 from ipbx.web.dashboard import add_dashboard
 from ipbx.web.extensions import add_extension_pages
@@ -92,6 +93,7 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
 
     add_dashboard(app, pbx)
     add_call_pages(app, pbx)
+    add_analytics_page(app, pbx)
     add_extension_pages(app, pbx)
     add_item_pages(app, pbx)
     add_token_pages(app, pbx)
