@@ -6,6 +6,7 @@ guessed too often."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ipbx.store import CallRecord, LegRecord
 from ipbx.web.accounts import MAX_FAILURES, create_user
 from tests.support.apiclient import Api, serve_api
 from tests.support.mailbox import write_message_wav
+from tests.support.queues import FakeQueueDesk
 
 PASSWORD = "correct horse battery"
 
@@ -219,3 +221,17 @@ def test_an_admin_issues_a_token_shown_once_and_revokes_it(web: Api) -> None:
     revoked = client.post("/admin/acme/tokens/revoke", data={"key_id": key_id, "csrf": token})
     assert revoked.status_code == 200 and key_id not in revoked.text
     assert client.get("/extensions", headers=web.headers(text[1])).status_code == 401
+
+
+def test_the_queue_wallboard_shows_waiting_callers_agents_and_service_level(web: Api) -> None:
+    web.pbx.queues = FakeQueueDesk(time.time())  # type: ignore[assignment]
+    client = web.client
+    signed_in(client, "watcher")
+    board = client.get("/admin/default/queues")
+    assert board.status_code == 200 and 'data-types="queue.joined' in board.text
+    live = client.get("/admin/default/queues/live").text
+    assert "sales: 2 waiting, service level 75 %" in live and "Carol +15550109" in live
+    assert "<td>1001</td><td>in call</td>" in live and "(callback)" in live
+    signed_in(client, "acme-admin")
+    assert client.get("/admin/default/queues").status_code == 403
+    assert "No queues." in client.get("/admin/acme/queues/live").text

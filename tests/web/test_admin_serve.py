@@ -34,7 +34,7 @@ def test_an_extension_added_in_the_page_registers_and_shows_live(admin_site: Adm
             follow_redirects=True,
         )  # fmt: skip
         assert added.status_code == 200 and "Eve" in added.text
-        with browser.stream("GET", "/admin/default/events") as events:
+        with browser.stream("GET", "/admin/default/events?feed=calls") as events:
             lines = events.iter_lines()
             assert next(lines) == ": connected"
             phone = SipClient(admin_site.server.port, timeout=5)

@@ -1,14 +1,15 @@
 """The dashboard: live calls with their durations, registrations, trunk states and
-today's figures. The page opens a server-sent event stream (`events`); on every call or
-registration event its script fetches the live panel (`live`) again, so a new call shows
-without a reload; durations tick in the browser from each call's start time."""
+today's figures; and the server-sent event stream that live pages follow (`events`,
+`?feed=calls` or `queues`). On each event the page's script (static/live.js) fetches its
+live panel again, so a new call shows without a reload; durations tick in the browser
+from each call's start time."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,6 +28,13 @@ KEEPALIVE_SECONDS = 15.0
 # Events a slow browser may fall behind by; more are dropped (each only makes the page
 # fetch the live panel again, which shows the state as it is).
 BACKLOG = 100
+# What each live page follows: the dashboard calls and registrations, the queue
+# wallboard callers joining and leaving and the agents' states.
+Feed = Literal["calls", "queues"]
+FEEDS: dict[str, tuple[str, ...]] = {
+    "calls": ("call.", "registration."),
+    "queues": ("queue.", "agent.", "call.ended"),
+}
 
 
 def add_dashboard(app: FastAPI, pbx: PbxServices) -> None:
@@ -58,22 +66,25 @@ def add_dashboard(app: FastAPI, pbx: PbxServices) -> None:
         return await live_panel(request, await visitor(pbx, request, tenant), "live.html")
 
     @app.get("/admin/{tenant}/events", include_in_schema=False)
-    async def events(request: Request, tenant: str) -> Response:
+    async def events(request: Request, tenant: str, feed: Feed = "calls") -> Response:
         await visitor(pbx, request, tenant)
         return StreamingResponse(
-            _stream(pbx, tenant, request),
+            _stream(pbx, tenant, request, FEEDS[feed]),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
 
 
-async def _stream(pbx: PbxServices, tenant: str, request: Request) -> AsyncIterator[str]:
-    """The tenant's call.* and registration.* events as server-sent events."""
+async def _stream(
+    pbx: PbxServices, tenant: str, request: Request, prefixes: tuple[str, ...]
+) -> AsyncIterator[str]:
+    """The tenant's events whose type starts with one of `prefixes`, as server-sent
+    events named by their type."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Event] = asyncio.Queue(BACKLOG)
 
     def on_event(event: Event) -> None:
-        if event.tenant == tenant and event.type.startswith(("call.", "registration.")):
+        if event.tenant == tenant and event.type.startswith(prefixes):
             loop.call_soon_threadsafe(_offer, queue, event)
 
     unsubscribe = pbx.events.subscribe(on_event)

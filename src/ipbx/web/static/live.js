@@ -1,8 +1,9 @@
-// The dashboard's live panel: fetched again on every call or registration event of the
-// server-sent event stream; call durations tick every second from their start time.
+// A live panel: an element with data-source (its HTML, fetched again), data-events (a
+// server-sent event stream) and data-types (the event types that change it). Elements
+// with class "duration" and data-since (epoch seconds) tick every second.
 "use strict";
 (function () {
-  const panel = document.getElementById("live");
+  const panel = document.querySelector("[data-events]");
   let pending = false;
   async function refresh() {
     if (pending) return;
@@ -23,8 +24,7 @@
     }
   }
   const source = new EventSource(panel.dataset.events);
-  for (const type of ["call.started", "call.ringing", "call.answered", "call.ended",
-                      "call.missed", "registration.changed"]) {
+  for (const type of panel.dataset.types.split(" ")) {
     source.addEventListener(type, refresh);
   }
   setInterval(tick, 1000);
