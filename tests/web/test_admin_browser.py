@@ -1,6 +1,7 @@
 """The web administration in a real browser (Debian's chromium driven by Playwright),
 on a phone-sized screen: an admin signs in, adds extension 1005 in the form, and the
-page lists it; a bad number is refused next to its field; nothing overflows 375 px."""
+page lists it; a bad number is refused next to its field; nothing overflows 375 px; the
+dashboard shows the phone that then registers as 1005 without a reload."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from ipbx.pbx.provisioning import KINDS
+from tests.support.sipclient import SipClient
 from tests.web.conftest import ADMIN, PASSWORD, AdminSite
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,8 +48,19 @@ def test_an_admin_adds_an_extension_in_chromium_at_375_px(admin_site: AdminSite)
             form.get_by_role("button", name="Add").click()
             expect(page.get_by_role("link", name="1005")).to_be_visible()
             assert page.evaluate("document.documentElement.scrollWidth") <= 375
-            for name in ("", "calls", "tokens", f"config/{next(iter(KINDS))}"):
+            for name in ("calls", "analytics", "queues", "tokens", f"config/{next(iter(KINDS))}"):
                 page.goto(f"{admin_site.url}/admin/default/{name}")
                 assert page.evaluate("document.documentElement.scrollWidth") <= 375, name
+
+            # The dashboard shows a phone that registers, without a reload.
+            page.goto(admin_site.url + "/admin/default/")
+            expect(page.get_by_role("heading", name="Registrations (0)")).to_be_visible()
+            phone = SipClient(admin_site.server.port, timeout=5)
+            try:
+                answer = phone.register("1005", "secret1005")
+                assert answer is not None and answer.status == 200, answer
+                expect(page.get_by_role("heading", name="Registrations (1)")).to_be_visible()
+            finally:
+                phone.close()
         finally:
             browser.close()
