@@ -14,9 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ipbx.config import Config
-from ipbx.pbx.extension import Extension
+from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.store import CallRecord, LegRecord
 from ipbx.web.accounts import MAX_FAILURES, create_user
+from tests.api.test_voicemail_api import leave_message
 from tests.support.apiclient import Api, serve_api
 from tests.support.mailbox import write_message_wav
 from tests.support.queues import FakeQueueDesk
@@ -28,7 +29,14 @@ PASSWORD = "correct horse battery"
 def web(tmp_path: Path) -> Iterator[Api]:
     config = Config(
         data_dir=tmp_path / "data",
-        extensions=[Extension(number="1000", name="Alice", password="secret1000")],
+        extensions=[
+            Extension(
+                number="1000",
+                name="Alice",
+                password="secret1000",
+                voicemail=VoicemailConfig(pin="1234"),
+            ),
+        ],
     )
     for api in serve_api(config):
         create_user(api.store, "office", PASSWORD, "admin", "default")
@@ -235,3 +243,20 @@ def test_the_queue_wallboard_shows_waiting_callers_agents_and_service_level(web:
     signed_in(client, "acme-admin")
     assert client.get("/admin/default/queues").status_code == 403
     assert "No queues." in client.get("/admin/acme/queues/live").text
+
+
+def test_voicemail_plays_in_the_page_and_an_admin_deletes_a_message(web: Api) -> None:
+    box = web.pbx.mailboxes.get("1000")
+    assert box is not None
+    message = leave_message(box, "+15551234567", 4000)
+    client = web.client
+    signed_in(client, "office")
+    listed = client.get("/admin/default/voicemail")
+    assert "Mailbox 1000 (1)" in listed.text and "+15551234567" in listed.text
+    played = client.get(f"/admin/default/voicemail/1000/{message.id}")
+    assert played.status_code == 200 and played.content == message.path.read_bytes()
+    path = f"/admin/default/voicemail/1000/{message.id}/delete"
+    assert client.post(path).status_code == 403  # no CSRF token
+    deleted = client.post(path, data={"csrf": csrf_of(listed.text)})
+    assert deleted.status_code == 200 and "Mailbox 1000 (0)" in deleted.text
+    assert box.messages("new") == []

@@ -32,6 +32,7 @@ from ipbx.web.extensions import add_extension_pages
 from ipbx.web.items import add_item_pages
 from ipbx.web.tokens import add_token_pages
 from ipbx.web.visitor import CSRF_FIELD, SESSION_COOKIE, page, posted
+from ipbx.web.voicemail import add_voicemail_page
 from ipbx.web.wallboard import add_wallboard
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
     add_item_pages(app, pbx)
     add_token_pages(app, pbx)
     add_wallboard(app, pbx)
+    add_voicemail_page(app, pbx)
 
 
 def _set_cookie(
