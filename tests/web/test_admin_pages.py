@@ -260,3 +260,29 @@ def test_voicemail_plays_in_the_page_and_an_admin_deletes_a_message(web: Api) ->
     deleted = client.post(path, data={"csrf": csrf_of(listed.text)})
     assert deleted.status_code == 200 and "Mailbox 1000 (0)" in deleted.text
     assert box.messages("new") == []
+
+
+def test_an_announcement_plays_an_uploaded_recording_and_a_bad_file_is_refused(
+    web: Api, tmp_path: Path
+) -> None:
+    client = web.client
+    signed_in(client, "office")
+    page = client.get("/admin/default/config/announcements")
+    token = csrf_of(page.text)
+    wav = write_message_wav(tmp_path / "closed.wav", seconds=0.5)
+
+    def upload(name: str, content: bytes) -> str:
+        answer = client.post(
+            "/admin/default/announcements/upload",
+            data={"name": name, "csrf": token},
+            files={"audio": ("closed.wav", content, "audio/wav")},
+        )
+        return answer.text
+
+    assert 'id="u-audio-error">not a WAV file' in upload("closed", b"RIFF nonsense")
+    assert 'id="u-name-error"' in upload("Bad Name!", wav.read_bytes())
+    assert web.pbx.config.announcements == []
+    assert not (web.pbx.config.data_dir / "prompts" / "closed.wav").exists()
+    assert "closed" in upload("closed", wav.read_bytes())
+    (announcement,) = web.pbx.config.announcements
+    assert announcement.file is not None and announcement.file.read_bytes() == wav.read_bytes()
