@@ -64,6 +64,7 @@ def test_an_admin_adds_an_extension_and_a_bad_one_is_refused_next_to_its_field(w
     form = client.get("/")
     cookie = form.headers["set-cookie"]  # the sign-in form's double-submit token
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    assert "Secure" in client.get("https://testserver/").headers["set-cookie"]  # over TLS
     status, dashboard = signed_in(client, "office")
     assert status == 200 and "Dashboard" in dashboard and "Calls now" in dashboard
     session = client.cookies.get("ipbx_session")
