@@ -17,9 +17,8 @@ from ipbx.config import Config
 from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.store import CallRecord, LegRecord
 from ipbx.web.accounts import MAX_FAILURES, create_user
-from tests.api.test_voicemail_api import leave_message
 from tests.support.apiclient import Api, serve_api
-from tests.support.mailbox import write_message_wav
+from tests.support.mailbox import leave_message, write_message_wav
 from tests.support.queues import FakeQueueDesk
 
 PASSWORD = "correct horse battery"
