@@ -213,9 +213,25 @@ def test_the_call_history_shows_mos_per_leg_and_plays_the_recording_to_its_tenan
     assert "0 call(s)" in client.get("/admin/acme/calls").text
 
 
-def test_an_admin_issues_a_token_shown_once_and_revokes_it(web: Api) -> None:
+def test_another_tenants_admin_manages_its_webhooks_and_tokens(web: Api) -> None:
     client = web.client
     signed_in(client, "acme-admin")
+    hooks = client.get("/admin/acme/config/webhooks")
+    assert ">Webhooks<" in hooks.text and ">Trunks<" not in hooks.text  # routing: default's
+    token = csrf_of(hooks.text)
+    listed = client.post(
+        "/admin/acme/config/webhooks",
+        data={"url": "https://crm.example.com/hook", "events": "- call.*",
+              "secret": "0123456789abcdef", "csrf": token},
+    )  # fmt: skip
+    (link,) = re.findall(r'href="(/admin/acme/config/webhooks/[^"]+)"', listed.text)
+    assert "0123456789abcdef" not in client.get(link).text  # a secret is never shown
+    client.post(link, data={"events": "- call.ended", "csrf": token})  # secret left empty
+    (hook,) = web.pbx.config.webhooks
+    assert (hook.tenant, hook.events, hook.secret) == ("acme", ["call.ended"], "0123456789abcdef")
+    group = {"name": "x", "members": "- '1000'", "csrf": token}
+    assert client.post("/admin/acme/config/groups", data=group).status_code == 403
+
     page = client.get("/admin/acme/tokens")
     token = csrf_of(page.text)
     bad = client.post("/admin/acme/tokens", data={"scope": "root", "csrf": token})
