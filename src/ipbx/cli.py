@@ -1,6 +1,6 @@
 """The `ipbx` command: `serve` runs the PBX, `phone` is a SIP user agent, `trunks` and
 `calls` show the trunks' state and the latest call records, `token create|list|revoke`
-manage API tokens."""
+manage API tokens, `user create|list|delete` the web administration's users."""
 
 from __future__ import annotations
 
@@ -196,6 +196,54 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user(args: argparse.Namespace) -> int:
+    """`user create NAME`: a web administration user (or a new password, role or tenant
+    for one), the password read from the terminal twice, or as the first line of stdin;
+    `user list`: name, tenant, role and lock-out of each; `user delete NAME`."""
+    import time
+
+    from ipbx.web.accounts import create_user
+
+    config = _config(args)
+    if config is None:
+        return 2
+    with _store(config) as store:
+        if args.user_command == "list":
+            for user in store.admin_users(args.tenant):
+                locked = user.locked_until is not None and user.locked_until > time.time()
+                print(f"{user.name}  {user.tenant}  {user.role}" + ("  locked" if locked else ""))
+            return 0
+        if args.user_command == "delete":
+            if not store.delete_admin_user(args.name):
+                print(f"ipbx: name: no user {args.name}", file=sys.stderr)
+                return 1
+            print(f"ipbx: user {args.name} deleted", file=sys.stderr)
+            return 0
+        password = _new_password()
+        if password is None:
+            return 1
+        try:
+            new = create_user(store, args.name, password, args.role, args.tenant)
+        except ValueError as exc:
+            print(f"ipbx: {exc}", file=sys.stderr)
+            return 2
+    done = "created" if new else "updated"
+    print(f"ipbx: {args.role} {args.name} of tenant {args.tenant} {done}", file=sys.stderr)
+    return 0
+
+
+def _new_password() -> str | None:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        print("ipbx: the passwords differ", file=sys.stderr)
+        return None
+    return password
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipbx", description="SIP server and IP-PBX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +272,21 @@ def main(argv: list[str] | None = None) -> int:
     revoke = token.add_parser("revoke", help="delete a token: refused from the next request")
     revoke.add_argument("key_id", help="the token's key id (`ipbx_<key id>_...`)")
     revoke.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    user = sub.add_parser("user", help="web administration users").add_subparsers(
+        dest="user_command", required=True
+    )
+    make = user.add_parser("create", help="add a user, or set its password, role, tenant")
+    make.add_argument("name", help="what the user signs in with")
+    make.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    make.add_argument("--role", choices=["admin", "supervisor"], required=True,
+                      help="supervisor: reads everything, changes nothing")  # fmt: skip
+    make.add_argument("--tenant", default="default", help="whose configuration it manages")
+    users = user.add_parser("list", help="the users: name, tenant, role, lock-out")
+    users.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    users.add_argument("--tenant", default=None, help="only this tenant's (default: all)")
+    remove = user.add_parser("delete", help="remove a user and sign its sessions out")
+    remove.add_argument("name")
+    remove.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     from ipbx.phone.cli import add_arguments
 
     add_arguments(sub.add_parser("phone", help="a SIP phone on the command line"))
@@ -236,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         return _apply(args)
     if args.command == "token":
         return _token(args)
+    if args.command == "user":
+        return _user(args)
     result: list[int] = []
 
     async def runner() -> None:

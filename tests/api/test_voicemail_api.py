@@ -5,8 +5,6 @@ and another tenant sees no mailbox at all."""
 
 from __future__ import annotations
 
-import asyncio
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +12,9 @@ import pytest
 
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension, VoicemailConfig
-from ipbx.pbx.voicemail import Mailbox, Message
+from ipbx.pbx.voicemail import Mailbox
 from tests.support.apiclient import Api, serve_api
+from tests.support.mailbox import leave_message
 
 
 @pytest.fixture
@@ -31,16 +30,6 @@ def api(tmp_path: Path) -> Iterator[Api]:
         ],
     )  # fmt: skip
     yield from serve_api(config)
-
-
-def leave_message(box: Mailbox, caller: str, frames: int) -> Message:
-    recording = box.new_message_path()
-    with wave.open(str(recording), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(b"\x01\x00" * frames)
-    return asyncio.run(box.deliver(recording, caller, frames / 8000))
 
 
 def mailbox(api: Api) -> Mailbox:

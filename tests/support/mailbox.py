@@ -1,13 +1,15 @@
-"""Voicemail boxes as tests fill and watch them: a message file, a box filed before the
-server starts, and a phone's message-waiting subscription (RFC 3842)."""
+"""Voicemail boxes as tests fill and watch them: a message file, a message delivered, a
+box filed before the server starts, and a phone's message-waiting subscription (RFC 3842)."""
 
 from __future__ import annotations
 
+import asyncio
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from ipbx.pbx.voicemail import Mailbox, Message
 from ipbx.sip.message import Response
 from tests.support.ports import LOOPBACK
 from tests.support.sipclient import SipClient
@@ -25,6 +27,18 @@ def write_message_wav(path: Path, seconds: float = 2.0, hz: float = 700.0) -> Pa
         wav.setframerate(8000)
         wav.writeframes(samples.tobytes())
     return path
+
+
+def leave_message(box: Mailbox, caller: str, frames: int) -> Message:
+    """A message delivered to a box as the voicemail app delivers one (`frames` samples
+    at 8 kHz)."""
+    recording = box.new_message_path()
+    with wave.open(str(recording), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x01\x00" * frames)
+    return asyncio.run(box.deliver(recording, caller, frames / 8000))
 
 
 def seed_mailbox(data_dir: Path, new: int, saved: int) -> None:

@@ -1,10 +1,12 @@
 """The REST API and the WebSocket event feed (docs/api.md).
 
-Every endpoint but /openapi.json and /docs wants ``Authorization: Bearer TOKEN`` (a
-token from ``ipbx token create``): 401 without a valid one, 403 when its scope is not
-enough. A token belongs to a tenant and sees that tenant's data only. Lists take
-``?limit=&offset=`` and answer ``{total, limit, offset, items}``. Errors are
-``{"detail": "..."}``; a bad parameter gets 422 with FastAPI's list naming the field.
+The web administration's pages (ipbx/web/) are served beside it, from `/`, and sign in
+with a session cookie instead. Every other endpoint but /openapi.json and /docs wants
+``Authorization: Bearer TOKEN`` (a token from ``ipbx token create``): 401 without a
+valid one, 403 when its scope is not enough. A token belongs to a tenant and sees that
+tenant's data only. Lists take ``?limit=&offset=`` and answer ``{total, limit, offset,
+items}``. Errors are ``{"detail": "..."}``; a bad parameter gets 422 with FastAPI's
+list naming the field.
 
 No route waits for the database on the event loop, which also relays RTP and runs the
 SIP timers. The rule for every route module: a route that only uses the store is a
@@ -38,6 +40,7 @@ from ipbx.api.metrics import render
 from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, Since, Until, page
 from ipbx.api.queues import add_queue_routes
+from ipbx.api.recordings import recording_file
 from ipbx.api.tokens import Scope, allows, verify_token
 from ipbx.api.voicemail import add_voicemail_routes
 from ipbx.pbx.analytics import DEFAULT_SERVICE_LEVEL_SECONDS, Grouping, figures, grouped
@@ -49,6 +52,7 @@ from ipbx.pbx.queue.analytics import REPEAT_CALL_SECONDS, QueueGrouping, queued_
 from ipbx.pbx.queue.analytics import grouped as queue_figures
 from ipbx.pbx.queue.log import queue_event
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, Store
+from ipbx.web.site import add_web_routes
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
@@ -151,7 +155,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
         """Provision an extension; its phones can register at once. 409 when the number
         is taken (nothing is written). Its other settings: /config/extensions."""
         kind = KINDS["extensions"]
-        item = await owned_item(pbx, kind, token, Extension(**new.model_dump()))
+        item = await owned_item(pbx, kind, token.tenant, Extension(**new.model_dump()))
         if await pbx.store.run(Store.get_extension, new.number, token.tenant) is not None:
             raise HTTPException(409, f"number: extension {new.number} exists")
         await apply_change(pbx, Change(token.tenant, [(kind, item)]))
@@ -386,14 +390,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     def get_recording(token: Reader, call_id: Annotated[str, Path(max_length=64)]) -> Response:
         """The recording of a call, as a WAV file (one channel per side, or mixed)."""
         record = store.call_record(call_id, token.tenant)
-        if record is None:
-            raise HTTPException(404, f"call_id: no call {call_id}")
-        if record.recording is None:
-            raise HTTPException(404, f"call_id: call {call_id} was not recorded")
-        recordings = (pbx.config.data_dir / "recordings").resolve()
-        path = (recordings / record.recording).resolve()
-        if not path.is_relative_to(recordings) or not path.is_file():
-            raise HTTPException(404, f"call_id: the recording of call {call_id} is gone")
+        path = recording_file(pbx.config.data_dir, record, call_id)
         return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
     @listing("/trunks", models.Trunk, "state")
@@ -508,6 +505,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
     add_queue_routes(app, pbx, needs("read"), needs("admin"), system_state)
+    add_web_routes(app, pbx)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:

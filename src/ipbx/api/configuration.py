@@ -74,7 +74,7 @@ def add_configuration_routes(
     )
     async def get_configuration(token: Admin) -> Any:
         """The configuration's provisioned lists as a whole: what `ipbx apply` takes."""
-        return {name: _items(pbx, kind, token.tenant) for name, kind in KINDS.items()}
+        return {name: tenant_items(pbx, kind, token.tenant) for name, kind in KINDS.items()}
 
     def system(token: ApiTokenRecord) -> None:
         if token.tenant != DEFAULT_TENANT:
@@ -144,16 +144,16 @@ def add_configuration_routes(
         return IssuedToken(token=text, key_id=record.key_id, scope=record.scope, tenant=tenant)
 
 
-async def owned_item(pbx: "PbxServices", kind: ItemKind, token: ApiTokenRecord, item: Any) -> Any:
-    """The item to write for this token: 403 for routing outside the default tenant,
-    422 for another tenant's `tenant`, or a new extension without a password."""
-    if not (kind.any_tenant or token.tenant == DEFAULT_TENANT):
+async def owned_item(pbx: "PbxServices", kind: ItemKind, tenant: str, item: Any) -> Any:
+    """The item to write for `tenant` (the token's): 403 for routing outside the default
+    tenant, 422 for another tenant's `tenant`, or a new extension without a password."""
+    if not (kind.any_tenant or tenant == DEFAULT_TENANT):
         raise HTTPException(403, f"{kind.name}: call routing is the default tenant's")
     if kind.any_tenant and "tenant" in item.model_fields_set:
-        if item.tenant != token.tenant:
-            raise HTTPException(422, f"tenant: must be this token's own ({token.tenant})")
+        if item.tenant != tenant:
+            raise HTTPException(422, f"tenant: must be this token's own ({tenant})")
     elif kind.any_tenant:
-        item = item.model_copy(update={"tenant": token.tenant})
+        item = item.model_copy(update={"tenant": tenant})
     new = isinstance(item, Extension) and (
         await pbx.store.run(Store.get_extension, item.number) is None
     )
@@ -185,11 +185,49 @@ def removable(pbx: "PbxServices", kind: ItemKind, key: str) -> None:
         )  # fmt: skip
 
 
-def _items(pbx: "PbxServices", kind: ItemKind, tenant: str) -> list[Any]:
+def tenant_items(pbx: "PbxServices", kind: ItemKind, tenant: str) -> list[Any]:
     """The tenant's items of a kind in the configuration the server runs."""
     if not (kind.any_tenant or tenant == DEFAULT_TENANT):
         return []
     return [item for item in getattr(pbx.config, kind.name) if kind.tenant_of(item) == tenant]
+
+
+def find_item(pbx: "PbxServices", kind: ItemKind, tenant: str, key: str) -> Any:
+    """The tenant's item of a kind with this key, as the server runs it; 404 if none."""
+    for item in tenant_items(pbx, kind, tenant):
+        if kind.key(item) == key:
+            return item
+    raise HTTPException(404, f"{kind.key_field}: no {kind.name} item {key}")
+
+
+async def add_item(pbx: "PbxServices", kind: ItemKind, tenant: str, item: Any) -> Any:
+    """Add an item (409 when its key is taken), checked and taken up as `apply_change`
+    does; the item as the server took it up."""
+    item = await owned_item(pbx, kind, tenant, item)
+    key = kind.key(item)
+    if any(kind.key(i) == key for i in tenant_items(pbx, kind, tenant)):
+        raise HTTPException(409, f"{kind.key_field}: {kind.name} item {key} exists")
+    await apply_change(pbx, Change(tenant, [(kind, item)]))
+    return find_item(pbx, kind, tenant, key)
+
+
+async def replace_item(pbx: "PbxServices", kind: ItemKind, tenant: str, key: str, item: Any) -> Any:
+    """Add or replace the item with this key (422 when the item's own key differs)."""
+    item = await owned_item(pbx, kind, tenant, item)
+    if kind.key(item) != key:
+        raise HTTPException(
+            422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
+        )
+    await apply_change(pbx, Change(tenant, [(kind, item)]))
+    return find_item(pbx, kind, tenant, key)
+
+
+async def remove_item(pbx: "PbxServices", kind: ItemKind, tenant: str, key: str) -> None:
+    """Remove an item: 404 when there is none, 409 while others point at it or the
+    configuration file has it."""
+    await owned_item(pbx, kind, tenant, find_item(pbx, kind, tenant, key))
+    removable(pbx, kind, key)
+    await apply_change(pbx, Change(tenant, remove=[(kind, key)]))
 
 
 def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> None:
@@ -202,12 +240,6 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         409: {"model": models.Problem, "description": "it exists, or other items need it"},
     }
     Key = Annotated[str, Path(min_length=1, max_length=2048, description=f"its {kind.key_field}")]
-
-    def find(tenant: str, key: str) -> Any:
-        for item in _items(pbx, kind, tenant):
-            if kind.key(item) == key:
-                return item
-        raise HTTPException(404, f"{kind.key_field}: no {name} item {key}")
 
     @app.get(
         path,
@@ -223,7 +255,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> Any:
-        items = _items(pbx, kind, token.tenant)
+        items = tenant_items(pbx, kind, token.tenant)
         return page(items, limit, offset)
 
     @app.get(
@@ -236,7 +268,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description=f"One, by its {kind.key_field}.",
     )
     async def get_item(key: Key, token: Admin) -> Any:
-        return find(token.tenant, key)
+        return find_item(pbx, kind, token.tenant, key)
 
     @app.post(
         path,
@@ -249,12 +281,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="Add an item; 409 when its key is taken.",
     )
     async def create_item(item: model, token: Admin) -> Any:
-        item = await owned_item(pbx, kind, token, item)
-        key = kind.key(item)
-        if any(kind.key(i) == key for i in _items(pbx, kind, token.tenant)):
-            raise HTTPException(409, f"{kind.key_field}: {name} item {key} exists")
-        await apply_change(pbx, Change(token.tenant, [(kind, item)]))
-        return find(token.tenant, kind.key(item))  # as the server took it up
+        return await add_item(pbx, kind, token.tenant, item)
 
     @app.put(
         path + "/{key:path}",
@@ -266,13 +293,7 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="Add or replace the item with this key (idempotent).",
     )
     async def put_item(key: Key, item: model, token: Admin) -> Any:
-        item = await owned_item(pbx, kind, token, item)
-        if kind.key(item) != key:
-            raise HTTPException(
-                422, f"{kind.key_field}: {kind.key(item)!r} is not the key in the path ({key})"
-            )
-        await apply_change(pbx, Change(token.tenant, [(kind, item)]))
-        return find(token.tenant, kind.key(item))  # as the server took it up
+        return await replace_item(pbx, kind, token.tenant, key, item)
 
     @app.delete(
         path + "/{key:path}",
@@ -283,7 +304,5 @@ def _add_kind(app: FastAPI, pbx: "PbxServices", kind: ItemKind, Admin: Any) -> N
         description="409 while other items point at it or the file has it.",
     )
     async def delete_item(key: Key, token: Admin) -> Response:
-        await owned_item(pbx, kind, token, find(token.tenant, key))
-        removable(pbx, kind, key)
-        await apply_change(pbx, Change(token.tenant, remove=[(kind, key)]))
+        await remove_item(pbx, kind, token.tenant, key)
         return Response(status_code=204)

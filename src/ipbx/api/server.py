@@ -91,7 +91,11 @@ class ApiServer:
                 self._task.result()  # raises what stopped it
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
-        log.info("API on http://%s:%d (docs at /docs)", *self.address)
+        log.info(
+            "API on http://%s:%d (docs at /docs); web administration at / for the users of "
+            "`ipbx user create`",
+            *self.address,
+        )
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

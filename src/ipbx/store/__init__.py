@@ -8,6 +8,8 @@ from ipbx.store.database import UnknownTenantError
 from ipbx.store.provisioning import TenantInUse
 from ipbx.store.records import (
     DEFAULT_TENANT,
+    AdminSessionRecord,
+    AdminUserRecord,
     ApiTokenRecord,
     BindingRecord,
     CallRecord,
@@ -22,6 +24,8 @@ from ipbx.store.store import Store
 
 __all__ = [
     "DEFAULT_TENANT",
+    "AdminSessionRecord",
+    "AdminUserRecord",
     "ApiTokenRecord",
     "AsyncStore",
     "BindingRecord",

@@ -108,6 +108,29 @@ class ApiTokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminUserRecord:
+    """A user of the web administration: `password_hash` is argon2's encoded hash;
+    `failures` the wrong passwords in a row, `locked_until` the end of a lock-out."""
+
+    name: str
+    tenant: str
+    role: str
+    password_hash: str
+    created: float
+    failures: int = 0
+    locked_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSessionRecord:
+    """A signed-in session: whose it is and the CSRF token of its forms."""
+
+    user: AdminUserRecord
+    csrf: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     """One event to one webhook, in the outbox. `status` is pending (waiting for
     `next_attempt`), delivered (at `delivered_at`) or failed (gave up after `attempts`).

@@ -170,6 +170,33 @@ queue_log = Table(
     Column("data", Text, nullable=False),
 )
 
+# The web administration's users: an argon2 hash of the password, never the password;
+# `failures` counts the wrong passwords in a row and `locked_until` ends a lock-out
+# (web/accounts.py). A session row keeps the SHA-256 of the cookie's session id and the
+# CSRF token its forms carry.
+admin_users = Table(
+    "admin_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", Float, nullable=True),
+)
+
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("csrf", String(64), nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
 # Configuration items provisioned through the API or `ipbx apply` (pbx/provisioning.py):
 # one row per item, its body the JSON of the same item in the configuration file.
 provisioned = Table(

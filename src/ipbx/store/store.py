@@ -5,12 +5,13 @@ One engine per process, Core statements rather than ORM sessions: the registrar 
 work would cost more than the SQL itself.
 
 Each concern has its own module (provisioning, registrations, call records, the call
-queues' log, API tokens, the webhook outbox); `Store` is all of them over one engine.
-Its calls block until the database answers (up to busy_timeout when another process
-holds SQLite's write lock): code on the event loop reaches it through `AsyncStore`,
-never directly.
+queues' log, API tokens, the web administration's users, the webhook outbox); `Store`
+is all of them over one engine. Its calls block until the database answers (up to
+busy_timeout when another process holds SQLite's write lock): code on the event loop
+reaches it through `AsyncStore`, never directly.
 """
 
+from ipbx.store.admin_users import AdminUsers
 from ipbx.store.call_records import CallRecords
 from ipbx.store.outbox import WebhookOutbox
 from ipbx.store.provisioning import Provisioning
@@ -19,7 +20,15 @@ from ipbx.store.registrations import Registrations
 from ipbx.store.tokens import ApiTokens
 
 
-class Store(Provisioning, Registrations, CallRecords, QueueLogRows, ApiTokens, WebhookOutbox):
-    """Provisioning, registration, call-record, queue-log and webhook state, in SQLite (default)
-    or PostgreSQL. Safe to share between threads (SQLAlchemy's engine pools the
-    connections)."""
+class Store(
+    Provisioning,
+    Registrations,
+    CallRecords,
+    QueueLogRows,
+    ApiTokens,
+    AdminUsers,
+    WebhookOutbox,
+):
+    """Provisioning, registration, call-record, queue-log, token, web user and webhook
+    state, in SQLite (default) or PostgreSQL. Safe to share between threads (SQLAlchemy's
+    engine pools the connections)."""
