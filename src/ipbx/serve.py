@@ -1,19 +1,34 @@
 """`ipbx serve`: the composition root. It opens the store, builds the PBX (SIP, media,
-calls) and the API over it, runs them until told to stop, and stops them in order. It
-is the one module that knows both `pbx/` and `api/` (docs/architecture.md)."""
+calls) and the API over it (with the web administration), runs them until told to stop,
+and stops them in order. It is the one module that knows both `pbx/` and `api/`
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+from typing import TYPE_CHECKING
 
 from ipbx.api.server import ApiServer
+from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config
 from ipbx.pbx.core import Pbx
 from ipbx.store import Store
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ipbx.api.services import PbxServices
+
 log = logging.getLogger("ipbx")
+
+
+def site(pbx: PbxServices, webhooks: Webhooks) -> FastAPI:
+    """The API with the web administration (imported only when the API is on)."""
+    from ipbx.web.site import create_site
+
+    return create_site(pbx, webhooks)
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
@@ -23,7 +38,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         [(e.number, e.name, e.password) for e in config.extensions], config.sip.realm
     )
     pbx = Pbx(config, store)
-    api = ApiServer(pbx)
+    api = ApiServer(pbx, site)
     try:
         await pbx.start()
         await api.start()

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from fastapi.testclient import TestClient
 
-from ipbx.api.app import create_app
 from ipbx.api.tokens import create_token
 from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config
 from ipbx.pbx.core import Pbx
 from ipbx.store import Store
+from ipbx.web.site import create_site
 
 
 @dataclass
@@ -47,7 +47,7 @@ def serve_api(config: Config) -> Iterator[Api]:
     )
     loop = asyncio.new_event_loop()
     pbx = make_pbx(config, store, loop)
-    app = create_app(pbx, Webhooks(pbx.store, [], pbx.events))
+    app = create_site(pbx, Webhooks(pbx.store, [], pbx.events))
     admin, _ = create_token(store, "admin")
     reader, _ = create_token(store, "read")
     other, _ = create_token(store, "admin", tenant="acme")

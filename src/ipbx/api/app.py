@@ -1,7 +1,7 @@
 """The REST API and the WebSocket event feed (docs/api.md).
 
-The web administration's pages (ipbx/web/) are served beside it, from `/`, and sign in
-with a session cookie instead. Every other endpoint but /openapi.json and /docs wants
+The web administration's pages (ipbx/web/, a layer above) are served beside it, from `/`,
+and sign in with a session cookie instead. Every other endpoint but /openapi.json and /docs wants
 ``Authorization: Bearer TOKEN`` (a token from ``ipbx token create``): 401 without a
 valid one, 403 when its scope is not enough. A token belongs to a tenant and sees that
 tenant's data only. Lists take ``?limit=&offset=`` and answer ``{total, limit, offset,
@@ -52,7 +52,6 @@ from ipbx.pbx.queue.analytics import REPEAT_CALL_SECONDS, QueueGrouping, queued_
 from ipbx.pbx.queue.analytics import grouped as queue_figures
 from ipbx.pbx.queue.log import queue_event
 from ipbx.store import ApiTokenRecord, CallRecord, DeliveryRecord, Store
-from ipbx.web.site import add_web_routes
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
@@ -505,7 +504,6 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
     add_queue_routes(app, pbx, needs("read"), needs("admin"), system_state)
-    add_web_routes(app, pbx)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:

@@ -8,17 +8,21 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ipbx.api.webhooks import DAY, Webhooks
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
 
     from ipbx.api.services import PbxServices
 
 log = logging.getLogger("ipbx.api")
+
+# What the API listener serves, made from the PBX and the webhooks.
+AppFactory = Callable[["PbxServices", Webhooks], "FastAPI"]
 
 
 def _embedded_server(config: uvicorn.Config) -> uvicorn.Server:
@@ -38,7 +42,9 @@ class ApiServer:
     """Start with `start()`; at shutdown `stop()` before the PBX stops and `close()`
     after it, so that the events of calls ended by the shutdown reach the outbox."""
 
-    def __init__(self, pbx: PbxServices) -> None:
+    def __init__(self, pbx: PbxServices, app: AppFactory) -> None:
+        """`app` makes what the listener serves (the composition root's choice: the API
+        with the web pages); it is called, and FastAPI imported, only when the API is on."""
         self.config = pbx.config.api
         self.webhooks = Webhooks(
             pbx.store,
@@ -48,6 +54,7 @@ class ApiServer:
         )
         pbx.on_reconfigure.append(lambda config: self.webhooks.update(config.webhooks))
         self._pbx = pbx
+        self._app = app
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
@@ -75,10 +82,8 @@ class ApiServer:
         self.address = sock.getsockname()[:2]
         import uvicorn
 
-        from ipbx.api.app import create_app
-
         config = uvicorn.Config(
-            create_app(self._pbx, self.webhooks),
+            self._app(self._pbx, self.webhooks),
             log_config=None,  # keep ipbx's logging set-up
             access_log=False,
             lifespan="off",

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from ipbx.api.app import create_app
 from ipbx.web.accounts import (
     LOCK_SECONDS,
     MAX_FAILURES,
@@ -38,8 +39,17 @@ from ipbx.web.wallboard import add_wallboard
 
 if TYPE_CHECKING:
     from ipbx.api.services import PbxServices
+    from ipbx.api.webhooks import Webhooks
 
 SIGN_IN_COOKIE = "ipbx_sign_in"
+
+
+def create_site(pbx: PbxServices, webhooks: Webhooks) -> FastAPI:
+    """The REST API (api/app.py) with the web administration's pages beside it: what
+    the API listener serves."""
+    app = create_app(pbx, webhooks)
+    add_web_routes(app, pbx)
+    return app
 
 
 def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
