@@ -21,7 +21,13 @@ from ipbx.media.wav import read_wav
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.queue.callback import ask_callback_number, callback_number, spoken
-from ipbx.pbx.queue.waiting import CALLBACK, CALLBACK_NUMBER, WaitingRoom, position_announcement
+from ipbx.pbx.queue.waiting import (
+    CALLBACK,
+    CALLBACK_NUMBER,
+    WaitingRoom,
+    position_announcement,
+    spoken_number,
+)
 from ipbx.pbx.session import Prompts, Session
 from ipbx.sip.transaction import Address
 from tests.support.invites import invite
@@ -126,10 +132,25 @@ def test_the_position_announcement_rounds_the_wait_to_minutes() -> None:
     def said(position: int, wait: float | None) -> str:
         return " ".join(position_announcement(position, wait))
 
-    assert said(3, 100) == "You are caller number 3. Your estimated wait is about 2 minutes."
-    assert said(1, 70).endswith("about 1 minute.")
+    assert said(3, 100) == "You are caller number three Your estimated wait is about two minutes"
+    assert said(1, 70).endswith("about one minute")
     assert said(1, 20).endswith("less than a minute.")
-    assert said(2, None) == "You are caller number 2."
+    assert said(2, None) == "You are caller number two"
+
+
+@pytest.mark.parametrize(
+    ("number", "words"),
+    [(0, "zero"), (7, "seven"), (13, "thirteen"), (20, "twenty"), (42, "forty two"),
+     (100, "one hundred"), (105, "one hundred five"), (342, "three hundred forty two"),
+     (1200, "1200")],
+)  # fmt: skip
+def test_numbers_are_said_in_words_from_few_pieces(number: int, words: str) -> None:
+    assert " ".join(spoken_number(number)) == words
+
+
+def test_every_position_below_a_thousand_takes_some_thirty_pieces() -> None:
+    pieces = {piece for n in range(1000) for piece in spoken_number(n)}
+    assert len(pieces) == 29
 
 
 class _Keypad:

@@ -40,22 +40,43 @@ log = logging.getLogger("ipbx.apps")
 _IDLE_SECONDS = 3600.0
 
 
+_ONES = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+    "eighteen", "nineteen",
+)  # fmt: skip
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def spoken_number(number: int) -> list[str]:
+    """A number as the words it is said in, one piece each ("one", "hundred", "twenty",
+    "three"): some thirty pieces say every number below a thousand, each synthesised and
+    encoded once, as a PBX says numbers from recorded digit sounds. A larger one is
+    said whole."""
+    if not 0 <= number < 1000:
+        return [str(number)]
+    hundreds, rest = divmod(number, 100)
+    words = [_ONES[hundreds], "hundred"] if hundreds else []
+    if rest >= 20:
+        tens, ones = divmod(rest, 10)
+        words += [_TENS[tens - 2], *([_ONES[ones]] if ones else [])]
+    elif rest or not words:
+        words.append(_ONES[rest])
+    return words
+
+
 def position_announcement(position: int, estimated_wait: float | None) -> list[str]:
     """What the position announcement says, in the pieces it is spoken in: the position
-    and the wait in minutes. The pieces are few (a number is a piece of its own), so each
-    is synthesised and encoded once however many callers, positions and waits there are,
-    as Asterisk's app_queue builds it from recorded sounds."""
-    pieces = ["You are caller number", f"{position}."]
+    and the wait in minutes, in words. The pieces are few, so each is synthesised and
+    encoded once however many callers, positions and waits there are."""
+    pieces = ["You are caller number", *spoken_number(position)]
     if estimated_wait is None:
         return pieces
     minutes = round(estimated_wait / 60)
     if minutes < 1:
         return [*pieces, "Your estimated wait is less than a minute."]
-    return [
-        *pieces,
-        "Your estimated wait is about",
-        f"{minutes} minute{'s' if minutes > 1 else ''}.",
-    ]
+    unit = "minutes" if minutes > 1 else "minute"
+    return [*pieces, "Your estimated wait is about", *spoken_number(minutes), unit]
 
 
 @dataclass(frozen=True)
