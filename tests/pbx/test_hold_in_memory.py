@@ -13,7 +13,9 @@ import pytest
 
 from tests.support.softphone import write_tone
 from tests.support.testbed import Testbed, play
-from tests.support.user_agents import Call, connected, direction
+from tests.support.user_agents import Call, connected, direction, offer
+
+SDP = "application/sdp"
 
 
 def _music_on_hold(tmp_path: Path) -> None:
@@ -81,5 +83,29 @@ def test_an_inactive_hold_is_answered_inactive(tmp_path: Path) -> None:
         call, _ = await connected(alice, bob)
         on_hold = await call.hold("inactive")
         assert (on_hold.status, direction(on_hold)) == (200, "inactive")
+
+    play(tmp_path, story)
+
+
+def test_a_hold_that_keeps_the_sdp_version_is_a_hold(tmp_path: Path) -> None:
+    """A phone (or a SIPp scenario) that holds with its first SDP's o= line unchanged,
+    only sendonly instead of sendrecv, against RFC 3264 §8: the SDP changed, so it is an
+    offer all the same, passed to the other phone; the same SDP again is a refresh,
+    answered by the PBX alone."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        first = offer()
+        call = alice.call("1001", first)
+        answered = await bob.rings()
+        answered.answer()
+        assert (await call.final()).status == 200
+        held = await call.request("INVITE", first.replace(b"sendrecv", b"sendonly"), SDP)
+        assert (held.status, direction(held)) == (200, "recvonly")
+        assert direction(await answered.received("INVITE")) == "sendonly"
+        again = await call.request("INVITE", first.replace(b"sendrecv", b"sendonly"), SDP)
+        assert (again.status, again.body) == (200, held.body)
+        assert await answered.requests.none_within(0.5, lambda r: r.method == "INVITE")
+        assert (await call.hang_up()).status == 200
 
     play(tmp_path, story)

@@ -88,9 +88,10 @@ class Leg:
     # The SDP ipbx last sent this leg's phone (a refresh re-INVITE offers it again,
     # unchanged, RFC 3264 §8); empty until then: the INVITE's own offer.
     local_sdp: bytes = b""
-    # The o= line's username, session id and version of the SDP the phone sent last: an
-    # offer with the same ones changes nothing (RFC 3264 §8).
-    remote_origin: tuple[str, str, int] | None = None
+    # The SDP the phone sent last, as parsed and written again: an offer that is the
+    # same changes nothing (RFC 3264 §8; its o= version alone is not trusted, for SIPp
+    # scenarios and some phones change the SDP without raising it).
+    remote_sdp: bytes = b""
     # The leg's session timer (RFC 4028, session_refresh.py) and the alarm at its next
     # deadline; None while the leg has none.
     session_timer: SessionTimer | None = None

@@ -124,19 +124,14 @@ def callee_offer(
 
 
 def restated(leg: Leg, offer: sdp.SessionDescription) -> bytes | None:
-    """Our answer to an offer from `leg`'s phone that changes nothing, its o= line the
-    one the phone sent last (RFC 3264 §8; a session refresh, RFC 4028, say): the SDP the
-    phone has from us again, less the formats it does not offer. The other phone need
-    hear nothing of it. None when the offer changes something."""
-    if leg.remote_origin is None or _origin(offer) != leg.remote_origin:
+    """Our answer to an offer from `leg`'s phone that changes nothing, the SDP it sent
+    last again (RFC 3264 §8; a session refresh, RFC 4028, say): the SDP the phone has
+    from us again, less the formats it does not offer. The other phone need hear
+    nothing of it. None when the offer changes something."""
+    if not leg.remote_sdp or bytes(offer) != leg.remote_sdp:
         return None
     ours = sdp.SessionDescription.parse(leg.local_sdp or leg.invite.body)
     return bytes(sdp.limited_to(ours, offer))
-
-
-def _origin(description: sdp.SessionDescription) -> tuple[str, str, int]:
-    origin = description.origin
-    return origin.username, origin.session_id, origin.version
 
 
 def new_keys() -> tuple[CryptoAttribute, ...]:
@@ -232,7 +227,7 @@ def _aim(
     host, port = sdp.remote_address(description)
     media = description.audio
     assert media is not None  # remote_address() found it
-    leg.remote_origin = _origin(description)
+    leg.remote_sdp = bytes(description)
     try:
         browser = _webrtc(leg, description) is not None
     except sdp.SdpError as exc:
