@@ -27,20 +27,18 @@ from tests.support.baresip import TOLERANCE_HZ, start_baresip
 from tests.support.netns import (
     NAT_WAN,
     NAT_WAN_MOVED,
+    NEEDS_NAMESPACES,
     SERVER_PUBLIC,
     SERVER_WAN,
     Host,
     NatLab,
-    can_build_namespaces,
     run_ipbx_in,
 )
 from tests.support.processes import stop_process
 from tests.support.server import CALLEE, CALLER, IpbxServer
 from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
 
-pytestmark = pytest.mark.skipif(
-    can_build_namespaces() is not None, reason=str(can_build_namespaces())
-)
+pytestmark = NEEDS_NAMESPACES
 
 SIP_PORT = 5060
 CALLER_HZ, CALLEE_HZ = 1000, 700

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.interop.test_nat import (
     BARESIP_LAN,
     CALLEE_HZ,
@@ -23,14 +21,12 @@ from tests.interop.test_nat import (
     wait_registered,
 )
 from tests.support.baresip import start_baresip
-from tests.support.netns import NAT_WAN, can_build_namespaces
+from tests.support.netns import NAT_WAN, NEEDS_NAMESPACES
 from tests.support.processes import stop_process
 from tests.support.server import CALLEE
 from tests.support.softphone import write_tone
 
-pytestmark = pytest.mark.skipif(
-    can_build_namespaces() is not None, reason=str(can_build_namespaces())
-)
+pytestmark = NEEDS_NAMESPACES
 
 
 def test_baresip_behind_a_nat_is_reached_over_its_outbound_flow(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ SIPp. Click-to-call rings 1000 first, then the mobile through the same trunk."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
 from tests.support.records import call_records
-from tests.support.server import CALLEE, CALLER, make_token, start_configured_ipbx
+from tests.support.server import CALLEE, CALLER, IpbxServer, make_token, start_configured_ipbx
 from tests.support.sipp import SippProcess, start_sipp
 from tests.support.softphone import ipbx_phone
 
@@ -51,6 +52,24 @@ def sipp_gateway(tmp_path: Path, port: int) -> SippProcess:
     )  # fmt: skip
 
 
+@contextmanager
+def provider_and_ipbx(
+    tmp_path: Path, api_port: int | None = None
+) -> Iterator[tuple[SippProcess, IpbxServer, int]]:
+    """The provider's gateway (SIPp) and ipbx with its trunk to it: the gateway, the
+    server and the gateway's port; both stopped after, ipbx's log tail printed."""
+    port = free_port("udp")
+    gateway = sipp_gateway(tmp_path, port)
+    server = start_configured_ipbx(tmp_path / "ipbx", provider(port, api_port))
+    try:
+        yield gateway, server, port
+    finally:
+        server.stop()
+        if gateway.process.poll() is None:
+            stop_process(gateway.process)
+        print(f"--- ipbx log tail\n{server.log_tail(60)}")
+
+
 def request_line(sipp: SippProcess) -> str:
     text = (sipp.workdir / f"{sipp.name}.messages.log").read_text(errors="replace")
     start = text.find("INVITE sip:")
@@ -61,21 +80,13 @@ def request_line(sipp: SippProcess) -> str:
 def test_a_call_to_an_extension_forwarded_to_a_mobile_leaves_through_the_trunk(
     tmp_path: Path,
 ) -> None:
-    port = free_port("udp")
-    gateway = sipp_gateway(tmp_path, port)
-    server = start_configured_ipbx(tmp_path / "ipbx", provider(port))
-    try:
+    with provider_and_ipbx(tmp_path) as (gateway, server, port):
         with ipbx_phone(
             tmp_path, server.port, CALLER, "--call", CALLEE.number, "--duration", "2",
             "--timeout", "20",
         ) as phone:  # fmt: skip
             status, out = phone.finish(30)
         result = gateway.finish(15)
-    finally:
-        server.stop()
-        if gateway.process.poll() is None:
-            stop_process(gateway.process)
-        print(f"--- ipbx log tail\n{server.log_tail(60)}")
     assert (status, out.strip().splitlines()[-1]) == (0, "result: answered"), phone.log
     assert result.successful == 1, result.errors()
     assert request_line(gateway).startswith(f"INVITE sip:{MOBILE}@{LOOPBACK}")
@@ -89,10 +100,8 @@ def test_a_call_to_an_extension_forwarded_to_a_mobile_leaves_through_the_trunk(
 def test_click_to_call_rings_the_agent_then_the_outside_number_through_the_trunk(
     tmp_path: Path,
 ) -> None:
-    port, api_port = free_port("udp"), free_port("tcp")
-    gateway = sipp_gateway(tmp_path, port)
-    server = start_configured_ipbx(tmp_path / "ipbx", provider(port, api_port))
-    try:
+    api_port = free_port("tcp")
+    with provider_and_ipbx(tmp_path, api_port) as (gateway, server, _):
         token = make_token(server.config_path, "admin")
         with ipbx_phone(
             tmp_path, server.port, CALLER, "--register", "--answer", "--duration", "2",
@@ -108,11 +117,6 @@ def test_click_to_call_rings_the_agent_then_the_outside_number_through_the_trunk
             assert placed.status_code == 202, placed.text
             status, _ = agent.finish(30)
         result = gateway.finish(15)
-    finally:
-        server.stop()
-        if gateway.process.poll() is None:
-            stop_process(gateway.process)
-        print(f"--- ipbx log tail\n{server.log_tail(60)}")
     assert status == 0, agent.log
     assert result.successful == 1, result.errors()
     assert request_line(gateway).startswith(f"INVITE sip:{MOBILE}@{LOOPBACK}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.processes import REPO_ROOT, ServerNotReady, spawn
@@ -47,6 +48,13 @@ def can_build_namespaces() -> str | None:
         if not os.path.exists(tool):
             return f"{tool} is not installed"
     return None
+
+
+# The NAT tests' modules: `pytestmark = NEEDS_NAMESPACES` (skipped, saying why, where
+# namespaces cannot be built; CI runs as root).
+NEEDS_NAMESPACES = pytest.mark.skipif(
+    can_build_namespaces() is not None, reason=str(can_build_namespaces())
+)
 
 
 def _run(command: Sequence[str]) -> str:
