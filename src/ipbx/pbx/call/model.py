@@ -88,10 +88,10 @@ class Leg:
     # The SDP ipbx last sent this leg's phone (a refresh re-INVITE offers it again,
     # unchanged, RFC 3264 §8); empty until then: the INVITE's own offer.
     local_sdp: bytes = b""
-    # The SDP the phone sent last, as parsed and written again: an offer that is the
-    # same changes nothing (RFC 3264 §8; its o= version alone is not trusted, for SIPp
-    # scenarios and some phones change the SDP without raising it).
-    remote_sdp: bytes = b""
+    # The SDP the phone sent last: an offer equal to it changes nothing (RFC 3264 §8;
+    # its o= version alone is not trusted, for SIPp scenarios and some phones change
+    # the SDP without raising it). Kept parsed: compared only when a re-offer comes.
+    remote_sdp: sdp.SessionDescription | None = None
     # The leg's session timer (RFC 4028, session_refresh.py) and the alarm at its next
     # deadline; None while the leg has none.
     session_timer: SessionTimer | None = None

@@ -128,7 +128,7 @@ def restated(leg: Leg, offer: sdp.SessionDescription) -> bytes | None:
     last again (RFC 3264 §8; a session refresh, RFC 4028, say): the SDP the phone has
     from us again, less the formats it does not offer. The other phone need hear
     nothing of it. None when the offer changes something."""
-    if not leg.remote_sdp or bytes(offer) != leg.remote_sdp:
+    if leg.remote_sdp is None or offer != leg.remote_sdp:
         return None
     ours = sdp.SessionDescription.parse(leg.local_sdp or leg.invite.body)
     return bytes(sdp.limited_to(ours, offer))
@@ -227,7 +227,7 @@ def _aim(
     host, port = sdp.remote_address(description)
     media = description.audio
     assert media is not None  # remote_address() found it
-    leg.remote_sdp = bytes(description)
+    leg.remote_sdp = description
     try:
         browser = _webrtc(leg, description) is not None
     except sdp.SdpError as exc:
