@@ -5,6 +5,7 @@ import hashlib
 
 import pytest
 
+from ipbx.sip import auth
 from ipbx.sip.auth import (
     DigestAuthenticator,
     Verdict,
@@ -58,21 +59,33 @@ def test_replayed_nonce_count_is_refused() -> None:
     assert server.verify(creds, "REGISTER", stored("1000", "pw"), 2.0) is Verdict.STALE
 
 
-def test_replays_are_refused_while_a_steady_call_rate_keeps_the_counts_bounded() -> None:
-    """One fresh nonce per call at 250 calls/s: the nonce counts of a lifetime's worth of
-    calls are kept (a replay within it is refused), older ones are let go."""
+def test_replays_are_refused_while_a_steady_call_rate_keeps_the_counts_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fresh nonce per call at 250 calls/s: the nonce counts of the last NONCE_SLOTS
+    nonces are kept in a ring of that size (a replay within it is refused); a nonce whose
+    slot a newer one took is stale, as one past its lifetime is."""
+    monkeypatch.setattr(auth, "NONCE_SLOTS", 4096)
     server = DigestAuthenticator(REALM, lifetime=30)
     answers = []
-    for n in range(20_000):  # 80 s of calls
+    for n in range(6000):  # 24 s of calls
         now = n / 250
         challenge = server.challenges(now=now)[0]
         creds = server.credentials([authorization(challenge, "INVITE", "sip:x", "1000", "pw")])
         assert server.verify(creds, "INVITE", stored("1000", "pw"), now) is Verdict.OK
         answers.append(creds)
-    now = 20_000 / 250
-    for creds in (answers[-1], answers[-7000], answers[0]):  # now, 28 s and 80 s old
+    now = 6000 / 250
+    # Replays: the last nonce, one 4,000 nonces back (16 s old, its slot still its own),
+    # and the first (its slot retaken by nonce 4,096, though within its lifetime).
+    for creds in (answers[-1], answers[-4000], answers[0]):
         assert server.verify(creds, "INVITE", stored("1000", "pw"), now) is Verdict.STALE
-    assert len(server._counts) <= 2 * 30 * 250 + 1
+    # A nonce answered for the first time: fine until 4,096 newer ones were made.
+    for newer, verdict in ((4095, Verdict.OK), (4096, Verdict.STALE)):
+        challenge = server.challenges(now=now)[0]
+        creds = server.credentials([authorization(challenge, "INVITE", "sip:x", "1000", "pw")])
+        for _ in range(newer):
+            server.make_nonce(now)
+        assert server.verify(creds, "INVITE", stored("1000", "pw"), now) is verdict
 
 
 def test_forged_nonce_and_unknown_scheme_are_missing_credentials() -> None:

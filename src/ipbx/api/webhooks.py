@@ -36,12 +36,14 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ipbx.pbx.events import Event, EventBus, type_matches
 from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.store import AsyncStore, DeliveryRecord, Store
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("ipbx.webhooks")
 
@@ -113,6 +115,8 @@ class Webhooks:
         self._tasks.append(asyncio.create_task(self._pruner()))
         if not self._configs:
             return
+        import httpx  # with the first webhook: a server without any needs no HTTP client
+
         self._client = httpx.AsyncClient(follow_redirects=False)
         for config in self._configs:
             wake = self._wake.setdefault((config.tenant, config.url), asyncio.Event())
@@ -254,6 +258,8 @@ class Webhooks:
 
     async def _attempt(self, config: WebhookConfig, delivery: DeliveryRecord) -> str:
         """Send one row; its new status (pending: to be retried)."""
+        import httpx
+
         assert self._client is not None
         body = delivery.payload.encode()
         timestamp = str(int(self._clock()))

@@ -377,7 +377,7 @@ class MediaEndpoint:
 
     def _report(self) -> None:
         """Send RTCP reports of our own from now on (ipbx is this leg's RTP source)."""
-        if not self._closed:
+        if not self._closed and not self._reports.sending:
             cname = f"ipbx-{self._ssrc:08x}@{self._pool.address}"
             self._reports.start(self._ssrc, self.meter, self._sent_counts, self._out_rtcp, cname)
 
@@ -400,10 +400,12 @@ class MediaEndpoint:
         self._rtcp.sink = self._inbound_rtcp(self._reports.received)
 
     def _on_rtp(self, data: bytes) -> None:
+        digits = self.digits
+        if digits is None:
+            return
         # A peer using rtcp-mux (RFC 5761) sends RTCP here too.
         packet = media_packet(data)
-        digits = self.digits
-        if packet is None or digits is None:
+        if packet is None:
             return
         if packet.payload_type == self.dtmf_pt:
             self._heard(digits.event(packet))

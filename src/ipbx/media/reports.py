@@ -160,6 +160,11 @@ class LegReports:
         self.round_trip = RoundTripMeter(clock)
         self._reporter: Reporter | None = None
 
+    @property
+    def sending(self) -> bool:
+        """Whether reports of our own go out (from `start()` to `stop()`)."""
+        return self._reporter is not None
+
     def received(self, data: bytes) -> None:
         if self._reporter is not None:
             self._reporter.received(data)

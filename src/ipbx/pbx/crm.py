@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpx
 from pydantic import Field
 
 from ipbx.pbx.schema import Model
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("ipbx.crm")
 
@@ -38,7 +41,9 @@ class CallerLookup:
     def __init__(self, config: CrmConfig) -> None:
         self.config = config
         self._cache: dict[str, tuple[float, str | None]] = {}
-        self._client = httpx.AsyncClient(timeout=config.timeout_seconds)
+        import httpx  # with a CRM: a server without one needs no HTTP client
+
+        self._client: httpx.AsyncClient = httpx.AsyncClient(timeout=config.timeout_seconds)
 
     async def name(self, number: str) -> str | None:
         now = time.monotonic()
@@ -53,6 +58,8 @@ class CallerLookup:
         await self._client.aclose()
 
     async def _ask(self, number: str) -> str | None:
+        import httpx
+
         url = self.config.url.replace("{number}", quote(number, safe=""))
         try:
             response = await self._client.get(url)

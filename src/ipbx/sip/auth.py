@@ -1,8 +1,11 @@
 """HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760), sans-I/O.
 
-Nonces are stateless: a timestamp signed with a per-process secret, so a challenge costs
-no memory and a server restart merely makes old nonces `stale`. Replays within a nonce's
-lifetime are refused by remembering the highest nonce-count seen per nonce (qop=auth).
+A nonce is a timestamp and a serial number signed with a per-process secret, so a server
+restart merely makes old nonces `stale`. Replays within a nonce's lifetime are refused by
+remembering the highest nonce-count seen per nonce (qop=auth), in a ring of fixed size
+indexed by the serial number, as OpenSIPS's auth module gives every nonce an index: the
+memory is the same at any challenge rate. A nonce whose slot a newer one has taken is
+answered `stale`, like one past its lifetime (the phone retries at once, RFC 7616 §3.3).
 Only HA1 = H(username:realm:password) is ever needed on the server side.
 
 The client side answers a 401/407 (`answer_challenge`) by sending the request again with
@@ -17,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import struct
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -53,6 +57,12 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     return scheme, params
 
 
+# Nonce-count slots: 1 MB, a 300 s lifetime's worth of challenges at 870 a second.
+NONCE_SLOTS = 1 << 18
+_SERIALS = 1 << 32
+_NONCE = struct.Struct(">dI")
+
+
 class Verdict(Enum):
     OK = "ok"
     MISSING = "missing"  # no credentials for this realm: challenge
@@ -79,29 +89,32 @@ class DigestAuthenticator:
         self.algorithms = algorithms
         self._secret = secret or secrets.token_bytes(32)
         self._opaque = secrets.token_hex(8)
-        # The highest nonce-count seen per nonce, keyed by the time the nonce was made
-        # (unique per nonce, and a float where the nonce is 27 characters): at 250
-        # authenticated calls a second, 75,000 nonces are within their lifetime.
-        self._counts: dict[float, int] = {}
-        self._counts_after_prune = 0
+        # The highest nonce-count seen per nonce, at its serial number % NONCE_SLOTS.
+        self._counts = array("I", bytes(4 * NONCE_SLOTS))
+        self._serial = 0  # the next nonce's
 
     def _sign(self, stamp: bytes) -> bytes:
         return hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:12]
 
     def make_nonce(self, now: float) -> str:
-        stamp = struct.pack(">d", now)
+        serial = self._serial
+        self._serial = (serial + 1) % _SERIALS
+        self._counts[serial % NONCE_SLOTS] = 0
+        stamp = _NONCE.pack(now, serial)
         return base64.urlsafe_b64encode(stamp + self._sign(stamp)).decode().rstrip("=")
 
-    def _nonce_made(self, nonce: str) -> float | None:
-        """When one of our nonces was made; None for a nonce we did not sign."""
+    def _nonce_made(self, nonce: str) -> tuple[float, int] | None:
+        """When one of our nonces was made, and its serial number; None for a nonce we
+        did not sign."""
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, TypeError):
             return None
-        if len(raw) != 20 or not hmac.compare_digest(raw[8:], self._sign(raw[:8])):
+        size = _NONCE.size
+        if len(raw) != size + 12 or not hmac.compare_digest(raw[size:], self._sign(raw[:size])):
             return None
-        (made,) = struct.unpack(">d", raw[:8])
-        return float(made)
+        made, serial = _NONCE.unpack(raw[:size])
+        return float(made), serial
 
     def challenges(self, now: float, stale: bool = False) -> list[str]:
         """One WWW-/Proxy-Authenticate value per algorithm, in order of preference."""
@@ -142,9 +155,10 @@ class DigestAuthenticator:
         if algorithm not in self.algorithms:
             return Verdict.MISSING
         nonce = p.get("nonce", "")
-        made = self._nonce_made(nonce)
-        if made is None:
+        signed = self._nonce_made(nonce)
+        if signed is None:
             return Verdict.MISSING
+        made, serial = signed
         stored = ha1_for(algorithm)
         if stored is None:
             return Verdict.FAILED
@@ -162,24 +176,23 @@ class DigestAuthenticator:
             return Verdict.FAILED
         if not -5 <= now - made <= self.lifetime:
             return Verdict.STALE
-        if qop is not None and not self._fresh_count(made, nc, now):
+        if qop is not None and not self._fresh_count(serial, nc):
             return Verdict.STALE
         return Verdict.OK
 
-    def _fresh_count(self, made: float, nc: str, now: float) -> bool:
+    def _fresh_count(self, serial: int, nc: str) -> bool:
+        """Whether `nc` is higher than any count seen with nonce `serial` (which still
+        owns its slot), remembered if so."""
+        if not 0 < (self._serial - serial) % _SERIALS <= NONCE_SLOTS:
+            return False
         try:
             count = int(nc, 16)
         except ValueError:
             return False
-        if count <= self._counts.get(made, 0):
+        slot = serial % NONCE_SLOTS
+        if not count > self._counts[slot] or count >= _SERIALS:
             return False
-        self._counts[made] = count
-        # Counts of nonces past their lifetime go (a replay of one is stale anyway) once
-        # the table has doubled since the last pass: amortised, one step per nonce.
-        if len(self._counts) > max(1024, 2 * self._counts_after_prune):
-            oldest = now - self.lifetime
-            self._counts = {m: c for m, c in self._counts.items() if m >= oldest}
-            self._counts_after_prune = len(self._counts)
+        self._counts[slot] = count
         return True
 
 

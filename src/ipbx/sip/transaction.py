@@ -429,6 +429,7 @@ class TransactionLayer:
     def _unmerge(self, tx: ServerTransaction) -> None:
         if tx.merge_key is not None and self._merge.get(tx.merge_key) is tx:
             del self._merge[tx.merge_key]
+        tx.merge_key = None
 
     @staticmethod
     def _server_key(request: Request, method: str) -> tuple[str, ...]:

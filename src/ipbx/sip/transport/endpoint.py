@@ -55,6 +55,10 @@ class TransactionUser(Protocol):
         """A final response to an INVITE was never acknowledged."""
 
 
+# Sources a UDP listener remembers, so that the transactions of a phone share one Address.
+_SOURCES = 4096
+
+
 class _Datagram(asyncio.DatagramProtocol):
     """One UDP listener: what arrives is handed to the endpoint with the listener's
     address, so that answers leave through the same socket (RFC 3261 §18.2.2)."""
@@ -63,13 +67,19 @@ class _Datagram(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         self.address = address
         self.transport: asyncio.DatagramTransport | None = None
+        self._sources: dict[tuple[Any, ...], Address] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, hence a cast and not a check.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.endpoint.datagram_received(data, Address("UDP", addr[0], addr[1]), self.address)
+        source = self._sources.get(addr)
+        if source is None:
+            if len(self._sources) >= _SOURCES:
+                self._sources.clear()
+            source = self._sources[addr] = Address("UDP", addr[0], addr[1])
+        self.endpoint.datagram_received(data, source, self.address)
 
     def error_received(self, exc: Exception) -> None:
         # A send that failed, or ICMP port unreachable: the transaction times out on its
