@@ -20,6 +20,7 @@ import numpy as np
 from ipbx.media.endpoint import MediaError
 from ipbx.media.tts import TtsError, prompt_path, synthesize
 from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.fork import AnswerHook
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.dialplan import OutboundCall
 
@@ -174,18 +175,23 @@ class Session:
         extensions: Sequence[str],
         timeout: float,
         outside: Sequence[tuple[OutboundCall, str]] = (),
+        on_answer: AnswerHook | None = None,
     ) -> int:
         """Ring these extensions (and call these outside numbers: route, caller ID) at
         once; on answer the caller is bridged to whoever answered and the call goes on
         without the app. The final status: 200 when answered, else why not (486 busy,
-        480 no answer or not registered ...)."""
+        480 no answer or not registered ...). `on_answer` is given the leg that
+        answered as soon as it is bridged, before the app resumes (the caller may hang
+        up in between)."""
         await self.answer()
         if outside:
             status = await self.calls.trunks.ring_all(
-                self.call, list(extensions), list(outside), timeout
+                self.call, list(extensions), list(outside), timeout, on_answer
             )
         else:
-            status = await self.calls.forking.dial(self.call, list(extensions), timeout)
+            status = await self.calls.forking.dial(
+                self.call, list(extensions), timeout, on_answer=on_answer
+            )
         if status != 200:
             self.call.status = status  # what the record says if the call ends here
         return status
