@@ -135,15 +135,22 @@ class Session:
         digits = ""
         wait = timeout
         while len(digits) < max_digits:
-            try:
-                digit = await asyncio.wait_for(self._digits.get(), wait)
-            except TimeoutError:
-                break
-            if digit in terminators:
+            digit = await self._next_digit(wait)
+            if digit is None or digit in terminators:
                 break
             digits += digit
             wait = inter_digit
         return digits
+
+    async def _next_digit(self, seconds: float) -> str | None:
+        """The next key pressed within `seconds`, else None. Not asyncio.wait_for: on
+        3.11 it returns a key that came in the same turn as the cancellation of the
+        call flow (the caller hung up), and the flow would go on after its call."""
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._digits.get()
+        except TimeoutError:
+            return None
 
     def flush_digits(self) -> None:
         while not self._digits.empty():
@@ -160,11 +167,8 @@ class Session:
         try:
             deadline = started + max_seconds
             while (left := deadline - loop.time()) > 0:
-                try:
-                    digit = await asyncio.wait_for(self._digits.get(), left)
-                except TimeoutError:
-                    break
-                if digit in stop_digits:
+                digit = await self._next_digit(left)
+                if digit is None or digit in stop_digits:
                     break
         finally:
             self.leg.media.stop_recording()
