@@ -304,6 +304,7 @@ def test_answers_racing_time_outs_cancels_and_hang_ups_lose_no_caller(tmp_path: 
         offer.ring()
         assert (await call.hang_up()).status == 200
         await offer.was_cancelled()
+        await asyncio.sleep(1)
         assert written[-1].event == "ABANDON"
 
         # Two agents answer a ringall offer in the same turn: the first 200 OK wins.
