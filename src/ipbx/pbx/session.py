@@ -20,6 +20,7 @@ import numpy as np
 from ipbx.media.endpoint import MediaError
 from ipbx.media.tts import TtsError, prompt_path, synthesize
 from ipbx.pbx.call.engine import Calls
+from ipbx.pbx.call.fork import AnswerHook
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.dialplan import OutboundCall
 
@@ -134,15 +135,22 @@ class Session:
         digits = ""
         wait = timeout
         while len(digits) < max_digits:
-            try:
-                digit = await asyncio.wait_for(self._digits.get(), wait)
-            except TimeoutError:
-                break
-            if digit in terminators:
+            digit = await self._next_digit(wait)
+            if digit is None or digit in terminators:
                 break
             digits += digit
             wait = inter_digit
         return digits
+
+    async def _next_digit(self, seconds: float) -> str | None:
+        """The next key pressed within `seconds`, else None. Not asyncio.wait_for: on
+        3.11 it returns a key that came in the same turn as the cancellation of the
+        call flow (the caller hung up), and the flow would go on after its call."""
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._digits.get()
+        except TimeoutError:
+            return None
 
     def flush_digits(self) -> None:
         while not self._digits.empty():
@@ -159,11 +167,8 @@ class Session:
         try:
             deadline = started + max_seconds
             while (left := deadline - loop.time()) > 0:
-                try:
-                    digit = await asyncio.wait_for(self._digits.get(), left)
-                except TimeoutError:
-                    break
-                if digit in stop_digits:
+                digit = await self._next_digit(left)
+                if digit is None or digit in stop_digits:
                     break
         finally:
             self.leg.media.stop_recording()
@@ -174,18 +179,23 @@ class Session:
         extensions: Sequence[str],
         timeout: float,
         outside: Sequence[tuple[OutboundCall, str]] = (),
+        on_answer: AnswerHook | None = None,
     ) -> int:
         """Ring these extensions (and call these outside numbers: route, caller ID) at
         once; on answer the caller is bridged to whoever answered and the call goes on
         without the app. The final status: 200 when answered, else why not (486 busy,
-        480 no answer or not registered ...)."""
+        480 no answer or not registered ...). `on_answer` is given the leg that
+        answered as soon as it is bridged, before the app resumes (the caller may hang
+        up in between)."""
         await self.answer()
         if outside:
             status = await self.calls.trunks.ring_all(
-                self.call, list(extensions), list(outside), timeout
+                self.call, list(extensions), list(outside), timeout, on_answer
             )
         else:
-            status = await self.calls.forking.dial(self.call, list(extensions), timeout)
+            status = await self.calls.forking.dial(
+                self.call, list(extensions), timeout, on_answer=on_answer
+            )
         if status != 200:
             self.call.status = status  # what the record says if the call ends here
         return status

@@ -55,6 +55,9 @@ from ipbx.sip.uri import NameAddr, Uri, display_name
 
 log = logging.getLogger("ipbx.calls")
 
+# Told of the leg that answered a dial, in the turn its 200 OK is read (`dial_with`).
+AnswerHook = Callable[[Leg], None]
+
 
 def caller_target(
     reg: CallRegistry, call: Call, request: Request, source: Address
@@ -241,11 +244,16 @@ class Forking:
     # --- phones a call flow, a transfer or click-to-call rings ----------------------------------
 
     async def dial(
-        self, call: Call, extensions: list[str], timeout: float, keep: Leg | None = None
+        self,
+        call: Call,
+        extensions: list[str],
+        timeout: float,
+        keep: Leg | None = None,
+        on_answer: AnswerHook | None = None,
     ) -> int:
         """Ring every reachable contact of `extensions` with our own offer; on answer,
         bridge the phone to `keep` (the caller, whom we answered, unless told otherwise).
-        The final status (200 answered)."""
+        The final status (200 answered); `on_answer` as `dial_with` says."""
         bindings = self.bindings(extensions)
         if not bindings:
             return 480
@@ -253,7 +261,7 @@ class Forking:
         async def ring() -> None:
             self.ring_phones(call, bindings)
 
-        return await self.dial_with(call, ring, timeout, keep)
+        return await self.dial_with(call, ring, timeout, keep, on_answer)
 
     def bindings(self, extensions: list[str]) -> list[tuple[str, Binding]]:
         """The reachable contacts of `extensions`, with the extension of each."""
@@ -285,11 +293,17 @@ class Forking:
         ring: Callable[[], Awaitable[None]],
         timeout: float,
         keep: Leg | None = None,
+        on_answer: AnswerHook | None = None,
     ) -> int:
         """Offer our own SDP (`call.far_body`, on `call.far_media`) to whoever `ring`
         sends INVITEs to (phones, or a route's trunks); the one that answers is bridged
         to `keep` (the caller unless told otherwise). The final status (200 answered,
-        480 when `timeout` ran out first)."""
+        480 when `timeout` ran out first).
+
+        The first of the answer and the time-out ends the dial: a phone that answers
+        after it is hung up, as one that answers after another did. `on_answer` is given
+        the answering leg in the very turn its 200 OK is read, before the caller's BYE
+        read in the next can end the call (and cancel the coroutine awaiting this)."""
         reg = self.registry
         call.keep = keep or call.caller
         try:
@@ -304,23 +318,41 @@ class Forking:
             # reaches us; ring_phones makes each phone's own).
             address, port = reg.sdp_address(call.keep.peer), media.local_address[1]
             call.far_body = bytes(sdp.make_offer(address, port, reg.policy.codecs))
-        dialing = call.dialing = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        dialing: asyncio.Future[int] = loop.create_future()
+        call.dialing = dialing
+        call.on_answer = on_answer
+        timer: asyncio.TimerHandle | None = None
         try:
             await ring()
-            return await asyncio.wait_for(asyncio.shield(dialing), timeout)
-        except TimeoutError:
-            for fork in call.forks:
-                reg.cancel_fork(fork)
-            return 480
+            # Not asyncio.wait_for: on 3.11 it returns a result that came in the same
+            # turn as the cancellation of its task (the call ended), and the call flow
+            # goes on after its call; and its own time-out may lose an answer read in
+            # the turn the time-out fell in. Shielded: the call's end cancels the flow,
+            # and the dial still rings as the call record reads it (outcome.py).
+            timer = loop.call_later(timeout, self._dial_timeout, call, dialing)
+            return await asyncio.shield(dialing)
         finally:
+            if timer is not None:
+                timer.cancel()
             call.dialing = None
             call.keep = None
+            call.on_answer = None
             call.outside = []  # a late failure tries no further trunk
             if call.far_media is media:
                 media.close()
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.new_far_dialog()
+
+    def _dial_timeout(self, call: Call, dialing: asyncio.Future[int]) -> None:
+        """Nobody answered in time: the dial is over (480) and the phones still ringing
+        are cancelled; one whose 200 OK crosses the CANCEL is hung up (`_answered`)."""
+        if dialing.done():
+            return
+        dialing.set_result(480)
+        for fork in call.forks:
+            self.registry.cancel_fork(fork)
 
     def dialing_over(self, call: Call) -> None:
         """Whoever `dial_with` rang may all have refused: when every phone has and no
@@ -378,6 +410,8 @@ class Forking:
         reg.publish_answer(call, fork)
         log.info("%s answered by %s (from a call flow)", call.id, fork.peer)
         record_if_asked(reg, call, fork.invite.to.uri.user or "")
+        if call.on_answer is not None:
+            call.on_answer(fork)
         call.dialing.set_result(200)
 
     def _take_answer(
@@ -462,16 +496,21 @@ class Forking:
     def _answered(self, fork: Leg, response: Response) -> None:
         reg = self.registry
         call = fork.call
-        if call.dialing is not None and not call.dialing.done() and not call.ended:
+        # Only a phone of the attempt in progress may take the call: not one rung by a
+        # dial that is over (it timed out, or the next has begun), whose 200 OK crossed
+        # our CANCEL (RFC 3261 §9.1).
+        current = fork in call.forks and not call.ended
+        if current and call.dialing is not None and not call.dialing.done():
             # Rung by a call flow or a transfer, while the call already has its parties.
             self._dial_answered(fork, response)
             return
         description = parse_sdp(response)
         assert fork.outgoing is not None
         late_offer = fork.outgoing.late_offer
-        if call.ended or call.callee is not None:
-            # A second phone answered too late: ACK (with an answer to its offer, if it
-            # made one) and hang it up at once.
+        ringing = call.outcome is not None and not call.outcome.done()
+        if not (current and ringing) or call.callee is not None:
+            # A phone answered too late: ACK (with an answer to its offer, if it made
+            # one) and hang it up at once.
             if late_offer:
                 port = fork.media.local_address[1]
                 reg.ack(fork, refusal(description, reg.sdp_address(fork.peer), port))

@@ -148,9 +148,11 @@ class Call:
     # answer): 200, else the best failure (RFC 3261 §16.7), for the router to act on.
     outcome: asyncio.Future[int] | None = None
     # Phones rung by a call flow, a transfer or click-to-call (`dialing` resolves to the
-    # final status), and the leg the one that answers is bridged to.
+    # final status), the leg the one that answers is bridged to, and who is told of the
+    # answer as it is taken (pbx/call/fork.py `dial_with`).
     dialing: asyncio.Future[int] | None = None
     keep: Leg | None = None
+    on_answer: Callable[[Leg], None] | None = None
     # Music on hold playing to the held party while the other one holds.
     music: asyncio.Future[None] | None = None
     # The caller's name, from the CRM (calls from outside).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ipbx.pbx.call.fork import Forking, outgoing_invite, settle
+from ipbx.pbx.call.fork import AnswerHook, Forking, outgoing_invite, settle
 from ipbx.pbx.call.model import Call, CallState, Leg, OutsideCall, best_failure
 from ipbx.pbx.call.negotiate import offer_for
 from ipbx.pbx.dialplan import OutboundCall
@@ -86,10 +86,12 @@ class TrunkDialing:
         extensions: list[str],
         outside: list[tuple[OutboundCall, str]],
         timeout: float,
+        on_answer: AnswerHook | None = None,
     ) -> int:
         """Ring `extensions`' phones and call the `outside` numbers (route, caller ID)
         at once, with ipbx's own offer, for the caller a call flow holds (a ring group);
-        whoever answers first is bridged to it. The final status (200 answered)."""
+        whoever answers first is bridged to it. The final status (200 answered);
+        `on_answer` as `Forking.dial_with` says."""
         bindings = self.forking.bindings(extensions)
         if not bindings and not outside:
             return 480
@@ -99,7 +101,7 @@ class TrunkDialing:
             for route, caller_id in outside:
                 await self.start(call, route, caller_id)
 
-        return await self.forking.dial_with(call, ring, timeout)
+        return await self.forking.dial_with(call, ring, timeout, on_answer=on_answer)
 
     async def _next_trunk(self, call: Call, outside: OutsideCall) -> None:
         route = outside.route

@@ -27,6 +27,7 @@ in progress, so a call that vanished without ending cannot hold an agent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -37,7 +38,7 @@ from datetime import date
 
 from ipbx.media.announcer import Announcer
 from ipbx.pbx.call.engine import Calls
-from ipbx.pbx.call.model import Call
+from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.destination import Destination
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.features import AGENT_LOGIN, AGENT_PAUSE
@@ -311,13 +312,23 @@ class Queues:
             agents = entry.offer.result()
             started = loop.time()
             ring = max(1.0, min(config.ring_seconds, deadline - started))
-            status = await session.dial(agents, ring)
-            agent = _who_answered(call) if status == 200 else None
-            self._offer_over(entry, agent, round((loop.time() - started) * 1000))
-            if agent is not None:
-                room.cancel()
-                self._connected(entry, agent, started, call)
+            taken = functools.partial(self._taken, entry, room, started)
+            if await session.dial(agents, ring, on_answer=taken) == 200:
                 return None
+            self._offer_over(entry, None, round((loop.time() - started) * 1000))
+
+    def _taken(
+        self, entry: Waiting, room: asyncio.Future[None], ringing_since: float, leg: Leg
+    ) -> None:
+        """An agent's phone answered `entry`'s caller (the caller is bridged to `leg`).
+        The call engine tells us in the turn it reads the 200 OK: were it written when
+        the caller's coroutine resumes, a caller who hangs up in between would be
+        neither connected nor abandoned."""
+        agent = leg.invite.to.uri.user or NONE
+        ring_ms = round((asyncio.get_running_loop().time() - ringing_since) * 1000)
+        self._offer_over(entry, agent, ring_ms)
+        room.cancel()
+        self._connected(entry, agent, ringing_since, entry.session.call)
 
     async def _call_back(self, entry: Waiting) -> None:
         """A callback, at its turn: the agent picked is rung first (as click-to-call
@@ -504,10 +515,3 @@ class Queues:
         self.queue_log.record(
             QueueEvent(time.time(), call_id, queue.config.name, agent, event, data)
         )
-
-
-def _who_answered(call: Call) -> str | None:
-    """The extension whose phone took the call (Session.dial bridged it)."""
-    if call.callee is None:
-        return None
-    return call.callee.invite.to.uri.user or None
