@@ -87,15 +87,14 @@ def add_phone_page(app: FastAPI, pbx: PbxServices) -> None:
         if not guard.admits(source, now):
             raise HTTPException(429, "too many wrong passwords: try again later")
         credentials = _basic(request.headers.get("authorization", ""))
-        extension = None
-        if credentials is not None:
-            extension = await pbx.store.run(Store.get_extension, credentials[0], DEFAULT_TENANT)
-        realm = pbx.config.sip.realm
-        if credentials is None or not _password_matches(extension, realm, *credentials):
+        if credentials is None:
+            raise HTTPException(401, "sign in with the extension's number and SIP password")
+        number, password = credentials
+        extension = await pbx.store.run(Store.get_extension, number, DEFAULT_TENANT)
+        if extension is None or not _password_matches(extension, pbx.config.sip.realm, password):
             guard.failed(source, now)
             raise HTTPException(401, "wrong extension or password")
         guard.succeeded(source)
-        assert extension is not None
         _, records = await pbx.store.run(
             Store.search_call_records,
             DEFAULT_TENANT,
@@ -122,12 +121,9 @@ def _basic(header: str) -> tuple[str, str] | None:
     return (user, password) if colon and user else None
 
 
-def _password_matches(
-    extension: ExtensionRecord | None, realm: str, number: str, password: str
-) -> bool:
-    if extension is None:
-        return False
-    return hmac.compare_digest(ha1(number, realm, password), extension.ha1_md5)
+def _password_matches(extension: ExtensionRecord, realm: str, password: str) -> bool:
+    """The SIP password of `extension`, by the HA1 its digest checks use."""
+    return hmac.compare_digest(ha1(extension.number, realm, password), extension.ha1_md5)
 
 
 def _phone_call(record: CallRecord) -> PhoneCall:

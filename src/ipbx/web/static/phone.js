@@ -21,6 +21,7 @@
   let account = null; // {extension, password}
   let session = null;
   let answeredAt = 0;
+  let reoffering = false; // a hold or resume re-INVITE awaits its answer
   let ticking = 0;
   let newest = null; // when the newest call of the history started
 
@@ -85,7 +86,8 @@
     buttons.call.disabled = live;
     buttons.answer.disabled = !(live && session.direction === "incoming" && !established);
     buttons.hangUp.disabled = !live;
-    buttons.hold.disabled = buttons.mute.disabled = buttons.transfer.disabled = !established;
+    buttons.hold.disabled = !established || reoffering;
+    buttons.mute.disabled = buttons.transfer.disabled = !established;
     buttons.hold.setAttribute("aria-pressed", String(established && session.isOnHold().local));
     buttons.mute.setAttribute("aria-pressed", String(established && session.isMuted().audio));
   }
@@ -113,6 +115,7 @@
     const end = (event) => {
       clearInterval(ticking);
       session = null;
+      reoffering = false;
       caller.hidden = true;
       remote.srcObject = null;
       const why = event.cause && event.cause !== JsSIP.C.causes.BYE ? event.cause : "";
@@ -127,13 +130,14 @@
 
   function signIn(extension, password, name) {
     const socket = new JsSIP.WebSocketInterface(root.dataset.websocket);
-    ua = new JsSIP.UA({
+    const agent = new JsSIP.UA({
       sockets: [socket],
       uri: "sip:" + extension + "@" + root.dataset.domain,
       password: password,
       display_name: name,
       register: true,
     });
+    ua = agent;
     ua.on("registered", () => {
       note.textContent = "";
       byId("sign-in").hidden = true;
@@ -146,6 +150,7 @@
       show();
     });
     ua.on("disconnected", () => {
+      if (ua !== agent) return; // signed out
       note.textContent = "Cannot reach " + root.dataset.websocket + " (with a self-signed " +
         "certificate, open https://" + new URL(root.dataset.websocket).host +
         "/ once and accept it).";
@@ -209,7 +214,12 @@
   buttons.answer.addEventListener("click", () => session && session.answer(media));
   buttons.hangUp.addEventListener("click", () => session && session.terminate());
   buttons.hold.addEventListener("click", () => {
-    if (session) session.isOnHold().local ? session.unhold() : session.hold();
+    if (!session || reoffering) return;
+    // One re-INVITE at a time: the button waits for the last one's answer.
+    const done = () => { reoffering = false; show(); };
+    const sent = session.isOnHold().local ? session.unhold({}, done) : session.hold({}, done);
+    reoffering = sent !== false;
+    show();
   });
   buttons.mute.addEventListener("click", () => {
     if (!session) return;
