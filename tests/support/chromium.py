@@ -86,9 +86,11 @@ def launch(playwright: Playwright, microphone: Path) -> Browser:
 
 
 def new_phone_page(browser: Browser) -> Page:
-    """A page in a context of its own (its own cookies and storage), allowed the
-    microphone, recording its peer connections."""
-    context = browser.new_context(permissions=["microphone"])
+    """A phone-sized page (375 px wide) in a context of its own (its own cookies and
+    storage), allowed the microphone, recording its peer connections."""
+    context = browser.new_context(
+        permissions=["microphone"], viewport={"width": 375, "height": 740}
+    )
     context.add_init_script(RECORD_PEER_CONNECTIONS)
     return context.new_page()
 

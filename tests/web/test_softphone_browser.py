@@ -161,6 +161,7 @@ def test_a_browser_calls_baresip_then_an_ivr_by_its_keypad(browser: Browser, sit
             f"{BROWSER.number}{BARESIP.number}"
         )
         expect(history.get_by_role("row").nth(1)).to_contain_text("answered")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # a phone's screen
 
         # The IVR's greeting, then 1 on the keypad (RFC 4733 from the browser) rings baresip.
         site.baresip.events.clear()
