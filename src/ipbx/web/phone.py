@@ -85,15 +85,15 @@ def add_phone_page(app: FastAPI, pbx: PbxServices) -> None:
         source = request.client.host if request.client else ""
         now = time.monotonic()
         if not guard.admits(source, now):
-            raise HTTPException(429, "too many wrong passwords: try again later")
+            raise HTTPException(429, "Too many wrong passwords: try again later.")
         credentials = _basic(request.headers.get("authorization", ""))
         if credentials is None:
-            raise HTTPException(401, "sign in with the extension's number and SIP password")
+            raise HTTPException(401, "Sign in with the extension's number and SIP password.")
         number, password = credentials
         extension = await pbx.store.run(Store.get_extension, number, DEFAULT_TENANT)
         if extension is None or not _password_matches(extension, pbx.config.sip.realm, password):
             guard.failed(source, now)
-            raise HTTPException(401, "wrong extension or password")
+            raise HTTPException(401, "Wrong extension or password.")
         guard.succeeded(source)
         _, records = await pbx.store.run(
             Store.search_call_records,

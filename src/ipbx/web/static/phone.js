@@ -78,8 +78,10 @@
       status.textContent = "In call " + clock(seconds) + held;
     } else if (session.isInProgress() && session.ringing) {
       status.textContent = "Ringing";
-    } else {
+    } else if (session.direction === "outgoing") {
       status.textContent = "Calling " + session.remote_identity.uri.user;
+    } else {
+      status.textContent = "Connecting"; // answered, awaiting the ACK
     }
     const live = session !== null;
     const established = live && session.isEstablished();
@@ -178,6 +180,7 @@
     status.textContent = "Signing in";
     try {
       const found = await history();
+      byId("account").textContent = found.extension + " · " + found.name;
       signIn(account.extension, account.password, found.name);
     } catch (error) {
       status.textContent = "Signed out";
