@@ -31,6 +31,15 @@ SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
 )
+# A browser's answer to a WebRTC offer (its ICE and DTLS side; no media flows in
+# these tests).
+WEBRTC_ANSWER = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\nm=audio {port} UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=ice-ufrag:brws\r\na=ice-pwd:browserpasswordof22chars\r\n"
+    f"a=fingerprint:sha-256 {':'.join(['AB'] * 32)}\r\na=setup:active\r\n"
+    "a=rtcp-mux\r\na=sendrecv\r\n"
+)
 SDP_TYPE = ["Content-Type: application/sdp"]
 
 
@@ -61,8 +70,9 @@ def sdp(port: int) -> bytes:
 
 
 def answer(request: Request, contact: str, port: int) -> bytes:
+    """The browser answers ipbx's WebRTC offer."""
     extra = [f"Contact: {contact}", *SDP_TYPE]
-    return reply_to(request, 200, extra, sdp(port))
+    return reply_to(request, 200, extra, WEBRTC_ANSWER.format(port=port).encode())
 
 
 def callee_side(invite: Request) -> tuple[str, str]:
@@ -105,6 +115,9 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
         assert invite.via.transport == "WS"
         ours = invite.contacts[0].uri
         assert ours.transport == "ws"
+        # The UDP phone's plain RTP offer reaches the browser as WebRTC.
+        assert b"m=audio" in invite.body and b"UDP/TLS/RTP/SAVPF" in invite.body
+        assert b"a=setup:actpass" in invite.body and b"a=ice-lite" in invite.body
         browser.send(answer(invite, browser.contact, 4002))
         ok = phone.receive()
         assert ok is not None and ok.status == 200
