@@ -21,6 +21,7 @@ from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
     ack_for,
+    failure_ack,
     next_request,
     reply_to,
     send_authenticated_invite,
@@ -131,6 +132,19 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
         browser.send(bye)
         phone.send(reply_to(next_request(phone, "BYE"), 200, []))
         assert browser.final().status == 200
+
+        # Plain RTP is no answer to a WebRTC offer (RFC 3264 §6): the caller gets 488,
+        # the browser its ACK and a BYE.
+        send_authenticated_invite(
+            phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001"
+        )
+        invite = browser.next_request("INVITE")
+        browser.send(reply_to(invite, 200, [f"Contact: {browser.contact}", *SDP_TYPE], sdp(4002)))
+        refused = phone.receive()
+        assert refused is not None and refused.status == 488
+        phone.send(failure_ack(refused, uri))
+        browser.next_request("ACK")
+        browser.send(reply_to(browser.next_request("BYE"), 200, []))
 
         # The tab closes: nothing else reaches it, so the next call finds no contact at once.
         browser.close()

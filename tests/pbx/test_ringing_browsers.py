@@ -147,7 +147,7 @@ def test_a_phone_calls_a_browser_which_rings_beside_a_desk_phone_and_answers(
     try:
         with loopback_ice(), ipbx_phone(
             tmp_path, pbx.server.port, CALLER, "--call", BROWSER.number, "--play", str(tone),
-            "--record", str(recording), "--duration", "6", "--timeout", "30",
+            "--record", str(recording), "--duration", "5", "--timeout", "30",
         ) as caller:  # fmt: skip
             heard, rate = asyncio.run(_browser_beside_desk_phone(pbx, desk))
             status, out = caller.finish(30)
@@ -227,7 +227,7 @@ def test_a_queue_agent_on_a_browser_answers_a_queue_call(pbx: Pbx, tmp_path: Pat
     recording = tmp_path / "heard.wav"
     with loopback_ice(), ipbx_phone(
         tmp_path, pbx.server.port, CALLER, "--call", QUEUE, "--play", str(tone),
-        "--record", str(recording), "--duration", "7", "--timeout", "30",
+        "--record", str(recording), "--duration", "6", "--timeout", "30",
     ) as caller:  # fmt: skip
         heard, rate = asyncio.run(_agent_answers(pbx))
         status, out = caller.finish(30)
