@@ -116,7 +116,7 @@ def test_ipbx_offers_a_browser_webrtc_and_relays_it_to_a_phone(tmp_path: Path, s
     the DTLS server; the phone gets its own transport back (RTP/AVP, or RTP/SAVP with
     ipbx's SDES key) without the browser's; PCMU is relayed, SRTP ended and begun on
     each leg, and each hears the other's tone. The browser's re-offer (actpass again)
-    is answered passive: ipbx keeps its DTLS role (RFC 8842 §5.5)."""
+    is answered passive: ipbx keeps its DTLS role in the association."""
     with loopback_ice():
         asyncio.run(_offer_to_browser(tmp_path, sdes))
 

@@ -175,8 +175,8 @@ class WebRtcTransport:
     @property
     def setup(self) -> str:
         """Our a=setup: actpass in a first offer, else the role of the association,
-        which an answer to a later offer keeps (RFC 8842 §5.5: a browser's re-offer says
-        actpass again, and taking the other role would end its association)."""
+        which the answer to a later offer keeps: a browser's re-offer says actpass
+        again, and it refuses an answer that would turn its DTLS role round."""
         if self.client is None:
             return "actpass"
         return "active" if self.client else "passive"
