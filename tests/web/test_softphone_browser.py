@@ -172,3 +172,51 @@ def test_a_browser_calls_baresip_then_an_ivr_by_its_keypad(browser: Browser, sit
         assert site.baresip.wait_event("CALL_ESTABLISHED", 10) is not None, site.server.log_tail()
         page.get_by_role("button", name="Hang up").click()
         expect(status).to_have_text("Registered")
+
+
+def test_baresip_and_another_browser_call_the_browser_which_transfers(
+    browser: Browser, site: Site
+) -> None:
+    with signed_in(browser, site, BROWSER) as page:
+        status = page.get_by_role("status")
+
+        # baresip calls; the page rings with the caller, and answers with its Answer button.
+        site.baresip.events.clear()
+        site.baresip.command("dial", BROWSER.number)
+        expect(status).to_have_text("Ringing", timeout=10_000)
+        expect(page.get_by_text(f"Call from {BARESIP.number}")).to_be_visible()
+        page.get_by_role("button", name="Answer").click()
+        expect(status).to_have_text(IN_CALL, timeout=10_000)
+        assert site.baresip.wait_event("CALL_ESTABLISHED", 10) is not None
+        assert_hears(page, BARESIP_HZ)
+        page.get_by_role("button", name="Hang up").click()
+        expect(status).to_have_text("Registered")
+        assert site.baresip.wait_event("CALL_CLOSED", 10) is not None
+        heard = analyse(latest_recording(site, "dec"))
+        assert heard.dominant_hz == pytest.approx(BROWSER_HZ, abs=TOLERANCE_HZ), heard
+
+        # Browser to browser: 1002 calls 1000, which sees its name and answers; each hears
+        # the other's microphone.
+        with signed_in(browser, site, OTHER_BROWSER) as other:
+            other.get_by_label("Number").fill(BROWSER.number)
+            other.get_by_role("button", name="Call").click()
+            expect(status).to_have_text("Ringing", timeout=10_000)
+            expect(other.get_by_role("status")).to_have_text("Ringing")
+            expect(
+                page.get_by_text(f"Call from {OTHER_BROWSER.name} ({OTHER_BROWSER.number})")
+            ).to_be_visible()
+            page.get_by_role("button", name="Answer").click()
+            expect(status).to_have_text(IN_CALL, timeout=10_000)
+            expect(other.get_by_role("status")).to_have_text(IN_CALL)
+            assert_hears(page, BROWSER_HZ)
+            assert_hears(other, BROWSER_HZ)
+
+            # 1000 transfers 1002 to baresip (REFER): 1000 is free again, 1002 talks to baresip.
+            site.baresip.events.clear()
+            page.get_by_label("Transfer to").fill(BARESIP.number)
+            page.get_by_role("button", name="Transfer").click()
+            expect(status).to_have_text("Registered", timeout=10_000)
+            assert site.baresip.wait_event("CALL_ESTABLISHED", 10) is not None
+            assert_hears(other, BARESIP_HZ)
+            other.get_by_role("button", name="Hang up").click()
+            expect(other.get_by_role("status")).to_have_text("Registered")
