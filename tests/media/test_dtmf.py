@@ -8,7 +8,7 @@ from ipbx.media.dtmf import (
     TelephoneEvent,
     digit_event,
     digit_packets,
-    dtmf_relay_digit,
+    info_digit,
 )
 
 
@@ -65,18 +65,27 @@ def test_digit_whose_end_packets_were_all_lost_is_reported_when_the_next_starts(
     assert heard == ["7", "8"]
 
 
+RELAY = "application/dtmf-relay"
+
+
 @pytest.mark.parametrize(
-    ("body", "digit"),
+    ("content_type", "body", "digit"),
     [
-        (b"Signal=5\r\nDuration=160\r\n", "5"),
-        (b"signal= *\nduration=100", "*"),
-        (b"Signal=11\r\nDuration=250\r\n", "#"),
-        (b"Signal=d\r\n", "D"),
-        (b"Duration=160\r\n", None),
-        (b"Signal=X\r\n", None),
-        (b"Signal=\r\n", None),
-        (b"\xff\xfe", None),
+        (RELAY, b"Signal=5\r\nDuration=160\r\n", "5"),
+        (RELAY, b"signal= *\nduration=100", "*"),
+        (RELAY, b"Signal=11\r\nDuration=250\r\n", "#"),
+        (RELAY, b"Signal=d\r\n", "D"),
+        (RELAY, b"Duration=160\r\n", None),
+        (RELAY, b"Signal=X\r\n", None),
+        (RELAY, b"Signal=\r\n", None),
+        (RELAY, b"\xff\xfe", None),
+        ("application/dtmf", b"7", "7"),
+        ("Application/DTMF; charset=utf-8", b"#\r\n", "#"),
+        ("application/dtmf", b"11", "#"),
+        ("application/dtmf", b"Signal=5", None),
+        ("text/plain", b"Signal=5", None),
     ],
 )
-def test_dtmf_relay_bodies_of_sip_info(body: bytes, digit: str | None) -> None:
-    assert dtmf_relay_digit(body) == digit
+def test_digits_of_sip_info_bodies(content_type: str, body: bytes, digit: str | None) -> None:
+    """application/dtmf-relay (Cisco's format) and application/dtmf (the key alone)."""
+    assert info_digit(content_type, body) == digit

@@ -21,6 +21,7 @@ from tests.support.sipclient import (
     LOOPBACK,
     SipClient,
     ack_for,
+    failure_ack,
     next_request,
     reply_to,
     send_authenticated_invite,
@@ -30,6 +31,15 @@ from tests.support.softphone import ipbx_phone
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
+# A browser's answer to a WebRTC offer (its ICE and DTLS side; no media flows in
+# these tests).
+WEBRTC_ANSWER = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\nm=audio {port} UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=ice-ufrag:brws\r\na=ice-pwd:browserpasswordof22chars\r\n"
+    f"a=fingerprint:sha-256 {':'.join(['AB'] * 32)}\r\na=setup:active\r\n"
+    "a=rtcp-mux\r\na=sendrecv\r\n"
 )
 SDP_TYPE = ["Content-Type: application/sdp"]
 
@@ -61,8 +71,9 @@ def sdp(port: int) -> bytes:
 
 
 def answer(request: Request, contact: str, port: int) -> bytes:
+    """The browser answers ipbx's WebRTC offer."""
     extra = [f"Contact: {contact}", *SDP_TYPE]
-    return reply_to(request, 200, extra, sdp(port))
+    return reply_to(request, 200, extra, WEBRTC_ANSWER.format(port=port).encode())
 
 
 def callee_side(invite: Request) -> tuple[str, str]:
@@ -105,6 +116,9 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
         assert invite.via.transport == "WS"
         ours = invite.contacts[0].uri
         assert ours.transport == "ws"
+        # The UDP phone's plain RTP offer reaches the browser as WebRTC.
+        assert b"m=audio" in invite.body and b"UDP/TLS/RTP/SAVPF" in invite.body
+        assert b"a=setup:actpass" in invite.body and b"a=ice-lite" in invite.body
         browser.send(answer(invite, browser.contact, 4002))
         ok = phone.receive()
         assert ok is not None and ok.status == 200
@@ -118,6 +132,19 @@ def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(
         browser.send(bye)
         phone.send(reply_to(next_request(phone, "BYE"), 200, []))
         assert browser.final().status == 200
+
+        # Plain RTP is no answer to a WebRTC offer (RFC 3264 §6): the caller gets 488,
+        # the browser its ACK and a BYE.
+        send_authenticated_invite(
+            phone, uri, SDP_TYPE, sdp(4000), user="1001", password="secret1001"
+        )
+        invite = browser.next_request("INVITE")
+        browser.send(reply_to(invite, 200, [f"Contact: {browser.contact}", *SDP_TYPE], sdp(4002)))
+        refused = phone.receive()
+        assert refused is not None and refused.status == 488
+        phone.send(failure_ack(refused, uri))
+        browser.next_request("ACK")
+        browser.send(reply_to(browser.next_request("BYE"), 200, []))
 
         # The tab closes: nothing else reaches it, so the next call finds no contact at once.
         browser.close()

@@ -115,7 +115,8 @@ def test_ipbx_offers_a_browser_webrtc_and_relays_it_to_a_phone(tmp_path: Path, s
     candidate, fingerprint, setup:actpass); the browser answers setup:active, so ipbx is
     the DTLS server; the phone gets its own transport back (RTP/AVP, or RTP/SAVP with
     ipbx's SDES key) without the browser's; PCMU is relayed, SRTP ended and begun on
-    each leg, and each hears the other's tone."""
+    each leg, and each hears the other's tone. The browser's re-offer (actpass again)
+    is answered passive: ipbx keeps its DTLS role in the association."""
     with loopback_ice():
         asyncio.run(_offer_to_browser(tmp_path, sdes))
 
@@ -163,6 +164,15 @@ async def _offer_to_browser(tmp_path: Path, sdes: bool) -> None:
         assert towards_browser.webrtc is not None and towards_browser.webrtc.keyed
         _assert_tone(heard, browser.rate, PHONE_HZ)
         _assert_tone(read_wav(recording), 8000, BROWSER_HZ)
+        # The browser offers again (a hold, say) with a=setup:actpass, as browsers do:
+        # the answer keeps ipbx the DTLS server of the association, which stays keyed.
+        reoffer = await browser.offer()
+        assert b"a=setup:actpass" in reoffer
+        negotiate.forward(b, sdp.SessionDescription.parse(reoffer), a, LOOPBACK)
+        for_browser = negotiate.forward(a, described, b, LOOPBACK)
+        assert b"a=setup:passive" in for_browser
+        await browser.answered(for_browser)
+        assert towards_browser.webrtc.keyed
     finally:
         await browser.close()
         for endpoint in (phone, towards_phone, towards_browser):

@@ -94,6 +94,7 @@ class Browser:
         to: str | None = None,
         headers: tuple[str, ...] = (),
         body: bytes = b"",
+        content_type: str = "application/sdp",
     ) -> bytes:
         """A request from this browser; `from_` and `to` (with their tags) place it in a
         dialog."""
@@ -113,7 +114,7 @@ class Browser:
             f"CSeq: {cseq} {method}",
             f"Contact: {contact}",
             *headers,
-            *(["Content-Type: application/sdp"] if body else []),
+            *([f"Content-Type: {content_type}"] if body else []),
             f"Content-Length: {len(body)}",
             "",
             "",

@@ -120,18 +120,35 @@ class DtmfReceiver:
         return digits
 
 
-def dtmf_relay_digit(body: bytes) -> str | None:
-    """The digit of an application/dtmf-relay body (`Signal=5` and `Duration=160` lines,
-    the format Cisco defined and most phones send in SIP INFO); None if it holds none.
-    Some phones send the event number for * and # (10 and 11), as RFC 4733 numbers them."""
-    for line in body.decode("utf-8", "replace").splitlines():
+def info_digit(content_type: str, body: bytes) -> str | None:
+    """The digit a SIP INFO carries: an application/dtmf-relay body (`Signal=5` and
+    `Duration=160` lines, the format Cisco defined and most phones send), or an
+    application/dtmf one, the key alone; None for any other body, or one holding no
+    digit."""
+    kind = content_type.split(";")[0].strip().lower()
+    text = body.decode("utf-8", "replace")
+    if kind == "application/dtmf":
+        return _key(text)
+    if kind == "application/dtmf-relay":
+        return _signal(text)
+    return None
+
+
+def _signal(text: str) -> str | None:
+    """The digit of an application/dtmf-relay body, from its Signal line."""
+    for line in text.splitlines():
         name, _, value = line.partition("=")
-        if name.strip().lower() != "signal":
-            continue
-        value = value.strip().upper()
-        if value.isdigit() and 10 <= int(value) < len(EVENTS):
-            return EVENTS[int(value)]
-        if len(value) == 1 and value in EVENTS[:16]:
-            return value
-        return None
+        if name.strip().lower() == "signal":
+            return _key(value)
+    return None
+
+
+def _key(value: str) -> str | None:
+    """A key as SIP INFO names it. Some phones send the event number for * and #
+    (10 and 11), as RFC 4733 numbers them."""
+    value = value.strip().upper()
+    if value.isdigit() and 10 <= int(value) < len(EVENTS):
+        return EVENTS[int(value)]
+    if len(value) == 1 and value in EVENTS[:16]:
+        return value
     return None

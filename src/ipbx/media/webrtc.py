@@ -164,6 +164,9 @@ class WebRtcTransport:
         self._dtls: SSL.Connection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._early: list[bytes] = []
+        # Our DTLS role (True: ipbx opens the handshake), decided with the association
+        # and kept with it: None until then.
+        self.client: bool | None = None
         self.keyed = False
         self.failed = False
         rtp.demux = self.received
@@ -171,15 +174,17 @@ class WebRtcTransport:
 
     @property
     def setup(self) -> str:
-        """Our a=setup: actpass in an offer, our role in an answer."""
-        if self.remote is None:
+        """Our a=setup: actpass in a first offer, else the role of the association,
+        which the answer to a later offer keeps: a browser's re-offer says actpass
+        again, and it refuses an answer that would turn its DTLS role round."""
+        if self.client is None:
             return "actpass"
-        return "active" if self.remote.dtls_client else "passive"
+        return "active" if self.client else "passive"
 
     def start(self, remote: WebRtcParameters) -> None:
         """Apply the browser's parameters (every SDP it sends). New ICE credentials are
         an ICE restart, answered with new ones of ours (RFC 8445 §9); the DTLS
-        association stays unless the certificate changed."""
+        association, and ipbx's role in it, stay unless the certificate changed."""
         old, self.remote = self.remote, remote
         if old is not None and (old.ufrag, old.pwd) != (remote.ufrag, remote.pwd):
             self.local = IceCredentials.new()
@@ -198,7 +203,8 @@ class WebRtcTransport:
         context.set_tlsext_use_srtp(b":".join(_PROFILES))
         self._dtls = SSL.Connection(context, None)
         early, self._early = self._early, []
-        if remote.dtls_client:
+        self.client = remote.dtls_client
+        if self.client:
             self._dtls.set_connect_state()
             if self._address is not None:
                 self._handshake()
@@ -274,7 +280,7 @@ class WebRtcTransport:
         self._address = addr
         if self.keyed:
             self._rtp.set_peer(addr)
-        elif first and self.remote is not None and self.remote.dtls_client:
+        elif first and self.client:
             self._handshake()
 
     # --- DTLS -------------------------------------------------------------------------
@@ -327,7 +333,7 @@ class WebRtcTransport:
         material = self._dtls.export_keying_material(_EXPORTER_LABEL, 2 * (_KEY + _SALT))
         client = material[:_KEY] + material[2 * _KEY : 2 * _KEY + _SALT]
         server = material[_KEY : 2 * _KEY] + material[2 * _KEY + _SALT :]
-        ours, theirs = (client, server) if self.remote.dtls_client else (server, client)
+        ours, theirs = (client, server) if self.client else (server, client)
         self.keyed = True
         self._cancel_timer()
         self._on_keys(

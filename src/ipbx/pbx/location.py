@@ -68,6 +68,12 @@ class Binding:
             return False
         return self.reg_id is None or old.reg_id is None
 
+    @property
+    def browser(self) -> bool:
+        """Whether this contact is a browser: one registered over its WebSocket (RFC
+        7118), which speaks WebRTC media only (ICE, DTLS-SRTP) and is offered it."""
+        return self.source.transport in WEBSOCKET
+
     def destination(self, connected: Callable[[Address], bool]) -> Address:
         """Where requests to this contact go; `connected` tells whether a connection to an
         address is open. A UDP flow is the address and port the phone registered from."""

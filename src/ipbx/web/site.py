@@ -31,6 +31,7 @@ from ipbx.web.calls import add_call_pages
 from ipbx.web.dashboard import add_dashboard
 from ipbx.web.extensions import add_extension_pages
 from ipbx.web.items import add_item_pages
+from ipbx.web.phone import add_phone_page
 from ipbx.web.prompts import add_prompt_upload
 from ipbx.web.tokens import add_token_pages
 from ipbx.web.visitor import CSRF_FIELD, SESSION_COOKIE, page, posted
@@ -113,6 +114,7 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
     add_wallboard(app, pbx)
     add_voicemail_page(app, pbx)
     add_prompt_upload(app, pbx)
+    add_phone_page(app, pbx)
 
 
 def _set_cookie(

@@ -9,6 +9,7 @@ it, one concern per module, and never imports the router.
 - negotiate: SDP offer/answer for a leg, and the bridge it calls for (media/bridge.py);
 - local: legs ipbx answers itself (call flows, the echo test);
 - fork: ringing contacts in parallel and taking the first answer;
+- ring_media: the media endpoints the phones rung ring on (a browser's its own);
 - trunk: dialing out through a route's trunks with failover and digest retry;
 - indialog: re-INVITE, UPDATE, INFO, BYE and ACK inside a dialog;
 - hold, transfer, pickup, originate, recording: one feature each;

@@ -6,6 +6,7 @@ answered: provisional responses and early media are relayed to it, and the calle
 answer becomes its answer; the outcome (`Call.outcome`) tells the router whether to
 follow forwarding. For a call flow, a transfer or click-to-call (`dial`), ipbx offers
 its own SDP and bridges whoever answers to the leg it keeps.
+A browser is offered WebRTC, on an endpoint of its own (ring_media.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ipbx.pbx.call.negotiate import (
 )
 from ipbx.pbx.call.recording import record_if_asked
 from ipbx.pbx.call.registry import CallRegistry
+from ipbx.pbx.call.ring_media import endpoints_for, keep_answering_media, release
 from ipbx.pbx.events import CALL_RINGING
 from ipbx.pbx.location import Binding
 from ipbx.pbx.nat import answer_target, dialog_target
@@ -183,20 +185,20 @@ class Forking:
                 return False
         return True
 
-    def ring(
+    async def ring(
         self,
         call: Call,
         target: str,
         bindings: list[Binding],
         seconds: float | None,
-    ) -> asyncio.Future[int]:
-        """Ring `target`'s contacts for the caller's INVITE (after `setup`); the future
-        resolves to 200 when one answers, else to the best failure (480 when `seconds`
-        ran out first)."""
+    ) -> int:
+        """Ring `target`'s contacts for the caller's INVITE (after `setup`): 200 when
+        one answers, else the best failure (480 when `seconds` ran out first)."""
         reg = self.registry
         a = call.caller
         assert a is not None and call.far_media is not None and call.outcome is not None
         request, body, callee_media = a.invite, call.far_body, call.far_media
+        endpoints = await endpoints_for(reg.ports, call, bindings, callee_media)
         from_ = request.from_
         if call.caller_name:
             from_ = NameAddr(from_.uri, display_name(call.caller_name), from_.params)
@@ -205,12 +207,16 @@ class Forking:
         call.state = CallState.RINGING
         keys: tuple[CryptoAttribute, ...] = ()
         caller_address = reg.sdp_address(a.peer)
-        for binding in bindings:
+        for binding, media in zip(bindings, endpoints, strict=True):
+            if media is None:
+                continue
             dest = binding.destination(reg.endpoint.connected)
             secure = bool(body) and (target in reg.policy.srtp_required or dest.transport == "TLS")
             address = reg.sdp_address(dest)
             offer = body
-            if secure:
+            if binding.browser and body:  # DTLS-SRTP, keyed by its own handshake
+                offer = offer_for(body, media, address, browser=True)
+            elif secure:
                 # Every callee that gets SRTP is offered the same keys.
                 keys = keys or new_keys()
                 offer = offer_for(body, callee_media, address, keys)
@@ -219,16 +225,16 @@ class Forking:
             invite = callee_invite(
                 reg, call, request.max_forwards, from_, target, binding.uri, dest, offer
             )
-            fork = Leg(
-                call, dest, callee_media, invite, offered_keys=keys if secure else (),
-                behind_nat=binding.behind_nat,
-            )  # fmt: skip
+            fork = Leg(call, dest, media, invite, behind_nat=binding.behind_nat,
+                       offered_keys=keys if secure and not binding.browser else ())  # fmt: skip
             self.send(fork)
+        if not call.forks:
+            return 503  # ended meanwhile, or browsers only and no RTP port left for them
         named = {"caller_name": call.caller_name} if call.caller_name else {}
         reg.publish(CALL_RINGING, call, extension=target, **named)
         if seconds is not None:
             call.ring_timer = reg.endpoint.loop.call_later(seconds, self._ring_timeout, call)
-        return call.outcome
+        return await call.outcome
 
     def _ring_timeout(self, call: Call) -> None:
         """Nobody answered in time: cancel the ringing phones; their 487s end the
@@ -259,7 +265,7 @@ class Forking:
             return 480
 
         async def ring() -> None:
-            self.ring_phones(call, bindings)
+            await self.ring_phones(call, bindings)
 
         return await self.dial_with(call, ring, timeout, keep, on_answer)
 
@@ -269,19 +275,25 @@ class Forking:
         location = self.registry.location
         return [(n, b) for n in extensions for b in location.reachable(n, now)]
 
-    def ring_phones(self, call: Call, bindings: list[tuple[str, Binding]]) -> None:
+    async def ring_phones(self, call: Call, bindings: list[tuple[str, Binding]]) -> None:
         """Send our offer to these contacts, inside `dial_with`: each with our address as
-        that phone reaches us."""
-        reg = self.registry
-        a, media = call.keep, call.far_media
-        assert media is not None
-        port = media.local_address[1]
+        that phone reaches us, a browser's as WebRTC on an endpoint of its own."""
+        reg, a = self.registry, call.keep
+        assert call.far_media is not None
+        endpoints = await endpoints_for(reg.ports, call, [b for _, b in bindings], call.far_media)
+        if call.ended:
+            return
         for number in dict.fromkeys(n for n, _ in bindings):
             reg.publish(CALL_RINGING, call, extension=number)
-        for number, binding in bindings:
+        for (number, binding), media in zip(bindings, endpoints, strict=True):
+            if media is None:
+                continue
             max_forwards = a.invite.max_forwards if a is not None else None
             dest = binding.destination(reg.endpoint.connected)
-            body = bytes(sdp.make_offer(reg.sdp_address(dest), port, reg.policy.codecs))
+            address = reg.sdp_address(dest)
+            body = bytes(sdp.make_offer(address, media.local_address[1], reg.policy.codecs))
+            if binding.browser:
+                body = offer_for(body, media, address, browser=True)
             invite = callee_invite(
                 reg, call, max_forwards, identity(call, a), number, binding.uri, dest, body
             )
@@ -344,6 +356,8 @@ class Forking:
                 call.far_media = None
                 # A new dial gets a new dialog: another Call-ID and From tag.
                 call.new_far_dialog()
+            for fork in call.forks:
+                release(fork)
 
     def _dial_timeout(self, call: Call, dialing: asyncio.Future[int]) -> None:
         """Nobody answered in time: the dial is over (480) and the phones still ringing
@@ -393,7 +407,7 @@ class Forking:
                 reg.cancel_fork(other)
         if a is None:
             call.caller = fork
-            call.far_media = None
+            keep_answering_media(call)
             call.forks = []
             reg.register(call, fork)
             log.info("%s: %s answered; calling %s", call.id, fork.peer, call.to_number)
@@ -403,7 +417,7 @@ class Forking:
         a.other, fork.other = fork, a
         reg.register(call, fork)
         connect(a.media, fork.media)
-        call.far_media = None  # the callee leg owns it now
+        keep_answering_media(call)
         call.state = CallState.ANSWERED
         if call.answered is None:
             call.answered = time.time()  # a call ipbx placed: both parties answered now
@@ -423,7 +437,7 @@ class Forking:
             return False
         try:
             answered(fork, description, self.registry.policy.codecs)
-        except sdp.SdpError as exc:
+        except (sdp.SdpError, SipError) as exc:
             log.info("%s: unusable answer from %s: %s", fork.call.id, fork.peer, exc)
             return False
         return True
@@ -467,6 +481,7 @@ class Forking:
     def _refused(self, fork: Leg) -> None:
         """A phone refused (or timed out): when every one rung has, the best failure."""
         call = fork.call
+        release(fork)
         if call.ended or not all(f.final is not None for f in call.forks):
             return
         finals = [f.final.status for f in call.forks if f.final is not None]
@@ -519,11 +534,11 @@ class Forking:
         a = call.caller
         assert a is not None and a.server_tx is not None
         call.callee = fork
-        call.far_media = None  # the callee leg owns it now
         reg.stop_ring_timer(call)
         for other in call.forks:
             if other is not fork:
                 reg.cancel_fork(other)
+        keep_answering_media(call)
         reg.by_invite.pop(id(a.server_tx), None)
         try:
             body = join(a, fork, description, reg.sdp_address(a.peer), reg.policy.codecs)

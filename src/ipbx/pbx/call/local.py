@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from ipbx import sdp
 from ipbx.media.codecs import AUDIO_CODECS
-from ipbx.media.dtmf import dtmf_relay_digit
+from ipbx.media.dtmf import info_digit
 from ipbx.pbx.call.model import Call, CallState, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.negotiate import answer, answered
 from ipbx.pbx.call.registry import CallRegistry
@@ -147,11 +147,9 @@ class CallFlows:
         reg.accept_reoffer(leg, tx, body)
 
     def info(self, leg: Leg, request: Request) -> None:
-        """SIP INFO with application/dtmf-relay (the Cisco format most phones send) on a
-        leg ipbx terminates: the same digit event as RFC 4733 and in-band tones."""
-        content_type = request.headers.get("Content-Type") or ""
-        if content_type.split(";")[0].strip().lower() != "application/dtmf-relay":
-            return
-        digit = dtmf_relay_digit(request.body)
+        """SIP INFO with application/dtmf-relay (the Cisco format most phones send) or
+        application/dtmf on a leg ipbx terminates: the same digit event as RFC 4733 and
+        in-band tones."""
+        digit = info_digit(request.headers.get("Content-Type") or "", request.body)
         if digit is not None and leg.media.on_dtmf is not None:
             leg.media.on_dtmf(digit)

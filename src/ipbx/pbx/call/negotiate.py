@@ -76,8 +76,9 @@ def answer(
 
 def answered(leg: Leg, description: sdp.SessionDescription, codecs: tuple[Codec, ...]) -> None:
     """The phone answered an offer ipbx made itself (sdp.make_offer of `codecs`, in
-    plain RTP): the first of them the answer lists. SdpError when it lists none, or
-    answers in RTP/SAVP, which was not offered."""
+    plain RTP, or as a browser's WebRTC offer: `offer_for`): the first of them the
+    answer lists. SdpError when it lists none, or answers in RTP/SAVP, which was not
+    offered; SipError(488) when a browser answers without WebRTC."""
     codec, dtmf = sdp.negotiated(description, codecs)
     media = description.audio
     if media is not None and media.proto == sdp.SAVP:
@@ -252,9 +253,13 @@ def _aim(
 
 def _webrtc(leg: Leg, description: sdp.SessionDescription) -> WebRtcTransport | None:
     """The leg's WebRTC transport, given the browser's parameters, when its phone's SDP
-    is WebRTC; None for any other phone. SdpError(488) for WebRTC SDP lacking them."""
+    is WebRTC; None for any other phone. SdpError(488) for WebRTC SDP lacking them, or
+    for SDP that is not WebRTC on a WebRTC leg (RFC 3264 §6: an answer keeps the
+    offer's transport, and a browser has no other)."""
     remote = webrtc.parameters(description)
     if remote is None:
+        if leg.media.webrtc is not None:
+            raise sdp.SdpError("a WebRTC leg's SDP must stay UDP/TLS/RTP/SAVPF", 488)
         return None
     transport = leg.media.use_webrtc()
     transport.start(remote)

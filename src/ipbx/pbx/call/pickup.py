@@ -36,6 +36,7 @@ def pickup(flows: CallFlows, leg: Leg) -> bool:
     reg.stop_ring_timer(target)
     for fork in target.forks:
         reg.cancel_fork(fork)
+        fork.media.close()  # the far side's, or a browser's own
     target.forks = []
     if target.far_media is not None:
         target.far_media.close()

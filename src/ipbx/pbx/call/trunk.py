@@ -97,7 +97,7 @@ class TrunkDialing:
             return 480
 
         async def ring() -> None:
-            self.forking.ring_phones(call, bindings)
+            await self.forking.ring_phones(call, bindings)
             for route, caller_id in outside:
                 await self.start(call, route, caller_id)
 
