@@ -1,14 +1,17 @@
 """ipbx rings browsers (contacts registered over SIP over WebSocket, RFC 7118) with a
 WebRTC offer wherever it offers to one: the phones rung for a caller's INVITE (beside a
 desk phone of the same extension, which still gets plain RTP), a ring group and a
-queue's agents (ipbx's own offer); and digits from a browser reach an IVR, as RFC 4733
-events and as SIP INFO. aiortc is the browser's media (tests/support/webrtc_peer.py),
-a websockets client its SIP stack (tests/support/browser.py); `ipbx phone` calls."""
+queue's agents (ipbx's own offer); a late offer lets the browser offer in its 2xx; and
+digits from a browser reach an IVR, as RFC 4733 events and as SIP INFO. aiortc is the
+browser's media (tests/support/webrtc_peer.py), a websockets client its SIP stack
+(tests/support/browser.py); `ipbx phone` calls."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +24,21 @@ from aiortc.rtp import RtpPacket
 from ipbx import sdp
 from ipbx.media.dtmf import digit_packets
 from ipbx.media.wav import read_wav
-from ipbx.sip.message import Request
+from ipbx.sip.message import Request, Response
+from ipbx.store import CallRecord
 from tests.support.browser import Browser as SipOverWebSocket
 from tests.support.phones import Phone
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.records import call_records
 from tests.support.server import Extension, IpbxServer, extension_range, start_configured_ipbx
-from tests.support.sipclient import reply_to
+from tests.support.sipclient import (
+    SipClient,
+    ack_for,
+    in_dialog,
+    reply_to,
+    send_authenticated_invite,
+    udp_socket,
+)
 from tests.support.softphone import ipbx_phone, write_tone
 from tests.support.tones import dominant_frequency
 from tests.support.webrtc_peer import Browser as WebRtcPeer
@@ -252,6 +263,64 @@ async def _agent_answers(pbx: Pbx) -> tuple[np.ndarray[Any, Any], int]:
         await agent.close()
 
 
+def test_a_late_offer_reaches_a_browser_which_offers_in_its_2xx(pbx: Pbx) -> None:
+    """An INVITE without SDP (RFC 3264 §2) to a browser: the browser's 2xx carries its
+    WebRTC offer, the caller gets ipbx's plain RTP offer; the caller's ACK brings the
+    answer, and the browser's ACK ipbx's WebRTC answer with a=setup:active: ipbx opens
+    the DTLS handshake, and the browser's PCMU reaches the caller through it."""
+    caller, rtp = SipClient(pbx.server.port, timeout=10), udp_socket()
+    try:
+        with loopback_ice():
+            asyncio.run(_late_offer_to_browser(pbx, caller, rtp))
+    finally:
+        caller.close()
+        rtp.close()
+
+
+async def _late_offer_to_browser(pbx: Pbx, caller: SipClient, rtp: socket.socket) -> None:
+    browser = WebPhone(pbx.ws, BROWSER, BROWSER_HZ, codec="PCMU")
+    try:
+        await browser.register()
+        contact = f"Contact: <sip:{CALLER.number}@{LOOPBACK}:{caller.local_port}>"
+        uri = f"sip:{BROWSER.number}@{LOOPBACK}"
+        await asyncio.to_thread(send_authenticated_invite, caller, uri, [contact])
+        invite = await browser.rings()
+        assert invite.body == b""
+        extra = [f"Contact: {browser.sip.contact}", "Content-Type: application/sdp"]
+        browser.sip.send(reply_to(invite, 200, extra, await browser.peer.offer()))
+        ok = await asyncio.to_thread(_final, caller)
+        assert ok.status == 200 and b"RTP/AVP" in ok.body and b"fingerprint" not in ok.body
+        answer = _plain_answer(rtp.getsockname()[1])
+        caller.send(ack_for(ok, caller, answer))
+        ack = await browser.request("ACK")
+        assert b"UDP/TLS/RTP/SAVPF" in ack.body and b"a=setup:active" in ack.body
+        await browser.peer.answered(ack.body)
+        data = await asyncio.to_thread(rtp.recv, 2048)
+        assert data[1] & 0x7F == 0  # the browser's PCMU, keyed by ipbx's handshake
+        local, remote = str(ok.headers.get("From")), str(ok.headers.get("To"))
+        target = str(ok.contacts[0].uri)
+        caller.send(in_dialog(caller, "BYE", target, local, remote, ok.call_id, 3))
+        await browser.hung_up()
+    finally:
+        await browser.close()
+
+
+def _final(caller: SipClient) -> Response:
+    """The final response to the INVITE, past the challenge and the 180."""
+    while (response := caller.receive()) is not None:
+        if response.cseq.number == 2 and response.status >= 200:
+            return response
+    raise AssertionError("no final response to the INVITE")
+
+
+def _plain_answer(port: int) -> bytes:
+    """A desk phone's answer: PCMU on `port`."""
+    return (
+        f"v=0\r\no=- 9 9 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    ).encode()
+
+
 def test_digits_from_a_browser_reach_an_ivr_as_sip_info_and_rfc_4733(pbx: Pbx) -> None:
     """A browser calls the IVR offering Opus and G.711 with telephone-event at 48 and
     8 kHz, as Chrome does: ipbx answers G.711 with the 8 kHz telephone-event beside it.
@@ -264,9 +333,20 @@ def test_digits_from_a_browser_reach_an_ivr_as_sip_info_and_rfc_4733(pbx: Pbx) -
             asyncio.run(_browser_presses_keys(pbx, desk))
     finally:
         desk.close()
-    record = next(r for r in call_records(pbx.server, 4) if r.caller == BROWSER.number)
+    record = _record_of(pbx.server, BROWSER.number)
     assert record.digits == "47"
     assert record.path.startswith("ivr:main,ivr:second,extension:1003")
+
+
+def _record_of(server: IpbxServer, caller: str) -> CallRecord:
+    """The record of `caller`'s call, once written."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        mine = [r for r in call_records(server) if r.caller == caller]
+        if mine:
+            return mine[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no call record of {caller}")
 
 
 async def _browser_presses_keys(pbx: Pbx, desk: Phone) -> None:
