@@ -1,5 +1,6 @@
 """A running `ipbx serve` with the API listener and an admin made by `ipbx user create`,
-for the tests that use the web administration as a browser does."""
+for the tests that use the web administration as a browser does. Extension 1000 records
+every call, so that the call history has a recording to play."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import IpbxServer, run_ipbx, write_config
@@ -27,6 +29,9 @@ class AdminSite:
 def admin_site(tmp_path: Path) -> Iterator[AdminSite]:
     api_port = free_port("tcp")
     config, port = write_config(tmp_path, api_port)
+    written = yaml.safe_load(config.read_text())
+    written["extensions"][0]["record"] = "always"
+    config.write_text(yaml.safe_dump(written))
     made = subprocess.run(
         [sys.executable, "-m", "ipbx.cli", "user", "create", ADMIN, "--config", str(config),
          "--role", "admin"],
