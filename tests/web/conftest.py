@@ -1,9 +1,12 @@
-"""A running `ipbx serve` with the API listener and an admin made by `ipbx user create`,
-for the tests that use the web administration as a browser does. Extension 1000 records
-every call, so that the call history has a recording to play."""
+"""The web administration under test: in process (`web`: the app over a PBX, with an
+admin and a supervisor of the default tenant and an admin of tenant acme, each signed in
+through the form), and as a running `ipbx serve` with the API listener and an admin made
+by `ipbx user create` (`admin_site`, for a browser; its extension 1000 records every call,
+so that the call history has a recording to play)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,11 +15,56 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from ipbx.config import Config
+from ipbx.pbx.extension import Extension, VoicemailConfig
+from ipbx.web.accounts import create_user
+from tests.support.apiclient import Api, serve_api
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import IpbxServer, run_ipbx, write_config
 
 ADMIN, PASSWORD = "office", "correct horse battery"
+
+
+def serve_web(data_dir: Path) -> Iterator[Api]:
+    """The API and the pages over a PBX with extension 1000 (with voicemail), and the
+    users office (admin), watcher (supervisor) and acme-admin (admin of tenant acme)."""
+    config = Config(
+        data_dir=data_dir,
+        extensions=[
+            Extension(
+                number="1000",
+                name="Alice",
+                password="secret1000",
+                voicemail=VoicemailConfig(pin="1234"),
+            ),
+        ],
+    )
+    for api in serve_api(config):
+        create_user(api.store, ADMIN, PASSWORD, "admin", "default")
+        create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
+        create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
+        yield api
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Api]:
+    yield from serve_web(tmp_path / "data")
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found[1]
+
+
+def signed_in(client: TestClient, name: str, password: str = PASSWORD) -> tuple[int, str]:
+    """Sign in through the form; the status and the page it ends on."""
+    client.cookies.clear()
+    form = client.get("/")
+    answer = client.post("/", data={"name": name, "password": password, "csrf": csrf_of(form.text)})
+    return answer.status_code, answer.text
 
 
 @dataclass

@@ -7,55 +7,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
-
-from ipbx.config import Config
-from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.store import CallRecord, LegRecord
-from ipbx.web.accounts import MAX_FAILURES, create_user
-from tests.support.apiclient import Api, serve_api
+from ipbx.web.accounts import MAX_FAILURES
+from tests.support.apiclient import Api
 from tests.support.mailbox import leave_message, write_message_wav
 from tests.support.queues import FakeQueueDesk
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[Api]:
-    config = Config(
-        data_dir=tmp_path / "data",
-        extensions=[
-            Extension(
-                number="1000",
-                name="Alice",
-                password="secret1000",
-                voicemail=VoicemailConfig(pin="1234"),
-            ),
-        ],
-    )
-    for api in serve_api(config):
-        create_user(api.store, "office", PASSWORD, "admin", "default")
-        create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
-        create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
-        yield api
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found[1]
-
-
-def signed_in(client: TestClient, name: str, password: str = PASSWORD) -> tuple[int, str]:
-    """Sign in through the form; the status and the page it ends on."""
-    client.cookies.clear()
-    form = client.get("/")
-    answer = client.post("/", data={"name": name, "password": password, "csrf": csrf_of(form.text)})
-    return answer.status_code, answer.text
+from tests.web.conftest import PASSWORD, csrf_of, signed_in
 
 
 def test_an_admin_adds_an_extension_and_a_bad_one_is_refused_next_to_its_field(web: Api) -> None:
