@@ -9,8 +9,10 @@ import re
 import time
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
 from ipbx.store import CallRecord, LegRecord
-from ipbx.web.accounts import MAX_FAILURES
+from ipbx.web.accounts import ADDRESS_FAILURES, MAX_FAILURES
 from tests.support.apiclient import Api
 from tests.support.mailbox import leave_message, write_message_wav
 from tests.support.queues import FakeQueueDesk
@@ -97,6 +99,31 @@ def test_supervisors_read_other_tenants_are_refused_and_guessing_locks_out(web: 
 
     stale = client.post("/", data={"name": "watcher", "password": PASSWORD, "csrf": "forged"})
     assert stale.status_code == 403
+
+
+def test_a_lock_out_holds_where_the_guessing_was_and_an_address_guesses_only_so_often(
+    web: Api,
+) -> None:
+    def browser(address: str) -> TestClient:
+        return TestClient(web.client.app, client=(address, 40000))
+
+    guesser, office = browser("192.0.2.66"), browser("198.51.100.10")
+    for _ in range(MAX_FAILURES):
+        status, _ = signed_in(guesser, "office", "wrong")
+    assert status == 429
+    assert signed_in(guesser, "office")[0] == 429  # even the right password, from there
+    # Knowing the name is not enough to lock its user out from the office.
+    assert signed_in(office, "office")[0] == 200
+    user = web.store.admin_user("office")
+    assert user is not None and (user.failures, user.locked_until) == (0, None)
+
+    # One address guessing across names is refused at the limit, whatever the name.
+    scanner = browser("203.0.113.9")
+    for n in range(ADDRESS_FAILURES):
+        assert signed_in(scanner, f"user{n}", "wrong")[0] == 401
+    status, text = signed_in(scanner, "watcher")
+    assert status == 429 and "from your address" in text
+    assert signed_in(office, "watcher")[0] == 200
 
 
 def test_every_configuration_list_has_a_page_checked_with_the_whole_configuration(
