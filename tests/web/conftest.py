@@ -12,13 +12,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from ipbx.config import Config
 from ipbx.pbx.extension import Extension, VoicemailConfig
+from ipbx.web import accounts
 from ipbx.web.accounts import create_user
 from tests.support.apiclient import Api, serve_api
 from tests.support.ports import LOOPBACK, free_port
@@ -41,11 +44,15 @@ def serve_web(data_dir: Path) -> Iterator[Api]:
             ),
         ],
     )
-    for api in serve_api(config):
-        create_user(api.store, ADMIN, PASSWORD, "admin", "default")
-        create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
-        create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
-        yield api
+    # These tests check what is refused and when, not argon2's cost: a cheap hash keeps
+    # each of their many sign-ins at a millisecond (the default costs about 0.1 s).
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    with mock.patch.multiple(accounts, _hasher=cheap, _DECOY=cheap.hash("decoy")):
+        for api in serve_api(config):
+            create_user(api.store, ADMIN, PASSWORD, "admin", "default")
+            create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
+            create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
+            yield api
 
 
 @pytest.fixture

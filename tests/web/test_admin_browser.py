@@ -8,6 +8,7 @@ the page."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_an_admin_adds_1005_whose_call_shows_live_then_in_the_history_with_its_r
         live = page.get_by_role("region", name="Calls now (1)").locator("tbody tr")
         expect(live.locator("td").nth(0)).to_have_text(NEW.number)
         expect(live.locator("td").nth(1)).to_have_text(CALLEE.number)
-        expect(live.locator(".duration")).to_have_text("0:01")  # ticking in the page
+        expect(live.locator(".duration")).to_have_text(re.compile(r"0:0[1-9]"))  # ticking
         assert control.wait_event("CALL_CLOSED", 2 * TALK_SECONDS), control.events
         expect(page.get_by_role("heading", name="Calls now (0)")).to_be_visible()
     finally:

@@ -13,7 +13,8 @@ Guessing is limited two ways, each for `LOCK_SECONDS`:
   its lock-out parameters `[["username", "ip_address"]]`). A wrong password from a new
   address during the lock locks that address too; once `MAX_ADDRESSES` addresses have
   failed (a guess spread over many machines), the lock holds from everywhere. The lock's
-  end clears the count, and a right password before that clears it too.
+  end clears the count; a right password clears it before a lock, and leaves a lock
+  (which holds elsewhere) to its end.
 - A client address (`address_limit`): `ADDRESS_FAILURES` refused sign-ins within
   `ADDRESS_WINDOW`, whatever the names, and every sign-in from it is refused without
   looking at the password, as fail2ban bans the source of failed logins and 3CX blocks
@@ -94,7 +95,8 @@ def sign_in(
     if locked and (address in user.failed_from or len(user.failed_from) >= MAX_ADDRESSES):
         return SignIn(None, locked=True)
     if _verify(user.password_hash, password):
-        if user.failures or user.locked_until is not None:
+        # A lock that holds elsewhere is kept until its end.
+        if not locked and (user.failures or user.locked_until is not None):
             store.set_admin_user_failures(name, 0, None)
         return SignIn(user)
     if user.locked_until is not None and not locked:  # an old lock, ended
