@@ -20,8 +20,10 @@ Guessing is limited two ways, each for `LOCK_SECONDS`:
   looking at the password, as fail2ban bans the source of failed logins and 3CX blocks
   the address of repeated failed logins to its console. A right password does not
   clear the count (one's own account would otherwise reset it between guesses). The
-  address is the connection's peer: behind a reverse proxy every client has the
-  proxy's, and the limit is the proxy's whole.
+  address is the client's as uvicorn gives it: the connection's peer, or for a peer it
+  trusts as a proxy (127.0.0.1 unless FORWARDED_ALLOW_IPS says otherwise), the client
+  address its X-Forwarded-For names. Behind another proxy every client has the proxy's
+  address, and the limit is the proxy's whole.
 
 A session is a random 256-bit id in an HttpOnly, SameSite=Strict cookie; the store keeps
 only its SHA-256, with the CSRF token the session's forms must send back (a token bound
