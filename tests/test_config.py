@@ -179,6 +179,15 @@ class TestErrorsNameFileLineAndField:
         )
         assert message.startswith(f"{tmp_path / 'ipbx.yaml'}:4: sip.listen[1]: ")
 
+    @pytest.mark.parametrize(
+        "origin", ["pbx.example.com", "ftp://pbx.example.com", "https://pbx.example.com/phone"]
+    )
+    def test_bad_websocket_origin(self, tmp_path: Path, origin: str) -> None:
+        message = error_of(
+            write(tmp_path, f"sip:\n  websocket_origins:\n    - '*'\n    - '{origin}'\n")
+        )
+        assert message.startswith(f"{tmp_path / 'ipbx.yaml'}:4: sip.websocket_origins[1]: ")
+
     @pytest.mark.parametrize("ports", ["20001-20999", "20000-20000", "80-1000", "20000-70000", "x"])
     def test_bad_port_range(self, tmp_path: Path, ports: str) -> None:
         message = error_of(write(tmp_path, f"media:\n  rtp_ports: {ports}\n"))

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
@@ -53,6 +54,7 @@ from ipbx.pbx.schema import Digits, Model, Where, item_lists
 from ipbx.pbx.trunk_config import TrunkConfig
 from ipbx.pbx.webhook_config import WebhookConfig
 from ipbx.sip.transport.resolve import split_host_port
+from ipbx.sip.transport.websocket import check_origin
 
 DEMO_ACCOUNTS_FILE = "demo-accounts.yaml"
 DEMO_EXTENSIONS = (("1000", "Alice"), ("1001", "Bob"), ("1002", "Carol"), ("1003", "Dave"))
@@ -195,6 +197,11 @@ class SipConfig(Model):
     # (422 below it). The RFC's floor is 90 s; a smaller min_se is for tests.
     session_expires: int = Field(default=1800, ge=1, le=86400)
     min_se: int = Field(default=90, ge=1, le=86400)
+    # Web pages whose browsers may open a SIP WebSocket besides the server's own host's
+    # (sip/transport/websocket.py): origins such as https://pbx.example.com, or `*`.
+    websocket_origins: list[Annotated[str, AfterValidator(check_origin)]] = Field(
+        default_factory=list
+    )
 
     @field_validator("trusted")
     @classmethod

@@ -1,5 +1,6 @@
 """Browsers over SIP over WebSocket (RFC 7118), against a running `ipbx serve` with ws://
-and wss:// listeners: the handshake needs the `sip` subprotocol; a browser registers with
+and wss:// listeners: the handshake needs the `sip` subprotocol and a page of the server's
+own host (or no page, as baresip), 403 otherwise; a browser registers with
 digest, is called by a phone on UDP, calls `ipbx phone` over wss; its binding goes when
 its connection does (the browser has no other address: its Contact is under `.invalid`)."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin, Subprotocol
 
 from ipbx.sip.message import Request
 from tests.support.browser import Browser
@@ -86,6 +88,16 @@ def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Listeners) -> N
     with pytest.raises(InvalidStatus) as refused:
         connect(pbx.ws, open_timeout=15)
     assert refused.value.response.status_code == 400
+
+
+def test_a_page_of_another_site_may_not_open_a_sip_websocket(pbx: Listeners) -> None:
+    sip = [Subprotocol("sip")]
+    with pytest.raises(InvalidStatus) as refused:
+        connect(pbx.ws, origin=Origin("https://elsewhere.example"), subprotocols=sip)
+    assert refused.value.response.status_code == 403
+    own = Origin(f"http://{LOOPBACK}:8080")  # the web pages, on the API's port
+    with connect(pbx.ws, origin=own, subprotocols=sip, open_timeout=15) as websocket:
+        assert websocket.subprotocol == "sip"
 
 
 def test_a_browser_registers_is_called_from_udp_and_is_gone_with_its_connection(

@@ -1,17 +1,20 @@
 """A WebSocket connection (RFC 7118) driven with no socket: a sans-I/O WebSocket client
-plays the browser against it. The handshake needs the `sip` subprotocol; one WebSocket
-message, fragmented or not, text or binary, is one SIP message for the receiver; a CRLFCRLF
-ping gets a CRLF pong; what is not UTF-8 goes out in a binary frame; the receiver hears
-when the connection closes."""
+plays the browser against it. The handshake needs the `sip` subprotocol, and a page's
+Origin of the host itself or of those allowed; one WebSocket message, fragmented or not,
+text or binary, is one SIP message for the receiver; a CRLFCRLF ping gets a CRLF pong;
+what is not UTF-8 goes out in a binary frame; the receiver hears when the connection
+closes."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
+import pytest
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response as Handshake
-from websockets.typing import Subprotocol
+from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
 from ipbx.sip.errors import SipError
@@ -44,12 +47,21 @@ class Receiver:
 
 def open_connection(
     subprotocols: list[Subprotocol],
+    origin: str | None = None,
+    allowed: Sequence[str] = (),
 ) -> tuple[Receiver, WebSocketConnection, Transport, ClientProtocol, Handshake]:
+    """A browser's handshake to ws://192.0.2.1:8089/, from a page of `origin` when given,
+    to a server that allows the origins `allowed`."""
     receiver = Receiver()
-    conn = WebSocketConnection(StreamTransports(receiver, max_message_size=4096), "WS")
+    transports = StreamTransports(receiver, max_message_size=4096, websocket_origins=allowed)
+    conn = WebSocketConnection(transports, "WS")
     transport = Transport()
     conn.connection_made(transport)
-    browser = ClientProtocol(parse_uri("ws://192.0.2.1:8089/"), subprotocols=subprotocols)
+    browser = ClientProtocol(
+        parse_uri("ws://192.0.2.1:8089/"),
+        origin=None if origin is None else Origin(origin),
+        subprotocols=subprotocols,
+    )
     browser.send_request(browser.connect())
     conn.data_received(b"".join(browser.data_to_send()))
     (answer,) = exchange(browser, transport)
@@ -69,6 +81,29 @@ def test_a_handshake_without_the_sip_subprotocol_is_refused_and_closed() -> None
         _, _, transport, _, answer = open_connection([])
         assert answer.status_code == 400
         assert transport.closed
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "status"),
+    [
+        (None, (), 101),  # no page: baresip, SIPp
+        ("http://192.0.2.1:8080", (), 101),  # the web pages of the same host
+        ("https://phone.example.com", (), 403),  # any other site's page
+        ("https://phone.example.com", ("https://phone.example.com",), 101),
+        ("https://phone.example.com:8443", ("https://phone.example.com",), 403),
+        ("null", (), 403),  # a sandboxed page
+        ("https://anything.example", ("*",), 101),
+    ],
+)
+def test_a_browser_page_of_another_origin_is_refused_at_the_handshake(
+    origin: str | None, allowed: tuple[str, ...], status: int
+) -> None:
+    async def run() -> None:
+        _, _, transport, _, answer = open_connection([Subprotocol("sip")], origin, allowed)
+        assert answer.status_code == status
+        assert transport.closed == (status != 101)
 
     asyncio.run(run())
 

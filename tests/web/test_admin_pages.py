@@ -7,55 +7,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from ipbx.config import Config
-from ipbx.pbx.extension import Extension, VoicemailConfig
 from ipbx.store import CallRecord, LegRecord
-from ipbx.web.accounts import MAX_FAILURES, create_user
-from tests.support.apiclient import Api, serve_api
+from ipbx.web.accounts import ADDRESS_FAILURES, MAX_ADDRESSES, MAX_FAILURES, sign_in
+from tests.support.apiclient import Api
 from tests.support.mailbox import leave_message, write_message_wav
 from tests.support.queues import FakeQueueDesk
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[Api]:
-    config = Config(
-        data_dir=tmp_path / "data",
-        extensions=[
-            Extension(
-                number="1000",
-                name="Alice",
-                password="secret1000",
-                voicemail=VoicemailConfig(pin="1234"),
-            ),
-        ],
-    )
-    for api in serve_api(config):
-        create_user(api.store, "office", PASSWORD, "admin", "default")
-        create_user(api.store, "watcher", PASSWORD, "supervisor", "default")
-        create_user(api.store, "acme-admin", PASSWORD, "admin", "acme")
-        yield api
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found[1]
-
-
-def signed_in(client: TestClient, name: str, password: str = PASSWORD) -> tuple[int, str]:
-    """Sign in through the form; the status and the page it ends on."""
-    client.cookies.clear()
-    form = client.get("/")
-    answer = client.post("/", data={"name": name, "password": password, "csrf": csrf_of(form.text)})
-    return answer.status_code, answer.text
+from tests.web.conftest import PASSWORD, csrf_of, signed_in
 
 
 def test_an_admin_adds_an_extension_and_a_bad_one_is_refused_next_to_its_field(web: Api) -> None:
@@ -138,6 +99,35 @@ def test_supervisors_read_other_tenants_are_refused_and_guessing_locks_out(web: 
 
     stale = client.post("/", data={"name": "watcher", "password": PASSWORD, "csrf": "forged"})
     assert stale.status_code == 403
+
+
+def test_a_lock_out_holds_where_the_guessing_was_and_an_address_guesses_only_so_often(
+    web: Api,
+) -> None:
+    def browser(address: str) -> TestClient:
+        return TestClient(web.client.app, client=(address, 40000))
+
+    guesser, office = browser("192.0.2.66"), browser("198.51.100.10")
+    for _ in range(MAX_FAILURES):
+        status, _ = signed_in(guesser, "office", "wrong")
+    assert status == 429
+    assert signed_in(guesser, "office")[0] == 429  # even the right password, from there
+    # Knowing the name is not enough to lock its user out from the office.
+    assert signed_in(office, "office")[0] == 200
+    assert signed_in(guesser, "office")[0] == 429  # the lock stays where it was
+
+    # One address guessing across names is refused at the limit, whatever the name.
+    scanner = browser("203.0.113.9")
+    for n in range(ADDRESS_FAILURES):
+        assert signed_in(scanner, f"user{n}", "wrong")[0] == 401
+    status, text = signed_in(scanner, "watcher")
+    assert status == 429 and "from your address" in text
+    assert signed_in(office, "watcher")[0] == 200
+
+    # Spread over many addresses, the guessing locks its user out from everywhere.
+    for n in range(MAX_ADDRESSES):
+        assert sign_in(web.store, "acme-admin", "wrong", f"198.18.0.{n}").user is None
+    assert sign_in(web.store, "acme-admin", PASSWORD, "198.51.100.10").locked
 
 
 def test_every_configuration_list_has_a_page_checked_with_the_whole_configuration(

@@ -86,6 +86,7 @@ class Pbx:
             max_message_size=config.sip.max_message_size,
             timers=Timers(t1=config.sip.timer_t1),
             user_agent=config.sip.user_agent,
+            websocket_origins=config.sip.websocket_origins,
         )
         self.location.connected = self.endpoint.connected
         sip = config.sip

@@ -28,6 +28,7 @@ class AdminUsers(Database):
                 "password_hash": user.password_hash,
                 "failures": user.failures,
                 "locked_until": user.locked_until,
+                "failed_from": " ".join(sorted(user.failed_from)),
             }
             changed = connection.execute(
                 update(admin_users).where(admin_users.c.name == user.name).values(**values)
@@ -58,13 +59,24 @@ class AdminUsers(Database):
             deleted = connection.execute(delete(admin_users).where(admin_users.c.name == name))
         return bool(deleted.rowcount)
 
-    def set_admin_user_failures(self, name: str, failures: int, locked_until: float | None) -> None:
-        """Record a sign-in's outcome: the wrong passwords in a row and any lock-out."""
+    def set_admin_user_failures(
+        self,
+        name: str,
+        failures: int,
+        locked_until: float | None,
+        failed_from: frozenset[str] = frozenset(),
+    ) -> None:
+        """Record a sign-in's outcome: the wrong passwords in a row, the addresses they
+        came from and any lock-out."""
         with self._engine.begin() as connection:
             connection.execute(
                 update(admin_users)
                 .where(admin_users.c.name == name)
-                .values(failures=failures, locked_until=locked_until)
+                .values(
+                    failures=failures,
+                    locked_until=locked_until,
+                    failed_from=" ".join(sorted(failed_from)),
+                )
             )
 
     def save_admin_session(self, name: str, digest: str, csrf: str, expires: float) -> None:
@@ -113,4 +125,5 @@ def _user(row: Any) -> AdminUserRecord:
         created=row.created,
         failures=row.failures,
         locked_until=row.locked_until,
+        failed_from=frozenset(row.failed_from.split()),
     )

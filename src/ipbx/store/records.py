@@ -110,7 +110,8 @@ class ApiTokenRecord:
 @dataclass(frozen=True, slots=True)
 class AdminUserRecord:
     """A user of the web administration: `password_hash` is argon2's encoded hash;
-    `failures` the wrong passwords in a row, `locked_until` the end of a lock-out."""
+    `failures` the wrong passwords in a row, `failed_from` the client addresses they
+    came from, `locked_until` the end of a lock-out."""
 
     name: str
     tenant: str
@@ -119,6 +120,7 @@ class AdminUserRecord:
     created: float
     failures: int = 0
     locked_until: float | None = None
+    failed_from: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,8 @@ admin_users = Table(
     Column("created", Float, nullable=False),
     Column("failures", Integer, nullable=False),
     Column("locked_until", Float, nullable=True),
+    # The client addresses of those failures, space-separated.
+    Column("failed_from", String(1024), nullable=False, server_default=""),
 )
 
 admin_sessions = Table(

@@ -5,9 +5,25 @@ RFC's second recommended option (64 MiB, 3 passes): unlike an API token's 192 ra
 bits, a password a person chose can be guessed, and the slow hash is what makes an
 offline guess expensive.
 
-Lock-out: `MAX_FAILURES` wrong passwords in a row lock the user out for
-`LOCK_SECONDS`; while locked, even the right password is refused, and the lock's end
-clears the count. A right password before that clears it too.
+Guessing is limited two ways, each for `LOCK_SECONDS`:
+- A user: `MAX_FAILURES` wrong passwords in a row lock the user out, from the client
+  addresses those wrong passwords came from. There even the right password is refused;
+  from an address that has not failed, the user still signs in, so that whoever knows a
+  user's name cannot lock that user out from the office (django-axes does the same with
+  its lock-out parameters `[["username", "ip_address"]]`). A wrong password from a new
+  address during the lock locks that address too; once `MAX_ADDRESSES` addresses have
+  failed (a guess spread over many machines), the lock holds from everywhere. The lock's
+  end clears the count; a right password clears it before a lock, and leaves a lock
+  (which holds elsewhere) to its end.
+- A client address (`address_limit`): `ADDRESS_FAILURES` refused sign-ins within
+  `ADDRESS_WINDOW`, whatever the names, and every sign-in from it is refused without
+  looking at the password, as fail2ban bans the source of failed logins and 3CX blocks
+  the address of repeated failed logins to its console. A right password does not
+  clear the count (one's own account would otherwise reset it between guesses). The
+  address is the client's as uvicorn gives it: the connection's peer, or for a peer it
+  trusts as a proxy (127.0.0.1 unless FORWARDED_ALLOW_IPS says otherwise), the client
+  address its X-Forwarded-For names. Behind another proxy every client has the proxy's
+  address, and the limit is the proxy's whole.
 
 A session is a random 256-bit id in an HttpOnly, SameSite=Strict cookie; the store keeps
 only its SHA-256, with the CSRF token the session's forms must send back (a token bound
@@ -19,18 +35,23 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ipbx.pbx.guard import Guard
 from ipbx.store import AdminSessionRecord, AdminUserRecord, Store
 
 Role = Literal["admin", "supervisor"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor")
 MAX_FAILURES = 5
 LOCK_SECONDS = 15 * 60
+# Addresses a user's lock names one by one; past this many, it holds from every address.
+MAX_ADDRESSES = 16
+ADDRESS_FAILURES = 20
+ADDRESS_WINDOW = 15 * 60
 SESSION_SECONDS = 8 * 3600
 MIN_PASSWORD = 8
 
@@ -62,23 +83,40 @@ class SignIn:
     locked: bool = False
 
 
-def sign_in(store: Store, name: str, password: str, now: float | None = None) -> SignIn:
-    """Check a name and password, counting wrong passwords towards the lock-out."""
+def sign_in(
+    store: Store, name: str, password: str, address: str, now: float | None = None
+) -> SignIn:
+    """Check a name and password sent from client `address`, counting wrong passwords
+    towards the user's lock-out."""
     now = time.time() if now is None else now
     user = store.admin_user(name)
     if user is None:
         _verify(_DECOY, password)
         return SignIn(None)
-    if user.locked_until is not None and now < user.locked_until:
+    locked = user.locked_until is not None and now < user.locked_until
+    if locked and (address in user.failed_from or len(user.failed_from) >= MAX_ADDRESSES):
         return SignIn(None, locked=True)
     if _verify(user.password_hash, password):
-        if user.failures or user.locked_until is not None:
+        # A lock that holds elsewhere is kept until its end.
+        if not locked and (user.failures or user.locked_until is not None):
             store.set_admin_user_failures(name, 0, None)
         return SignIn(user)
-    failures = (0 if user.locked_until is not None else user.failures) + 1
-    locked = failures >= MAX_FAILURES
-    store.set_admin_user_failures(name, failures, now + LOCK_SECONDS if locked else None)
-    return SignIn(None, locked=locked)
+    if user.locked_until is not None and not locked:  # an old lock, ended
+        user = replace(user, failures=0, failed_from=frozenset())
+    failed_from = user.failed_from
+    if len(failed_from) < MAX_ADDRESSES:
+        failed_from |= {address}
+    failures = user.failures + 1
+    lock = failures >= MAX_FAILURES
+    until = (user.locked_until if locked else None) or (now + LOCK_SECONDS if lock else None)
+    store.set_admin_user_failures(name, failures, until, failed_from)
+    return SignIn(None, locked=lock)
+
+
+def address_limit() -> Guard:
+    """Refused sign-ins counted by client address, refused at the limit (see the
+    module docstring)."""
+    return Guard(ADDRESS_FAILURES, ADDRESS_WINDOW, LOCK_SECONDS)
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,6 +22,7 @@ from ipbx.api.app import create_app
 from ipbx.web.accounts import (
     LOCK_SECONDS,
     MAX_FAILURES,
+    address_limit,
     close_session,
     open_session,
     session,
@@ -55,6 +57,7 @@ def create_site(pbx: PbxServices, webhooks: Webhooks) -> FastAPI:
 
 def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    addresses = address_limit()
 
     def sign_in_page(request: Request, error: str = "", status: int = 200) -> Response:
         token = secrets.token_urlsafe(24)
@@ -81,9 +84,15 @@ def add_web_routes(app: FastAPI, pbx: PbxServices) -> None:
         cookie = request.cookies.get(SIGN_IN_COOKIE, "")
         if not (cookie and hmac.compare_digest(cookie, csrf)):
             return sign_in_page(request, "The form was stale: please sign in again.", 403)
-        outcome = await pbx.store.run(sign_in, name, password)
+        address = request.client.host if request.client else ""
+        minutes = LOCK_SECONDS // 60
+        if not addresses.admits(address, time.monotonic()):
+            message = f"Too many wrong passwords from your address: try again in {minutes} minutes."
+            return sign_in_page(request, message, 429)
+        outcome = await pbx.store.run(sign_in, name, password, address)
+        if outcome.user is None:
+            addresses.failed(address, time.monotonic())
         if outcome.locked:
-            minutes = LOCK_SECONDS // 60
             return sign_in_page(
                 request,
                 f"Locked after {MAX_FAILURES} wrong passwords: try again in {minutes} minutes.",

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from ipbx.sip.errors import SipError
@@ -97,6 +97,7 @@ class SipEndpoint:
         max_message_size: int = 65535,
         timers: Timers | None = None,
         user_agent: str = "ipbx",
+        websocket_origins: Sequence[str] = (),
     ) -> None:
         self.tu = tu
         self.layer = TransactionLayer(timers)
@@ -108,7 +109,7 @@ class SipEndpoint:
         self._udp: dict[int, dict[Address, _Datagram]] = {}
         self._arrived_on: dict[tuple[str, int], Address] = {}
         self._listening: dict[str, Address] = {}
-        self.streams = StreamTransports(self, max_message_size)
+        self.streams = StreamTransports(self, max_message_size, websocket_origins)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         # Policy hook: a source for which this says False is ignored (banned scanners).

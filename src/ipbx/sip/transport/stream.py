@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from typing import Protocol, cast
 
 from ipbx.sip.errors import SipError
@@ -93,9 +94,16 @@ class StreamConnection(asyncio.Protocol):
 
 
 class StreamTransports:
-    def __init__(self, receiver: StreamReceiver, max_message_size: int) -> None:
+    def __init__(
+        self,
+        receiver: StreamReceiver,
+        max_message_size: int,
+        websocket_origins: Sequence[str] = (),
+    ) -> None:
         self.receiver = receiver
         self.max_message_size = max_message_size
+        # Web page origins a WebSocket handshake is accepted from (websocket.py).
+        self.websocket_origins = websocket_origins
         self.connections: dict[Address, StreamConnection] = {}
         self._servers: list[asyncio.Server] = []
         self._tls: dict[str, ssl.SSLContext | None] = {}

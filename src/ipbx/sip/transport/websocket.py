@@ -17,13 +17,23 @@ the same server behind the TLS listener's certificate). What is SIP's:
 - A browser cannot be connected to: requests reach it over its connection while it lives
   (stream.py never dials a WebSocket address), and the receiver is told when it closes,
   so that what was bound to it goes with it.
+- A browser names the page that opens a WebSocket in the handshake's Origin (RFC 6455
+  §4.1, §10.2); a handshake from a page of another origin gets a 403, so that a site the
+  user visits cannot reach ipbx from the user's browser. Accepted: the origins listed
+  (`sip.websocket_origins`; `*` for any), and pages of the host the WebSocket was
+  reached at (the Origin's host is the Host header's, any scheme and port: the web
+  pages are served on another port of the same host). Clients that send no Origin
+  (baresip, SIPp, scripts) are not browsers and are accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
+from websockets.datastructures import MultipleValuesError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as Handshake
 from websockets.protocol import State
@@ -36,6 +46,40 @@ from ipbx.sip.transport.stream import StreamConnection, StreamTransports
 log = logging.getLogger("ipbx.sip.websocket")
 
 SUBPROTOCOL = Subprotocol("sip")
+ANY_ORIGIN = "*"
+
+
+def check_origin(value: str) -> str:
+    """An origin as the configuration lists it: `*`, or scheme://host[:port] of a web
+    page (http or https, nothing after the port), lower-cased as browsers send it."""
+    if value == ANY_ORIGIN:
+        return value
+    try:
+        parts = urlsplit(value)
+        # .port raises for a port that is not a number.
+        web = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        web = False
+    if not web:
+        raise ValueError(f"{value!r}: expected an origin such as https://pbx.example.com")
+    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r}: an origin is scheme://host[:port], nothing more")
+    return value.lower()
+
+
+def origin_allowed(handshake: Handshake, allowed: Sequence[str]) -> bool:
+    """Whether a handshake's Origin may open a WebSocket (see the module docstring)."""
+    try:
+        origin = handshake.headers.get("Origin")
+    except MultipleValuesError:
+        return False
+    if origin is None or ANY_ORIGIN in allowed or origin.lower() in allowed:
+        return True
+    host = handshake.headers.get("Host")
+    try:
+        return host is not None and urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
 
 
 class WebSocketConnection(StreamConnection):
@@ -55,14 +99,22 @@ class WebSocketConnection(StreamConnection):
         websocket.receive_data(data)
         for event in websocket.events_received():
             if isinstance(event, Handshake):
-                response = websocket.accept(event)
-                websocket.send_response(response)
-                if response.status_code != 101:
-                    log.info("refused a WebSocket from %s: %s", self.address,
-                             websocket.handshake_exc)  # fmt: skip
+                self._handshake(event)
             elif isinstance(event, Frame):
                 self._frame(event)
         self._flush()
+
+    def _handshake(self, handshake: Handshake) -> None:
+        websocket = self.websocket
+        if origin_allowed(handshake, self.owner.websocket_origins):
+            response = websocket.accept(handshake)
+            problem: object = websocket.handshake_exc
+        else:
+            response = websocket.reject(403, "Origin not allowed\n")
+            problem = f"Origin {handshake.headers.get('Origin')} not allowed"
+        websocket.send_response(response)
+        if response.status_code != 101:
+            log.info("refused a WebSocket from %s: %s", self.address, problem)
 
     def eof_received(self) -> bool | None:
         self.websocket.receive_eof()
