@@ -193,7 +193,7 @@ class Session:
                 self.call, list(extensions), list(outside), timeout, on_answer
             )
         else:
-            status = await self.calls.forking.dial(
+            status = await self.calls.dialing.dial(
                 self.call, list(extensions), timeout, on_answer=on_answer
             )
         if status != 200:

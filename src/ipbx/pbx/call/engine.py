@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ipbx.media.channel import ChannelPair
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
+from ipbx.pbx.call.dial import Dialing
 from ipbx.pbx.call.fork import Forking
 from ipbx.pbx.call.hold import Hold
 from ipbx.pbx.call.indialog import InDialog
@@ -47,7 +48,8 @@ class Calls(CallRegistry):
         self.is_extension = is_extension
         self.flows = CallFlows(self)
         self.forking = Forking(self)
-        self.trunks = TrunkDialing(self.forking, trunks)
+        self.dialing = Dialing(self.forking)
+        self.trunks = TrunkDialing(self.dialing, trunks)
         self.transfers = Transfers(self.trunks, is_extension)
         self.hold = Hold(self, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)

@@ -25,9 +25,9 @@ async def originate(
 ) -> None:
     """`outside` is the route and caller ID of a number that is no extension;
     `agent_status` is told how the agent's phones answered."""
-    forking = trunks.forking
-    reg = forking.registry
-    status = await forking.dial(call, [agent], timeout)
+    dialing = trunks.dialing
+    reg = dialing.registry
+    status = await dialing.dial(call, [agent], timeout)
     if agent_status is not None and not agent_status.done():
         agent_status.set_result(status if not call.ended else 487)
     if status != 200 or call.ended:
@@ -38,7 +38,7 @@ async def originate(
     agent_leg = call.caller
     assert agent_leg is not None
     if outside is None:
-        status = await forking.dial(call, [number], timeout, keep=agent_leg)
+        status = await dialing.dial(call, [number], timeout, keep=agent_leg)
     else:
         route, caller_id = outside
         status = await trunks.dial(call, route, caller_id, timeout, keep=agent_leg)

@@ -47,7 +47,7 @@ def replaces(target: Uri) -> tuple[str, str, str] | None:
 class Transfers:
     def __init__(self, trunks: TrunkDialing, is_extension: Callable[[str], str | None]) -> None:
         self.trunks = trunks
-        self.forking = trunks.forking
+        self.dialing = trunks.dialing
         self.registry = trunks.registry
         self.is_extension = is_extension
 
@@ -129,7 +129,7 @@ class Transfers:
 
     async def _ring_target(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> int:
         if self.is_extension(number) is not None:
-            return await self.forking.dial(call, [number], TRANSFER_RING_SECONDS, keep=transferee)
+            return await self.dialing.dial(call, [number], TRANSFER_RING_SECONDS, keep=transferee)
         by = self.extension_of(transferor)
         shown = self.extension_of(transferee) or transferee.invite.from_.uri.user or ""
         try:

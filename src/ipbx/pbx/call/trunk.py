@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ipbx.pbx.call.fork import AnswerHook, Forking, outgoing_invite, settle
+from ipbx.pbx.call.dial import Dialing
+from ipbx.pbx.call.fork import AnswerHook, outgoing_invite, settle
 from ipbx.pbx.call.model import Call, CallState, Leg, OutsideCall, best_failure
 from ipbx.pbx.call.negotiate import offer_for
 from ipbx.pbx.dialplan import OutboundCall
@@ -41,8 +42,9 @@ def _no_routes(number: str, by: str, caller: str) -> tuple[OutboundCall, str]:
 
 
 class TrunkDialing:
-    def __init__(self, forking: Forking, trunks: Trunks) -> None:
-        self.forking = forking
+    def __init__(self, dialing: Dialing, trunks: Trunks) -> None:
+        self.dialing = dialing
+        self.forking = forking = dialing.forking
         self.registry = forking.registry
         self.trunks = trunks
         forking.on_trunk_failure = self._on_failure
@@ -72,11 +74,11 @@ class TrunkDialing:
         keep: Leg | None = None,
     ) -> int:
         """Out through `route`'s trunks with ipbx's own offer, for a party ipbx holds (a
-        call flow's caller, a transferee, a click-to-call agent), as `Forking.dial`
+        call flow's caller, a transferee, a click-to-call agent), as `Dialing.dial`
         rings phones: the trunk that answers is bridged to `keep` (the caller unless
         told otherwise). The final status (200 answered)."""
         call.route = route
-        return await self.forking.dial_with(
+        return await self.dialing.dial_with(
             call, lambda: self.start(call, route, caller_id), timeout, keep
         )
 
@@ -91,17 +93,17 @@ class TrunkDialing:
         """Ring `extensions`' phones and call the `outside` numbers (route, caller ID)
         at once, with ipbx's own offer, for the caller a call flow holds (a ring group);
         whoever answers first is bridged to it. The final status (200 answered);
-        `on_answer` as `Forking.dial_with` says."""
-        bindings = self.forking.bindings(extensions)
+        `on_answer` as `Dialing.dial_with` says."""
+        bindings = self.dialing.reachable(extensions)
         if not bindings and not outside:
             return 480
 
         async def ring() -> None:
-            await self.forking.ring_phones(call, bindings)
+            await self.dialing.ring_phones(call, bindings)
             for route, caller_id in outside:
                 await self.start(call, route, caller_id)
 
-        return await self.forking.dial_with(call, ring, timeout, on_answer=on_answer)
+        return await self.dialing.dial_with(call, ring, timeout, on_answer=on_answer)
 
     async def _next_trunk(self, call: Call, outside: OutsideCall) -> None:
         route = outside.route
@@ -141,7 +143,7 @@ class TrunkDialing:
         if call.dialing is None:
             settle(call, outside.status)
         else:
-            self.forking.dialing_over(call)
+            self.dialing.over(call)
 
     def _invite(
         self,
