@@ -101,9 +101,12 @@ def run_load(
     mode: str,
     cpu: int | None,
     workdir: Path,
+    tool: Path = RTPLOAD,
 ) -> MediaStep:
-    """One bench/rtpload.py run, bounded by a subprocess deadline on top of its own."""
-    command = [sys.executable, str(RTPLOAD), *target, "--calls", str(calls)]
+    """One run of bench/rtpload.py (or `tool`, which takes the same --calls, --seconds
+    and --mode and prints the same record), bounded by a subprocess deadline on top of
+    its own."""
+    command = [sys.executable, str(tool), *target, "--calls", str(calls)]
     command += ["--seconds", str(seconds), "--mode", mode]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
