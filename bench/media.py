@@ -78,8 +78,9 @@ class MediaStep:
             return "load generator CPU"
         if self.number("generator_late_p99_ms") > MAX_JITTER_P99_MS:
             # Its packets went out in bursts larger than the jitter allowed: the queue a
-            # burst builds in the relay is not the relay's jitter.
-            return "load generator late"
+            # burst builds in the relay is not the relay's jitter. Other processes on its
+            # core make it late as surely as its own load does.
+            return DISTURBED if self.disturbed else "load generator late"
         if not self.number("loss_pct") < MAX_LOSS_PCT:
             return DISTURBED if self.disturbed else "loss"
         if not self.number("jitter_p99_ms") < MAX_JITTER_P99_MS:

@@ -73,7 +73,8 @@ their load generator bench/webrtcload.py (SIP over wss://, ICE, DTLS-SRTP, rtcp-
   webrtc_calls        per scenario, "relay" (PCMU browsers, SRTP <-> RTP) and "transcode"
                       (Opus browsers), the most concurrent calls within loss < 0.1 % and
                       jitter p99 < 5 ms both ways, the server's CPU per call and its ratio
-                      to a plain G.711 call's at the same count (ratio_to_g711). Small:
+                      to a plain G.711 call's at the same count (ratio_to_g711; Opus also
+                      to plain RTP transcoding's, ratio_to_rtp_transcode). Small:
                       `--parts webrtc --servers ipbx --webrtc-calls 2
                       --webrtc-transcode-calls 2 --webrtc-seconds 2`.
 
@@ -256,7 +257,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     )
     parser.add_argument(
         "--webrtc-calls",
-        default="25,50,100,150,200,250,300",
+        default="50,100,200,300,400,500",
         help="concurrent PCMU browser calls per step of the webrtc relay ramp",
     )
     parser.add_argument(

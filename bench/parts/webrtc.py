@@ -9,18 +9,20 @@
                    transcode  browsers offering Opus: ipbx decrypts and transcodes to
                               PCMU, and back.
                  With the server's CPU per call at that step (cpu_pct_per_call, % of its
-                 core; cpu_ms_per_call_s, ms of CPU per second of call) and, against a
-                 plain G.711 call, the same count of PCMU RTP <-> RTP calls through the
-                 same server right after the ramp (bench/rtpload.py's relay):
-                 g711_cpu_pct_per_call and ratio_to_g711.
+                 core; cpu_ms_per_call_s, ms of CPU per second of call) and the same for
+                 plain RTP calls at that count through the same server right after the
+                 ramp (REFERENCES): g711_cpu_pct_per_call and ratio_to_g711 against PCMU
+                 RTP <-> RTP calls; for Opus browsers also rtp_transcode_... against Opus
+                 RTP <-> PCMU RTP calls, which leaves WebRTC's own share.
 
 The browsers are bench/webrtcload.py, a lean load generator (one process pinned to the
 generator's core: SIP over wss:// per tab, ICE and DTLS-SRTP per call through aioice's
 STUN, pyOpenSSL and pylibsrtp, then rtpload.py's send loop with libsrtp per packet), not
-aiortc, whose Python media path would cost the generator more than ipbx per call; the
-phone is bench/sipua.py's callee on UDP. The server is a fresh `ipbx serve` pinned to the
-other core, with a wss:// listener and an extension per browser. Each step runs the
-calls for --webrtc-seconds; the ramps climb until a step fails, as the relay part's do
+aiortc, whose peer connections decode, buffer and encode every call's audio in Python:
+work a load generator does not need, on the core it must keep on time. The phone is
+bench/sipua.py's callee on UDP. The server is a fresh `ipbx serve` pinned to the other
+core, with a wss:// listener and an extension per browser. Each step runs the calls for
+--webrtc-seconds; the ramps climb until a step fails, as the relay part's do
 (bench/media.py: a step disturbed by other processes on the cores is run again).
 Small: `--parts webrtc --servers ipbx --webrtc-calls 2 --webrtc-transcode-calls 2
 --webrtc-seconds 2`.
@@ -44,6 +46,12 @@ SCENARIOS = {
     "relay": "PCMU browser (DTLS-SRTP) <-> PCMU phone (RTP), 20 ms",
     "transcode": "Opus browser (DTLS-SRTP) <-> PCMU phone (RTP), 20 ms",
 }
+# What a WebRTC call is held against, at the ramp's best count right after it, through
+# the same server: a plain G.711 call (PCMU RTP both sides, rtpload.py's relay), and for
+# Opus browsers also Opus <-> PCMU in plain RTP (rtpload.py's transcode): what is left is
+# the cost of WebRTC itself (SRTP, the transport's demultiplexing).
+REFERENCES = {"relay": ("g711",), "transcode": ("g711", "rtp_transcode")}
+REFERENCE_MODES = {"g711": "relay", "rtp_transcode": "transcode"}
 # 1000 and 1001 are the plain G.711 caller and the phone; the browsers follow.
 FIRST_BROWSER = 1002
 # Each call anchors 4 ports (RTP and RTCP per side).
@@ -62,7 +70,7 @@ def start_server(settings: Settings, workdir: Path, wss_port: int) -> IpbxServer
 
 
 def bench_webrtc(settings: Settings) -> bool:
-    """Both scenarios' ramps and their plain G.711 comparison against one server."""
+    """Both scenarios' ramps and their plain RTP references against one server."""
     workdir = settings.out / "webrtc"
     wss_port = free_port("tcp")
     try:
@@ -88,14 +96,13 @@ def bench_webrtc(settings: Settings) -> bool:
         ):
             log(f"  {scenario}: {SCENARIOS[scenario]}")
             outcome = ramp(scenario, steps, browsers, settings, workdir / scenario, tool=WEBRTCLOAD)
-            g711 = None
-            if outcome.best is not None:
-                log(f"  plain G.711 at {outcome.best.calls} calls")
-                plain = ramp(
-                    "relay", [outcome.best.calls], phones, settings, workdir / "g711" / scenario
-                )
-                g711 = plain.steps[-1]
-            emit(figure(scenario, outcome, g711))
+            references: dict[str, media.MediaStep] = {}
+            for name in REFERENCES[scenario] if outcome.best is not None else ():
+                calls = [outcome.best.calls]
+                log(f"  {name} ({REFERENCE_MODES[name]}) at {calls[0]} calls")
+                mode, directory = REFERENCE_MODES[name], workdir / name / scenario
+                references[name] = ramp(mode, calls, phones, settings, directory).steps[-1]
+            emit(figure(scenario, outcome, references))
             passed &= outcome.best is not None
     finally:
         code = server.stop()
@@ -123,10 +130,10 @@ def ramp(
 
 
 def figure(
-    scenario: str, outcome: media.MediaOutcome, g711: media.MediaStep | None
+    scenario: str, outcome: media.MediaOutcome, references: dict[str, media.MediaStep]
 ) -> dict[str, object]:
     """The scenario's JSON line: bench/media.py's figure, each direction's loss and
-    jitter, the CPU per call and its ratio to a plain G.711 call's."""
+    jitter, the CPU per call and its ratio to each reference call's (`<name>_...`)."""
     extra: dict[str, object] = {"scenario": scenario, "codecs": SCENARIOS[scenario]}
     best = outcome.best
     if best is not None:
@@ -143,10 +150,10 @@ def figure(
         extra["cpu_pct_per_call"] = round(per_call, 4)
         # 1 % of a core is 10 ms of CPU a second.
         extra["cpu_ms_per_call_s"] = round(10 * per_call, 3)
-    if best is not None and g711 is not None:
-        plain = g711.number("server_cpu_pct") / g711.calls
-        extra["g711_cpu_pct_per_call"] = round(plain, 4)
-        extra["g711_limited_by"] = g711.failure or "pass"
-        if plain > 0:
-            extra["ratio_to_g711"] = round(per_call / plain, 2)
-    return media.figure(FIGURE, "ipbx", outcome, **extra)
+        for name, reference in references.items():
+            plain = reference.number("server_cpu_pct") / reference.calls
+            extra[f"{name}_cpu_pct_per_call"] = round(plain, 4)
+            extra[f"{name}_limited_by"] = reference.failure or "pass"
+            if plain > 0:
+                extra[f"ratio_to_{name}"] = round(per_call / plain, 2)
+    return media.figure(FIGURE, "ipbx", outcome) | extra

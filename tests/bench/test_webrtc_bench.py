@@ -60,18 +60,21 @@ def step(calls: int, cpu_pct: float, **record: object) -> media.MediaStep:
     })  # fmt: skip
 
 
-def test_the_figure_is_cpu_per_call_against_a_plain_g711_call() -> None:
-    """100 browser calls at 50 % of the core against 100 G.711 calls at 20 %: 0.5 % of
-    the core a call (5 ms of CPU per second of call), 2.5 times a G.711 call."""
+def test_the_figure_is_cpu_per_call_against_plain_rtp_calls() -> None:
+    """100 browser calls at 50 % of the core against 100 G.711 calls at 20 % and 100
+    plain RTP transcoded calls at 40 %: 0.5 % of the core a call (5 ms of CPU per
+    second of call), 2.5 times a G.711 call, 1.25 times a plain transcoded one."""
     best = step(100, 50.0, jitter_p99_ms_forward=1.2, jitter_p99_ms_backward=0.8)
     outcome = media.MediaOutcome([best, step(150, 80.0)], best, "jitter")
-    line = figure("relay", outcome, step(100, 20.0))
-    assert (line["figure"], line["scenario"], line["value"]) == ("webrtc_calls", "relay", 100)
+    line = figure("transcode", outcome, {"g711": step(100, 20.0), "rtp_transcode": step(100, 40.0)})
+    assert line["figure"] == "webrtc_calls"
+    assert (line["scenario"], line["value"]) == ("transcode", 100)
     assert (line["cpu_pct_per_call"], line["cpu_ms_per_call_s"]) == (0.5, 5.0)
     assert (line["g711_cpu_pct_per_call"], line["ratio_to_g711"]) == (0.2, 2.5)
+    assert line["ratio_to_rtp_transcode"] == 1.25
     assert (line["jitter_p99_ms_forward"], line["jitter_p99_ms_backward"]) == (1.2, 0.8)
     assert line["limited_by"] == "jitter"
 
-    nothing = figure("transcode", media.MediaOutcome([], None, "loss"), None)
-    assert (nothing["value"], nothing["limited_by"]) == (None, "loss")
+    nothing = figure("relay", media.MediaOutcome([], None, "loss"), {})
+    assert (nothing["scenario"], nothing["value"], nothing["limited_by"]) == ("relay", None, "loss")
     assert "ratio_to_g711" not in nothing
