@@ -14,8 +14,8 @@ in, does what the browser's transport does before media flows:
   protect what the browser sends, one to unprotect what it receives.
 
 After that the peer is done: the bench's send loop (bench/rtpload.py) uses the sessions
-directly. Not done here, as a browser would: ICE consent checks every few seconds
-(RFC 7675) and SRTCP reports; neither changes the server's work per packet much.
+directly. Not done here, though a browser does them: ICE consent checks (RFC 7675) and
+SRTCP reports, each a packet every few seconds a call against the media's 100 a second.
 """
 
 from __future__ import annotations
