@@ -8,10 +8,11 @@
                               it as RTP to the phone, and encrypts the other way;
                    transcode  browsers offering Opus: ipbx decrypts and transcodes to
                               PCMU, and back.
-                 With the server's CPU per call at that step (cpu_pct_per_call, % of its
-                 core; cpu_ms_per_call_s, ms of CPU per second of call) and the same for
-                 plain RTP calls at that count through the same server right after the
-                 ramp (REFERENCES): g711_cpu_pct_per_call and ratio_to_g711 against PCMU
+                 With the server's CPU per call at that step (or at the first, when
+                 none held the limits: cpu_at_calls, cpu_step_failed) (cpu_pct_per_call,
+                 % of its core; cpu_ms_per_call_s, ms of CPU per second of call) and, for
+                 plain RTP calls at that count, the same through the same server right
+                 after the ramp (REFERENCES): g711_cpu_pct_per_call and ratio_to_g711 against PCMU
                  RTP <-> RTP calls; for Opus browsers also rtp_transcode_... against Opus
                  RTP <-> PCMU RTP calls, which leaves WebRTC's own share.
 
@@ -97,8 +98,9 @@ def bench_webrtc(settings: Settings) -> bool:
             log(f"  {scenario}: {SCENARIOS[scenario]}")
             outcome = ramp(scenario, steps, browsers, settings, workdir / scenario, tool=WEBRTCLOAD)
             references: dict[str, media.MediaStep] = {}
-            for name in REFERENCES[scenario] if outcome.best is not None else ():
-                calls = [outcome.best.calls]
+            cpu_step = measured(outcome)
+            calls = [cpu_step.calls] if cpu_step is not None else []
+            for name in REFERENCES[scenario] if calls else ():
                 log(f"  {name} ({REFERENCE_MODES[name]}) at {calls[0]} calls")
                 mode, directory = REFERENCE_MODES[name], workdir / name / scenario
                 references[name] = ramp(mode, calls, phones, settings, directory).steps[-1]
@@ -129,14 +131,31 @@ def ramp(
     return media.ramp(steps, step, log, cores=(settings.sipp_cpu, settings.server_cpu))
 
 
+def measured(outcome: media.MediaOutcome) -> media.MediaStep | None:
+    """The step whose CPU per call the figure gives: the best passing one; else the
+    first, when all its calls were set up and carried and only a loss or jitter limit
+    failed (the line says which in cpu_step_failed): the CPU a call costs is worth
+    knowing even where the limits do not hold yet."""
+    if outcome.best is not None:
+        return outcome.best
+    first = outcome.steps[0] if outcome.steps else None
+    if first is None or first.failure not in ("loss", "jitter"):
+        return None
+    return first
+
+
 def figure(
     scenario: str, outcome: media.MediaOutcome, references: dict[str, media.MediaStep]
 ) -> dict[str, object]:
-    """The scenario's JSON line: bench/media.py's figure, each direction's loss and
-    jitter, the CPU per call and its ratio to each reference call's (`<name>_...`)."""
+    """The scenario's JSON line: bench/media.py's figure, then each direction's loss and
+    jitter, the CPU per call and its ratio to each reference call's (`<name>_...`), at
+    the step measured() picks (cpu_at_calls)."""
     extra: dict[str, object] = {"scenario": scenario, "codecs": SCENARIOS[scenario]}
-    best = outcome.best
+    best = measured(outcome)
     if best is not None:
+        extra["cpu_at_calls"] = best.calls
+        if best is not outcome.best:
+            extra["cpu_step_failed"] = best.failure
         for key in (
             "loss_pct_forward",
             "loss_pct_backward",

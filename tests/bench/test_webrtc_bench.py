@@ -73,7 +73,14 @@ def test_the_figure_is_cpu_per_call_against_plain_rtp_calls() -> None:
     assert (line["g711_cpu_pct_per_call"], line["ratio_to_g711"]) == (0.2, 2.5)
     assert line["ratio_to_rtp_transcode"] == 1.25
     assert (line["jitter_p99_ms_forward"], line["jitter_p99_ms_backward"]) == (1.2, 0.8)
-    assert line["limited_by"] == "jitter"
+    assert (line["limited_by"], line["cpu_at_calls"]) == ("jitter", 100)
+    assert "cpu_step_failed" not in line
+
+    # Not even the first step within the limits: its CPU is given, and what it failed.
+    first = step(5, 20.0, jitter_p99_ms=21.0)
+    failed = figure("transcode", media.MediaOutcome([first], None, "jitter"), {})
+    assert (failed["value"], failed["cpu_at_calls"], failed["cpu_pct_per_call"]) == (None, 5, 4.0)
+    assert failed["cpu_step_failed"] == "jitter"
 
     nothing = figure("relay", media.MediaOutcome([], None, "loss"), {})
     assert (nothing["scenario"], nothing["value"], nothing["limited_by"]) == ("relay", None, "loss")
