@@ -8,13 +8,14 @@
                               it as RTP to the phone, and encrypts the other way;
                    transcode  browsers offering Opus: ipbx decrypts and transcodes to
                               PCMU, and back.
-                 With the server's CPU per call at that step (or at the first, when
-                 none held the limits: cpu_at_calls, cpu_step_failed) (cpu_pct_per_call,
-                 % of its core; cpu_ms_per_call_s, ms of CPU per second of call) and, for
-                 plain RTP calls at that count, the same through the same server right
-                 after the ramp (REFERENCES): g711_cpu_pct_per_call and ratio_to_g711 against PCMU
-                 RTP <-> RTP calls; for Opus browsers also rtp_transcode_... against Opus
-                 RTP <-> PCMU RTP calls, which leaves WebRTC's own share.
+                 With the server's CPU per call at that step (cpu_pct_per_call, % of
+                 its core; cpu_ms_per_call_s, ms of CPU per second of call), or at the
+                 first step when none held the limits (cpu_at_calls, cpu_step_failed);
+                 and the same for plain RTP calls at that count through the same server
+                 right after the ramp (REFERENCES): g711_cpu_pct_per_call and
+                 ratio_to_g711 against PCMU RTP <-> RTP calls; for Opus browsers also
+                 rtp_transcode_... against Opus RTP <-> PCMU RTP, which leaves WebRTC's
+                 own share.
 
 The browsers are bench/webrtcload.py, a lean load generator (one process pinned to the
 generator's core: SIP over wss:// per tab, ICE and DTLS-SRTP per call through aioice's
