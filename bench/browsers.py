@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import ssl
 import uuid
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,14 +30,7 @@ from bench.sipua import (
     parse_message,
     uri_of,
 )
-
-
-def insecure_context() -> ssl.SSLContext:
-    """Trust the server's self-signed certificate, as a user who accepted it."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+from tests.support.browser import insecure_context
 
 
 class BrowserTab:

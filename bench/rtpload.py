@@ -198,11 +198,7 @@ async def ipbx_hang_up(agents: UserAgents, calls: list[Call]) -> int:
             return await agents.hang_up(call)
 
     done = await asyncio.gather(*(one(call) for call in calls))
-    try:
-        await agents.register_callee(expires=0)
-    except (SipFailure, TimeoutError) as exc:
-        print(f"unregister: {exc}", file=sys.stderr)
-    agents.close()
+    await agents.leave()
     return done.count(False)
 
 

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -284,6 +285,14 @@ class UserAgents:
         _, self._callee = await loop.create_datagram_endpoint(
             lambda: _Socket(self._on_message), local_addr=(LOOPBACK, 0)
         )
+
+    async def leave(self) -> None:
+        """Unbind the callee (a failure is only reported on stderr), close the sockets."""
+        try:
+            await self.register_callee(expires=0)
+        except (SipFailure, TimeoutError) as exc:
+            print(f"unregister: {exc}", file=sys.stderr)
+        self.close()
 
     def close(self) -> None:
         for sock in (self._caller, self._callee):

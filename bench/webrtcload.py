@@ -171,11 +171,7 @@ async def hang_up(agents: UserAgents, calls: list[BrowserCall]) -> int:
             return ok
 
     done = await asyncio.gather(*(one(call) for call in calls))
-    try:
-        await agents.register_callee(expires=0)
-    except (SipFailure, TimeoutError) as exc:
-        print(f"unregister: {exc}", file=sys.stderr)
-    agents.close()
+    await agents.leave()
     return done.count(False)
 
 
