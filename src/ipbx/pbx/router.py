@@ -12,6 +12,7 @@ outcome the engine reports (busy, no answer). Every other destination is a call 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -40,6 +41,7 @@ from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
     AGENT_CODES,
+    DIRECTED_PICKUP,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -294,6 +296,8 @@ class Router:
             return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
             return self._pickup
+        if code.startswith(DIRECTED_PICKUP) and code[2:] in self.extensions:
+            return functools.partial(self._pickup, extension=code[2:])
         if code == MAILBOX:
             mailbox = self.mailboxes.get(caller)
             if mailbox is None:
@@ -301,8 +305,8 @@ class Router:
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
 
-    async def _pickup(self, leg: Leg) -> None:
-        if not pickup(self.calls.flows, leg):
+    async def _pickup(self, leg: Leg, extension: str | None = None) -> None:
+        if not pickup(self.calls.flows, leg, extension):
             session = Session(self.calls, leg.call, leg, self.prompts)
             await session.say("There is no call to pick up.")
             await session.hangup()

@@ -19,9 +19,7 @@ holds about a hundred): the next SUBSCRIBE is refused 403 until one ends, so a p
 cannot fill the server's memory with subscriptions.
 
 NOTIFYs go to the SUBSCRIBE's Contact, or behind NAT to the address it came from, like
-every request to a phone (pbx/nat.py). `Subscriptions.saved` keeps a copy of each
-live subscription (its dialog, target and version) for the store, so they outlive a
-restart (`restore`: re-NOTIFYed at once with the state of that moment).
+every request to a phone (pbx/nat.py).
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,8 +104,6 @@ class Subscriptions:
         self.default_expires = default_expires
         self.max_per_watcher = max_per_watcher
         self.packages: dict[str, EventPackage] = {}
-        # Called after every change of the live subscriptions (the store's copy).
-        self.on_change: Callable[[], None] = lambda: None
         self._by_dialog: dict[tuple[str, str, str], Subscription] = {}
 
     def serve(self, package: EventPackage) -> None:
@@ -188,7 +184,6 @@ class Subscriptions:
         self._by_dialog[dialog.key] = subscription
         self._schedule(subscription, expires)
         self._notify(subscription)
-        self.on_change()
 
     def _refresh(self, request: Request, source: Address, tx: ServerTransaction) -> None:
         key = (request.call_id, request.to.tag or "", request.from_.tag or "")
@@ -217,7 +212,6 @@ class Subscriptions:
         self._schedule(subscription, expires)
         # RFC 6665 §4.2.1.2: a refresh is answered with a NOTIFY of the current state.
         self._notify(subscription)
-        self.on_change()
 
     def _expires(self, request: Request, tx: ServerTransaction) -> int | None:
         """The granted duration, or None after answering 423 (RFC 6665 §4.2.1.1)."""
@@ -270,22 +264,9 @@ class Subscriptions:
     def _forget(self, key: tuple[str, str, str], subscription: Subscription) -> None:
         if self._by_dialog.get(key) is subscription:
             del self._by_dialog[key]
-            self.on_change()
         if subscription.timer is not None:
             subscription.timer.cancel()
             subscription.timer = None
-
-    # --- after a restart -------------------------------------------------------------------
-
-    def restore(self, subscription: Subscription) -> None:
-        """Take up a subscription saved before a restart (its expiry on this loop's clock)
-        and NOTIFY its current state, which may have changed while ipbx was down."""
-        remaining = subscription.expires_at - self.endpoint.loop.time()
-        if subscription.package not in self.packages or remaining <= 0:
-            return
-        self._by_dialog[subscription.dialog.key] = subscription
-        self._schedule(subscription, remaining)
-        self._notify(subscription)
 
     # --- NOTIFY ---------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Call pickup: a phone that dials the pickup code answers the call that has been
-ringing longest; its phones stop ringing and its caller talks to the phone that picked
-it up."""
+ringing longest (on one extension's phones, for directed pickup); its phones stop
+ringing and its caller talks to the phone that picked it up."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from ipbx.pbx.call.recording import record_if_asked
 log = logging.getLogger("ipbx.calls")
 
 
-def pickup(flows: CallFlows, leg: Leg) -> bool:
-    """Answer, on `leg`, the call that has been ringing longest. False when nothing
-    rings."""
+def pickup(flows: CallFlows, leg: Leg, extension: str | None = None) -> bool:
+    """Answer, on `leg`, the call that has been ringing longest (ringing `extension`,
+    when given). False when nothing rings."""
     reg = flows.registry
     ringing = [
         call
@@ -25,6 +25,7 @@ def pickup(flows: CallFlows, leg: Leg) -> bool:
         and not call.ended
         and call.callee is None
         and call.rang is not None
+        and extension in (None, call.rang)
         and call.caller is not None
         and call.caller.dialog is None
     ]
