@@ -261,6 +261,8 @@ class Pbx:
                 await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
             )
         self._say_media_address()
+        for record in await self.store.run(lambda store: store.load_subscriptions(time.time())):
+            self.subscriptions.restore(record)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
@@ -310,6 +312,9 @@ class Pbx:
         queue_events = self.queue_log.take()
         if queue_events:
             await self.store.run(_save_queue_log, queue_events)
+        saved, removed = self.subscriptions.changes()
+        if saved or removed:
+            await self.store.run(lambda store: store.save_subscriptions(saved, removed))
 
     # --- what the API uses besides the services above (api/services.py) ------------------
 

@@ -20,6 +20,11 @@ cannot fill the server's memory with subscriptions.
 
 NOTIFYs go to the SUBSCRIBE's Contact, or behind NAT to the address it came from, like
 every request to a phone (pbx/nat.py).
+
+The live subscriptions outlive a restart: `changes` hands the store (the PBX core
+writes them behind, like registrations) each new, changed or ended one, and `restore`
+takes a saved one up at start-up with a NOTIFY of the state of that moment, so a BLF
+key is right again without waiting for its phone's refresh.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from ipbx.sip.errors import SipError
 from ipbx.sip.message import Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.transport.endpoint import SipEndpoint
-from ipbx.sip.uri import split_quoted
+from ipbx.sip.uri import parse_name_addr, parse_uri, split_quoted
+from ipbx.store import SubscriptionRecord
 
 log = logging.getLogger("ipbx.subscriptions")
 
@@ -105,6 +111,8 @@ class Subscriptions:
         self.max_per_watcher = max_per_watcher
         self.packages: dict[str, EventPackage] = {}
         self._by_dialog: dict[tuple[str, str, str], Subscription] = {}
+        # What changed since the store last took `changes`: by ipbx's own dialog tag.
+        self._changed: dict[str, Subscription | None] = {}
 
     def serve(self, package: EventPackage) -> None:
         self.packages[package.name] = package
@@ -264,9 +272,31 @@ class Subscriptions:
     def _forget(self, key: tuple[str, str, str], subscription: Subscription) -> None:
         if self._by_dialog.get(key) is subscription:
             del self._by_dialog[key]
+            self._changed[subscription.dialog.local_tag] = None
         if subscription.timer is not None:
             subscription.timer.cancel()
             subscription.timer = None
+
+    # --- across restarts ---------------------------------------------------------------
+
+    def changes(self) -> tuple[list[SubscriptionRecord], list[str]]:
+        """The subscriptions new or changed since the last call, as records, and the
+        local tags of those that ended."""
+        now, clock = time.time(), self.endpoint.loop.time()
+        saved = [as_record(s, now, clock) for s in self._changed.values() if s is not None]
+        removed = [tag for tag, s in self._changed.items() if s is None]
+        self._changed.clear()
+        return saved, removed
+
+    def restore(self, record: SubscriptionRecord) -> None:
+        """Take up a subscription saved before a restart and NOTIFY its state now,
+        which may have changed while ipbx was down."""
+        subscription = from_record(record, time.time(), self.endpoint.loop.time())
+        if subscription.package not in self.packages:
+            return
+        self._by_dialog[subscription.dialog.key] = subscription
+        self._schedule(subscription, subscription.expires_at - self.endpoint.loop.time())
+        self._notify(subscription)
 
     # --- NOTIFY ---------------------------------------------------------------------------
 
@@ -286,6 +316,8 @@ class Subscriptions:
         contact = self.endpoint.contact(subscription.target)
         body = package.body(subscription)
         subscription.version += 1
+        if subscription.dialog.key in self._by_dialog:
+            self._changed[subscription.dialog.local_tag] = subscription
         request = subscription.dialog.create_request(
             "NOTIFY",
             body,
@@ -307,3 +339,57 @@ class Subscriptions:
 
     def _domain(self, request: Request, source: Address) -> str:
         return self.domain or request.uri.host or self.endpoint.local_address(source).host
+
+
+def as_record(subscription: Subscription, now: float, clock: float) -> SubscriptionRecord:
+    """`subscription` for the store; its expiry from the loop's clock to epoch seconds."""
+    dialog = subscription.dialog
+    source, target = subscription.destination, subscription.target
+    return SubscriptionRecord(
+        package=subscription.package,
+        resource=subscription.resource,
+        watcher=subscription.watcher,
+        entity=subscription.entity,
+        event=subscription.event,
+        call_id=dialog.call_id,
+        local_tag=dialog.local_tag,
+        remote_tag=dialog.remote_tag,
+        local_uri=str(dialog.local_uri),
+        remote_uri=str(dialog.remote_uri),
+        remote_target=str(dialog.remote_target),
+        local_seq=dialog.local_seq,
+        remote_seq=dialog.remote_seq,
+        route_set=tuple(dialog.route_set),
+        source=(source.transport, source.host, source.port),
+        target=(target.transport, target.host, target.port),
+        behind_nat=subscription.behind_nat,
+        expires_at=now + subscription.expires_at - clock,
+        version=subscription.version,
+    )
+
+
+def from_record(record: SubscriptionRecord, now: float, clock: float) -> Subscription:
+    dialog = Dialog(
+        call_id=record.call_id,
+        local_tag=record.local_tag,
+        remote_tag=record.remote_tag,
+        local_uri=parse_name_addr(record.local_uri),
+        remote_uri=parse_name_addr(record.remote_uri),
+        remote_target=parse_uri(record.remote_target),
+        local_seq=record.local_seq,
+        remote_seq=record.remote_seq,
+        route_set=list(record.route_set),
+    )
+    return Subscription(
+        package=record.package,
+        resource=record.resource,
+        watcher=record.watcher,
+        entity=record.entity,
+        dialog=dialog,
+        destination=Address(*record.source),
+        event=record.event,
+        expires_at=clock + record.expires_at - now,
+        target=Address(*record.target),
+        behind_nat=record.behind_nat,
+        version=record.version,
+    )
