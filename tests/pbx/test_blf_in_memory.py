@@ -66,7 +66,7 @@ def test_a_blf_key_sees_a_call_ring_connect_and_end(tmp_path: Path) -> None:
     play(tmp_path, story)
 
 
-def test_presence_follows_registration_and_calls(tmp_path: Path) -> None:
+def test_presence_follows_registration_calls_and_do_not_disturb(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice, carol = await lab.registered("1000"), await lab.registered("1002")
         bob = lab.phone("1001")
@@ -85,6 +85,13 @@ def test_presence_follows_registration_and_calls(tmp_path: Path) -> None:
         call.cancel()
         free = (await notified(watch)).body.decode()
         assert "<basic>open</basic>" in free and "on-the-phone" not in free
+        # *78: do-not-disturb is open, busy (once the feature code's own call is over).
+        dnd = bob.call("*78")
+        assert (await dnd.final()).status == 200
+        await dnd.hung_up()
+        states = [(await notified(watch)).body.decode() for _ in range(2)]
+        assert "<rpid:on-the-phone/>" in states[0]
+        assert "<rpid:busy/>" in states[1] and "<note>Do not disturb</note>" in states[1]
 
     play(tmp_path, story)
 
