@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from tests.support.testbed import Testbed, play
 
@@ -116,3 +117,36 @@ def test_directed_pickup_takes_the_call_ringing_that_extension(tmp_path: Path) -
         assert (picked.result, picked.path) == ("answered", "extension:1002,pickup:1001")
 
     play(tmp_path, story)
+
+
+def in_pickup_groups(config: dict[str, Any]) -> None:
+    groups = {"1001": ["sales"], "1002": ["sales", "front-desk"], "1003": ["support"]}
+    for extension in config["extensions"]:
+        extension["pickup_groups"] = groups.get(extension["number"], [])
+
+
+def test_group_pickup_takes_only_calls_of_its_pickup_groups(tmp_path: Path) -> None:
+    """1001 and 1002 share the sales group, 1003 is in support: Bob's *8 leaves the
+    call ringing support longer and takes the one ringing Carol."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob, carol, dave = [
+            await lab.registered(n) for n in ("1000", "1001", "1002", "1003")
+        ]
+        to_support = alice.call("1003")
+        (await dave.rings()).ring()
+        await to_support.provisional(180)
+        nothing = bob.call(PICKUP)
+        assert (await nothing.final()).status == 200
+        await nothing.hung_up()
+        to_sales = alice.call("1002")
+        at_carol = await carol.rings()
+        at_carol.ring()
+        await to_sales.provisional(180)
+        pickup = bob.call(PICKUP)
+        assert (await pickup.final()).status == 200
+        assert (await to_sales.final()).status == 200
+        await at_carol.was_cancelled()
+        assert await to_support.responses.none_within(1.0, lambda r: r.status >= 200)
+
+    play(tmp_path, story, in_pickup_groups)

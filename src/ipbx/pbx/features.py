@@ -6,7 +6,7 @@ they change.
 | `*78` / `*79` | do-not-disturb on / off |
 | `*72NUMBER` (or `*72`, then the number and #) / `*73` | forward every call on / off |
 | `*97` | the caller's own mailbox (PIN first) |
-| `*8` | pick up the call ringing longest |
+| `*8` | pick up the call ringing longest in the caller's pickup groups |
 | `**EXT` | pick up the call ringing extension EXT (directed pickup) |
 | `*45` / `*46` | a queue agent logs in to / out of all its queues (pbx/queue/) |
 | `*47` | a queue agent pauses, or unpauses |

@@ -295,9 +295,14 @@ class Router:
         if code in AGENT_CODES:
             return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
-            return self._pickup
-        if code.startswith(DIRECTED_PICKUP) and code[2:] in self.extensions:
-            return functools.partial(self._pickup, extension=code[2:])
+            groups = set(self.extensions[caller].pickup_groups)
+            return functools.partial(
+                self._pickup,
+                lambda rang: _in_pickup_groups(self.extensions.get(rang), groups),
+            )
+        target = code[len(DIRECTED_PICKUP) :]
+        if code.startswith(DIRECTED_PICKUP) and target in self.extensions:
+            return functools.partial(self._pickup, lambda rang: rang == target)
         if code == MAILBOX:
             mailbox = self.mailboxes.get(caller)
             if mailbox is None:
@@ -305,8 +310,8 @@ class Router:
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
 
-    async def _pickup(self, leg: Leg, extension: str | None = None) -> None:
-        if not pickup(self.calls.flows, leg, extension):
+    async def _pickup(self, may_take: Callable[[str], bool], leg: Leg) -> None:
+        if not pickup(self.calls.flows, leg, may_take):
             session = Session(self.calls, leg.call, leg, self.prompts)
             await session.say("There is no call to pick up.")
             await session.hangup()
@@ -592,3 +597,10 @@ async def play_prompt(session: Session, prompt: Prompt) -> None:
         await session.play(Path(prompt.file))
     elif prompt.text is not None:
         await session.say(prompt.text)
+
+
+def _in_pickup_groups(extension: Extension | None, groups: set[str]) -> bool:
+    """Whether a call ringing `extension` is one an extension in `groups` may pick up
+    with *8: it shares a group with it, or neither is in any group."""
+    theirs = set(extension.pickup_groups) if extension is not None else set()
+    return bool(theirs & groups) if theirs or groups else True
