@@ -169,6 +169,7 @@ class SipConfig(Model):
     min_expires: int = Field(default=60, ge=1)
     max_expires: int = Field(default=3600, ge=1)
     default_expires: int = Field(default=3600, ge=1)
+    max_subscriptions: int = Field(default=100, ge=1)  # per watching extension
     qualify_interval: float = Field(default=30.0, gt=0)
     # A TCP/TLS connection idle this long is closed; the default outlasts the longest
     # registration, so a phone's refreshes keep its connection (and reachability).

@@ -119,7 +119,7 @@ def test_a_fetch_is_one_notify(mwi_server: IpbxServer) -> None:
 @pytest.mark.parametrize(
     ("kw", "status", "header"),
     [
-        ({"event": "presence"}, 489, ("Allow-Events", "message-summary")),
+        ({"event": "conference"}, 489, ("Allow-Events", "message-summary, dialog, presence")),
         ({"user": OTHER}, 403, None),  # 1000 may not watch 1001's mailbox
         ({"password": "wrong"}, 407, None),  # challenged again
         ({"expires": 10}, 423, ("Min-Expires", "60")),

@@ -40,6 +40,7 @@ def start_baresip(
     sip_trace: bool = False,
     transport: str = "udp",
     outbound: bool = False,
+    watch: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user` on `host` (in `namespace`, when given), registered
     at registrar_host:registrar_port.
@@ -52,6 +53,8 @@ def start_baresip(
     `sip_trace` writes every SIP message it sends and receives to its log (-s).
     `transport` is how it reaches the registrar; `outbound` registers with SIP Outbound
     (RFC 5626: baresip's `outbound` proxy and `sipnat=outbound`, a reg-id and instance).
+    `watch` lists extensions whose presence it subscribes to (its presence module, the
+    contacts marked `;presence=p2p`); ctrl_tcp's `contacts` shows what it makes of them.
     Stop it with stop_process(process).
     """
     config_dir = workdir / f"baresip-{user.number}"
@@ -85,6 +88,13 @@ def start_baresip(
     ]
     if control_port is not None:
         config += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {LOOPBACK}:{control_port}"]
+    if watch:
+        config += ["module_app contact.so", "module_app presence.so"]
+        (config_dir / "contacts").write_text(
+            "".join(
+                f'"{n}" <sip:{n}@{registrar_host}:{registrar_port}>;presence=p2p\n' for n in watch
+            )
+        )
     (config_dir / "config").write_text("\n".join(config) + "\n")
     registrar = f"{registrar_host}:{registrar_port}" + (
         f";transport={transport}" if transport != "udp" else ""

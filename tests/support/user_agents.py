@@ -346,6 +346,28 @@ class Phone:
         call.send()
         return call
 
+    async def subscribe(self, number: str, event: str, expires: int = 600) -> tuple[Call, Response]:
+        """SUBSCRIBE to `event` of `number` (RFC 6665), answering one digest challenge;
+        the subscription's dialog (its NOTIFYs in `requests`, answered 200) and the final
+        response. The dialog is kept before the response returns: its first NOTIFY may
+        follow the 200 at once."""
+        to = NameAddr(Uri("sip", number, None, self.server.host, None))
+        request = self._request("SUBSCRIBE", to.uri, to)
+        request.headers.add("Event", event)
+        request.headers.add("Expires", str(expires))
+        subscription = Call(self, request)
+
+        def keep(response: Response) -> None:
+            if 200 <= response.status < 300 and subscription.dialog is None:
+                subscription.dialog = Dialog.as_uac(subscription.invite, response)
+                self.remember(subscription)
+
+        response = await self.transact(request, self.server, keep)
+        if response.status in (401, 407):
+            subscription.invite = self.authorized(request, response)
+            response = await self.transact(subscription.invite, self.server, keep)
+        return subscription, response
+
     async def rings(self, timeout: float = WAIT) -> IncomingCall:
         """The next INVITE to ring this phone."""
         return await self.calls.take(lambda call: True, f"INVITE to {self}", timeout)
@@ -396,11 +418,19 @@ class Phone:
         retry.headers.set(answer, credentials)
         return retry
 
-    async def transact(self, request: Request, dest: Address) -> Response:
-        """Send `request` in a client transaction; its final response."""
+    async def transact(
+        self,
+        request: Request,
+        dest: Address,
+        on_arrival: Callable[[Response], None] | None = None,
+    ) -> Response:
+        """Send `request` in a client transaction; its final response. `on_arrival` sees
+        each response as it arrives, before anything else reaches the phone."""
         final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
         def on_response(response: Response, _tx: ClientTransaction) -> None:
+            if on_arrival is not None:
+                on_arrival(response)
             if response.status >= 200 and not final.done():
                 final.set_result(response)
 

@@ -15,6 +15,7 @@ from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
+from ipbx.pbx.blf import BusyLampField
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import ALLOW, Call, CallPolicy
 from ipbx.pbx.call_records import CallRecords
@@ -28,10 +29,12 @@ from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.nat import NatMode
+from ipbx.pbx.presence import Presence
 from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.queue.log import StoredQueueLog
 from ipbx.pbx.registrar import Authenticator, ExpiryPolicy, Registrar
 from ipbx.pbx.router import Router
+from ipbx.pbx.subscription import Subscriptions
 from ipbx.pbx.trunks import Trunks
 from ipbx.pbx.voicemail import Mailboxes
 from ipbx.sip.auth import DigestAuthenticator
@@ -106,16 +109,18 @@ class Pbx:
             ExpiryPolicy(sip.min_expires, sip.max_expires, sip.default_expires),
             sip.flow_timer,
         )
-        # Voicemail boxes, and message waiting indication for them (RFC 3842).
-        self.mwi = MessageWaiting(
+        # SUBSCRIBE/NOTIFY (RFC 6665) for message waiting (RFC 3842), the busy lamp field
+        # (RFC 4235) and presence (RFC 3856), each package on the one notifier.
+        self.subscriptions = Subscriptions(
             self.endpoint,
-            self.location,
             self.auth,
             domain=sip.domain,
             min_expires=sip.min_expires,
             max_expires=sip.max_expires,
             default_expires=sip.default_expires,
+            max_per_watcher=sip.max_subscriptions,
         )
+        self.mwi = MessageWaiting(self.subscriptions, self.location)
         self.mailboxes = Mailboxes(
             config.data_dir,
             config.extensions,
@@ -149,8 +154,16 @@ class Pbx:
         self.queues = Queues(self.calls, self.queue_log, self.events)
         self.queues.update(config.queues)
         self.router = self._router(config)
+        self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension)
+        self.presence = Presence(
+            self.subscriptions,
+            self.events,
+            self.location,
+            self.blf,
+            lambda number: self.router.handling.on_dnd(number),
+        )
         self.registrar.on_change = self._registration_changed
-        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
+        self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         # Hang-up, transfer, recording and DTMF on calls in progress (the API's).
         self.control = CallControl(self.calls)
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,7 +206,7 @@ class Pbx:
         await self.trunks.update(config.trunks)
         self.mailboxes.update(config.extensions)
         self.calls.policy = self._policy(config)
-        self.registrar.nat_modes = self.mwi.nat_modes = _nat_modes(config)
+        self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         self.queues.update(config.queues)
         self.router = self._router(config)
         self.revision = revision
@@ -248,6 +261,8 @@ class Pbx:
                 await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
             )
         self._say_media_address()
+        for record in await self.store.run(lambda store: store.load_subscriptions(time.time())):
+            self.subscriptions.restore(record)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
@@ -275,7 +290,7 @@ class Pbx:
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.queues.close()
         self.calls.close()
-        self.mwi.close()
+        self.subscriptions.close()
         await self.endpoint.close()
         if self.crm is not None:
             await self.crm.close()
@@ -297,6 +312,9 @@ class Pbx:
         queue_events = self.queue_log.take()
         if queue_events:
             await self.store.run(_save_queue_log, queue_events)
+        saved, removed = self.subscriptions.changes()
+        if saved or removed:
+            await self.store.run(lambda store: store.save_subscriptions(saved, removed))
 
     # --- what the API uses besides the services above (api/services.py) ------------------
 
@@ -340,7 +358,7 @@ class Pbx:
             self.endpoint.reply(tx, 422, headers=[("Min-SE", str(exc.min_se))])
             return
         if method == "SUBSCRIBE":
-            self.mwi.on_subscribe(request, source, tx)  # new, or a refresh in its dialog
+            self.subscriptions.on_subscribe(request, source, tx)  # new, or a refresh
             return
         if request.to.tag is not None:
             if not self.calls.on_in_dialog(request, source, tx):

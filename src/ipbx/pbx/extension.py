@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.nat import NatMode
-from ipbx.pbx.schema import AS_TEXT, Digits, Email, Item, Model, Where, as_destination
+from ipbx.pbx.schema import AS_TEXT, Digits, Email, Item, Model, Name, Where, as_destination
 
 # The conditions an extension's calls can be forwarded on, in the file's order.
 FORWARD_KEYS = ("always", "busy", "no_answer", "unregistered")
@@ -103,6 +103,9 @@ class Extension(Item):
     voicemail: VoicemailConfig | None = None
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
     dnd: bool = False
+    # The pickup groups the extension is in: its *8 picks up only calls ringing an
+    # extension of one of them (none: only those ringing extensions in no group).
+    pickup_groups: list[Name] = Field(default_factory=list)
     # The number presented as this extension's caller ID (outside calls, and inside).
     caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{1,15}$")] | None = None
 

@@ -6,7 +6,8 @@ they change.
 | `*78` / `*79` | do-not-disturb on / off |
 | `*72NUMBER` (or `*72`, then the number and #) / `*73` | forward every call on / off |
 | `*97` | the caller's own mailbox (PIN first) |
-| `*8` | pick up the call ringing longest |
+| `*8` | pick up the call ringing longest in the caller's pickup groups |
+| `**EXT` | pick up the call ringing extension EXT (directed pickup) |
 | `*45` / `*46` | a queue agent logs in to / out of all its queues (pbx/queue/) |
 | `*47` | a queue agent pauses, or unpauses |
 
@@ -33,6 +34,7 @@ DND_ON, DND_OFF = "*78", "*79"
 FORWARD_ON, FORWARD_OFF = "*72", "*73"
 MAILBOX = "*97"
 PICKUP = "*8"
+DIRECTED_PICKUP = "**"
 AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE = "*45", "*46", "*47"
 AGENT_CODES = (AGENT_LOGIN, AGENT_LOGOUT, AGENT_PAUSE)
 

@@ -12,6 +12,7 @@ outcome the engine reports (busy, no answer). Every other destination is a call 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -40,6 +41,7 @@ from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
 from ipbx.pbx.extension import Extension
 from ipbx.pbx.features import (
     AGENT_CODES,
+    DIRECTED_PICKUP,
     DND_OFF,
     DND_ON,
     FORWARD_OFF,
@@ -293,7 +295,14 @@ class Router:
         if code in AGENT_CODES:
             return self._spoken(self.queues.feature_code(code, caller), code)
         if code == PICKUP:
-            return self._pickup
+            groups = set(self.extensions[caller].pickup_groups)
+            return functools.partial(
+                self._pickup,
+                lambda rang: _in_pickup_groups(self.extensions.get(rang), groups),
+            )
+        target = code[len(DIRECTED_PICKUP) :]
+        if code.startswith(DIRECTED_PICKUP) and target in self.extensions:
+            return functools.partial(self._pickup, lambda rang: rang == target)
         if code == MAILBOX:
             mailbox = self.mailboxes.get(caller)
             if mailbox is None:
@@ -301,8 +310,8 @@ class Router:
             return self._session_app(code, lambda session: mailbox_menu(session, mailbox))
         return None
 
-    async def _pickup(self, leg: Leg) -> None:
-        if not pickup(self.calls.flows, leg):
+    async def _pickup(self, may_take: Callable[[str], bool], leg: Leg) -> None:
+        if not pickup(self.calls.flows, leg, may_take):
             session = Session(self.calls, leg.call, leg, self.prompts)
             await session.say("There is no call to pick up.")
             await session.hangup()
@@ -588,3 +597,10 @@ async def play_prompt(session: Session, prompt: Prompt) -> None:
         await session.play(Path(prompt.file))
     elif prompt.text is not None:
         await session.say(prompt.text)
+
+
+def _in_pickup_groups(extension: Extension | None, groups: set[str]) -> bool:
+    """Whether a call ringing `extension` is one an extension in `groups` may pick up
+    with *8: it shares a group with it, or neither is in any group."""
+    theirs = set(extension.pickup_groups) if extension is not None else set()
+    return bool(theirs & groups) if theirs or groups else True

@@ -18,6 +18,7 @@ from ipbx.store.records import (
     LegRecord,
     ProvisionedRecord,
     QueueLogRecord,
+    SubscriptionRecord,
     TenantRecord,
 )
 from ipbx.store.store import Store
@@ -36,6 +37,7 @@ __all__ = [
     "ProvisionedRecord",
     "QueueLogRecord",
     "Store",
+    "SubscriptionRecord",
     "TenantInUse",
     "TenantRecord",
     "UnknownTenantError",

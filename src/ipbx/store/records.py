@@ -16,6 +16,34 @@ class ExtensionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """A live SIP event subscription (RFC 6665), as pbx/subscription.py keeps it: the
+    package and resource watched, the watcher, the subscription's dialog (RFC 3261
+    §12), where its NOTIFYs go, when it expires (epoch seconds) and how many NOTIFYs it
+    had (its dialog-info version)."""
+
+    package: str
+    resource: str
+    watcher: str
+    entity: str
+    event: str
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    remote_target: str
+    local_seq: int
+    remote_seq: int | None
+    route_set: tuple[str, ...]
+    source: tuple[str, str, int]  # (transport, host, port) the SUBSCRIBE came from
+    target: tuple[str, str, int]  # where NOTIFYs go
+    behind_nat: bool
+    expires_at: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class BindingRecord:
     """One registered Contact of an address of record (RFC 3261 §10.3).
 

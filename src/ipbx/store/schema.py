@@ -74,6 +74,36 @@ registrations = Table(
     UniqueConstraint("tenant_id", "aor", "contact_uri"),
 )
 
+# Live SIP event subscriptions (BLF keys, presence, message waiting): one row per
+# subscription dialog, so that they outlive a restart.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("package", String(32), nullable=False),
+    Column("resource", String(32), nullable=False),
+    Column("watcher", String(32), nullable=False),
+    Column("entity", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("call_id", Text, nullable=False),
+    Column("local_tag", String(64), nullable=False),
+    Column("remote_tag", Text, nullable=False),
+    Column("local_uri", Text, nullable=False),
+    Column("remote_uri", Text, nullable=False),
+    Column("remote_target", Text, nullable=False),
+    Column("local_seq", Integer, nullable=False),
+    Column("remote_seq", Integer, nullable=True),
+    Column("route_set", Text, nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("behind_nat", Boolean, nullable=False),
+    # Start-up deletes expired subscriptions by this column.
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("local_tag"),
+)
+
 # Call detail records: one row per call, one row per leg with its media quality.
 call_records = Table(
     "call_records",

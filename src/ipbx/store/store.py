@@ -4,9 +4,9 @@ One engine per process, Core statements rather than ORM sessions: the registrar 
 `save_bindings` for every REGISTER, thousands of times a second, and the ORM's unit of
 work would cost more than the SQL itself.
 
-Each concern has its own module (provisioning, registrations, call records, the call
-queues' log, API tokens, the web administration's users, the webhook outbox); `Store`
-is all of them over one engine. Its calls block until the database answers (up to
+Each concern has its own module (provisioning, registrations, subscriptions, call
+records, the call queues' log, API tokens, the web administration's users, the webhook
+outbox); `Store` is all of them over one engine. Its calls block until the database answers (up to
 busy_timeout when another process holds SQLite's write lock): code on the event loop
 reaches it through `AsyncStore`, never directly.
 """
@@ -17,12 +17,14 @@ from ipbx.store.outbox import WebhookOutbox
 from ipbx.store.provisioning import Provisioning
 from ipbx.store.queue_log import QueueLogRows
 from ipbx.store.registrations import Registrations
+from ipbx.store.subscriptions import SubscriptionRows
 from ipbx.store.tokens import ApiTokens
 
 
 class Store(
     Provisioning,
     Registrations,
+    SubscriptionRows,
     CallRecords,
     QueueLogRows,
     ApiTokens,

@@ -1,10 +1,12 @@
 """Call pickup: a phone that dials the pickup code answers the call that has been
-ringing longest; its phones stop ringing and its caller talks to the phone that picked
-it up."""
+ringing longest on an extension it may take calls of (one extension, for directed
+pickup; its pickup group's, for group pickup); the call's phones stop ringing and its
+caller talks to the phone that picked it up."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ipbx.media.bridge import connect
 from ipbx.pbx.call.local import CallFlows
@@ -14,9 +16,9 @@ from ipbx.pbx.call.recording import record_if_asked
 log = logging.getLogger("ipbx.calls")
 
 
-def pickup(flows: CallFlows, leg: Leg) -> bool:
-    """Answer, on `leg`, the call that has been ringing longest. False when nothing
-    rings."""
+def pickup(flows: CallFlows, leg: Leg, may_take: Callable[[str], bool]) -> bool:
+    """Answer, on `leg`, the call that has been ringing longest on an extension that
+    `may_take` says yes to. False when nothing rings there."""
     reg = flows.registry
     ringing = [
         call
@@ -25,6 +27,7 @@ def pickup(flows: CallFlows, leg: Leg) -> bool:
         and not call.ended
         and call.callee is None
         and call.rang is not None
+        and may_take(call.rang)
         and call.caller is not None
         and call.caller.dialog is None
     ]
