@@ -1,0 +1,174 @@
+"""Text messages (SIP MESSAGE, RFC 3428) between extensions and through a trunk, in the
+in-memory testbed: relayed to every phone of the extension, stored for an extension away
+and delivered when it registers, each message stored once; bad input refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ipbx.pbx.events import Event
+from ipbx.pbx.messaging import FLOOD_MESSAGES
+from ipbx.sip.message import Request, Response
+from ipbx.sip.uri import NameAddr, Uri
+from ipbx.store import MessageRecord, Store
+from tests.support.testbed import Testbed, play
+from tests.support.user_agents import Phone
+
+RUSSIAN = "Привет, как дела?"
+ARABIC = "مرحبا، كيف حالك؟"
+PROVIDER = "10.0.0.101"
+DID = "+12125550100"
+MOBILE = "+12125551234"
+
+
+def message_to(phone: Phone, number: str, text: str, content_type: str = "text/plain") -> Request:
+    to = NameAddr(Uri("sip", number, None, phone.server.host, None))
+    request = phone._request("MESSAGE", to.uri, to)
+    request.headers.remove("Contact")  # RFC 3428 §4: a MESSAGE carries none
+    request.headers.add("Content-Type", content_type)
+    request.body = text.encode()
+    return request
+
+
+async def send(phone: Phone, request: Request) -> Response:
+    """`request` sent, and again with credentials when challenged: the final answer."""
+    response = await phone.transact(request, phone.server)
+    if response.status == 407:
+        response = await phone.transact(phone.authorized(request, response), phone.server)
+    return response
+
+
+async def stored(lab: Testbed) -> list[MessageRecord]:
+    return (await lab.pbx.store.run(Store.list_messages))[1]
+
+
+def events_of(lab: Testbed) -> list[Event]:
+    seen: list[Event] = []
+    lab.pbx.events.subscribe(seen.append)
+    return seen
+
+
+def test_a_message_reaches_every_phone_of_the_extension_in_utf8(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        desk, mobile = await lab.registered("1001"), await lab.registered("1001")
+        seen = events_of(lab)
+        assert (await send(alice, message_to(alice, "1001", RUSSIAN))).status == 200
+        for phone in (desk, mobile):
+            got = await phone.requests.take(lambda r: r.method == "MESSAGE", "MESSAGE")
+            assert got.body.decode() == RUSSIAN
+            assert got.from_.uri.user == "1000"
+            assert got.headers.get("Content-Type") == "text/plain;charset=utf-8"
+        [record] = await stored(lab)
+        assert (record.sender, record.recipient, record.status) == ("1000", "1001", "delivered")
+        assert [e.type for e in seen] == ["message.received", "message.status"]
+        assert seen[1].data["status"] == "delivered"
+
+    play(tmp_path, story)
+
+
+def test_a_message_to_an_extension_away_is_accepted_and_delivered_when_it_registers(
+    tmp_path: Path,
+) -> None:
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        request = message_to(alice, "1001", ARABIC)
+        assert (await send(alice, request)).status == 202
+        [record] = await stored(lab)
+        assert record.status == "pending" and record.body == ARABIC
+        # The same MESSAGE sent again (a new transaction, same Call-ID and CSeq).
+        again = Request(request.headers.copy(), request.body, request.method, request.uri)
+        again.headers.remove("Via")
+        assert (await send(alice, again)).status == 202
+        assert len(await stored(lab)) == 1
+        bob = await lab.registered("1001")
+        got = await bob.requests.take(lambda r: r.method == "MESSAGE", "stored MESSAGE")
+        assert got.body.decode() == ARABIC
+        assert got.headers.get("Date") is not None  # when it was sent, RFC 3428 §10
+        assert await bob.requests.none_within(2.0, lambda r: r.method == "MESSAGE")
+        [record] = await stored(lab)
+        assert record.status == "delivered"
+
+    play(tmp_path, story)
+
+
+def test_bad_messages_are_refused(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        unauthenticated = await alice.transact(message_to(alice, "1001", "hi"), alice.server)
+        assert unauthenticated.status == 407
+        html = await send(alice, message_to(alice, "1001", "<b>hi</b>", "text/html"))
+        assert html.status == 415
+        assert html.headers.get("Accept") == "text/plain, application/im-iscomposing+xml"
+        latin1 = message_to(alice, "1001", "hi", "text/plain;charset=iso-8859-1")
+        assert (await send(alice, latin1)).status == 415
+        huge = await send(alice, message_to(alice, "1001", "x" * (64 * 1024 + 1)))
+        assert huge.status == 413
+        assert (await send(alice, message_to(alice, "1999", "hi"))).status == 404
+        assert await stored(lab) == []
+
+    def edit(config: dict[str, Any]) -> None:
+        config["sip"]["max_message_size"] = 100_000
+
+    play(tmp_path, story, edit)
+
+
+def test_a_flood_is_answered_503_with_retry_after(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        answers = [
+            await alice.transact(message_to(alice, "1001", "spam"), alice.server)
+            for _ in range(FLOOD_MESSAGES + 1)
+        ]
+        assert {a.status for a in answers[:FLOOD_MESSAGES]} == {407}
+        assert answers[-1].status == 503
+        assert answers[-1].headers.get("Retry-After") == "10"
+
+    play(tmp_path, story)
+
+
+def trunk_with_messaging(config: dict[str, Any]) -> None:
+    config["country"] = "US"
+    config["trunks"] = [
+        {"name": "provider", "host": f"{PROVIDER}:5060", "allow_from": [f"{PROVIDER}:5060"],
+         "options_interval": 0, "messaging": True}
+    ]  # fmt: skip
+    config["outbound_routes"] = [
+        {"name": "e164", "pattern": "_+1NXXNXXXXXX", "trunks": ["provider"]}
+    ]
+    config["numbers"] = [{"number": DID, "destination": "extension:1001"}]
+
+
+def test_messages_to_and_from_outside_numbers_go_through_the_trunk(tmp_path: Path) -> None:
+    async def story(lab: Testbed) -> None:
+        gateway = lab.gateway(PROVIDER, caller=MOBILE)
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        assert (await send(alice, message_to(alice, MOBILE, RUSSIAN))).status == 200
+        out = await gateway.requests.take(lambda r: r.method == "MESSAGE", "MESSAGE out")
+        assert out.uri.user == MOBILE and out.body.decode() == RUSSIAN
+        incoming = message_to(gateway, DID, ARABIC)
+        assert (await gateway.transact(incoming, gateway.server)).status == 200
+        got = await bob.requests.take(lambda r: r.method == "MESSAGE", "MESSAGE in")
+        assert got.body.decode() == ARABIC and got.from_.uri.user == MOBILE
+        records = await stored(lab)
+        assert [(r.direction, r.status, r.trunk) for r in records] == [
+            ("inbound", "delivered", "provider"),
+            ("outbound", "delivered", "provider"),
+        ]
+        not_ours = message_to(gateway, "+12125550199", "hi")
+        assert (await gateway.transact(not_ours, gateway.server)).status == 404
+
+    play(tmp_path, story, trunk_with_messaging)
+
+
+def test_a_route_without_a_messaging_trunk_refuses_messages(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        trunk_with_messaging(config)
+        config["trunks"][0]["messaging"] = False
+
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        assert (await send(alice, message_to(alice, MOBILE, "hi"))).status == 404
+
+    play(tmp_path, story, edit)
