@@ -21,9 +21,10 @@ def test_a_message_sent_through_the_api_is_listed_with_its_status(api: Api) -> N
 
     listed = api.client.get("/messages", params={"extension": "1001"}, headers=reader).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == message["id"]
-    assert api.client.get("/messages", params={"extension": "1002"}, headers=reader).json()[
-        "total"
-    ] == 0
+    assert (
+        api.client.get("/messages", params={"extension": "1002"}, headers=reader).json()["total"]
+        == 0
+    )
     other = api.headers(api.other_tenant)
     assert api.client.get("/messages", headers=other).json()["total"] == 0
 

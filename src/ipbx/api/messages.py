@@ -22,9 +22,7 @@ from ipbx.store import ApiTokenRecord, MessageRecord
 
 class NewMessage(BaseModel):
     sender: str = Field(alias="from", pattern=r"^[0-9]{1,32}$", description="an extension")
-    to: str = Field(
-        pattern=r"^\+?[0-9*#]{1,32}$", description="an extension or an outside number"
-    )
+    to: str = Field(pattern=r"^\+?[0-9*#]{1,32}$", description="an extension or an outside number")
     text: str = Field(min_length=1, max_length=MAX_BODY, description="UTF-8 text")
 
 
@@ -32,7 +30,7 @@ class Message(BaseModel):
     """A text message and its delivery status (pending: waiting for the extension's
     phone to register; delivered; failed)."""
 
-    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+    model_config = {"serialize_by_alias": True}
 
     id: int
     time: float
@@ -47,17 +45,19 @@ class Message(BaseModel):
 
     @classmethod
     def of(cls, record: MessageRecord) -> "Message":
-        return cls(
-            id=record.id,
-            time=record.time,
-            direction=record.direction,  # type: ignore[arg-type]
-            sender=record.sender,
-            to=record.recipient,
-            content_type=record.content_type,
-            text=record.body,
-            status=record.status,  # type: ignore[arg-type]
-            status_time=record.status_time,
-            trunk=record.trunk,
+        return cls.model_validate(
+            {
+                "id": record.id,
+                "time": record.time,
+                "direction": record.direction,
+                "from": record.sender,
+                "to": record.recipient,
+                "content_type": record.content_type,
+                "text": record.body,
+                "status": record.status,
+                "status_time": record.status_time,
+                "trunk": record.trunk,
+            }
         )
 
 

@@ -177,7 +177,8 @@ class Messaging:
             return True
         recent.append(now)
         if len(self._recent) > 10_000:  # bounded: forget the sources gone quiet
-            self._recent = {h: r for h, r in self._recent.items() if r and r[-1] > now - FLOOD_WINDOW}
+            since = now - FLOOD_WINDOW
+            self._recent = {h: r for h, r in self._recent.items() if r and r[-1] > since}
         return False
 
     async def _take(
@@ -297,7 +298,9 @@ class Messaging:
 
     # --- to an outside number ------------------------------------------------------------
 
-    async def _to_trunks(self, record: MessageRecord, route: OutboundCall, caller_id: str) -> Outcome:
+    async def _to_trunks(
+        self, record: MessageRecord, route: OutboundCall, caller_id: str
+    ) -> Outcome:
         """Through the route's trunks that take messages, in failover order; a
         provider's 401/407 is answered with the trunk's credentials as for INVITE."""
         best = 503

@@ -2,7 +2,6 @@
 the pending ones of an extension (delivered when it registers) and the list the API reads."""
 
 from dataclasses import replace
-
 from typing import Any
 
 from sqlalchemy import Row, Select, func, insert, or_, select, update
@@ -49,9 +48,7 @@ class MessageRows(Database):
         if trunk is not None:
             values["trunk"] = trunk
         with self._engine.begin() as connection:
-            connection.execute(
-                update(messages).where(messages.c.id == message_id).values(**values)
-            )
+            connection.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
     def pending_messages(self, recipient: str, tenant: str = DEFAULT_TENANT) -> list[MessageRecord]:
         """The messages waiting for extension `recipient`, oldest first."""
@@ -95,6 +92,4 @@ class MessageRows(Database):
 
 
 def _record(row: Row[tuple[object, ...]]) -> MessageRecord:
-    return MessageRecord(
-        **{name: getattr(row, name) for name in MessageRecord.__slots__}
-    )
+    return MessageRecord(**{name: getattr(row, name) for name in MessageRecord.__slots__})

@@ -36,9 +36,12 @@ def upgrade() -> None:
             ["tenant_id"], ["tenants.id"], name="fk_messages_tenant_id_tenants", ondelete="CASCADE"
         ),
         sa.UniqueConstraint(
-            "tenant_id", "call_id", "cseq", "from_tag",
+            "tenant_id",
+            "call_id",
+            "cseq",
+            "from_tag",
             name="uq_messages_tenant_id_call_id_cseq_from_tag",
-        ),  # fmt: skip
+        ),
     )
     op.create_index("ix_messages_time", "messages", ["time"])
     op.create_index("ix_messages_recipient_status", "messages", ["recipient", "status"])
