@@ -172,3 +172,39 @@ def test_a_route_without_a_messaging_trunk_refuses_messages(tmp_path: Path) -> N
         assert (await send(alice, message_to(alice, MOBILE, "hi"))).status == 404
 
     play(tmp_path, story, edit)
+
+
+IS_COMPOSING = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing"><state>active</state>'
+    "<contenttype>text/plain</contenttype></isComposing>"
+)
+
+
+def test_is_composing_is_relayed_not_stored_and_a_phones_refusal_fails_the_message(
+    tmp_path: Path,
+) -> None:
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        composing = message_to(alice, "1001", IS_COMPOSING, "application/im-iscomposing+xml")
+        assert (await send(alice, composing)).status == 200
+        got = await bob.requests.take(lambda r: r.method == "MESSAGE", "is-composing")
+        assert got.content_type == "application/im-iscomposing+xml"
+        away = message_to(alice, "1002", IS_COMPOSING, "application/im-iscomposing+xml")
+        assert (await send(alice, away)).status == 480
+        assert await stored(lab) == []
+
+        def refuse(request: Request, _source: object, tx: Any) -> None:
+            bob.endpoint.reply(tx, 488)
+
+        bob.on_request = refuse  # type: ignore[method-assign]
+        seen = events_of(lab)
+        assert (await send(alice, message_to(alice, "1001", "hi"))).status == 488
+        [record] = await stored(lab)
+        assert record.status == "failed"
+        assert [(e.type, e.data["status"]) for e in seen] == [
+            ("message.received", "pending"),
+            ("message.status", "failed"),
+        ]
+
+    play(tmp_path, story)
