@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from ipbx.sip.errors import SipError
 from ipbx.sip.message import Headers, Request, Response
 from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.transport.endpoint import SipEndpoint
-from ipbx.sip.uri import parse_uri, unescape
+from ipbx.sip.uri import Uri, parse_uri, unescape
 from ipbx.store import MessageRecord
 from ipbx.store.async_store import AsyncStore
 
@@ -161,11 +161,13 @@ class Messaging:
         when none of the route's trunks takes messages."""
         assert self.routing is not None
         route, caller_id = self.routing.outside(number, sender, sender)
-        if not self._messaging_trunks(route):
+        named = (self.trunks.get(name) for name in route.trunks)
+        if not any(trunk is not None and trunk.config.messaging for trunk in named):
             raise SipError(404, f"no trunk of route {route.route} takes messages")
         return route, caller_id
 
     def _messaging_trunks(self, route: OutboundCall) -> list[Trunk]:
+        """The route's trunks that take messages and are up, in failover order."""
         return [t for t in self.trunks.candidates(route.trunks) if t.config.messaging]
 
     def _flooding(self, host: str, now: float) -> bool:
@@ -273,7 +275,7 @@ class Messaging:
             return Outcome(202)
         return Outcome(min(s for s in statuses if s not in _NOT_NOW))
 
-    def _request(self, record: MessageRecord, uri: Any, dest: Address) -> Request:
+    def _request(self, record: MessageRecord, uri: Uri, dest: Address) -> Request:
         domain = self.domain or self.endpoint.local_address(dest).host
         headers = Headers()
         headers.add("Max-Forwards", "70")
@@ -395,7 +397,9 @@ def _answer(status: str) -> int:
     return {"delivered": 200, "pending": 202}.get(status, 480)
 
 
-def _final_to(answers: asyncio.Queue[int]) -> Any:
+def _final_to(answers: asyncio.Queue[int]) -> Callable[[Response, object], None]:
+    """A response handler that puts each final status into `answers`."""
+
     def answered(response: Response, _tx: object) -> None:
         if response.status >= 200:
             answers.put_nowait(response.status)
