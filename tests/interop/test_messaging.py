@@ -140,6 +140,25 @@ def test_messages_between_sipp_baresip_and_a_provider(tmp_path: Path) -> None:
         assert all(text in shown for text in (RUSSIAN, FROM_BARESIP, ARABIC)), shown[-3000:]
         got = (tmp_path / "gateway" / "gateway.messages.log").read_text(errors="replace")
         assert f"MESSAGE sip:{MOBILE}@" in got and RUSSIAN in got
+
+        # Refused before anything is stored: a content type not taken, then a flood
+        # (everything here comes from 127.0.0.1, so this goes last).
+        def refused(ctype: str, count: int) -> str:
+            workdir = tmp_path / f"refused-{count}"
+            result = run_sipp(
+                SCENARIOS / "uac_message_refused.xml", target, "-key", "ctype", ctype,
+                "-key", "target", CALLEE.number, "-r", "200", "-trace_msg",
+                "-message_file", str(workdir / "refused.messages.log"),
+                calls=count, workdir=workdir, timeout=20,
+            )  # fmt: skip
+            assert result.successful == count, result.errors()
+            return (workdir / "refused.messages.log").read_text(errors="replace")
+
+        assert "SIP/2.0 415" in refused("text/html", 1)
+        flood = refused("text/plain", 60)
+        assert "SIP/2.0 407" in flood and "SIP/2.0 503" in flood
+        assert "Retry-After: 10" in flood
+        assert len(messages(server, 5, timeout=0)) == 5
     finally:
         stop_process(phone)
         server.stop()
