@@ -139,6 +139,7 @@ def trunk_with_messaging(config: dict[str, Any]) -> None:
         {"name": "e164", "pattern": "_+1NXXNXXXXXX", "trunks": ["provider"]}
     ]
     config["numbers"] = [{"number": DID, "destination": "extension:1001"}]
+    config["blacklist"] = [{"pattern": "+12125550666"}]
 
 
 def test_messages_to_and_from_outside_numbers_go_through_the_trunk(tmp_path: Path) -> None:
@@ -159,6 +160,10 @@ def test_messages_to_and_from_outside_numbers_go_through_the_trunk(tmp_path: Pat
         ]
         not_ours = message_to(gateway, "+12125550199", "hi")
         assert (await gateway.transact(not_ours, gateway.server)).status == 404
+        spam = message_to(gateway, DID, "spam")  # from a blacklisted mobile
+        spam.headers.set("From", f"<sip:+12125550666@{PROVIDER}>;tag=s1")
+        assert (await gateway.transact(spam, gateway.server)).status == 403
+        assert len(await stored(lab)) == 2
 
     play(tmp_path, story, trunk_with_messaging)
 

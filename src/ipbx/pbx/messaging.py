@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from ipbx.pbx.blacklist import BlacklistEntry
 from ipbx.pbx.destination import Kind
 from ipbx.pbx.dialplan import Numbers, OutboundCall
 from ipbx.pbx.directory import Directory
@@ -68,6 +69,8 @@ class Routing(Protocol):
     numbers: Numbers
 
     def outside(self, number: str, by: str | None, caller: str) -> tuple[OutboundCall, str]: ...
+
+    def screen(self, caller: str, called: str) -> BlacklistEntry | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,10 @@ class Messaging:
         number = self.routing.numbers.lookup(request.uri.user, request.to.uri.user)
         if number is None or number.destination.kind is not Kind.EXTENSION:
             raise SipError(404, "not one of our numbers, or not an extension's")
+        sender = request.from_.uri.user or "anonymous"
+        if self.routing.screen(sender, number.destination.target) is not None:
+            log.info("message from %s to %s refused: blacklisted", sender, number.number)
+            raise SipError(403, "blacklisted")
         return number.destination.target
 
     def _route(self, number: str, sender: str) -> tuple[OutboundCall, str]:
