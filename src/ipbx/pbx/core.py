@@ -447,6 +447,8 @@ class Pbx:
             if alive != binding.reachable:
                 log.info("contact %s of %s is %s", binding.uri, binding.aor,
                          "reachable" if alive else "unreachable")  # fmt: skip
+                if alive:
+                    self.messaging.registered(binding.aor)  # the messages that waited
             self.location.mark(binding, alive)
 
         self.endpoint.send_request(request, dest, answered)

@@ -296,7 +296,8 @@ class Messaging:
         return Request(headers, record.body.encode(), "MESSAGE", uri)
 
     def registered(self, extension: str) -> None:
-        """A phone of `extension` registered: the messages waiting for it go out."""
+        """A phone of `extension` registered, or answers again after it did not: the
+        messages waiting for it go out."""
         self._spawn(self._deliver_pending(extension))
 
     async def _deliver_pending(self, extension: str) -> None:
