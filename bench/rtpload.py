@@ -45,7 +45,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,11 +198,7 @@ async def ipbx_hang_up(agents: UserAgents, calls: list[Call]) -> int:
             return await agents.hang_up(call)
 
     done = await asyncio.gather(*(one(call) for call in calls))
-    try:
-        await agents.register_callee(expires=0)
-    except (SipFailure, TimeoutError) as exc:
-        print(f"unregister: {exc}", file=sys.stderr)
-    agents.close()
+    await agents.leave()
     return done.count(False)
 
 
@@ -264,6 +260,10 @@ class Stream:
     from_port: int  # the relay port its packets come out of, at the other side
     media: Media
     forward: bool  # caller to callee
+    # SRTP (a WebRTC side, bench/webrtcload.py): what protects a packet this stream sends,
+    # and what tells whether one it delivers is authentic; None for plain RTP.
+    protect: Callable[[bytes], bytes] | None = None
+    authentic: Callable[[bytes], bool] | None = None
 
 
 @dataclass
@@ -310,6 +310,8 @@ def run_streams(
     for index in range(count):
         slots[index % SLOTS].append(index)
     by_port = {stream.from_port: index for index, stream in enumerate(streams)}
+    protects = [stream.protect for stream in streams]
+    authentics = [stream.authentic for stream in streams]
     sent_ns: list[list[int]] = [[] for _ in range(count)]
     rec_stream: list[int] = []
     rec_seq: list[int] = []
@@ -317,6 +319,8 @@ def run_streams(
     lateness: list[int] = []
     send_errors = 0
     stray = 0
+    control = 0
+    srtp_failures = 0
 
     poller = select.epoll()
     receivers = {}
@@ -327,17 +331,25 @@ def run_streams(
         receivers[sock.fileno()] = sock.recvmsg_into
 
     def drain(fd: int) -> int:
-        nonlocal stray
+        nonlocal stray, control, srtp_failures
         receive = receivers[fd]
         got = 0
         for _ in range(READ_BUDGET):
             try:
-                _, anc, _, source = receive([buffer], ancillary)
+                size, anc, _, source = receive([buffer], ancillary)
             except BlockingIOError:
                 break
             index = by_port.get(source[1])
             if index is None or not anc:
                 stray += 1
+                continue
+            # STUN, DTLS (RFC 7983 §7) or RTCP muxed on the RTP port (RFC 5761 §4).
+            if not 128 <= buffer[0] < 192 or 192 <= buffer[1] <= 223:
+                control += 1
+                continue
+            authentic = authentics[index]
+            if authentic is not None and not authentic(bytes(buffer[:size])):
+                srtp_failures += 1
                 continue
             rec_stream.append(index)
             rec_seq.append(buffer[2] << 8 | buffer[3])
@@ -379,7 +391,9 @@ def run_streams(
                 (ts0[index] + k * steps[index]) & 0xFFFFFFFF,
             )
             stream_payloads = payloads[index]
-            data = header + stream_payloads[k % len(stream_payloads)]
+            packet = header + stream_payloads[k % len(stream_payloads)]
+            protect = protects[index]
+            data = packet if protect is None else protect(bytes(packet))
             sent_at = wall()
             try:
                 sendto[index](data, dests[index])
@@ -437,6 +451,8 @@ def run_streams(
         "generator_drops": drops,
         "generator_send_errors": send_errors,
         "stray": stray,
+        "control": control,
+        "srtp_failures": srtp_failures,
     }
 
 

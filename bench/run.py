@@ -68,6 +68,16 @@ SIPp agents answering and hanging up at random intervals:
                       queue log (0 is the goal). Small: `--parts queues --servers ipbx
                       --queue-callers 40 --queue-agents 5 --queue-step 20 --queue-seconds 3`.
 
+The part `webrtc` (bench/parts/webrtc.py), ipbx only: browsers calling a G.711 phone,
+their load generator bench/webrtcload.py (SIP over wss://, ICE, DTLS-SRTP, rtcp-mux):
+  webrtc_calls        per scenario, "relay" (PCMU browsers, SRTP <-> RTP) and "transcode"
+                      (Opus browsers), the most concurrent calls within loss < 0.1 % and
+                      jitter p99 < 5 ms both ways, the server's CPU per call and its ratio
+                      to a plain G.711 call's at the same count (ratio_to_g711; Opus also
+                      to plain RTP transcoding's, ratio_to_rtp_transcode). Small:
+                      `--parts webrtc --servers ipbx --webrtc-calls 2
+                      --webrtc-transcode-calls 2 --webrtc-seconds 2`.
+
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
 server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
@@ -93,13 +103,14 @@ from bench.parts.relay import bench_relay, bench_transcode  # noqa: E402
 from bench.parts.rtp import RTP_FIGURE, bench_rtp, report_rtp  # noqa: E402
 from bench.parts.session import Settings, emit, log  # noqa: E402
 from bench.parts.sip import bench_calls, bench_register, report  # noqa: E402
+from bench.parts.webrtc import bench_webrtc  # noqa: E402
 from tests.support.kamailio import start_kamailio  # noqa: E402
 from tests.support.ports import LOOPBACK  # noqa: E402
 from tests.support.processes import ServerNotReady, ServerProcess  # noqa: E402
 from tests.support.server import extension_range, start_ipbx  # noqa: E402
 
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
-PARTS = ("register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues")
+PARTS = ("register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues", "webrtc")
 SERVERS = ("ipbx", "kamailio", "rtpengine")
 # What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
 SIP_SERVERS = ("ipbx", "kamailio")
@@ -245,6 +256,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         "--queue-seconds", type=float, default=10.0, help="CPU interval of each step"
     )
     parser.add_argument(
+        "--webrtc-calls",
+        default="50,100,200,300,400,500",
+        help="concurrent PCMU browser calls per step of the webrtc relay ramp",
+    )
+    parser.add_argument(
+        "--webrtc-transcode-calls",
+        default="5,10,15,20,30",
+        help="concurrent Opus browser calls per step of the webrtc transcode ramp",
+    )
+    parser.add_argument(
+        "--webrtc-seconds", type=float, default=5.0, help="media time of a webrtc step"
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -275,6 +299,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         queue_agents=args.queue_agents,
         queue_step=args.queue_step,
         queue_seconds=args.queue_seconds,
+        webrtc_calls=parse_rates(args.webrtc_calls),
+        webrtc_transcode_calls=parse_rates(args.webrtc_transcode_calls),
+        webrtc_seconds=args.webrtc_seconds,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),
@@ -313,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete &= bench_memory(settings)
     if "queues" in settings.parts and "ipbx" in servers:
         complete &= bench_queues(settings)
+    if "webrtc" in settings.parts and "ipbx" in servers:
+        complete &= bench_webrtc(settings)
     return 0 if complete else 1
 
 

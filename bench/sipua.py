@@ -10,7 +10,8 @@ callee until its ACK arrives is approximated by answering every retransmitted IN
 Media ports come from the SDP each side sends; RTP is the caller's business (rtpload.py).
 
 The caller puts the call's number in the From display name; ipbx copies it into the
-INVITE it sends the callee, which is how the callee pairs its leg with the caller's.
+INVITE it sends the callee (quoted or not: "call 7" is all tokens, so RFC 3261 §25.1 lets
+it go bare), which is how the callee pairs its leg with the caller's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -138,7 +140,7 @@ def digest_authorization(
     return "Digest " + ", ".join(fields)
 
 
-def _md5_challenge(values: list[str]) -> str:
+def md5_challenge(values: list[str]) -> str:
     for value in values:
         if "algorithm" not in value.lower() or re.search(r"algorithm=\"?MD5\b", value, re.I):
             return value
@@ -157,6 +159,63 @@ def sdp_body(port: int, payload_type: int, rtpmap: str, session: str = "-") -> b
         "a=ptime:20\r\n"
         "a=sendrecv\r\n"
     ).encode()
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)
+
+
+def build_request(
+    method: str,
+    uri: str,
+    via: str,
+    call_id: str,
+    cseq: int,
+    from_: str,
+    to: str,
+    extra: list[str],
+    body: bytes = b"",
+) -> bytes:
+    """A request's bytes; `extra` holds more header lines, an SDP `body` its type."""
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        f"From: {from_}",
+        f"To: {to}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        *extra,
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def build_response(
+    request: Message, status: int, to_tag: str, contact: str, body: bytes = b""
+) -> bytes:
+    """A response to `request`, its To tagged `to_tag` unless it has a tag; a response
+    to INVITE carries `contact`."""
+    reason = {200: "OK"}.get(status, "Unknown")
+    to = request.header("to")
+    if to_tag and not tag_of(to):
+        to += f";tag={to_tag}"
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [f"Via: {via}" for via in request.all("via")]
+    lines += [
+        f"From: {request.header('from')}",
+        f"To: {to}",
+        f"Call-ID: {request.header('call-id')}",
+        f"CSeq: {request.header('cseq')}",
+    ]
+    if request.method == "INVITE":
+        lines.append(f"Contact: {contact}")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -227,6 +286,14 @@ class UserAgents:
             lambda: _Socket(self._on_message), local_addr=(LOOPBACK, 0)
         )
 
+    async def leave(self) -> None:
+        """Unbind the callee (a failure is only reported on stderr), close the sockets."""
+        try:
+            await self.register_callee(expires=0)
+        except (SipFailure, TimeoutError) as exc:
+            print(f"unregister: {exc}", file=sys.stderr)
+        self.close()
+
     def close(self) -> None:
         for sock in (self._caller, self._callee):
             if sock.transport is not None:
@@ -251,24 +318,8 @@ class UserAgents:
         body: bytes = b"",
         branch: str | None = None,
     ) -> bytes:
-        lines = [
-            f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {LOOPBACK}:{sock.port};branch={branch or self._branch()};rport",
-            "Max-Forwards: 70",
-            f"From: {from_}",
-            f"To: {to}",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq} {method}",
-            *extra,
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-    @staticmethod
-    def _branch() -> str:
-        return "z9hG4bK" + secrets.token_hex(8)
+        via = f"SIP/2.0/UDP {LOOPBACK}:{sock.port};branch={branch or new_branch()};rport"
+        return build_request(method, uri, via, call_id, cseq, from_, to, extra, body)
 
     async def _transaction(
         self, sock: _Socket, data: bytes, key: tuple[str, int, str], timeout: float
@@ -320,7 +371,7 @@ class UserAgents:
                 return
             if response.status != 401:
                 break
-            challenge = _md5_challenge(response.all("www-authenticate"))
+            challenge = md5_challenge(response.all("www-authenticate"))
             value = digest_authorization(
                 challenge, "REGISTER", uri, self.callee, self.callee_password
             )
@@ -330,10 +381,9 @@ class UserAgents:
     async def place_call(self, index: int, timeout: float = 10.0) -> Call:
         """INVITE (407, ACK, INVITE with credentials) until 200, then ACK; returns when
         the callee has its leg too."""
-        loop = asyncio.get_running_loop()
         call = Call(index, f"rtpload-{self._token}-{index}", secrets.token_hex(4))
         self._calls[call.call_id] = call
-        leg = self._legs[index] = loop.create_future()
+        leg = self.expect_leg(index)
         uri = f"sip:{self.callee}@{LOOPBACK}:{self.server_port}"
         from_ = f'"call {index}" <sip:{self.caller}@{LOOPBACK}>;tag={call.from_tag}'
         to = f"<{uri}>"
@@ -343,7 +393,7 @@ class UserAgents:
         auth: list[str] = []
         try:
             for cseq in (1, 2):
-                branch = self._branch()
+                branch = new_branch()
                 data = self._request(
                     self._caller, "INVITE", uri, call.call_id, cseq, from_, to,
                     [contact, *auth], body, branch,
@@ -363,7 +413,7 @@ class UserAgents:
                 )  # fmt: skip
                 if response.status != 407 or cseq == 2:
                     raise SipFailure(f"call {index}: {response.first_line}")
-                challenge = _md5_challenge(response.all("proxy-authenticate"))
+                challenge = md5_challenge(response.all("proxy-authenticate"))
                 value = digest_authorization(
                     challenge, "INVITE", uri, self.caller, self.caller_password
                 )
@@ -378,8 +428,18 @@ class UserAgents:
             self._caller.send(call.ack, self._server)
             call.callee_relay_port = await asyncio.wait_for(leg, timeout)
         finally:
-            self._legs.pop(index, None)
+            self.forget_leg(index)
         return call
+
+    def expect_leg(self, index: int) -> asyncio.Future[int]:
+        """Call `index`'s leg at the callee: the RTP port ipbx offers it, once ipbx's
+        INVITE with the display name "call <index>" arrives. forget_leg() when done."""
+        leg: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._legs[index] = leg
+        return leg
+
+    def forget_leg(self, index: int) -> None:
+        self._legs.pop(index, None)
 
     async def hang_up(self, call: Call, timeout: float = 10.0) -> bool:
         from_ = f'"call {call.index}" <sip:{self.caller}@{LOOPBACK}>;tag={call.from_tag}'
@@ -430,28 +490,12 @@ class UserAgents:
                 message, 200, secrets.token_hex(4), sdp_body(port, payload_type, rtpmap)
             )
             self._answered[call_id] = answer
-            found = re.match(r'\s*"call (\d+)"', message.header("from"))
+            found = re.match(r'\s*"?call (\d+)\b', message.header("from"))
             leg = self._legs.get(int(found.group(1))) if found else None
             if leg is not None and not leg.done():
                 leg.set_result(media_port(message.body))
         self._callee.send(answer, addr)
 
     def _response(self, request: Message, status: int, to_tag: str, body: bytes = b"") -> bytes:
-        reason = {200: "OK"}.get(status, "Unknown")
-        to = request.header("to")
-        if to_tag and not tag_of(to):
-            to += f";tag={to_tag}"
-        lines = [f"SIP/2.0 {status} {reason}"]
-        lines += [f"Via: {via}" for via in request.all("via")]
-        lines += [
-            f"From: {request.header('from')}",
-            f"To: {to}",
-            f"Call-ID: {request.header('call-id')}",
-            f"CSeq: {request.header('cseq')}",
-        ]
-        if request.method == "INVITE":
-            lines.append(f"Contact: <sip:{self.callee}@{LOOPBACK}:{self._callee.port}>")
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        contact = f"<sip:{self.callee}@{LOOPBACK}:{self._callee.port}>"
+        return build_response(request, status, to_tag, contact, body)

@@ -32,6 +32,9 @@ class Settings:
     queue_agents: int
     queue_step: int
     queue_seconds: float
+    webrtc_calls: list[int]
+    webrtc_transcode_calls: list[int]
+    webrtc_seconds: float
     parts: list[str]
     step_seconds: float
     out: Path

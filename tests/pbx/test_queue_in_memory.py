@@ -96,9 +96,13 @@ def test_an_agent_is_freed_when_the_pbx_ends_its_call_or_the_call_is_gone(
         [status] = [a for a in queues.status("q").agents if a.extension == "1001"]
         assert (status.state, status.calls_taken) == (AgentState.AVAILABLE, 1)
         assert [e.event for e in written] == ["ENTERQUEUE", "CONNECT", "COMPLETEAGENT"]
-        # An agent marked in a call that no longer exists is freed by the reconciliation.
+        # An agent marked in a call that no longer exists is freed by the reconciliation,
+        # and so is one marked ringing for no waiting caller.
         queues.agents.offered("1001")
         queues.agents.answered("1001", "c-gone")
+        queues.reconcile()
+        assert queues.agents.get("1001").state() is AgentState.AVAILABLE
+        queues.agents.offered("1001")
         queues.reconcile()
         assert queues.agents.get("1001").state() is AgentState.AVAILABLE
 

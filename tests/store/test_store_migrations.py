@@ -4,11 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from ipbx.store import Store
+from ipbx.store.database import HEAD_REVISION, MigrationError
 from ipbx.store.schema import metadata
 
 
@@ -60,23 +62,42 @@ def test_the_head_is_read_from_file_names_as_alembic_reads_it() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from ipbx.store.database import HEAD_REVISION, MIGRATIONS_DIR
+    from ipbx.store.database import MIGRATIONS_DIR
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
 
 
-def test_a_restart_on_a_current_schema_does_not_load_alembic(tmp_path: Path) -> None:
+def test_a_server_never_loads_alembic_at_its_first_start_or_after(tmp_path: Path) -> None:
+    """The first start migrates in a child process; a restart on a current schema skips
+    the migrations without reading them."""
     url = f"sqlite:///{tmp_path / 'ipbx.db'}"
-    first = Store(url)
-    first.migrate()
-    first.close()
     code = (
         "import sys; from ipbx.store import Store; s = Store(sys.argv[1]); s.migrate(); "
         "s.close(); print('alembic' in sys.modules)"
     )
-    restarted = subprocess.run(
-        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert restarted.stdout.strip() == "False"
+    for start in ("first", "restart"):
+        server = subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60
+        )
+        assert (start, server.returncode, server.stdout.strip()) == (start, 0, "False")
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        revision = connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    engine.dispose()
+    assert revision == HEAD_REVISION
+
+
+def test_a_database_from_a_newer_ipbx_is_refused_with_alembics_reason(tmp_path: Path) -> None:
+    """The migrations fail in their own process: the error is theirs, not an exit status."""
+    url = f"sqlite:///{tmp_path / 'ipbx.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        connection.execute(sa.text("INSERT INTO alembic_version VALUES ('9999')"))
+    engine.dispose()
+    store = Store(url)
+    with pytest.raises(MigrationError, match=r"schema migration failed: .*'9999'"):
+        store.migrate()
+    store.close()

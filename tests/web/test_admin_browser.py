@@ -9,7 +9,6 @@ the page."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from ipbx.pbx.provisioning import KINDS
 from tests.support.baresip import BaresipControl, start_baresip, wait_registered
+from tests.support.chromium import CHROMIUM, require_chromium
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
 from tests.support.records import call_records
@@ -25,7 +25,6 @@ from tests.support.server import Extension
 from tests.support.softphone import write_tone
 from tests.web.conftest import ADMIN, PASSWORD, AdminSite
 
-CHROMIUM = "/usr/bin/chromium"
 NEW = Extension("1005", "Eve", "secret1005")
 CALLEE = Extension("1000", "Alice", "secret1000")
 TALK_SECONDS = 4  # 1000 answers with a tone this long, then hangs up
@@ -46,9 +45,7 @@ PLAY = """async (audio) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    # `make test` installs it (make peers); missing, the set-up is broken: not a skip.
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} not installed: run make peers")
+    require_chromium()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

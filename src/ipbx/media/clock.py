@@ -3,8 +3,14 @@
 Recorders and transcoders play their jitter buffers out at the packet rate. One timer
 that calls them all costs one wake-up per tick, where a task per call would cost one
 per call (hundreds of transcoded calls are thousands of wake-ups a second). Ticks are
-scheduled on absolute times, so late wake-ups never accumulate into drift; each
-subscriber takes `now` and plays out whatever is due by then.
+scheduled on absolute times, so late wake-ups never accumulate into drift.
+
+Each subscriber is given the time the tick was scheduled for, not the moment it ran,
+and plays out whatever is due by then. What goes out at a tick then depends on the
+schedule alone: were it given the moment it ran, a frame due near a tick's boundary
+would go out early at a tick that woke a millisecond late and on time at the next,
+two frames at one tick and none at the other, 20 ms of jitter added to a stream
+whose packets arrive in phase with the ticks.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class MediaClock:
         self._due = 0.0
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call `subscriber(now)` every tick until the returned function is called."""
+        """Call `subscriber(tick)` every tick, with the tick's scheduled time, until the
+        returned function is called."""
         key = self._next_id
         self._next_id += 1
         self._subscribers[key] = subscriber
@@ -50,10 +57,10 @@ class MediaClock:
             self._timer = None
 
     def _tick(self) -> None:
-        now = self._loop.time()
+        due = self._due
         for key, subscriber in list(self._subscribers.items()):
             try:
-                subscriber(now)
+                subscriber(due)
             except Exception:
                 # One broken call must not silence the others.
                 log.exception("media clock subscriber failed; removed")
@@ -62,7 +69,7 @@ class MediaClock:
             self._timer = None
             return
         # After a long stall (a blocked loop) skip the missed ticks rather than burst.
-        self._due = max(self._due + self._period, now)
+        self._due = max(due + self._period, self._loop.time())
         self._timer = self._loop.call_at(self._due, self._tick)
 
 

@@ -1,6 +1,8 @@
 """The database under every part of the store: one engine per process, the schema's
 migrations, and the tenant ids every table is keyed by."""
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,10 @@ HEAD_REVISION = max(p.name[:4] for p in (MIGRATIONS_DIR / "versions").glob("[0-9
 CONFIG_REVISION = "config"
 
 
+class MigrationError(RuntimeError):
+    """The schema migrations failed; the message is their last line of error."""
+
+
 class UnknownTenantError(LookupError):
     """A tenant domain that has not been provisioned."""
 
@@ -47,11 +53,18 @@ class Database:
     """The engine and what every part of the store shares (see `Store`)."""
 
     def __init__(self, url: str) -> None:
+        self._url = url
         parsed = make_url(url)
         if parsed.drivername == "postgresql":
             # SQLAlchemy's default PostgreSQL driver is psycopg2; ipbx ships psycopg 3.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        self._in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (
+            None,
+            "",
+            ":memory:",
+        )
+        if parsed.get_backend_name() == "sqlite" and not self._in_memory:
+            assert parsed.database is not None
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self._engine: Engine = create_engine(
             parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite"
@@ -61,11 +74,29 @@ class Database:
         self._tenant_ids: dict[str, int] = {}
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision; a no-op when it is already there.
-        Alembic (about 10 MB of a server's resident memory) is imported only when there is
-        a revision to run: a server restarted on a current schema never loads it."""
+        """Bring the schema to the newest revision; a no-op when it is already there. The
+        revisions run in a process of their own (`python -m ipbx.store.upgrade`, the URL
+        on its standard input), so a server never keeps Alembic (about 12 MB of resident
+        memory) loaded, not even after its first start; an in-memory database, which no
+        other process can reach, is migrated here. MigrationError when they fail."""
         if self.schema_revision() == HEAD_REVISION:
             return
+        if self._in_memory:
+            self.upgrade()
+            return
+        child = subprocess.run(
+            [sys.executable, "-m", "ipbx.store.upgrade"],
+            input=self._url,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            lines = child.stderr.strip().splitlines() or [f"exit status {child.returncode}"]
+            raise MigrationError(f"schema migration failed: {lines[-1]}")
+
+    def upgrade(self) -> None:
+        """Run the schema's migrations with Alembic, in this process."""
         from alembic import command
         from alembic.config import Config as AlembicConfig
 

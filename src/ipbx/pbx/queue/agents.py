@@ -169,6 +169,9 @@ class Agents:
     def in_call(self) -> list[Agent]:
         return [agent for agent in self.agents.values() if agent.busy is AgentState.IN_CALL]
 
+    def ringing(self) -> list[Agent]:
+        return [agent for agent in self.agents.values() if agent.busy is AgentState.RINGING]
+
     def close(self) -> None:
         for agent in self.agents.values():
             if agent.wrapup is not None:

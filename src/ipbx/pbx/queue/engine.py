@@ -501,7 +501,15 @@ class Queues:
             self.reconcile()
 
     def reconcile(self) -> None:
-        """Free every agent marked in a queue call that is no longer in progress."""
+        """Free every agent marked in a queue call that is no longer in progress, and
+        every agent marked ringing for no waiting caller (an offer rings agents only
+        for a caller in its line: `dispatch` to `_offer_over` or `_leave`)."""
+        offered = {a for q in self.queues.values() for w in q.waiting for a in w.ringing}
+        for agent in self.agents.ringing():
+            if agent.extension not in offered:
+                log.warning("agent %s was marked ringing for no waiting caller; freed",
+                            agent.extension)  # fmt: skip
+                self.agents.not_taken(agent.extension, False)
         live = self.calls.calls
         for agent in self.agents.in_call():
             if agent.call_id is None or agent.call_id not in live:

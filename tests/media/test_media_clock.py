@@ -1,0 +1,78 @@
+"""The media clock hands its subscribers the tick's scheduled time: a transcoder pulling
+its jitter buffer on it sends one frame a tick however late each tick wakes, even for a
+stream whose packets arrive in phase with the ticks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import pytest
+
+from ipbx.media.clock import TICK, MediaClock
+from ipbx.media.jitter import JitterBuffer
+from ipbx.media.playout import PLAYOUT_JITTER
+from ipbx.media.rtp import RtpPacket
+
+
+@dataclass
+class _Timer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class LateLoop:
+    """Runs each timer up to 2 ms after it was due, at random, as a busy event loop does."""
+
+    def __init__(self, seed: int) -> None:
+        self.now = 0.0
+        self.timers: list[_Timer] = []
+        self.random = random.Random(seed)
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    def run_next(self) -> None:
+        timer = self.timers.pop(0)
+        self.now = max(self.now, timer.when + self.random.uniform(0, 0.002))
+        if not timer.cancelled:
+            timer.callback()
+
+
+@pytest.mark.parametrize("phase_ms", [0.0, 0.5, 1.0, 1.5, 10.0, 19.5])
+def test_a_transcoder_sends_one_frame_a_tick_whatever_the_arrival_phase(phase_ms: float) -> None:
+    loop = LateLoop(seed=int(phase_ms * 10))
+    clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
+    buffer = JitterBuffer(8000, PLAYOUT_JITTER)
+    network = random.Random(7)
+    # Packets every 20 ms, `phase_ms` after the ticks' grid, a little network jitter.
+    arrivals = [(k * TICK + phase_ms / 1000 + abs(network.gauss(0, 0.0005)), k) for k in range(600)]
+    arrivals.sort()
+    frames_per_tick: list[int] = []
+
+    def transcoder(tick: float) -> None:
+        while arrivals and arrivals[0][0] <= loop.time():
+            arrived, k = arrivals.pop(0)
+            buffer.push(RtpPacket(0, k, k * 160, 1, b"\xff" * 160), arrived)
+        frames = 0
+        while buffer.pop(tick + TICK) is not None:  # as bridge._Transcoding.tick pulls
+            frames += 1
+        frames_per_tick.append(frames)
+
+    clock.subscribe(transcoder)
+    while len(frames_per_tick) < 550:
+        loop.run_next()
+    steady = frames_per_tick[50:]
+    assert steady.count(1) == len(steady), f"{len(steady) - steady.count(1)} ticks off one frame"
