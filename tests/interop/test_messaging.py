@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ipbx.store import MessageRecord, Store
 from tests.support.baresip import (
     BARESIP_MODULES,
@@ -21,8 +23,16 @@ from tests.support.baresip import (
 )
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import stop_process
-from tests.support.server import CALLEE, CALLER, OTHER, IpbxServer, start_configured_ipbx
+from tests.support.server import (
+    CALLEE,
+    CALLER,
+    OTHER,
+    IpbxServer,
+    make_token,
+    start_configured_ipbx,
+)
 from tests.support.sipp import run_sipp, start_sipp, write_users_csv
+from tests.support.webhook_receiver import Receiver
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 MOBILE = "+12125551234"
@@ -30,9 +40,11 @@ DID = "+12125550100"
 RUSSIAN = "Привет из SIPp"
 ARABIC = "مرحبا من الهاتف"
 FROM_BARESIP = "Привет от baresip"
+FROM_API = "Сообщение через API"
+SECRET = "s3cret-for-the-crm-0123"
 
 
-def sms_trunk(gateway: int) -> Any:
+def sms_trunk(gateway: int, api_port: int, webhook: str) -> Any:
     def edit(config: dict[str, Any]) -> None:
         config["country"] = "US"
         config["trunks"] = [
@@ -44,6 +56,8 @@ def sms_trunk(gateway: int) -> Any:
             {"name": "e164", "pattern": "_+1NXXNXXXXXX", "trunks": ["sms"]}
         ]
         config["numbers"] = [{"number": DID, "destination": f"extension:{CALLEE.number}"}]
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+        config["webhooks"] = [{"url": webhook, "events": ["message.*"], "secret": SECRET}]
 
     return edit
 
@@ -87,14 +101,17 @@ def messages(server: IpbxServer, count: int, timeout: float = 10.0) -> list[Mess
 
 
 def test_messages_between_sipp_baresip_and_a_provider(tmp_path: Path) -> None:
-    gateway_port = free_port("udp")
+    gateway_port, api_port = free_port("udp"), free_port("tcp")
+    receiver = Receiver(free_port("tcp"), SECRET).start()
     gateway = start_sipp(
         SCENARIOS / "uas_message_provider.xml", None, "-trace_msg", "-message_file",
         str(tmp_path / "gateway" / "gateway.messages.log"),
         calls=1, workdir=tmp_path / "gateway", local_port=gateway_port, timeout=40,
         name="gateway",
     )  # fmt: skip
-    server = start_configured_ipbx(tmp_path / "ipbx", sms_trunk(gateway_port))
+    server = start_configured_ipbx(
+        tmp_path / "ipbx", sms_trunk(gateway_port, api_port, receiver.url)
+    )
     phone = start_baresip(
         tmp_path, registrar_port=server.port, user=CALLEE,
         audio_file=baresip_tone(tmp_path / "tone.wav", 440, 1, "PCMU"), seconds=40,
@@ -141,6 +158,29 @@ def test_messages_between_sipp_baresip_and_a_provider(tmp_path: Path) -> None:
         got = (tmp_path / "gateway" / "gateway.messages.log").read_text(errors="replace")
         assert f"MESSAGE sip:{MOBILE}@" in got and RUSSIAN in got
 
+        # The API sends as 1000 to baresip 1001 and lists what 1001 sent and received.
+        api = f"http://{LOOPBACK}:{api_port}"
+        headers = {"Authorization": f"Bearer {make_token(server.config_path, 'admin')}"}
+        sent = httpx.post(
+            f"{api}/messages", json={"from": CALLER.number, "to": CALLEE.number, "text": FROM_API},
+            headers=headers, timeout=10,
+        )  # fmt: skip
+        assert sent.status_code == 202, sent.text
+        assert messages(server, 6)[-1].status == "delivered"
+        listed = httpx.get(
+            f"{api}/messages", params={"extension": CALLEE.number}, headers=headers, timeout=10
+        ).json()
+        assert [m["text"] for m in listed["items"]][:1] == [FROM_API]
+        assert listed["total"] == 4  # SIPp's, baresip's, the mobile's and the API's
+        # Webhooks: each message for an extension arrived, then its status.
+        deadline = time.monotonic() + 10
+        while len(receiver.events) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        delivered: list[dict[str, Any]] = list(receiver.events.values())
+        kinds = [(e["type"], e["data"]["status"]) for e in delivered]
+        assert kinds.count(("message.received", "pending")) == 5, kinds
+        assert kinds.count(("message.status", "delivered")) == 5, kinds
+
         # Refused before anything is stored: a content type not taken, then a flood
         # (everything here comes from 127.0.0.1, so this goes last).
         def refused(ctype: str, count: int) -> str:
@@ -158,8 +198,9 @@ def test_messages_between_sipp_baresip_and_a_provider(tmp_path: Path) -> None:
         flood = refused("text/plain", 60)
         assert "SIP/2.0 407" in flood and "SIP/2.0 503" in flood
         assert "Retry-After: 10" in flood
-        assert len(messages(server, 5, timeout=0)) == 5
+        assert len(messages(server, 6, timeout=0)) == 6
     finally:
+        receiver.stop()
         stop_process(phone)
         server.stop()
         if gateway.process.poll() is None:

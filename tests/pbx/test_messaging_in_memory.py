@@ -12,6 +12,7 @@ from typing import Any
 from ipbx.pbx.events import Event
 from ipbx.pbx.messaging import FLOOD_MESSAGES
 from ipbx.sip.message import Request, Response
+from ipbx.sip.transaction import Address, ServerTransaction
 from ipbx.sip.uri import NameAddr, Uri
 from ipbx.store import MessageRecord, Store
 from tests.support.testbed import Testbed, play
@@ -201,10 +202,11 @@ def test_is_composing_is_relayed_not_stored_and_a_phones_refusal_fails_the_messa
         assert (await send(alice, away)).status == 480
         assert await stored(lab) == []
 
-        def refuse(request: Request, _source: object, tx: Any) -> None:
+        def refuse(request: Request, _source: Address, tx: ServerTransaction | None) -> None:
+            assert tx is not None
             bob.endpoint.reply(tx, 488)
 
-        bob.on_request = refuse  # type: ignore[method-assign]
+        bob.on_request = refuse  # type: ignore[method-assign,assignment]
         seen = events_of(lab)
         assert (await send(alice, message_to(alice, "1001", "hi"))).status == 488
         [record] = await stored(lab)
