@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from ipbx.pbx.events import Event
 from ipbx.pbx.messaging import FLOOD_MESSAGES
 from ipbx.sip.message import Request, Response
@@ -110,6 +112,15 @@ def test_bad_messages_are_refused(tmp_path: Path) -> None:
         assert huge.status == 413
         assert (await send(alice, message_to(alice, "1999", "hi"))).status == 404
         assert await stored(lab) == []
+        store = lab.pbx.store.blocking
+
+        def locked(*_args: object) -> None:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+        store.save_message = locked  # type: ignore[method-assign,assignment]
+        lost = await send(alice, message_to(alice, "1001", "hi"))
+        assert (lost.status, lost.headers.get("Retry-After")) == (500, "5")
+        del store.save_message
 
     def edit(config: dict[str, Any]) -> None:
         config["sip"]["max_message_size"] = 100_000

@@ -198,7 +198,15 @@ class Messaging:
     ) -> None:
         """Store `record` (once), deliver it, answer the sender when the delivery ends
         or after DELIVERY_WAIT with 202."""
-        stored, created = await self.store.run(lambda store: store.save_message(record))
+        try:
+            stored, created = await self.store.run(lambda store: store.save_message(record))
+        except Exception:
+            # The database is locked or gone: the sender may try again (RFC 3261 §21.5.1).
+            log.warning("message %s from %s could not be stored: answered 500", record.call_id,
+                        record.sender, exc_info=True)  # fmt: skip
+            if tx is not None:
+                self.endpoint.reply(tx, 500, headers=[("Retry-After", "5")])
+            return
         if not created:
             log.info("MESSAGE %s/%d sent again: not stored twice", record.call_id, record.cseq)
             if tx is not None:
