@@ -36,6 +36,7 @@ from ipbx.api import models
 from ipbx.api.admin import add_token_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.control import call_control
+from ipbx.api.messages import add_message_routes
 from ipbx.api.metrics import render
 from ipbx.api.models import AUTH_ERRORS, NOT_FOUND
 from ipbx.api.paging import Limit, Offset, Since, Until, page
@@ -504,6 +505,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
     add_queue_routes(app, pbx, needs("read"), needs("admin"), system_state)
+    add_message_routes(app, pbx, needs("read"), needs("admin"), system_state)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:

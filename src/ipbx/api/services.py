@@ -12,6 +12,7 @@ from ipbx.config import Config
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.location import Location
+from ipbx.pbx.messaging import Messaging
 from ipbx.pbx.queue.analytics import QueueTargets
 from ipbx.pbx.queue.model import AgentStatus, QueueStatus
 from ipbx.pbx.trunks import Trunks
@@ -100,6 +101,10 @@ class PbxServices(Protocol):
     @property
     def queues(self) -> QueueDesk | None:
         """The call queues; None when the PBX runs none."""
+
+    @property
+    def messaging(self) -> Messaging:
+        """Text messages: POST /messages sends through it."""
 
     @property
     def control(self) -> CallControl:

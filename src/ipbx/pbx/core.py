@@ -27,6 +27,7 @@ from ipbx.pbx.events import REGISTRATION_CHANGED, EventBus
 from ipbx.pbx.guard import Guard
 from ipbx.pbx.location import Binding, Location
 from ipbx.pbx.mailer import Mailer
+from ipbx.pbx.messaging import Messaging
 from ipbx.pbx.mwi import MessageWaiting
 from ipbx.pbx.nat import NatMode
 from ipbx.pbx.presence import Presence
@@ -58,7 +59,7 @@ DEFAULT_ROUTE_PROBE = "192.0.2.1"
 # at the registrar (RFC 5626, pbx/outbound.py), session timers (RFC 4028).
 SUPPORTED: frozenset[str] = frozenset({"100rel", "outbound", "timer"})
 # Methods we recognise but do not serve outside a dialog: 405 with Allow, not 501.
-KNOWN = frozenset({"NOTIFY", "PUBLISH", "MESSAGE", "REFER", "PRACK"})
+KNOWN = frozenset({"NOTIFY", "PUBLISH", "REFER", "PRACK"})
 # How often a server checks whether the provisioning changed under it.
 REVISION_POLL_SECONDS = 2.0
 IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "ACK", "CANCEL"})
@@ -162,6 +163,12 @@ class Pbx:
             self.blf,
             lambda number: self.router.handling.on_dnd(number),
         )
+        # Text messages (SIP MESSAGE): relayed, stored for phones away (pbx/messaging.py).
+        self.messaging = Messaging(
+            self.endpoint, self.location, self.auth, self.directory, self.trunks,
+            self.store, self.events, sip.domain,
+        )  # fmt: skip
+        self.messaging.routing = self.router
         self.registrar.on_change = self._registration_changed
         self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         # Hang-up, transfer, recording and DTMF on calls in progress (the API's).
@@ -208,7 +215,7 @@ class Pbx:
         self.calls.policy = self._policy(config)
         self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         self.queues.update(config.queues)
-        self.router = self._router(config)
+        self.router = self.messaging.routing = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
             await callback(config)
@@ -231,6 +238,7 @@ class Pbx:
         self.events.publish(REGISTRATION_CHANGED, data)
         if contacts > 0:
             self.queues.dispatch()  # an agent's phone that came back takes waiting callers
+            self.messaging.registered(aor)  # and the messages that wait for it
 
     def _connection_closed(self, peer: Address) -> None:
         """A browser's WebSocket closed: what it registered over it cannot be reached."""
@@ -289,6 +297,7 @@ class Pbx:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.queues.close()
+        self.messaging.close()
         self.calls.close()
         self.subscriptions.close()
         await self.endpoint.close()
@@ -370,6 +379,8 @@ class Pbx:
             self.endpoint.reply(tx, 200, headers=self._capabilities())
         elif method == "INVITE":
             self._on_invite(request, source, tx)
+        elif method == "MESSAGE":
+            self.messaging.on_message(request, source, tx)
         elif method in IN_DIALOG_ONLY:
             self.endpoint.reply(tx, 481)
         elif method in KNOWN:
@@ -454,6 +465,8 @@ class Pbx:
             if alive != binding.reachable:
                 log.info("contact %s of %s is %s", binding.uri, binding.aor,
                          "reachable" if alive else "unreachable")  # fmt: skip
+                if alive:
+                    self.messaging.registered(binding.aor)  # the messages that waited
             self.location.mark(binding, alive)
 
         self.endpoint.send_request(request, dest, answered)

@@ -67,6 +67,14 @@ event can be joined with the record written when the call ends. Numbers are stri
     or paused), since (when it began), reason (why paused; null otherwise),
     calls_taken (queue calls answered today), queues (the agent's queues, by name);
     published on every change of the state (pbx/queue/agents.py).
+``message.received``
+    message_id (GET /messages), caller (the sender: an extension, or the outside number
+    of a message from a trunk), callee (the extension it is for), extension (the
+    same), direction (internal or inbound), status (pending), content_type, body; when
+    a text message for an extension arrives, before it is delivered (pbx/messaging.py).
+``message.status``
+    the same keys, status now delivered or failed (extension: the recipient, or the
+    sender of a message to an outside number, direction outbound).
 
 `Event.involves(extension)` (the `?extension=` filter of the feed) looks at the keys
 caller, callee and extension.
@@ -98,6 +106,8 @@ VOICEMAIL_NEW = "voicemail.new"
 RECORDING_READY = "recording.ready"
 REGISTRATION_CHANGED = "registration.changed"
 AGENT_STATE = "agent.state"
+MESSAGE_RECEIVED = "message.received"
+MESSAGE_STATUS = "message.status"
 EVENT_TYPES = (
     CALL_STARTED,
     CALL_RINGING,
@@ -108,6 +118,8 @@ EVENT_TYPES = (
     RECORDING_READY,
     REGISTRATION_CHANGED,
     AGENT_STATE,
+    MESSAGE_RECEIVED,
+    MESSAGE_STATUS,
 )
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

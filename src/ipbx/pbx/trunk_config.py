@@ -71,6 +71,9 @@ class TrunkConfig(Item):
     from_domain: str | None = None
     pai: bool = False
     rpid: bool = False
+    # Whether the provider (or GSM gateway) takes text messages (SIP MESSAGE) to its
+    # numbers: pbx/messaging.py sends those of the outbound routes through this trunk.
+    messaging: bool = False
     # OPTIONS health check every this many seconds (0: none, the trunk counts as up).
     options_interval: float = Field(default=60.0, ge=0)
     # After a failed registration: first retry delay, doubled per failure up to retry_max.

@@ -367,7 +367,7 @@ class Trunk:
         """REGISTER at one server, answering digest challenges and 423 (RFC 3261 §10.3)."""
         challenges = 0
         for _ in range(5):
-            response = await self._send(self._register_request(target, expires), target)
+            response = await self.transact(self._register_request(target, expires), target)
             status = response.status
             if 200 <= status < 300:
                 return self._granted(response, expires)
@@ -456,12 +456,12 @@ class Trunk:
             headers.add("Call-ID", f"trunk-options-{secrets.token_hex(8)}")
             headers.add("CSeq", "1 OPTIONS")
             request = Request(headers, b"", "OPTIONS", parse_uri(f"sip:{self.domain}"))
-            response = await self._send(request, target)
+            response = await self.transact(request, target)
             if response.status not in UNREACHABLE:
                 return True
         return False
 
-    async def _send(self, request: Request, target: Address) -> Response:
+    async def transact(self, request: Request, target: Address) -> Response:
         """Send in a client transaction; its final response (a timeout is a 408)."""
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 

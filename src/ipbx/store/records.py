@@ -212,3 +212,24 @@ class QueueLogRecord:
     agent: str
     event: str
     data: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One text message (pbx/messaging.py). `direction`: internal (extension to
+    extension), inbound (from a trunk) or outbound (to a trunk); `status`: pending,
+    delivered or failed, since `status_time`. `id` is 0 until the store assigns one."""
+
+    time: float
+    direction: str
+    sender: str
+    recipient: str
+    content_type: str
+    body: str
+    status: str
+    status_time: float
+    call_id: str
+    cseq: int
+    from_tag: str
+    trunk: str | None = None
+    id: int = 0

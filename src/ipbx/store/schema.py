@@ -251,3 +251,30 @@ revisions = Table(
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
 )
+
+# Text messages (SIP MESSAGE, RFC 3428; pbx/messaging.py), between extensions and to and
+# from outside numbers. `status` is pending (stored for an extension with no phone
+# reachable), delivered or failed. A MESSAGE is one row: its Call-ID, CSeq and From tag
+# are unique, so a request sent again (not a retransmission, which the transaction layer
+# absorbs) is not stored twice.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("time", Float, nullable=False, index=True),
+    Column("direction", String(16), nullable=False),
+    Column("sender", String(64), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_time", Float, nullable=False),
+    Column("trunk", String(64), nullable=True),
+    Column("call_id", String(255), nullable=False),
+    Column("cseq", Integer, nullable=False),
+    Column("from_tag", String(128), nullable=False),
+    UniqueConstraint("tenant_id", "call_id", "cseq", "from_tag"),
+    # Delivery on registration reads an extension's pending messages.
+    Index("ix_messages_recipient_status", "recipient", "status"),
+)

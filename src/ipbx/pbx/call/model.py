@@ -34,7 +34,10 @@ from ipbx.sip.session_timer import SessionTimer
 from ipbx.sip.transaction import Address, ServerTransaction, make_response, new_tag, random_hex
 from ipbx.sip.transport.alarm import Alarm
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY"
+ALLOW = (
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, REGISTER, SUBSCRIBE, NOTIFY, "
+    "MESSAGE"
+)
 _call_ids = itertools.count(1)
 
 
