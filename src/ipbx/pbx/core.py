@@ -156,13 +156,8 @@ class Pbx:
         self.queues.update(config.queues)
         self.router = self._router(config)
         self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension)
-        self.presence = Presence(
-            self.subscriptions,
-            self.events,
-            self.location,
-            self.blf,
-            lambda number: self.router.handling.on_dnd(number),
-        )
+        self.presence = Presence(self.subscriptions, self.events, self.location, self.blf,
+                                 lambda number: self.router.handling.on_dnd(number))  # fmt: skip
         # Text messages (SIP MESSAGE): relayed, stored for phones away (pbx/messaging.py).
         self.messaging = Messaging(
             self.endpoint, self.location, self.auth, self.directory, self.trunks,
