@@ -67,6 +67,9 @@ class BusyLampField:
         self.notifier = subscriptions
         self.is_extension = is_extension
         self.dialogs: dict[str, dict[str, DialogEntry]] = {}
+        # The extensions each call has a dialog on: an answer or an end touches those,
+        # not every extension in a call.
+        self._calls: dict[str, set[str]] = {}
         subscriptions.serve(self)
         events.subscribe(self.on_event)
 
@@ -95,8 +98,8 @@ class BusyLampField:
             self._set(extension, call_id, "recipient", "early", caller, named, event, changed)
             self._advance(caller, call_id, "early", changed)
         elif event.type == CALL_ANSWERED:
-            for number, entries in self.dialogs.items():
-                entry = entries.get(call_id)
+            for number in self._calls.get(call_id, ()):
+                entry = self.dialogs.get(number, {}).get(call_id)
                 if entry is not None and entry.direction == "recipient" and number != extension:
                     entry.state = "terminated"
                     changed.add(number)
@@ -105,9 +108,10 @@ class BusyLampField:
                           changed)  # fmt: skip
             self._advance(caller, call_id, "confirmed", changed)
         elif event.type == CALL_ENDED:
-            for number, entries in self.dialogs.items():
-                if call_id in entries:
-                    entries[call_id].state = "terminated"
+            for number in self._calls.pop(call_id, ()):
+                entry = self.dialogs.get(number, {}).get(call_id)
+                if entry is not None:
+                    entry.state = "terminated"
                     changed.add(number)
         for number in changed:
             self.notifier.notify(EVENT, number)
@@ -131,6 +135,7 @@ class BusyLampField:
         entries = self.dialogs.setdefault(extension, {})
         entry = entries.get(call_id)
         if entry is None:
+            self._calls.setdefault(call_id, set()).add(extension)
             entries[call_id] = DialogEntry(
                 f"{call_id}-{extension}", call_id, direction, state, remote, remote_name,
                 event.tenant,
