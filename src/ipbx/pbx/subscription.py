@@ -111,6 +111,8 @@ class Subscriptions:
         self.max_per_watcher = max_per_watcher
         self.packages: dict[str, EventPackage] = {}
         self._by_dialog: dict[tuple[str, str, str], Subscription] = {}
+        # The same by what they watch: a call's events NOTIFY its parties' watchers only.
+        self._by_resource: dict[tuple[str, str], dict[tuple[str, str, str], Subscription]] = {}
         # What changed since the store last took `changes`: by ipbx's own dialog tag.
         self._changed: dict[str, Subscription | None] = {}
 
@@ -118,11 +120,9 @@ class Subscriptions:
         self.packages[package.name] = package
 
     def subscriptions(self, package: str, resource: str | None = None) -> list[Subscription]:
-        return [
-            s
-            for s in self._by_dialog.values()
-            if s.package == package and (resource is None or s.resource == resource)
-        ]
+        if resource is not None:
+            return list(self._by_resource.get((package, resource), {}).values())
+        return [s for s in self._by_dialog.values() if s.package == package]
 
     def live(self) -> list[Subscription]:
         return list(self._by_dialog.values())
@@ -132,6 +132,7 @@ class Subscriptions:
             if subscription.timer is not None:
                 subscription.timer.cancel()
         self._by_dialog.clear()
+        self._by_resource.clear()
 
     # --- SUBSCRIBE -----------------------------------------------------------------------
 
@@ -189,7 +190,7 @@ class Subscriptions:
         if expires == 0:
             self._terminate(subscription, None)  # a fetch: one NOTIFY and done
             return
-        self._by_dialog[dialog.key] = subscription
+        self._add(subscription)
         self._schedule(subscription, expires)
         self._notify(subscription)
 
@@ -269,9 +270,20 @@ class Subscriptions:
         self._forget(subscription.dialog.key, subscription)
         self._send(subscription, "terminated" + (f";reason={reason}" if reason else ""))
 
+    def _add(self, subscription: Subscription) -> None:
+        key = subscription.dialog.key
+        self._by_dialog[key] = subscription
+        watched = (subscription.package, subscription.resource)
+        self._by_resource.setdefault(watched, {})[key] = subscription
+
     def _forget(self, key: tuple[str, str, str], subscription: Subscription) -> None:
         if self._by_dialog.get(key) is subscription:
             del self._by_dialog[key]
+            watched = (subscription.package, subscription.resource)
+            same = self._by_resource.get(watched, {})
+            same.pop(key, None)
+            if not same:
+                self._by_resource.pop(watched, None)
             self._changed[subscription.dialog.local_tag] = None
         if subscription.timer is not None:
             subscription.timer.cancel()
@@ -294,7 +306,7 @@ class Subscriptions:
         subscription = from_record(record, time.time(), self.endpoint.loop.time())
         if subscription.package not in self.packages:
             return
-        self._by_dialog[subscription.dialog.key] = subscription
+        self._add(subscription)
         self._schedule(subscription, subscription.expires_at - self.endpoint.loop.time())
         self._notify(subscription)
 
