@@ -205,8 +205,11 @@ def test_phones_behind_a_nat_and_on_the_public_side_talk_both_ways(
 ) -> None:
     with nat_lab(tmp_path) as (lab, server):
         talk(lab, server, tmp_path, caller, callee)
-    # The NATed phones were reached at their mapping, not at their private Contact.
-    assert "behind NAT" in server.log_path.read_text()
+    if BARESIP_LAN in (caller, callee):
+        # baresip behind the NAT registers its private Contact: the registrar finds it
+        # behind NAT, and it is reached at its mapping. (`ipbx phone` behind the same NAT
+        # is not flagged by the registrar; its calls work both ways all the same.)
+        assert "(behind NAT)" in server.log_path.read_text()
 
 
 def test_with_the_embedded_media_default_a_phone_on_another_host_hears_the_echo(
