@@ -109,13 +109,14 @@ class CallRegistry:
             data["trunk"] = call.inbound_slot.trunk.name
         self.publish(CALL_STARTED, call, **data)
 
-    def publish_answer(self, call: Call, leg: Leg) -> None:
+    def publish_answer(self, call: Call, leg: Leg, extension: str | None = None) -> None:
         """A phone took the call: a person answered it, if none had (a transfer's
-        target answers a call answered already)."""
+        target answers a call answered already). `extension` is who answered when the
+        phone called in to take it (a pickup), not the number its INVITE was sent to."""
         if call.person_answered is None:
             call.person_answered = time.time()
         wait = call.person_answered - call.started
-        extension = leg.invite.to.uri.user or call.to_number
+        extension = extension or leg.invite.to.uri.user or call.to_number
         data: dict[str, object] = {"extension": extension, "wait": round(wait, 3)}
         if leg.trunk is not None:
             data["trunk"] = leg.trunk.name  # the trunk that took a call out
