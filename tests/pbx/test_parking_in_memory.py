@@ -107,3 +107,34 @@ def test_an_empty_slot_says_so_and_without_parking_700_is_no_number(tmp_path: Pa
 
     play(tmp_path, story, with_parking)
     play(tmp_path / "unconfigured", unconfigured)
+
+
+def test_each_call_takes_the_first_free_slot_and_a_full_lot_refuses_503(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["parking"] = {"slots": "701-702"}
+
+    async def park(caller: Any, bob: Any) -> list[bytes]:
+        _, at_bob = await connected(caller, bob)
+        await at_bob.refer(PARK)
+        return await sipfrags(at_bob)
+
+    async def story(lab: Testbed) -> None:
+        alice, bob, carol, dave = [
+            await lab.registered(n) for n in ("1000", "1001", "1002", "1003")
+        ]
+        slots = lab.pbx.calls.parked.slots
+        assert (await park(alice, bob))[-1] == b"SIP/2.0 200 OK\r\n"
+        assert (await park(carol, bob))[-1] == b"SIP/2.0 200 OK\r\n"
+        assert {slot: p.call.from_number for slot, p in slots.items()} == {
+            "701": "1000", "702": "1002",
+        }  # fmt: skip
+        call, at_bob = await connected(dave, bob)
+        await at_bob.refer(PARK)
+        assert (await sipfrags(at_bob))[-1] == b"SIP/2.0 503 Service Unavailable\r\n"
+        assert (await call.hang_up()).status == 200  # Dave and Bob were still connected
+        await at_bob.hung_up()
+        assert (await dave.call("701").final()).status == 200
+        assert (await park(dave, bob))[-1] == b"SIP/2.0 200 OK\r\n"
+        assert sorted(slots) == ["701", "702"] and slots["701"].call.from_number == "1003"
+
+    play(tmp_path, story, edit)
