@@ -39,9 +39,13 @@ async def lamp(watch: Call) -> list[str]:
 
 def test_a_call_parked_on_700_waits_in_701_until_a_phone_dials_701(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
-        alice, bob, carol = [await lab.registered(n) for n in ("1000", "1001", "1002")]
+        alice, bob, carol, dave = [
+            await lab.registered(n) for n in ("1000", "1001", "1002", "1003")
+        ]
         watch, ok = await carol.subscribe("701", "dialog")
         assert ok.status == 200 and await lamp(watch) == []
+        carols, _ = await dave.subscribe("1002", "dialog")
+        assert await lamp(carols) == []
         call, at_bob = await connected(alice, bob)
         assert (await at_bob.refer(PARK)).status == 202
         # The slot is spoken to Bob before the transfer's outcome and his BYE.
@@ -53,8 +57,12 @@ def test_a_call_parked_on_700_waits_in_701_until_a_phone_dials_701(tmp_path: Pat
         retrieval = carol.call("701")
         assert (await retrieval.final()).status == 200
         assert await lamp(watch) == ["terminated"]
+        # Carol's own call to 701 became the parked one: her lamp follows that.
+        assert await lamp(carols) == ["trying"]
+        assert await lamp(carols) == ["terminated", "confirmed"]
         assert (await call.hang_up()).status == 200  # Alice's BYE reaches Carol
         await retrieval.hung_up()
+        assert await lamp(carols) == ["terminated"]
         [record] = await lab.records()
         assert (record.callee, record.result) == ("1001", "answered")
         assert record.path == "extension:1001,park:701,retrieve:1002"

@@ -108,6 +108,9 @@ class BusyLampField:
             self._set(extension, call_id, "recipient", "early", caller, named, event, changed)
             self._advance(caller, call_id, "early", changed)
         elif event.type == CALL_ANSWERED:
+            # The phone's own call to a pickup code or a slot, absorbed into this one.
+            for number in self._calls.pop(str(data.get("joined")), ()):
+                self._advance(number, str(data.get("joined")), "terminated", changed)
             for number in self._calls.get(call_id, ()):
                 entry = self.dialogs.get(number, {}).get(call_id)
                 if entry is not None and entry.direction == "recipient" and number != extension:

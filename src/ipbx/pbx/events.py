@@ -29,7 +29,9 @@ event can be joined with the record written when the call ends. Numbers are stri
     voicemail, a group's ringback) is no call.answered; a call a menu or a group
     answered first is call.answered when a phone takes it. A call transferred (REFER
     or the API) is call.answered again, with the new extension, when the target
-    answers, so a CRM opens the card on the phone that has the caller now.
+    answers, so a CRM opens the card on the phone that has the caller now. A phone
+    that takes a call by dialling (a pickup code, a parking slot) adds joined: the
+    call_id of its own call, which becomes this one (no call.ended comes for it).
 ``call.ended``
     call_id, caller, callee, direction, result (as in the call record: answered by a
     person, cancelled, busy, no_answer, failed, menu, voicemail, group, announcement,

@@ -58,7 +58,8 @@ def join(flows: CallFlows, leg: Leg, target: Call, step: str) -> None:
     """The phone on `leg` (answered, on a call of its own to a feature code or a parking
     slot) takes `target`'s caller, who talks to nobody: the two are connected, `leg`'s
     own call is absorbed into `target` (it leaves no record of its own), and `target`'s
-    path says `step:EXTENSION`. call.answered names the extension that took the call."""
+    path says `step:EXTENSION`. call.answered names the extension that took the call
+    and the call it joined (no call.ended comes for that one)."""
     reg = flows.registry
     caller = target.caller
     assert caller is not None
@@ -70,5 +71,5 @@ def join(flows: CallFlows, leg: Leg, target: Call, step: str) -> None:
     target.path.append(f"{step}:{own.from_number}")
     connect(caller.media, leg.media)
     reg.end(own)
-    reg.publish_answer(target, leg, own.from_number)
+    reg.publish_answer(target, leg, own)
     record_if_asked(reg, target, own.from_number)
