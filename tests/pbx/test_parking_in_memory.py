@@ -117,7 +117,7 @@ def test_an_empty_slot_says_so_and_without_parking_700_is_no_number(tmp_path: Pa
     play(tmp_path / "unconfigured", unconfigured)
 
 
-def test_each_call_takes_the_first_free_slot_and_a_full_lot_refuses_503(tmp_path: Path) -> None:
+def test_the_first_free_slot_a_park_keys_own_slot_and_a_full_lot_503(tmp_path: Path) -> None:
     def edit(config: dict[str, Any]) -> None:
         config["parking"] = {"slots": "701-702"}
 
@@ -144,5 +144,13 @@ def test_each_call_takes_the_first_free_slot_and_a_full_lot_refuses_503(tmp_path
         assert (await dave.call("701").final()).status == 200
         assert (await park(dave, bob))[-1] == b"SIP/2.0 200 OK\r\n"
         assert sorted(slots) == ["701", "702"] and slots["701"].call.from_number == "1003"
+        # A park key: a blind transfer to the slot itself, refused while it is taken.
+        assert (await alice.call("702").final()).status == 200  # Alice takes Carol's call
+        _, at_bob = await connected(alice, bob)
+        assert (await at_bob.refer(f"<sip:701@{PBX_HOST}>")).status == 202
+        assert (await sipfrags(at_bob))[-1] == b"SIP/2.0 503 Service Unavailable\r\n"
+        assert (await at_bob.refer(f"<sip:702@{PBX_HOST}>")).status == 202
+        assert (await sipfrags(at_bob))[-1] == b"SIP/2.0 200 OK\r\n"
+        assert slots["702"].call.from_number == "1000"
 
     play(tmp_path, story, edit)

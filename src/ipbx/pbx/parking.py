@@ -5,9 +5,10 @@ one before the first slot): the other party waits in the first free slot with th
 music on hold, and the phone that parked it hears the slot spoken ("Parked on 7 0 1"),
 then the NOTIFY of the transfer's success (sipfrag 200 OK), then ipbx's BYE. That is
 the order of Asterisk's chan_sip, whose park of a REFER says the slot to the transferor
-(ast_park_call) before it sends the 200 OK NOTIFY and hangs the transferor up. With
-every slot taken the transfer fails with 503 and the two parties stay connected; a
-party on a trunk cannot park (403).
+(ast_park_call) before it sends the 200 OK NOTIFY and hangs the transferor up. A blind
+transfer to a slot itself (a desk phone's park key) parks the call in that slot. With
+no slot free the transfer fails with 503 and the two parties stay connected; a party
+on a trunk cannot park (403).
 
 Retrieve: any extension that dials a slot takes the call parked there (the two are
 connected, as a pickup connects them); a slot with no call says "There is no call parked
@@ -30,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Leg
@@ -62,21 +63,27 @@ class Parking:
         return number in self.slots or number in self.calls.parked.slots
 
     def park(self, number: str) -> Park | None:
-        """What parks a call transferred to `number`: None unless it is the park number."""
-        if self.config is None or number != self.config.park_number:
+        """What parks a call transferred to `number`: the park number parks it in the
+        first free slot, a slot in that slot (a desk phone's park key); None for any
+        other number."""
+        if self.config is None:
             return None
-        return self._park
+        if number == self.config.park_number:
+            return functools.partial(self._park, self.config.slot_numbers)
+        if number in self.slots:
+            return functools.partial(self._park, (number,))
+        return None
 
-    async def _park(self, transferor: Leg, transferee: Leg) -> None:
+    async def _park(self, slots: Sequence[str], transferor: Leg, transferee: Leg) -> None:
         calls, transfers = self.calls, self.calls.transfers
         assert self.config is not None
         parker = transfers.extension_of(transferor)
         if parker is None:
             transfers.progress(transferor, "403 Forbidden", final=True)
             return
-        slot = next((s for s in self.config.slot_numbers if s not in calls.parked.slots), None)
+        slot = next((s for s in slots if s not in calls.parked.slots), None)
         if slot is None:
-            log.info("%s: every parking slot is taken", transferor.call.id)
+            log.info("%s: no free parking slot in %s", transferor.call.id, slots[0])
             transfers.progress(transferor, "503 Service Unavailable", final=True)
             return
         parked = calls.parked.park(slot, parker, transferor, transferee)

@@ -8,7 +8,8 @@ and a call left parked `timeout_seconds` rings the extension that parked it agai
 
 The slots and the park number are numbers of their own: none may be an extension, one
 of the `numbers:`, the echo test or the park number itself, which `check_parking`
-(run by config.py on the whole file) refuses, pointing at the field.
+(the validator of `Config.parking`, which sees the fields declared before it) refuses,
+pointing at the field.
 """
 
 from __future__ import annotations
