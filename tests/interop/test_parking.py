@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -24,7 +25,7 @@ from tests.support.processes import stop_process
 from tests.support.records import call_records
 from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
 from tests.support.sipp import start_sipp, write_users_csv
-from tests.support.softphone import analyse, ipbx_phone, timeline, write_tone
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, timeline, write_tone
 
 SCENARIO = Path(__file__).parent / "scenarios" / "subscribe_park_slot.xml"
 CALLER, PARKER, RETRIEVER, WATCHER = extension_range(4)
@@ -60,6 +61,15 @@ def _parker(tmp_path: Path, server: IpbxServer, answermode: str) -> tuple[Popen[
     return process, port
 
 
+def _caller(tmp_path: Path, server: IpbxServer, heard: Path) -> AbstractContextManager[PhoneRun]:
+    """1000 (`ipbx phone`) calls the parker with its 500 Hz voice, recording `heard`."""
+    return ipbx_phone(
+        tmp_path, server.port, CALLER, "--call", PARKER.number,
+        "--play", str(write_tone(tmp_path / "caller-voice.wav", CALLER_HZ, 30)),
+        "--record", str(heard), "--timeout", "40",
+    )  # fmt: skip
+
+
 def test_a_call_parked_by_baresip_is_retrieved_from_slot_701(tmp_path: Path) -> None:
     server = _server(tmp_path, lambda config: config.update(parking={"slots": "701-720"}))
     baresip, control_port = _parker(tmp_path, server, "auto")
@@ -75,11 +85,7 @@ def test_a_call_parked_by_baresip_is_retrieved_from_slot_701(tmp_path: Path) -> 
         while not (tmp_path / "subscribed").exists():
             assert watcher.process.poll() is None, "SIPp ended before its first NOTIFY"
             time.sleep(0.05)
-        with ipbx_phone(
-            tmp_path, server.port, CALLER, "--call", PARKER.number,
-            "--play", str(write_tone(tmp_path / "caller-voice.wav", CALLER_HZ, 30)),
-            "--record", str(heard_by_caller), "--timeout", "40",
-        ) as caller:  # fmt: skip
+        with _caller(tmp_path, server, heard_by_caller) as caller:
             assert control.wait_event("CALL_ESTABLISHED", 10) is not None, control.events
             time.sleep(1.5)
             control.command("transfer", "700")
@@ -138,11 +144,7 @@ def test_a_call_left_parked_rings_its_parker_then_the_no_answer_forward(tmp_path
             "--record", str(heard_by_forward), "--duration", "2", "--timeout", "30",
         ) as forward:  # fmt: skip
             forward.wait_for("registered as")
-            with ipbx_phone(
-                tmp_path, server.port, CALLER, "--call", PARKER.number,
-                "--play", str(write_tone(tmp_path / "caller-voice.wav", CALLER_HZ, 30)),
-                "--record", str(heard_by_caller), "--timeout", "30",
-            ) as caller:  # fmt: skip
+            with _caller(tmp_path, server, heard_by_caller) as caller:
                 assert control.wait_event("CALL_INCOMING", 10) is not None, control.events
                 control.command("accept")
                 assert control.wait_event("CALL_ESTABLISHED", 10) is not None, control.events
