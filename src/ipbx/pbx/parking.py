@@ -75,6 +75,8 @@ class Parking:
         return None
 
     async def _park(self, slots: Sequence[str], transferor: Leg, transferee: Leg) -> None:
+        """Park `transferee` in the first free one of `slots`; the transferor's phone
+        hears the slot, then the transfer's 200 OK NOTIFY, then a BYE."""
         calls, transfers = self.calls, self.calls.transfers
         assert self.config is not None
         parker = transfers.extension_of(transferor)
