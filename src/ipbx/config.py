@@ -48,6 +48,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
 from ipbx.pbx.extension import FORWARD_KEYS, Extension
 from ipbx.pbx.mailer import SmtpConfig
+from ipbx.pbx.parking_config import Parking
 from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.schedule import ScheduleConfig
 from ipbx.pbx.schema import Digits, Model, Where, item_lists
@@ -317,6 +318,7 @@ class Config(Model):
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
     blacklist: list[BlacklistConfig] = Field(default_factory=list)
+    parking: Parking = None
     # The API, live events and webhooks (docs/api.md).
     api: ApiConfig = Field(default_factory=ApiConfig)
     crm: CrmConfig | None = None
