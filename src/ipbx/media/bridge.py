@@ -70,13 +70,15 @@ def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     as the receiving leg's own RTP stream (its SSRC, sequence and timestamps). DTMF
     events are regenerated on the other leg: as RFC 4733 events when it negotiated
     telephone-event, as tones in its audio otherwise. RTCP describes a stream that no
-    longer exists on the other side, so it is not carried across."""
+    longer exists on the other side, so it is not carried across. Both legs are read on
+    the media clock (channel.py), which plays each direction out."""
     a.detach()
     b.detach()
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = transcode
-    a.read_on_clock(False)
-    b.read_on_clock(False)
+    # Each direction is played out on the media clock: its packets are read there too.
+    a.read_on_clock()
+    b.read_on_clock()
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
         src._rtp.sink = src._inbound(direction.receive)

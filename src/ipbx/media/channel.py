@@ -9,7 +9,7 @@ Reading. A channel starts on the event loop's own datagram transport, the cheape
 way to forward a packet the moment it arrives (a relayed call). A leg whose packets
 are only used on the media clock's ticks (music on hold, a queue's waiting room, a
 conference) is read on the clock instead (`set_clocked`): every such socket is drained
-once a tick, before the tick's work, so hundreds of them cost fifty wake-ups a second
+once a tick, after the tick's work, so hundreds of them cost fifty wake-ups a second
 rather than one per packet. The kernel stamps each datagram's arrival (SO_TIMESTAMPNS)
 and `arrival_clock` gives that time to whoever asks while the packet is handled, so
 jitter figures and jitter buffers see when a packet came, not when it was read. A

@@ -30,7 +30,7 @@ Subscriber = Callable[[float], None]
 
 
 class Reader(Protocol):
-    """A socket read on the clock (channel.py): drained at each tick, before the work,
+    """A socket read on the clock (channel.py): drained at each tick, after the work,
     given the loop's clock less the system's (to place kernel timestamps)."""
 
     def read_queued(self, offset: float) -> None: ...
@@ -56,7 +56,7 @@ class MediaClock:
         return lambda: self._unsubscribe(key)
 
     def add_reader(self, reader: Reader) -> None:
-        """Drain `reader` at every tick, before the subscribers, until removed."""
+        """Drain `reader` at every tick, after the subscribers, until removed."""
         self._readers[reader] = None
         self._start()
 
@@ -87,13 +87,6 @@ class MediaClock:
 
     def _tick(self) -> None:
         due = self._due
-        offset = self._loop.time() - time.time()
-        for reader in list(self._readers):
-            try:
-                reader.read_queued(offset)
-            except Exception:
-                log.exception("media clock reader failed; removed")
-                self._readers.pop(reader, None)
         for key, subscriber in list(self._subscribers.items()):
             try:
                 subscriber(due)
@@ -101,6 +94,15 @@ class MediaClock:
                 # One broken call must not silence the others.
                 log.exception("media clock subscriber failed; removed")
                 self._subscribers.pop(key, None)
+        # The sockets are read after the tick's work, for the next tick: what goes out
+        # then waits on nothing but the work itself, however many packets came in.
+        offset = self._loop.time() - time.time()
+        for reader in list(self._readers):
+            try:
+                reader.read_queued(offset)
+            except Exception:
+                log.exception("media clock reader failed; removed")
+                self._readers.pop(reader, None)
         if not self._subscribers and not self._readers:
             self._timer = None
             return
