@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
@@ -19,6 +21,7 @@ from ipbx.pbx.blf import BusyLampField
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import ALLOW, Call, CallPolicy
 from ipbx.pbx.call_records import CallRecords
+from ipbx.pbx.conference.engine import Conferences
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
@@ -154,6 +157,11 @@ class Pbx:
         # Call queues and their agents, whose state outlives reloads (pbx/queue/).
         self.queues = Queues(self.calls, self.queue_log, self.events)
         self.queues.update(config.queues)
+        # Conference rooms, each mixed by its own Mixer while anybody is in it.
+        self.conferences = Conferences(
+            self.calls, self.events, _mixer, config.data_dir, self.calls.hold.music
+        )
+        self.conferences.update(config.conferences)
         self.router = self._router(config)
         self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension)
         self.presence = Presence(self.subscriptions, self.events, self.location, self.blf,
@@ -185,8 +193,9 @@ class Pbx:
 
     def _router(self, config: Config) -> Router:
         return Router(
-            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues, self.crm
-        )
+            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues,
+            self.conferences, self.crm,
+        )  # fmt: skip
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items
@@ -210,6 +219,7 @@ class Pbx:
         self.calls.policy = self._policy(config)
         self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         self.queues.update(config.queues)
+        self.conferences.update(config.conferences)
         self.router = self.messaging.routing = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
@@ -292,6 +302,7 @@ class Pbx:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.queues.close()
+        self.conferences.close()
         self.messaging.close()
         self.calls.close()
         self.subscriptions.close()
@@ -485,6 +496,10 @@ def _save_records(store: Store, records: Sequence[CallRecord]) -> None:
                 store.save_call_records([record])
             except Exception:
                 log.exception("call record %s could not be saved", record.call_id)
+
+
+def _mixer(on_talking: Callable[[MediaEndpoint, bool], None]) -> Mixer:
+    return Mixer(on_talking=on_talking)
 
 
 def _save_queue_log(store: Store, records: Sequence[QueueLogRecord]) -> None:
