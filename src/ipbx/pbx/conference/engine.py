@@ -130,7 +130,6 @@ class Conferences:
 
     async def _keys(self, session: Session, room: Room, member_id: int) -> None:
         """The member's key menu, until its call ends (the task is cancelled)."""
-        session.flush_digits()
         while True:
             if await session.collect(1, _IDLE_SECONDS, terminators="") != "*":
                 continue

@@ -1,0 +1,151 @@
+"""A conference room with real phones (`ipbx phone` processes), checked by tone
+frequency: three members send 440, 1,000 and 1,500 Hz, and each hears the other two
+and not its own (N-1 mixing). In the same room: the moderator PIN and the member PIN
+(one member enters a wrong PIN first, another three wrong ones and is hung up), *1
+mutes a member (the others stop hearing its tone), the API shows the members and who
+talks, a kick through the API ends the member's call, and the conference events reach
+a webhook."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.server import extension_range, make_token, start_configured_ipbx
+from tests.support.softphone import PhoneRun, ipbx_phone, write_tone
+from tests.support.webhook_receiver import Receiver, events_until
+
+SECRET = "conference-hook-secret"
+ROOM = "800"
+A, B, C, D = extension_range(4)  # 1000 ... 1003
+TONES = {A.number: 440, B.number: 1000, C.number: 1500}
+TALK_SECONDS = 16.0
+# C enters a wrong PIN, then the right one, and presses *1 a few seconds after joining.
+C_DIGITS = "1111#,,4321#,,,,,,*1"
+
+
+def band_shares(path: Path, start: float, end: float) -> dict[int, float]:
+    """The share of the energy of [start, end) seconds of a recording within 40 Hz of
+    each test tone."""
+    with wave.open(str(path), "rb") as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    piece = samples[int(start * rate) : int(end * rate)].astype(np.float64)
+    power = np.abs(np.fft.rfft(piece * np.hanning(piece.size))) ** 2
+    frequencies = np.fft.rfftfreq(piece.size, 1 / rate)
+    total = float(power.sum()) or 1.0
+    return {hz: float(power[np.abs(frequencies - hz) <= 40].sum()) / total for hz in TONES.values()}
+
+
+def heard(path: Path, start: float, end: float) -> set[int]:
+    """The test tones a member hears clearly in that stretch of its recording."""
+    return {hz for hz, share in band_shares(path, start, end).items() if share > 0.1}
+
+
+def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> None:
+    api_port = free_port("tcp")
+    receiver = Receiver(free_port("tcp"), SECRET).start()
+
+    def edit(config: dict[str, Any]) -> None:
+        config["conferences"] = [
+            {"name": "standup", "pin": "4321", "moderator_pin": "9999", "announce_join": True}
+        ]
+        config["numbers"] = [{"number": ROOM, "destination": "conference:standup"}]
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+        config["webhooks"] = [{"url": receiver.url, "events": ["conference.*"], "secret": SECRET,
+                               "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
+
+    server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[A, B, C, D])
+    token = make_token(server.config_path, "admin")
+    api = httpx.Client(
+        base_url=f"http://{LOOPBACK}:{api_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    recordings = {n: tmp_path / f"heard-{n}.wav" for n in TONES}
+
+    def member(user: Any, digits: str, seconds: float) -> Any:
+        tone = write_tone(tmp_path / f"{user.number}.wav", TONES[user.number], seconds + 5)
+        return ipbx_phone(
+            tmp_path, server.port, user,
+            "--call", ROOM, "--dtmf", digits, "--play", str(tone),
+            "--record", str(recordings[user.number]), "--duration", str(seconds),
+            "--timeout", str(seconds + 15),
+        )  # fmt: skip
+
+    def room() -> dict[str, Any]:
+        answer = api.get("/conferences/standup")
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def until(what: str, ready: Any, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not ready(state := room()):
+            assert time.monotonic() < deadline, f"{what}: {state}"
+            time.sleep(0.1)
+        return state
+
+    try:
+        with (
+            member(A, "9999#", TALK_SECONDS) as a,
+            member(B, "4321#", TALK_SECONDS) as b,
+            member(C, C_DIGITS, 60.0) as c,
+            ipbx_phone(
+                tmp_path, server.port, D, "--call", ROOM, "--dtmf", "1#,,2#,,3#", "--timeout", "40"
+            ) as d,  # fmt: skip
+        ):
+            full = until("three members", lambda s: len(s["members"]) == 3)
+            by_caller = {m["caller"]: m for m in full["members"]}
+            assert by_caller[A.number]["moderator"] and not by_caller[B.number]["moderator"]
+            until("someone talking", lambda s: any(m["talking"] for m in s["members"]))
+            muted = until("C muted by *1", lambda s: _member(s, C.number)["muted"])
+            assert not _member(muted, A.number)["muted"]
+            c_id = _member(muted, C.number)["id"]
+            for run in (a, b):
+                assert _answered(run)
+            assert _answered(d)  # three wrong PINs: the goodbye, then a hang-up
+            kicked = api.post(f"/conferences/standup/members/{c_id}/kick")
+            assert kicked.status_code == 200, kicked.text
+            started = time.monotonic()
+            assert _answered(c)
+            assert time.monotonic() - started < 5  # its 60 s were cut short
+            until("room empty", lambda s: s["members"] == [])
+
+        # N-1: while all three talk, each hears the two others and not itself; once C
+        # muted itself (*1), A and B no longer hear its 1,500 Hz.
+        together = (6.0, 8.0)
+        for number, own in TONES.items():
+            others = set(TONES.values()) - {own}
+            assert heard(recordings[number], *together) == others, (number, band_shares(
+                recordings[number], *together))  # fmt: skip
+        after_mute = (TALK_SECONDS - 3.5, TALK_SECONDS - 1.0)
+        assert heard(recordings[A.number], *after_mute) == {TONES[B.number]}
+        assert heard(recordings[B.number], *after_mute) == {TONES[A.number]}
+
+        events = events_until(receiver, lambda by: len(by.get("conference.left", [])) == 3)
+        joined = {e["caller"]: e for e in events["conference.joined"]}
+        assert set(joined) == {A.number, B.number, C.number}  # not D, who never got in
+        assert joined[A.number]["moderator"] is True
+        assert {e["member"] for e in events["conference.left"]} == {
+            e["member"] for e in joined.values()
+        }
+        assert any(e["talking"] is True for e in events["conference.talking"])
+    finally:
+        server.stop()
+        receiver.stop()
+
+
+def _member(state: dict[str, Any], caller: str) -> dict[str, Any]:
+    [found] = [m for m in state["members"] if m["caller"] == caller]
+    return dict(found)
+
+
+def _answered(run: PhoneRun) -> bool:
+    status, out = run.finish()
+    return status == 0 and out.splitlines()[-1] == "result: answered"
