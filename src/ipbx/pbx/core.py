@@ -158,9 +158,7 @@ class Pbx:
         self.queues = Queues(self.calls, self.queue_log, self.events)
         self.queues.update(config.queues)
         # Conference rooms, each mixed by its own Mixer while anybody is in it.
-        self.conferences = Conferences(
-            self.calls, self.events, _mixer, config.data_dir, self.calls.hold.music
-        )
+        self.conferences = Conferences(self.calls, self.events, _mixer, config.data_dir)
         self.conferences.update(config.conferences)
         self.router = self._router(config)
         self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension)
@@ -192,10 +190,8 @@ class Pbx:
         )
 
     def _router(self, config: Config) -> Router:
-        return Router(
-            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues,
-            self.conferences, self.crm,
-        )  # fmt: skip
+        return Router(self.calls, config, self.mailboxes, self.dialplan, self.numbers,
+                      self.queues, self.conferences, self.crm)  # fmt: skip
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ipbx.media.endpoint import MediaError
-from ipbx.media.moh import MusicOnHold
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
 from ipbx.pbx.conference.config import ConferenceConfig
@@ -62,12 +61,12 @@ class Conferences:
         events: EventBus,
         mixer: MixerFactory,
         data_dir: Path,
-        music: MusicOnHold | None = None,
     ) -> None:
         self.calls = calls
         self.events = events
         self.mixer = mixer
-        self.music = music
+        # Members who wait for their moderator hear the music on hold of held calls.
+        self.music = calls.hold.music
         self.recordings = data_dir / "recordings"
         self.prompts = Prompts(data_dir / "prompts")
         self.rooms: dict[str, Room] = {}
