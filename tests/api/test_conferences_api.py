@@ -1,6 +1,7 @@
 """Conference rooms through the API without a call in them: the rooms are listed, and
 every mistake gets its status: an unknown room or member 404, a locked room refuses an
-invitation with 409, a reader may look but not act, another tenant sees no room. (A
+invitation with 409 (and so does
+recording an empty room), a reader may look but not act, another tenant sees no room. (A
 room with members, muted, talking and kicked, is the interop scenario's:
 tests/interop/test_conference.py.)"""
 
@@ -54,6 +55,8 @@ def test_rooms_are_listed_and_mistakes_get_their_status(rooms_api: Api) -> None:
     assert (status, detail) == (404, "number: no extension 5555")
     assert post("/conferences/standup/dial", number="+1555")[0] == 422
 
+    for action in ("start", "stop"):  # nobody in the room: nothing to record
+        assert post("/conferences/standup/recording", action=action)[0] == 409
     api.pbx.conferences.rooms["standup"].locked = True
     status, detail = post("/conferences/standup/dial", number="1000")
     assert (status, detail) == (409, "name: conference standup is locked")

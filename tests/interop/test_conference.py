@@ -3,8 +3,8 @@ frequency: three members send 440, 1,000 and 1,500 Hz, and each hears the other 
 and not its own (N-1 mixing). In the same room: the moderator PIN and the member PIN
 (one member enters a wrong PIN first, another three wrong ones and is hung up), *1
 mutes a member (the others stop hearing its tone), the API shows the members and who
-talks, a kick through the API ends the member's call, and the conference events reach
-a webhook."""
+talks, a kick through the API ends the member's call, the conference events reach a
+webhook, and the room's mix is recorded."""
 
 from __future__ import annotations
 
@@ -54,11 +54,12 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
 
     def edit(config: dict[str, Any]) -> None:
         config["conferences"] = [
-            {"name": "standup", "pin": "4321", "moderator_pin": "9999", "announce_join": True}
+            {"name": "standup", "pin": "4321", "moderator_pin": "9999", "record": True}
         ]
         config["numbers"] = [{"number": ROOM, "destination": "conference:standup"}]
         config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
-        config["webhooks"] = [{"url": receiver.url, "events": ["conference.*"], "secret": SECRET,
+        config["webhooks"] = [{"url": receiver.url, "secret": SECRET,
+                               "events": ["conference.*", "recording.ready"],
                                "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
 
     server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[A, B, C, D])
@@ -128,7 +129,7 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
         assert heard(recordings[A.number], *after_mute) == {TONES[B.number]}
         assert heard(recordings[B.number], *after_mute) == {TONES[A.number]}
 
-        events = events_until(receiver, lambda by: len(by.get("conference.left", [])) == 3)
+        events = events_until(receiver, lambda by: "recording.ready" in by)
         joined = {e["caller"]: e for e in events["conference.joined"]}
         assert set(joined) == {A.number, B.number, C.number}  # not D, who never got in
         assert joined[A.number]["moderator"] is True
@@ -136,6 +137,11 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
             e["member"] for e in joined.values()
         }
         assert any(e["talking"] is True for e in events["conference.talking"])
+        # The room's mix was recorded from its first member to its last: all three tones.
+        [ready] = events["recording.ready"]
+        assert ready["conference"] == "standup" and ready["seconds"] > TALK_SECONDS - 3
+        mix = server.data_dir / "recordings" / str(ready["recording"])
+        assert heard(mix, *together) == set(TONES.values())
     finally:
         server.stop()
         receiver.stop()

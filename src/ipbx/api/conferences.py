@@ -17,7 +17,7 @@ from ipbx.api.models import AUTH_ERRORS
 from ipbx.api.paging import Limit, Offset, not_found, page
 from ipbx.api.services import ConferenceDesk, PbxServices
 from ipbx.pbx.conference.model import ConferenceStatus
-from ipbx.pbx.conference.room import RoomRefused
+from ipbx.pbx.conference.room import RoomConflict
 from ipbx.store import ApiTokenRecord
 
 RoomName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -98,6 +98,25 @@ def add_conference_routes(
         return rooms.status(name)
 
     @app.post(
+        "/conferences/{name}/recording",
+        response_model=ConferenceStatus,
+        responses={**errors, 409: {"model": models.Problem}},
+        tags=["conferences"],
+    )
+    async def record(
+        token: Admin, name: RoomName, order: models.RecordingControl
+    ) -> ConferenceStatus:
+        """Start or stop recording the room's mix (a room with `record: true` records
+        from its first member on); stopping closes the file and publishes
+        recording.ready. 409 when the room records already, has nobody in it, or is
+        not recording."""
+        rooms = desk(token, name)
+        try:
+            return rooms.record(name, order.action == "start")
+        except RoomConflict as exc:
+            raise HTTPException(409, f"action: {exc}") from None
+
+    @app.post(
         "/conferences/{name}/dial",
         response_model=models.Originated,
         status_code=202,
@@ -111,7 +130,7 @@ def add_conference_routes(
         rooms = desk(token, name)
         try:
             call = rooms.dial(name, invitation.number)
-        except RoomRefused as exc:
+        except RoomConflict as exc:
             raise HTTPException(409, f"name: {exc}") from None
         except LookupError as exc:
             raise HTTPException(404, f"number: {exc}") from None

@@ -80,11 +80,14 @@ class ConferenceDesk(Protocol):
 
     def mute(self, name: str, member_id: int, muted: bool) -> ConferenceStatus: ...
 
+    def record(self, name: str, on: bool) -> ConferenceStatus:
+        """Start or stop recording the room's mix; RoomConflict when it cannot."""
+
     def kick(self, name: str, member_id: int) -> None:
         """End the member's call."""
 
     def dial(self, name: str, number: str) -> LiveCall:
-        """Invite extension `number` into the room: its phones ring now; RoomRefused
+        """Invite extension `number` into the room: its phones ring now; RoomConflict
         (pbx/conference/room.py) when the room is full or locked."""
 
 

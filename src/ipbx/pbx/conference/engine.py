@@ -26,7 +26,7 @@ from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
 from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.conference.model import ConferenceStatus
-from ipbx.pbx.conference.room import MixerFactory, Room, RoomRefused, chime
+from ipbx.pbx.conference.room import MixerFactory, Room, RoomConflict, chime
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.session import Prompts, Session
 
@@ -164,6 +164,18 @@ class Conferences:
         room.set_muted(room.find(member_id), muted)
         return room.status()
 
+    def record(self, name: str, on: bool) -> ConferenceStatus:
+        """Start or stop recording the room's mix; LookupError for no such room,
+        RoomConflict when it is recording already, has nobody to record, or is not
+        recording."""
+        room = self.room(name)
+        if on and room.start_recording() is None:
+            state = "records already" if room.recording is not None else "has nobody in it"
+            raise RoomConflict(f"conference {name} {state}")
+        if not on and room.stop_recording() is None:
+            raise RoomConflict(f"conference {name} is not recording")
+        return room.status()
+
     def kick(self, name: str, member_id: int) -> None:
         """End the member's call; LookupError for no such room or member."""
         member = self.room(name).find(member_id)
@@ -173,12 +185,12 @@ class Conferences:
     def dial(self, name: str, number: str) -> Call:
         """Invite extension `number` into the room: ring its phones and, when one
         answers, that phone joins as a member. LookupError for no such room or
-        extension, RoomRefused when the room is full or locked; the call is returned as
+        extension, RoomConflict when the room is full or locked; the call is returned as
         it starts ringing."""
         room = self.room(name)
         refusal = room.refusal(moderator=False)
         if refusal is not None:
-            raise RoomRefused(f"conference {name} is {refusal}")
+            raise RoomConflict(f"conference {name} is {refusal}")
         if self.calls.is_extension(number) is None:
             raise LookupError(f"no extension {number}")
         # The invited party is the member, as a caller would be; its phone sees the

@@ -66,8 +66,9 @@ class RoomAudio(Protocol):
     def close(self) -> None: ...
 
 
-class RoomRefused(Exception):
-    """The room takes nobody new now: it is full, or locked."""
+class RoomConflict(Exception):
+    """What the room's state does not allow now: a new member in a full or locked room,
+    a recording started twice, or stopped when none runs."""
 
 
 # A new room's mixer, told who starts and stops talking.
