@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.media import announcer, moh
+from ipbx.media import announcer, fanout
 from ipbx.media.announcer import Announcer
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import G722, OPUS, PCMA, PCMU, Codec, Encoder, Fmtp, Pcm
@@ -46,12 +46,12 @@ def test_every_caller_hears_the_music_encoded_once_per_codec_and_a_late_one_join
     write_tone(folder / "1-low.wav", LOW_HZ, 1, rate=16000)
     write_tone(folder / "2-high.wav", HIGH_HZ, 2, rate=16000)
     encodes = {codec.name: 0 for codec in CODECS}
-    create = moh.create_encoder
+    create = fanout.create_encoder
 
     def counting(codec: Codec, fmtp: Fmtp | None = None) -> Encoder:
         return _CountingEncoder(create(codec, fmtp), encodes, codec.name)
 
-    monkeypatch.setattr(moh, "create_encoder", counting)
+    monkeypatch.setattr(fanout, "create_encoder", counting)
     music = MusicOnHold(folder)
     ssrcs: set[int] = set()
 

@@ -4,8 +4,8 @@ One function per shape, in the way Asterisk's `bridges/` holds one file per brid
 technology: `relay` forwards RTP and RTCP byte for byte (SRTP removed and added per leg),
 `transcode` plays each direction out through a jitter buffer and re-encodes it, and
 `connect` picks between the two from the codecs the legs negotiated. Music on hold
-(media/moh.py) plays one folder into every listening endpoint; the conference mixer
-will join these later.
+(media/moh.py) plays one folder into every listening endpoint; a conference (media/mixer.py)
+mixes any number of endpoints.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ipbx.media.quality import StreamMeter
 from ipbx.media.reports import LegReports
 from ipbx.media.rtp import SEQ_MOD, TIMESTAMP_MOD, fixed_header, media_packet, seq_add
 from ipbx.media.srtp import SrtpContext, protecting, unprotecting
-from ipbx.media.wav import WavWriter
+from ipbx.media.wav import WavWriter, finish
 from ipbx.media.webrtc import WebRtcTransport
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,7 @@ class MediaEndpoint:
 
     def stop_recording(self) -> Path | None:
         recorder, self._recorder = self._recorder, None
-        if recorder is None:
-            return None
-        recorder.close()
-        return recorder.path
+        return finish(recorder)
 
     async def play(self, source: str | Path | Pcm) -> None:
         """Send audio in real time, returning when it has all been sent. A file may be

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import numpy as np
 
 from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.clock import media_clock
-from ipbx.media.codecs import Codec, CodecError, Encoder, Pcm, create_encoder
-from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, MediaError
-from ipbx.media.rtp import TIMESTAMP_MOD
-from ipbx.media.transcode import Resampler
+from ipbx.media.codecs import Pcm
+from ipbx.media.endpoint import PTIME_MS, MediaEndpoint
+from ipbx.media.fanout import Fanout, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class MusicOnHold:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         # Listeners by codec: one encoder each, and its endpoints.
-        self._codecs: dict[tuple[object, ...], _CodecListeners] = {}
+        self._codecs: dict[Hashable, Fanout] = {}
         self._stop_ticks: Callable[[], None] | None = None
         self._playing: tuple[Path, Pcm] | None = None
         self._offset = 0
@@ -83,20 +82,16 @@ class MusicOnHold:
     ) -> Callable[[], None]:
         """`endpoint` sends the music from the current frame on, until the returned
         function is called or the endpoint closes (then `on_close` is called)."""
-        codec = endpoint.codec
-        if codec is None or endpoint.closed:
-            raise MediaError("music on hold needs an open endpoint with a codec")
-        key = (codec.name.lower(), codec.clock_rate, tuple(sorted(endpoint.fmtp.items())))
+        key = stream_key(endpoint)
         group = self._codecs.get(key)
         if group is None:
-            group = self._codecs[key] = _CodecListeners(codec, endpoint.fmtp)
-        now = asyncio.get_running_loop().time()
-        group.endpoints[endpoint] = _Listener(endpoint.timestamp_at(now), on_close)
+            group = self._codecs[key] = Fanout.of(endpoint, MUSIC_RATE)
+        group.add(endpoint, on_close)
         if self._stop_ticks is None:
             self._stop_ticks = media_clock().subscribe(self._tick)
         return lambda: self._leave(key, endpoint)
 
-    def _leave(self, key: tuple[object, ...], endpoint: MediaEndpoint) -> None:
+    def _leave(self, key: Hashable, endpoint: MediaEndpoint) -> None:
         group = self._codecs.get(key)
         if group is None or group.endpoints.pop(endpoint, None) is None:
             return
@@ -167,42 +162,3 @@ class MusicOnHold:
                 if len(pcm):
                     return path, pcm
             await asyncio.sleep(_RETRY_SECONDS)
-
-
-class _Listener:
-    """One endpoint's place in the stream: the RTP timestamp of its next packet."""
-
-    __slots__ = ("marker", "on_close", "timestamp")
-
-    def __init__(self, timestamp: int, on_close: Callable[[], object] | None) -> None:
-        self.timestamp = timestamp
-        self.on_close = on_close
-        # RFC 3551 §4.1: the marker bit flags the first packet of a talkspurt.
-        self.marker = True
-
-
-class _CodecListeners:
-    """The listeners who share one codec, its encoder, and the resampling to its rate."""
-
-    def __init__(self, codec: Codec, fmtp: Mapping[str, str]) -> None:
-        try:
-            self._encoder: Encoder = create_encoder(codec, fmtp)
-        except CodecError as exc:
-            raise MediaError(f"cannot play music: {exc}") from exc
-        self._resampler = Resampler(MUSIC_RATE, self._encoder.pcm_rate)
-        self._step = codec.samples_per_frame(PTIME_MS)
-        self.endpoints: dict[MediaEndpoint, _Listener] = {}
-
-    def send(self, frame: Pcm) -> list[tuple[MediaEndpoint, _Listener]]:
-        """Encode `frame` once and send it on every endpoint; the closed ones."""
-        payload = self._encoder.encode(self._resampler.resample(frame))
-        closed = []
-        step = self._step
-        for endpoint, listener in self.endpoints.items():
-            if endpoint.closed:
-                closed.append((endpoint, listener))
-                continue
-            endpoint.send_audio(payload, listener.timestamp, listener.marker)
-            listener.timestamp = (listener.timestamp + step) % TIMESTAMP_MOD
-            listener.marker = False
-        return closed

@@ -148,3 +148,11 @@ class WavWriter:
             b"data",
             self._data_bytes,
         )
+
+
+def finish(writer: WavWriter | None) -> Path | None:
+    """Close a recording, if there is one: its file."""
+    if writer is None:
+        return None
+    writer.close()
+    return writer.path
