@@ -105,11 +105,16 @@ class Music:
         return lambda: self.listening.discard(endpoint)
 
 
+class Line:
+    """A member's media endpoint, as far as the room looks at it."""
+
+    closed = False
+
+
 def caller(number: str) -> Session:
     call = SimpleNamespace(uid=f"call-{number}")
-    return cast(
-        Session, SimpleNamespace(caller=number, call=call, leg=SimpleNamespace(media=object()))
-    )
+    leg = SimpleNamespace(media=Line())
+    return cast(Session, SimpleNamespace(caller=number, call=call, leg=leg))
 
 
 def room_of(tmp_path: Path, **settings: Any) -> tuple[Room, list[FakeMixer], list[Event], Music]:

@@ -192,7 +192,8 @@ class Room:
 
     def set_muted(self, member: Member, muted: bool) -> None:
         member.muted = muted
-        if self._mixer is not None and member.waiting is None:
+        # A member whose call just ended has left the mixer already (its endpoint closed).
+        if self._mixer is not None and member.waiting is None and not member.endpoint.closed:
             self._mixer.mute(member.endpoint, muted)
 
     def mute_others(self) -> None:
