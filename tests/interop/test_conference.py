@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.records import call_records
 from tests.support.server import extension_range, make_token, start_configured_ipbx
 from tests.support.softphone import PhoneRun, ipbx_phone, write_tone
 from tests.support.webhook_receiver import Receiver, events_until
@@ -160,6 +161,16 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
         assert ready["conference"] == "standup" and ready["seconds"] > TALK_SECONDS - 3
         mix = server.data_dir / "recordings" / str(ready["recording"])
         assert set(TONES.values()) in seconds_heard(mix)
+        # The members' call records: in a conference (no missed call), the invited
+        # extension's answered, and each names the room's recording.
+        records = {r.caller: r for r in call_records(server, count=5)}
+        assert {n: (r.result, r.recording) for n, r in records.items()} == {
+            A.number: ("conference", ready["recording"]),
+            B.number: ("conference", ready["recording"]),
+            C.number: ("conference", ready["recording"]),
+            D.number: ("conference", None),
+            E.number: ("answered", ready["recording"]),
+        }
     finally:
         server.stop()
         receiver.stop()

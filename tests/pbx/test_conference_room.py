@@ -191,6 +191,8 @@ def test_the_mix_is_recorded_while_anybody_is_in_it(tmp_path: Path) -> None:
     recording = room.status().recording
     assert recording is not None and recording.startswith(tuple("0123456789"))
     assert (tmp_path / recording).exists()
+    # Listed where recordings are: the member's call record names the room's file.
+    assert alice.session.call.room_recording == tmp_path / recording
     room.leave(alice)
     ready = [e.data for e in events if e.type == "recording.ready"]
     assert ready == [{"conference": "standup", "recording": recording,

@@ -13,7 +13,7 @@ caller last, the last step of its path that is one:
   waited, or the queue's time-out hung up);
 - ``announcement``: after an announcement (closed, say);
 - ``conference``: in a conference room (pbx/conference/), where the caller talked with
-  whoever was there; no missed call;
+  whoever was there, or at its PIN prompt; no missed call;
 - ``blocked``: the caller is on the blacklist (with or without a message);
 - ``service``: a call to ipbx itself (a feature code, the mailbox menu, the echo test),
   which is offered to nobody.

@@ -9,7 +9,8 @@ the shared music on hold, out of the mix, until a moderator is in; when the last
 moderator leaves, the others go back to the music (and out of the mix) until one comes
 back. The room's recording, when configured, runs from its first mixed member to its
 last; the file is crash-safe as a call's recording is (the mixer writes it with the
-WAV header rewritten at every flush).
+WAV header rewritten at every flush), and the call record of every member who was
+mixed while it ran names it, so GET /calls/{call_id}/recording serves it.
 
 Events (pbx/events.py): ``conference.joined``, ``conference.left`` and
 ``conference.talking`` with the room's name, the member's id and caller number.
@@ -236,6 +237,9 @@ class Room:
             log.warning("conference %s: cannot record: %s", self.name, exc)
             return None
         self.recording, self._recording_since = path, time.time()
+        for member in self.members.values():
+            if member.waiting is None:
+                member.session.call.room_recording = path
         log.info("conference %s recording to %s", self.name, path)
         return self._relative(path)
 
@@ -274,6 +278,8 @@ class Room:
             if self.config.record:
                 self.start_recording()
         self._mixer.join(member.endpoint, member.muted)
+        if self.recording is not None:
+            member.session.call.room_recording = self.recording
 
     def _wait(self, member: Member) -> None:
         member.talking = False
