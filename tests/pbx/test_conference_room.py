@@ -1,5 +1,5 @@
 """A conference room's rules without audio: the PIN prompt and its three tries, who is a
-moderator, a full or locked room, *1 / *3 muting, waiting for the moderator on music,
+moderator, a full or locked room, the keys *1, *2 and *3, waiting for the moderator on music,
 recording while anybody is mixed, and the conference events (the mixer is a stand-in
 that notes what the room asks of it)."""
 
@@ -16,7 +16,13 @@ import pytest
 from ipbx.media.codecs import Pcm
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.pbx.conference.config import ConferenceConfig
-from ipbx.pbx.conference.engine import ASK_MODERATOR_PIN, ASK_PIN, RETRY_PIN, ask_pin
+from ipbx.pbx.conference.engine import (
+    ASK_MODERATOR_PIN,
+    ASK_PIN,
+    RETRY_PIN,
+    ask_pin,
+    key_menu,
+)
 from ipbx.pbx.conference.room import Room
 from ipbx.pbx.events import Event, EventBus
 from ipbx.pbx.session import Session
@@ -33,6 +39,8 @@ class Keypad:
         self, max_digits: int, timeout: float, terminators: str = "#", prompt: str | None = None
     ) -> str:
         self.prompts.append(prompt)
+        if not self.entries:
+            raise asyncio.CancelledError  # the caller hangs up
         return self.entries.pop(0)
 
 
@@ -198,3 +206,23 @@ def test_the_mix_is_recorded_while_anybody_is_in_it(tmp_path: Path) -> None:
     assert ready == [{"conference": "standup", "recording": recording,
                       "seconds": pytest.approx(0, abs=1)}]  # fmt: skip
     assert room.status().recording is None and mixers[0].recording is None
+
+
+def test_the_keys_in_the_room_mute_oneself_and_let_a_moderator_lock_and_mute_all(
+    tmp_path: Path,
+) -> None:
+    room, _, _, _ = room_of(tmp_path, moderator_pin="9999")
+    alice = room.join(caller("1001"), moderator=True)
+    bob = room.join(caller("1002"), moderator=False)
+
+    def press(member_id: int, *keys: str) -> None:
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(key_menu(cast(Session, Keypad(*keys)), room, member_id))
+
+    press(bob.id, "*", "1", "5", "*", "2", "*", "3")  # a member's *2 and *3 do nothing
+    assert (bob.muted, room.locked) == (True, False)
+    press(alice.id, "*", "2", "*", "3")
+    # *3 with every other member muted already (bob, by himself) unmutes them all.
+    assert (room.locked, alice.muted, bob.muted) == (True, False, False)
+    press(alice.id, "*", "3", "*", "1", "*", "2")
+    assert (alice.muted, bob.muted, room.locked) == (True, True, False)

@@ -123,27 +123,9 @@ class Conferences:
             log.info("%s: join chime skipped: %s", session.call.id, exc)
         member = room.join(session, moderator)
         try:
-            await self._keys(session, room, member.id)
+            await key_menu(session, room, member.id)
         finally:
             room.leave(member)
-
-    async def _keys(self, session: Session, room: Room, member_id: int) -> None:
-        """The member's key menu, until its call ends (the task is cancelled)."""
-        while True:
-            if await session.collect(1, _IDLE_SECONDS, terminators="") != "*":
-                continue
-            key = await session.collect(1, COMMAND_SECONDS, terminators="")
-            member = room.members.get(member_id)
-            if member is None:
-                return
-            if key == "1":
-                room.set_muted(member, not member.muted)
-            elif key == "2" and member.moderator:
-                room.locked = not room.locked
-                log.info("conference %s %s by member %d", room.name,
-                         "locked" if room.locked else "unlocked", member_id)  # fmt: skip
-            elif key == "3" and member.moderator:
-                room.mute_others()
 
     # --- the API's ---------------------------------------------------------------------------
 
@@ -238,3 +220,23 @@ async def ask_pin(session: Session, config: ConferenceConfig) -> bool | None:
             return False
         prompt = RETRY_PIN
     return None
+
+
+async def key_menu(session: Session, room: Room, member_id: int) -> None:
+    """The member's keys in the room (the module documentation lists them), until its
+    call ends (the task is cancelled)."""
+    while True:
+        if await session.collect(1, _IDLE_SECONDS, terminators="") != "*":
+            continue
+        key = await session.collect(1, COMMAND_SECONDS, terminators="")
+        member = room.members.get(member_id)
+        if member is None:
+            return
+        if key == "1":
+            room.set_muted(member, not member.muted)
+        elif key == "2" and member.moderator:
+            room.locked = not room.locked
+            log.info("conference %s %s by member %d", room.name,
+                     "locked" if room.locked else "unlocked", member_id)  # fmt: skip
+        elif key == "3" and member.moderator:
+            room.mute_others()
