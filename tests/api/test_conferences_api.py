@@ -15,6 +15,7 @@ import pytest
 from ipbx.config import Config
 from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.extension import Extension
+from tests.api.test_metrics import samples
 from tests.support.apiclient import Api, serve_api
 
 
@@ -63,6 +64,10 @@ def test_rooms_are_listed_and_mistakes_get_their_status(rooms_api: Api) -> None:
     api.pbx.conferences.rooms["standup"].locked = False
     status, _ = post("/conferences/standup/dial", number="1000")  # rings nobody: not registered
     assert status == 202
+
+    found = samples(client.get("/metrics", headers=reader).text)
+    assert found[("ipbx_conference_members", (("conference", "board"),))] == 0
+    assert found[("ipbx_conference_talking", (("conference", "standup"),))] == 0
 
     other = api.headers(api.other_tenant)
     assert client.get("/conferences", headers=other).json()["total"] == 0

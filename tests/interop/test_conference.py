@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from tests.api.test_metrics import samples
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.records import call_records
 from tests.support.server import extension_range, make_token, start_configured_ipbx
@@ -117,6 +118,8 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
             by_caller = {m["caller"]: m for m in full["members"]}
             assert by_caller[A.number]["moderator"] and not by_caller[B.number]["moderator"]
             until("someone talking", lambda s: any(m["talking"] for m in s["members"]))
+            metrics = samples(api.get("/metrics").text)
+            assert metrics[("ipbx_conference_members", (("conference", "standup"),))] == 3
             e.wait_for("registered as")
             invited = api.post("/conferences/standup/dial", json={"number": E.number})
             assert invited.status_code == 202, invited.text
