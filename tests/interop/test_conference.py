@@ -133,6 +133,7 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
             assert _answered(d)  # three wrong PINs: the goodbye, then a hang-up
             kicked = api.post(f"/conferences/standup/members/{c_id}/kick")
             assert kicked.status_code == 200, kicked.text
+            assert c_id not in [m["id"] for m in kicked.json()["members"]]
             started = time.monotonic()
             assert _answered(c)
             assert time.monotonic() - started < 5  # its 60 s were cut short

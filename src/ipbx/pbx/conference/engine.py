@@ -110,17 +110,19 @@ class Conferences:
         """The caller comes into `room` (unless it is full or locked) and stays until
         its call ends; then it leaves."""
         refusal = room.refusal(moderator)
+        if refusal is None:
+            media = session.leg.media
+            try:
+                await media.play(chime(rising=True, rate=media.pcm_rate))
+            except MediaError as exc:
+                log.info("%s: join chime skipped: %s", session.call.id, exc)
+            refusal = room.refusal(moderator)  # others may have come in meanwhile
         if refusal is not None:
             log.info("conference %s: %s refused, the room is %s", room.name, session.caller,
                      refusal)  # fmt: skip
             await session.say(REFUSED[refusal])
             await session.hangup()
             return
-        media = session.leg.media
-        try:
-            await media.play(chime(rising=True, rate=media.pcm_rate))
-        except MediaError as exc:
-            log.info("%s: join chime skipped: %s", session.call.id, exc)
         member = room.join(session, moderator)
         try:
             await key_menu(session, room, member.id)
@@ -160,8 +162,10 @@ class Conferences:
 
     def kick(self, name: str, member_id: int) -> None:
         """End the member's call; LookupError for no such room or member."""
-        member = self.room(name).find(member_id)
+        room = self.room(name)
+        member = room.find(member_id)
         log.info("conference %s: member %d kicked", name, member_id)
+        room.leave(member)  # at once: the room's picture after the kick is without it
         self.calls.hang_up(member.session.call)
 
     def dial(self, name: str, number: str) -> Call:
