@@ -1,6 +1,6 @@
 """A conference room's rules without audio: the PIN prompt and its three tries, who is a
 moderator, a full or locked room, the keys *1, *2 and *3, waiting for the moderator on music,
-recording while anybody is mixed, and the conference events (the mixer is a stand-in
+recording while anybody is mixed, a reload, and the conference events (the mixer is a stand-in
 that notes what the room asks of it)."""
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import pytest
 
 from ipbx.media.codecs import Pcm
 from ipbx.media.endpoint import MediaEndpoint
+from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.conference.engine import (
     ASK_MODERATOR_PIN,
     ASK_PIN,
     RETRY_PIN,
+    Conferences,
     ask_pin,
     key_menu,
 )
@@ -226,3 +228,21 @@ def test_the_keys_in_the_room_mute_oneself_and_let_a_moderator_lock_and_mute_all
     assert (room.locked, alice.muted, bob.muted) == (True, False, False)
     press(alice.id, "*", "3", "*", "1", "*", "2")
     assert (alice.muted, bob.muted, room.locked) == (True, True, False)
+
+
+def test_a_reload_keeps_the_rooms_that_stay_and_hangs_up_the_members_of_one_removed(
+    tmp_path: Path,
+) -> None:
+    hung_up: list[object] = []
+    calls = SimpleNamespace(hold=SimpleNamespace(music=None), hang_up=hung_up.append)
+    rooms = Conferences(cast(Calls, calls), EventBus(), FakeMixer, tmp_path)  # type: ignore[arg-type]
+    standup, board = ConferenceConfig(name="standup"), ConferenceConfig(name="board")
+    rooms.update([standup, board])
+    alice = rooms.rooms["standup"].join(caller("1001"), moderator=False)
+    bob = rooms.rooms["board"].join(caller("1002"), moderator=False)
+    rooms.update([standup.model_copy(update={"max_members": 5})])
+    assert rooms.status("standup").members[0].caller == "1001"
+    assert rooms.rooms["standup"].config.max_members == 5
+    assert hung_up == [bob.session.call] and alice.session.call not in hung_up
+    with pytest.raises(LookupError):
+        rooms.status("board")

@@ -9,9 +9,9 @@ moderator, says so and hangs up. In the room, keys are the member's menu:
 - ``*2``: lock or unlock the room (a moderator); a locked room lets no new member in;
 - ``*3``: mute every member who is no moderator, or unmute them all (a moderator).
 
-Through the API, members are muted, unmuted and kicked (their call ends), and a number
-is invited into the room (`dial`): ipbx calls the extension, and whoever answers joins
-as a member, without a PIN.
+Through the API, members are muted, unmuted and kicked (their call ends), the room's
+recording is started and stopped, and an extension is invited into the room (`dial`):
+ipbx rings its phones, and whoever answers joins as a member, without a PIN.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
 from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.conference.model import ConferenceStatus
-from ipbx.pbx.conference.room import MixerFactory, Room, RoomConflict, chime
+from ipbx.pbx.conference.room import Member, MixerFactory, Room, RoomConflict, chime
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.session import Prompts, Session
 
@@ -73,8 +73,7 @@ class Conferences:
 
     def update(self, configs: Sequence[ConferenceConfig]) -> None:
         """Take up the rooms' configuration (at start and after each reload); members of
-        a room that stays stay in it. A room removed ends its mix; its members' calls
-        go on in silence until they hang up."""
+        a room that stays stay in it. A room removed ends: its members are hung up."""
         rooms: dict[str, Room] = {}
         for config in configs:
             room = self.rooms.pop(config.name, None)
@@ -83,6 +82,8 @@ class Conferences:
             room.config = config
             rooms[config.name] = room
         for gone in self.rooms.values():
+            for member in list(gone.members.values()):
+                self._hang_up(gone, member)
             gone.close()
         self.rooms = rooms
 
@@ -165,7 +166,10 @@ class Conferences:
         room = self.room(name)
         member = room.find(member_id)
         log.info("conference %s: member %d kicked", name, member_id)
-        room.leave(member)  # at once: the room's picture after the kick is without it
+        self._hang_up(room, member)
+
+    def _hang_up(self, room: Room, member: Member) -> None:
+        room.leave(member)  # at once: the room's picture from now on is without it
         self.calls.hang_up(member.session.call)
 
     def dial(self, name: str, number: str) -> Call:
