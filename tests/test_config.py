@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.config import DEMO_ACCOUNTS_FILE, ConfigError, ListenAddress, load_config
+from ipbx.config import DEMO_ACCOUNTS_FILE, ListenAddress, load_config
+from ipbx.configfile import ConfigError
 
 CONTRACT = """\
 data_dir: ./data

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ipbx.config import Config, ConfigError, load_config
+from ipbx.config import Config, load_config
+from ipbx.configfile import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ipbx.config import Config, ConfigError, load_config
+from ipbx.config import Config, load_config
+from ipbx.configfile import ConfigError
 
 if TYPE_CHECKING:
     from ipbx.store import Store

@@ -5,9 +5,8 @@ of its own module (pbx/schema.py); `Config` composes them with the server's own 
 (SIP, media, API) and checks what spans features: that destinations point at something
 and go round in no loop. The models are frozen and forbid unknown keys, so a typo such
 as ``lisen:`` is an error rather than a silently ignored setting. Errors name the file,
-the line and the field (``ipbx.yaml:7: extensions[1].password: ...``): the YAML is
-composed into nodes first, which remember where they started, and each pydantic error
-location is walked back through that node tree to a line.
+the line and the field (``ipbx.yaml:7: extensions[1].password: ...``; configfile.py
+reads the YAML and places the errors).
 
 With no file the embedded default is used, with a demo tenant whose passwords are
 generated once and kept in ``<data_dir>/demo-accounts.yaml``.
@@ -15,30 +14,28 @@ generated once and kept in ``<data_dir>/demo-accounts.yaml``.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import re
 import secrets
 import string
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from ipbx.configfile import read_yaml, validate
 from ipbx.pbx.apps.announcement_config import AnnouncementConfig
 from ipbx.pbx.apps.group_config import GroupConfig
 from ipbx.pbx.apps.ivr_config import IvrConfig
@@ -49,6 +46,7 @@ from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
 from ipbx.pbx.extension import FORWARD_KEYS, Extension
 from ipbx.pbx.mailer import SmtpConfig
+from ipbx.pbx.parking_config import Parking
 from ipbx.pbx.queue.config import QueueConfig
 from ipbx.pbx.schedule import ScheduleConfig
 from ipbx.pbx.schema import Digits, Model, Where, item_lists
@@ -65,13 +63,6 @@ Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
 # RFC 3261 §19.1.2: sip: defaults to 5060 and sips: (TLS) to 5061. WebSocket listeners
 # have no SIP default port (RFC 7118 rides on HTTP ports), so they must name one.
 _DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message names file, line and field."""
 
 
 class ListenAddress(Model):
@@ -319,6 +310,7 @@ class Config(Model):
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)
     blacklist: list[BlacklistConfig] = Field(default_factory=list)
+    parking: Parking = None
     # The API, live events and webhooks (docs/api.md).
     api: ApiConfig = Field(default_factory=ApiConfig)
     crm: CrmConfig | None = None
@@ -517,25 +509,9 @@ class _DemoAccounts(Model):
 def load_config(path: Path | None) -> Config:
     """Load and validate the configuration file, or the embedded default when None."""
     if path is not None:
-        return _validate(Config, _read_yaml(path), path)
+        return validate(Config, read_yaml(path), path)
     config = Config()
     return config.model_copy(update={"extensions": _demo_extensions(config.data_dir)})
-
-
-def field_locator(path: Path | None) -> Callable[[Where], str]:
-    """A function naming where a field of the file `path` is written, as
-    ``FILE:LINE: field`` (just ``field`` for the embedded default). The file is read
-    again only when a first field is located: most starts have nothing to report."""
-
-    @functools.cache
-    def root() -> yaml.Node | None:
-        return _read_yaml(path)[1] if path is not None else None
-
-    def locate(at: Where) -> str:
-        line = _line_of(root(), at)
-        return f"{path}:{line}: {_field_path(at)}" if line else _field_path(at)
-
-    return locate
 
 
 def _demo_extensions(data_dir: Path) -> list[Extension]:
@@ -550,7 +526,7 @@ def _demo_extensions(data_dir: Path) -> list[Extension]:
         # O_EXCL: two processes starting at once must not both write passwords.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _validate(_DemoAccounts, _read_yaml(path), path).extensions
+        return validate(_DemoAccounts, read_yaml(path), path).extensions
     extensions = [
         Extension(number=number, name=name, password=_random_password())
         for number, name in DEMO_EXTENSIONS
@@ -567,134 +543,3 @@ def _random_password() -> str:
     # Letters and digits only: these get typed on desk-phone keypads.
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose integers are YAML 1.2 decimals without leading zeros.
-
-    YAML 1.1 reads ``0100`` as octal 64 and ``1:30`` as sexagesimal 90, which would turn
-    an extension number into a different one. Here those stay strings.
-    """
-
-
-_INT_TAG = "tag:yaml.org,2002:int"
-# Dates stay strings too: pydantic reads them where a date is expected, and refuses a
-# 2026-13-01 with its line, where PyYAML's own date constructor would raise unmarked.
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _TIMESTAMP_TAG)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
-)
-
-
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file into Python data plus the node tree that knows line numbers."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{path}: cannot read: {reason}") from None
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return {}, None
-        _check_duplicate_keys(node, path)
-        return loader.construct_document(node), node
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"{mark.line + 1}:" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    finally:
-        loader.dispose()
-
-
-def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
-    # PyYAML keeps the last of two equal keys silently; a repeated key is almost always a
-    # copy-paste mistake, so it is reported like any other error.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    line = key.start_mark.line + 1
-                    raise ConfigError(f"{path}:{line}: {key.value}: duplicate key")
-                seen.add(key.value)
-            _check_duplicate_keys(value, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, path)
-
-
-def _validate(model: type[_M], parsed: tuple[Any, yaml.Node | None], path: Path) -> _M:
-    data, root = parsed
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        issues = sorted(
-            (_describe(error, root) for error in exc.errors(include_url=False)),
-            key=lambda issue: issue[0] or 0,
-        )
-        raise ConfigError(
-            "\n".join(
-                f"{path}:{line}: {text}" if line else f"{path}: {text}" for line, text in issues
-            )
-        ) from None
-
-
-def _describe(error: Any, root: yaml.Node | None) -> tuple[int | None, str]:
-    """The line a pydantic error points at, and its text as ``field: message``."""
-    ctx = error.get("ctx") or {}
-    loc = tuple(error["loc"]) + tuple(ctx.get("at", ()))
-    message = str(ctx["error"]) if error["type"] == "value_error" else error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    field = _field_path(loc)
-    return _line_of(root, loc), f"{field}: {message}" if field else message
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part == "[key]":
-            continue  # pydantic's marker for an error in a mapping's key, named already
-        else:
-            text += f".{part}" if text else part
-    return text
-
-
-def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    """The 1-based line of the deepest node that `loc` reaches in the YAML tree.
-
-    A missing field has no node of its own, so the enclosing mapping's line is used.
-    """
-    if root is None:
-        return None
-    node: yaml.Node = root
-    line = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    line = key.start_mark.line + 1
-                    child = value
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line

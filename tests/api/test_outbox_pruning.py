@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ipbx.api.webhooks import DAY, Webhooks
-from ipbx.config import ApiConfig, ConfigError, load_config
+from ipbx.config import ApiConfig, load_config
+from ipbx.configfile import ConfigError
 from ipbx.pbx.events import EventBus
 from ipbx.store import AsyncStore, DeliveryRecord, Store
 

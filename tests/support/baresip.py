@@ -41,13 +41,15 @@ def start_baresip(
     transport: str = "udp",
     outbound: bool = False,
     watch: tuple[str, ...] = (),
+    answermode: str = "auto",
 ) -> subprocess.Popen[bytes]:
     """Run baresip headless as `user` on `host` (in `namespace`, when given), registered
     at registrar_host:registrar_port.
     `media_encryption` is baresip's `mediaenc` (e.g. "srtp-mand": SDES SRTP or no call).
     `control_port` loads ctrl_tcp on 127.0.0.1:control_port (drive it with BaresipControl).
 
-    It answers automatically, sends `audio_file` (the call hangs up when it ends) and, with
+    It answers automatically (`answermode` "manual": it rings until ctrl_tcp's
+    `accept`), sends `audio_file` (the call hangs up when it ends) and, with
     the sndfile module, records sent and received audio as workdir/snd/dump-*-{enc,dec}.wav.
     `dial` is a number or SIP URI to call at start; `seconds` bounds its life (-t);
     `sip_trace` writes every SIP message it sends and receives to its log (-s).
@@ -101,7 +103,7 @@ def start_baresip(
     )
     account = (
         f"<sip:{user.number}@{registrar}>;auth_pass={user.password};"
-        f"regint=60;answermode=auto;audio_codecs={codecs}"
+        f"regint=60;answermode={answermode};audio_codecs={codecs}"
         + (f";mediaenc={media_encryption}" if media_encryption else "")
         + (f';outbound="sip:{registrar}";sipnat=outbound' if outbound else "")
     )

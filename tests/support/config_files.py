@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ipbx.config import ConfigError, load_config
+from ipbx.config import load_config
+from ipbx.configfile import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -14,7 +14,7 @@ import asyncio
 
 import numpy as np
 
-from ipbx.media.channel import Sink
+from ipbx.media.channel import Sink, arrival_clock
 from ipbx.media.clock import TICK, media_clock
 from ipbx.media.codecs import Pcm
 from ipbx.media.endpoint import DTMF_MS, MediaEndpoint
@@ -42,6 +42,8 @@ def relay(a: MediaEndpoint, b: MediaEndpoint) -> None:
     b.detach()
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = relay
+    a.read_on_clock(False)
+    b.read_on_clock(False)
     a._rtp.sink, b._rtp.sink = a._inbound(b._send_rtp), b._inbound(a._send_rtp)
     for src, dst in ((a, b), (b, a)):
         # The phones' own reports pass through; ours would describe streams we only relay.
@@ -73,6 +75,8 @@ def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     b.detach()
     a._partner, b._partner = b, a
     a._bridged_by = b._bridged_by = transcode
+    a.read_on_clock(False)
+    b.read_on_clock(False)
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
         src._rtp.sink = src._inbound(direction.receive)
@@ -88,7 +92,8 @@ class _Transcoding:
         self._src, self._dst = src, dst
         source, target = src._require_codec(), dst._require_codec()
         self._packetizer = Packetizer(target, dst.fmtp)
-        self._playout = Playout(source, self._packetizer.pcm_rate, asyncio.get_running_loop().time)
+        clock = arrival_clock(asyncio.get_running_loop())
+        self._playout = Playout(source, self._packetizer.pcm_rate, clock)
         self._tones = np.zeros(0, dtype=np.int16)
         self._timestamp: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,19 @@ TICK = 0.020
 Subscriber = Callable[[float], None]
 
 
+class Reader(Protocol):
+    """A socket read on the clock (channel.py): drained at each tick, before the work,
+    given the loop's clock less the system's (to place kernel timestamps)."""
+
+    def read_queued(self, offset: float) -> None: ...
+
+
 class MediaClock:
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float = TICK) -> None:
         self._loop = loop
         self._period = period
         self._subscribers: dict[int, Subscriber] = {}
+        self._readers: dict[Reader, None] = {}
         self._next_id = 0
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -42,22 +52,48 @@ class MediaClock:
         key = self._next_id
         self._next_id += 1
         self._subscribers[key] = subscriber
-        if self._timer is None:
-            self._due = self._loop.time() + self._period
-            self._timer = self._loop.call_at(self._due, self._tick)
+        self._start()
         return lambda: self._unsubscribe(key)
+
+    def add_reader(self, reader: Reader) -> None:
+        """Drain `reader` at every tick, before the subscribers, until removed."""
+        self._readers[reader] = None
+        self._start()
+
+    def remove_reader(self, reader: Reader) -> None:
+        self._readers.pop(reader, None)
+        self._stop_if_idle()
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def readers(self) -> int:
+        return len(self._readers)
+
+    def _start(self) -> None:
+        if self._timer is None:
+            self._due = self._loop.time() + self._period
+            self._timer = self._loop.call_at(self._due, self._tick)
+
     def _unsubscribe(self, key: int) -> None:
         self._subscribers.pop(key, None)
-        if not self._subscribers and self._timer is not None:
+        self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        if not self._subscribers and not self._readers and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _tick(self) -> None:
         due = self._due
+        offset = self._loop.time() - time.time()
+        for reader in list(self._readers):
+            try:
+                reader.read_queued(offset)
+            except Exception:
+                log.exception("media clock reader failed; removed")
+                self._readers.pop(reader, None)
         for key, subscriber in list(self._subscribers.items()):
             try:
                 subscriber(due)
@@ -65,7 +101,7 @@ class MediaClock:
                 # One broken call must not silence the others.
                 log.exception("media clock subscriber failed; removed")
                 self._subscribers.pop(key, None)
-        if not self._subscribers:
+        if not self._subscribers and not self._readers:
             self._timer = None
             return
         # After a long stall (a blocked loop) skip the missed ticks rather than burst.

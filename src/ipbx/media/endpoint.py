@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.audiofile import AudioFileError, read_audio
-from ipbx.media.channel import Channel, ChannelPair, Sink, discard
+from ipbx.media.channel import Channel, ChannelPair, Sink, arrival_clock, discard
 from ipbx.media.codecs import (
     Codec,
     CodecError,
@@ -77,7 +77,7 @@ class MediaEndpoint:
         self._recorder: WavWriter | None = None
         self.digits: DigitListener | None = DigitListener()
         # What the phone sends us, packet by packet, on every path (relay included).
-        self.meter = StreamMeter(asyncio.get_running_loop().time)
+        self.meter = StreamMeter(arrival_clock(asyncio.get_running_loop()))
         pool.reception.open(self.meter)
         # The phone's RTCP, and ours on a leg where ipbx is the RTP source (reports.py).
         self._reports = LegReports(asyncio.get_running_loop().time)
@@ -191,11 +191,19 @@ class MediaEndpoint:
     def use_webrtc(self) -> WebRtcTransport:
         """Make this a WebRTC leg (media/webrtc.py); the same transport on later calls."""
         self.webrtc = self.webrtc or WebRtcTransport(self._rtp, self._rtcp, self.set_srtp)
+        self.read_on_clock(False)
         return self.webrtc
+
+    def read_on_clock(self, clocked: bool = True) -> None:
+        """Read the phone's RTP on the media clock's ticks (channel.py: for a leg whose
+        packets are only used there), or as it comes. A WebRTC leg is read as it comes:
+        its ICE checks and DTLS want answers at once."""
+        self._rtp.set_clocked(clocked and self.webrtc is None)
 
     def echo(self) -> None:
         """Send every RTP packet back where it came from (still detecting DTMF)."""
         self.detach()
+        self.read_on_clock(False)
         self._mode = self._echo_mode
         self._echo_mode()
         self._report()

@@ -61,6 +61,8 @@ class Fanout:
     def add(self, endpoint: MediaEndpoint, on_close: Callable[[], object] | None = None) -> None:
         now = asyncio.get_running_loop().time()
         self.endpoints[endpoint] = Listener(endpoint.timestamp_at(now), on_close)
+        # What the phone sends meanwhile is only listened to for digits: on the clock.
+        endpoint.read_on_clock()
 
     def send(
         self, frame: Pcm, own: Mapping[MediaEndpoint, bytes] | None = None

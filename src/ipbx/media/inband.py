@@ -110,6 +110,15 @@ class InbandDetector:
         span = RATE * self.min_duration_ms // 1000 + _BLOCK * (1 - 2 * self.min_tone_share)
         self._needed = max(1, int(span // _HOP))
         self._release = max(1, RATE * self.release_ms // 1000 // _HOP)
+        # A bin's power is at most twice its block's mean square (Cauchy-Schwarz on the
+        # DFT sum), so a block holds a tone at the floor only if its samples' squares sum
+        # to N x floor / 2 or more; audio whose squares sum to less holds no digit at all.
+        self._quiet_sum = _BLOCK * self._floor / 2
+
+    @property
+    def _floor(self) -> float:
+        """The power of a tone at the minimum level."""
+        return float((_DBM0_RMS * 10 ** (self.min_level_dbm0 / 20)) ** 2)
 
     def feed(self, pcm: Pcm) -> list[str]:
         """Add audio; return the digits whose key presses completed detection."""
@@ -118,8 +127,15 @@ class InbandDetector:
         self._pending = samples[count * _HOP :]
         if count == 0:
             return []
-        windows = np.lib.stride_tricks.sliding_window_view(samples, _BLOCK)[::_HOP][:count]
-        return [digit for block in self.classify(windows) if (digit := self._step(block))]
+        used = samples[: (count - 1) * _HOP + _BLOCK].astype(np.float32)
+        if float(np.dot(used, used)) < self._quiet_sum:
+            # Too quiet for any block to hold a tone at the minimum level: no Goertzel
+            # (a waiting caller's line is quiet nearly all the time).
+            blocks: list[str | None] = [None] * count
+        else:
+            windows = np.lib.stride_tricks.sliding_window_view(samples, _BLOCK)[::_HOP][:count]
+            blocks = self.classify(windows)
+        return [digit for block in blocks if (digit := self._step(block))]
 
     def classify(self, blocks: npt.NDArray[np.int16]) -> list[str | None]:
         """The digit each 205-sample block holds, if any (no duration rule applied)."""
@@ -132,7 +148,7 @@ class InbandDetector:
         index = np.arange(len(x))
         low = power[index, row]
         high = power[index, 4 + col]
-        floor = (_DBM0_RMS * 10 ** (self.min_level_dbm0 / 20)) ** 2
+        floor = self._floor
         twist = high / np.maximum(low, 1e-12)
         ok = (
             (low >= floor)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ipbx.media.channel import arrival_clock
 from ipbx.media.clock import TICK, media_clock
 from ipbx.media.codecs import Encoder, Pcm, create_decoder, create_encoder
 from ipbx.media.codecs.g711 import ALAW_DECODE, ULAW_DECODE
@@ -212,10 +213,11 @@ class Mixer:
             member.frame = None if member.muted else frame
             power = 0.0 if member.frame is None else _mean_square(member.frame)
             self._set_talking(member, member.hold_on(power) and not member.muted)
-            if member.talking:
+            if not member.talking:
+                if member.squares is not None:
+                    member.quieten()
+            elif member.frame is not None:  # a pause within a talk spurt adds nothing
                 candidates.append(member)
-            elif member.squares is not None:
-                member.quieten()
         # Quiet G.711 lines: the level of every line's latest packet in one array lookup.
         for squares, members, payloads in quiet.values():
             codes = np.frombuffer(b"".join(payloads), dtype=np.uint8)
@@ -325,7 +327,8 @@ class _Member:
     def wake(self) -> None:
         """Play out from now on, starting with the packets kept while quiet."""
         codec = self.endpoint._require_codec()
-        self._playout = Playout(codec, self._mixer.rate, asyncio.get_running_loop().time)
+        clock = arrival_clock(asyncio.get_running_loop())
+        self._playout = Playout(codec, self._mixer.rate, clock)
         self._pending = np.zeros(0, dtype=np.int16)
         for data in self._recent:
             self._playout.receive(data)
@@ -344,6 +347,7 @@ class _Member:
     def wire(self) -> None:
         """The endpoint's mode in the room (again after SRTP or a tap changes)."""
         endpoint = self.endpoint
+        endpoint.read_on_clock()
         endpoint._rtp.sink = endpoint._inbound(self.receive)
         endpoint._rtcp.sink = endpoint._inbound_rtcp(endpoint._reports.received)
 

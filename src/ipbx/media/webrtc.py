@@ -381,8 +381,7 @@ class WebRtcTransport:
         self._dtls = None
 
     def _send(self, data: bytes, addr: Address) -> None:
-        if self._rtp.transport is not None:
-            self._rtp.transport.sendto(data, addr)
+        self._rtp.sendto(data, addr)
 
 
 def _matches(peer: x509.Certificate, fingerprints: tuple[tuple[str, str], ...]) -> bool:

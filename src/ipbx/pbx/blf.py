@@ -7,6 +7,9 @@ the state of that extension's calls. The states follow the call engine's events
 extension, call.ringing an ``early`` one on each extension that rings (and the caller's
 goes to ``early``), call.answered makes the answering extension's and the caller's
 ``confirmed`` and ends the others that rang (``terminated``), call.ended ends them all.
+A parking slot (pbx/parking.py) is watched the same way, as a desk phone's park key
+does: call.parked puts a ``confirmed`` dialog on the slot (the parked party as the
+remote) and ends the parker's, call.unparked ends the slot's.
 Every NOTIFY carries the whole state (state="full") with the subscription's version
 counter (RFC 4235 §4.1): a terminated dialog is in one NOTIFY and gone from the next.
 
@@ -25,8 +28,10 @@ from xml.sax.saxutils import escape, quoteattr
 from ipbx.pbx.events import (
     CALL_ANSWERED,
     CALL_ENDED,
+    CALL_PARKED,
     CALL_RINGING,
     CALL_STARTED,
+    CALL_UNPARKED,
     DEFAULT_TENANT,
     Event,
     EventBus,
@@ -62,10 +67,15 @@ class BusyLampField:
     content_type = CONTENT_TYPE
 
     def __init__(
-        self, subscriptions: Subscriptions, events: EventBus, is_extension: Callable[[str], bool]
+        self,
+        subscriptions: Subscriptions,
+        events: EventBus,
+        is_extension: Callable[[str], bool],
+        is_slot: Callable[[str], bool] = lambda number: False,
     ) -> None:
         self.notifier = subscriptions
         self.is_extension = is_extension
+        self.is_slot = is_slot
         self.dialogs: dict[str, dict[str, DialogEntry]] = {}
         # The extensions each call has a dialog on: an answer or an end touches those,
         # not every extension in a call.
@@ -75,8 +85,8 @@ class BusyLampField:
 
     def resource(self, request: Request, watcher: str) -> str:
         extension = unescape(request.uri.user or request.to.uri.user or "")
-        if not self.is_extension(extension):
-            raise SipError(404, f"no extension {extension!r} to watch")
+        if not self.is_extension(extension) and not self.is_slot(extension):
+            raise SipError(404, f"no extension or parking slot {extension!r} to watch")
         return extension
 
     def state_of(self, extension: str) -> list[DialogEntry]:
@@ -98,6 +108,9 @@ class BusyLampField:
             self._set(extension, call_id, "recipient", "early", caller, named, event, changed)
             self._advance(caller, call_id, "early", changed)
         elif event.type == CALL_ANSWERED:
+            # The phone's own call to a pickup code or a slot, absorbed into this one.
+            for number in self._calls.pop(str(data.get("joined")), ()):
+                self._advance(number, str(data.get("joined")), "terminated", changed)
             for number in self._calls.get(call_id, ()):
                 entry = self.dialogs.get(number, {}).get(call_id)
                 if entry is not None and entry.direction == "recipient" and number != extension:
@@ -107,6 +120,12 @@ class BusyLampField:
                 self._set(extension, call_id, "recipient", "confirmed", caller, None, event,
                           changed)  # fmt: skip
             self._advance(caller, call_id, "confirmed", changed)
+        elif event.type == CALL_PARKED:
+            self._advance(extension, call_id, "terminated", changed)
+            slot, party = str(data.get("slot")), str(data.get("party") or "")
+            self._set(slot, call_id, "recipient", "confirmed", party, None, event, changed)
+        elif event.type == CALL_UNPARKED:
+            self._advance(str(data.get("slot")), call_id, "terminated", changed)
         elif event.type == CALL_ENDED:
             for number in self._calls.pop(call_id, ()):
                 entry = self.dialogs.get(number, {}).get(call_id)

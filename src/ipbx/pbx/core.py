@@ -161,7 +161,8 @@ class Pbx:
         self.conferences = Conferences(self.calls, self.events, _mixer, config.data_dir)
         self.conferences.update(config.conferences)
         self.router = self._router(config)
-        self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension)
+        self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension,
+                                 lambda number: self.router.parking.is_slot(number))  # fmt: skip
         self.presence = Presence(self.subscriptions, self.events, self.location, self.blf,
                                  lambda number: self.router.handling.on_dnd(number))  # fmt: skip
         # Text messages (SIP MESSAGE): relayed, stored for phones away (pbx/messaging.py).

@@ -29,7 +29,9 @@ event can be joined with the record written when the call ends. Numbers are stri
     voicemail, a group's ringback) is no call.answered; a call a menu or a group
     answered first is call.answered when a phone takes it. A call transferred (REFER
     or the API) is call.answered again, with the new extension, when the target
-    answers, so a CRM opens the card on the phone that has the caller now.
+    answers, so a CRM opens the card on the phone that has the caller now. A phone
+    that takes a call by dialling (a pickup code, a parking slot) adds joined: the
+    call_id of its own call, which becomes this one (no call.ended comes for it).
 ``call.ended``
     call_id, caller, callee, direction, result (as in the call record: answered by a
     person, cancelled, busy, no_answer, failed, menu, voicemail, group, announcement,
@@ -42,6 +44,14 @@ event can be joined with the record written when the call ends. Numbers are stri
     call no person answered: also one that ended in a menu, voicemail or a ring
     group's ringback; not for a blocked caller or a call to ipbx's own services
     (result blocked or service).
+``call.parked``
+    call_id, caller, callee, direction, slot (where the call waits), extension (who
+    parked it: the phone that transferred it to the park number), party (the number
+    of the party that waits, hearing music); pbx/parking.py.
+``call.unparked``
+    call_id, caller, callee, direction, slot, extension (who parked it), reason
+    (``retrieved`` by a phone that dialled the slot, named in ``by``; ``timeout``: it
+    rings its parker again; ``hangup``: the parked party hung up).
 ``recording.ready``
     call_id, caller, callee, direction, recording (the file's name under the
     recordings folder, as in the call record), seconds; once the file is complete:
@@ -112,6 +122,8 @@ CALL_RINGING = "call.ringing"
 CALL_ANSWERED = "call.answered"
 CALL_ENDED = "call.ended"
 CALL_MISSED = "call.missed"
+CALL_PARKED = "call.parked"
+CALL_UNPARKED = "call.unparked"
 VOICEMAIL_NEW = "voicemail.new"
 RECORDING_READY = "recording.ready"
 REGISTRATION_CHANGED = "registration.changed"
@@ -124,6 +136,8 @@ EVENT_TYPES = (
     CALL_ANSWERED,
     CALL_ENDED,
     CALL_MISSED,
+    CALL_PARKED,
+    CALL_UNPARKED,
     VOICEMAIL_NEW,
     RECORDING_READY,
     REGISTRATION_CHANGED,

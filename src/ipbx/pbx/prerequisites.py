@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from ipbx.config import Config, field_locator
+from ipbx.config import Config
+from ipbx.configfile import field_locator
 from ipbx.media import tts
 from ipbx.media.codecs import CODECS, G729
 from ipbx.media.codecs.g729 import BCG729_PACKAGE

@@ -53,6 +53,7 @@ from ipbx.pbx.features import (
     forward_target,
 )
 from ipbx.pbx.location import Binding
+from ipbx.pbx.parking import Parking
 from ipbx.pbx.prompt import Prompt
 from ipbx.pbx.queue.engine import Queues
 from ipbx.pbx.schedule import Schedule
@@ -111,6 +112,8 @@ class Router:
         }
         # Transfers and click-to-call reach outside numbers through our outbound routes.
         calls.trunks.outside = self.outside
+        self.parking = Parking(calls, config.parking, self.prompts, self._ring_back)
+        calls.transfers.park = self.parking.park
 
     # --- new calls ------------------------------------------------------------------------------
 
@@ -144,6 +147,9 @@ class Router:
             if feature is None:
                 raise SipError(404, f"no feature code {target}")
             calls.flows.start(call, incoming, feature)
+            return
+        if self.parking.is_slot(target):
+            calls.flows.start(call, incoming, self.parking.retrieve(target))
             return
         if self._screened(call, incoming):
             return
@@ -277,6 +283,10 @@ class Router:
             await caller.refuse(status)
         else:
             await caller.follow(fallback, extension)
+
+    async def _ring_back(self, session: Session, extension: str) -> None:
+        """A parked call that timed out rings its parker as a call to the extension would."""
+        await self.reach(extension, SessionCaller(self, session))
 
     def screen(self, caller: str, called: str) -> BlacklistEntry | None:
         """The blacklist entry that refuses this caller (to this extension), if any."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.endpoint import MediaError
+from ipbx.media.moh import MusicOnHold
 from ipbx.media.tts import TtsError, prompt_path, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.fork import AnswerHook
@@ -54,6 +55,9 @@ class Session:
     variables: dict[str, str] = field(default_factory=dict)
     answered: bool = False
     _digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    # What the caller hears while `dial` rings phones for it, until one answers (a
+    # parked call ringing its parker again, pbx/parking.py); None: silence.
+    ringing_music: MusicOnHold | None = None
 
     def __post_init__(self) -> None:
         self.leg.media.on_dtmf = self._on_digit
@@ -188,17 +192,36 @@ class Session:
         answered as soon as it is bridged, before the app resumes (the caller may hang
         up in between)."""
         await self.answer()
-        if outside:
-            status = await self.calls.trunks.ring_all(
-                self.call, list(extensions), list(outside), timeout, on_answer
-            )
-        else:
-            status = await self.calls.dialing.dial(
-                self.call, list(extensions), timeout, on_answer=on_answer
-            )
+        leave = self._listen(self.ringing_music)
+
+        def answered(leg: Leg) -> None:
+            leave()  # in the turn the answer is read: no music once the two are connected
+            if on_answer is not None:
+                on_answer(leg)
+
+        try:
+            if outside:
+                status = await self.calls.trunks.ring_all(
+                    self.call, list(extensions), list(outside), timeout, answered
+                )
+            else:
+                status = await self.calls.dialing.dial(
+                    self.call, list(extensions), timeout, on_answer=answered
+                )
+        finally:
+            leave()
         if status != 200:
             self.call.status = status  # what the record says if the call ends here
         return status
+
+    def _listen(self, music: MusicOnHold | None) -> Callable[[], None]:
+        """The caller hears `music` until the returned function is called."""
+        if music is None or not music.files():
+            return lambda: None
+        try:
+            return music.listen(self.leg.media)
+        except MediaError:
+            return lambda: None
 
     async def dial_out(self, route: OutboundCall, caller_id: str, timeout: float) -> int:
         """Call an outside number through `route`'s trunks, showing `caller_id`; on

@@ -18,6 +18,7 @@ from ipbx.pbx.call.local import CallFlows
 from ipbx.pbx.call.media_timeout import MediaTimeout
 from ipbx.pbx.call.model import Call, CallPolicy, new_call_id
 from ipbx.pbx.call.originate import originate
+from ipbx.pbx.call.park import ParkedCalls
 from ipbx.pbx.call.recording import stop_recording
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
@@ -52,6 +53,7 @@ class Calls(CallRegistry):
         self.trunks = TrunkDialing(self.dialing, trunks)
         self.transfers = Transfers(self.trunks, is_extension)
         self.hold = Hold(self, music)
+        self.parked = ParkedCalls(self.flows, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
         self.media_timeout = MediaTimeout(self, lambda: self.policy.media_timeout)
         # A recording still running stops first: the call record names a complete file.

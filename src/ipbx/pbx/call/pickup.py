@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ipbx.media.bridge import connect
 from ipbx.pbx.call.local import CallFlows
-from ipbx.pbx.call.model import CallState, Leg
+from ipbx.pbx.call.model import Call, CallState, Leg
 from ipbx.pbx.call.recording import record_if_asked
 
 log = logging.getLogger("ipbx.calls")
@@ -49,15 +49,27 @@ def pickup(flows: CallFlows, leg: Leg, may_take: Callable[[str], bool]) -> bool:
     if leg.dialog is None and not flows.answer(leg):
         reg.hangup(target)
         return True
+    log.info("%s picked up by %s", target.id, leg.call.from_number)
+    join(flows, leg, target, "pickup")
+    return True
+
+
+def join(flows: CallFlows, leg: Leg, target: Call, step: str) -> None:
+    """The phone on `leg` (answered, on a call of its own to a feature code or a parking
+    slot) takes `target`'s caller, who talks to nobody: the two are connected, `leg`'s
+    own call is absorbed into `target` (it leaves no record of its own), and `target`'s
+    path says `step:EXTENSION`. call.answered names the extension that took the call
+    and the call it joined (no call.ended comes for that one)."""
+    reg = flows.registry
+    caller = target.caller
+    assert caller is not None
     own = leg.call
-    own.caller = None  # the pickup call is absorbed; it leaves no record of its own
+    own.caller = None
     leg.call = target
     target.callee, caller.other, leg.other = leg, leg, caller
     target.state = CallState.ANSWERED
-    target.path.append(f"pickup:{own.from_number}")
+    target.path.append(f"{step}:{own.from_number}")
     connect(caller.media, leg.media)
     reg.end(own)
-    reg.publish_answer(target, leg)
+    reg.publish_answer(target, leg, own)
     record_if_asked(reg, target, own.from_number)
-    log.info("%s picked up by %s", target.id, own.from_number)
-    return True

@@ -109,14 +109,21 @@ class CallRegistry:
             data["trunk"] = call.inbound_slot.trunk.name
         self.publish(CALL_STARTED, call, **data)
 
-    def publish_answer(self, call: Call, leg: Leg) -> None:
+    def publish_answer(self, call: Call, leg: Leg, joined: Call | None = None) -> None:
         """A phone took the call: a person answered it, if none had (a transfer's
-        target answers a call answered already)."""
+        target answers a call answered already). `joined` is the phone's own call when
+        it called in to take this one (a pickup, a parked call), absorbed into it: the
+        extension is its caller, not the number it dialled."""
         if call.person_answered is None:
             call.person_answered = time.time()
         wait = call.person_answered - call.started
-        extension = leg.invite.to.uri.user or call.to_number
+        if joined is not None:
+            extension = joined.from_number
+        else:
+            extension = leg.invite.to.uri.user or call.to_number
         data: dict[str, object] = {"extension": extension, "wait": round(wait, 3)}
+        if joined is not None:
+            data["joined"] = joined.uid
         if leg.trunk is not None:
             data["trunk"] = leg.trunk.name  # the trunk that took a call out
         self.publish(CALL_ANSWERED, call, **data)

@@ -11,7 +11,7 @@ extensions only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from urllib.parse import unquote
 
 from ipbx.media.bridge import connect
@@ -27,6 +27,10 @@ log = logging.getLogger("ipbx.calls")
 
 # How long a transfer target rings before the two parties are partners again.
 TRANSFER_RING_SECONDS = 30.0
+
+# What parks a transferee (pbx/parking.py) when a REFER names the park number: run
+# with the transferor and the transferee, it reports to the transferor itself.
+Park = Callable[[Leg, Leg], Coroutine[object, object, None]]
 
 
 def replaces(target: Uri) -> tuple[str, str, str] | None:
@@ -50,6 +54,8 @@ class Transfers:
         self.dialing = trunks.dialing
         self.registry = trunks.registry
         self.is_extension = is_extension
+        # The parking of a transfer to `number`, if it is the park number.
+        self.park: Callable[[str], Park | None] = lambda number: None
 
     def extension_of(self, leg: Leg) -> str | None:
         """The extension whose phone is on `leg`; None for a party on a trunk."""
@@ -88,26 +94,30 @@ class Transfers:
         if transferee is None or transferee.dialog is None:
             raise SipError(603, "nobody to transfer")
         self.registry.endpoint.reply(tx, 202)
-        self._progress(leg, "100 Trying", final=False)
+        self.progress(leg, "100 Trying", final=False)
         consultation = replaces(target)
         if consultation is not None:
             self._attended(leg, transferee, consultation)
             return
         number = target.user or ""
+        park = self.park(number)
+        if park is not None:
+            self.registry.spawn_task(park(leg, transferee))
+            return
         try:
             self.check_target(number, leg)
         except SipError as exc:
-            self._progress(leg, f"{exc.status} {reason_phrase(exc.status, '')}", final=True)
+            self.progress(leg, f"{exc.status} {reason_phrase(exc.status, '')}", final=True)
             return
         self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
 
     async def _refer_blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> None:
         status = await self.blind(call, transferor, transferee, number)
         if status == 200:
-            self._progress(transferor, "200 OK", final=True)
+            self.progress(transferor, "200 OK", final=True)
             self.registry.retire(transferor)
         elif not call.ended:
-            self._progress(transferor, f"{status} Transfer Failed", final=True)
+            self.progress(transferor, f"{status} Transfer Failed", final=True)
 
     async def blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> int:
         """Ring extension `number` (or call the outside number, `check_target` passed)
@@ -151,7 +161,7 @@ class Transfers:
         )
         target = consult.other if consult is not None else None
         if consult is None or target is None or target.dialog is None or consult is transferor:
-            self._progress(transferor, "481 Call Does Not Exist", final=True)
+            self.progress(transferor, "481 Call Does Not Exist", final=True)
             return
         call, other_call = transferor.call, consult.call
         # The target's leg moves into the transferee's call; the consultation call ends
@@ -168,12 +178,12 @@ class Transfers:
         connect(transferee.media, target.media)
         call.path.append(f"transfer:{target.invite.uri.user or ''}")
         log.info("%s: attended transfer: %s now talks to %s", call.id, transferee.peer, target.peer)
-        self._progress(transferor, "200 OK", final=True)
+        self.progress(transferor, "200 OK", final=True)
         reg.retire(transferor)
         reg.retire(consult)
         reg.end(other_call)
 
-    def _progress(self, leg: Leg, status_line: str, final: bool) -> None:
+    def progress(self, leg: Leg, status_line: str, final: bool) -> None:
         """NOTIFY the transferor of the transfer's progress (RFC 3515 §2.4.5)."""
         if leg.dialog is None:
             return
