@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from ipbx.config import Config
 from ipbx.media.codecs import Pcm
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.pbx.call.engine import Calls
@@ -235,9 +236,9 @@ def test_a_reload_keeps_the_rooms_that_stay_and_hangs_up_the_members_of_one_remo
 ) -> None:
     hung_up: list[object] = []
     calls = SimpleNamespace(hold=SimpleNamespace(music=None), hang_up=hung_up.append)
-    rooms = Conferences(cast(Calls, calls), EventBus(), FakeMixer, tmp_path)  # type: ignore[arg-type]
     standup, board = ConferenceConfig(name="standup"), ConferenceConfig(name="board")
-    rooms.update([standup, board])
+    config = Config(data_dir=tmp_path, conferences=[standup, board])
+    rooms = Conferences(cast(Calls, calls), EventBus(), FakeMixer, config)  # type: ignore[arg-type]
     alice = rooms.rooms["standup"].join(caller("1001"), moderator=False)
     bob = rooms.rooms["board"].join(caller("1002"), moderator=False)
     rooms.update([standup.model_copy(update={"max_members": 5})])

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
-from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
@@ -157,9 +156,7 @@ class Pbx:
         # Call queues and their agents, whose state outlives reloads (pbx/queue/).
         self.queues = Queues(self.calls, self.queue_log, self.events)
         self.queues.update(config.queues)
-        # Conference rooms, each mixed by its own Mixer while anybody is in it.
-        self.conferences = Conferences(self.calls, self.events, _mixer, config.data_dir)
-        self.conferences.update(config.conferences)
+        self.conferences = Conferences(self.calls, self.events, Mixer, config)
         self.router = self._router(config)
         self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension,
                                  lambda number: self.router.parking.is_slot(number))  # fmt: skip
@@ -493,10 +490,6 @@ def _save_records(store: Store, records: Sequence[CallRecord]) -> None:
                 store.save_call_records([record])
             except Exception:
                 log.exception("call record %s could not be saved", record.call_id)
-
-
-def _mixer(on_talking: Callable[[MediaEndpoint, bool], None]) -> Mixer:
-    return Mixer(on_talking=on_talking)
 
 
 def _save_queue_log(store: Store, records: Sequence[QueueLogRecord]) -> None:

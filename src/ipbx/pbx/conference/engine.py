@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
+from ipbx.config import Config
 from ipbx.media.endpoint import MediaError
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
@@ -52,24 +52,20 @@ REFUSED = {
 
 
 class Conferences:
-    """Every conference room; the router runs `run` for `conference:NAME`, the API
-    reads `status` and mutes, kicks and invites."""
+    """Every conference room (of `config`, then of each reload's: `update`), each mixed
+    by its own `mixer` while anybody is in it; the router runs `run` for
+    `conference:NAME`, the API reads `status` and mutes, kicks and invites."""
 
-    def __init__(
-        self,
-        calls: Calls,
-        events: EventBus,
-        mixer: MixerFactory,
-        data_dir: Path,
-    ) -> None:
+    def __init__(self, calls: Calls, events: EventBus, mixer: MixerFactory, config: Config) -> None:
         self.calls = calls
         self.events = events
         self.mixer = mixer
         # Members who wait for their moderator hear the music on hold of held calls.
         self.music = calls.hold.music
-        self.recordings = data_dir / "recordings"
-        self.prompts = Prompts(data_dir / "prompts")
+        self.recordings = config.data_dir / "recordings"
+        self.prompts = Prompts(config.data_dir / "prompts")
         self.rooms: dict[str, Room] = {}
+        self.update(config.conferences)
 
     def update(self, configs: Sequence[ConferenceConfig]) -> None:
         """Take up the rooms' configuration (at start and after each reload); members of

@@ -72,8 +72,10 @@ class RoomConflict(Exception):
     a recording started twice, or stopped when none runs."""
 
 
-# A new room's mixer, told who starts and stops talking.
-MixerFactory = Callable[[Callable[[MediaEndpoint, bool], None]], RoomAudio]
+class MixerFactory(Protocol):
+    """A new room's mixer (media/mixer.py's Mixer), told who starts and stops talking."""
+
+    def __call__(self, *, on_talking: Callable[[MediaEndpoint, bool], None]) -> RoomAudio: ...
 
 
 def chime(rising: bool, rate: int = TONE_RATE) -> Pcm:
@@ -274,7 +276,7 @@ class Room:
             member.waiting()
             member.waiting = None
         if self._mixer is None:
-            self._mixer = self._new_mixer(self._talking)
+            self._mixer = self._new_mixer(on_talking=self._talking)
             if self.config.record:
                 self.start_recording()
         self._mixer.join(member.endpoint, member.muted)
