@@ -72,8 +72,8 @@ def test_each_member_hears_the_others_and_not_itself_and_a_muted_one_is_not_hear
             encodes["PCMU"] += 1
             return self._encoder.encode(pcm)
 
-    def counting(codec: Codec, fmtp: Fmtp | None = None) -> Encoder:
-        encoder = create(codec, fmtp)
+    def counting(codec: Codec, fmtp: Fmtp | None = None, rate: int | None = None) -> Encoder:
+        encoder = create(codec, fmtp, rate)
         return Counting(encoder) if codec.name == "PCMU" else encoder
 
     monkeypatch.setattr(fanout, "create_encoder", counting)

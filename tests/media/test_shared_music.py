@@ -48,8 +48,8 @@ def test_every_caller_hears_the_music_encoded_once_per_codec_and_a_late_one_join
     encodes = {codec.name: 0 for codec in CODECS}
     create = fanout.create_encoder
 
-    def counting(codec: Codec, fmtp: Fmtp | None = None) -> Encoder:
-        return _CountingEncoder(create(codec, fmtp), encodes, codec.name)
+    def counting(codec: Codec, fmtp: Fmtp | None = None, rate: int | None = None) -> Encoder:
+        return _CountingEncoder(create(codec, fmtp, rate), encodes, codec.name)
 
     monkeypatch.setattr(fanout, "create_encoder", counting)
     music = MusicOnHold(folder)

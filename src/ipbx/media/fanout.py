@@ -44,7 +44,7 @@ class Fanout:
 
     def __init__(self, codec: Codec, fmtp: Mapping[str, str], rate: int) -> None:
         try:
-            self._encoder: Encoder = create_encoder(codec, fmtp)
+            self._encoder: Encoder = create_encoder(codec, fmtp, rate)
         except CodecError as exc:
             raise MediaError(f"cannot send {codec.name}: {exc}") from exc
         self.codec = codec

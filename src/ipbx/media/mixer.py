@@ -425,7 +425,7 @@ class _Voice:
     __slots__ = ("_encoder", "_resampler")
 
     def __init__(self, endpoint: MediaEndpoint, rate: int) -> None:
-        self._encoder: Encoder = create_encoder(endpoint._require_codec(), endpoint.fmtp)
+        self._encoder: Encoder = create_encoder(endpoint._require_codec(), endpoint.fmtp, rate)
         self._resampler = Resampler(rate, self._encoder.pcm_rate)
 
     def encode(self, pcm: Pcm) -> bytes:

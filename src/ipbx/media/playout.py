@@ -38,7 +38,7 @@ class Playout:
     def __init__(self, codec: Codec, rate: int, clock: Callable[[], float]) -> None:
         self.codec = codec
         self._clock = clock
-        self._decoder = create_decoder(codec)
+        self._decoder = create_decoder(codec, rate)
         self._buffer = JitterBuffer(codec.clock_rate, PLAYOUT_JITTER)
         self._resampler = Resampler(self._decoder.pcm_rate, rate)
         self._last = np.zeros(self._decoder.pcm_rate * PTIME_MS // 1000, dtype=np.int16)

@@ -63,9 +63,14 @@ class Packetizer:
     timestamp (the RTP clock, not the PCM rate: they differ for G.722, RFC 3551 §4.5.2)."""
 
     def __init__(
-        self, codec: Codec, fmtp: Mapping[str, str] | None = None, ptime_ms: int = PTIME_MS
+        self,
+        codec: Codec,
+        fmtp: Mapping[str, str] | None = None,
+        ptime_ms: int = PTIME_MS,
+        rate: int | None = None,
     ) -> None:
-        self._encoder = create_encoder(codec, fmtp)
+        # `rate`: the audio's own rate, which a codec that can run at it takes.
+        self._encoder = create_encoder(codec, fmtp, rate)
         self.pcm_rate = self._encoder.pcm_rate
         self.packet_samples = self.pcm_rate * ptime_ms // 1000
         self.timestamp_step = codec.samples_per_frame(ptime_ms)
@@ -90,8 +95,9 @@ class Transcoder:
         ptime_ms: int = PTIME_MS,
         dst_fmtp: Mapping[str, str] | None = None,
     ) -> None:
-        self._decoder = create_decoder(src)
-        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms)
+        # Each side at the other's rate where it can run at it (Opus): no resampling.
+        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms, create_decoder(src).pcm_rate)
+        self._decoder = create_decoder(src, self._packetizer.pcm_rate)
         self.src_rate = self._decoder.pcm_rate
         self.dst_rate = self._packetizer.pcm_rate
         self.packet_samples = self._packetizer.packet_samples

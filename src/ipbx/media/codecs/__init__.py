@@ -52,21 +52,26 @@ STATIC_FORMATS = {
 # An encoder factory takes the fmtp parameters the peer sent for the format
 # (RFC 4566 §6 a=fmtp), which say how the peer wants to receive it.
 Fmtp = Mapping[str, str]
-_Factories = tuple[Callable[[Fmtp], Encoder], Callable[[], Decoder]]
+# Each factory is also told the PCM rate of the audio's other end, if known: a codec that
+# can run at several rates (Opus) takes the one that needs no resampling.
+_Factories = tuple[Callable[[Fmtp, int | None], Encoder], Callable[[int | None], Decoder]]
 
 _FACTORIES: dict[str, _Factories] = {
     # RFC 7587 §6.1: useinbandfec=1 says the peer can decode in-band FEC.
-    "opus": (lambda fmtp: OpusEncoder(fec=fmtp.get("useinbandfec") == "1"), OpusDecoder),
-    "g722": (lambda fmtp: G722Encoder(), G722Decoder),
-    "pcmu": (lambda fmtp: pcmu_encoder(), pcmu_decoder),
-    "pcma": (lambda fmtp: pcma_encoder(), pcma_decoder),
+    "opus": (
+        lambda fmtp, rate: OpusEncoder(fec=fmtp.get("useinbandfec") == "1", rate=rate),
+        lambda rate: OpusDecoder(rate),
+    ),
+    "g722": (lambda fmtp, rate: G722Encoder(), lambda rate: G722Decoder()),
+    "pcmu": (lambda fmtp, rate: pcmu_encoder(), lambda rate: pcmu_decoder()),
+    "pcma": (lambda fmtp, rate: pcma_encoder(), lambda rate: pcma_decoder()),
 }
 
 _BCG729 = g729.load()
 if _BCG729 is not None:
     _FACTORIES["g729"] = (
-        partial(lambda library, fmtp: g729.G729Encoder(library), _BCG729),
-        partial(g729.G729Decoder, _BCG729),
+        partial(lambda library, fmtp, rate: g729.G729Encoder(library), _BCG729),
+        partial(lambda library, rate: g729.G729Decoder(library), _BCG729),
     )
 
 # Every audio codec we can encode and decode (transcoding reads this), in our
@@ -85,12 +90,15 @@ class CodecError(LookupError):
     """No encoder or decoder for a payload format."""
 
 
-def create_encoder(codec: Codec, fmtp: Fmtp | None = None) -> Encoder:
-    return _factories(codec)[0](fmtp or {})
+def create_encoder(codec: Codec, fmtp: Fmtp | None = None, rate: int | None = None) -> Encoder:
+    """An encoder of `codec` for a peer that asked for `fmtp`, fed audio that comes at
+    `rate` (its `pcm_rate` is that rate where the codec can run at it)."""
+    return _factories(codec)[0](fmtp or {}, rate)
 
 
-def create_decoder(codec: Codec) -> Decoder:
-    return _factories(codec)[1]()
+def create_decoder(codec: Codec, rate: int | None = None) -> Decoder:
+    """A decoder of `codec` whose audio goes on at `rate` (see create_encoder)."""
+    return _factories(codec)[1](rate)
 
 
 def _factories(codec: Codec) -> _Factories:
