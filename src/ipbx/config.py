@@ -40,6 +40,7 @@ from ipbx.pbx.apps.announcement_config import AnnouncementConfig
 from ipbx.pbx.apps.group_config import GroupConfig
 from ipbx.pbx.apps.ivr_config import IvrConfig
 from ipbx.pbx.blacklist import BlacklistConfig
+from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.crm import CrmConfig
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import COUNTRIES, NumberConfig, OutboundRouteConfig
@@ -304,6 +305,7 @@ class Config(Model):
     smtp: SmtpConfig | None = None
     groups: list[GroupConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
+    conferences: list[ConferenceConfig] = Field(default_factory=list)
     ivrs: list[IvrConfig] = Field(default_factory=list)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     announcements: list[AnnouncementConfig] = Field(default_factory=list)

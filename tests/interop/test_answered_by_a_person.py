@@ -10,8 +10,6 @@ call.started names the trunk and the caller's display name, as src/ipbx/pbx/even
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from tests.support.pstn import CALLER_NAME, TRUNK, DidCall, dial, ip_trunk, phon
 from tests.support.records import call_records
 from tests.support.server import CALLEE, OTHER, make_token, start_configured_ipbx
 from tests.support.softphone import write_tone
-from tests.support.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver, events_until
 
 MENU, GROUP = "+15550102", "+15550101"
 SECRET = "answered-by-a-person-secret"
@@ -51,22 +49,6 @@ def menu_group_and_voicemail(gateway_port: int, api_port: int, greeting: Path, h
                                "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
 
     return edit
-
-
-def events_until(
-    receiver: Receiver, done: Callable[[dict[str, list[dict[str, Any]]]], bool]
-) -> dict[str, list[dict[str, Any]]]:
-    """The `data` of the events received, by type, once `done` says they are all in."""
-    deadline = time.monotonic() + 10
-    while True:
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for event in list(receiver.events.values()):
-            data: dict[str, Any] = event["data"]  # type: ignore[assignment]
-            by_type.setdefault(str(event["type"]), []).append(data)
-        if done(by_type):
-            return by_type
-        assert time.monotonic() < deadline, f"events so far: {receiver.types()}"
-        time.sleep(0.05)
 
 
 def voicemail_missed(events: dict[str, list[dict[str, Any]]]) -> bool:

@@ -44,6 +44,7 @@ def test_every_list_of_items_of_the_file_is_provisioned_in_the_files_order() -> 
         "outbound_routes",
         "groups",
         "queues",
+        "conferences",
         "ivrs",
         "schedules",
         "announcements",

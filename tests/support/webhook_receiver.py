@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from ipbx.api.webhooks import verify
 
@@ -68,3 +70,19 @@ class Receiver:
 
     def types(self) -> list[object]:
         return [event["type"] for event in self.events.values()]
+
+
+def events_until(
+    receiver: Receiver, done: Callable[[dict[str, list[dict[str, Any]]]], bool]
+) -> dict[str, list[dict[str, Any]]]:
+    """The `data` of the events received, by type, once `done` says they are all in."""
+    deadline = time.monotonic() + 10
+    while True:
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for event in list(receiver.events.values()):
+            data: dict[str, Any] = event["data"]  # type: ignore[assignment]
+            by_type.setdefault(str(event["type"]), []).append(data)
+        if done(by_type):
+            return by_type
+        assert time.monotonic() < deadline, f"events so far: {receiver.types()}"
+        time.sleep(0.05)

@@ -35,6 +35,7 @@ SEEDS: dict[str, dict[str, str]] = {
     "groups": {"name": "sales", "members": "- '1000'"},
     "numbers": {"number": "+15551230000", "destination": "group:sales"},
     "queues": {"name": "support", "agents": "- '1000'"},
+    "conferences": {"name": "standup", "pin": "4321"},
     "ivrs": {"name": "main", "greeting": "Press 1 for sales", "options": "'1': group:sales"},
     "schedules": {"name": "office", "hours": "mon-fri: 09:00-17:00", "open": "group:sales",
                   "closed": "voicemail:1000"},
@@ -46,7 +47,7 @@ SEEDS: dict[str, dict[str, str]] = {
 NEW_KEYS = {
     "extensions": "1006", "trunks": "backup", "outbound_routes": "local",
     "groups": "support-team", "numbers": "+15551230001", "queues": "billing",
-    "ivrs": "night", "schedules": "weekend", "announcements": "holiday",
+    "conferences": "board", "ivrs": "night", "schedules": "weekend", "announcements": "holiday",
     "blacklist": "+15550000001", "webhooks": "https://crm.example.com/other",
 }  # fmt: skip
 # A change to each seed that its form accepts.
@@ -54,7 +55,8 @@ CHANGED = {
     "extensions": {"name": "Robert"}, "trunks": {"max_channels": "10"},
     "outbound_routes": {"strip": "2"}, "groups": {"ring_seconds": "25"},
     "numbers": {"destination": "extension:1000"}, "queues": {"ring_seconds": "25"},
-    "ivrs": {"retries": "4"}, "schedules": {"timezone": "Europe/Kyiv"},
+    "conferences": {"max_members": "10"}, "ivrs": {"retries": "4"},
+    "schedules": {"timezone": "Europe/Kyiv"},
     "announcements": {"text": "We are closed today"}, "blacklist": {"message": "Goodbye"},
     "webhooks": {"timeout": "5"},
 }  # fmt: skip
@@ -65,6 +67,7 @@ SPOILED: dict[str, tuple[str, dict[str, str]]] = {
     "groups": ("members", {"members": "- '1999'"}),
     "numbers": ("destination", {"destination": "nowhere:1"}),
     "queues": ("ring_seconds", {"ring_seconds": "long"}),
+    "conferences": ("pin", {"pin": "12a"}),
     "ivrs": ("options", {"options": "'1': [group"}),
     "schedules": ("timezone", {"timezone": "Mars/Olympus"}),
     # An empty field is left out: the file alone, which is not there. The model checks

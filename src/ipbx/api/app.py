@@ -34,6 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipbx.api import models
 from ipbx.api.admin import add_token_routes
+from ipbx.api.conferences import add_conference_routes
 from ipbx.api.configuration import add_configuration_routes, apply_change, owned_item, removable
 from ipbx.api.control import call_control
 from ipbx.api.messages import add_message_routes
@@ -505,6 +506,7 @@ def create_app(pbx: "PbxServices", webhooks: "Webhooks") -> FastAPI:
     add_token_routes(app, store, needs("admin"))
     add_voicemail_routes(app, pbx.mailboxes, needs("read"), needs("admin"), system_state)
     add_queue_routes(app, pbx, needs("read"), needs("admin"), system_state)
+    add_conference_routes(app, pbx, needs("read"), needs("admin"), system_state)
     add_message_routes(app, pbx, needs("read"), needs("admin"), system_state)
 
     @app.exception_handler(ValueError)

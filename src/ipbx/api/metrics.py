@@ -56,6 +56,7 @@ class _PbxCollector(Collector):
         yield deliveries
         yield from _sip_messages(pbx)
         yield from _queues(pbx)
+        yield from _conferences(pbx)
         received, lost = pbx.rtp_totals()
         yield CounterMetricFamily(
             "ipbx_rtp_packets_received",
@@ -121,6 +122,22 @@ def _queues(pbx: PbxServices) -> Iterator[Metric]:
             agents.add_metric([status.name, state.value], states[state])
         longest.add_metric([status.name], max((c.waited for c in status.waiting), default=0.0))
     yield from (waiting, agents, longest)
+
+
+def _conferences(pbx: PbxServices) -> Iterator[Metric]:
+    """Each conference room's members and how many of them talk now."""
+    members = GaugeMetricFamily(
+        "ipbx_conference_members", "Members in the conference room", labels=["conference"]
+    )
+    talking = GaugeMetricFamily(
+        "ipbx_conference_talking", "Members the room's mixer hears talking", labels=["conference"]
+    )
+    rooms = pbx.conferences
+    for name in sorted(rooms.rooms):
+        status = rooms.status(name)
+        members.add_metric([name], len(status.members))
+        talking.add_metric([name], sum(m.talking for m in status.members))
+    yield from (members, talking)
 
 
 def render(pbx: PbxServices, webhooks: Webhooks, queue_depth: int) -> bytes:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Literal, Protocol
 
 from ipbx.config import Config
+from ipbx.pbx.conference.model import ConferenceStatus
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.location import Location
@@ -67,6 +68,29 @@ class QueueDesk(Protocol):
         it; LookupError for an extension that is no queue's agent."""
 
 
+class ConferenceDesk(Protocol):
+    """The conference rooms as the API sees them (pbx/conference/engine.py); every
+    method raises LookupError for no such room, member or extension."""
+
+    @property
+    def rooms(self) -> Mapping[str, object]:
+        """The configured rooms by name."""
+
+    def status(self, name: str) -> ConferenceStatus: ...
+
+    def mute(self, name: str, member_id: int, muted: bool) -> ConferenceStatus: ...
+
+    def record(self, name: str, on: bool) -> ConferenceStatus:
+        """Start or stop recording the room's mix; RoomConflict when it cannot."""
+
+    def kick(self, name: str, member_id: int) -> None:
+        """End the member's call."""
+
+    def dial(self, name: str, number: str) -> LiveCall:
+        """Invite extension `number` into the room: its phones ring now; RoomConflict
+        (pbx/conference/room.py) when the room is full or locked."""
+
+
 class PbxServices(Protocol):
     @property
     def config(self) -> Config:
@@ -101,6 +125,10 @@ class PbxServices(Protocol):
     @property
     def queues(self) -> QueueDesk | None:
         """The call queues; None when the PBX runs none."""
+
+    @property
+    def conferences(self) -> ConferenceDesk:
+        """The conference rooms."""
 
     @property
     def messaging(self) -> Messaging:

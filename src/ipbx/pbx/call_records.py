@@ -30,6 +30,8 @@ class CallRecords:
         recording = None
         if call.recorder is not None:
             recording = str(call.recorder.path.relative_to(self.recordings))
+        elif call.room_recording is not None:
+            recording = str(call.room_recording.relative_to(self.recordings))
         legs = [(role, leg) for role, leg in (("caller", call.caller), ("callee", call.callee))]
         self.pending.append(
             CallRecord(

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config
 from ipbx.media.codecs import CODECS, Codec
+from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.pbx import provisioning
@@ -19,6 +20,7 @@ from ipbx.pbx.blf import BusyLampField
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import ALLOW, Call, CallPolicy
 from ipbx.pbx.call_records import CallRecords
+from ipbx.pbx.conference.engine import Conferences
 from ipbx.pbx.control import CallControl
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.dialplan import Dialplan, Numbers
@@ -154,6 +156,7 @@ class Pbx:
         # Call queues and their agents, whose state outlives reloads (pbx/queue/).
         self.queues = Queues(self.calls, self.queue_log, self.events)
         self.queues.update(config.queues)
+        self.conferences = Conferences(self.calls, self.events, Mixer, config)
         self.router = self._router(config)
         self.blf = BusyLampField(self.subscriptions, self.events, self.is_extension,
                                  lambda number: self.router.parking.is_slot(number))  # fmt: skip
@@ -185,9 +188,8 @@ class Pbx:
         )
 
     def _router(self, config: Config) -> Router:
-        return Router(
-            self.calls, config, self.mailboxes, self.dialplan, self.numbers, self.queues, self.crm
-        )
+        return Router(self.calls, config, self.mailboxes, self.dialplan, self.numbers,
+                      self.queues, self.conferences, self.crm)  # fmt: skip
 
     async def reload(self, config: Config | None = None) -> None:
         """Take up what the database holds now: extensions and provisioned items
@@ -211,6 +213,7 @@ class Pbx:
         self.calls.policy = self._policy(config)
         self.registrar.nat_modes = self.subscriptions.nat_modes = _nat_modes(config)
         self.queues.update(config.queues)
+        self.conferences.update(config.conferences)
         self.router = self.messaging.routing = self._router(config)
         self.revision = revision
         for callback in self.on_reconfigure:
@@ -293,6 +296,7 @@ class Pbx:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.trunks.stop()  # un-REGISTER while the sockets are still open
         self.queues.close()
+        self.conferences.close()
         self.messaging.close()
         self.calls.close()
         self.subscriptions.close()

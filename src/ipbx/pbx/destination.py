@@ -27,8 +27,8 @@ class Kind(Enum):
     HANGUP = "hangup"
 
 
-# What each kind's target may look like. Extensions, voicemail boxes and conference
-# rooms are dialable digits; named objects (groups, menus, queues, schedules, prompts)
+# What each kind's target may look like. Extensions and voicemail boxes are dialable
+# digits; named objects (groups, menus, queues, conference rooms, schedules, prompts)
 # take the names an operator would type in YAML.
 _DIGITS = re.compile(r"[0-9]{1,32}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -36,10 +36,10 @@ _E164_OR_SHORT = re.compile(r"\+[1-9][0-9]{1,14}|[0-9]{1,15}")
 _TARGETS: dict[Kind, tuple[re.Pattern[str], str]] = {
     Kind.EXTENSION: (_DIGITS, "an extension number (digits)"),
     Kind.VOICEMAIL: (_DIGITS, "a mailbox number (digits)"),
-    Kind.CONFERENCE: (_DIGITS, "a conference room number (digits)"),
     Kind.GROUP: (_NAME, "a group name"),
     Kind.IVR: (_NAME, "a menu name"),
     Kind.QUEUE: (_NAME, "a queue name"),
+    Kind.CONFERENCE: (_NAME, "a conference room name"),
     Kind.SCHEDULE: (_NAME, "a schedule name"),
     Kind.ANNOUNCEMENT: (_NAME, "an announcement name"),
     Kind.NUMBER: (_E164_OR_SHORT, "an E.164 number (+15551234567) or short digits"),

@@ -56,7 +56,8 @@ event can be joined with the record written when the call ends. Numbers are stri
     call_id, caller, callee, direction, recording (the file's name under the
     recordings folder, as in the call record), seconds; once the file is complete:
     the recording was stopped (POST /calls/active/{call_id}/recording) or the call
-    ended.
+    ended. A conference room's recording has conference (the room's name), recording
+    and seconds instead, when the room empties.
 ``voicemail.new``
     extension, caller, message (its id in the mailbox), duration.
 ``queue.joined``
@@ -70,6 +71,15 @@ event can be joined with the record written when the call ends. Numbers are stri
     callback keeps its place.
     The queue events are made from the queue log (pbx/queue/log.py), whose events
     carry whole seconds, as Asterisk's queue_log does.
+``conference.joined``
+    conference (the room's name), member (its id in the room, as in GET
+    /conferences/{name}), caller (the member's number), call_id, moderator (bool); when
+    a caller enters a room (pbx/conference/room.py).
+``conference.left``
+    conference, member, caller, call_id: the member hung up or was kicked.
+``conference.talking``
+    conference, member, caller, call_id, talking (bool): the mixer heard the member
+    start or stop talking.
 ``registration.changed``
     extension, registered (bool), contacts (how many bindings the AOR has now).
 ``agent.state``

@@ -35,6 +35,7 @@ from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.pickup import pickup
 from ipbx.pbx.call_handling import CallHandling
+from ipbx.pbx.conference.engine import Conferences
 from ipbx.pbx.crm import CallerLookup
 from ipbx.pbx.destination import Destination, Kind
 from ipbx.pbx.dialplan import Dialplan, Forbidden, Numbers, OutboundCall
@@ -79,10 +80,12 @@ class Router:
         dialplan: Dialplan,
         numbers: Numbers,
         queues: Queues,
+        conferences: Conferences,
         crm: CallerLookup | None = None,
     ) -> None:
         self.calls = calls
         self.queues = queues
+        self.conferences = conferences
         self.mailboxes = mailboxes
         self.dialplan = dialplan
         self.numbers = numbers
@@ -398,12 +401,14 @@ class Router:
             await announce(session, self.announcements[target])
         elif kind is Kind.QUEUE:
             await self.queues.run(session, target, self.run)
+        elif kind is Kind.CONFERENCE:
+            await self.conferences.run(session, target)
         elif kind is Kind.NUMBER:
             await self._call_out(session, target, by)
         elif kind is Kind.HANGUP:
             await session.hangup()
         else:
-            # conference, webhook: no call flow yet.
+            # webhook: no call flow yet.
             log.info("%s: %s destinations are not available yet", call.id, kind.value)
             await session.hangup(480)
 

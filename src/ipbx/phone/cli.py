@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audio file to send once the call is up (WAV, MP3: any FFmpeg reads)",
     )
     parser.add_argument("--record", type=Path, help="write received audio to this WAV file")
-    parser.add_argument("--dtmf", help="digits to send as RFC 4733 events after answer")
+    parser.add_argument(
+        "--dtmf", help="digits to send as RFC 4733 events after answer; a comma pauses 1 s"
+    )
     parser.add_argument("--duration", type=float, help="hang up after this many seconds")
     parser.add_argument(
         "--hold", type=float, metavar="SECONDS", help="hold after S s, resume S s later"

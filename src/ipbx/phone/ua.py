@@ -56,6 +56,8 @@ USER_AGENT = "ipbx-phone"
 SLICE_FRAMES = 10
 # How long a BYE or unREGISTER may take at exit before we give up on the answer.
 GOODBYE_TIMEOUT = 5.0
+# What a comma in the digits to send waits.
+DTMF_PAUSE_SECONDS = 1.0
 
 
 class CallFailed(Exception):
@@ -141,7 +143,12 @@ class Call:
         await asyncio.sleep(max(0.0, start + len(pcm) / self.media.codec.clock_rate - loop.time()))
 
     async def send_dtmf(self, digits: str) -> None:
-        await self.media.send_dtmf(digits)
+        """RFC 4733 events; a comma is a pause of a second, as in a phone's dial string."""
+        for index, run in enumerate(digits.split(",")):
+            if index:
+                await asyncio.sleep(DTMF_PAUSE_SECONDS)
+            if run:
+                await self.media.send_dtmf(run)
 
     async def hold(self) -> None:
         """RFC 3264 §8.4 / RFC 6337 §5.3: a re-INVITE offering sendonly."""

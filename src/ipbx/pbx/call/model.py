@@ -136,6 +136,9 @@ class Call:
     # DTMF digits ipbx received on a leg it terminates (the echo test, call flows).
     digits: list[str] = field(default_factory=list)
     recorder: CallRecorder | None = None
+    # The recording of the conference room the caller was in while it recorded (the
+    # call record names it when the call itself was not recorded).
+    room_recording: Path | None = None
     # Outbound through trunks: the route (of the number dialled or forwarded to), the
     # outside numbers being called (one, or several members of a group at once), and
     # the media endpoint and offer every attempt shares. An inbound trunk call holds a

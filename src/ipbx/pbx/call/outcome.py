@@ -12,6 +12,8 @@ caller last, the last step of its path that is one:
 - ``queue``: in a call queue, no agent having answered (the caller hung up while it
   waited, or the queue's time-out hung up);
 - ``announcement``: after an announcement (closed, say);
+- ``conference``: in a conference room (pbx/conference/), where the caller talked with
+  whoever was there, or at its PIN prompt; no missed call;
 - ``blocked``: the caller is on the blacklist (with or without a message);
 - ``service``: a call to ipbx itself (a feature code, the mailbox menu, the echo test),
   which is offered to nobody.
@@ -31,7 +33,7 @@ from ipbx.pbx.destination import Kind
 # The values, as a type (the API's `result` filter takes these).
 Result = Literal[
     "answered", "cancelled", "busy", "no_answer", "failed",
-    "menu", "voicemail", "group", "queue", "announcement", "blocked", "service",
+    "menu", "voicemail", "group", "queue", "announcement", "conference", "blocked", "service",
 ]  # fmt: skip
 ANSWERED: Result = "answered"
 CANCELLED: Result = "cancelled"
@@ -43,6 +45,7 @@ VOICEMAIL: Result = "voicemail"
 GROUP: Result = "group"
 QUEUE: Result = "queue"
 ANNOUNCEMENT: Result = "announcement"
+CONFERENCE: Result = "conference"
 BLOCKED: Result = "blocked"
 SERVICE: Result = "service"
 
@@ -58,6 +61,7 @@ _FLOWS: dict[str, Result] = {
     Kind.VOICEMAIL.value: VOICEMAIL,
     Kind.ANNOUNCEMENT.value: ANNOUNCEMENT,
     Kind.QUEUE.value: QUEUE,
+    Kind.CONFERENCE.value: CONFERENCE,
 }
 
 
@@ -82,9 +86,9 @@ def result(call: Call) -> Result:
 
 def missed(ended: str) -> bool:
     """Whether a call that ended so is a missed call (call.missed): someone called to
-    reach a person and none answered. Blocked callers and calls to ipbx's own services
-    are not."""
-    return ended not in (ANSWERED, BLOCKED, SERVICE)
+    reach a person and none answered. Blocked callers, conference members and calls to
+    ipbx's own services are not."""
+    return ended not in (ANSWERED, CONFERENCE, BLOCKED, SERVICE)
 
 
 def _phones_said(call: Call) -> Result:

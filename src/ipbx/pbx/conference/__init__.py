@@ -1,0 +1,1 @@
+"""Conference rooms: callers who reach `conference:NAME` talk together in one mix."""
