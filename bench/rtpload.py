@@ -84,6 +84,8 @@ SO_SNDBUFFORCE = 32
 SO_TIMESTAMPNS = 35
 BUFFER_BYTES = 16 << 20
 SETUP_CONCURRENCY = 16
+# Longer than the join chime a conference plays a caller before it enters the room.
+JOIN_CHIME_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,10 @@ def member_media(args: argparse.Namespace, index: int, talker: Media, quiet: Med
 
 
 def discard_queued(sock: socket.socket) -> None:
-    """Drop what arrived before the run (a mixer sends from the moment a member joins)."""
+    """Drop what arrived before the run: a member hears a join chime first (ipbx's own
+    packets on the stream the mix continues), then the mix from the moment it joins.
+    The last members' chimes end before the run starts."""
+    time.sleep(JOIN_CHIME_S)
     with contextlib.suppress(BlockingIOError):
         while True:
             sock.recv(2048)
