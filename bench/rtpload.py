@@ -3,6 +3,7 @@
     python bench/rtpload.py --server ipbx --sip-port P --server-pid PID --calls 500
     python bench/rtpload.py --server rtpengine --ng-port P --server-pid PID --calls 500
     python bench/rtpload.py --server ipbx ... --mode transcode --calls 100
+    python bench/rtpload.py --server ipbx ... --mode conference --calls 500 --number 8000
 
 Each call has a caller side (A) and a callee side (B); A's RTP goes to the relay's port
 for A and comes out at B from the relay's port for B, and the other way round. Calls
@@ -27,6 +28,13 @@ Figures, one JSON line on stdout:
   server_us_per_packet  the same CPU per relayed packet;
   generator_*      the generator's own CPU, lateness and kernel drops, so a saturated
                    generator is not mistaken for a slow relay.
+
+In the mode `conference` every call is a member dialling a conference room (--number;
+with --room-size S, member i dials number + i // S, rooms of S): --talkers members of
+each room send speech, the others a quiet line's noise (about -60 dBov), all G.711 with
+telephone-event offered, as desk phones do. What a member receives is the room's mix,
+which the mixer sends on its own clock: its stream is held against its 20 ms grid (as a
+transcoded one), and a tick the mixer missed is a packet lost.
 Every loop is bounded: the run lasts --seconds, the drain at most DRAIN_S.
 """
 
@@ -76,6 +84,8 @@ SO_SNDBUFFORCE = 32
 SO_TIMESTAMPNS = 35
 BUFFER_BYTES = 16 << 20
 SETUP_CONCURRENCY = 16
+# Longer than the join chime a conference plays a caller before it enters the room.
+JOIN_CHIME_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,23 @@ def pcmu() -> Media:
     return Media(0, "PCMU/8000", 160, encode_frames("pcm_mulaw", 8000, {}))
 
 
+def quiet_line() -> Media:
+    """A member who listens: its line's noise, about -60 dBov, in PCMU."""
+    noise = np.random.default_rng(11).normal(0, 30, 8000 * 2).astype(np.int16)
+    context = av.CodecContext.create("pcm_mulaw", "w")
+    assert isinstance(context, av.audio.codeccontext.AudioCodecContext)
+    context.sample_rate, context.layout, context.format = 8000, "mono", "s16"
+    context.open()
+    payloads: list[bytes] = []
+    for index in range(len(noise) // 160):
+        frame = av.AudioFrame.from_ndarray(
+            noise[index * 160 : (index + 1) * 160].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 8000, index * 160
+        payloads += [bytes(packet) for packet in context.encode(frame)]
+    return Media(0, "PCMU/8000", 160, payloads)
+
+
 def opus() -> Media:
     # RFC 7587: the RTP clock is 48 kHz and the rtpmap says 2 channels whatever is sent.
     options = {"application": "voip", "frame_duration": "20"}
@@ -162,7 +189,9 @@ def rtp_socket() -> socket.socket:
 async def ipbx_calls(
     args: argparse.Namespace, caller: Media, callee: Media, ports: tuple[int, int]
 ) -> tuple[UserAgents, list[Call], int]:
-    """Register the callee, place args.calls calls; the agents, the calls, failures."""
+    """Register the callee, place args.calls calls; the agents, the calls, failures.
+    Conference members dial their room and nobody is registered."""
+    conference = args.mode == "conference"
     agents = UserAgents(
         server_port=args.sip_port,
         caller=args.caller,
@@ -171,15 +200,17 @@ async def ipbx_calls(
         callee_password=args.callee_password,
         caller_media=(ports[0], caller.payload_type, caller.rtpmap),
         callee_media=(ports[1], callee.payload_type, callee.rtpmap),
+        caller_digits=conference,
     )
     await agents.start()
-    await agents.register_callee()
+    if not conference:
+        await agents.register_callee()
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def one(index: int) -> Call | None:
         async with gate:
             try:
-                return await agents.place_call(index)
+                return await agents.place_call(index, number=room_number(args, index))
             except (SipFailure, TimeoutError) as exc:
                 print(f"call {index}: {exc}", file=sys.stderr)
                 return None
@@ -187,6 +218,29 @@ async def ipbx_calls(
     placed = await asyncio.gather(*(one(index) for index in range(args.calls)))
     calls = [call for call in placed if call is not None]
     return agents, calls, len(placed) - len(calls)
+
+
+def room_number(args: argparse.Namespace, index: int) -> str:
+    """The number member `index` dials in the mode conference ("" otherwise)."""
+    if args.mode != "conference":
+        return ""
+    return str(int(args.number) + (index // args.room_size if args.room_size else 0))
+
+
+def member_media(args: argparse.Namespace, index: int, talker: Media, quiet: Media) -> Media:
+    """What member `index` sends: the first --talkers of each room talk."""
+    place = index % args.room_size if args.room_size else index
+    return talker if place < args.talkers else quiet
+
+
+def discard_queued(sock: socket.socket) -> None:
+    """Drop what arrived before the run: a member hears a join chime first (ipbx's own
+    packets on the stream the mix continues), then the mix from the moment it joins.
+    The last members' chimes end before the run starts."""
+    time.sleep(JOIN_CHIME_S)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(2048)
 
 
 async def ipbx_hang_up(agents: UserAgents, calls: list[Call]) -> int:
@@ -568,7 +622,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-pid", type=int, required=True, help="for its CPU time")
     parser.add_argument("--sip-port", type=int, help="ipbx: its UDP SIP port")
     parser.add_argument("--ng-port", type=int, help="rtpengine: its ng control port")
-    parser.add_argument("--mode", choices=("relay", "transcode"), default="relay")
+    parser.add_argument("--mode", choices=("relay", "transcode", "conference"), default="relay")
+    parser.add_argument("--number", default="8000", help="conference: the room's number")
+    parser.add_argument("--room-size", type=int, default=0, help="conference: 0 = one room")
+    parser.add_argument("--talkers", type=int, default=3, help="conference: per room")
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--caller", default="1000")
@@ -597,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     caller_sock, callee_sock = rtp_socket(), rtp_socket()
     ports = (caller_sock.getsockname()[1], callee_sock.getsockname()[1])
     record: dict[str, object] = {"server": args.server, "mode": args.mode, "calls": args.calls}
+    if args.mode == "conference":
+        record |= {"room_size": args.room_size or args.calls, "talkers": args.talkers}
     started = time.monotonic()
     try:
         if args.server == "ipbx":
@@ -607,15 +666,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 record["setup_s"] = round(time.monotonic() - started, 2)
                 record["setup_failed"] = failed
-                calls = [CallPorts(c.caller_relay_port, c.callee_relay_port) for c in placed]
-                streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
+                if args.mode == "conference":
+                    quiet = quiet_line()
+                    streams = [
+                        Stream(caller_sock, c.caller_relay_port, c.caller_relay_port,
+                               member_media(args, c.index, caller, quiet), True)
+                        for c in placed
+                    ]  # fmt: skip
+                    discard_queued(caller_sock)
+                else:
+                    calls = [CallPorts(c.caller_relay_port, c.callee_relay_port) for c in placed]
+                    streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
                 try:
                     record |= run_streams(
                         streams,
                         (caller_sock, callee_sock),
                         args.seconds,
                         args.server_pid,
-                        clocked=args.mode == "transcode",
+                        clocked=args.mode != "relay",
                     )
                 finally:
                     hang_up = ipbx_hang_up(agents, placed)

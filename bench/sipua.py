@@ -147,15 +147,24 @@ def md5_challenge(values: list[str]) -> str:
     raise SipFailure(f"no MD5 digest challenge in {values}")
 
 
-def sdp_body(port: int, payload_type: int, rtpmap: str, session: str = "-") -> bytes:
+def sdp_body(
+    port: int, payload_type: int, rtpmap: str, session: str = "-", telephone_event: bool = False
+) -> bytes:
+    """An offer or answer of one codec; with `telephone_event`, RFC 4733 digits too (as
+    desk phones offer: payload type 101)."""
+    formats, events = str(payload_type), ""
+    if telephone_event:
+        formats += " 101"
+        events = "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
     return (
         "v=0\r\n"
         f"o=- {secrets.randbelow(1 << 31)} 1 IN IP4 {LOOPBACK}\r\n"
         f"s={session}\r\n"
         f"c=IN IP4 {LOOPBACK}\r\n"
         "t=0 0\r\n"
-        f"m=audio {port} RTP/AVP {payload_type}\r\n"
+        f"m=audio {port} RTP/AVP {formats}\r\n"
         f"a=rtpmap:{payload_type} {rtpmap}\r\n"
+        f"{events}"
         "a=ptime:20\r\n"
         "a=sendrecv\r\n"
     ).encode()
@@ -267,6 +276,8 @@ class UserAgents:
     # The SDP each side offers or answers: (RTP port, payload type, rtpmap).
     caller_media: tuple[int, int, str]
     callee_media: tuple[int, int, str]
+    # Whether the caller offers RFC 4733 telephone-event beside its codec.
+    caller_digits: bool = False
     _caller: _Socket = field(init=False)
     _callee: _Socket = field(init=False)
     _waiting: dict[tuple[str, int, str], asyncio.Future[Message]] = field(default_factory=dict)
@@ -378,17 +389,20 @@ class UserAgents:
             auth = [f"Authorization: {value}"]
         raise SipFailure(f"REGISTER {self.callee}: {response.first_line}")
 
-    async def place_call(self, index: int, timeout: float = 10.0) -> Call:
+    async def place_call(self, index: int, timeout: float = 10.0, number: str = "") -> Call:
         """INVITE (407, ACK, INVITE with credentials) until 200, then ACK; returns when
-        the callee has its leg too."""
+        the callee has its leg too. With a `number` (a conference, a menu) ipbx answers
+        itself and no callee leg is waited for."""
         call = Call(index, f"rtpload-{self._token}-{index}", secrets.token_hex(4))
         self._calls[call.call_id] = call
         leg = self.expect_leg(index)
-        uri = f"sip:{self.callee}@{LOOPBACK}:{self.server_port}"
+        if number:
+            leg.set_result(0)
+        uri = f"sip:{number or self.callee}@{LOOPBACK}:{self.server_port}"
         from_ = f'"call {index}" <sip:{self.caller}@{LOOPBACK}>;tag={call.from_tag}'
         to = f"<{uri}>"
         port, payload_type, rtpmap = self.caller_media
-        body = sdp_body(port, payload_type, rtpmap)
+        body = sdp_body(port, payload_type, rtpmap, telephone_event=self.caller_digits)
         contact = f"Contact: <sip:{self.caller}@{LOOPBACK}:{self._caller.port}>"
         auth: list[str] = []
         try:

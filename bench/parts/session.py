@@ -35,6 +35,8 @@ class Settings:
     webrtc_calls: list[int]
     webrtc_transcode_calls: list[int]
     webrtc_seconds: float
+    conference_members: list[int]
+    conference_small_rooms: list[int]
     parts: list[str]
     step_seconds: float
     out: Path
