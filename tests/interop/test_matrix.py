@@ -108,19 +108,11 @@ CANNOT: dict[str, dict[str, str]] = {
 }
 
 
-# Cells not run: for what one of its peers does wrong with the other, or because they
-# fail now and then here and the cause is not found yet (each says what was seen).
+# Cells not run, for what one of its peers does wrong with the other.
 PAIRS_CANNOT: dict[tuple[str, str], str] = {
     ("baresip-pcma", "pyvoip"): (
         "ipbx offers pyVoIP the caller's PCMA first, and pyVoIP 1.6.8 sends PCMA "
         "payloads made by its PCMU encoder (RTP.py, encode_packet)"
-    ),
-    ("linphone", "pyvoip"): (
-        "not yet diagnosed: fails one run in two here (Linphone never reports the call "
-        "paused, or records under 0.5 s of it)"
-    ),
-    ("sipp", "pyvoip"): (
-        "not yet diagnosed: fails one run in two here (pyVoIP hears nothing and never sees the BYE)"
     ),
 }
 

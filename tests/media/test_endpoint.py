@@ -61,6 +61,7 @@ def rtp(ssrc: int, seq: int) -> bytes:
     return RtpPacket(0, seq, seq * 160, ssrc, b"\xff" * 160).serialize()
 
 
+@pytest.mark.alone  # the pace of real time
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_a_played_tone_is_recorded_at_1_khz(pool: PortPool, tmp_path: Path, loop: str) -> None:
     async def scenario() -> None:

@@ -30,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from ipbx.sip.auth import authorization
 from ipbx.sip.message import Request, Response, parse_datagram
 from ipbx.store import CallRecord, Store
@@ -326,6 +328,7 @@ def _records(database: Path, count: int, timeout: float = 20.0) -> list[CallReco
         store.close()
 
 
+@pytest.mark.alone  # RTP pacing, measured to the millisecond
 def test_a_database_lock_held_by_another_process_delays_no_rtp_and_no_sip(
     tmp_path: Path,
 ) -> None:

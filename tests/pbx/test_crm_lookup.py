@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import pytest
+
 from tests.support.ports import LOOPBACK
 from tests.support.server import CALLEE
 from tests.support.sipclient import next_request
@@ -81,6 +83,7 @@ def test_the_ringing_phone_shows_the_crm_name_and_the_answer_is_cached(tmp_path:
     assert asked == [KNOWN]
 
 
+@pytest.mark.alone  # the ring is timed
 def test_a_slow_crm_does_not_hold_the_call(tmp_path: Path) -> None:
     with crm(delay=3.0) as (url, _), gateways(2) as (gw1, gw2):
         base = routing(ip_trunk(gw1), ip_trunk(gw2))

@@ -3,6 +3,7 @@ none is assumed (5060 may be taken)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from typing import Literal
@@ -48,10 +49,28 @@ def free_udp_range(count: int) -> tuple[int, int]:
     """An even-aligned run of `count` UDP ports below the Linux ephemeral range.
 
     RTP ports come in pairs (RFC 3550 11: RTP even, RTCP odd), so the range starts even.
-    Staying under 32768 keeps them clear of ports the kernel hands to other sockets.
+    Staying under 32768 keeps them clear of ports the kernel hands to other sockets. Each
+    of the suite's workers (pytest-xdist) takes its ranges from a share of its own: a
+    server binds its RTP ports only as calls come, so a range another worker's server
+    holds may look free.
     """
+    low, high = _worker_share()
     for _ in range(200):
-        start = 10000 + 2 * secrets.randbelow((32768 - 10000 - count) // 2)
+        start = low + 2 * secrets.randbelow((high - low - count) // 2)
         if all(bindable(port, "udp") for port in range(start, start + count)):
             return start, start + count - 1
     raise OSError(f"no free range of {count} UDP ports on {LOOPBACK}")
+
+
+def _worker_share(low: int = 10000, high: int = 32768) -> tuple[int, int]:
+    """The ports from `low` to `high` (excluded) this pytest-xdist worker picks from: all
+    of them outside a run on workers."""
+    worker, workers = (
+        os.environ.get("PYTEST_XDIST_WORKER"),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
+    )
+    if worker is None or workers is None:
+        return low, high
+    size = (high - low) // int(workers)
+    first = low + size * int(worker.removeprefix("gw"))
+    return first, first + size

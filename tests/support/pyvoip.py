@@ -7,10 +7,20 @@ What pyVoIP 1.6.8 cannot do, read in its source (pyVoIP/SIP.py, pyVoIP/VoIP/VoIP
 its INVITE answers a 401 challenge only, so it cannot place a call through a PBX that
 challenges INVITE with 407 as RFC 3261 §22.3 has proxies do; it has no call to send DTMF
 and no call to send a re-INVITE (it answers one, so it can be put on hold).
+
+What it gets wrong and a script works around: its buffer of received audio (pyVoIP/RTP.py,
+RTPPacketManager.write) files each payload at its RTP timestamp's distance from the
+earliest one seen, whatever the SSRC. A new stream on the call (ipbx's music on hold, with
+the random timestamp base of RFC 3550 §5.1) lands up to 2^32 bytes away, and pyVoIP
+zero-fills a BytesIO that large in one call, holding the buffer's lock and the GIL: for
+seconds (14 s for 3.8 GB here) the phone reads no audio and handles no SIP, and a call
+that ends then is seen ending too late. `StreamPacketManager` starts the buffer over at
+such a jump.
 """
 
 from __future__ import annotations
 
+import io
 import queue
 import threading
 import time
@@ -20,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pyVoIP.RTP import RTPPacketManager
 from pyVoIP.VoIP import CallState, PhoneStatus, VoIPCall, VoIPPhone
 
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
@@ -28,6 +39,27 @@ from tests.support.server import Extension
 RATE = 8000
 # One 20 ms packet of 8-bit samples, what pyVoIP reads and sends at a time.
 FRAME = 160
+# A timestamp this far from the last one is another stream: pyVoIP's own bound for a jump
+# back, where it starts its buffer over (RTP.py, RTPPacketManager.write).
+NEW_STREAM = 100_000
+
+
+class StreamPacketManager(RTPPacketManager):
+    """pyVoIP's buffer of received audio, started over at the first packet of a new
+    stream (a jump of NEW_STREAM or more either way) instead of filed 2^32 bytes away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: int | None = None
+
+    def write(self, offset: int, data: bytes) -> None:
+        jumped = self.last is not None and abs(offset - self.last) >= NEW_STREAM
+        self.last = offset
+        if not jumped:
+            super().write(offset, data)
+            return
+        with self.bufferLock:
+            self.offset, self.log, self.buffer = offset, {offset: data}, io.BytesIO(data)
 
 
 @dataclass
@@ -45,6 +77,8 @@ class PyVoipCall:
     def converse(self, call: VoIPCall) -> None:
         """Answer, send the tone, and read audio and digits at the pace they come (one
         20 ms frame per 20 ms) until the far end hangs up."""
+        for client in call.RTPClients:
+            client.pmin = StreamPacketManager()
         call.answer()
         self.answered.set()
         t = np.arange(int(RATE * self.seconds)) / RATE
