@@ -11,6 +11,13 @@ schedule alone: were it given the moment it ran, a frame due near a tick's bound
 would go out early at a tick that woke a millisecond late and on time at the next,
 two frames at one tick and none at the other, 20 ms of jitter added to a stream
 whose packets arrive in phase with the ticks.
+
+The 20 ms are cut into PHASES slots, and each subscriber is given the least busy slot
+when it subscribes: a subscriber's packets go out after the work of those before it
+in its slot, so fifty transcoded calls in one slot would send the last call's packets
+a few milliseconds after the first's, later or sooner as that work varies; spread over
+four slots the wait, and its variation, is a quarter. The sockets read on the clock
+are drained once a period, after the first slot's work.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # RFC 3551 §4.5: the default packetisation interval.
 TICK = 0.020
+PHASES = 4
 
 Subscriber = Callable[[float], None]
 
@@ -37,21 +45,29 @@ class Reader(Protocol):
 
 
 class MediaClock:
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float = TICK) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, period: float = TICK, phases: int = PHASES
+    ) -> None:
         self._loop = loop
         self._period = period
-        self._subscribers: dict[int, Subscriber] = {}
+        self._step = period / phases
+        # Each slot's subscribers; the slot of each subscriber.
+        self._slots: list[dict[int, Subscriber]] = [{} for _ in range(phases)]
+        self._slot_of: dict[int, int] = {}
+        self._slot = 0
         self._readers: dict[Reader, None] = {}
         self._next_id = 0
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call `subscriber(tick)` every tick, with the tick's scheduled time, until the
-        returned function is called."""
+        """Call `subscriber(tick)` every period, in the least busy slot, with the tick's
+        scheduled time, until the returned function is called."""
         key = self._next_id
         self._next_id += 1
-        self._subscribers[key] = subscriber
+        slot = min(range(len(self._slots)), key=lambda index: len(self._slots[index]))
+        self._slots[slot][key] = subscriber
+        self._slot_of[key] = slot
         self._start()
         return lambda: self._unsubscribe(key)
 
@@ -65,7 +81,7 @@ class MediaClock:
         self._stop_if_idle()
 
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return len(self._slot_of)
 
     @property
     def readers(self) -> int:
@@ -73,41 +89,47 @@ class MediaClock:
 
     def _start(self) -> None:
         if self._timer is None:
-            self._due = self._loop.time() + self._period
+            self._due = self._loop.time() + self._step
             self._timer = self._loop.call_at(self._due, self._tick)
 
     def _unsubscribe(self, key: int) -> None:
-        self._subscribers.pop(key, None)
+        slot = self._slot_of.pop(key, None)
+        if slot is not None:
+            del self._slots[slot][key]
         self._stop_if_idle()
 
     def _stop_if_idle(self) -> None:
-        if not self._subscribers and not self._readers and self._timer is not None:
+        if not self._slot_of and not self._readers and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _tick(self) -> None:
-        due = self._due
-        for key, subscriber in list(self._subscribers.items()):
+        due, slot = self._due, self._slot
+        for key, subscriber in list(self._slots[slot].items()):
             try:
                 subscriber(due)
             except Exception:
                 # One broken call must not silence the others.
                 log.exception("media clock subscriber failed; removed")
-                self._subscribers.pop(key, None)
-        # The sockets are read after the tick's work, for the next tick: what goes out
-        # then waits on nothing but the work itself, however many packets came in.
-        offset = self._loop.time() - time.time()
-        for reader in list(self._readers):
-            try:
-                reader.read_queued(offset)
-            except Exception:
-                log.exception("media clock reader failed; removed")
-                self._readers.pop(reader, None)
-        if not self._subscribers and not self._readers:
+                self._unsubscribe(key)
+        if slot == 0:
+            # The sockets are read after the work, for the next ticks: what goes out
+            # then waits on nothing but the work itself, however many packets came in.
+            offset = self._loop.time() - time.time()
+            for reader in list(self._readers):
+                try:
+                    reader.read_queued(offset)
+                except Exception:
+                    log.exception("media clock reader failed; removed")
+                    self._readers.pop(reader, None)
+        if not self._slot_of and not self._readers:
             self._timer = None
             return
-        # After a long stall (a blocked loop) skip the missed ticks rather than burst.
-        self._due = max(due + self._period, self._loop.time())
+        self._slot = (slot + 1) % len(self._slots)
+        # After a long stall (a blocked loop, a whole period late) skip the missed ticks
+        # rather than burst; a tick a little late keeps the schedule.
+        now = self._loop.time()
+        self._due = due + self._step if now - due < self._period else now
         self._timer = self._loop.call_at(self._due, self._tick)
 
 
