@@ -178,30 +178,38 @@ class Channel(asyncio.DatagramProtocol):
         self.transport = None
         self._sock = sock
 
+    def fileno(self) -> int:
+        """The socket's descriptor while the channel has its own socket (-1 otherwise)."""
+        return -1 if self._sock is None else self._sock.fileno()
+
     def read_queued(self, offset: float) -> None:
-        """Hand on what has arrived, each datagram at its arrival time (a clocked read;
-        `offset` is the loop's clock less the system's, which stamps the datagrams)."""
+        """Hand on what has arrived, each datagram at its arrival time (`offset` is the
+        loop's clock less the system's, which stamps the datagrams)."""
+        for _ in range(READ_BUDGET):
+            if not self.read_one(offset):
+                return
+
+    def read_one(self, offset: float) -> bool:
+        """Hand on one datagram, if one has arrived (a clocked read: see read_queued)."""
         global _arrival
         sock = self._sock
         if sock is None:
-            return
+            return False
         try:
-            for _ in range(READ_BUDGET):
-                try:
-                    data, ancillary, _, addr = sock.recvmsg(_DATAGRAM, _ANCILLARY)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:
-                    self.error_received(exc)
-                    continue
-                if ancillary:
-                    seconds, nanoseconds = _STAMP.unpack_from(ancillary[0][2])
-                    _arrival = seconds + nanoseconds * 1e-9 + offset
-                else:
-                    _arrival = None
-                self.datagram_received(data, addr)
+            data, ancillary, _, addr = sock.recvmsg(_DATAGRAM, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.error_received(exc)
+            return True
+        if ancillary:
+            seconds, nanoseconds = _STAMP.unpack_from(ancillary[0][2])
+            _arrival = seconds + nanoseconds * 1e-9 + offset
+        try:
+            self.datagram_received(data, addr)
         finally:
             _arrival = None
+        return True
 
     def _readable(self) -> None:
         sock = self._sock

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -38,10 +39,18 @@ Subscriber = Callable[[float], None]
 
 
 class Reader(Protocol):
-    """A socket read on the clock (channel.py): drained at each tick, after the work,
-    given the loop's clock less the system's (to place kernel timestamps)."""
+    """A socket read on the clock (channel.py): drained at each tick, after the work, a
+    datagram at a time, given the loop's clock less the system's (to place kernel
+    timestamps)."""
 
-    def read_queued(self, offset: float) -> None: ...
+    def fileno(self) -> int: ...
+
+    def read_one(self, offset: float) -> bool: ...
+
+
+# Datagrams read from one socket at a tick at most (two or three at 20 ms packets after
+# a stall; a flood waits for later ticks rather than starving the others).
+READ_ROUNDS = 8
 
 
 class MediaClock:
@@ -55,7 +64,10 @@ class MediaClock:
         self._slots: list[dict[int, Subscriber]] = [{} for _ in range(phases)]
         self._slot_of: dict[int, int] = {}
         self._slot = 0
-        self._readers: dict[Reader, None] = {}
+        # The readers by descriptor, and one epoll of them all: which sockets have
+        # something to read is one system call a tick, not one empty read per socket.
+        self._readers: dict[int, Reader] = {}
+        self._poll: select.epoll | None = None
         self._next_id = 0
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -73,11 +85,19 @@ class MediaClock:
 
     def add_reader(self, reader: Reader) -> None:
         """Drain `reader` at every tick, after the subscribers, until removed."""
-        self._readers[reader] = None
+        if self._poll is None:
+            self._poll = select.epoll()
+        fd = reader.fileno()
+        self._readers[fd] = reader
+        self._poll.register(fd, select.EPOLLIN)
         self._start()
 
     def remove_reader(self, reader: Reader) -> None:
-        self._readers.pop(reader, None)
+        fd = reader.fileno()
+        if self._readers.get(fd) is reader:
+            del self._readers[fd]
+            if self._poll is not None:
+                self._poll.unregister(fd)
         self._stop_if_idle()
 
     def __len__(self) -> int:
@@ -91,6 +111,24 @@ class MediaClock:
         if self._timer is None:
             self._due = self._loop.time() + self._step
             self._timer = self._loop.call_at(self._due, self._tick)
+
+    def _read(self, poll: select.epoll) -> None:
+        """A datagram from each socket with one, round after round until none has more."""
+        offset = self._loop.time() - time.time()
+        readers = self._readers
+        for _ in range(READ_ROUNDS):
+            ready = poll.poll(0)
+            if not ready:
+                return
+            for fd, _ in ready:
+                reader = readers.get(fd)
+                if reader is None:
+                    continue
+                try:
+                    reader.read_one(offset)
+                except Exception:
+                    log.exception("media clock reader failed; removed")
+                    self.remove_reader(reader)
 
     def _unsubscribe(self, key: int) -> None:
         slot = self._slot_of.pop(key, None)
@@ -112,16 +150,10 @@ class MediaClock:
                 # One broken call must not silence the others.
                 log.exception("media clock subscriber failed; removed")
                 self._unsubscribe(key)
-        if slot == 0:
+        if slot == 0 and self._poll is not None:
             # The sockets are read after the work, for the next ticks: what goes out
             # then waits on nothing but the work itself, however many packets came in.
-            offset = self._loop.time() - time.time()
-            for reader in list(self._readers):
-                try:
-                    reader.read_queued(offset)
-                except Exception:
-                    log.exception("media clock reader failed; removed")
-                    self._readers.pop(reader, None)
+            self._read(self._poll)
         if not self._slot_of and not self._readers:
             self._timer = None
             return
