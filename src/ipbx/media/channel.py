@@ -25,11 +25,10 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from ipbx.media.clock import MediaClock, media_clock
+from ipbx.media.clock import MediaClock, media_clock, system_offset
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class Channel(asyncio.DatagramProtocol):
             assert self._clock is not None
             self._clock.remove_reader(self)
             self._clock = None
-            self.read_queued(loop.time() - time.time())
+            self.read_queued(system_offset())
             loop.add_reader(self._sock.fileno(), self._readable)
 
     def _leave_transport(self) -> None:

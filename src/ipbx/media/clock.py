@@ -53,6 +53,13 @@ class Reader(Protocol):
 READ_ROUNDS = 8
 
 
+def system_offset() -> float:
+    """The loop's clock less the system's, which stamps datagrams. Both read now: the
+    loop's clock is the monotonic one (uvloop's in whole milliseconds, cached at each
+    turn of the loop, so not read from it)."""
+    return time.monotonic() - time.time()
+
+
 class MediaClock:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, period: float = TICK, phases: int = PHASES
@@ -114,7 +121,7 @@ class MediaClock:
 
     def _read(self, poll: select.epoll) -> None:
         """A datagram from each socket with one, round after round until none has more."""
-        offset = self._loop.time() - time.time()
+        offset = system_offset()
         readers = self._readers
         for _ in range(READ_ROUNDS):
             ready = poll.poll(0)
