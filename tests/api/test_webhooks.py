@@ -44,6 +44,9 @@ def test_events_arrive_signed_and_in_order(store: Store, store_thread: AsyncStor
                      "call.ended"):  # fmt: skip
             bus.publish(kind, {"call_id": "a1", "caller": "1000", "callee": "1001"})
         await until(lambda: len(receiver.events) == 4)
+        # A delivery is marked in the outbox after the receiver's answer: stopping before
+        # that leaves it pending, to be sent again at the next start (at least once).
+        await until(lambda: store.deliveries(status="delivered")[0] == 4)
         await webhooks.stop()
         await webhooks.close()
 
