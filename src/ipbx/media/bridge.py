@@ -16,7 +16,7 @@ import numpy as np
 
 from ipbx.media.channel import Sink, arrival_clock
 from ipbx.media.clock import TICK, media_clock
-from ipbx.media.codecs import Pcm, create_decoder
+from ipbx.media.codecs import Pcm, pcm_rate
 from ipbx.media.endpoint import DTMF_MS, MediaEndpoint
 from ipbx.media.inband import dtmf_tone
 from ipbx.media.playout import Playout
@@ -95,7 +95,7 @@ class _Transcoding:
         source, target = src._require_codec(), dst._require_codec()
         # The target's encoder at the source's own rate where it can run at it (Opus),
         # and the source's decoder at the encoder's: no resampling on the way.
-        self._packetizer = Packetizer(target, dst.fmtp, rate=create_decoder(source).pcm_rate)
+        self._packetizer = Packetizer(target, dst.fmtp, rate=pcm_rate(source))
         clock = arrival_clock(asyncio.get_running_loop())
         self._playout = Playout(source, self._packetizer.pcm_rate, clock)
         self._tones = np.zeros(0, dtype=np.int16)

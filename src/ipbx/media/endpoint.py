@@ -76,8 +76,9 @@ class MediaEndpoint:
         self._decoder: Decoder | None = None
         self._recorder: WavWriter | None = None
         self.digits: DigitListener | None = DigitListener()
-        # What the phone sends us, packet by packet, on every path (relay included).
-        self.meter = StreamMeter(arrival_clock(asyncio.get_running_loop()))
+        # What the phone sends us, packet by packet, on every path (relay included): timed
+        # by the loop's clock itself on the relay path, a Python call less a packet.
+        self.meter = StreamMeter(asyncio.get_running_loop().time)
         pool.reception.open(self.meter)
         # The phone's RTCP, and ours on a leg where ipbx is the RTP source (reports.py).
         self._reports = LegReports(asyncio.get_running_loop().time)
@@ -198,7 +199,10 @@ class MediaEndpoint:
         """Read the phone's RTP on the media clock's ticks (channel.py: for a leg whose
         packets are only used there), or as it comes. A WebRTC leg is read as it comes:
         its ICE checks and DTLS want answers at once."""
-        self._rtp.set_clocked(clocked and self.webrtc is None)
+        clocked = clocked and self.webrtc is None
+        self._rtp.set_clocked(clocked)
+        loop = asyncio.get_running_loop()
+        self.meter.clock = arrival_clock(loop) if clocked else loop.time
 
     def echo(self) -> None:
         """Send every RTP packet back where it came from (still detecting DTMF)."""

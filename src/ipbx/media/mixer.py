@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from ipbx.media.channel import arrival_clock
 from ipbx.media.clock import TICK, media_clock
-from ipbx.media.codecs import Encoder, Pcm, create_decoder, create_encoder
+from ipbx.media.codecs import Encoder, Pcm, create_encoder, pcm_rate
 from ipbx.media.codecs.g711 import ALAW_DECODE, ULAW_DECODE
 from ipbx.media.endpoint import PTIME_MS, MediaEndpoint
 from ipbx.media.fanout import Fanout, stream_key
@@ -301,7 +301,7 @@ class _Member:
         self.endpoint = endpoint
         self.key = key
         self.muted = muted
-        self.pcm_rate = create_decoder(codec).pcm_rate
+        self.pcm_rate = pcm_rate(codec)
         self.talking = False
         self.loudness = 0.0
         self.frame: Pcm | None = None

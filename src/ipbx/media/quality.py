@@ -317,7 +317,8 @@ class StreamMeter:
     """
 
     def __init__(self, clock: Callable[[], float], clock_rate: int = 8000) -> None:
-        self._clock = clock
+        # Arrival time of the packet being counted; its owner may change it (endpoint.py).
+        self.clock = clock
         self.clock_rate = clock_rate
         self._ssrc = b""
         self._stats: ReceptionStatistics | None = None
@@ -335,7 +336,7 @@ class StreamMeter:
                 int.from_bytes(self._ssrc, "big"), self.clock_rate
             )
         assert stats is not None
-        stats.count((data[2] << 8) | data[3], int.from_bytes(data[4:8], "big"), self._clock())
+        stats.count((data[2] << 8) | data[3], int.from_bytes(data[4:8], "big"), self.clock())
 
     @property
     def current(self) -> ReceptionStatistics | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.clock import media_clock
-from ipbx.media.codecs import Codec, create_decoder
+from ipbx.media.codecs import Codec, pcm_rate
 from ipbx.media.playout import Playout
 from ipbx.media.wav import WavWriter
 
@@ -37,7 +37,7 @@ class CallRecorder:
     ) -> None:
         self._clock = asyncio.get_running_loop().time
         # Narrowband calls are kept at 8 kHz; a wideband side lifts the file to 16 kHz.
-        rates = [create_decoder(codec).pcm_rate for codec in codecs]
+        rates = [pcm_rate(codec) for codec in codecs]
         self.rate = 16000 if max(rates) > 8000 else 8000
         self.sides = [Playout(codec, self.rate, self._clock) for codec in codecs]
         self._mixed = mixed

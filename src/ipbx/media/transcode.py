@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ipbx.media.codecs import Codec, Pcm, create_decoder, create_encoder
+from ipbx.media.codecs import Codec, Pcm, create_decoder, create_encoder, pcm_rate
 from ipbx.media.codecs.pyav import audio_frame, frames_pcm
 
 # RFC 3551 §4.5: 20 ms is the default packetisation.
@@ -96,7 +96,7 @@ class Transcoder:
         dst_fmtp: Mapping[str, str] | None = None,
     ) -> None:
         # Each side at the other's rate where it can run at it (Opus): no resampling.
-        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms, create_decoder(src).pcm_rate)
+        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms, pcm_rate(src))
         self._decoder = create_decoder(src, self._packetizer.pcm_rate)
         self.src_rate = self._decoder.pcm_rate
         self.dst_rate = self._packetizer.pcm_rate

@@ -7,7 +7,7 @@ CODECS, at its place in our order of preference).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 
 from ipbx.media.codecs import g729
 from ipbx.media.codecs.base import Codec, Decoder, Encoder, Pcm
@@ -101,11 +101,25 @@ def create_decoder(codec: Codec, rate: int | None = None) -> Decoder:
     return _factories(codec)[1](rate)
 
 
+def pcm_rate(codec: Codec) -> int:
+    """The rate of `codec`'s audio when nothing asks for another (Opus: 48 kHz)."""
+    return _native_rate(codec.name.lower())
+
+
+@cache
+def _native_rate(name: str) -> int:
+    return _factories_named(name)[1](None).pcm_rate
+
+
 def _factories(codec: Codec) -> _Factories:
+    return _factories_named(codec.name.lower())
+
+
+def _factories_named(name: str) -> _Factories:
     try:
-        return _FACTORIES[codec.name.lower()]
+        return _FACTORIES[name]
     except KeyError:
-        raise CodecError(f"no audio encoder/decoder for {codec.name}") from None
+        raise CodecError(f"no audio encoder/decoder for {name}") from None
 
 
 __all__ = [
