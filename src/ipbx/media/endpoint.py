@@ -253,16 +253,9 @@ class MediaEndpoint:
         be at the codec's PCM rate (`pcm_rate`)."""
         codec = self._require_codec()
         encoder = _encoder(codec)
-        if isinstance(source, str | Path):
-            try:
-                pcm = await asyncio.to_thread(read_audio, source, encoder.pcm_rate)
-            except AudioFileError as exc:
-                raise MediaError(str(exc)) from exc
-        else:
-            pcm = np.asarray(source, dtype=np.int16)
+        pcm = await _whole_frames(source, encoder.pcm_rate)
         frame = encoder.pcm_rate * PTIME_MS // 1000
         step = codec.samples_per_frame(PTIME_MS)
-        pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
         self._report()
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -474,6 +467,20 @@ def close_pool(pool: PortPool[ChannelPair]) -> None:
     for rtp, rtcp in pool.drain_warm():
         rtp.close()
         rtcp.close()
+
+
+async def _whole_frames(source: str | Path | Pcm, rate: int) -> Pcm:
+    """The audio of a file (read off the loop) or of PCM at `rate`, padded with silence
+    to whole 20 ms frames."""
+    if isinstance(source, str | Path):
+        try:
+            pcm = await asyncio.to_thread(read_audio, source, rate)
+        except AudioFileError as exc:
+            raise MediaError(str(exc)) from exc
+    else:
+        pcm = np.asarray(source, dtype=np.int16)
+    frame = rate * PTIME_MS // 1000
+    return np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
 
 
 def _encoder(codec: Codec) -> Encoder:
