@@ -89,9 +89,13 @@ class Parking:
             raise SipError(403, "a party on a trunk cannot park a call")
         slot = next((s for s in slots if s not in calls.parked.slots), None)
         if slot is None:
-            log.info("%s: no free parking slot in %s", transferor.call.id, slots[0])
-            lot = f"slot {slots[0]}" if len(slots) == 1 else f"every slot of {slots[0]}-{slots[-1]}"
-            raise SipError(503, f"parking {lot} is taken")
+            reason = (
+                f"parking slot {slots[0]} is taken"
+                if len(slots) == 1
+                else f"every parking slot of {slots[0]}-{slots[-1]} is taken"
+            )
+            log.info("%s: %s", transferor.call.id, reason)
+            raise SipError(503, reason)
         parked = calls.parked.park(slot, parker, transferor, transferee)
         hold = functools.partial(self._wait, parked, self.config.timeout_seconds)
         calls.spawn_task(calls.flows.run(parked.call, transferee, hold))
