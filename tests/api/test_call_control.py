@@ -1,6 +1,7 @@
-"""Call control through the API: an admin hangs up, records, sends DTMF into and
-blind-transfers a call in progress between `ipbx phone`s on a live `ipbx serve`, and gets
-404/409/422/403 for calls that do not exist, cannot do it now, or bad requests."""
+"""Call control through the API: an admin hangs up, records, sends DTMF into,
+blind-transfers and parks a call in progress between `ipbx phone`s on a live `ipbx
+serve`, and gets 404/409/422/403 for calls that do not exist, cannot do it now, or bad
+requests."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from tests.support.apiclient import Api
 from tests.support.phones import Caller
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.server import IpbxServer, extension_range, make_token, run_ipbx, write_config
-from tests.support.softphone import PhoneRun, analyse, ipbx_phone, write_tone
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, near, timeline, write_tone
 
 A, B, C = extension_range(3)
-A_HZ, B_HZ, C_HZ = 700, 1000, 1300
+A_HZ, B_HZ, C_HZ, MUSIC_HZ = 700, 1000, 1300, 440
 TOLERANCE_HZ = 20
 
 
@@ -171,9 +172,10 @@ class Live:
 
 
 @contextmanager
-def live_server(tmp_path: Path) -> Iterator[Live]:
+def live_server(tmp_path: Path, extra: str = "") -> Iterator[Live]:
+    """ipbx with A, B and C and the API; `extra` is YAML added to its configuration."""
     api_port = free_port("tcp")
-    config, port = write_config(tmp_path, api_port, extensions=[A, B, C])
+    config, port = write_config(tmp_path, api_port, extra, extensions=[A, B, C])
     token = make_token(config, "admin")
     server = run_ipbx(tmp_path, config, port)
     try:
@@ -317,6 +319,40 @@ def test_blind_transfer_through_the_api_connects_the_caller_with_a_third_phone(
     assert analyse(tmp_path / f"heard-by-{A.number}.wav").dominant_hz == pytest.approx(
         C_HZ, abs=TOLERANCE_HZ
     )
+    assert analyse(tmp_path / f"heard-by-{C.number}.wav").dominant_hz == pytest.approx(
+        A_HZ, abs=TOLERANCE_HZ
+    )
+
+
+def test_a_blind_transfer_to_700_through_the_api_parks_the_caller_until_701_is_dialled(
+    tmp_path: Path,
+) -> None:
+    """With ``parking: {slots: "701-720"}``: A waits in 701 with the music on hold, B
+    hears "Parked on 7 0 1" and is hung up, and C takes A's call by dialling 701."""
+    (tmp_path / "data" / "moh").mkdir(parents=True)
+    write_tone(tmp_path / "data" / "moh" / "music.wav", MUSIC_HZ, 10, rate=16000)
+    with live_server(tmp_path, 'parking: {slots: "701-720"}\n') as live, ExitStack() as stack:
+        a, b = call_a_to_b(live, stack)
+        call_id = live.answered_call()
+        time.sleep(1.0)
+        parked = live.post(f"/calls/active/{call_id}/transfer", {"target": "700", "leg": "caller"})
+        assert (parked.status_code, parked.json()) == (202, {"call_id": call_id}), parked.text
+        code, _ = b.finish(timeout=15)
+        assert code == 0 and "the far end hung up" in b.log, b.log
+        c = live.phone(stack, C, C_HZ, 10, "--call", "701", "--duration", "3")
+        assert c.finish(timeout=20)[0] == 0, c.log
+        assert a.finish(timeout=10)[0] == 0, a.log
+        record = live.record_of(call_id)
+    assert record["path"] == [f"extension:{B.number}", "park:701", f"retrieve:{C.number}"]
+    # B heard A, then the slot spoken: neither A's tone nor silence, most of a second.
+    heard_by_b = timeline(tmp_path / f"heard-by-{B.number}.wav")
+    a_at = next(i for i, hz in enumerate(heard_by_b) if near(hz, A_HZ))
+    assert len([hz for hz in heard_by_b[a_at:] if hz is not None and not near(hz, A_HZ)]) >= 8
+    # A heard B, then the music, then C; C heard A.
+    heard_by_a = timeline(tmp_path / f"heard-by-{A.number}.wav")
+    music_at = next(i for i, hz in enumerate(heard_by_a) if near(hz, MUSIC_HZ))
+    assert any(near(hz, B_HZ) for hz in heard_by_a[:music_at]), heard_by_a
+    assert any(near(hz, C_HZ) for hz in heard_by_a[music_at:]), heard_by_a
     assert analyse(tmp_path / f"heard-by-{C.number}.wav").dominant_hz == pytest.approx(
         A_HZ, abs=TOLERANCE_HZ
     )

@@ -25,7 +25,7 @@ from tests.support.processes import stop_process
 from tests.support.records import call_records
 from tests.support.server import IpbxServer, extension_range, start_configured_ipbx
 from tests.support.sipp import start_sipp, write_users_csv
-from tests.support.softphone import PhoneRun, analyse, ipbx_phone, timeline, write_tone
+from tests.support.softphone import PhoneRun, analyse, ipbx_phone, near, timeline, write_tone
 
 SCENARIO = Path(__file__).parent / "scenarios" / "subscribe_park_slot.xml"
 CALLER, PARKER, RETRIEVER, WATCHER = extension_range(4)
@@ -37,10 +37,6 @@ def _wait_for_log(server: IpbxServer, text: str, seconds: float = 15.0) -> None:
     while text not in server.log_tail(300):
         assert time.monotonic() < deadline, f"never logged {text!r}:\n{server.log_tail()}"
         time.sleep(0.05)
-
-
-def _near(hz: float | None, target: float) -> bool:
-    return hz is not None and abs(hz - target) <= 25
 
 
 def _server(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> IpbxServer:
@@ -109,15 +105,15 @@ def test_a_call_parked_by_baresip_is_retrieved_from_slot_701(tmp_path: Path) -> 
 
     # The caller heard the parker, then the music, then whoever took the call.
     heard = timeline(heard_by_caller)
-    parker_at = next(i for i, hz in enumerate(heard) if _near(hz, PARKER_HZ))
-    music_at = next(i for i, hz in enumerate(heard) if i > parker_at and _near(hz, MUSIC_HZ))
-    assert any(_near(hz, RETRIEVER_HZ) for hz in heard[music_at:]), heard
+    parker_at = next(i for i, hz in enumerate(heard) if near(hz, PARKER_HZ))
+    music_at = next(i for i, hz in enumerate(heard) if i > parker_at and near(hz, MUSIC_HZ))
+    assert any(near(hz, RETRIEVER_HZ) for hz in heard[music_at:]), heard
     assert analyse(heard_by_retriever).dominant_hz == pytest.approx(CALLER_HZ, abs=20)
     # The parker heard the caller, then the slot spoken: sound that is neither the
     # caller's voice nor silence, for most of a second at least.
     [parker_heard] = (tmp_path / "snd").glob("dump-*-dec.wav")
     after_caller = timeline(parker_heard)
-    spoken = [hz for hz in after_caller if hz is not None and not _near(hz, CALLER_HZ)]
+    spoken = [hz for hz in after_caller if hz is not None and not near(hz, CALLER_HZ)]
     assert len(spoken) >= 8, after_caller
     [record] = call_records(server)
     assert record.path == "extension:1001,park:701,retrieve:1002"
@@ -161,8 +157,8 @@ def test_a_call_left_parked_rings_its_parker_then_the_no_answer_forward(tmp_path
         stop_process(baresip)
         server.stop()
     heard = timeline(heard_by_caller)
-    music_at = next(i for i, hz in enumerate(heard) if _near(hz, MUSIC_HZ))
-    assert any(_near(hz, RETRIEVER_HZ) for hz in heard[music_at:]), heard
+    music_at = next(i for i, hz in enumerate(heard) if near(hz, MUSIC_HZ))
+    assert any(near(hz, RETRIEVER_HZ) for hz in heard[music_at:]), heard
     assert analyse(heard_by_forward).dominant_hz == pytest.approx(CALLER_HZ, abs=20)
     [record] = call_records(server)
     assert record.path == "extension:1001,park:701,extension:1002"

@@ -2,8 +2,9 @@
 "701-720"}``, a phone transfers its call blind to 700 (REFER, RFC 3515) and the other
 party waits in slot 701; any phone that dials 701 takes it; a call left there past
 `timeout_seconds` rings its parker again, then follows the parker's no-answer
-forwarding. A BLF key on 701 (the dialog package, RFC 4235) lights while a call waits.
-The real-socket version, with audio: tests/interop/test_parking.py."""
+forwarding. A BLF key on 701 (the dialog package, RFC 4235) lights while a call waits. The API's
+blind transfer to 700 parks as the REFER does. The real-socket versions, with audio:
+tests/interop/test_parking.py, tests/api/test_call_control.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ipbx.pbx.control import CallStateError
+from ipbx.pbx.events import Event
 from tests.support.testbed import Testbed, play
 from tests.support.user_agents import Call, connected
 
@@ -112,6 +117,9 @@ def test_an_empty_slot_says_so_and_without_parking_700_is_no_number(tmp_path: Pa
         _, at_bob = await connected(alice, bob)
         await at_bob.refer(PARK)
         assert (await sipfrags(at_bob))[-1] == b"SIP/2.0 404 Not Found\r\n"
+        [call] = lab.pbx.active_calls()
+        with pytest.raises(LookupError, match="700"):
+            lab.pbx.control.transfer(call.uid, "caller", "700")
 
     play(tmp_path, story, with_parking)
     play(tmp_path / "unconfigured", unconfigured)
@@ -152,5 +160,54 @@ def test_the_first_free_slot_a_park_keys_own_slot_and_a_full_lot_503(tmp_path: P
         assert (await at_bob.refer(f"<sip:702@{PBX_HOST}>")).status == 202
         assert (await sipfrags(at_bob))[-1] == b"SIP/2.0 200 OK\r\n"
         assert slots["702"].call.from_number == "1000"
+
+    play(tmp_path, story, edit)
+
+
+def test_the_api_parks_on_700_as_a_refer_does_and_a_full_lot_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """POST /calls/active/{id}/transfer to 700 (pbx/control.py): the party it names waits
+    in the slot; the other one hears the slot and gets a BYE, and no NOTIFY (it sent no
+    REFER). With every slot taken the transfer is refused and the two stay connected."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["parking"] = {"slots": "701-701"}
+
+    async def story(lab: Testbed) -> None:
+        alice, bob, carol, dave = [
+            await lab.registered(n) for n in ("1000", "1001", "1002", "1003")
+        ]
+        published: list[Event] = []
+        lab.pbx.events.subscribe(published.append)
+        call, at_bob = await connected(alice, bob)
+        [first] = lab.pbx.active_calls()
+        parked_at = lab.pbx.endpoint.loop.time()
+        lab.pbx.control.transfer(first.uid, "caller", "700")
+        await at_bob.hung_up()
+        assert lab.pbx.endpoint.loop.time() - parked_at > 1.0  # "Parked on 7 0 1" first
+        assert "NOTIFY" not in [r.method for r in at_bob.requests.items]
+        slots = lab.pbx.calls.parked.slots
+        assert {slot: p.call.from_number for slot, p in slots.items()} == {"701": "1000"}
+
+        other, at_dave = await connected(carol, dave)
+        [second] = [c for c in lab.pbx.active_calls() if c.from_number == "1002"]
+        with pytest.raises(CallStateError, match="parking slot 701 is taken"):
+            lab.pbx.control.transfer(second.uid, "callee", "700")
+        assert list(slots) == ["701"]
+        assert (await other.hang_up()).status == 200  # Carol and Dave were still connected
+        await at_dave.hung_up()
+
+        retrieval = carol.call("701")
+        assert (await retrieval.final()).status == 200
+        assert (await call.hang_up()).status == 200  # Alice's BYE reaches Carol
+        await retrieval.hung_up()
+        parking = [e for e in published if e.type.endswith("parked")]
+        assert [(e.type, e.data["slot"], e.data["extension"]) for e in parking] == [
+            ("call.parked", "701", "1001"), ("call.unparked", "701", "1001"),
+        ]  # fmt: skip
+        assert parking[1].data["reason"] == "retrieved"
+        records = await lab.records()
+        assert records[0].path == "extension:1001,park:701,retrieve:1002"
 
     play(tmp_path, story, edit)

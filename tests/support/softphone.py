@@ -79,6 +79,11 @@ def timeline(path: Path, frame_ms: int = 100, quiet_rms: float = 300.0) -> list[
     ]
 
 
+def near(hz: float | None, target: float, tolerance: float = 25.0) -> bool:
+    """Whether a slice of a `timeline` is the tone of `target` Hz."""
+    return hz is not None and abs(hz - target) <= tolerance
+
+
 @dataclass
 class PhoneRun:
     """One `ipbx phone` process; its log (stderr) goes to a file, stdout to a pipe."""

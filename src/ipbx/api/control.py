@@ -3,7 +3,8 @@ DTMF on a call in progress, named by the `call_id` GET /calls/active shows.
 
 All want the admin scope. 404 names `call_id` when no call of the token's tenant has that
 id (calls in progress are the default tenant's); 409 says why the call cannot do it now
-(a transfer of a call not answered yet, ...); 422 names the field of a bad body.
+(a transfer of a call not answered yet, a park with every slot taken, ...); 422 names
+the field of a bad body.
 """
 
 from collections.abc import Callable
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     **models.AUTH_ERRORS,
     404: {"model": models.Problem, "description": "no such call in progress (`call_id`)"},
-    409: {"model": models.Problem, "description": "the call cannot do that in its state"},
+    409: {"model": models.Problem, "description": "the call cannot do that now"},
 }
 
 CallId = Annotated[str, Path(max_length=64, description="as GET /calls/active shows it")]
@@ -64,7 +65,9 @@ def call_control(control: "CallControl", admin: Callable[..., ApiTokenRecord]) -
         phones ring now or an outside number called through the outbound routes with
         the other party's permission; when it answers, the other party is hung up. If
         nobody answers in 30 s, the two parties stay connected. Follow it by the call's
-        call.* events."""
+        call.* events. The park number (700 with `parking:`) parks `leg`'s party in the
+        first free slot (call.parked) and the other party hears the slot and is hung up;
+        409 when every slot is taken."""
         try:
             run(token, call_id, lambda: control.transfer(call_id, order.leg, order.target))
         except PermissionError as exc:

@@ -40,7 +40,7 @@ class NoSuchCall(LookupError):
 
 
 class CallStateError(Exception):
-    """The call is in a state that cannot do what was asked (not answered yet, ...)."""
+    """The call cannot do what was asked now (not answered yet, no parking slot free, ...)."""
 
 
 class CallControl:
@@ -73,18 +73,33 @@ class CallControl:
         answers. Runs on after this returns; the call's events (call.ringing,
         call.answered) tell how it goes. If nobody answers within 30 s the two parties
         stay connected. LookupError for a target with no extension or route,
-        PermissionError for one the other party may not call."""
+        PermissionError for one the other party may not call.
+
+        The park number (or a free slot) parks `side`'s party at once, as a phone's REFER
+        does (pbx/parking.py): the other party's phone hears the slot and is hung up;
+        CallStateError when no slot is free, and the call goes on as it was."""
         call = self.find(call_id)
         transferee = self._answered_leg(call, side, "transferred")
         transferor = transferee.other
         if transferor is None or transferor.dialog is None:
             raise CallStateError(f"call {call_id} has no other party to take out")
+        transfers = self.calls.transfers
+        park = transfers.park(target)
         try:
-            self.calls.transfers.check_target(target, transferor)
+            if park is not None:
+                slot_said = park(transferor, transferee)
+            else:
+                transfers.check_target(target, transferor)
         except SipError as exc:
             if exc.status == 403:
                 raise PermissionError(exc.reason) from None
+            if exc.status == 503:
+                raise CallStateError(f"call {call_id} cannot be parked: {exc.reason}") from None
             raise LookupError(exc.reason) from None
+        if park is not None:
+            log.info("%s: API parks the %s (%s) on %s", call.id, side, transferee.peer, target)
+            self._spawn(transfers.release_parker(transferor, slot_said, refer=False))
+            return
         log.info("%s: API transfers the %s (%s) to %s", call.id, side, transferee.peer, target)
         self._spawn(self._transfer(call, transferor, transferee, target))
 

@@ -8,7 +8,10 @@ the order of Asterisk's chan_sip, whose park of a REFER says the slot to the tra
 (ast_park_call) before it sends the 200 OK NOTIFY and hangs the transferor up. A blind
 transfer to a slot itself (a desk phone's park key) parks the call in that slot. With
 no slot free the transfer fails with 503 and the two parties stay connected; a party
-on a trunk cannot park (403).
+on a trunk cannot park (403). The API's blind transfer (pbx/control.py) parks the same
+way the party it names, the other party being the parker (which hears the slot and gets
+the BYE, with no NOTIFY: it sent no REFER); it fails where a REFER would, with no slot
+free as a 409 and nothing changed.
 
 Retrieve: any extension that dials a slot takes the call parked there (the two are
 connected, as a pickup connects them); a slot with no call says "There is no call parked
@@ -39,6 +42,7 @@ from ipbx.pbx.call.park import TIMEOUT, Parked
 from ipbx.pbx.call.transfer import Park
 from ipbx.pbx.parking_config import ParkingConfig
 from ipbx.pbx.session import Prompts, Session
+from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.parking")
 
@@ -74,31 +78,29 @@ class Parking:
             return functools.partial(self._park, (number,))
         return None
 
-    async def _park(self, slots: Sequence[str], transferor: Leg, transferee: Leg) -> None:
-        """Park `transferee` in the first free one of `slots`; the transferor's phone
-        hears the slot, then the transfer's 200 OK NOTIFY, then a BYE."""
-        calls, transfers = self.calls, self.calls.transfers
+    def _park(self, slots: Sequence[str], transferor: Leg, transferee: Leg) -> Awaitable[object]:
+        """Park `transferee` in the first free one of `slots` now; what is returned says
+        the slot to the transferor's phone. SipError 403 when the transferor is no
+        extension's phone, 503 when no slot is free: then nothing changes."""
+        calls = self.calls
         assert self.config is not None
-        parker = transfers.extension_of(transferor)
+        parker = calls.transfers.extension_of(transferor)
         if parker is None:
-            transfers.progress(transferor, "403 Forbidden", final=True)
-            return
+            raise SipError(403, "a party on a trunk cannot park a call")
         slot = next((s for s in slots if s not in calls.parked.slots), None)
         if slot is None:
-            log.info("%s: no free parking slot in %s", transferor.call.id, slots[0])
-            transfers.progress(transferor, "503 Service Unavailable", final=True)
-            return
+            reason = (
+                f"parking slot {slots[0]} is taken"
+                if len(slots) == 1
+                else f"every parking slot of {slots[0]}-{slots[-1]} is taken"
+            )
+            log.info("%s: %s", transferor.call.id, reason)
+            raise SipError(503, reason)
         parked = calls.parked.park(slot, parker, transferor, transferee)
         hold = functools.partial(self._wait, parked, self.config.timeout_seconds)
         calls.spawn_task(calls.flows.run(parked.call, transferee, hold))
-        alone = transferor.call
-        await Session(calls, alone, transferor, self.prompts, answered=True).say(
-            f"Parked on {spoken(slot)}."
-        )
-        if not alone.ended:
-            transfers.progress(transferor, "200 OK", final=True)
-            calls.bye(transferor)
-            calls.end(alone)
+        announcement = Session(calls, transferor.call, transferor, self.prompts, answered=True)
+        return announcement.say(f"Parked on {spoken(slot)}.")
 
     async def _wait(self, parked: Parked, seconds: float, leg: Leg) -> None:
         """The parked party's call flow: it waits in the slot until a phone takes it or

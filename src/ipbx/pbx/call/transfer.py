@@ -11,7 +11,7 @@ extensions only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from ipbx.media.bridge import connect
@@ -28,9 +28,11 @@ log = logging.getLogger("ipbx.calls")
 # How long a transfer target rings before the two parties are partners again.
 TRANSFER_RING_SECONDS = 30.0
 
-# What parks a transferee (pbx/parking.py) when a REFER names the park number: run
-# with the transferor and the transferee, it reports to the transferor itself.
-Park = Callable[[Leg, Leg], Coroutine[object, object, None]]
+# What parks a transferee (pbx/parking.py) when a blind transfer names the park number
+# or a slot: called with the transferor and the transferee, it parks the transferee at
+# once (SipError 403 or 503 when it cannot, and nothing changes) and returns the slot
+# said to the transferor, whose phone is still up.
+Park = Callable[[Leg, Leg], Awaitable[object]]
 
 
 def replaces(target: Uri) -> tuple[str, str, str] | None:
@@ -101,15 +103,29 @@ class Transfers:
             return
         number = target.user or ""
         park = self.park(number)
-        if park is not None:
-            self.registry.spawn_task(park(leg, transferee))
-            return
         try:
-            self.check_target(number, leg)
+            if park is not None:
+                slot_said = park(leg, transferee)
+            else:
+                self.check_target(number, leg)
         except SipError as exc:
             self.progress(leg, f"{exc.status} {reason_phrase(exc.status, '')}", final=True)
             return
-        self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
+        if park is not None:
+            self.registry.spawn_task(self.release_parker(leg, slot_said, refer=True))
+        else:
+            self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
+
+    async def release_parker(self, parker: Leg, slot_said: Awaitable[object], refer: bool) -> None:
+        """Once the parker's phone heard the slot: the 200 OK NOTIFY of its REFER (the
+        API's transfer has none), then a BYE. The parker is on a call of its own."""
+        alone = parker.call
+        await slot_said
+        if not alone.ended:
+            if refer:
+                self.progress(parker, "200 OK", final=True)
+            self.registry.bye(parker)
+            self.registry.end(alone)
 
     async def _refer_blind(self, call: Call, transferor: Leg, transferee: Leg, number: str) -> None:
         status = await self.blind(call, transferor, transferee, number)
