@@ -22,6 +22,7 @@ from tests.support.media import run
 from tests.support.tones import tone
 
 TALKER_HZ = (440, 1000, 1500)
+PROMPT_HZ = 2000
 RATE = 8000
 
 
@@ -169,7 +170,7 @@ def test_only_the_loudest_talkers_are_mixed_and_the_rate_follows_the_best_member
     assert tone_slices(tmp_path / "ear.wav", 1500) == 0
 
 
-def test_an_announcement_reaches_every_member_the_recording_holds_the_mix_and_keys_pass(
+def test_an_announcement_reaches_every_member_a_prompt_one_and_keys_pass(
     pool: PortPool, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
@@ -188,6 +189,9 @@ def test_an_announcement_reaches_every_member_the_recording_holds_the_mix_and_ke
         async with asyncio.timeout(2):
             while pressed != ["*", "1"]:
                 await asyncio.sleep(0.02)
+        # A prompt for the second member alone (the answer to its keys).
+        room.play_to(members[1][0], tone(RATE, 400, PROMPT_HZ), RATE)
+        await asyncio.sleep(0.8)
         assert room.stop_recording() == tmp_path / "room.wav"
         for ours, phone in members:
             phone.stop_recording()
@@ -200,3 +204,6 @@ def test_an_announcement_reaches_every_member_the_recording_holds_the_mix_and_ke
     assert heard(tmp_path / "1.wav") == {1000}  # its own voice is not sent back
     assert tone_slices(tmp_path / "1.wav", 440) == 0
     assert heard(tmp_path / "2.wav") == {440, 1000}
+    assert tone_slices(tmp_path / "2.wav", PROMPT_HZ) >= 3
+    assert tone_slices(tmp_path / "1.wav", PROMPT_HZ) == 0
+    assert tone_slices(tmp_path / "room.wav", PROMPT_HZ) == 0

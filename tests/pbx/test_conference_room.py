@@ -1,7 +1,8 @@
 """A conference room's rules without audio: the PIN prompt and its three tries, who is a
-moderator, a full or locked room, the keys *1, *2 and *3, waiting for the moderator on music,
-recording while anybody is mixed, a reload, and the conference events (the mixer is a stand-in
-that notes what the room asks of it)."""
+moderator, a full or locked room, the keys *1, *2 and *3 (each answered by speech to the
+member alone), waiting for the moderator on music, recording while anybody is mixed, a
+reload, and the conference events (the mixer is a stand-in that notes what the room asks
+of it)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ipbx.pbx.conference.engine import (
 from ipbx.pbx.conference.room import Room
 from ipbx.pbx.events import Event, EventBus
 from ipbx.pbx.session import Session
+from tests.support.softphone import write_tone
 
 
 class Keypad:
@@ -45,6 +47,19 @@ class Keypad:
         if not self.entries:
             raise asyncio.CancelledError  # the caller hangs up
         return self.entries.pop(0)
+
+
+class Member(Keypad):
+    """A member's keypad in the room, whose keys the room answers by speech."""
+
+    def __init__(self, sound: Path, *entries: str) -> None:
+        super().__init__(*entries)
+        self.sound = sound
+        self.said: list[str] = []
+
+    async def prompt(self, text: str) -> Path:
+        self.said.append(text)
+        return self.sound
 
 
 def pin_of(config: ConferenceConfig, keypad: Keypad) -> bool | None:
@@ -80,6 +95,7 @@ class FakeMixer:
         self.on_talking = on_talking
         self.members: dict[object, bool] = {}  # endpoint -> muted
         self.played = 0
+        self.told: list[object] = []  # the endpoints a prompt was played to alone
         self.recording: Path | None = None
         self.closed = False
 
@@ -94,6 +110,10 @@ class FakeMixer:
 
     def play(self, pcm: Pcm, rate: int) -> None:
         self.played += 1
+
+    def play_to(self, endpoint: MediaEndpoint, pcm: Pcm, rate: int) -> None:
+        assert len(pcm) == rate // 5  # the 0.2 s said
+        self.told.append(endpoint)
 
     def record(self, path: str | Path) -> None:
         self.recording = Path(path)
@@ -120,6 +140,7 @@ class Line:
     """A member's media endpoint, as far as the room looks at it."""
 
     closed = False
+    pcm_rate = 8000
 
 
 def caller(number: str) -> Session:
@@ -214,21 +235,34 @@ def test_the_mix_is_recorded_while_anybody_is_in_it(tmp_path: Path) -> None:
 def test_the_keys_in_the_room_mute_oneself_and_let_a_moderator_lock_and_mute_all(
     tmp_path: Path,
 ) -> None:
-    room, _, _, _ = room_of(tmp_path, moderator_pin="9999")
+    room, mixers, _, _ = room_of(tmp_path, moderator_pin="9999")
     alice = room.join(caller("1001"), moderator=True)
     bob = room.join(caller("1002"), moderator=False)
+    sound = write_tone(tmp_path / "said.wav", 600, 0.2)
 
-    def press(member_id: int, *keys: str) -> None:
+    def press(member_id: int, *keys: str) -> list[str]:
+        member = Member(sound, *keys)
         with pytest.raises(asyncio.CancelledError):
-            asyncio.run(key_menu(cast(Session, Keypad(*keys)), room, member_id))
+            asyncio.run(key_menu(cast(Session, member), room, member_id))
+        return member.said
 
-    press(bob.id, "*", "1", "5", "*", "2", "*", "3")  # a member's *2 and *3 do nothing
+    # A member's *2 and *3 do nothing; each key that does is answered to the member alone.
+    assert press(bob.id, "*", "1", "5", "*", "2", "*", "3") == ["Muted."]
     assert (bob.muted, room.locked) == (True, False)
-    press(alice.id, "*", "2", "*", "3")
+    assert mixers[0].told == [bob.endpoint]
     # *3 with every other member muted already (bob, by himself) unmutes them all.
+    assert press(alice.id, "*", "2", "*", "3") == [
+        "The conference is locked.",
+        "All other members are unmuted.",
+    ]
     assert (room.locked, alice.muted, bob.muted) == (True, False, False)
-    press(alice.id, "*", "3", "*", "1", "*", "2")
+    assert press(alice.id, "*", "3", "*", "1", "*", "2") == [
+        "All other members are muted.",
+        "Muted.",
+        "The conference is unlocked.",
+    ]
     assert (alice.muted, bob.muted, room.locked) == (True, True, False)
+    assert mixers[0].told == [bob.endpoint] + [alice.endpoint] * 5
 
 
 def test_a_reload_keeps_the_rooms_that_stay_and_hangs_up_the_members_of_one_removed(

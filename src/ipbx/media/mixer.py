@@ -17,7 +17,10 @@ mixing or encoding of their own.
 The room's rate is the best rate among its members (8, 16 or 48 kHz: the PCM rate of
 G.711, G.722 and Opus), so wideband members hear each other wideband; narrowband members
 are resampled on the way in and their shared mix on the way out. Announcements (`play`)
-are mixed into what everybody hears; `record` writes the shared mix, crash-safe (wav.py).
+are mixed into what everybody hears; a prompt for one member (`play_to`: the answer to its
+keys) takes the place of the room in what that member alone hears while it plays, as a
+sound played to one channel of Asterisk's ConfBridge does; `record` writes the shared mix,
+crash-safe (wav.py).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class Mixer:
         self._talkers = talkers
         self.on_talking = on_talking
         self._members: dict[MediaEndpoint, _Member] = {}
+        # The members hearing a prompt of their own (play_to) instead of the room.
+        self._prompted: set[_Member] = set()
         self._streams: dict[Hashable, Fanout] = {}
         self.rate = 8000
         self._frame = self.rate * PTIME_MS // 1000
@@ -133,6 +138,15 @@ class Mixer:
         audio = Resampler(rate, self.rate).resample(np.asarray(pcm, dtype=np.int16))
         self._announcement = np.concatenate([self._announcement, audio])
 
+    def play_to(self, endpoint: MediaEndpoint, pcm: Pcm, rate: int) -> None:
+        """Play `pcm` (at `rate`) to the member `endpoint` alone, after what it is still
+        hearing of its own: meanwhile it does not hear the room (the room still hears
+        it)."""
+        member = self._members[endpoint]
+        audio = Resampler(rate, self.rate).resample(np.asarray(pcm, dtype=np.int16))
+        member.prompt = np.concatenate([member.prompt, audio])
+        self._prompted.add(member)
+
     def record(self, path: str | Path) -> None:
         """Write the room's mix to a WAV file (at the room's rate now) until
         stop_recording()."""
@@ -154,6 +168,7 @@ class Mixer:
         member = self._members.pop(endpoint, None)
         if member is None:
             return
+        self._prompted.discard(member)
         self._set_talking(member, False)
         stream = self._streams.get(member.key)
         if stream is not None:
@@ -174,6 +189,8 @@ class Mixer:
         old = self.rate
         self.rate, self._frame = rate, rate * PTIME_MS // 1000
         self._announcement = Resampler(old, rate).resample(self._announcement)
+        for member in self._prompted:
+            member.prompt = Resampler(old, rate).resample(member.prompt)
         for member in self._members.values():
             member.restart()
         for key, stream in list(self._streams.items()):
@@ -244,8 +261,13 @@ class Mixer:
         own: dict[Hashable, dict[MediaEndpoint, bytes]] = {}
         for member in candidates:
             assert member.frame is not None
-            payload = member.voice().encode(_clip(total - member.frame))
-            own.setdefault(member.key, {})[member.endpoint] = payload
+            if member not in self._prompted:
+                payload = member.voice().encode(_clip(total - member.frame))
+                own.setdefault(member.key, {})[member.endpoint] = payload
+        for member in list(self._prompted):
+            own.setdefault(member.key, {})[member.endpoint] = member.next_prompt(size)
+            if not len(member.prompt):
+                self._prompted.discard(member)
         for key, stream in list(self._streams.items()):
             for endpoint, _ in stream.send(shared, own.get(key)):
                 endpoint.detach()
@@ -291,6 +313,7 @@ class _Member:
         "loudness",
         "muted",
         "pcm_rate",
+        "prompt",
         "squares",
         "talking",
     )
@@ -303,6 +326,7 @@ class _Member:
         self.muted = muted
         self.pcm_rate = pcm_rate(codec)
         self.talking = False
+        self.prompt = np.zeros(0, dtype=np.int16)
         self.loudness = 0.0
         self.frame: Pcm | None = None
         self._above = 0
@@ -412,8 +436,15 @@ class _Member:
             return True
         return False
 
+    def next_prompt(self, size: int) -> bytes:
+        """The next frame of the member's own prompt, encoded (silence past its end)."""
+        frame, self.prompt = self.prompt[:size], self.prompt[size:]
+        padding = np.zeros(size - len(frame), dtype=np.int16)
+        return self.voice().encode(np.concatenate([frame, padding]))
+
     def voice(self) -> _Voice:
-        """The encoder of the mix this member hears while it talks."""
+        """The encoder of what this member hears alone: the mix without itself while it
+        talks, its own prompt."""
         if self._voice is None:
             self._voice = _Voice(self.endpoint, self._mixer.rate)
         return self._voice

@@ -9,6 +9,9 @@ moderator, says so and hangs up. In the room, keys are the member's menu:
 - ``*2``: lock or unlock the room (a moderator); a locked room lets no new member in;
 - ``*3``: mute every member who is no moderator, or unmute them all (a moderator).
 
+Each key is answered to the member alone ("Muted.", "The conference is locked.", ...),
+while the others go on hearing the room.
+
 Through the API, members are muted, unmuted and kicked (their call ends), the room's
 recording is started and stopped, and an extension is invited into the room (`dial`):
 ipbx rings its phones, and whoever answers joins as a member, without a PIN.
@@ -16,12 +19,15 @@ ipbx rings its phones, and whoever answers joins as a member, without a PIN.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
 
 from ipbx.config import Config
+from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.endpoint import MediaError
+from ipbx.media.tts import TtsError
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
 from ipbx.pbx.conference.config import ConferenceConfig
@@ -238,9 +244,25 @@ async def key_menu(session: Session, room: Room, member_id: int) -> None:
             return
         if key == "1":
             room.set_muted(member, not member.muted)
+            said = "Muted." if member.muted else "Unmuted."
         elif key == "2" and member.moderator:
             room.locked = not room.locked
-            log.info("conference %s %s by member %d", room.name,
-                     "locked" if room.locked else "unlocked", member_id)  # fmt: skip
+            state = "locked" if room.locked else "unlocked"
+            log.info("conference %s %s by member %d", room.name, state, member_id)
+            said = f"The conference is {state}."
         elif key == "3" and member.moderator:
-            room.mute_others()
+            said = f"All other members are {'muted' if room.mute_others() else 'unmuted'}."
+        else:
+            continue
+        await tell(session, room, member, said)
+
+
+async def tell(session: Session, room: Room, member: Member, text: str) -> None:
+    """Say `text` to `member` alone; speech that cannot be made is logged and skipped."""
+    rate = member.endpoint.pcm_rate
+    try:
+        pcm = await asyncio.to_thread(read_audio, await session.prompt(text), rate)
+    except (TtsError, AudioFileError) as exc:
+        log.warning("conference %s: %r not said: %s", room.name, text, exc)
+        return
+    room.play_to(member, pcm, rate)

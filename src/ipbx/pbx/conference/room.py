@@ -60,6 +60,8 @@ class RoomAudio(Protocol):
 
     def play(self, pcm: Pcm, rate: int) -> None: ...
 
+    def play_to(self, endpoint: MediaEndpoint, pcm: Pcm, rate: int) -> None: ...
+
     def record(self, path: str | Path) -> None: ...
 
     def stop_recording(self) -> Path | None: ...
@@ -199,13 +201,19 @@ class Room:
         if self._mixer is not None and member.waiting is None and not member.endpoint.closed:
             self._mixer.mute(member.endpoint, muted)
 
-    def mute_others(self) -> None:
+    def mute_others(self) -> bool:
         """A moderator's *3: every member who is no moderator is muted, or unmuted when
-        all of them already are."""
+        all of them already are; whether they are muted now."""
         others = [m for m in self.members.values() if not m.moderator]
         muted = not all(m.muted for m in others)
         for member in others:
             self.set_muted(member, muted)
+        return muted
+
+    def play_to(self, member: Member, pcm: Pcm, rate: int) -> None:
+        """Play `pcm` to `member` alone, if it is in the mix (not waiting on the music)."""
+        if self._mixer is not None and member.waiting is None and not member.endpoint.closed:
+            self._mixer.play_to(member.endpoint, pcm, rate)
 
     def status(self) -> ConferenceStatus:
         recording = None if self.recording is None else self._relative(self.recording)
