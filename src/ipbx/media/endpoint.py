@@ -76,6 +76,7 @@ class MediaEndpoint:
         self._decoder: Decoder | None = None
         self._recorder: WavWriter | None = None
         self.digits: DigitListener | None = DigitListener()
+        self._keys = asyncio.Lock()  # held while digits are sent (send_dtmf)
         # What the phone sends us, packet by packet, on every path (relay included): timed
         # by the loop's clock itself on the relay path, a Python call less a packet.
         self.meter = StreamMeter(asyncio.get_running_loop().time)
@@ -281,25 +282,27 @@ class MediaEndpoint:
         self._send(self.codec.payload_type, payload, marker, timestamp)
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
-        """Send digits as RFC 4733 telephone-events at real-time pace."""
+        """Send digits as RFC 4733 telephone-events at real-time pace, after the digits
+        still being sent: two keys' packets side by side would read as more keys."""
         codec = self._require_codec()
         if self.dtmf_pt is None:
             raise MediaError("the peer did not negotiate telephone-event")
         for digit in digits:
             digit_event(digit)
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        for digit in digits:
-            packets = digit_packets(
-                digit, self.timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
-            )
-            for packet in packets:
-                await _sleep_until(loop, due)
-                if self._closed:
-                    return
-                self._send(self.dtmf_pt, packet.payload, packet.marker, packet.timestamp)
-                due += _PTIME
-            due += gap_ms / 1000
+        async with self._keys:
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            for digit in digits:
+                packets = digit_packets(
+                    digit, self.timestamp_at(due), codec.clock_rate, duration_ms, PTIME_MS
+                )
+                for packet in packets:
+                    await _sleep_until(loop, due)
+                    if self._closed or self.dtmf_pt is None:
+                        return
+                    self._send(self.dtmf_pt, packet.payload, packet.marker, packet.timestamp)
+                    due += _PTIME
+                due += gap_ms / 1000
 
     def close(self) -> None:
         """Return the ports. What a finished call still reads (`meter`, `round_trip`,
