@@ -1,5 +1,6 @@
 """Conference rooms through the API without a call in them: the rooms are listed, and
-every mistake gets its status: an unknown room or member 404, a locked room refuses an
+every mistake gets its status: an unknown room or member 404, and so does an invitation
+to a number that is no extension and no outbound route takes; a locked room refuses an
 invitation with 409 (and so does
 recording an empty room), a reader may look but not act, another tenant sees no room. (A
 room with members, muted, talking and kicked, is the interop scenario's:
@@ -52,9 +53,10 @@ def test_rooms_are_listed_and_mistakes_get_their_status(rooms_api: Api) -> None:
     assert (status, detail.startswith("member:")) == (404, True)
     assert post("/conferences/standup/members/1/shout")[0] == 422
     assert post("/conferences/standup/members/1/mute", reader)[0] == 403
-    status, detail = post("/conferences/standup/dial", number="5555")
-    assert (status, detail) == (404, "number: no extension 5555")
-    assert post("/conferences/standup/dial", number="+1555")[0] == 422
+    for number in ("5555", "+15551234567"):  # no extension, and no outbound route
+        status, detail = post("/conferences/standup/dial", number=number)
+        assert (status, detail) == (404, f"number: no extension or outbound route for {number}")
+    assert post("/conferences/standup/dial", number="55#5")[0] == 422
 
     for action in ("start", "stop"):  # nobody in the room: nothing to record
         assert post("/conferences/standup/recording", action=action)[0] == 409

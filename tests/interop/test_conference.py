@@ -5,7 +5,8 @@ and not its own (N-1 mixing). In the same room: the moderator PIN and the member
 extension invited through the API joins when it answers, *1
 mutes a member (the others stop hearing its tone), the API shows the members and who
 talks, a kick through the API ends the member's call, the conference events reach a
-webhook, and the room's mix is recorded."""
+webhook, and the room's mix is recorded. An outside number invited through the API
+leaves through a trunk (SIPp as the provider's gateway) and is a member like any."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ import httpx
 import numpy as np
 
 from tests.api.test_metrics import samples
+from tests.interop.test_outside_number_calls import request_line
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.processes import stop_process
+from tests.support.pstn import TRUNK, ip_trunk
 from tests.support.records import call_records
 from tests.support.server import extension_range, make_token, start_configured_ipbx
+from tests.support.sipp import start_sipp
 from tests.support.softphone import PhoneRun, ipbx_phone, write_tone
 from tests.support.webhook_receiver import Receiver, events_until
 
@@ -31,6 +36,8 @@ TONES = {A.number: 440, B.number: 1000, C.number: 1500}
 TALK_SECONDS = 16.0
 # C enters a wrong PIN, then the right one, and presses *1 a few seconds after joining.
 C_DIGITS = "1111#,,4321#,,,,,,*1"
+MOBILE = "+12125551234"  # an outside number, through the trunk
+ROUTE_CALLER_ID = "+15550111"
 
 
 def seconds_heard(path: Path) -> list[set[int]]:
@@ -65,12 +72,7 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
                                "retry_initial": 0.2, "retry_max": 1.0}]  # fmt: skip
 
     server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[A, B, C, D, E])
-    token = make_token(server.config_path, "admin")
-    api = httpx.Client(
-        base_url=f"http://{LOOPBACK}:{api_port}",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
+    api = admin_api(server.config_path, api_port)
     recordings = {n: tmp_path / f"heard-{n}.wav" for n in TONES}
 
     def member(user: Any, digits: str, seconds: float) -> Any:
@@ -82,17 +84,8 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
             "--timeout", str(seconds + 15),
         )  # fmt: skip
 
-    def room() -> dict[str, Any]:
-        answer = api.get("/conferences/standup")
-        assert answer.status_code == 200, answer.text
-        return dict(answer.json())
-
     def until(what: str, ready: Any, timeout: float = 15.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not ready(state := room()):
-            assert time.monotonic() < deadline, f"{what}: {state}"
-            time.sleep(0.1)
-        return state
+        return room_until(api, what, ready, timeout)
 
     try:
         with (
@@ -178,6 +171,94 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
     finally:
         server.stop()
         receiver.stop()
+
+
+def test_an_outside_number_invited_through_the_api_joins_the_room_through_the_trunk(
+    tmp_path: Path,
+) -> None:
+    """A, alone in the room, plays 440 Hz and hears nothing of itself (N-1); the API
+    invites MOBILE, which leaves through the route's trunk with the route's caller ID.
+    The provider's gateway (SIPp) answers and echoes what it hears: it is a member,
+    talking, and A hears its own tone back through it. A hangs up; a kick hangs MOBILE
+    up. Its call record is an outbound call answered in the room."""
+    api_port, gateway_port = free_port("tcp"), free_port("udp")
+
+    def edit(config: dict[str, Any]) -> None:
+        ip_trunk(config, gateway_port)
+        config["outbound_routes"] = [{"name": "mobiles", "pattern": "_+1NXXNXXXXXX",
+                                      "trunks": [TRUNK], "caller_id": ROUTE_CALLER_ID}]  # fmt: skip
+        config["conferences"] = [{"name": "standup"}]
+        config["numbers"] = [{"number": ROOM, "destination": "conference:standup"}]
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+
+    workdir = tmp_path / "sipp"
+    gateway = start_sipp(
+        "uas", None, "-rtp_echo", "-trace_msg", "-message_file",
+        str(workdir / "gateway.messages.log"), calls=1, workdir=workdir,
+        local_port=gateway_port, timeout=30, name="gateway",
+    )  # fmt: skip
+    server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[A])
+    api = admin_api(server.config_path, api_port)
+    tone = write_tone(tmp_path / "a.wav", TONES[A.number], 25)
+    heard = tmp_path / "heard-a.wav"
+    try:
+        with ipbx_phone(
+            tmp_path, server.port, A, "--call", ROOM, "--play", str(tone),
+            "--record", str(heard), "--duration", "8", "--timeout", "30",
+        ) as a:  # fmt: skip
+            room_until(api, "A in the room", lambda s: len(s["members"]) == 1)
+            invited = api.post("/conferences/standup/dial", json={"number": MOBILE})
+            assert invited.status_code == 202, invited.text
+            talking = room_until(api, "MOBILE talking", lambda s: any(
+                m["caller"] == MOBILE and m["talking"] for m in s["members"]
+            ))  # fmt: skip
+            mobile = _member(talking, MOBILE)
+            assert mobile["call_id"] == invited.json()["call_id"]
+            assert not mobile["moderator"]
+            assert _answered(a)  # its 8 s are over
+        kicked = api.post(f"/conferences/standup/members/{mobile['id']}/kick")
+        assert kicked.status_code == 200, kicked.text
+        assert kicked.json()["members"] == []
+        assert gateway.finish(10).successful == 1  # the kick's BYE ended its call
+    finally:
+        server.stop()
+        if gateway.process.poll() is None:
+            stop_process(gateway.process)
+        print(f"--- ipbx log tail\n{server.log_tail(60)}")
+
+    assert any(TONES[A.number] in second for second in seconds_heard(heard))
+    assert request_line(gateway).startswith(f"INVITE sip:{MOBILE}@{LOOPBACK}")
+    invite = (workdir / "gateway.messages.log").read_text(errors="replace")
+    assert f"From: <sip:{ROUTE_CALLER_ID}@" in invite, invite[:2000]
+    records = {r.caller: r for r in call_records(server, count=2)}
+    record = records[MOBILE]
+    assert (record.call_id, record.callee, record.result, record.direction) == (
+        invited.json()["call_id"], "standup", "answered", "outbound",
+    )  # fmt: skip
+    assert record.path == "conference:standup"
+    assert record.legs[0].peer == f"UDP:{LOOPBACK}:{gateway_port}"
+
+
+def admin_api(config_path: Path, api_port: int) -> httpx.Client:
+    token = make_token(config_path, "admin")
+    return httpx.Client(
+        base_url=f"http://{LOOPBACK}:{api_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+def room_until(api: httpx.Client, what: str, ready: Any, timeout: float = 15.0) -> dict[str, Any]:
+    """The room's picture (GET /conferences/standup) once `ready` says it is `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = api.get("/conferences/standup")
+        assert answer.status_code == 200, answer.text
+        state = dict(answer.json())
+        if ready(state):
+            return state
+        assert time.monotonic() < deadline, f"{what}: {state}"
+        time.sleep(0.1)
 
 
 def _member(state: dict[str, Any], caller: str) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 route's trunks are tried one at a time, in order; a provider's failure (5xx, 408, no
 answer at all) moves the call to the next trunk as a new dialog, a refusal on the
 caller's side (404) does not; a digest challenge is answered once per attempt; when every
-trunk has failed, the caller gets the best of their answers. The providers are gateways
-on the in-memory network (the real-socket versions: test_trunk_routing.py)."""
+trunk has failed, the caller gets the best of their answers. An outside number invited
+into a conference room goes out the same way. The providers are gateways on the
+in-memory network (the real-socket versions: test_trunk_routing.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,45 @@ def test_a_trunk_at_its_channel_limit_is_passed_over(tmp_path: Path) -> None:
         assert (await third.final()).status == 200
 
     play(tmp_path, story, routing(max_channels=1))
+
+
+def test_an_outside_number_invited_into_a_room_goes_out_as_a_call_out_does(
+    tmp_path: Path,
+) -> None:
+    """The API's invitation into a conference room (Conferences.dial) has no caller: the
+    trunk's leg is the member's own. It leaves as 1000's call out would: the route's
+    caller ID, E.164, the digest challenge answered, a 503 failed over; the number that
+    answers joins the room, and a kick hangs it up."""
+    with_trunks = routing(username="ipbx", password="trunk-secret")
+
+    def edit(config: dict[str, Any]) -> None:
+        with_trunks(config)
+        config["conferences"] = [{"name": "standup", "pin": "4321"}]
+
+    async def story(lab: Testbed) -> None:
+        gw1, gw2 = _gateways(lab)
+        rooms = lab.pbx.conferences
+        rooms.dial("standup", DIALLED)
+        first = await gw1.rings()
+        assert (first.invite.from_.uri.user, first.invite.to.uri.user) == (CALLER_ID, E164)
+        first.challenge()
+        again = await gw1.rings()
+        assert 'username="ipbx"' in (again.invite.headers.get("Proxy-Authorization") or "")
+        again.refuse(503)
+        second = await gw2.rings()
+        second.answer()
+        async with asyncio.timeout(10):  # the join chime plays first
+            while not rooms.status("standup").members:
+                await asyncio.sleep(0.1)
+        [member] = rooms.status("standup").members
+        assert member.caller == DIALLED  # no PIN asked
+        rooms.kick("standup", member.id)
+        await second.hung_up()
+        [record] = await lab.records()
+        assert (record.caller, record.callee, record.result, record.direction) == (
+            DIALLED, "standup", "answered", "outbound",
+        )  # fmt: skip
+        assert record.path == "conference:standup"
+        assert record.legs[0].peer == f"UDP:{PROVIDER2}:5060"
+
+    play(tmp_path, story, edit)

@@ -1,7 +1,7 @@
 """Conference rooms through the API: the live picture of each room (GET /conferences,
 GET /conferences/{name}), muting, unmuting and kicking a member, and inviting an
-extension into a room (POST /conferences/{name}/dial). The rooms live on the event loop:
-every route is `async`.
+extension or an outside number into a room (POST /conferences/{name}/dial). The rooms
+live on the event loop: every route is `async`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at
@@ -25,7 +25,11 @@ MemberId = Annotated[int, Path(ge=1)]
 
 
 class Invitation(BaseModel):
-    number: str = Field(pattern=r"^[0-9]{1,32}$", description="the extension to call into the room")
+    number: str = Field(
+        pattern=r"^\+?[0-9]{1,32}$",
+        description="the extension, or the outside number (through the outbound routes), "
+        "to call into the room",
+    )
 
 
 def add_conference_routes(
@@ -124,8 +128,10 @@ def add_conference_routes(
         tags=["conferences"],
     )
     async def invite(token: Admin, name: RoomName, invitation: Invitation) -> models.Originated:
-        """Invite an extension: its phones ring, and the one that answers joins the
-        room as a member (no PIN). Follow the call by its call.* events and the
+        """Invite an extension (its phones ring) or an outside number (called through
+        the outbound routes, showing the route's caller ID, else the room's name): whoever
+        answers joins the room as a member (no PIN). 404 for a number that is no
+        extension and no route takes. Follow the call by its call.* events and the
         conference.joined event."""
         rooms = desk(token, name)
         try:

@@ -70,7 +70,7 @@ class QueueDesk(Protocol):
 
 class ConferenceDesk(Protocol):
     """The conference rooms as the API sees them (pbx/conference/engine.py); every
-    method raises LookupError for no such room, member or extension."""
+    method raises LookupError for no such room, member, or number to invite."""
 
     @property
     def rooms(self) -> Mapping[str, object]:
@@ -87,7 +87,8 @@ class ConferenceDesk(Protocol):
         """End the member's call."""
 
     def dial(self, name: str, number: str) -> LiveCall:
-        """Invite extension `number` into the room: its phones ring now; RoomConflict
+        """Invite `number` into the room: an extension's phones ring now, an outside
+        number is called through the outbound routes; RoomConflict
         (pbx/conference/room.py) when the room is full or locked."""
 
 

@@ -94,10 +94,11 @@ class Dialing:
         keep: Leg | None = None,
         on_answer: AnswerHook | None = None,
     ) -> int:
-        """Offer our own SDP (`call.far_body`, on `call.far_media`) to whoever `ring`
-        sends INVITEs to (phones, or a route's trunks); the one that answers is bridged
-        to `keep` (the caller unless told otherwise). The final status (200 answered,
-        480 when `timeout` ran out first).
+        """Offer our own SDP (on `call.far_media`, each phone and trunk its own: with our
+        address as it reaches us) to whoever `ring` sends INVITEs to (phones, or a
+        route's trunks); the one that answers is bridged to `keep` (the caller unless
+        told otherwise), or becomes the call's caller when it has none yet. The final
+        status (200 answered, 480 when `timeout` ran out first).
 
         The first of the answer and the time-out ends the dial: a phone that answers
         after it is hung up, as one that answers after another did. `on_answer` is given
@@ -112,11 +113,6 @@ class Dialing:
             return 503
         call.far_media = media
         call.forks = []
-        if call.keep is not None:
-            # Our offer for a route's trunks (trunk.py gives each our address as it
-            # reaches us; ring_phones makes each phone's own).
-            address, port = reg.sdp_address(call.keep.peer), media.local_address[1]
-            call.far_body = bytes(sdp.make_offer(address, port, reg.policy.codecs))
         loop = asyncio.get_running_loop()
         dialing: asyncio.Future[int] = loop.create_future()
         call.dialing = dialing

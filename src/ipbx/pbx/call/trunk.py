@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from ipbx import sdp
 from ipbx.pbx.call.dial import Dialing
 from ipbx.pbx.call.fork import AnswerHook, outgoing_invite, settle
 from ipbx.pbx.call.model import Call, CallState, Leg, OutsideCall, best_failure
@@ -28,16 +29,17 @@ NO_TRUNK = 503
 
 
 # How a number that is no extension goes out, as the router's outbound routes say:
-# (number, the extension whose outbound permission applies, the number calling) -> the
-# route and the caller ID shown; SipError 403 or 404 when it cannot go out.
-OutsideRoute = Callable[[str, str, str], tuple[OutboundCall, str]]
+# (number, the extension whose outbound permission applies (None: the PBX's own, any
+# route), the number calling) -> the route and the caller ID shown; SipError 403 or 404
+# when it cannot go out.
+OutsideRoute = Callable[[str, str | None, str], tuple[OutboundCall, str]]
 
 
 def _try_next_trunk(status: int) -> bool:
     return status == 408 or 500 <= status < 600
 
 
-def _no_routes(number: str, by: str, caller: str) -> tuple[OutboundCall, str]:
+def _no_routes(number: str, by: str | None, caller: str) -> tuple[OutboundCall, str]:
     raise SipError(404, f"no outbound route for {number}")
 
 
@@ -60,7 +62,7 @@ class TrunkDialing:
 
     async def start(self, call: Call, route: OutboundCall, caller_id: str) -> None:
         """Call the outside number of `route` through its trunks, beside whatever else
-        the call rings (`call.far_media` and `call.far_body` are the far side's)."""
+        the call rings (on `call.far_media`, the far side's)."""
         outside = OutsideCall(route, caller_id, self.trunks.candidates(route.trunks))
         call.outside.append(outside)
         await self._next_trunk(call, outside)
@@ -76,7 +78,9 @@ class TrunkDialing:
         """Out through `route`'s trunks with ipbx's own offer, for a party ipbx holds (a
         call flow's caller, a transferee, a click-to-call agent), as `Dialing.dial`
         rings phones: the trunk that answers is bridged to `keep` (the caller unless
-        told otherwise). The final status (200 answered)."""
+        told otherwise). A call with no party yet (ipbx places it: an invitation into
+        a conference room) gets the trunk's leg as its caller. The final status (200
+        answered)."""
         call.route = route
         return await self.dialing.dial_with(
             call, lambda: self.start(call, route, caller_id), timeout, keep
@@ -108,7 +112,6 @@ class TrunkDialing:
     async def _next_trunk(self, call: Call, outside: OutsideCall) -> None:
         route = outside.route
         a = call.keep or call.caller
-        assert a is not None
         while outside.trunks_left and not call.ended and outside in call.outside:
             trunk = outside.trunks_left.pop(0)
             slot = trunk.acquire()
@@ -121,7 +124,7 @@ class TrunkDialing:
                 continue
             if call.forks:
                 call.new_far_dialog()
-            invite = self._invite(call, a.invite, trunk, targets[0], outside)
+            invite = self._invite(call, a, trunk, targets[0], outside)
             fork = Leg(call, targets[0], call.far_media, invite, trunk=trunk, trunk_slot=slot,
                        outside=outside)  # fmt: skip
             log.info("%s: %s -> %s via trunk %s", call.id, call.from_number, route.number,
@@ -148,23 +151,27 @@ class TrunkDialing:
     def _invite(
         self,
         call: Call,
-        request: Request,
+        a: Leg | None,
         trunk: Trunk,
         dest: Address,
         outside: OutsideCall,
     ) -> Request:
-        route = outside.route
+        """The INVITE to `trunk` for the party `a` (None: for nobody yet, the trunk's
+        leg will be the call's caller)."""
+        reg, route, media = self.registry, outside.route, call.far_media
+        assert media is not None
         uri = trunk.request_uri(route.number)
-        identity = trunk.caller_headers(outside.caller_id, request.from_.name)
+        identity = trunk.caller_headers(outside.caller_id, a.invite.from_.name if a else None)
         from_ = f"{identity[0][1]};tag={call.b_tag}"
         to = f"<sip:{route.number}@{trunk.domain}>"
-        body = call.far_body
-        if body and call.far_media is not None:
-            # Our address as the provider reaches us (the listener it talks to).
-            body = offer_for(body, call.far_media, self.registry.sdp_address(dest))
-        return outgoing_invite(
-            self.registry, call, request.max_forwards, uri, from_, to, dest, body, identity[1:]
-        )
+        # Our address as the provider reaches us (the listener it talks to).
+        address = reg.sdp_address(dest)
+        if call.dialing is not None:  # ipbx dials (dial.py): its own offer
+            body = bytes(sdp.make_offer(address, media.local_address[1], reg.policy.codecs))
+        else:  # the caller's offer (none: a late offer, the trunk offers in its 2xx)
+            body = call.far_body and offer_for(call.far_body, media, address)
+        max_forwards = a.invite.max_forwards if a else None
+        return outgoing_invite(reg, call, max_forwards, uri, from_, to, dest, body, identity[1:])
 
     def _on_failure(self, fork: Leg, response: Response) -> None:
         """A trunk refused: try the next trunk when the failure is on the provider's

@@ -13,8 +13,10 @@ Each key is answered to the member alone ("Muted.", "The conference is locked.",
 while the others go on hearing the room.
 
 Through the API, members are muted, unmuted and kicked (their call ends), the room's
-recording is started and stopped, and an extension is invited into the room (`dial`):
-ipbx rings its phones, and whoever answers joins as a member, without a PIN.
+recording is started and stopped, and a number is invited into the room (`dial`): an
+extension's phones ring, an outside number is called through the outbound routes (as
+the PBX's own routing calls one: any route, the route's caller ID or else the room's
+name), and whoever answers joins as a member, without a PIN.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from ipbx.pbx.call.model import Call, CallState, Leg, new_call_id
 from ipbx.pbx.conference.config import ConferenceConfig
 from ipbx.pbx.conference.model import ConferenceStatus
 from ipbx.pbx.conference.room import Member, MixerFactory, Room, RoomConflict, chime
+from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.session import Prompts, Session
+from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.conference")
 
@@ -175,28 +179,40 @@ class Conferences:
         self.calls.hang_up(member.session.call)
 
     def dial(self, name: str, number: str) -> Call:
-        """Invite extension `number` into the room: ring its phones and, when one
-        answers, that phone joins as a member. LookupError for no such room or
-        extension, RoomConflict when the room is full or locked; the call is returned as
-        it starts ringing."""
+        """Invite `number` into the room: ring the extension's phones, or call the
+        outside number through its route's trunks; whoever answers joins as a member.
+        LookupError for no such room, or a number that is no extension and no route
+        takes; RoomConflict when the room is full or locked. The call is returned as it
+        starts ringing."""
         room = self.room(name)
         refusal = room.refusal(moderator=False)
         if refusal is not None:
             raise RoomConflict(f"conference {name} is {refusal}")
+        route = None
         if self.calls.is_extension(number) is None:
-            raise LookupError(f"no extension {number}")
-        # The invited party is the member, as a caller would be; its phone sees the
-        # room calling.
+            try:
+                route = self.calls.trunks.outside(number, None, name)
+            except SipError as exc:
+                raise LookupError(exc.reason) from None
+        # The invited party is the member, as a caller would be; it sees the room
+        # calling.
         call = Call(new_call_id(), number, name)
+        call.route = route[0] if route is not None else None
         call.path.append(f"conference:{name}")
         self.calls.calls[call.id] = call
         self.calls.publish_start(call)
-        self.calls.spawn_task(self._invite(call, room, number))
+        self.calls.spawn_task(self._invite(call, room, number, route))
         return call
 
-    async def _invite(self, call: Call, room: Room, number: str) -> None:
+    async def _invite(
+        self, call: Call, room: Room, number: str, outside: tuple[OutboundCall, str] | None
+    ) -> None:
         calls = self.calls
-        status = await calls.dialing.dial(call, [number], INVITE_RING_SECONDS)
+        if outside is None:
+            status = await calls.dialing.dial(call, [number], INVITE_RING_SECONDS)
+        else:
+            route, caller_id = outside
+            status = await calls.trunks.dial(call, route, caller_id, INVITE_RING_SECONDS)
         leg = call.caller
         if status != 200 or leg is None or call.ended:
             log.info("%s: %s, invited to conference %s, did not answer (%d)", call.id,
