@@ -11,12 +11,10 @@ leaves through a trunk (SIPp as the provider's gateway) and is a member like any
 from __future__ import annotations
 
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from tests.api.test_metrics import samples
 from tests.interop.test_outside_number_calls import request_line
@@ -27,6 +25,7 @@ from tests.support.records import call_records
 from tests.support.server import extension_range, make_token, start_configured_ipbx
 from tests.support.sipp import start_sipp
 from tests.support.softphone import PhoneRun, ipbx_phone, write_tone
+from tests.support.tones import seconds_heard
 from tests.support.webhook_receiver import Receiver, events_until
 
 SECRET = "conference-hook-secret"
@@ -38,23 +37,6 @@ TALK_SECONDS = 16.0
 C_DIGITS = "1111#,,4321#,,,,,,*1"
 MOBILE = "+12125551234"  # an outside number, through the trunk
 ROUTE_CALLER_ID = "+15550111"
-
-
-def seconds_heard(path: Path) -> list[set[int]]:
-    """The test tones heard clearly (over a tenth of the energy within 40 Hz of each),
-    second by second of a recording."""
-    with wave.open(str(path), "rb") as wav:
-        rate = wav.getframerate()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    frequencies = np.fft.rfftfreq(rate, 1 / rate)
-    heard = []
-    for start in range(0, samples.size - rate + 1, rate):
-        piece = samples[start : start + rate].astype(np.float64)
-        power = np.abs(np.fft.rfft(piece * np.hanning(rate))) ** 2
-        tenth = float(power.sum()) / 10
-        bands = {hz: power[abs(frequencies - hz) <= 40].sum() for hz in TONES.values()}
-        heard.append({hz for hz, band in bands.items() if band > tenth})
-    return heard
 
 
 def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> None:
@@ -136,11 +118,11 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
         # muted itself (*1), A and B no longer hear its 1,500 Hz.
         # (A phone's recording starts with the first audio it receives.)
         for number, own in TONES.items():
-            heard = seconds_heard(recordings[number])
+            heard = seconds_heard(recordings[number], TONES.values())
             assert set(TONES.values()) - {own} in heard, (number, heard)
             assert not any(own in second for second in heard), (number, heard)
         for number in (A.number, B.number):
-            heard = seconds_heard(recordings[number])
+            heard = seconds_heard(recordings[number], TONES.values())
             assert any(TONES[C.number] in second for second in heard), (number, heard)
             assert all(TONES[C.number] not in second for second in heard[-2:]), (number, heard)
 
@@ -157,7 +139,7 @@ def test_three_members_hear_each_other_but_not_themselves(tmp_path: Path) -> Non
         [ready] = events["recording.ready"]
         assert ready["conference"] == "standup" and ready["seconds"] > TALK_SECONDS - 3
         mix = server.data_dir / "recordings" / str(ready["recording"])
-        assert set(TONES.values()) in seconds_heard(mix)
+        assert set(TONES.values()) in seconds_heard(mix, TONES.values())
         # The members' call records: in a conference (no missed call), the invited
         # extension's answered, and each names the room's recording.
         records = {r.caller: r for r in call_records(server, count=5)}
@@ -226,7 +208,7 @@ def test_an_outside_number_invited_through_the_api_joins_the_room_through_the_tr
             stop_process(gateway.process)
         print(f"--- ipbx log tail\n{server.log_tail(60)}")
 
-    assert any(TONES[A.number] in second for second in seconds_heard(heard))
+    assert any(TONES[A.number] in second for second in seconds_heard(heard, TONES.values()))
     assert request_line(gateway).startswith(f"INVITE sip:{MOBILE}@{LOOPBACK}")
     invite = (workdir / "gateway.messages.log").read_text(errors="replace")
     assert f"From: <sip:{ROUTE_CALLER_ID}@" in invite, invite[:2000]

@@ -3,7 +3,7 @@ and level measured back; what a recording sounds like, slice by slice."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import av
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ipbx.media.codecs import Pcm
+from ipbx.media.wav import read_wav
 
 TONE_HZ = 1000
 LEVEL = 8000  # about -12 dBFS
@@ -90,3 +91,16 @@ def heard(
         if not stretches or stretches[-1][0] != kind:
             stretches.append((kind, start / rate))
     return stretches
+
+
+def seconds_heard(path: Path, tones: Iterable[int], rate: int = 8000) -> list[set[int]]:
+    """Which of `tones` a recording (a WAV at any rate, mono or stereo) holds clearly,
+    second by second: those with over a tenth of the second's energy within 40 Hz."""
+    samples = read_wav(path, rate).astype(np.float64)
+    frequencies = np.fft.rfftfreq(rate, 1 / rate)
+    heard = []
+    for start in range(0, samples.size - rate + 1, rate):
+        power = np.abs(np.fft.rfft(samples[start : start + rate] * np.hanning(rate))) ** 2
+        tenth = float(power.sum()) / 10
+        heard.append({hz for hz in tones if power[abs(frequencies - hz) <= 40].sum() > tenth})
+    return heard

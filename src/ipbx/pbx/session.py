@@ -22,6 +22,7 @@ from ipbx.media.moh import MusicOnHold
 from ipbx.media.tts import TtsError, prompt_path, synthesize
 from ipbx.pbx.call.engine import Calls
 from ipbx.pbx.call.fork import AnswerHook
+from ipbx.pbx.call.local import CallEnded
 from ipbx.pbx.call.model import Call, Leg
 from ipbx.pbx.dialplan import OutboundCall
 
@@ -72,9 +73,12 @@ class Session:
         self.call.digits.append(digit)
         self._digits.put_nowait(digit)
 
-    async def answer(self) -> None:
+    async def answer(self, wideband: bool = False) -> None:
+        """Answer the call (once; `wideband`: see CallFlows.answer); CallEnded, which
+        ends the flow, when the phone's offer is unusable (it got 488, the call is over)."""
         if not self.answered:
-            self.calls.flows.answer(self.leg)
+            if not self.calls.flows.answer(self.leg, wideband=wideband):
+                raise CallEnded(f"{self.call.id}: the caller's offer could not be answered")
             self.answered = True
 
     async def play(self, source: str | Path, interruptible: bool = False) -> str:

@@ -79,10 +79,10 @@ if _BCG729 is not None:
 # phone has, and G.729 last (8 kbit/s narrowband, for peers with nothing else).
 CODECS: tuple[Codec, ...] = (OPUS, G722, PCMU, PCMA) + ((G729,) if _BCG729 else ())
 
-# What ipbx itself negotiates where it terminates media (echo test, prompts,
-# recording, `ipbx phone`): G.711 until the endpoint plays and records at each
-# codec's PCM rate (G.722 is 16 kHz PCM on an 8 kHz RTP clock) and SDP offers
-# telephone-event at 48 kHz for Opus (RFC 4733 §2.1: same clock as the audio).
+# What ipbx offers of its own where it terminates media and the phone made no offer (a
+# late offer to a call flow or the echo test), and what `ipbx phone` speaks: G.711, as
+# long as our offers carry telephone-event at 8 kHz only (RFC 4733 §2.1 would have it at
+# 48 kHz beside Opus). A phone's offer is answered with its G.711 first (pbx/call/local.py).
 AUDIO_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from ipbx import sdp
-from ipbx.media.codecs import AUDIO_CODECS
+from ipbx.media.codecs import AUDIO_CODECS, Codec
 from ipbx.media.dtmf import info_digit
 from ipbx.pbx.call.model import Call, CallState, Incoming, Leg, new_call_id, parse_sdp
 from ipbx.pbx.call.negotiate import answer, answered
@@ -24,6 +24,10 @@ from ipbx.sip.transaction import ServerTransaction
 log = logging.getLogger("ipbx.calls")
 
 App = Callable[[Leg], Awaitable[None]]
+
+
+class CallEnded(Exception):
+    """The call a flow runs on has ended under it (its phone's offer was unusable)."""
 
 
 class CallFlows:
@@ -45,10 +49,13 @@ class CallFlows:
         if self.answer(leg, echo=True):
             log.info("%s echo test for %s", call.id, source)
 
-    def answer(self, leg: Leg, echo: bool = False) -> bool:
+    def answer(self, leg: Leg, echo: bool = False, wideband: bool = False) -> bool:
         """Answer the caller's INVITE ourselves: our answer to its offer, or our offer in
-        the 2xx for a late offer (the ACK answers). False when its offer is unusable (the
-        INVITE got the error and the call ended)."""
+        the 2xx for a late offer (the ACK answers). The offer's G.711 is taken first
+        (prompts, music and digits cost least in it), any other codec ipbx terminates
+        when it has none, and with `wideband` (a conference) our order of preference
+        from the start. False when its offer is unusable (the INVITE got the error and
+        the call ended)."""
         reg = self.registry
         call, tx = leg.call, leg.server_tx
         assert tx is not None
@@ -58,7 +65,9 @@ class CallFlows:
             leg.awaiting_answer = lambda theirs: self._late_answer(leg, theirs, echo)
         else:
             try:
-                body = answer(leg, leg.offer, reg.sdp_address(leg.peer), AUDIO_CODECS)
+                preferred = reg.policy.codecs if wideband else AUDIO_CODECS
+                codecs = self._codecs(preferred)
+                body = answer(leg, leg.offer, reg.sdp_address(leg.peer), codecs)
             except sdp.SdpError as exc:
                 reg.endpoint.reply(tx, exc.status_code)
                 reg.end(call)
@@ -72,6 +81,16 @@ class CallFlows:
         call.state = CallState.ANSWERED
         reg.answer(leg, 200, bytes(body))
         return True
+
+    def _codecs(self, preferred: Sequence[Codec]) -> tuple[Codec, ...]:
+        """What ipbx terminates (media.codecs, in its order), those in `preferred` first."""
+        order = [(codec.name.lower(), codec.clock_rate) for codec in preferred]
+
+        def rank(codec: Codec) -> int:
+            key = (codec.name.lower(), codec.clock_rate)
+            return order.index(key) if key in order else len(order)
+
+        return tuple(sorted(self.registry.policy.codecs, key=rank))
 
     def _late_answer(self, leg: Leg, description: sdp.SessionDescription, echo: bool) -> None:
         """The ACK brought the phone's answer to the offer in our 2xx (late offer)."""
@@ -103,6 +122,8 @@ class CallFlows:
         call.app_task = asyncio.current_task()
         try:
             await app(leg)
+        except CallEnded:
+            return
         finally:
             call.app_task = None
         if not call.ended and call.callee is None:
@@ -140,7 +161,10 @@ class CallFlows:
         description = parse_sdp(request)
         body = b""
         if description is not None:
-            body = bytes(answer(leg, description, reg.sdp_address(leg.peer), AUDIO_CODECS))
+            # The codec in use stays while the new offer holds it.
+            current = () if leg.media.codec is None else (leg.media.codec,)
+            codecs = self._codecs((*current, *AUDIO_CODECS))
+            body = bytes(answer(leg, description, reg.sdp_address(leg.peer), codecs))
             if leg.call.app_task is None:
                 leg.media.echo()  # the echo test keeps echoing; a call flow's leg stays ours
             leg.direction = sdp.direction(description)

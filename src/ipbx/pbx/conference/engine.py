@@ -105,7 +105,8 @@ class Conferences:
         if room is None:  # removed by a reload while the caller was on its way
             await session.hangup(404)
             return
-        await session.answer()
+        # The room mixes at its best member's rate: a wideband phone is answered wideband.
+        await session.answer(wideband=True)
         moderator = await ask_pin(session, room.config)
         if moderator is None:
             await session.say(BAD_PIN)
