@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ipbx.media.codecs import PCMU, create_encoder
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.processes import REPO_ROOT, pinned, stop_process
 from tests.support.server import Extension
 
@@ -150,8 +150,9 @@ def _sipp_command(
         LOOPBACK,
         "-p",
         str(local_port),
+        # SIPp binds four media ports from -mp: audio RTP and RTCP, video RTP and RTCP.
         "-mp",
-        str(free_port("udp")),
+        str(free_udp_range(4)[0]),
         "-m",
         str(calls),
         "-timeout",
