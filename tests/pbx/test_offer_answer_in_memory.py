@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ipbx import sdp
-from ipbx.media.codecs import G722, OPUS, PCMA, PCMU
+from ipbx.media.codecs import G722, OPUS, PCMA, PCMU, Codec
 from tests.support.testbed import Testbed, play
 from tests.support.user_agents import RTP_HOST, RTP_PORT, answer_to
 
@@ -238,3 +238,39 @@ def test_srtp_ends_on_the_leg_that_speaks_it(tmp_path: Path) -> None:
         assert not sdp.crypto_attributes(audio)
 
     play(tmp_path, story, _srtp_required)
+
+
+def _flows(config: dict[str, Any]) -> None:
+    config["conferences"] = [{"name": "standup", "announce_join": False}]
+    config["numbers"] = [{"number": "800", "destination": "conference:standup"}]
+
+
+def test_a_call_flow_answers_g711_first_any_codec_it_has_else_and_a_room_wideband(
+    tmp_path: Path,
+) -> None:
+    """What ipbx answers itself (the echo test, a room): the offer's G.711 first, a
+    phone without G.711 in the codec it has (not 488), a conference room in ipbx's own
+    order (Opus, G.722 first: its mix runs at its best member's rate); an offer of
+    nothing ipbx has gets 488 and no member stays in the room."""
+    unknown = Codec("x-unknown", 98, 8000)
+
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        wide = bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (OPUS, G722, PCMU)))
+        cases = [
+            ("9196", wide, "PCMU"),
+            ("9196", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (G722,))), "G722"),
+            ("800", wide, "opus"),
+            ("800", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (G722, PCMA))), "G722"),
+        ]
+        for number, offer, codec in cases:
+            call = alice.call(number, offer)
+            answer = await call.final()
+            assert answer.status == 200, (number, codec)
+            assert _codecs(answer.body)[0] == codec, (number, _codecs(answer.body))
+            assert (await call.hang_up()).status == 200
+        refused = alice.call("800", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (unknown,))))
+        assert (await refused.final()).status == 488
+        assert lab.pbx.conferences.status("standup").members == ()
+
+    play(tmp_path, story, _flows)
