@@ -410,6 +410,29 @@ def test_click_to_call_rings_the_agent_then_the_outside_number(tmp_path: Path) -
     play(tmp_path, story, outside())
 
 
+def test_a_click_to_call_the_agent_does_not_take_ends_with_its_record_and_event(
+    tmp_path: Path,
+) -> None:
+    """Its call.started is followed by call.ended (result busy), and its record is
+    written, with no leg: nobody answered. Nobody missed a call (no call.missed)."""
+
+    async def story(lab: Testbed) -> None:
+        alice = await lab.registered("1000")
+        seen: list[str] = []
+        lab.pbx.events.subscribe(lambda event: seen.append(event.type))
+        placed = lab.pbx.originate("1000", MOBILE, 30)
+        (await alice.rings()).refuse(486)
+        [record] = await lab.records()
+        assert (record.call_id, record.result, record.legs) == (placed.uid, "busy", ())
+        assert [t for t in seen if t.startswith("call.")] == [
+            "call.started",
+            "call.ringing",
+            "call.ended",
+        ]
+
+    play(tmp_path, story, outside())
+
+
 def test_click_to_call_to_a_number_the_agent_may_not_call_is_refused(tmp_path: Path) -> None:
     async def story(lab: Testbed) -> None:
         alice = await lab.registered("1000")

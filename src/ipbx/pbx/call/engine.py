@@ -104,7 +104,7 @@ class Calls(CallRegistry):
                 if exc.status == 403:
                     raise PermissionError(exc.reason) from None
                 raise LookupError(exc.reason) from None
-        call = Call(new_call_id(), agent, number)
+        call = Call(new_call_id(), agent, number, placed=True)
         call.route = route[0] if route is not None else None
         call.path.append(f"originate:{agent}")
         self.calls[call.id] = call

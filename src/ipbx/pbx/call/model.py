@@ -163,6 +163,9 @@ class Call:
     music: asyncio.Future[None] | None = None
     # The caller's name, from the CRM (calls from outside).
     caller_name: str | None = None
+    # ipbx placed the call itself (click-to-call, an invitation into a room): it has a
+    # record and call.ended even when nobody answered and it never had a caller leg.
+    placed: bool = False
     path: list[str] = field(default_factory=list)
     # The extension being rung, and the timer that gives up on its phones after its
     # no-answer time.

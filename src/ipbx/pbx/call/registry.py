@@ -308,13 +308,13 @@ class CallRegistry:
             if fork is not call.callee:
                 self.cancel_fork(fork)
         self.calls.pop(call.id, None)
-        if call.caller is not None:
+        if call.caller is not None or call.placed:
             for subscriber in self.on_end:
                 subscriber(call)
             ended = result(call)
             talked = time.time() - call.answered if call.answered is not None else 0.0
             self.publish(CALL_ENDED, call, result=ended, duration=round(talked, 3))
-            if missed(ended):
+            if missed(ended) and not call.placed:
                 self.publish(CALL_MISSED, call, extension=call.to_number, result=ended)
         if call.outcome is not None and not call.outcome.done():
             call.outcome.cancel()

@@ -197,7 +197,7 @@ class Conferences:
                 raise LookupError(exc.reason) from None
         # The invited party is the member, as a caller would be; it sees the room
         # calling.
-        call = Call(new_call_id(), number, name)
+        call = Call(new_call_id(), number, name, placed=True)
         call.route = route[0] if route is not None else None
         call.path.append(f"conference:{name}")
         self.calls.calls[call.id] = call
