@@ -670,6 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 record["setup_s"] = round(time.monotonic() - started, 2)
                 record["setup_failed"] = failed
+                # For a bench that runs beside the media (bench/parts/loaded.py).
+                print(f"media running: {len(placed)} calls", file=sys.stderr, flush=True)
                 if args.mode == "conference":
                     quiet = quiet_line()
                     streams = [

@@ -82,6 +82,11 @@ The part `conference` (bench/parts/conference.py), ipbx only: conference_members
 room, 3 talking) and conference_small_rooms (rooms of 4, 1 talking), the most members
 within loss < 0.1 % and jitter p99 < 5 ms, with the CPU per member.
 
+The part `loaded` (bench/parts/loaded.py), ipbx only: calls_under_media, the calls
+part's ramp idle and again while --loaded-media-calls relayed calls are up on the same
+server, and their ratio. Small: `--parts loaded --servers ipbx --call-rates 50,100
+--loaded-media-calls 20`.
+
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
 server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
@@ -102,6 +107,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.parts.conference import bench_conference  # noqa: E402
 from bench.parts.integration import bench_api  # noqa: E402
+from bench.parts.loaded import bench_loaded  # noqa: E402
 from bench.parts.memory import bench_memory  # noqa: E402
 from bench.parts.queues import bench_queues  # noqa: E402
 from bench.parts.relay import bench_relay, bench_transcode  # noqa: E402
@@ -117,7 +123,7 @@ from tests.support.server import extension_range, start_ipbx  # noqa: E402
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
 PARTS = (
     "register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues", "webrtc",
-    "conference",
+    "conference", "loaded",
 )  # fmt: skip
 SERVERS = ("ipbx", "kamailio", "rtpengine")
 # What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
@@ -287,6 +293,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         help="members (rooms of 4) per step of the small rooms ramp",
     )
     parser.add_argument(
+        "--loaded-media-calls",
+        type=int,
+        default=500,
+        help="relayed calls up while the loaded part's call ramp runs",
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -322,6 +334,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         webrtc_seconds=args.webrtc_seconds,
         conference_members=parse_rates(args.conference_members),
         conference_small_rooms=parse_rates(args.conference_small_rooms),
+        loaded_media_calls=args.loaded_media_calls,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),
@@ -364,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete &= bench_webrtc(settings)
     if "conference" in settings.parts and "ipbx" in servers:
         complete &= bench_conference(settings)
+    if "loaded" in settings.parts and "ipbx" in servers:
+        complete &= bench_loaded(settings)
     return 0 if complete else 1
 
 

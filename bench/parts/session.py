@@ -37,6 +37,7 @@ class Settings:
     webrtc_seconds: float
     conference_members: list[int]
     conference_small_rooms: list[int]
+    loaded_media_calls: int
     parts: list[str]
     step_seconds: float
     out: Path
