@@ -16,12 +16,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
-
-from ipbx.media.audiofile import AudioFileError, read_audio
 from ipbx.media.clock import media_clock
 from ipbx.media.codecs import Codec, CodecError, create_encoder
-from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, MediaError
+from ipbx.media.endpoint import PTIME_MS, MediaEndpoint, MediaError, whole_frames
 from ipbx.media.rtp import TIMESTAMP_MOD
 
 CACHE_SIZE = 256
@@ -118,10 +115,6 @@ def _encode(path: Path, codec: Codec, fmtp: Mapping[str, str]) -> list[bytes]:
         encoder = create_encoder(codec, fmtp)
     except CodecError as exc:
         raise MediaError(f"cannot play: {exc}") from exc
-    try:
-        pcm = read_audio(path, encoder.pcm_rate)
-    except AudioFileError as exc:
-        raise MediaError(str(exc)) from exc
+    pcm = whole_frames(path, encoder.pcm_rate)
     frame = encoder.pcm_rate * PTIME_MS // 1000
-    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, dtype=np.int16)])
     return [encoder.encode(pcm[offset : offset + frame]) for offset in range(0, len(pcm), frame)]

@@ -254,7 +254,7 @@ class MediaEndpoint:
         be at the codec's PCM rate (`pcm_rate`)."""
         codec = self._require_codec()
         encoder = _encoder(codec)
-        pcm = await _whole_frames(source, encoder.pcm_rate)
+        pcm = await _read_frames(source, encoder.pcm_rate)
         frame = encoder.pcm_rate * PTIME_MS // 1000
         step = codec.samples_per_frame(PTIME_MS)
         self._report()
@@ -472,12 +472,19 @@ def close_pool(pool: PortPool[ChannelPair]) -> None:
         rtcp.close()
 
 
-async def _whole_frames(source: str | Path | Pcm, rate: int) -> Pcm:
-    """The audio of a file (read off the loop) or of PCM at `rate`, padded with silence
-    to whole 20 ms frames."""
+async def _read_frames(source: str | Path | Pcm, rate: int) -> Pcm:
+    """whole_frames, a file read off the loop."""
+    if isinstance(source, str | Path):
+        return await asyncio.to_thread(whole_frames, source, rate)
+    return whole_frames(source, rate)
+
+
+def whole_frames(source: str | Path | Pcm, rate: int) -> Pcm:
+    """The audio of a file (any format FFmpeg reads; MediaError when it cannot) or of PCM,
+    at `rate`, padded with silence to whole 20 ms frames."""
     if isinstance(source, str | Path):
         try:
-            pcm = await asyncio.to_thread(read_audio, source, rate)
+            pcm = read_audio(source, rate)
         except AudioFileError as exc:
             raise MediaError(str(exc)) from exc
     else:

@@ -84,19 +84,15 @@ class CallControl:
         if transferor is None or transferor.dialog is None:
             raise CallStateError(f"call {call_id} has no other party to take out")
         transfers = self.calls.transfers
-        park = transfers.park(target)
         try:
-            if park is not None:
-                slot_said = park(transferor, transferee)
-            else:
-                transfers.check_target(target, transferor)
+            slot_said = transfers.begin_blind(transferor, transferee, target)
         except SipError as exc:
             if exc.status == 403:
                 raise PermissionError(exc.reason) from None
             if exc.status == 503:
                 raise CallStateError(f"call {call_id} cannot be parked: {exc.reason}") from None
             raise LookupError(exc.reason) from None
-        if park is not None:
+        if slot_said is not None:
             log.info("%s: API parks the %s (%s) on %s", call.id, side, transferee.peer, target)
             self._spawn(transfers.release_parker(transferor, slot_said, refer=False))
             return

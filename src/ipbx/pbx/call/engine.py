@@ -23,6 +23,7 @@ from ipbx.pbx.call.recording import stop_recording
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.pbx.call.transfer import Transfers
 from ipbx.pbx.call.trunk import TrunkDialing
+from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.location import Location
 from ipbx.pbx.trunks import Trunks
 from ipbx.sip.errors import SipError
@@ -81,6 +82,20 @@ class Calls(CallRegistry):
         self.end(call)
         return True
 
+    def reach(self, number: str, by: str | None, caller: str) -> tuple[OutboundCall, str] | None:
+        """How a call ipbx places reaches `number`: None for an extension, else the
+        outbound route and caller ID for `caller`, with `by`'s permission (None: any
+        route). LookupError for a number no extension and no route takes,
+        PermissionError for one `by` may not call."""
+        if self.is_extension(number) is not None:
+            return None
+        try:
+            return self.trunks.outside(number, by, caller)
+        except SipError as exc:
+            if exc.status == 403:
+                raise PermissionError(exc.reason) from None
+            raise LookupError(exc.reason) from None
+
     def originate(
         self,
         agent: str,
@@ -96,14 +111,7 @@ class Calls(CallRegistry):
         may not call."""
         if self.is_extension(agent) is None:
             raise LookupError(f"no extension {agent}")
-        route = None
-        if self.is_extension(number) is None:
-            try:
-                route = self.trunks.outside(number, agent, agent)
-            except SipError as exc:
-                if exc.status == 403:
-                    raise PermissionError(exc.reason) from None
-                raise LookupError(exc.reason) from None
+        route = self.reach(number, agent, agent)
         call = Call(new_call_id(), agent, number, placed=True)
         call.route = route[0] if route is not None else None
         call.path.append(f"originate:{agent}")

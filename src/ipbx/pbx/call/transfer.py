@@ -102,19 +102,28 @@ class Transfers:
             self._attended(leg, transferee, consultation)
             return
         number = target.user or ""
-        park = self.park(number)
         try:
-            if park is not None:
-                slot_said = park(leg, transferee)
-            else:
-                self.check_target(number, leg)
+            slot_said = self.begin_blind(leg, transferee, number)
         except SipError as exc:
             self.progress(leg, f"{exc.status} {reason_phrase(exc.status, '')}", final=True)
             return
-        if park is not None:
+        if slot_said is not None:
             self.registry.spawn_task(self.release_parker(leg, slot_said, refer=True))
         else:
             self.registry.spawn_task(self._refer_blind(leg.call, leg, transferee, number))
+
+    def begin_blind(
+        self, transferor: Leg, transferee: Leg, number: str
+    ) -> Awaitable[object] | None:
+        """A blind transfer's first step, the same from a REFER and from the API: the
+        park number or a slot parks `transferee` at once and the slot said to the
+        transferor is returned; any other number is checked (None). SipError, with
+        nothing changed, when it cannot be done."""
+        park = self.park(number)
+        if park is None:
+            self.check_target(number, transferor)
+            return None
+        return park(transferor, transferee)
 
     async def release_parker(self, parker: Leg, slot_said: Awaitable[object], refer: bool) -> None:
         """Once the parker's phone heard the slot: the 200 OK NOTIFY of its REFER (the

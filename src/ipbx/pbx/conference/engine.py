@@ -38,7 +38,6 @@ from ipbx.pbx.conference.room import Member, MixerFactory, Room, RoomConflict, c
 from ipbx.pbx.dialplan import OutboundCall
 from ipbx.pbx.events import EventBus
 from ipbx.pbx.session import Prompts, Session
-from ipbx.sip.errors import SipError
 
 log = logging.getLogger("ipbx.conference")
 
@@ -189,12 +188,7 @@ class Conferences:
         refusal = room.refusal(moderator=False)
         if refusal is not None:
             raise RoomConflict(f"conference {name} is {refusal}")
-        route = None
-        if self.calls.is_extension(number) is None:
-            try:
-                route = self.calls.trunks.outside(number, None, name)
-            except SipError as exc:
-                raise LookupError(exc.reason) from None
+        route = self.calls.reach(number, None, name)
         # The invited party is the member, as a caller would be; it sees the room
         # calling.
         call = Call(new_call_id(), number, name, placed=True)
