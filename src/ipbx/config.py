@@ -231,6 +231,9 @@ class MediaConfig(Model):
     # An answered call whose RTP stops this long on either leg is ended (held calls
     # excepted); 0 never ends one.
     timeout_seconds: float = Field(default=60.0, ge=0, le=86400)
+    # Processes that carry bridged calls' RTP (media/workers.py): a count, or auto (the
+    # cores ipbx may use, less one for SIP); 0 keeps all media in the server's process.
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
 
     @field_validator("codecs", mode="before")
     @classmethod

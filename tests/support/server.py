@@ -87,6 +87,7 @@ def write_ipbx_config(
         f"  address: {LOOPBACK}",
         f"  rtp_ports: {rtp_range[0]}-{rtp_range[1]}",
         *(f"  {line}" for line in media),
+        *([] if any(line.startswith("workers:") for line in media) else [_media_workers()]),
         "extensions:",
     ]
     lines += [
@@ -101,6 +102,12 @@ def write_ipbx_config(
         lines += ["api:", f"  listen: {LOOPBACK}:{api_port}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _media_workers() -> str:
+    """The suite runs its servers with two media workers, and (make test's second pass)
+    again without: IPBX_TEST_MEDIA_WORKERS=0."""
+    return f"  workers: {int(os.environ.get('IPBX_TEST_MEDIA_WORKERS', '2'))}"
 
 
 def start_ipbx(

@@ -70,8 +70,9 @@ def base_config(data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         # No listener: the testbed attaches the PBX to the in-memory network instead.
         "sip": {"listen": [], "realm": "ipbx"},
-        # RTP on loopback: the phones' media are real sockets on this machine.
-        "media": {"address": "127.0.0.1"},
+        # RTP on loopback: the phones' media are real sockets on this machine. No media
+        # worker: virtual time runs in this process only.
+        "media": {"address": "127.0.0.1", "workers": 0},
         "extensions": [{"number": n, "password": f"secret{n}"} for n in EXTENSIONS],
     }
 

@@ -57,6 +57,14 @@ class _PbxCollector(Collector):
         yield from _sip_messages(pbx)
         yield from _queues(pbx)
         yield from _conferences(pbx)
+        bridges = GaugeMetricFamily(
+            "ipbx_media_worker_bridges",
+            "Bridged calls each media worker process carries (media.workers)",
+            labels=["worker"],
+        )
+        for index, count in enumerate(pbx.media_bridges()):
+            bridges.add_metric([str(index)], count)
+        yield bridges
         received, lost = pbx.rtp_totals()
         yield CounterMetricFamily(
             "ipbx_rtp_packets_received",

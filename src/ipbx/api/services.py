@@ -152,6 +152,9 @@ class PbxServices(Protocol):
     def rtp_totals(self) -> tuple[int, int]:
         """(received, lost): the RTP packets of every stream so far."""
 
+    def media_bridges(self) -> list[int]:
+        """How many bridged calls each media worker carries (none without workers)."""
+
     @property
     def sip_messages(self) -> MessageCounts:
         """The SIP endpoint's message counters (sip/counts.py)."""

@@ -25,9 +25,17 @@ from ipbx.media.transcode import Packetizer
 
 
 def connect(a: MediaEndpoint, b: MediaEndpoint) -> None:
-    """Join two legs: relayed when they share a codec (or one has none yet), transcoded
-    when their codecs differ. Encoding names are case-insensitive (RFC 4855 §3): a phone
-    writing `pcmu` shares PCMU with one writing `PCMU`."""
+    """Join two legs, in a media worker when the pool has workers and the legs can go
+    (media/workers.py), else here (`join`)."""
+    offload = a._pool.offload
+    if offload is None or not offload(a, b):
+        join(a, b)
+
+
+def join(a: MediaEndpoint, b: MediaEndpoint) -> None:
+    """Join two legs in this process: relayed when they share a codec (or one has none
+    yet), transcoded when their codecs differ. Encoding names are case-insensitive (RFC
+    4855 §3): a phone writing `pcmu` shares PCMU with one writing `PCMU`."""
     x, y = a.codec, b.codec
     if x is None or y is None or (x.name.lower(), x.clock_rate) == (y.name.lower(), y.clock_rate):
         relay(a, b)

@@ -177,6 +177,24 @@ class Channel(asyncio.DatagramProtocol):
         self.transport = None
         self._sock = sock
 
+    def hand_over(self) -> socket.socket:
+        """Stop reading: another process reads the socket (a media worker, media/workers.py)
+        until `take_back`. The socket returned is the channel's own, to pass on."""
+        if self.transport is not None:
+            self._leave_transport()
+        assert self._sock is not None
+        if self._clock is not None:
+            self._clock.remove_reader(self)
+            self._clock = None
+        else:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        return self._sock
+
+    def take_back(self) -> None:
+        """Read again as packets come (after `hand_over`)."""
+        assert self._sock is not None
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
+
     def fileno(self) -> int:
         """The socket's descriptor while the channel has its own socket (-1 otherwise)."""
         return -1 if self._sock is None else self._sock.fileno()

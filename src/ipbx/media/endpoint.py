@@ -8,11 +8,13 @@ byte for byte without parsing them: it is the hot path at hundreds of calls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
@@ -42,8 +44,8 @@ log = logging.getLogger(__name__)
 # RFC 3551 §4.5: 20 ms is the default packetisation for G.711.
 PTIME_MS = 20
 _PTIME = PTIME_MS / 1000
-_RTP_SSRC_OFFSET = 8
-_RTCP_SSRC_OFFSET = 4
+RTP_SSRC_OFFSET = 8
+RTCP_SSRC_OFFSET = 4
 # Length of a DTMF key press ipbx regenerates on another leg (Q.24 asks for >= 40 ms).
 DTMF_MS = 100
 
@@ -58,6 +60,30 @@ class MediaStats:
     bytes_sent: int
     packets_received: int
     bytes_received: int
+
+
+class Away(Protocol):
+    """Where an endpoint's media went (a media worker): what brings it back."""
+
+    def come_home(self) -> None: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _home_first(
+    method: Callable[Concatenate[MediaEndpoint, P], R],
+) -> Callable[Concatenate[MediaEndpoint, P], R]:
+    """Bring the endpoint back from a media worker before `method` changes it."""
+
+    @functools.wraps(method)
+    def at_home(self: MediaEndpoint, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.away is not None:
+            self.away.come_home()
+        return method(self, *args, **kwargs)
+
+    return at_home
 
 
 class MediaEndpoint:
@@ -101,6 +127,8 @@ class MediaEndpoint:
         self._send_rtp: Sink = rtp.send
         self._send_rtcp: Sink = rtcp.send
         self.webrtc: WebRtcTransport | None = None
+        # Set while a media worker carries this endpoint's bridge (media/workers.py).
+        self.away: Away | None = None
         self._terminate_mode()
 
     @classmethod
@@ -108,40 +136,7 @@ class MediaEndpoint:
         """Take a warm RTP/RTCP pair, or bind one, skipping ports another process holds.
         With `latching` (a server's endpoint), RTP goes back to where the phone's packets
         come from; without (a phone's), always to the address from SDP."""
-        loop = asyncio.get_running_loop()
-        warm = pool.take_warm(loop.time())
-        if warm is not None:
-            return cls._reuse(pool, warm, latching)
-        for _ in range(pool.size):
-            try:
-                port = pool.acquire()
-            except PortPoolExhausted:
-                warm = pool.take_warm(loop.time(), force=True)
-                if warm is None:
-                    raise
-                return cls._reuse(pool, warm, latching)
-            rtp = Channel(_RTP_SSRC_OFFSET, latching)
-            rtcp = Channel(_RTCP_SSRC_OFFSET, latching)
-            try:
-                await _bind(loop, rtp, pool.address, port)
-                await _bind(loop, rtcp, pool.address, port + 1)
-            except OSError as exc:
-                log.debug("RTP port %d busy: %s", port, exc)
-                rtp.close()
-                pool.release(port)
-                continue
-            return cls(pool, port, rtp, rtcp)
-        raise PortPoolExhausted(f"every RTP port in {pool.first}-{pool.last} is busy")
-
-    @classmethod
-    def _reuse(
-        cls, pool: PortPool[ChannelPair], warm: tuple[int, ChannelPair], latching: bool
-    ) -> MediaEndpoint:
-        port, (rtp, rtcp) = warm
-        for channel in (rtp, rtcp):
-            channel.reset()
-            channel.latching = latching
-        return cls(pool, port, rtp, rtcp)
+        return cls(pool, *await _take_pair(pool, latching))
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -160,6 +155,7 @@ class MediaEndpoint:
             rtp.packets_sent, rtp.bytes_sent, rtp.packets_received, rtp.bytes_received
         )
 
+    @_home_first
     def set_remote(
         self,
         host: str,
@@ -175,6 +171,7 @@ class MediaEndpoint:
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
         self.set_codec(codec, dtmf_pt, fmtp)
 
+    @_home_first
     def set_codec(
         self, codec: Codec, dtmf_pt: int | None = None, fmtp: Mapping[str, str] | None = None
     ) -> None:
@@ -190,12 +187,14 @@ class MediaEndpoint:
         except CodecError:
             self._decoder = None
 
+    @_home_first
     def use_webrtc(self) -> WebRtcTransport:
         """Make this a WebRTC leg (media/webrtc.py); the same transport on later calls."""
         self.webrtc = self.webrtc or WebRtcTransport(self._rtp, self._rtcp, self.set_srtp)
         self.read_on_clock(False)
         return self.webrtc
 
+    @_home_first
     def read_on_clock(self, clocked: bool = True) -> None:
         """Read the phone's RTP on the media clock's ticks (channel.py: for a leg whose
         packets are only used there), or as it comes. A WebRTC leg is read as it comes:
@@ -205,6 +204,7 @@ class MediaEndpoint:
         loop = asyncio.get_running_loop()
         self.meter.clock = arrival_clock(loop) if clocked else loop.time
 
+    @_home_first
     def echo(self) -> None:
         """Send every RTP packet back where it came from (still detecting DTMF)."""
         self.detach()
@@ -213,6 +213,7 @@ class MediaEndpoint:
         self._echo_mode()
         self._report()
 
+    @_home_first
     def set_tap(self, tap: Sink | None) -> None:
         """Give every received RTP packet (after SRTP) also to `tap`, whatever the mode;
         None removes it."""
@@ -222,6 +223,7 @@ class MediaEndpoint:
         else:
             self._mode()
 
+    @_home_first
     def detach(self) -> None:
         """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
         partner, self._partner = self._partner, None
@@ -235,6 +237,7 @@ class MediaEndpoint:
             partner._terminate()
         self._terminate()
 
+    @_home_first
     def record(self, path: str | Path) -> None:
         """Write the received audio, decoded, to a WAV file until stop_recording()."""
         codec = self._require_codec()
@@ -244,10 +247,12 @@ class MediaEndpoint:
         self._recorder = WavWriter(path, rate=self._decoder.pcm_rate)
         self._report()
 
+    @_home_first
     def stop_recording(self) -> Path | None:
         recorder, self._recorder = self._recorder, None
         return finish(recorder)
 
+    @_home_first
     async def play(self, source: str | Path | Pcm) -> None:
         """Send audio in real time, returning when it has all been sent. A file may be
         any format FFmpeg reads (WAV, MP3, Ogg, FLAC ...) at any rate; PCM is taken to
@@ -278,9 +283,12 @@ class MediaEndpoint:
         """Send a frame encoded for many endpoints (music on hold) as this one's own RTP."""
         if self.codec is None or self._closed:
             return
+        if self.away is not None:
+            self.away.come_home()
         self._report()
         self._send(self.codec.payload_type, payload, marker, timestamp)
 
+    @_home_first
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Send digits as RFC 4733 telephone-events at real-time pace, after the digits
         still being sent: two keys' packets side by side would read as more keys."""
@@ -304,6 +312,7 @@ class MediaEndpoint:
                     due += _PTIME
                 due += gap_ms / 1000
 
+    @_home_first
     def close(self) -> None:
         """Return the ports. What a finished call still reads (`meter`, `round_trip`,
         `stats`, `codec`) stays; the rest goes, with every reference back to this
@@ -332,6 +341,7 @@ class MediaEndpoint:
         self._decoder = None
         self.digits = None
 
+    @_home_first
     def set_srtp(self, context: SrtpContext | None) -> None:
         """Put SRTP (RFC 3711) on this leg, or take it off; a running bridge is rewired,
         so the other leg may stay plain RTP. Without SRTP on either leg the relay path
@@ -470,6 +480,44 @@ def close_pool(pool: PortPool[ChannelPair]) -> None:
     for rtp, rtcp in pool.drain_warm():
         rtp.close()
         rtcp.close()
+
+
+async def _take_pair(pool: PortPool[ChannelPair], latching: bool) -> tuple[int, Channel, Channel]:
+    """A port and its RTP and RTCP channels (MediaEndpoint.open): a warm pair once out of
+    quarantine, else a newly bound one, else a warm one still in quarantine."""
+    loop = asyncio.get_running_loop()
+    warm = pool.take_warm(loop.time())
+    if warm is None:
+        try:
+            return await _bind_pair(loop, pool, latching)
+        except PortPoolExhausted:
+            warm = pool.take_warm(loop.time(), force=True)
+            if warm is None:
+                raise
+    port, (rtp, rtcp) = warm
+    for channel in (rtp, rtcp):
+        channel.reset()
+        channel.latching = latching
+    return port, rtp, rtcp
+
+
+async def _bind_pair(
+    loop: asyncio.AbstractEventLoop, pool: PortPool[ChannelPair], latching: bool
+) -> tuple[int, Channel, Channel]:
+    for _ in range(pool.size):
+        port = pool.acquire()
+        rtp = Channel(RTP_SSRC_OFFSET, latching)
+        rtcp = Channel(RTCP_SSRC_OFFSET, latching)
+        try:
+            await _bind(loop, rtp, pool.address, port)
+            await _bind(loop, rtcp, pool.address, port + 1)
+        except OSError as exc:
+            log.debug("RTP port %d busy: %s", port, exc)
+            rtp.close()
+            pool.release(port)
+            continue
+        return port, rtp, rtcp
+    raise PortPoolExhausted(f"every RTP port in {pool.first}-{pool.last} is busy")
 
 
 async def _read_frames(source: str | Path | Pcm, rate: int) -> Pcm:

@@ -16,7 +16,8 @@ The pool is also where the packet counts of the endpoints it served add up
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from ipbx.media.quality import ReceptionTotals
 
@@ -52,6 +53,9 @@ class PortPool(Generic[S]):
         self.quarantine = quarantine
         # RTP packets received and lost by the endpoints on this pool's ports.
         self.reception = ReceptionTotals()
+        # Hands two endpoints to be bridged to a media worker (media/workers.py), if it
+        # can: called with the two endpoints, True when a worker took them.
+        self.offload: Callable[[Any, Any], bool] | None = None
 
     @property
     def size(self) -> int:

@@ -324,6 +324,21 @@ class StreamMeter:
         self._stats: ReceptionStatistics | None = None
         self._received = 0
         self._lost = 0
+        # While another process meters the stream (a media worker): its latest reading.
+        self.elsewhere: MeterReading | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        """What a media worker and the server pass each other: all but the clock."""
+        state = dict(vars(self))
+        del state["clock"]
+        return state
+
+    def take_over(self, other: StreamMeter) -> None:
+        """Go on from where `other` (the same stream, metered elsewhere) has got to."""
+        self.clock_rate = other.clock_rate
+        self._ssrc, self._stats = other._ssrc, other._stats
+        self._received, self._lost = other._received, other._lost
+        self.elsewhere = None
 
     def __call__(self, data: bytes) -> None:
         if len(data) < 12 or is_rtcp(data):
@@ -344,6 +359,8 @@ class StreamMeter:
         return self._stats
 
     def reading(self) -> MeterReading:
+        if self.elsewhere is not None:
+            return self.elsewhere
         stats = self._stats
         received, lost = self._received, self._lost
         if stats is not None:

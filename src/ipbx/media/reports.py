@@ -57,6 +57,16 @@ class RoundTripMeter:
         self._samples = 0
         self._total = 0.0
 
+    def __getstate__(self) -> dict[str, object]:
+        """What a media worker and the server pass each other: all but the clock."""
+        state = dict(vars(self))
+        del state["_clock"]
+        return state
+
+    def take_over(self, other: RoundTripMeter) -> None:
+        """Go on from the round trips `other` (the same leg, elsewhere) measured."""
+        self._sent, self._samples, self._total = other._sent, other._samples, other._total
+
     def sent(self, data: bytes) -> None:
         """An RTCP datagram on its way to the phone."""
         for packet in _parse(data):

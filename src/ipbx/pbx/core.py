@@ -11,10 +11,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config
+from ipbx.media.channel import ChannelPair
 from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
+from ipbx.media.workers import MediaWorkers, worker_count
 from ipbx.pbx import provisioning
 from ipbx.pbx.blf import BusyLampField
 from ipbx.pbx.call.engine import Calls
@@ -137,10 +139,16 @@ class Pbx:
         self.numbers = Numbers.from_config(config.numbers, config.country)
         media = config.media
         first, last = media.rtp_ports
+        ports: PortPool[ChannelPair] = PortPool(media.address, first, last)
+        # Processes that carry bridged calls' media (media/workers.py); none: all here.
+        workers = worker_count(media.workers)
+        self.media_workers = MediaWorkers(workers, media.address) if workers else None
+        if self.media_workers is not None:
+            ports.offload = self.media_workers.offload
         self.calls = Calls(
             self.endpoint,
             self.location,
-            PortPool(media.address, first, last),
+            ports,
             media.public_address or (None if _every_interface(media.address) else media.address),
             self._extension_name,
             self._policy(config),
@@ -148,6 +156,8 @@ class Pbx:
             MusicOnHold(config.data_dir / "moh"),
         )
         self.calls.events = self.events
+        if self.media_workers is not None:
+            self.media_workers.on_lost = self.calls.media_timeout.lost
         self.records = CallRecords(config.data_dir / "recordings")
         self.calls.on_end.append(self.records.call_ended)
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
@@ -254,6 +264,8 @@ class Pbx:
         restored = await self.location.load(time.time())
         if restored:
             log.info("restored %d registration(s)", restored)
+        if self.media_workers is not None:
+            await self.media_workers.start()
         bound = []
         # Streams first, UDP last: a server that answers on UDP has every listener up
         # (tests and load balancers take an OPTIONS answer as "ready").
@@ -299,6 +311,8 @@ class Pbx:
         self.conferences.close()
         self.messaging.close()
         self.calls.close()
+        if self.media_workers is not None:
+            self.media_workers.close()
         self.subscriptions.close()
         await self.endpoint.close()
         if self.crm is not None:
@@ -338,6 +352,10 @@ class Pbx:
 
     def rtp_totals(self) -> tuple[int, int]:
         return self.calls.ports.reception.totals()
+
+    def media_bridges(self) -> list[int]:
+        workers = self.media_workers.workers if self.media_workers is not None else []
+        return [len(worker.pairs) for worker in workers]
 
     @property
     def sip_messages(self) -> MessageCounts:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from ipbx.media.endpoint import MediaEndpoint
 from ipbx.pbx.call.model import Call, CallState, Leg
 from ipbx.pbx.call.registry import CallRegistry
 from ipbx.sip.transport.alarm import Alarm
@@ -28,6 +29,8 @@ K = TypeVar("K")
 # anything else holds or is held.
 _TALKING = "sendrecv"
 MEDIA_TIMEOUT = "media_timeout"
+# The media worker carrying the call died (media/workers.py).
+MEDIA_FAILED = "media_failed"
 
 
 class RtpSilence(Generic[K]):
@@ -118,6 +121,16 @@ class MediaTimeout:
             )  # fmt: skip
             self.registry.end_from_here(leg, MEDIA_TIMEOUT)
         self._alarm.set(silence.next_deadline())
+
+    def lost(self, endpoints: list[MediaEndpoint]) -> None:
+        """End the calls whose media a lost media worker carried, with a BYE to both
+        phones; the records say `media_failed`."""
+        gone = set(endpoints)
+        for call in list(self.registry.calls.values()):
+            leg = next((g for g in (call.caller, call.callee) if g and g.media in gone), None)
+            if leg is not None and not call.ended:
+                log.error("%s: its media worker was lost; hanging up", call.id)
+                self.registry.end_from_here(leg, MEDIA_FAILED)
 
     def close(self) -> None:
         self._alarm.cancel()

@@ -1,0 +1,297 @@
+"""Media workers: processes that carry bridged calls' RTP, so that the media plane grows
+with the machine's cores and a loaded media plane does not slow SIP (DESIGN.md: "the
+media engine sits behind its interface so it can move into worker processes").
+
+What moves. The server binds every endpoint and keeps its sockets. When two endpoints
+are bridged (bridge.connect) and both are plain RTP with nothing else to do here (no
+SRTP, WebRTC, recording, tap, or keys being sent), the server stops reading their sockets
+and hands them over (SCM_RIGHTS), with each leg's state (media/handover.py), to the
+worker carrying the fewest bridges. The worker relays or transcodes the pair with the
+same code as the server (bridge.join), so both legs of a bridge are always in one
+worker. Anything else done to either endpoint (hold, transfer, recording, a re-INVITE,
+hang-up) first brings the pair home (MediaEndpoint.away): a request the worker answers,
+once it has stopped reading, with the state its legs got to; the server joins them here
+and goes on.
+
+While a pair is away the worker sends, every half second, each leg's meter reading (the
+media time-out and /metrics read them), and at once each key a phone presses (on_dtmf).
+
+A worker that dies, or does not answer within two seconds, is killed and replaced: its
+pairs come home as they left and `on_lost` is told their endpoints, so that the PBX ends
+their calls (the calls' records say why).
+
+The control channel is a SOCK_SEQPACKET socket pair, one pickled message a datagram
+(between two processes of one installation, never over a network). No RTP crosses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ipbx.media.bridge import join
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.handover import LegState, leg_state, resume
+
+log = logging.getLogger(__name__)
+
+REPLY_TIMEOUT = 2.0
+# The largest control message: a batch of meter readings.
+MESSAGE_LIMIT = 1 << 18
+# Seconds before a worker that died is started again, doubled after each failure to start.
+RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
+
+
+def worker_count(setting: int | str) -> int:
+    """`media.workers`: a count, or `auto`: the cores this process may run on, less the
+    one SIP needs (so none on one core)."""
+    if setting == "auto":
+        return max(0, len(os.sched_getaffinity(0)) - 1)
+    return int(setting)
+
+
+class WorkerLost(RuntimeError):
+    """The worker died or stopped answering."""
+
+
+class MediaWorkers:
+    """The worker processes of one server: `await start()`, then `offload` is the port
+    pool's hook (bridge.connect); `close()` at shutdown."""
+
+    def __init__(self, count: int, address: str) -> None:
+        self.count = count
+        self.address = address
+        self.workers: list[Worker] = []
+        # Told the endpoints whose worker was lost (their calls should end).
+        self.on_lost: Callable[[list[MediaEndpoint]], None] | None = None
+        self._closing = False
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._delay = RESTART_DELAY
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._spawn() for _ in range(self.count)))
+
+    async def _spawn(self) -> None:
+        worker = Worker(self.address, self._lost)
+        self.workers.append(worker)
+        try:
+            await asyncio.wait_for(worker.ready, 30)
+        except (TimeoutError, WorkerLost):
+            log.error("media worker %d did not start", worker.pid)
+            worker.fail()
+        else:
+            self._delay = RESTART_DELAY
+
+    def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> bool:
+        """Hand the bridge of `a` and `b` to a worker; False (nothing done) when there is
+        none ready or either endpoint has more to do than a bridge."""
+        ready = [w for w in self.workers if w.ready.done() and not w.ready.exception()]
+        if not ready or a._pool is not b._pool or not (_movable(a) and _movable(b)):
+            return False
+        return min(ready, key=lambda w: len(w.pairs)).take(a, b)
+
+    def close(self) -> None:
+        self._closing = True
+        for task in self._restarts:
+            task.cancel()
+        for worker in list(self.workers):
+            worker.close()
+        self.workers.clear()
+
+    def _lost(self, worker: Worker, endpoints: list[MediaEndpoint]) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        loop = asyncio.get_running_loop()
+        if endpoints and self.on_lost is not None:
+            # Not from inside whatever found the loss (an endpoint closing, say).
+            loop.call_soon(self.on_lost, endpoints)
+        if not self._closing:
+            task = loop.create_task(self._restart())
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self) -> None:
+        await asyncio.sleep(self._delay)
+        # A worker that cannot start (a broken installation) is tried less and less often.
+        self._delay = min(MAX_RESTART_DELAY, 2 * self._delay)
+        if not self._closing:
+            await self._spawn()
+
+
+def _movable(endpoint: MediaEndpoint) -> bool:
+    """Whether a worker can carry the endpoint: plain RTP, a codec, nothing but a bridge."""
+    return (
+        endpoint.away is None
+        and not endpoint.closed
+        and endpoint.codec is not None
+        and endpoint._srtp is None
+        and endpoint.webrtc is None
+        and endpoint._tap is None
+        and endpoint._recorder is None
+        and not endpoint._keys.locked()
+    )
+
+
+class Worker:
+    """One worker process, seen from the server."""
+
+    def __init__(self, address: str, lost: Callable[[Worker, list[MediaEndpoint]], None]) -> None:
+        self._lost = lost
+        self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ipbx.media.worker", str(child.fileno()), address],
+            pass_fds=[child.fileno()],
+        )
+        child.close()
+        # Sends and the replies awaited wait this long at most: then the worker is lost.
+        self._sock.settimeout(REPLY_TIMEOUT)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.pairs: dict[int, Pair] = {}
+        self._ids = itertools.count()
+        self._replies: dict[int, list[LegState]] = {}
+        self.dead = False
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def take(self, a: MediaEndpoint, b: MediaEndpoint) -> bool:
+        """Hand the two endpoints' bridge to this worker (False if it is lost)."""
+        for endpoint in (a, b):
+            endpoint.detach()
+            endpoint._reports.stop()  # the worker reports, when it is the source
+        sockets = [c.hand_over() for e in (a, b) for c in (e._rtp, e._rtcp)]
+        pair = Pair(self, next(self._ids), a, b)
+        message = pickle.dumps(("bridge", pair.id, [leg_state(a), leg_state(b)]))
+        try:
+            socket.send_fds(self._sock, [message], [s.fileno() for s in sockets])
+        except OSError as exc:
+            log.error("media worker %d: %s", self.pid, exc)
+            for endpoint in (a, b):
+                _take_back(endpoint)
+            self.fail()
+            return False
+        self.pairs[pair.id] = pair
+        a.away = b.away = pair
+        return True
+
+    def recall(self, pair: Pair) -> list[LegState]:
+        """The pair's legs back from the worker (WorkerLost if it cannot answer)."""
+        if self.dead:
+            raise WorkerLost
+        del self.pairs[pair.id]
+        try:
+            self._sock.send(pickle.dumps(("home", pair.id)))
+            while pair.id not in self._replies:
+                self._receive()
+        except (OSError, WorkerLost) as exc:
+            log.error("media worker %d lost: %s", self.pid, exc or "no answer")
+            self.pairs[pair.id] = pair
+            self.fail()
+            raise WorkerLost from exc
+        return self._replies.pop(pair.id)
+
+    def fail(self) -> None:
+        """The worker is gone or useless: kill it and take its pairs back as they left."""
+        if self.dead:
+            return
+        self.dead = True
+        self._stop()
+        if not self.ready.done():
+            self.ready.set_exception(WorkerLost())
+            self.ready.exception()  # retrieved: nobody may be waiting any more
+        endpoints = []
+        for pair in self.pairs.values():
+            for endpoint in (pair.a, pair.b):
+                endpoint.away = None
+                _take_back(endpoint)
+                endpoints.append(endpoint)
+        self.pairs.clear()
+        self._lost(self, endpoints)
+
+    def close(self) -> None:
+        """Stop the worker (at shutdown, when no pair is away)."""
+        if not self.dead:
+            self.dead = True
+            self._stop()
+
+    def _stop(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._proc.kill()
+        self._proc.wait()
+
+    def _readable(self) -> None:
+        try:
+            # Without waiting: a reply awaited in `recall` may have taken the message.
+            self._receive(socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except (OSError, WorkerLost) as exc:
+            log.error("media worker %d lost: %s", self.pid, exc or "it exited")
+            self.fail()
+
+    def _receive(self, flags: int = 0) -> None:
+        data = self._sock.recv(MESSAGE_LIMIT, flags)
+        if not data:
+            raise WorkerLost
+        message: tuple[Any, ...] = pickle.loads(data)
+        kind = message[0]
+        if kind == "counts":
+            for pair_id, a_reading, b_reading in message[1]:
+                pair = self.pairs.get(pair_id)
+                if pair is not None:
+                    pair.a.meter.elsewhere, pair.b.meter.elsewhere = a_reading, b_reading
+        elif kind == "dtmf":
+            _, pair_id, index, digit = message
+            pair = self.pairs.get(pair_id)
+            if pair is not None:
+                self._loop.call_soon(_tell, (pair.a, pair.b)[index], digit)
+        elif kind == "home":
+            self._replies[message[1]] = message[2]
+        elif kind == "ready":
+            self.ready.set_result(None)
+
+
+class Pair:
+    """Two bridged endpoints a worker carries: what brings them home."""
+
+    def __init__(self, worker: Worker, pair_id: int, a: MediaEndpoint, b: MediaEndpoint) -> None:
+        self.worker = worker
+        self.id = pair_id
+        self.a, self.b = a, b
+
+    def come_home(self) -> None:
+        a, b = self.a, self.b
+        if a.away is not self:
+            return
+        try:
+            states = self.worker.recall(self)
+        except WorkerLost:
+            return  # fail() took both back, as they left
+        a.away = b.away = None
+        for endpoint, state in ((a, states[0]), (b, states[1])):
+            resume(endpoint, state)
+            _take_back(endpoint)
+        join(a, b)
+
+
+def _take_back(endpoint: MediaEndpoint) -> None:
+    endpoint._rtp.take_back()
+    endpoint._rtcp.take_back()
+
+
+def _tell(endpoint: MediaEndpoint, digit: str) -> None:
+    if endpoint.on_dtmf is not None:
+        endpoint.on_dtmf(digit)

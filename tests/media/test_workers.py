@@ -1,0 +1,164 @@
+"""Media workers (media/workers.py): real worker processes carry bridges handed over by
+real loopback endpoints, hand them back, and die under SIGKILL."""
+
+import asyncio
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipbx.media.bridge import connect
+from ipbx.media.codecs import OPUS, PCMU
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.ports import PortPool
+from ipbx.media.rtp import RtpPacket, media_packet
+from ipbx.media.wav import read_wav
+from ipbx.media.workers import MediaWorkers
+from tests.support.media import dominant_frequency, run
+
+TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int16)
+
+
+@asynccontextmanager
+async def workers(pool: PortPool, count: int = 2) -> AsyncIterator[MediaWorkers]:
+    started = MediaWorkers(count, pool.address)
+    await started.start()
+    pool.offload = started.offload
+    try:
+        yield started
+    finally:
+        pool.offload = None
+        started.close()
+
+
+async def call(pool: PortPool, far_codec=PCMU) -> tuple[MediaEndpoint, ...]:
+    """x (PCMU) -- a [ipbx] b -- y (far_codec), both with telephone-event; x and y are
+    phones (they do not latch), a and b the server's legs, bridged by connect()."""
+    x, y = await MediaEndpoint.open(pool, latching=False), None
+    a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+    y = await MediaEndpoint.open(pool, latching=False)
+    x.set_remote(*a.local_address, PCMU, 101)
+    a.set_remote(*x.local_address, PCMU, 101)
+    b.set_remote(*y.local_address, far_codec, 101)
+    y.set_remote(*b.local_address, far_codec, 101)
+    connect(a, b)
+    return x, a, b, y
+
+
+def test_a_relayed_call_goes_to_a_worker_and_comes_back_with_its_counts(pool: PortPool) -> None:
+    async def scenario() -> None:
+        async with workers(pool) as plane:
+            x, a, b, y = await call(pool)
+            assert a.away is not None and a.away is b.away
+            assert sum(len(w.pairs) for w in plane.workers) == 1
+            heard: list[int] = []
+            y.set_tap(lambda data: heard.append(RtpPacket.parse(data).sequence_number))
+            await asyncio.gather(x.play(TONE[:1600]), y.play(TONE[:800]))
+            await asyncio.sleep(0.7)  # a meter reading reaches the server twice a second
+            # The stream meter (RFC 3550 A.1) counts once a source passes its probation.
+            away = a.meter.reading()
+            assert away.packets_received >= 8
+            assert b.meter.reading().packets_received >= 3
+            assert len(heard) == 10  # relayed byte for byte: x's own sequence numbers
+            assert heard == sorted(heard)
+            a.away.come_home()
+            assert a.away is None and b.away is None
+            assert (a.stats.packets_received, a.stats.packets_sent) == (10, 5)
+            assert (b.stats.packets_received, b.stats.packets_sent) == (5, 10)
+            assert a.meter.reading() == away
+            assert sum(len(w.pairs) for w in plane.workers) == 0
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+
+    run(scenario)
+
+
+def test_a_transcoded_call_in_a_worker_carries_tone_and_keys(
+    pool: PortPool, tmp_path: Path
+) -> None:
+    seen_by_ipbx: list[str] = []
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        async with workers(pool):
+            x, a, b, y = await call(pool, OPUS)
+            assert a.away is not None
+            b.on_dtmf = seen_by_ipbx.append
+            x.on_dtmf = heard.append
+            y.record(tmp_path / "opus-side.wav")
+            await x.play(TONE)
+            silence = np.zeros(8000, dtype=np.int16)
+            await asyncio.gather(y.play(silence), y.send_dtmf("5#", duration_ms=60))
+            await asyncio.sleep(0.3)
+            y.stop_recording()
+            b.away.come_home()
+            assert b.stats.packets_sent >= 45  # the worker's packets, counted back home
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+
+    run(scenario)
+    assert dominant_frequency(read_wav(tmp_path / "opus-side.wav", 8000)) == pytest.approx(
+        1000, abs=20
+    )
+    assert seen_by_ipbx == ["5", "#"]
+    assert heard == ["5", "#"]
+
+
+def test_a_leg_brought_home_mid_call_keeps_one_unbroken_stream(pool: PortPool) -> None:
+    """Transcoded in the worker, then home (a tap asks for it): the far phone sees one
+    SSRC and sequence numbers that go on by one, and the call still carries audio."""
+
+    async def scenario() -> None:
+        async with workers(pool):
+            x, a, b, y = await call(pool, OPUS)
+            packets: list[RtpPacket | None] = []
+            y.set_tap(lambda data: packets.append(media_packet(data)))
+            await x.play(TONE[:4000])
+            a.set_tap(lambda data: None)
+            assert a.away is None and b.away is None
+            await x.play(TONE[:4000])
+            await asyncio.sleep(0.3)
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+            assert len({p.ssrc for p in packets if p is not None}) == 1
+            seqs = [p.sequence_number for p in packets if p is not None]
+            assert len(seqs) >= 45
+            assert all(later - earlier == 1 for earlier, later in itertools.pairwise(seqs))
+
+    run(scenario)
+
+
+def test_a_killed_worker_is_replaced_and_its_calls_are_told(pool: PortPool) -> None:
+    async def scenario() -> None:
+        async with workers(pool, count=1) as plane:
+            lost: list[MediaEndpoint] = []
+            plane.on_lost = lost.extend
+            x, a, b, y = await call(pool)
+            (worker,) = plane.workers
+            os.kill(worker.pid, signal.SIGKILL)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2
+            while worker in plane.workers or not any(w.ready.done() for w in plane.workers):
+                assert loop.time() < deadline, "no worker within 2 s"
+                await asyncio.sleep(0.05)
+            assert set(lost) == {a, b}
+            assert a.away is None and b.away is None
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+            # The new worker carries the next call.
+            x, a, b, y = await call(pool)
+            assert a.away is not None
+            received: list[bytes] = []
+            y.set_tap(received.append)
+            await x.play(TONE[:800])
+            await asyncio.sleep(0.2)
+            assert len(received) == 5
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+
+    run(scenario)
