@@ -34,13 +34,14 @@ def _target(server: IpbxServer) -> str:
 
 @contextmanager
 def registered_callee(
-    server: IpbxServer, workdir: Path, scenario: str, calls: int
+    server: IpbxServer, workdir: Path, scenario: str, calls: int, *args: str
 ) -> Iterator[SippProcess]:
-    """A SIPp UAS registered as 1001: REGISTER from its port, then the UAS binds it."""
+    """A SIPp UAS registered as 1001: REGISTER from its port, then the UAS binds it
+    (with SIPp's `args`)."""
     port = free_port("udp")
     registration = register_contact(server.port, CALLEE, port, workdir)
     assert registration.successful == 1, registration.errors()
-    uas = start_sipp(scenario, None, calls=calls, workdir=workdir, local_port=port)
+    uas = start_sipp(scenario, None, *args, calls=calls, workdir=workdir, local_port=port)
     try:
         yield uas
     finally:
