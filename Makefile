@@ -32,8 +32,11 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+# The suite with two media workers in every server, then the media and interop suites
+# again with all media in the server's own process (media.workers: 0).
 test: install peers lint
-	$(VENV)/bin/pytest -q
+	IPBX_TEST_MEDIA_WORKERS=2 $(VENV)/bin/pytest -q
+	IPBX_TEST_MEDIA_WORKERS=0 $(VENV)/bin/pytest -q tests/media tests/interop
 
 bench: install peers
 	$(PY) bench/run.py

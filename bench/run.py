@@ -85,10 +85,15 @@ within loss < 0.1 % and jitter p99 < 5 ms, with the CPU per member.
 The part `loaded` (bench/parts/loaded.py), ipbx only: calls_under_media, the calls
 part's ramp idle and again while --loaded-media-calls relayed calls are up on the same
 server, and their ratio. Small: `--parts loaded --servers ipbx --call-rates 50,100
---loaded-media-calls 20`.
+--loaded-media-calls 20`. It runs with one media worker, on the other core than SIP.
+
+The part `scale` (bench/parts/scale.py), ipbx only: scale_calls, the transcode ramp with
+one media worker and with two, the calls per worker and their ratio. Small: `--parts
+scale --servers ipbx --transcode-calls 5,10`.
 
 The server runs pinned to one core and every SIPp to another (taskset), so SIPp and the
-server do not compete. Every step is bounded by a call count and a SIPp -timeout. Progress
+server do not compete; pinned so, ipbx has no media worker (media.workers: auto) unless
+the part asks for some. Every step is bounded by a call count and a SIPp -timeout. Progress
 goes to stderr; logs, configs and SIPp statistics stay in --out.
 """
 
@@ -112,6 +117,7 @@ from bench.parts.memory import bench_memory  # noqa: E402
 from bench.parts.queues import bench_queues  # noqa: E402
 from bench.parts.relay import bench_relay, bench_transcode  # noqa: E402
 from bench.parts.rtp import RTP_FIGURE, bench_rtp, report_rtp  # noqa: E402
+from bench.parts.scale import bench_scale  # noqa: E402
 from bench.parts.session import Settings, emit, log  # noqa: E402
 from bench.parts.sip import bench_calls, bench_register, report  # noqa: E402
 from bench.parts.webrtc import bench_webrtc  # noqa: E402
@@ -123,7 +129,7 @@ from tests.support.server import extension_range, start_ipbx  # noqa: E402
 FIGURES = ("register_per_s", "call_setups_per_s", "cpu_s_per_call")
 PARTS = (
     "register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues", "webrtc",
-    "conference", "loaded",
+    "conference", "loaded", "scale",
 )  # fmt: skip
 SERVERS = ("ipbx", "kamailio", "rtpengine")
 # What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
@@ -379,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete &= bench_conference(settings)
     if "loaded" in settings.parts and "ipbx" in servers:
         complete &= bench_loaded(settings)
+    if "scale" in settings.parts and "ipbx" in servers:
+        complete &= bench_scale(settings)
     return 0 if complete else 1
 
 

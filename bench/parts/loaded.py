@@ -6,10 +6,11 @@
                       through the same server (1002 -> 1003, 50 packets/s each way). The
                       best rate of each ramp (failed calls under 0.1 %), their ratio, and
                       the media's own loss and jitter over the loaded ramp. The media
-                      issue's goal: no drop (media workers carrying the RTP on other cores);
-                      with everything in one process, this shows what the media costs SIP.
+                      issue's goal: no drop (the media worker carries the RTP on the
+                      other core).
 
-The server is pinned to one core; SIPp and the RTP generator share the other, so the
+The server runs with one media worker (media.workers: 1): its own process (SIP) is pinned
+to one core, the worker to the other, which SIPp and the RTP generator share; the
 generator's CPU is printed too: a ramp the generator's core limits says so there.
 """
 
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.media import RTPLOAD
-from bench.parts.rtp import prioritise, threads_of
+from bench.parts.rtp import pin_workers_apart, prioritise, threads_of
 from bench.parts.session import Settings, emit, log
 from bench.parts.sip import Step, bench_calls
 from tests.support.processes import ServerNotReady, stop_process
@@ -40,12 +41,13 @@ def bench_loaded(settings: Settings) -> bool:
     workdir = settings.out / "loaded"
     try:
         server = start_ipbx(
-            workdir / "server", extension_range(4), cpu=settings.server_cpu, rtp_ports=6000
+            workdir / "server", extension_range(4), rtp_ports=6000, media=["workers: 1"]
         )
     except (ServerNotReady, OSError) as error:
         log(f"ipbx: not started: {str(error).splitlines()[0]}")
         return False
     log(f"ipbx: pid {server.pid}, call ramps idle and under {settings.loaded_media_calls} calls")
+    pin_workers_apart(server.pid, settings.server_cpu, settings.sipp_cpu)
     prioritise(threads_of(server.pid))
     try:
         idle = bench_calls(server, settings, workdir / "idle")

@@ -14,21 +14,32 @@ from tests.support.rtpengine import start_rtpengine
 from tests.support.server import extension_range, start_ipbx
 
 
-def start_media_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
+def start_media_server(
+    name: str, settings: Settings, workdir: Path, media_lines: Sequence[str], pinned: bool
+) -> ServerProcess:
     """A fresh relay for the media parts: ipbx with only the caller and the callee (no
-    registrations or bindings left from the SIP parts), or rtpengine. Each call anchors
-    4 ports (RTP and RTCP per side): 6000 ports carry 1500 calls."""
+    registrations or bindings left from the SIP parts; `media_lines` added to its media
+    section), or rtpengine; on the server's core when `pinned`. Each call anchors 4 ports
+    (RTP and RTCP per side): 6000 ports carry 1500 calls. Pinned to one core, ipbx has no
+    media worker unless `media_lines` ask for one (media.workers: auto)."""
+    cpu = settings.server_cpu if pinned else None
     if name == "ipbx":
-        return start_ipbx(workdir, extension_range(2), cpu=settings.server_cpu, rtp_ports=6000)
-    return start_rtpengine(workdir, cpu=settings.server_cpu, rtp_ports=6000)
+        return start_ipbx(workdir, extension_range(2), cpu=cpu, rtp_ports=6000, media=media_lines)
+    return start_rtpengine(workdir, cpu=cpu, rtp_ports=6000)
 
 
 def media_ramp(
-    name: str, mode: str, steps: Sequence[int], settings: Settings, workdir: Path
+    name: str,
+    mode: str,
+    steps: Sequence[int],
+    settings: Settings,
+    workdir: Path,
+    media_lines: Sequence[str] = (),
+    pinned: bool = True,
 ) -> media.MediaOutcome | None:
     """Start the relay, run the ramp against it, stop it; None if it did not start."""
     try:
-        server = start_media_server(name, settings, workdir / "server")
+        server = start_media_server(name, settings, workdir / "server", media_lines, pinned)
     except (ServerNotReady, OSError) as error:
         reason = str(error).splitlines()[0]
         log(f"{name}: not started: {reason}")

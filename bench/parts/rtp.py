@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.parts.session import Settings, emit, log
 from bench.parts.sip import register_callee, start_callee
 from tests.support.ports import LOOPBACK, free_udp_range
-from tests.support.processes import ServerProcess, core_times, udp_drops
+from tests.support.processes import ServerProcess, core_times, descendants, udp_drops
 from tests.support.sipp import SippResult, start_sipp
 
 RTP_FIGURE = "concurrent_rtp_calls"
@@ -132,7 +132,25 @@ def prioritise(threads: Iterable[int]) -> None:
 
 
 def threads_of(pid: int) -> list[int]:
-    return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    """The threads of a process and of its descendants (ipbx's media workers)."""
+    threads = []
+    for member in descendants(pid):
+        try:
+            threads += [int(task.name) for task in Path(f"/proc/{member}/task").iterdir()]
+        except OSError:  # it has just exited
+            continue
+    return threads
+
+
+def pin_workers_apart(pid: int, server_core: int | None, workers_core: int | None) -> None:
+    """Pin a server's own threads to `server_core` and its descendants' (ipbx's media
+    workers) to `workers_core` (as root; None leaves them be)."""
+    if server_core is None or workers_core is None:
+        return
+    for member in descendants(pid):
+        core = server_core if member == pid else workers_core
+        for task in Path(f"/proc/{member}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {core})
 
 
 @dataclass(frozen=True)

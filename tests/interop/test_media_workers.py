@@ -108,6 +108,10 @@ def test_bridged_calls_ride_the_media_workers_and_end_cleanly_when_they_are_kill
         reasons = [r["end_reason"] for r in records]
         assert reasons == [None, None, "media_failed", "media_failed", None]
         assert all(r["duration"] >= TALK_MS / 1000 for r in records[:2])
+        # Each leg's count is complete: the worker hands it back as the call ends. A leg
+        # received at least what came back to its caller (less the meter's probation).
+        legs_least = sum(min(leg["packets_received"] for leg in r["legs"]) for r in records[:2])
+        assert legs_least >= returned.packets - 2 * 2
         for record in records[2:4]:
             assert record["ended"] - killed < 2
             # The workers' last meter readings are in the records.

@@ -12,6 +12,7 @@ from ipbx.media.clock import media_clock
 from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
+from ipbx.media.rtp import RtpPacket
 from ipbx.media.wav import read_wav
 from tests.support.media import dominant_frequency, run
 
@@ -90,10 +91,19 @@ def test_connect_transcodes_only_legs_whose_codecs_differ(
 
     async def scenario() -> None:
         x, a, b, y = [await MediaEndpoint.open(pool) for _ in range(4)]
+        x.set_remote(*a.local_address, codec)
         a.set_remote(*x.local_address, codec)
         b.set_remote(*y.local_address, PCMU)
+        y.set_remote(*b.local_address, PCMU)
         connect(a, b)
-        assert len(media_clock()) == (2 if transcoded else 0)  # a playout per direction
+        heard: list[RtpPacket] = []
+        y.set_tap(lambda data: heard.append(RtpPacket.parse(data)))
+        await x.play(TONE[:1600])
+        await asyncio.sleep(0.2)
+        # Relayed: x's own stream; transcoded: b's, in y's codec.
+        assert len(heard) >= 8
+        assert {p.ssrc == x._ssrc for p in heard} == {not transcoded}
+        assert {p.payload_type for p in heard} == {PCMU.payload_type}
         for endpoint in (x, a, b, y):
             endpoint.close()
 

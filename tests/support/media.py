@@ -1,19 +1,53 @@
 """What media tests share: a scenario run on its own event loop (uvloop, as in
-production, or asyncio) within 10 s unless told, and the loudest frequency of 8 kHz audio."""
+production, or asyncio) within 10 s unless told, with the media workers `make test` asks
+for, and the loudest frequency of 8 kHz audio."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 import uvloop
 
+from ipbx.media.channel import ChannelPair
+from ipbx.media.ports import PortPool
+from ipbx.media.workers import MediaWorkers
+
+# The port pools of the running test (tests/media's `pool` fixture): with
+# IPBX_TEST_MEDIA_WORKERS=N, `run` gives them N media workers, so that what the test
+# bridges with connect() is carried by worker processes.
+POOLS: list[PortPool[ChannelPair]] = []
+
+
+def media_workers() -> int | None:
+    """The media workers `make test` asks for (IPBX_TEST_MEDIA_WORKERS), if it does."""
+    setting = os.environ.get("IPBX_TEST_MEDIA_WORKERS")
+    return None if setting is None else int(setting)
+
 
 def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop", timeout: float = 10) -> None:
     factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(asyncio.wait_for(scenario(), timeout))
+        runner.run(asyncio.wait_for(_with_workers(scenario), timeout))
+
+
+async def _with_workers(scenario: Callable[[], Awaitable[None]]) -> None:
+    count = media_workers()
+    if not count or not POOLS:
+        await scenario()
+        return
+    workers = MediaWorkers(count, POOLS[0].address)
+    await workers.start()
+    for pool in POOLS:
+        pool.offload = workers.offload
+    try:
+        await scenario()
+    finally:
+        for pool in POOLS:
+            pool.offload = None
+        workers.close()
 
 
 def dominant_frequency(pcm: np.ndarray) -> float:

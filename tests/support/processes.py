@@ -69,7 +69,8 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
     return process.returncode
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """A process and all its live descendants (ipbx's media workers, Kamailio's children)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -95,7 +96,7 @@ def cpu_seconds(pid: int) -> float:
     Kamailio runs as a main process plus forked workers; ipbx may grow media workers.
     """
     ticks = 0
-    for member in _descendants(pid):
+    for member in descendants(pid):
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from tests.support.media import media_workers
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.processes import ServerProcess, spawn, wait_ready
 
@@ -87,7 +88,7 @@ def write_ipbx_config(
         f"  address: {LOOPBACK}",
         f"  rtp_ports: {rtp_range[0]}-{rtp_range[1]}",
         *(f"  {line}" for line in media),
-        *([] if any(line.startswith("workers:") for line in media) else [_media_workers()]),
+        *([] if any(line.startswith("workers:") for line in media) else _media_workers()),
         "extensions:",
     ]
     lines += [
@@ -104,10 +105,12 @@ def write_ipbx_config(
     return path
 
 
-def _media_workers() -> str:
-    """The suite runs its servers with two media workers, and (make test's second pass)
-    again without: IPBX_TEST_MEDIA_WORKERS=0."""
-    return f"  workers: {int(os.environ.get('IPBX_TEST_MEDIA_WORKERS', '2'))}"
+def _media_workers() -> list[str]:
+    """`make test` runs the suite's servers with two media workers, and the media and
+    interop suites again with none (IPBX_TEST_MEDIA_WORKERS); unset, a server has the
+    default (auto: the cores it may use, less one: none when pinned to one core)."""
+    count = media_workers()
+    return [] if count is None else [f"  workers: {count}"]
 
 
 def start_ipbx(

@@ -70,9 +70,8 @@ def base_config(data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         # No listener: the testbed attaches the PBX to the in-memory network instead.
         "sip": {"listen": [], "realm": "ipbx"},
-        # RTP on loopback: the phones' media are real sockets on this machine. No media
-        # worker: virtual time runs in this process only.
-        "media": {"address": "127.0.0.1", "workers": 0},
+        # RTP on loopback: the phones' media are real sockets on this machine.
+        "media": {"address": "127.0.0.1"},
         "extensions": [{"number": n, "password": f"secret{n}"} for n in EXTENSIONS],
     }
 
@@ -127,6 +126,9 @@ def play(
     settings = base_config(tmp_path / "data")
     if edit is not None:
         edit(settings)
+    # No media worker, whatever the story's media section: virtual time runs in this
+    # process only.
+    settings.setdefault("media", {})["workers"] = 0
     config = Config.model_validate(settings)
     errors = _ErrorLog()
     logging.getLogger("ipbx").addHandler(errors)

@@ -125,7 +125,8 @@ class Call(BaseModel):
     end_reason: str | None = Field(
         default=None,
         description="why ipbx ended the answered call itself: media_timeout (its RTP "
-        "stopped) or session_expired (no session refresh); null when a party hung up",
+        "stopped), session_expired (no session refresh) or media_failed (the media worker "
+        "carrying it died); null when a party hung up",
     )
     legs: list[Leg]
 

@@ -189,14 +189,14 @@ class Worker:
     def recall(self, pair: Pair) -> list[LegState]:
         """The pair's legs back from the worker (WorkerLost if it cannot answer)."""
         if self.dead:
-            raise WorkerLost
+            raise WorkerLost("it has gone")
         del self.pairs[pair.id]
         try:
             self._sock.send(pickle.dumps(("home", pair.id)))
             while pair.id not in self._replies:
                 self._receive()
         except (OSError, WorkerLost) as exc:
-            log.error("media worker %d lost: %s", self.pid, exc or "no answer")
+            log.error("media worker %d lost: %s", self.pid, exc)
             self.pairs[pair.id] = pair
             self.fail()
             raise WorkerLost from exc
@@ -209,7 +209,7 @@ class Worker:
         self.dead = True
         self._stop()
         if not self.ready.done():
-            self.ready.set_exception(WorkerLost())
+            self.ready.set_exception(WorkerLost("it failed before it was ready"))
             self.ready.exception()  # retrieved: nobody may be waiting any more
         endpoints = []
         for pair in self.pairs.values():
@@ -239,13 +239,13 @@ class Worker:
         except BlockingIOError:
             return
         except (OSError, WorkerLost) as exc:
-            log.error("media worker %d lost: %s", self.pid, exc or "it exited")
+            log.error("media worker %d lost: %s", self.pid, exc)
             self.fail()
 
     def _receive(self, flags: int = 0) -> None:
         data = self._sock.recv(MESSAGE_LIMIT, flags)
         if not data:
-            raise WorkerLost
+            raise WorkerLost("it has exited")
         message: tuple[Any, ...] = pickle.loads(data)
         kind = message[0]
         if kind == "counts":

@@ -10,8 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
-from ipbx.config import Config
-from ipbx.media.channel import ChannelPair
+from ipbx.config import Config, MediaConfig
 from ipbx.media.codecs import CODECS, Codec
 from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
@@ -139,25 +138,19 @@ class Pbx:
         self.numbers = Numbers.from_config(config.numbers, config.country)
         media = config.media
         first, last = media.rtp_ports
-        ports: PortPool[ChannelPair] = PortPool(media.address, first, last)
-        # Processes that carry bridged calls' media (media/workers.py); none: all here.
         workers = worker_count(media.workers)
-        self.media_workers = MediaWorkers(workers, media.address) if workers else None
-        if self.media_workers is not None:
-            ports.offload = self.media_workers.offload
         self.calls = Calls(
             self.endpoint,
             self.location,
-            ports,
+            PortPool(media.address, first, last),
             media.public_address or (None if _every_interface(media.address) else media.address),
             self._extension_name,
             self._policy(config),
             self.trunks,
             MusicOnHold(config.data_dir / "moh"),
+            MediaWorkers(workers, media.address) if workers else None,
         )
         self.calls.events = self.events
-        if self.media_workers is not None:
-            self.media_workers.on_lost = self.calls.media_timeout.lost
         self.records = CallRecords(config.data_dir / "recordings")
         self.calls.on_end.append(self.records.call_ended)
         self.crm = CallerLookup(config.crm) if config.crm is not None else None
@@ -264,8 +257,8 @@ class Pbx:
         restored = await self.location.load(time.time())
         if restored:
             log.info("restored %d registration(s)", restored)
-        if self.media_workers is not None:
-            await self.media_workers.start()
+        if self.calls.media_workers is not None:
+            await self.calls.media_workers.start()
         bound = []
         # Streams first, UDP last: a server that answers on UDP has every listener up
         # (tests and load balancers take an OPTIONS answer as "ready").
@@ -279,7 +272,7 @@ class Pbx:
             bound.append(
                 await self.endpoint.listen(listen.transport, listen.host, listen.port, tls)
             )
-        self._say_media_address()
+        _say_media_address(self.calls.media_address, self.config.media)
         for record in await self.store.run(lambda store: store.load_subscriptions(time.time())):
             self.subscriptions.restore(record)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
@@ -288,19 +281,6 @@ class Pbx:
         self.queues.start()
         await self.trunks.start()
         return bound
-
-    def _say_media_address(self) -> None:
-        media = self.config.media
-        if self.calls.media_address is not None:
-            log.info("SDP carries %s; RTP on %s ports %d-%d", self.calls.media_address,
-                     media.address, *media.rtp_ports)  # fmt: skip
-            return
-        default = route_source(DEFAULT_ROUTE_PROBE)
-        loopback = default in ("127.0.0.1", "::1")
-        route = "no default route" if loopback else f"{default} on the default route"
-        log.info("SDP carries the address each phone reaches SIP on (%s); RTP on "
-                 "every interface, ports %d-%d; set media.public_address when phones reach "
-                 "this machine through NAT", route, *media.rtp_ports)  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -311,8 +291,6 @@ class Pbx:
         self.conferences.close()
         self.messaging.close()
         self.calls.close()
-        if self.media_workers is not None:
-            self.media_workers.close()
         self.subscriptions.close()
         await self.endpoint.close()
         if self.crm is not None:
@@ -354,7 +332,7 @@ class Pbx:
         return self.calls.ports.reception.totals()
 
     def media_bridges(self) -> list[int]:
-        workers = self.media_workers.workers if self.media_workers is not None else []
+        workers = self.calls.media_workers.workers if self.calls.media_workers else []
         return [len(worker.pairs) for worker in workers]
 
     @property
@@ -488,6 +466,19 @@ class Pbx:
             self.location.mark(binding, alive)
 
         self.endpoint.send_request(request, dest, answered)
+
+
+def _say_media_address(sdp_address: str | None, media: MediaConfig) -> None:
+    if sdp_address is not None:
+        log.info("SDP carries %s; RTP on %s ports %d-%d", sdp_address,
+                 media.address, *media.rtp_ports)  # fmt: skip
+        return
+    default = route_source(DEFAULT_ROUTE_PROBE)
+    loopback = default in ("127.0.0.1", "::1")
+    route = "no default route" if loopback else f"{default} on the default route"
+    log.info("SDP carries the address each phone reaches SIP on (%s); RTP on "
+             "every interface, ports %d-%d; set media.public_address when phones reach "
+             "this machine through NAT", route, *media.rtp_ports)  # fmt: skip
 
 
 def _every_interface(address: str) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ipbx.media.channel import ChannelPair
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
+from ipbx.media.workers import MediaWorkers
 from ipbx.pbx.call.dial import Dialing
 from ipbx.pbx.call.fork import Forking
 from ipbx.pbx.call.hold import Hold
@@ -45,6 +46,7 @@ class Calls(CallRegistry):
         policy: CallPolicy,
         trunks: Trunks,
         music: MusicOnHold | None = None,
+        workers: MediaWorkers | None = None,
     ) -> None:
         super().__init__(endpoint, location, ports, media_address, policy)
         self.is_extension = is_extension
@@ -57,12 +59,19 @@ class Calls(CallRegistry):
         self.parked = ParkedCalls(self.flows, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
         self.media_timeout = MediaTimeout(self, lambda: self.policy.media_timeout)
+        # Processes that carry bridged calls' media (media/workers.py); None: all here.
+        self.media_workers = workers
+        if workers is not None:
+            ports.offload = workers.offload
+            workers.on_lost = self.media_timeout.lost
         # A recording still running stops first: the call record names a complete file.
         self.on_end.append(lambda call: stop_recording(self, call))
 
     def close(self) -> None:
         self.media_timeout.close()
         super().close()
+        if self.media_workers is not None:
+            self.media_workers.close()
 
     def on_in_dialog(self, request: Request, source: Address, tx: ServerTransaction | None) -> bool:
         """Handle a request with a To tag from `source`; False if it belongs to no dialog

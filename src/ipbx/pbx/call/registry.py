@@ -302,6 +302,10 @@ class CallRegistry:
         if call.music is not None:
             call.music.cancel()
             call.music = None
+        for leg in (call.caller, call.callee):
+            if leg is not None:
+                # The bridge stops (from a media worker too: the record reads its counts).
+                leg.media.detach()
         if call.app_task is not None and call.app_task is not asyncio.current_task():
             call.app_task.cancel()
         for fork in call.forks:
