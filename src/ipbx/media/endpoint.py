@@ -63,27 +63,30 @@ class MediaStats:
 
 
 class Away(Protocol):
-    """Where an endpoint's media went (a media worker): what brings it back."""
+    """Where an endpoint's media went (a media worker): what brings it back, bridged
+    here again with its partner unless `rejoin` is false (the bridge is ending)."""
 
-    def come_home(self) -> None: ...
+    def come_home(self, rejoin: bool = True) -> None: ...
 
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Method = Callable[Concatenate["MediaEndpoint", P], R]
 
 
-def _home_first(
-    method: Callable[Concatenate[MediaEndpoint, P], R],
-) -> Callable[Concatenate[MediaEndpoint, P], R]:
-    """Bring the endpoint back from a media worker before `method` changes it."""
+def _home_first(rejoin: bool = True) -> Callable[[Method[P, R]], Method[P, R]]:
+    """Bring the endpoint back from a media worker before the method changes it."""
 
-    @functools.wraps(method)
-    def at_home(self: MediaEndpoint, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if self.away is not None:
-            self.away.come_home()
-        return method(self, *args, **kwargs)
+    def decorate(method: Method[P, R]) -> Method[P, R]:
+        @functools.wraps(method)
+        def at_home(self: MediaEndpoint, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            if self.away is not None:
+                self.away.come_home(rejoin)
+            return method(self, *args, **kwargs)
 
-    return at_home
+        return at_home
+
+    return decorate
 
 
 class MediaEndpoint:
@@ -155,7 +158,7 @@ class MediaEndpoint:
             rtp.packets_sent, rtp.bytes_sent, rtp.packets_received, rtp.bytes_received
         )
 
-    @_home_first
+    @_home_first()
     def set_remote(
         self,
         host: str,
@@ -171,7 +174,7 @@ class MediaEndpoint:
         self._rtcp.set_peer((host, port + 1 if rtcp_port is None else rtcp_port))
         self.set_codec(codec, dtmf_pt, fmtp)
 
-    @_home_first
+    @_home_first()
     def set_codec(
         self, codec: Codec, dtmf_pt: int | None = None, fmtp: Mapping[str, str] | None = None
     ) -> None:
@@ -187,14 +190,14 @@ class MediaEndpoint:
         except CodecError:
             self._decoder = None
 
-    @_home_first
+    @_home_first()
     def use_webrtc(self) -> WebRtcTransport:
         """Make this a WebRTC leg (media/webrtc.py); the same transport on later calls."""
         self.webrtc = self.webrtc or WebRtcTransport(self._rtp, self._rtcp, self.set_srtp)
         self.read_on_clock(False)
         return self.webrtc
 
-    @_home_first
+    @_home_first()
     def read_on_clock(self, clocked: bool = True) -> None:
         """Read the phone's RTP on the media clock's ticks (channel.py: for a leg whose
         packets are only used there), or as it comes. A WebRTC leg is read as it comes:
@@ -204,7 +207,7 @@ class MediaEndpoint:
         loop = asyncio.get_running_loop()
         self.meter.clock = arrival_clock(loop) if clocked else loop.time
 
-    @_home_first
+    @_home_first()
     def echo(self) -> None:
         """Send every RTP packet back where it came from (still detecting DTMF)."""
         self.detach()
@@ -213,7 +216,7 @@ class MediaEndpoint:
         self._echo_mode()
         self._report()
 
-    @_home_first
+    @_home_first()
     def set_tap(self, tap: Sink | None) -> None:
         """Give every received RTP packet (after SRTP) also to `tap`, whatever the mode;
         None removes it."""
@@ -223,7 +226,7 @@ class MediaEndpoint:
         else:
             self._mode()
 
-    @_home_first
+    @_home_first(rejoin=False)
     def detach(self) -> None:
         """Leave echo or bridge mode (both legs of a bridge) and terminate media here."""
         partner, self._partner = self._partner, None
@@ -237,7 +240,7 @@ class MediaEndpoint:
             partner._terminate()
         self._terminate()
 
-    @_home_first
+    @_home_first()
     def record(self, path: str | Path) -> None:
         """Write the received audio, decoded, to a WAV file until stop_recording()."""
         codec = self._require_codec()
@@ -247,12 +250,12 @@ class MediaEndpoint:
         self._recorder = WavWriter(path, rate=self._decoder.pcm_rate)
         self._report()
 
-    @_home_first
+    @_home_first()
     def stop_recording(self) -> Path | None:
         recorder, self._recorder = self._recorder, None
         return finish(recorder)
 
-    @_home_first
+    @_home_first()
     async def play(self, source: str | Path | Pcm) -> None:
         """Send audio in real time, returning when it has all been sent. A file may be
         any format FFmpeg reads (WAV, MP3, Ogg, FLAC ...) at any rate; PCM is taken to
@@ -288,7 +291,7 @@ class MediaEndpoint:
         self._report()
         self._send(self.codec.payload_type, payload, marker, timestamp)
 
-    @_home_first
+    @_home_first()
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Send digits as RFC 4733 telephone-events at real-time pace, after the digits
         still being sent: two keys' packets side by side would read as more keys."""
@@ -312,7 +315,7 @@ class MediaEndpoint:
                     due += _PTIME
                 due += gap_ms / 1000
 
-    @_home_first
+    @_home_first(rejoin=False)
     def close(self) -> None:
         """Return the ports. What a finished call still reads (`meter`, `round_trip`,
         `stats`, `codec`) stays; the rest goes, with every reference back to this
@@ -341,7 +344,7 @@ class MediaEndpoint:
         self._decoder = None
         self.digits = None
 
-    @_home_first
+    @_home_first()
     def set_srtp(self, context: SrtpContext | None) -> None:
         """Put SRTP (RFC 3711) on this leg, or take it off; a running bridge is rewired,
         so the other leg may stay plain RTP. Without SRTP on either leg the relay path

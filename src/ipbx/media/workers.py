@@ -272,7 +272,7 @@ class Pair:
         self.id = pair_id
         self.a, self.b = a, b
 
-    def come_home(self) -> None:
+    def come_home(self, rejoin: bool = True) -> None:
         a, b = self.a, self.b
         if a.away is not self:
             return
@@ -284,7 +284,8 @@ class Pair:
         for endpoint, state in ((a, states[0]), (b, states[1])):
             resume(endpoint, state)
             _take_back(endpoint)
-        join(a, b)
+        if rejoin:
+            join(a, b)
 
 
 def _take_back(endpoint: MediaEndpoint) -> None:
