@@ -27,6 +27,7 @@ TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int1
 @asynccontextmanager
 async def workers(pool: PortPool, count: int = 2) -> AsyncIterator[MediaWorkers]:
     started = MediaWorkers(count, pool.address)
+    started.move_after = 0  # at once: the tests need not wait a second for it
     await started.start()
     pool.offload = started.offload
     try:
@@ -47,7 +48,17 @@ async def call(pool: PortPool, far_codec=PCMU) -> tuple[MediaEndpoint, ...]:
     b.set_remote(*y.local_address, far_codec, 101)
     y.set_remote(*b.local_address, far_codec, 101)
     connect(a, b)
+    await moved(a)
     return x, a, b, y
+
+
+async def moved(endpoint: MediaEndpoint) -> None:
+    """Once a worker has taken the endpoint's bridge over (within a second)."""
+    for _ in range(100):
+        if endpoint.away is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no worker took the bridge over")
 
 
 def test_a_relayed_call_goes_to_a_worker_and_comes_back_with_its_counts(pool: PortPool) -> None:

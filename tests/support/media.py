@@ -39,6 +39,7 @@ async def _with_workers(scenario: Callable[[], Awaitable[None]]) -> None:
         await scenario()
         return
     workers = MediaWorkers(count, POOLS[0].address)
+    workers.move_after = 0  # a bridge moves at once, in the middle of what the test sends
     await workers.start()
     for pool in POOLS:
         pool.offload = workers.offload

@@ -25,11 +25,12 @@ from ipbx.media.transcode import Packetizer
 
 
 def connect(a: MediaEndpoint, b: MediaEndpoint) -> None:
-    """Join two legs, in a media worker when the pool has workers and the legs can go
-    (media/workers.py), else here (`join`)."""
+    """Join two legs here (`join`); with media workers, one may take the bridge over
+    (media/workers.py)."""
+    join(a, b)
     offload = a._pool.offload
-    if offload is None or not offload(a, b):
-        join(a, b)
+    if offload is not None:
+        offload(a, b)
 
 
 def join(a: MediaEndpoint, b: MediaEndpoint) -> None:

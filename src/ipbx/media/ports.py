@@ -53,9 +53,9 @@ class PortPool(Generic[S]):
         self.quarantine = quarantine
         # RTP packets received and lost by the endpoints on this pool's ports.
         self.reception = ReceptionTotals()
-        # Hands two endpoints to be bridged to a media worker (media/workers.py), if it
-        # can: called with the two endpoints, True when a worker took them.
-        self.offload: Callable[[Any, Any], bool] | None = None
+        # Told of each bridge joined (the two endpoints): a media worker may take it
+        # over (media/workers.py).
+        self.offload: Callable[[Any, Any], None] | None = None
 
     @property
     def size(self) -> int:

@@ -2,11 +2,13 @@
 with the machine's cores and a loaded media plane does not slow SIP (DESIGN.md: "the
 media engine sits behind its interface so it can move into worker processes").
 
-What moves. The server binds every endpoint and keeps its sockets. When two endpoints
-are bridged (bridge.connect) and both are plain RTP with nothing else to do here (no
-SRTP, WebRTC, recording, tap, or keys being sent), the server stops reading their sockets
-and hands them over (SCM_RIGHTS), with each leg's state (media/handover.py), to the
-worker carrying the fewest bridges. The worker relays or transcodes the pair with the
+What moves. The server binds every endpoint and keeps its sockets, and bridges two
+endpoints itself at first (bridge.connect). When the bridge has stood for `MOVE_AFTER`
+seconds and both legs are plain RTP with nothing else to do here (no SRTP, WebRTC,
+recording, tap, or keys being sent), the server stops reading their sockets and hands
+them over (SCM_RIGHTS), with each leg's state (media/handover.py), to the worker
+carrying the fewest bridges: a short call (or one a phone rings for a moment) never
+pays the move. The worker relays or transcodes the pair with the
 same code as the server (bridge.join), so both legs of a bridge are always in one
 worker. Anything else done to either endpoint (hold, transfer, recording, a re-INVITE,
 hang-up) first brings the pair home (MediaEndpoint.away): a request the worker answers,
@@ -22,6 +24,8 @@ their calls (the calls' records say why).
 
 The control channel is a SOCK_SEQPACKET socket pair, one pickled message a datagram
 (between two processes of one installation, never over a network). No RTP crosses it.
+The server never waits to hand a bridge over (what the socket cannot take yet waits in
+order, sent when it can); only a recall waits, for its answer.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 2.0
 # The largest control message: a batch of meter readings.
 MESSAGE_LIMIT = 1 << 18
+# Seconds a bridge stands in the server before a worker takes it over.
+MOVE_AFTER = 1.0
 # Seconds before a worker that died is started again, doubled after each failure to start.
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 60.0
@@ -76,6 +83,7 @@ class MediaWorkers:
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
         self._delay = RESTART_DELAY
+        self.move_after = MOVE_AFTER
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn() for _ in range(self.count)))
@@ -91,13 +99,22 @@ class MediaWorkers:
         else:
             self._delay = RESTART_DELAY
 
-    def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> bool:
-        """Hand the bridge of `a` and `b` to a worker; False (nothing done) when there is
-        none ready or either endpoint has more to do than a bridge."""
+    def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+        """`a` and `b` are bridged here: a worker takes the bridge over in `move_after`
+        seconds, if it still stands then and both legs can go."""
+        asyncio.get_running_loop().call_later(self.move_after, self._move, a, b)
+
+    def _move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         ready = [w for w in self.workers if w.ready.done() and not w.ready.exception()]
-        if not ready or a._pool is not b._pool or not (_movable(a) and _movable(b)):
-            return False
-        return min(ready, key=lambda w: len(w.pairs)).take(a, b)
+        if (
+            ready
+            and a._partner is b
+            and b._partner is a
+            and a._pool is b._pool
+            and _movable(a)
+            and _movable(b)
+        ):
+            min(ready, key=lambda w: len(w.pairs)).take(a, b)
 
     def close(self) -> None:
         self._closing = True
@@ -160,31 +177,49 @@ class Worker:
         self.pairs: dict[int, Pair] = {}
         self._ids = itertools.count()
         self._replies: dict[int, list[LegState]] = {}
+        # Messages (with the descriptors they pass) the socket could not take yet.
+        self._outbox: deque[tuple[bytes, list[int]]] = deque()
+        self._writing = False
         self.dead = False
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
-    def take(self, a: MediaEndpoint, b: MediaEndpoint) -> bool:
-        """Hand the two endpoints' bridge to this worker (False if it is lost)."""
+    def take(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+        """Hand the two endpoints' bridge to this worker."""
         for endpoint in (a, b):
             endpoint.detach()
             endpoint._reports.stop()  # the worker reports, when it is the source
+        # The sockets stay open here: whatever closes them recalls the pair first, and a
+        # recall sends what waits before it.
         sockets = [c.hand_over() for e in (a, b) for c in (e._rtp, e._rtcp)]
         pair = Pair(self, next(self._ids), a, b)
-        message = pickle.dumps(("bridge", pair.id, [leg_state(a), leg_state(b)]))
-        try:
-            socket.send_fds(self._sock, [message], [s.fileno() for s in sockets])
-        except OSError as exc:
-            log.error("media worker %d: %s", self.pid, exc)
-            for endpoint in (a, b):
-                _take_back(endpoint)
-            self.fail()
-            return False
         self.pairs[pair.id] = pair
         a.away = b.away = pair
-        return True
+        message = pickle.dumps(("bridge", pair.id, [leg_state(a), leg_state(b)]))
+        self._outbox.append((message, [s.fileno() for s in sockets]))
+        self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        """Send what waits, as far as the socket takes it now; the rest when it can."""
+        while self._outbox:
+            message, fds = self._outbox[0]
+            try:
+                socket.send_fds(self._sock, [message], fds, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if not self._writing:
+                    self._loop.add_writer(self._sock.fileno(), self._send_waiting)
+                    self._writing = True
+                return
+            except OSError as exc:
+                log.error("media worker %d lost: %s", self.pid, exc)
+                self.fail()
+                return
+            self._outbox.popleft()
+        if self._writing:
+            self._loop.remove_writer(self._sock.fileno())
+            self._writing = False
 
     def recall(self, pair: Pair) -> list[LegState]:
         """The pair's legs back from the worker (WorkerLost if it cannot answer)."""
@@ -192,6 +227,10 @@ class Worker:
             raise WorkerLost("it has gone")
         del self.pairs[pair.id]
         try:
+            while self._outbox:  # in order, waiting as long as a reply may
+                message, fds = self._outbox.popleft()
+                socket.send_fds(self._sock, [message], fds)
+            self._send_waiting()  # nothing waits now: stop watching for room
             self._sock.send(pickle.dumps(("home", pair.id)))
             while pair.id not in self._replies:
                 self._receive()
@@ -228,6 +267,8 @@ class Worker:
 
     def _stop(self) -> None:
         self._loop.remove_reader(self._sock.fileno())
+        self._loop.remove_writer(self._sock.fileno())
+        self._outbox.clear()
         self._sock.close()
         self._proc.kill()
         self._proc.wait()
