@@ -305,6 +305,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         help="relayed calls up while the loaded part's call ramp runs",
     )
     parser.add_argument(
+        "--loaded-worker-core",
+        choices=("sipp", "server"),
+        default="sipp",
+        help="the loaded part's media worker: on SIPp's core, or on the server's (with SIP)",
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -341,6 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         conference_members=parse_rates(args.conference_members),
         conference_small_rooms=parse_rates(args.conference_small_rooms),
         loaded_media_calls=args.loaded_media_calls,
+        loaded_worker_core=args.loaded_worker_core,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),

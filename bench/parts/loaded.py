@@ -10,7 +10,8 @@
                       other core).
 
 The server runs with one media worker (media.workers: 1): its own process (SIP) is pinned
-to one core, the worker to the other, which SIPp and the RTP generator share; the
+to one core, the worker to the other, which SIPp and the RTP generator share
+(--loaded-worker-core sipp), or to the server's core beside SIP (server); the
 generator's CPU is printed too: a ramp the generator's core limits says so there.
 """
 
@@ -47,7 +48,9 @@ def bench_loaded(settings: Settings) -> bool:
         log(f"ipbx: not started: {str(error).splitlines()[0]}")
         return False
     log(f"ipbx: pid {server.pid}, call ramps idle and under {settings.loaded_media_calls} calls")
-    pin_workers_apart(server.pid, settings.server_cpu, settings.sipp_cpu)
+    beside_sipp = settings.loaded_worker_core == "sipp"
+    worker_core = settings.sipp_cpu if beside_sipp else settings.server_cpu
+    pin_workers_apart(server.pid, settings.server_cpu, worker_core)
     prioritise(threads_of(server.pid))
     try:
         idle = bench_calls(server, settings, workdir / "idle")
@@ -127,6 +130,7 @@ def _report(
             "idle": idle_rate,
             "ratio_loaded_to_idle": ratio,
             "media_calls": settings.loaded_media_calls,
+            "worker_core": settings.loaded_worker_core,
             "media": media,
         }
     )

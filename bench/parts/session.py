@@ -38,6 +38,7 @@ class Settings:
     conference_members: list[int]
     conference_small_rooms: list[int]
     loaded_media_calls: int
+    loaded_worker_core: str
     parts: list[str]
     step_seconds: float
     out: Path

@@ -52,7 +52,14 @@ class MediaWorker:
                 message, sockets = await self._inbox.get()
                 if message is None:
                     return
-                await self._handle(message, sockets)
+                try:
+                    await self._handle(message, sockets)
+                except Exception:
+                    # One bridge that could not be set up (a socket closed meanwhile,
+                    # say) is that call's loss, not every call's in this worker.
+                    log.exception("%s failed", message[0])
+                    for sock in sockets:
+                        sock.close()
         finally:
             counting.cancel()
             for a, b in self._pairs.values():
@@ -84,7 +91,11 @@ class MediaWorker:
             adoption.start()
             self._pairs[pair_id] = (a, b)
         elif kind == "home":
-            a, b = self._pairs.pop(pair_id)
+            pair = self._pairs.pop(pair_id, None)
+            if pair is None:  # its bridge failed: the server goes on as the legs left
+                self._send(("home", pair_id, None))
+                return
+            a, b = pair
             reply = pickle.dumps(("home", pair_id, [leg_state(a), leg_state(b)]))
             a.close()
             b.close()

@@ -38,6 +38,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -176,7 +177,7 @@ class Worker:
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.pairs: dict[int, Pair] = {}
         self._ids = itertools.count()
-        self._replies: dict[int, list[LegState]] = {}
+        self._replies: dict[int, list[LegState] | None] = {}
         # Messages (with the descriptors they pass) the socket could not take yet.
         self._outbox: deque[tuple[bytes, list[int]]] = deque()
         self._writing = False
@@ -221,8 +222,9 @@ class Worker:
             self._loop.remove_writer(self._sock.fileno())
             self._writing = False
 
-    def recall(self, pair: Pair) -> list[LegState]:
-        """The pair's legs back from the worker (WorkerLost if it cannot answer)."""
+    def recall(self, pair: Pair) -> list[LegState] | None:
+        """The pair's legs back from the worker (WorkerLost if it cannot answer; None if
+        it could not set their bridge up)."""
         if self.dead:
             raise WorkerLost("it has gone")
         del self.pairs[pair.id]
@@ -232,13 +234,20 @@ class Worker:
                 socket.send_fds(self._sock, [message], fds)
             self._send_waiting()  # nothing waits now: stop watching for room
             self._sock.send(pickle.dumps(("home", pair.id)))
+            # The worker's meter readings keep coming meanwhile: the wait is bounded as a
+            # whole, not message by message.
+            deadline = time.monotonic() + REPLY_TIMEOUT
             while pair.id not in self._replies:
+                self._sock.settimeout(max(0.001, deadline - time.monotonic()))
                 self._receive()
         except (OSError, WorkerLost) as exc:
             log.error("media worker %d lost: %s", self.pid, exc)
             self.pairs[pair.id] = pair
             self.fail()
             raise WorkerLost from exc
+        finally:
+            if not self.dead:
+                self._sock.settimeout(REPLY_TIMEOUT)
         return self._replies.pop(pair.id)
 
     def fail(self) -> None:
@@ -322,8 +331,9 @@ class Pair:
         except WorkerLost:
             return  # fail() took both back, as they left
         a.away = b.away = None
-        for endpoint, state in ((a, states[0]), (b, states[1])):
-            resume(endpoint, state)
+        for index, endpoint in enumerate((a, b)):
+            if states is not None:  # None: the worker could not set the bridge up
+                resume(endpoint, states[index])
             _take_back(endpoint)
         if rejoin:
             join(a, b)
