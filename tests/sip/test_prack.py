@@ -54,6 +54,22 @@ def test_a_reliable_provisional_is_sent_again_until_its_prack() -> None:
     assert reliable.receive_prack(prack_for(first, tx), now=2.1) == (False, [])
 
 
+def test_a_prack_overtaken_by_a_2xx_without_sdp_is_still_acknowledged() -> None:
+    """The 2xx may go before the PRACK of a provisional without SDP (§3); the PRACK,
+    still on its way, matches that provisional and gets 200, not 481."""
+    tx = caller_requiring_100rel()
+    reliable = ReliableProvisionals(tx)
+    [sent] = reliable.send(ringing(tx), now=0.0)
+    assert isinstance(sent, Respond)
+    assert reliable.final_may_go()
+    reliable.stop()  # the 2xx goes
+    assert reliable.next_deadline() is None
+    assert reliable.receive_prack(prack_for(sent.response, tx), now=0.1) == (True, [])
+    stray = prack_for(sent.response, tx)
+    stray.headers.set("RAck", f"{int(sent.response.headers.get('RSeq') or 0) + 1} 1 INVITE")
+    assert reliable.receive_prack(stray, now=0.2) == (False, [])
+
+
 def test_one_at_a_time_and_a_2xx_waits_behind_one_with_sdp() -> None:
     tx = caller_requiring_100rel()
     reliable = ReliableProvisionals(tx)

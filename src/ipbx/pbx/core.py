@@ -257,8 +257,6 @@ class Pbx:
         restored = await self.location.load(time.time())
         if restored:
             log.info("restored %d registration(s)", restored)
-        if self.calls.media_workers is not None:
-            await self.calls.media_workers.start()
         bound = []
         # Streams first, UDP last: a server that answers on UDP has every listener up
         # (tests and load balancers take an OPTIONS answer as "ready").
@@ -278,6 +276,9 @@ class Pbx:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
+        if self.calls.media_workers is not None:
+            # In the background: calls are bridged here until a worker is ready.
+            self._tasks.append(asyncio.create_task(self.calls.media_workers.start()))
         self.queues.start()
         await self.trunks.start()
         return bound

@@ -63,6 +63,8 @@ class ReliableProvisionals:
         # §3: the first RSeq is random, between 1 and 2**31 - 1, leaving room to count up.
         self._rseq = random.randint(1, 2**30)
         self._unacked: Response | None = None
+        # The provisional still unacknowledged when the final response went.
+        self._late: RAck | None = None
         self._waiting: deque[Response] = deque()
         self._interval = 0.0
         self._resend_at: float | None = None
@@ -96,7 +98,7 @@ class ReliableProvisionals:
         rack = parse_rack(prack)
         unacked = self._unacked
         if unacked is None or rack != RAck(self._rseq, self._cseq, "INVITE"):
-            return False, []
+            return rack is not None and rack == self._late, []
         self._unacked = None
         self._resend_at = self._give_up_at = None
         if self._waiting and self.transaction.status < 200:
@@ -105,7 +107,11 @@ class ReliableProvisionals:
         return True, []
 
     def stop(self) -> None:
-        """A final response went: no more provisional responses to send or resend."""
+        """A final response went: no more provisional responses to send or resend. A
+        PRACK still on its way for the provisional sent last is acknowledged all the same
+        (a 2xx without SDP may overtake it, §3)."""
+        if self._unacked is not None:
+            self._late = RAck(self._rseq, self._cseq, "INVITE")
         self._unacked = None
         self._waiting.clear()
         self._resend_at = self._give_up_at = None

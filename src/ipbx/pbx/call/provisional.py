@@ -2,8 +2,9 @@
 INVITE says `Require: 100rel` (RFC 3262; the rules are sans-I/O in sip/prack.py).
 
 The caller's PRACK arrives in the early dialog, before the call is answered, and gets
-its 200 here; a 2xx that would overtake an unacknowledged provisional with SDP waits for
-its PRACK. A caller that sends no PRACK in 64*T1 gets 500 and the call ends.
+its 200 here (also when a 2xx without SDP overtook it); a 2xx that would overtake an
+unacknowledged provisional with SDP waits for its PRACK. A caller that sends no PRACK
+in 64*T1 gets 500 and the call ends.
 """
 
 from __future__ import annotations
@@ -86,10 +87,13 @@ class Provisionals:
             send()
 
     def stop(self, leg: Leg) -> None:
-        """`leg`'s INVITE has its final response (or the call is over)."""
+        """`leg`'s INVITE has its final response: no provisional is sent any more, but a
+        PRACK for the last one may still come, and gets 200. Once the call is over, its
+        provisionals are forgotten."""
         if leg.server_tx is None:
             return
-        early = self._early.pop(_key(leg.server_tx), None)
+        key = _key(leg.server_tx)
+        early = self._early.get(key) if not leg.call.ended else self._early.pop(key, None)
         if early is not None:
             early.reliable.stop()
             early.alarm.cancel()
