@@ -5,8 +5,7 @@ import asyncio
 import itertools
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +18,19 @@ from ipbx.media.ports import PortPool
 from ipbx.media.rtp import RtpPacket, media_packet
 from ipbx.media.wav import read_wav
 from ipbx.media.workers import MediaWorkers
-from tests.support.media import dominant_frequency, run
+from tests.support.media import dominant_frequency, run, workers_for
 
 TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int16)
 
 
-@asynccontextmanager
-async def workers(pool: PortPool, count: int = 2) -> AsyncIterator[MediaWorkers]:
-    started = MediaWorkers(count, pool.address)
-    started.move_after = 0  # at once: the tests need not wait a second for it
-    await started.start()
-    pool.offload = started.offload
-    try:
-        yield started
-    finally:
-        pool.offload = None
-        started.close()
+def workers(pool: PortPool, count: int = 2) -> AbstractAsyncContextManager[MediaWorkers]:
+    return workers_for([pool], count)
 
 
 async def call(pool: PortPool, far_codec=PCMU) -> tuple[MediaEndpoint, ...]:
     """x (PCMU) -- a [ipbx] b -- y (far_codec), both with telephone-event; x and y are
     phones (they do not latch), a and b the server's legs, bridged by connect()."""
-    x, y = await MediaEndpoint.open(pool, latching=False), None
+    x = await MediaEndpoint.open(pool, latching=False)
     a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
     y = await MediaEndpoint.open(pool, latching=False)
     x.set_remote(*a.local_address, PCMU, 101)

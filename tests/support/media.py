@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import numpy as np
 import uvloop
@@ -38,15 +39,25 @@ async def _with_workers(scenario: Callable[[], Awaitable[None]]) -> None:
     if not count or not POOLS:
         await scenario()
         return
-    workers = MediaWorkers(count, POOLS[0].address)
-    workers.move_after = 0  # a bridge moves at once, in the middle of what the test sends
+    async with workers_for(POOLS, count):
+        await scenario()
+
+
+@asynccontextmanager
+async def workers_for(
+    pools: Sequence[PortPool[ChannelPair]], count: int
+) -> AsyncIterator[MediaWorkers]:
+    """`count` media workers that take over the bridges joined on `pools` at once (not
+    after a second: in the middle of what a test sends)."""
+    workers = MediaWorkers(count, pools[0].address)
+    workers.move_after = 0
     await workers.start()
-    for pool in POOLS:
+    for pool in pools:
         pool.offload = workers.offload
     try:
-        await scenario()
+        yield workers
     finally:
-        for pool in POOLS:
+        for pool in pools:
             pool.offload = None
         workers.close()
 
