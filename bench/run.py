@@ -19,8 +19,10 @@ The media parts (bench/media.py, driven by our own load tool bench/rtpload.py):
   relay_calls, relay_us_per_packet  G.711 calls relayed by ipbx and by rtpengine on one
                       core within loss < 0.1 % and added jitter p99 < 5 ms, the CPU per
                       packet at a load both carried, and {"ratio_ipbx_to_rtpengine": x};
-  transcode_calls     Opus <-> PCMU calls transcoded by ipbx within the same limits, and
-                      its CPU per call.
+  transcode_calls, transcode_cpu_pct_per_call  Opus <-> PCMU calls transcoded by ipbx
+                      and by rtpengine (FFmpeg's codecs) on one core within the same
+                      limits, the share of a core per call at a load both carried, and
+                      {"ratio_ipbx_to_rtpengine": x}.
 
 The integration part `api` (issue 6; building blocks in bench/api.py), ipbx only, one
 `ipbx serve` with api.listen on a free loopback port, an admin token from `ipbx token
@@ -378,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     complete = all(values or not wanted(name, settings) for name, values in results.items())
     if "relay" in settings.parts:
         complete &= bench_relay([name for name in servers if name in RELAYS], settings)
-    if "transcode" in settings.parts and "ipbx" in servers:
-        complete &= bench_transcode(settings)
+    if "transcode" in settings.parts:
+        complete &= bench_transcode([name for name in servers if name in RELAYS], settings)
     if "api" in settings.parts and "ipbx" in servers:
         complete &= bench_api(settings)
     if "memory" in settings.parts and "ipbx" in servers:

@@ -1,5 +1,6 @@
-"""The media parts, driven by bench/rtpload.py through bench/media.py: relay_calls and
-relay_us_per_packet (ipbx and rtpengine), transcode_calls (ipbx)."""
+"""The media parts, driven by bench/rtpload.py through bench/media.py, for ipbx and
+rtpengine: relay_calls and relay_us_per_packet, transcode_calls and
+transcode_cpu_pct_per_call."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from bench.parts.session import Settings, emit, log
 from tests.support.processes import ServerNotReady, ServerProcess
 from tests.support.rtpengine import start_rtpengine
 from tests.support.server import extension_range, start_ipbx
+
+TRANSCODED = "opus/48000 <-> PCMU, 20 ms"
 
 
 def start_media_server(
@@ -68,60 +71,66 @@ def media_ramp(
 
 def bench_relay(servers: Sequence[str], settings: Settings) -> bool:
     """relay_calls for each relay, relay_us_per_packet at a load all carried, ratios."""
+    return _paired(servers, settings, "relay", "relay_calls", "relay_us_per_packet")
+
+
+def bench_transcode(servers: Sequence[str], settings: Settings) -> bool:
+    """transcode_calls for ipbx and rtpengine (which transcodes with FFmpeg's codecs),
+    transcode_cpu_pct_per_call at a load both carried, ratios."""
+    return _paired(servers, settings, "transcode", "transcode_calls", "transcode_cpu_pct_per_call")
+
+
+def _paired(
+    servers: Sequence[str], settings: Settings, mode: str, calls_figure: str, cost_figure: str
+) -> bool:
+    """A ramp of `mode` for each server: the calls each carried within the limits, the
+    cost of the work (CPU per packet relayed, or share of a core per call transcoded) at
+    the largest load every server carried, and ipbx's ratios to rtpengine."""
+    steps = settings.relay_calls if mode == "relay" else settings.transcode_calls
+    detail = {"codec": "PCMU/20ms"} if mode == "relay" else {"codecs": TRANSCODED}
     outcomes: dict[str, media.MediaOutcome] = {}
     for name in servers:
-        workdir = settings.out / "relay" / name
-        outcome = media_ramp(name, "relay", settings.relay_calls, settings, workdir)
+        workdir = settings.out / mode / name
+        outcome = media_ramp(name, mode, steps, settings, workdir)
         if outcome is None:
-            emit({"figure": "relay_calls", "server": name, "value": None, "error": "not started"})
+            emit({"figure": calls_figure, "server": name, "value": None, "error": "not started"})
             continue
         outcomes[name] = outcome
-        emit(media.figure("relay_calls", name, outcome, codec="PCMU/20ms"))
+        emit(media.figure(calls_figure, name, outcome, **detail))
     load = media.common_load(outcomes) if outcomes else None
-    if load is not None:
-        for name, outcome in outcomes.items():
-            step = media.step_at(outcome, load)
-            emit(
-                {
-                    "figure": "relay_us_per_packet",
-                    "server": name,
-                    "value": step.record.get("server_us_per_packet"),
-                    "at_calls": load,
-                    "server_cpu_pct": step.record.get("server_cpu_pct"),
-                }
-            )
+    costs: dict[str, float] = {}
+    for name, outcome in outcomes.items():
+        if load is None:
+            break
+        step = media.step_at(outcome, load)
+        costs[name] = (
+            step.number("server_us_per_packet")
+            if mode == "relay"
+            else round(step.number("server_cpu_pct") / load, 3)
+        )
+        emit(
+            {
+                "figure": cost_figure,
+                "server": name,
+                "value": costs[name],
+                "at_calls": load,
+                "server_cpu_pct": step.record.get("server_cpu_pct"),
+            }
+        )
     ipbx, engine = outcomes.get("ipbx"), outcomes.get("rtpengine")
     if ipbx and engine and ipbx.best and engine.best:
         emit(
             {
-                "figure": "relay_calls",
+                "figure": calls_figure,
                 "ratio_ipbx_to_rtpengine": round(ipbx.best.calls / engine.best.calls, 3),
             }
         )
-        if load is not None:
-            mine = media.step_at(ipbx, load).number("server_us_per_packet")
-            theirs = media.step_at(engine, load).number("server_us_per_packet")
-            emit(
-                {
-                    "figure": "relay_us_per_packet",
-                    "ratio_ipbx_to_rtpengine": round(mine / theirs, 3),
-                    "at_calls": load,
-                }
-            )
+    if "ipbx" in costs and "rtpengine" in costs:
+        emit(
+            {
+                "figure": cost_figure,
+                "ratio_ipbx_to_rtpengine": round(costs["ipbx"] / costs["rtpengine"], 3),
+                "at_calls": load,
+            }
+        )
     return len(outcomes) == len(servers) and all(o.best for o in outcomes.values())
-
-
-def bench_transcode(settings: Settings) -> bool:
-    """transcode_calls through ipbx, with CPU per call (share of a core)."""
-    outcome = media_ramp(
-        "ipbx", "transcode", settings.transcode_calls, settings, settings.out / "transcode"
-    )
-    if outcome is None:
-        emit({"figure": "transcode_calls", "server": "ipbx", "value": None, "error": "not started"})
-        return False
-    extra: dict[str, object] = {"codecs": "opus/48000 <-> PCMU, 20 ms"}
-    if outcome.best is not None:
-        per_call = outcome.best.number("server_cpu_pct") / outcome.best.calls
-        extra["cpu_pct_per_call"] = round(per_call, 3)
-    emit(media.figure("transcode_calls", "ipbx", outcome, **extra))
-    return outcome.best is not None

@@ -18,7 +18,7 @@ times what the generator spends on it, where a relayed call costs them about the
 from __future__ import annotations
 
 from bench import media
-from bench.parts.relay import media_ramp
+from bench.parts.relay import TRANSCODED, media_ramp
 from bench.parts.session import Settings, emit, log
 
 FIGURE = "scale_calls"
@@ -40,7 +40,7 @@ def bench_scale(settings: Settings) -> bool:
         if outcome is None:
             emit({"figure": FIGURE, "workers": workers, "value": None, "error": "not started"})
             continue
-        extra: dict[str, object] = {"workers": workers, "codecs": "opus/48000 <-> PCMU, 20 ms"}
+        extra: dict[str, object] = {"workers": workers, "codecs": TRANSCODED}
         if outcome.best is not None:
             carried[workers] = outcome.best.calls
             extra["calls_per_worker"] = round(outcome.best.calls / workers, 1)
