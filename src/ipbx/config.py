@@ -234,6 +234,10 @@ class MediaConfig(Model):
     # Processes that carry bridged calls' RTP (media/workers.py): a count, or auto (the
     # cores ipbx may use, less one for SIP); 0 keeps all media in the server's process.
     workers: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
+    # Who forwards the RTP of relayed calls once they stand (media/kernel.py): ipbx
+    # itself, or the Linux kernel (nftables; needs root, and IP forwarding for phones on
+    # other machines).
+    relay: Literal["userspace", "kernel"] = "userspace"
 
     @field_validator("codecs", mode="before")
     @classmethod

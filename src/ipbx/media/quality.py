@@ -340,6 +340,16 @@ class StreamMeter:
         self._received, self._lost = other._received, other._lost
         self.elsewhere = None
 
+    def forwarded(self, packets: int) -> None:
+        """`packets` of the stream went by without being read here (the kernel forwarded
+        them, media/kernel.py): counted as received, with no loss or jitter known. The
+        source's statistics start again with its next packet here, so that the packets
+        the kernel carried are not counted lost."""
+        self._retire()
+        self._ssrc, self._stats = b"", None
+        self._received += packets
+        self.elsewhere = None
+
     def __call__(self, data: bytes) -> None:
         if len(data) < 12 or is_rtcp(data):
             return

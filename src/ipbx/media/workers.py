@@ -103,18 +103,12 @@ class MediaWorkers:
     def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         """`a` and `b` are bridged here: a worker takes the bridge over in `move_after`
         seconds, if it still stands then and both legs can go."""
-        asyncio.get_running_loop().call_later(self.move_after, self._move, a, b)
+        asyncio.get_running_loop().call_later(self.move_after, self.move, a, b)
 
-    def _move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+    def move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+        """Hand the bridge of `a` and `b` to the least busy worker now, if it can go."""
         ready = [w for w in self.workers if w.ready.done() and not w.ready.exception()]
-        if (
-            ready
-            and a._partner is b
-            and b._partner is a
-            and a._pool is b._pool
-            and _movable(a)
-            and _movable(b)
-        ):
+        if ready and movable_pair(a, b):
             min(ready, key=lambda w: len(w.pairs)).take(a, b)
 
     def close(self) -> None:
@@ -145,8 +139,15 @@ class MediaWorkers:
             await self._spawn()
 
 
+def movable_pair(a: MediaEndpoint, b: MediaEndpoint) -> bool:
+    """Whether `a` and `b` are still bridged to each other here, and another process
+    (or the kernel) can carry them: plain RTP, a codec, nothing but the bridge."""
+    return (
+        a._partner is b and b._partner is a and a._pool is b._pool and _movable(a) and _movable(b)
+    )
+
+
 def _movable(endpoint: MediaEndpoint) -> bool:
-    """Whether a worker can carry the endpoint: plain RTP, a codec, nothing but a bridge."""
     return (
         endpoint.away is None
         and not endpoint.closed

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ipbx.config import Config, MediaConfig
 from ipbx.media.codecs import CODECS, Codec
+from ipbx.media.kernel import KernelRelay
 from ipbx.media.mixer import Mixer
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
@@ -149,6 +150,7 @@ class Pbx:
             self.trunks,
             MusicOnHold(config.data_dir / "moh"),
             MediaWorkers(workers, media.address) if workers else None,
+            KernelRelay(media.address) if media.relay == "kernel" else None,
         )
         self.calls.events = self.events
         self.records = CallRecords(config.data_dir / "recordings")
@@ -276,6 +278,8 @@ class Pbx:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._write_behind()))
         self._tasks.append(asyncio.create_task(self._follow_revision()))
+        if self.calls.kernel_relay is not None:
+            _start_kernel_relay(self.calls.kernel_relay)
         if self.calls.media_workers is not None:
             # In the background: calls are bridged here until a worker is ready.
             self._tasks.append(asyncio.create_task(self.calls.media_workers.start()))
@@ -467,6 +471,17 @@ class Pbx:
             self.location.mark(binding, alive)
 
         self.endpoint.send_request(request, dest, answered)
+
+
+def _start_kernel_relay(kernel: KernelRelay) -> None:
+    """Start forwarding relayed calls in the kernel, or say in the log why it cannot."""
+    problem = kernel.start()
+    if problem is not None:
+        log.error("media.relay: kernel: %s; RTP is relayed by ipbx", problem)
+    elif not kernel.forwarding:
+        log.warning("media.relay: kernel: IP forwarding is off (sysctl "
+                    "net.ipv4.ip_forward=1 turns it on): the kernel forwards only between "
+                    "phones on this machine's loopback")  # fmt: skip
 
 
 def _say_media_address(sdp_address: str | None, media: MediaConfig) -> None:

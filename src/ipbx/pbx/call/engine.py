@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from ipbx.media.channel import ChannelPair
+from ipbx.media.kernel import KernelRelay
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.ports import PortPool
 from ipbx.media.workers import MediaWorkers
@@ -47,6 +48,7 @@ class Calls(CallRegistry):
         trunks: Trunks,
         music: MusicOnHold | None = None,
         workers: MediaWorkers | None = None,
+        kernel: KernelRelay | None = None,
     ) -> None:
         super().__init__(endpoint, location, ports, media_address, policy)
         self.is_extension = is_extension
@@ -64,12 +66,19 @@ class Calls(CallRegistry):
         if workers is not None:
             ports.offload = workers.offload
             workers.on_lost = self.media_timeout.lost
+        # The kernel forwarding of relayed calls (media/kernel.py), before any worker.
+        self.kernel_relay = kernel
+        if kernel is not None:
+            ports.offload = kernel.offload
+            kernel.fallback = workers.move if workers is not None else None
         # A recording still running stops first: the call record names a complete file.
         self.on_end.append(lambda call: stop_recording(self, call))
 
     def close(self) -> None:
         self.media_timeout.close()
         super().close()
+        if self.kernel_relay is not None:
+            self.kernel_relay.close()
         if self.media_workers is not None:
             self.media_workers.close()
 

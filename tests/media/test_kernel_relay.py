@@ -1,0 +1,194 @@
+"""media.relay: kernel (media/kernel.py): the kernel forwards a standing relay bridge's RTP
+between two phones (real UDP sockets on loopback) from the right ports, ipbx reads none
+of it, counts it for the media time-out and the record, and takes the bridge back when a
+phone moves or the call ends. Needs root and libnftables (make peers; CI runs as root)."""
+
+import asyncio
+import os
+import socket
+import struct
+
+import pytest
+
+from ipbx.media.bridge import connect
+from ipbx.media.codecs import PCMU
+from ipbx.media.endpoint import MediaEndpoint
+from ipbx.media.kernel import KernelRelay
+from ipbx.media.nftables import Nftables, NftablesError
+from ipbx.media.ports import PortPool
+from tests.support.media import run
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "nftables needs root (CI runs the suite as root)"
+    try:
+        Nftables().close()
+    except NftablesError as exc:
+        return str(exc)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
+
+PAYLOAD = bytes(160)
+
+
+class Phone:
+    """A phone's RTP socket: sends numbered PCMU packets with its SSRC, and reads."""
+
+    def __init__(self, ssrc: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.ssrc = ssrc
+        self.seq = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def send(self, to: tuple[str, int], count: int = 1) -> None:
+        for _ in range(count):
+            header = struct.pack("!BBHII", 0x80, 0, self.seq, self.seq * 160, self.ssrc)
+            self.sock.sendto(header + PAYLOAD, to)
+            self.seq += 1
+
+    async def heard(self, count: int) -> list[tuple[int, tuple[str, int]]]:
+        """The sequence numbers and sources of the next `count` packets."""
+        got: list[tuple[int, tuple[str, int]]] = []
+        for _ in range(1000):  # two seconds at most
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                await asyncio.sleep(0.002)
+                continue
+            got.append((struct.unpack_from("!H", data, 2)[0], source))
+            if len(got) == count:
+                break
+        return got
+
+
+async def standing_call(
+    pool: PortPool, kernel: KernelRelay
+) -> tuple[Phone, MediaEndpoint, MediaEndpoint, Phone]:
+    """x -- a [ipbx] b -- y, relayed; both phones have sent (so a and b latched), and the
+    kernel has taken the bridge over."""
+    x, y = Phone(0x1111), Phone(0x2222)
+    a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+    a.set_remote(*x.address, PCMU, 101)
+    b.set_remote(*y.address, PCMU, 101)
+    pool.offload = kernel.offload
+    connect(a, b)
+    x.send(a.local_address, 3)
+    y.send(b.local_address, 3)
+    assert len(await y.heard(3)) == len(await x.heard(3)) == 3  # relayed by ipbx
+    for _ in range(100):
+        if a.away is not None:
+            return x, a, b, y
+        await asyncio.sleep(0.01)
+    raise AssertionError("the kernel never took the bridge over")
+
+
+def kernel_relay() -> KernelRelay:
+    kernel = KernelRelay("127.0.0.1")
+    kernel.move_after = 0.1
+    assert kernel.start() is None
+    return kernel
+
+
+def elements(kernel: KernelRelay) -> str:
+    return Nftables().run(f"list set ip {kernel.table} legs")
+
+
+def test_the_kernel_forwards_a_standing_relay_from_the_legs_own_ports(pool: PortPool) -> None:
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        try:
+            x, a, b, y = await standing_call(pool, kernel)
+            assert a.away is b.away is not None
+            read_by_ipbx = a._rtp.packets_received, b._rtp.packets_received
+            # What ipbx metered itself (RFC 3550 A.1: a source counts once past probation).
+            metered = a.meter.reading().packets_received, b.meter.reading().packets_received
+            x.send(a.local_address, 50)
+            y.send(b.local_address, 20)
+            heard_by_y, heard_by_x = await y.heard(50), await x.heard(20)
+            # From the other leg's port, in order, the phone's own numbers: as ipbx relays.
+            assert heard_by_y == [(seq, b.local_address) for seq in range(3, 53)]
+            assert heard_by_x == [(seq, a.local_address) for seq in range(3, 23)]
+            assert (a._rtp.packets_received, b._rtp.packets_received) == read_by_ipbx
+            await asyncio.sleep(1.2)  # the kernel's counters are read every second
+            assert a.meter.reading().packets_received == metered[0] + 50
+            assert b.meter.reading().packets_received == metered[1] + 20
+            a.close()  # the call ends: the kernel forwards no more
+            assert a.away is None and b.away is None
+            assert "elements" not in elements(kernel)
+            final = a.meter.reading()
+            assert (final.packets_received, final.packets_lost) == (metered[0] + 50, 0)
+            b.close()
+        finally:
+            kernel.close()
+
+    run(scenario)
+
+
+def test_a_phone_that_moves_brings_the_bridge_back_to_ipbx(pool: PortPool) -> None:
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        try:
+            x, a, b, y = await standing_call(pool, kernel)
+            metered = a.meter.reading().packets_received
+            x.send(a.local_address, 5)
+            assert len(await y.heard(5)) == 5
+            moved = Phone(0x3333)  # the phone behind a NAT that rebinds: a new source
+            moved.send(a.local_address, 1)
+            assert await y.heard(1) == [(0, b.local_address)]
+            assert a.away is None and b.away is None
+            assert a.remote_address == moved.address
+            y.send(b.local_address, 2)
+            assert [source for _, source in await moved.heard(2)] == [a.local_address] * 2
+            assert "elements" not in elements(kernel)
+            # The kernel's 5, and the moved phone's first packet, on probation.
+            assert a.meter.reading().packets_received == metered + 5
+            a.close()
+            b.close()
+        finally:
+            kernel.close()
+
+    run(scenario)
+
+
+def test_a_relay_on_ports_that_cannot_be_forwarded_goes_to_the_fallback(pool: PortPool) -> None:
+    """A transcoded bridge is not the kernel's: it goes where the fallback sends it."""
+
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        handed: list[tuple[MediaEndpoint, MediaEndpoint]] = []
+        kernel.fallback = lambda a, b: handed.append((a, b))
+        try:
+            a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+            a.set_remote("127.0.0.1", 9, PCMU, 101)  # nothing has latched either leg
+            b.set_remote("127.0.0.1", 11, PCMU, 101)
+            pool.offload = kernel.offload
+            connect(a, b)
+            await asyncio.sleep(0.3)
+            assert handed == [(a, b)] and a.away is None
+            a.close()
+            b.close()
+        finally:
+            kernel.close()
+
+    run(scenario)
+
+
+def test_a_table_left_by_a_dead_process_is_removed_and_ours_at_close() -> None:
+    async def scenario() -> None:
+        nft = Nftables()
+        nft.run("add table ip ipbx_999999999")  # no such process
+        kernel = kernel_relay()
+        tables = nft.run("list tables ip")
+        assert "ipbx_999999999" not in tables and kernel.table in tables
+        kernel.close()
+        assert kernel.table not in nft.run("list tables ip")
+
+    run(scenario)
