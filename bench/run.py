@@ -16,9 +16,12 @@ Figures, for each server (`make bench` runs this file):
 then, where both servers have a figure, {"figure": ..., "ratio_ipbx_to_kamailio": x}.
 
 The media parts (bench/media.py, driven by our own load tool bench/rtpload.py):
-  relay_calls, relay_us_per_packet  G.711 calls relayed by ipbx and by rtpengine on one
-                      core within loss < 0.1 % and added jitter p99 < 5 ms, the CPU per
-                      packet at a load both carried, and {"ratio_ipbx_to_rtpengine": x};
+  relay_calls, relay_us_per_packet  G.711 calls relayed by ipbx, by ipbx with
+                      media.relay: kernel (server "ipbx-kernel", root only) and by
+                      rtpengine on one core within loss < 0.1 % and added jitter p99
+                      < 5 ms, the CPU per packet at a load all carried (the relay
+                      process's, and the machine's: machine_us_per_packet), and each
+                      one's ratio_to_rtpengine and machine_ratio_to_rtpengine;
   transcode_calls, transcode_cpu_pct_per_call  Opus <-> PCMU calls transcoded by ipbx
                       and by rtpengine (FFmpeg's codecs) on one core within the same
                       limits, the share of a core per call at a load both carried, and
@@ -133,10 +136,12 @@ PARTS = (
     "register", "calls", "rtp", "relay", "transcode", "api", "memory", "queues", "webrtc",
     "conference", "loaded", "scale",
 )  # fmt: skip
-SERVERS = ("ipbx", "kamailio", "rtpengine")
-# What each server is benchmarked for: SIP servers for SIP parts, media relays for relay.
+SERVERS = ("ipbx", "kamailio", "rtpengine", "ipbx-kernel")
+# What each server is benchmarked for: SIP servers for SIP parts, media relays for relay
+# (ipbx-kernel: ipbx with media.relay: kernel), transcoders for transcode.
 SIP_SERVERS = ("ipbx", "kamailio")
-RELAYS = ("ipbx", "rtpengine")
+RELAYS = ("ipbx", "rtpengine", "ipbx-kernel")
+TRANSCODERS = ("ipbx", "rtpengine")
 
 
 def start_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
@@ -381,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "relay" in settings.parts:
         complete &= bench_relay([name for name in servers if name in RELAYS], settings)
     if "transcode" in settings.parts:
-        complete &= bench_transcode([name for name in servers if name in RELAYS], settings)
+        complete &= bench_transcode([name for name in servers if name in TRANSCODERS], settings)
     if "api" in settings.parts and "ipbx" in servers:
         complete &= bench_api(settings)
     if "memory" in settings.parts and "ipbx" in servers:

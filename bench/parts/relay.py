@@ -26,7 +26,9 @@ def start_media_server(
     (RTP and RTCP per side): 6000 ports carry 1500 calls. Pinned to one core, ipbx has no
     media worker unless `media_lines` ask for one (media.workers: auto)."""
     cpu = settings.server_cpu if pinned else None
-    if name == "ipbx":
+    if name == "ipbx-kernel":  # relayed calls forwarded by the kernel (media/kernel.py)
+        media_lines = [*media_lines, "relay: kernel"]
+    if name.startswith("ipbx"):
         return start_ipbx(workdir, extension_range(2), cpu=cpu, rtp_ports=6000, media=media_lines)
     return start_rtpengine(workdir, cpu=cpu, rtp_ports=6000)
 
@@ -51,7 +53,7 @@ def media_ramp(
     # Both relays get the generator's priority (nice -10, as root), so a test run
     # elsewhere on the machine preempts neither; what is left is caught by media.ramp.
     prioritise(threads_of(server.pid))
-    if name == "ipbx":
+    if name.startswith("ipbx"):
         target = ["--server", "ipbx", "--sip-port", str(server.port)]
     else:
         target = ["--server", "rtpengine", "--ng-port", str(server.port)]
@@ -99,6 +101,7 @@ def _paired(
         emit(media.figure(calls_figure, name, outcome, **detail))
     load = media.common_load(outcomes) if outcomes else None
     costs: dict[str, float] = {}
+    machine: dict[str, float] = {}
     for name, outcome in outcomes.items():
         if load is None:
             break
@@ -108,6 +111,7 @@ def _paired(
             if mode == "relay"
             else round(step.number("server_cpu_pct") / load, 3)
         )
+        machine[name] = step.number("machine_us_per_packet")
         emit(
             {
                 "figure": cost_figure,
@@ -115,6 +119,7 @@ def _paired(
                 "value": costs[name],
                 "at_calls": load,
                 "server_cpu_pct": step.record.get("server_cpu_pct"),
+                "machine_us_per_packet": machine[name],
             }
         )
     ipbx, engine = outcomes.get("ipbx"), outcomes.get("rtpengine")
@@ -125,12 +130,16 @@ def _paired(
                 "ratio_ipbx_to_rtpengine": round(ipbx.best.calls / engine.best.calls, 3),
             }
         )
-    if "ipbx" in costs and "rtpengine" in costs:
-        emit(
-            {
-                "figure": cost_figure,
-                "ratio_ipbx_to_rtpengine": round(costs["ipbx"] / costs["rtpengine"], 3),
-                "at_calls": load,
-            }
-        )
+    for name in costs:
+        if name != "rtpengine" and "rtpengine" in costs:
+            # The relay process's own CPU, and the whole machine's (the kernel relay's).
+            emit(
+                {
+                    "figure": cost_figure,
+                    "server": name,
+                    "ratio_to_rtpengine": round(costs[name] / costs["rtpengine"], 3),
+                    "machine_ratio_to_rtpengine": round(machine[name] / machine["rtpengine"], 3),
+                    "at_calls": load,
+                }
+            )
     return len(outcomes) == len(servers) and all(o.best for o in outcomes.values())

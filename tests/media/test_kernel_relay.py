@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from ipbx.media.bridge import connect
-from ipbx.media.codecs import PCMU
+from ipbx.media.codecs import OPUS, PCMU
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.kernel import KernelRelay
 from ipbx.media.nftables import Nftables, NftablesError
@@ -132,6 +132,37 @@ def test_the_kernel_forwards_a_standing_relay_from_the_legs_own_ports(pool: Port
     run(scenario)
 
 
+def test_two_calls_between_the_same_two_phone_ports_are_both_forwarded(pool: PortPool) -> None:
+    """A gateway may send every call's RTP from one port: each leg's own port tells the
+    calls apart."""
+
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        try:
+            x, a, b, y = await standing_call(pool, kernel)
+            c, d = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+            c.set_remote(*x.address, PCMU, 101)
+            d.set_remote(*y.address, PCMU, 101)
+            connect(c, d)
+            x.send(c.local_address, 1)
+            y.send(d.local_address, 1)
+            assert len(await y.heard(1)) == len(await x.heard(1)) == 1
+            await asyncio.sleep(0.3)
+            assert c.away is d.away is not None and a.away is not None
+            x.send(a.local_address, 1)
+            x.send(c.local_address, 1)
+            assert [source for _, source in await y.heard(2)] == [
+                b.local_address,
+                d.local_address,
+            ]
+            for endpoint in (a, b, c, d):
+                endpoint.close()
+        finally:
+            kernel.close()
+
+    run(scenario)
+
+
 def test_a_phone_that_moves_brings_the_bridge_back_to_ipbx(pool: PortPool) -> None:
     async def scenario() -> None:
         kernel = kernel_relay()
@@ -158,8 +189,8 @@ def test_a_phone_that_moves_brings_the_bridge_back_to_ipbx(pool: PortPool) -> No
     run(scenario)
 
 
-def test_a_relay_on_ports_that_cannot_be_forwarded_goes_to_the_fallback(pool: PortPool) -> None:
-    """A transcoded bridge is not the kernel's: it goes where the fallback sends it."""
+def test_a_transcoded_bridge_goes_to_the_fallback(pool: PortPool) -> None:
+    """The kernel only relays: a transcoded bridge goes where the fallback sends it."""
 
     async def scenario() -> None:
         kernel = kernel_relay()
@@ -167,12 +198,36 @@ def test_a_relay_on_ports_that_cannot_be_forwarded_goes_to_the_fallback(pool: Po
         kernel.fallback = lambda a, b: handed.append((a, b))
         try:
             a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-            a.set_remote("127.0.0.1", 9, PCMU, 101)  # nothing has latched either leg
-            b.set_remote("127.0.0.1", 11, PCMU, 101)
+            a.set_remote("127.0.0.1", 9, PCMU, 101)
+            b.set_remote("127.0.0.1", 11, OPUS, 101)
             pool.offload = kernel.offload
             connect(a, b)
             await asyncio.sleep(0.3)
             assert handed == [(a, b)] and a.away is None
+            a.close()
+            b.close()
+        finally:
+            kernel.close()
+
+    run(scenario)
+
+
+def test_a_phone_that_sends_late_is_forwarded_once_it_has(pool: PortPool) -> None:
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        try:
+            x, y = Phone(0x1111), Phone(0x2222)
+            a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+            a.set_remote(*x.address, PCMU, 101)
+            b.set_remote(*y.address, PCMU, 101)
+            pool.offload = kernel.offload
+            connect(a, b)
+            x.send(a.local_address, 3)
+            await asyncio.sleep(0.35)  # three looks: y has not sent yet
+            assert a.away is None
+            y.send(b.local_address, 1)
+            await asyncio.sleep(0.2)
+            assert a.away is b.away is not None
             a.close()
             b.close()
         finally:

@@ -4,13 +4,13 @@ A relayed call costs the server two system calls and a few Python calls a packet
 a hundred packets a second. Once a relay bridge between two plain-RTP legs with the same
 codec has stood for a second (as media workers wait, media/workers.py), ipbx asks the
 kernel to forward the legs' packets itself: each packet from a leg's latched phone to
-the leg's port has its destination rewritten to the other phone (prerouting, or output
-for a phone on this machine) and its source to the other leg's port (postrouting), and
-never reaches ipbx. This is what rtpengine's kernel module and the xt_RTPPROXY target do;
-here it is nftables (no module to build): one table per ipbx process (`ipbx_PID`) whose
-chains are fixed, and one element per leg in its sets and maps, added and deleted
-through libnftables (media/nftables.py). Packets the kernel forwards are not tracked
-(notrack): no conntrack entry per stream.
+the leg's port has its destination rewritten to the other phone and its source port to
+the other leg's (prerouting, or output for a phone on this machine), its source address
+to ours (postrouting), and never reaches ipbx. This is what rtpengine's kernel module
+and the xt_RTPPROXY target do; here it is nftables (no module to build): one table per
+ipbx process (`ipbx_PID`) whose chains are fixed, and one element per leg in its sets
+and maps, added and deleted through libnftables (media/nftables.py). Packets the
+kernel forwards are not tracked (notrack): no conntrack entry per stream.
 
 What stays in ipbx: everything else. The bridge stays joined in ipbx, so a packet the
 kernel does not take (RTCP not latched yet, a packet queued before the move) is relayed
@@ -52,6 +52,8 @@ Key = tuple[str, int, int]
 
 TABLE_PREFIX = "ipbx_"
 POLL_SECONDS = 1.0
+# Looks, move_after apart, for both phones to have sent a packet before giving up.
+LATCH_TRIES = 10
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 # An element of the legs set as nft prints it: phone address . phone port . our port,
@@ -59,19 +61,23 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 _COUNTED = re.compile(r"([0-9.]+) \. (\d+) \. (\d+) counter packets (\d+)")
 _TABLE_NAME = re.compile(rf"^table ip ({TABLE_PREFIX}(\d+))", re.MULTILINE)
 # A packet from a leg's phone to the leg's port (the key: phone address . phone port .
-# our port) goes to the other phone: its address and port, before routing.
+# our port) goes to the other phone's address, from the other leg's port, and then (the
+# key: that port, unique to the leg) to the other phone's port; all before routing. The
+# source address is ours only after routing (postrouting): a packet coming in with one
+# of our own addresses as its source would be dropped as a martian.
 _STEER = (
     "ip saddr . udp sport . udp dport @legs notrack"
     " ip daddr set ip saddr . udp sport . udp dport map @to_addr"
-    " udp dport set ip saddr . udp sport . udp dport map @to_port"
+    " udp sport set ip saddr . udp sport . udp dport map @via_port"
+    " udp dport set udp sport map @to_port"
 )
 _TABLE = """
 table ip {table} {{
   set legs {{ type ipv4_addr . inet_service . inet_service; counter; }}
   map to_addr {{ type ipv4_addr . inet_service . inet_service : ipv4_addr; }}
-  map to_port {{ type ipv4_addr . inet_service . inet_service : inet_service; }}
-  map via_addr {{ type ipv4_addr . inet_service . ipv4_addr . inet_service : ipv4_addr; }}
-  map via_port {{ type inet_service . ipv4_addr . inet_service : inet_service; }}
+  map via_port {{ type ipv4_addr . inet_service . inet_service : inet_service; }}
+  map to_port {{ type inet_service : inet_service; }}
+  map via_addr {{ type inet_service . ipv4_addr . inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
     {steer}
@@ -82,10 +88,10 @@ table ip {table} {{
   }}
   chain postrouting {{
     type filter hook postrouting priority srcnat; policy accept;
-    ip saddr set ip saddr . udp sport . ip daddr . udp dport map @via_addr udp sport set udp sport . ip daddr . udp dport map @via_port
+    ip saddr set udp sport . ip daddr . udp dport map @via_addr
   }}
 }}
-"""  # noqa: E501
+"""
 
 
 class KernelRelay:
@@ -122,8 +128,13 @@ class KernelRelay:
     def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         asyncio.get_running_loop().call_later(self.move_after, self._move, a, b)
 
-    def _move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+    def _move(self, a: MediaEndpoint, b: MediaEndpoint, tries: int = LATCH_TRIES) -> None:
         if self._nft is not None and movable_pair(a, b) and a._bridged_by is relay:
+            if not (a._rtp.latched and b._rtp.latched) and tries > 1:
+                # A phone has sent nothing yet: where it sends from is not known.
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.move_after, self._move, a, b, tries - 1)
+                return
             legs = [
                 (s, d) for s, d in ((a._rtp, b._rtp), (a._rtcp, b._rtcp)) if self._can_forward(s, d)
             ]
@@ -240,11 +251,10 @@ class KernelPair:
             lines += [
                 f"{verb} element ip {table} legs {{ {key} }}",
                 f"{verb} element ip {table} to_addr {{ {key}{_value(verb, to_address)} }}",
-                f"{verb} element ip {table} to_port {{ {key}{_value(verb, to_port)} }}",
-                f"{verb} element ip {table} via_addr {{ {address} . {port} . {to_address} . "
+                f"{verb} element ip {table} via_port {{ {key}{_value(verb, theirs)} }}",
+                f"{verb} element ip {table} to_port {{ {theirs}{_value(verb, to_port)} }}",
+                f"{verb} element ip {table} via_addr {{ {theirs} . {to_address} . "
                 f"{to_port}{_value(verb, via)} }}",
-                f"{verb} element ip {table} via_port {{ {port} . {to_address} . "
-                f"{to_port}{_value(verb, theirs)} }}",
             ]
         return "\n".join(lines)
 
