@@ -26,6 +26,7 @@ Figures, one JSON line on stdout:
                    streams against their 20 ms grid instead (see received_figures);
   server_cpu_pct   the relay's CPU (its process tree, /proc) over the steady window,
   server_us_per_packet  the same CPU per relayed packet;
+  server_rss_mb    the relay's RSS with the calls up (its main process, /proc);
   machine_us_per_packet  both cores' busy time (processes and interrupts, the generator
                    included) per packet: the fair figure for a relay in the kernel, whose
                    work is charged to the senders' system calls and softirqs;
@@ -68,7 +69,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.sipua import Call, SipFailure, UserAgents, sdp_body  # noqa: E402
-from tests.support.processes import core_ticks, cpu_seconds, udp_drops  # noqa: E402
+from tests.support.processes import core_ticks, cpu_seconds, memory_of, udp_drops  # noqa: E402
 from tests.support.rtpengine import Bencodable, NgClient  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -338,6 +339,8 @@ class Window:
     sent: int = 0
     # /proc/stat jiffies of the generator's core and the server's.
     cores: tuple[list[int], list[int]] = ([], [])
+    # The relay's RSS with every call up (its main process).
+    server_rss_mb: float = 0.0
 
 
 def run_streams(
@@ -438,6 +441,7 @@ def run_streams(
             window.own_cpu = time.process_time()
             window.sent = sum(map(len, sent_ns))
             window.cores = (core_ticks(own_core), core_ticks(server_core))
+            window.server_rss_mb = memory_of(server_pid)[0]
         due = start + tick * SLOT_NS
         now = clock()
         while now < due:
@@ -511,6 +515,7 @@ def run_streams(
         ),
         "packets_per_s": round(sent_in_window / window_s),
         "window_s": round(window_s, 2),
+        "server_rss_mb": round(window.server_rss_mb, 1),
         "generator_cpu_pct": round(100 * own_cpu / window_s, 1),
         # What else ran on each core (processes competing with the run), the kernel's
         # interrupt work there (loopback delivery runs as softirq on the sending core) and

@@ -318,6 +318,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         help="the loaded part's media worker: on SIPp's core, or on the server's (with SIP)",
     )
     parser.add_argument(
+        "--loaded-relay",
+        choices=("userspace", "kernel"),
+        default="userspace",
+        help="the loaded part's media.relay (kernel: the relayed calls' RTP never reaches ipbx)",
+    )
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
     )
     parser.add_argument("--step-seconds", type=float, default=4.0, help="length of a step")
@@ -355,6 +361,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         conference_small_rooms=parse_rates(args.conference_small_rooms),
         loaded_media_calls=args.loaded_media_calls,
         loaded_worker_core=args.loaded_worker_core,
+        loaded_relay=args.loaded_relay,
         parts=[part for part in args.parts.split(",") if part],
         step_seconds=args.step_seconds,
         out=out.resolve(),

@@ -12,7 +12,9 @@
 The server runs with one media worker (media.workers: 1): its own process (SIP) is pinned
 to one core, the worker to the other, which SIPp and the RTP generator share
 (--loaded-worker-core sipp), or to the server's core beside SIP (server); the
-generator's CPU is printed too: a ramp the generator's core limits says so there.
+generator's CPU is printed too: a ramp the generator's core limits says so there. With
+--loaded-relay kernel (media.relay: kernel, root only) the kernel forwards the relayed
+calls once they stand, and their RTP reaches neither the server nor the worker.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ MEDIA_LIMIT_S = 600.0
 def bench_loaded(settings: Settings) -> bool:
     workdir = settings.out / "loaded"
     try:
+        media_lines = ["workers: 1", f"relay: {settings.loaded_relay}"]
         server = start_ipbx(
-            workdir / "server", extension_range(4), rtp_ports=6000, media=["workers: 1"]
+            workdir / "server", extension_range(4), rtp_ports=6000, media=media_lines
         )
     except (ServerNotReady, OSError) as error:
         log(f"ipbx: not started: {str(error).splitlines()[0]}")
@@ -131,6 +134,7 @@ def _report(
             "ratio_loaded_to_idle": ratio,
             "media_calls": settings.loaded_media_calls,
             "worker_core": settings.loaded_worker_core,
+            "relay": settings.loaded_relay,
             "media": media,
         }
     )

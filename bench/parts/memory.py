@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.parts.rtp import prioritise, threads_of
 from bench.parts.session import Settings, emit, log
 from bench.parts.sip import MAX_FAILED_PCT, register_callee, start_callee, start_uac
-from tests.support.processes import ServerNotReady, ServerProcess
+from tests.support.processes import ServerNotReady, ServerProcess, memory_of
 from tests.support.server import extension_range, start_ipbx
 from tests.support.sipp import SippResult, parse_sipp_stats
 
@@ -45,16 +45,6 @@ class Sample:
     peak_mb: float
     cpu_s: float
     note: str = ""
-
-
-def memory_of(pid: int) -> tuple[float, float]:
-    """VmRSS and VmHWM (the peak RSS so far) of a process, in MB (proc(5): kB)."""
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def completed_calls(stat_path: Path, requested: int) -> int:

@@ -122,6 +122,21 @@ def _paired(
                 "machine_us_per_packet": machine[name],
             }
         )
+    for name, outcome in outcomes.items():
+        passed = [step for step in outcome.steps if step.failure is None]
+        if mode == "relay" and len(passed) >= 2:
+            # What one more relayed call holds: RSS between the first and last steps
+            # within the limits, over the calls between them.
+            low, high = passed[0], passed[-1]
+            grown = high.number("server_rss_mb") - low.number("server_rss_mb")
+            emit(
+                {
+                    "figure": "relay_kb_per_call",
+                    "server": name,
+                    "value": round(1024 * grown / (high.calls - low.calls), 1),
+                    "between_calls": [low.calls, high.calls],
+                }
+            )
     ipbx, engine = outcomes.get("ipbx"), outcomes.get("rtpengine")
     if ipbx and engine and ipbx.best and engine.best:
         emit(

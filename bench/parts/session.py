@@ -39,6 +39,7 @@ class Settings:
     conference_small_rooms: list[int]
     loaded_media_calls: int
     loaded_worker_core: str
+    loaded_relay: str
     parts: list[str]
     step_seconds: float
     out: Path

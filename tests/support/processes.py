@@ -90,6 +90,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def memory_of(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM (the peak RSS so far) of a process, in MB (proc(5): kB)."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live descendants (/proc/PID/stat).
 
