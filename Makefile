@@ -33,10 +33,11 @@ lint: install
 	$(VENV)/bin/mypy
 
 # The suite with two media workers in every server, then the media and interop suites
-# again with all media in the server's own process (media.workers: 0).
+# again with all media in the server's own process (media.workers: 0) and relayed calls
+# forwarded by the kernel once they stand (media.relay: kernel; CI runs as root).
 test: install peers lint
 	IPBX_TEST_MEDIA_WORKERS=2 $(VENV)/bin/pytest -q
-	IPBX_TEST_MEDIA_WORKERS=0 $(VENV)/bin/pytest -q tests/media tests/interop
+	IPBX_TEST_MEDIA_WORKERS=0 IPBX_TEST_MEDIA_RELAY=kernel $(VENV)/bin/pytest -q tests/media tests/interop
 
 bench: install peers
 	$(PY) bench/run.py

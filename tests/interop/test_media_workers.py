@@ -61,7 +61,8 @@ def test_bridged_calls_ride_the_media_workers_and_end_cleanly_when_they_are_kill
     api_port = free_port("tcp")
 
     def edit(config: dict[str, Any]) -> None:
-        config["media"].update(workers=2, timeout_seconds=TIMEOUT_S)
+        # The relays are the workers' here, not the kernel's (IPBX_TEST_MEDIA_RELAY).
+        config["media"].update(workers=2, timeout_seconds=TIMEOUT_S, relay="userspace")
         config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
 
     server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[CALLER, CALLEE])

@@ -88,7 +88,7 @@ def write_ipbx_config(
         f"  address: {LOOPBACK}",
         f"  rtp_ports: {rtp_range[0]}-{rtp_range[1]}",
         *(f"  {line}" for line in media),
-        *([] if any(line.startswith("workers:") for line in media) else _media_workers()),
+        *_media_defaults(media),
         "extensions:",
     ]
     lines += [
@@ -105,12 +105,20 @@ def write_ipbx_config(
     return path
 
 
-def _media_workers() -> list[str]:
-    """`make test` runs the suite's servers with two media workers, and the media and
-    interop suites again with none (IPBX_TEST_MEDIA_WORKERS); unset, a server has the
-    default (auto: the cores it may use, less one: none when pinned to one core)."""
+def _media_defaults(media: Sequence[str]) -> list[str]:
+    """The media settings a test did not set itself. `make test` runs the suite's servers
+    with two media workers, and the media and interop suites again with none
+    (IPBX_TEST_MEDIA_WORKERS); unset, a server has the default (auto: the cores it may
+    use, less one: none when pinned to one core). IPBX_TEST_MEDIA_RELAY sets
+    media.relay (`kernel`, as root: the suites with the kernel forwarding every relay)."""
+    lines = []
     count = media_workers()
-    return [] if count is None else [f"  workers: {count}"]
+    if count is not None and not any(line.startswith("workers:") for line in media):
+        lines.append(f"  workers: {count}")
+    relay = os.environ.get("IPBX_TEST_MEDIA_RELAY")
+    if relay and not any(line.startswith("relay:") for line in media):
+        lines.append(f"  relay: {relay}")
+    return lines
 
 
 def start_ipbx(

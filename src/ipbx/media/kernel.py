@@ -143,7 +143,7 @@ class KernelRelay:
                 pair = KernelPair(self, a, b, legs)
                 try:
                     self._nft.run(pair.elements("add"))
-                except NftablesError as exc:
+                except (NftablesError, OSError) as exc:  # OSError: no route to a phone
                     log.error("kernel relay: %s", exc)
                 else:
                     self.pairs.add(pair)
