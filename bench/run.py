@@ -277,6 +277,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     )
     parser.add_argument("--queue-agents", type=int, default=20, help="agents of the queue")
     parser.add_argument(
+        "--queue-relay",
+        choices=("userspace", "kernel"),
+        default="userspace",
+        help="the queues part's media.relay (kernel: waiting callers' voice dropped there)",
+    )
+    parser.add_argument(
         "--queue-step", type=int, default=25, help="callers joining between two CPU readings"
     )
     parser.add_argument(
@@ -352,6 +358,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         memory_settle=args.memory_settle,
         queue_callers=args.queue_callers,
         queue_agents=args.queue_agents,
+        queue_relay=args.queue_relay,
         queue_step=args.queue_step,
         queue_seconds=args.queue_seconds,
         webrtc_calls=parse_rates(args.webrtc_calls),

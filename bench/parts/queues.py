@@ -39,6 +39,9 @@ the machine do not make them late.
                       connected exactly once, abandoned or sent out (EXIT*), and none was
                       connected twice; SIPp's own count of completed calls beside it.
 
+With --queue-relay kernel (media.relay: kernel, root only) the kernel drops the voice
+the waiting callers send (media/kernel.py), and ipbx reads none of it.
+
 Every wait is bounded by a deadline and every SIPp by -m and -timeout. Run it alone:
 `.venv/bin/python bench/run.py --parts queues --servers ipbx --out DIR` (small:
 `--queue-callers 40 --queue-agents 5 --queue-step 20 --queue-seconds 3`).
@@ -306,6 +309,7 @@ def configure(settings: Settings, workdir: Path, api_port: int) -> Any:
             }
         ]
         config["numbers"] = [{"number": NUMBER, "destination": f"queue:{QUEUE}"}]
+        config["media"]["relay"] = settings.queue_relay
 
     return edit
 
@@ -510,6 +514,7 @@ def report_queue(run: QueueRun, settings: Settings) -> bool:
             ],
             "seconds": settings.queue_seconds,
             "idle_cpu_pct": round(100 * run.idle_share, 2),
+            "relay": settings.queue_relay,
             "goal": f"< {GOAL_PCT_PER_CALLER} % of a core with {settings.queue_callers} waiting",
         }
     )

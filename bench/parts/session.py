@@ -30,6 +30,7 @@ class Settings:
     memory_settle: float
     queue_callers: int
     queue_agents: int
+    queue_relay: str
     queue_step: int
     queue_seconds: float
     webrtc_calls: list[int]

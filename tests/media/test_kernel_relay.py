@@ -5,8 +5,13 @@ phone moves or the call ends. Needs root and libnftables (make peers; CI runs as
 
 import asyncio
 import os
+import random
+import secrets
 import socket
 import struct
+import subprocess
+import sys
+from subprocess import PIPE
 
 import pytest
 
@@ -16,6 +21,7 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.kernel import KernelRelay
 from ipbx.media.nftables import Nftables, NftablesError
 from ipbx.media.ports import PortPool
+from tests.support.first_hour import Namespace, _ip
 from tests.support.media import run
 
 
@@ -245,5 +251,106 @@ def test_a_table_left_by_a_dead_process_is_removed_and_ours_at_close() -> None:
         assert "ipbx_999999999" not in tables and kernel.table in tables
         kernel.close()
         assert kernel.table not in nft.run("list tables ip")
+
+    run(scenario)
+
+
+_PHONE = """
+import socket, struct, sys, time
+to = (sys.argv[1], int(sys.argv[2]))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[3], 40000))
+def send(seq, pt, payload, ts=None):
+    ts = seq * 160 if ts is None else ts
+    sock.sendto(struct.pack("!BBHII", 0x80, pt, seq, ts, 0x1111) + payload, to)
+for seq in range(3):  # ipbx latches on these
+    send(seq, 0, bytes(160))
+    time.sleep(0.02)
+input()  # once ipbx drops this phone's voice
+for seq in range(3, 23):
+    send(seq, 0, bytes(160))
+for seq, end in ((23, 0), (24, 0), (25, 0x80)):  # the key 5 as RFC 4733 events (4 bytes)
+    send(seq, 101, struct.pack("!BBH", 5, end, 800), ts=23 * 160)  # one event, one time
+input()
+for seq in range(26, 29):
+    send(seq, 0, bytes(160))
+"""
+
+
+def test_a_listening_legs_voice_is_dropped_in_the_kernel_and_its_events_still_read() -> None:
+    """A caller waiting in a queue, on another machine (a network namespace behind a veth
+    pair): its phone's voice never reaches ipbx, its RFC 4733 events do, and the dropped
+    packets count for the media time-out and the record, not as lost."""
+    subnet = f"10.{random.randrange(100, 250)}.{random.randrange(0, 250)}"
+    ours, theirs = f"{subnet}.1", f"{subnet}.2"
+
+    async def scenario(namespace: str) -> None:
+        kernel = kernel_relay()
+        first = random.randrange(30000, 39800, 2)
+        a = await MediaEndpoint.open(PortPool(ours, first, first + 19))
+        a.set_remote(theirs, 40000, PCMU, 101)
+        heard: list[str] = []
+        a.on_dtmf = heard.append
+        listening = kernel.quieten(a)
+        command = [sys.executable, "-c", _PHONE, ours, str(a.local_address[1]), theirs]
+        phone = subprocess.Popen(["ip", "netns", "exec", namespace, *command], stdin=PIPE)
+        assert phone.stdin is not None
+        try:
+            await asyncio.sleep(0.4)  # latched on the phone's first packets, then quiet
+            assert listening.key == (theirs, 40000, a.local_address[1])
+            read, metered = a._rtp.packets_received, a.meter.reading().packets_received
+            phone.stdin.write(b"\n")
+            phone.stdin.flush()
+            await asyncio.sleep(1.3)  # the kernel's counters are read every second
+            assert a._rtp.packets_received == read + 3  # the events alone
+            assert heard == ["5"]
+            assert a.meter.reading().packets_received == metered + 20
+            listening.close()
+            assert "elements" not in Nftables().run(f"list set ip {kernel.table} listening")
+            phone.stdin.write(b"\n")
+            phone.stdin.flush()
+            await asyncio.sleep(0.3)
+            assert a._rtp.packets_received == read + 6  # heard by ipbx again
+            # The events, the voice dropped, and the voice read after (a new count for
+            # the source, which RFC 3550 A.1 takes up from its second packet).
+            final = a.meter.reading()
+            assert (final.packets_received, final.packets_lost) == (metered + 3 + 20 + 2, 0)
+        finally:
+            phone.stdin.close()
+            phone.wait(5)
+            a.close()
+            kernel.close()
+
+    with Namespace("kq") as namespace:
+        link, peer = f"v{secrets.token_hex(4)}", f"v{secrets.token_hex(4)}"
+        _ip("link", "add", link, "type", "veth", "peer", "name", peer, "netns", namespace.name)
+        _ip("addr", "add", f"{ours}/24", "dev", link)
+        _ip("link", "set", link, "up")
+        _ip("-n", namespace.name, "addr", "add", f"{theirs}/24", "dev", peer)
+        _ip("-n", namespace.name, "link", "set", peer, "up")
+        run(lambda: scenario(namespace.name))
+
+
+def test_a_listening_phone_on_this_machine_sends_without_errors(pool: PortPool) -> None:
+    """Its packets are dropped as they come back in over loopback (prerouting), after its
+    sends succeeded: dropped on their way out, its sends would fail (EPERM)."""
+
+    async def scenario() -> None:
+        kernel = kernel_relay()
+        try:
+            x = Phone(0x1111)
+            a = await MediaEndpoint.open(pool)
+            a.set_remote(*x.address, PCMU, 101)
+            listening = kernel.quieten(a)
+            x.send(a.local_address, 3)
+            await asyncio.sleep(0.3)
+            assert listening.key is not None
+            x.send(a.local_address, 5)  # raises nothing
+            await asyncio.sleep(0.1)
+            assert a._rtp.packets_received == 3
+            listening.close()
+            a.close()
+        finally:
+            kernel.close()
 
     run(scenario)

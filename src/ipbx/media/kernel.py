@@ -20,6 +20,11 @@ hang-up) brings it home first (MediaEndpoint.away), with the packets the kernel
 counted added to the leg's meter. While the kernel forwards, its counters are read
 every POLL_SECONDS for the media time-out; it measures no loss or jitter.
 
+The same table drops, for a leg that only listens (a caller waiting in a queue, whose
+audio nobody hears and whose keys are not needed or come as RFC 4733 events), the voice
+its phone sends, so that ipbx reads only its events (`KernelRelay.quieten`): half the
+system calls a waiting caller costs.
+
 Needs CAP_NET_ADMIN (root) and libnftables; phones on other machines need IP forwarding
 (net.ipv4.ip_forward = 1), without which only phones on this machine's loopback are
 forwarded in the kernel. IPv4 only: IPv6 legs stay in ipbx. A host firewall that drops
@@ -71,15 +76,22 @@ _STEER = (
     " udp sport set ip saddr . udp sport . udp dport map @via_port"
     " udp dport set udp sport map @to_port"
 )
+# A listening leg's packets with more than 16 bytes of RTP payload (its voice; not its
+# RFC 4733 events, 4 bytes each, nor comfort noise) are dropped as they come in
+# (prerouting: a local program's packets come in over loopback too, once its send has
+# succeeded; dropped on their way out, its sends would fail with EPERM).
+_QUIET = "udp length > 36 ip saddr . udp sport . udp dport @listening drop"
 _TABLE = """
 table ip {table} {{
   set legs {{ type ipv4_addr . inet_service . inet_service; counter; }}
+  set listening {{ type ipv4_addr . inet_service . inet_service; counter; }}
   map to_addr {{ type ipv4_addr . inet_service . inet_service : ipv4_addr; }}
   map via_port {{ type ipv4_addr . inet_service . inet_service : inet_service; }}
   map to_port {{ type inet_service : inet_service; }}
   map via_addr {{ type inet_service . ipv4_addr . inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
+    {quiet}
     {steer}
   }}
   chain output {{
@@ -105,6 +117,7 @@ class KernelRelay:
         self.fallback: Callable[[MediaEndpoint, MediaEndpoint], None] | None = None
         self.move_after = MOVE_AFTER
         self.pairs: set[KernelPair] = set()
+        self.listening: set[Listening] = set()
         self.forwarding = False
         self._nft: Nftables | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -115,7 +128,7 @@ class KernelRelay:
             nft = Nftables()
             _remove_stale_tables(nft)
             # Made anew: the table of an earlier process with this PID goes first.
-            table = _TABLE.format(table=self.table, steer=_STEER)
+            table = _TABLE.format(table=self.table, steer=_STEER, quiet=_QUIET)
             nft.run(f"add table ip {self.table}\ndelete table ip {self.table}\n{table}")
         except NftablesError as exc:
             return str(exc).splitlines()[0]
@@ -160,15 +173,16 @@ class KernelRelay:
             return False
         return self.forwarding or all(p is not None and p.is_loopback for p in peers)
 
-    def counts(self, keys: str | None = None) -> dict[Key, int]:
-        """Packets forwarded for each leg's key (phone address, phone port, our port):
-        every leg's, or those of `keys` (`A . P . O, ...`)."""
+    def counts(self, keys: str | None = None, kind: str = "legs") -> dict[Key, int]:
+        """Packets forwarded (`kind` legs) or dropped (listening) for each leg's key
+        (phone address, phone port, our port): every leg's, or those of `keys`
+        (`A . P . O, ...`)."""
         if self._nft is None:
             return {}
         if keys is None:
-            printed = self._nft.run(f"list set ip {self.table} legs")
+            printed = self._nft.run(f"list set ip {self.table} {kind}")
         else:
-            printed = self._nft.run(f"get element ip {self.table} legs {{ {keys} }}")
+            printed = self._nft.run(f"get element ip {self.table} {kind} {{ {keys} }}")
         return {
             (address, int(port), int(ours)): int(packets)
             for address, port, ours, packets in _COUNTED.findall(printed)
@@ -179,7 +193,7 @@ class KernelRelay:
         self.pairs.discard(pair)
         if self._nft is None:
             return {}
-        keys = (" . ".join(map(str, pair.key(source))) for source, _ in pair.ways)
+        keys = (_element(pair.key(source)) for source, _ in pair.ways)
         counted: dict[Key, int] = {}
         try:
             counted = self.counts(", ".join(keys))
@@ -191,23 +205,35 @@ class KernelRelay:
             log.error("kernel relay: %s", exc)
         return counted
 
+    def quieten(self, endpoint: MediaEndpoint) -> Listening:
+        """Drop the voice `endpoint`'s phone sends (a caller waiting in a queue, whose
+        audio nobody hears and no key needs) in the kernel, once its phone has sent a
+        packet; ipbx still reads its RTP events. `Listening.close` ends it."""
+        listening = Listening(self, endpoint)
+        listening.start(LATCH_TRIES)
+        return listening
+
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if self.pairs:
-                try:
-                    counted = self.counts()
-                except NftablesError as exc:
-                    log.error("kernel relay: %s", exc)
-                    continue
-                for pair in self.pairs:
-                    pair.show(counted)
+            try:
+                forwarded = self.counts() if self.pairs else {}
+                dropped = self.counts(kind="listening") if self.listening else {}
+            except NftablesError as exc:
+                log.error("kernel relay: %s", exc)
+                continue
+            for pair in self.pairs:
+                pair.show(forwarded)
+            for listening in self.listening:
+                listening.show(dropped)
 
     def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
         for pair in list(self.pairs):
             pair.come_home()
+        for listening in list(self.listening):
+            listening.close()
         if self._nft is not None:
             with contextlib.suppress(NftablesError):
                 self._nft.run(f"delete table ip {self.table}")
@@ -300,6 +326,68 @@ class KernelPair:
             self.ports[a._rtp], self.ports[b._rtp],
             counted.get(self.key(a._rtp), 0), counted.get(self.key(b._rtp), 0),
         )  # fmt: skip
+
+
+class Listening:
+    """A leg whose phone's voice the kernel drops: `close` gives it back to ipbx, with the
+    packets dropped counted in its meter."""
+
+    def __init__(self, relay: KernelRelay, endpoint: MediaEndpoint) -> None:
+        self.relay = relay
+        self.endpoint = endpoint
+        self.key: Key | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._base = endpoint.meter.reading()
+
+    def start(self, tries: int) -> None:
+        self._retry = None
+        channel, nft = self.endpoint._rtp, self.relay._nft
+        if nft is None or self.endpoint.closed:
+            return
+        if not channel.latched or channel.peer is None:
+            if tries > 1:  # where the phone sends from is not known yet
+                loop = asyncio.get_running_loop()
+                self._retry = loop.call_later(self.relay.move_after, self.start, tries - 1)
+            return
+        if _ipv4(channel.peer) is None:
+            return
+        key = (str(channel.peer[0]), int(channel.peer[1]), self.endpoint.local_address[1])
+        try:
+            nft.run(f"add element ip {self.relay.table} listening {{ {_element(key)} }}")
+        except NftablesError as exc:
+            log.error("kernel relay: %s", exc)
+            return
+        self.key, self._base = key, self.endpoint.meter.reading()
+        self.relay.listening.add(self)
+
+    def show(self, counted: dict[Key, int]) -> None:
+        """The leg's meter reads the packets the kernel dropped (for the media time-out)."""
+        if self.key is not None:
+            base = self._base
+            self.endpoint.meter.elsewhere = MeterReading(
+                base.packets_received + counted.get(self.key, 0), base.packets_lost, base.jitter_ms
+            )
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        key, self.key = self.key, None
+        nft = self.relay._nft
+        self.relay.listening.discard(self)
+        if key is None or nft is None:
+            return
+        dropped = 0
+        try:
+            dropped = self.relay.counts(_element(key), "listening").get(key, 0)
+            nft.run(f"delete element ip {self.relay.table} listening {{ {_element(key)} }}")
+        except NftablesError as exc:
+            log.error("kernel relay: %s", exc)
+        self.endpoint.meter.forwarded(dropped, in_gaps=True)
+
+
+def _element(key: Key) -> str:
+    return " . ".join(map(str, key))
 
 
 def _value(verb: str, value: object) -> str:

@@ -340,12 +340,17 @@ class StreamMeter:
         self._received, self._lost = other._received, other._lost
         self.elsewhere = None
 
-    def forwarded(self, packets: int) -> None:
+    def forwarded(self, packets: int, in_gaps: bool = False) -> None:
         """`packets` of the stream went by without being read here (the kernel forwarded
-        them, media/kernel.py): counted as received, with no loss or jitter known. The
-        source's statistics start again with its next packet here, so that the packets
-        the kernel carried are not counted lost."""
+        or dropped them, media/kernel.py): counted as received, with no loss or jitter
+        known. The source's statistics start again with its next packet here, so that
+        the packets the kernel carried are not counted lost; `in_gaps`: they were taken
+        from between packets read here (a listening leg's voice, its events read), whose
+        sequence numbers counted them lost."""
+        stats = self._stats
         self._retire()
+        if in_gaps and stats is not None:
+            self._lost -= min(packets, max(0, stats.cumulative_lost))
         self._ssrc, self._stats = b"", None
         self._received += packets
         self.elsewhere = None

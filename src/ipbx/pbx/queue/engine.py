@@ -176,6 +176,7 @@ class Queues:
             None if announcement is None else str(announcement),
             callback_key=config.callback_key,
             announcer=self.announcer,
+            kernel=self.calls.kernel_relay,
         )
 
     def start(self) -> None:

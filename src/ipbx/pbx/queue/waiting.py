@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ipbx.media.announcer import Announcer
 from ipbx.media.endpoint import MediaError
+from ipbx.media.kernel import KernelRelay
 from ipbx.media.moh import MusicOnHold
 from ipbx.media.tts import TtsError
 from ipbx.pbx.queue.callback import ask_callback_number
@@ -93,6 +94,8 @@ class WaitingRoom:
     callback_key: str | None = None
     # Where announcements are encoded once per codec for all the callers who hear them.
     announcer: Announcer = field(default_factory=Announcer)
+    # media.relay: kernel: what drops a waiting caller's voice before ipbx reads it.
+    kernel: KernelRelay | None = None
 
     async def wait(self, session: Session, place: Place) -> str:
         """Music and announcements until cancelled; CALLBACK when the caller asked for a
@@ -175,9 +178,16 @@ class WaitingRoom:
         digits = media.digits
         if self.callback_key is None:
             media.digits = None
+        # Nothing of the caller's audio is needed while it waits: with the kernel relay,
+        # the kernel drops it (keys sent as RFC 4733 events still come through).
+        quiet = None
+        if self.kernel is not None and (media.digits is None or not media.digits.hears_tones):
+            quiet = self.kernel.quieten(media)
         try:
             yield
         finally:
+            if quiet is not None:
+                quiet.close()
             if not media.closed:
                 media.digits = digits
 
