@@ -191,16 +191,20 @@ class KernelRelay:
     def remove(self, pair: KernelPair) -> dict[Key, int]:
         """Stop forwarding the pair; what the kernel counted for each of its keys."""
         self.pairs.discard(pair)
+        return self.take_out("legs", [pair.key(s) for s, _ in pair.ways], pair.elements("delete"))
+
+    def take_out(self, kind: str, keys: list[Key], deletions: str) -> dict[Key, int]:
+        """Run `deletions` (of elements of the set `kind`); what the kernel counted for
+        `keys` until then."""
         if self._nft is None:
             return {}
-        keys = (_element(pair.key(source)) for source, _ in pair.ways)
         counted: dict[Key, int] = {}
         try:
-            counted = self.counts(", ".join(keys))
+            counted = self.counts(", ".join(map(_element, keys)), kind)
         except NftablesError as exc:
             log.error("kernel relay: %s", exc)
         try:
-            self._nft.run(pair.elements("delete"))
+            self._nft.run(deletions)
         except NftablesError as exc:
             log.error("kernel relay: %s", exc)
         return counted
@@ -304,11 +308,8 @@ class KernelPair:
     def show(self, counted: dict[Key, int]) -> None:
         """The legs' meters read what the kernel counted (for the media time-out)."""
         for endpoint in (self.a, self.b):
-            base = self._bases[endpoint]
             packets = counted.get(self.key(endpoint._rtp), 0)
-            endpoint.meter.elsewhere = MeterReading(
-                base.packets_received + packets, base.packets_lost, base.jitter_ms
-            )
+            endpoint.meter.elsewhere = _plus(self._bases[endpoint], packets)
 
     def come_home(self, rejoin: bool = True) -> None:
         """ipbx relays the pair again (the bridge never left it; `rejoin` is moot)."""
@@ -363,27 +364,23 @@ class Listening:
     def show(self, counted: dict[Key, int]) -> None:
         """The leg's meter reads the packets the kernel dropped (for the media time-out)."""
         if self.key is not None:
-            base = self._base
-            self.endpoint.meter.elsewhere = MeterReading(
-                base.packets_received + counted.get(self.key, 0), base.packets_lost, base.jitter_ms
-            )
+            self.endpoint.meter.elsewhere = _plus(self._base, counted.get(self.key, 0))
 
     def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
         key, self.key = self.key, None
-        nft = self.relay._nft
         self.relay.listening.discard(self)
-        if key is None or nft is None:
-            return
-        dropped = 0
-        try:
-            dropped = self.relay.counts(_element(key), "listening").get(key, 0)
-            nft.run(f"delete element ip {self.relay.table} listening {{ {_element(key)} }}")
-        except NftablesError as exc:
-            log.error("kernel relay: %s", exc)
-        self.endpoint.meter.forwarded(dropped, in_gaps=True)
+        if key is not None:
+            deletion = f"delete element ip {self.relay.table} listening {{ {_element(key)} }}"
+            dropped = self.relay.take_out("listening", [key], deletion).get(key, 0)
+            self.endpoint.meter.forwarded(dropped, in_gaps=True)
+
+
+def _plus(base: MeterReading, packets: int) -> MeterReading:
+    """A leg's reading: what ipbx metered, and the packets the kernel counted since."""
+    return MeterReading(base.packets_received + packets, base.packets_lost, base.jitter_ms)
 
 
 def _element(key: Key) -> str:
