@@ -3,9 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 # What `ipbx serve` runs that pip does not install: espeak-ng speaks the prompts written
-# as text, libbcg729 is G.729 (src/ipbx/pbx/prerequisites.py names what needs them).
+# as text, libbcg729 is G.729 (src/ipbx/pbx/prerequisites.py names what needs them),
+# nftables's library forwards relayed calls in the kernel (media.relay: kernel).
 # The test peers are `make peers`'s, for `make test` and `make bench` only.
-RUNTIME_PACKAGES := espeak-ng libbcg729-0
+RUNTIME_PACKAGES := espeak-ng libbcg729-0 nftables
 
 .PHONY: serve test install runtime peers lint bench
 

@@ -36,7 +36,7 @@ from tests.support.softphone import Audio, analyse, write_tone
 pytestmark = pytest.mark.timeout(900)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_PACKAGES = ["espeak-ng", "libbcg729-0"]
+RUNTIME_PACKAGES = ["espeak-ng", "libbcg729-0", "nftables"]
 SERVER_ADDRESS, PHONE_ADDRESS = "10.213.0.1", "10.213.0.2"
 TONE_HZ = 1000
 # Creating the venv and installing ipbx into it from the wheelhouse takes a minute or two.
@@ -54,7 +54,7 @@ def _stub(path: Path, script: str) -> None:
 def test_make_serve_installs_the_servers_runtime_packages_and_only_those(
     tmp_path: Path,
 ) -> None:
-    """On a machine where dpkg knows no package, `make serve` asks apt-get for the two
+    """On a machine where dpkg knows no package, `make serve` asks apt-get for the three
     runtime packages, then starts the server (here a stand-in `ipbx` in a ready venv)."""
     bin_dir, venv = tmp_path / "bin", tmp_path / "venv"
     bin_dir.mkdir()
