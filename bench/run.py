@@ -24,8 +24,8 @@ The media parts (bench/media.py, driven by our own load tool bench/rtpload.py):
                       one's ratio_to_rtpengine and machine_ratio_to_rtpengine;
   transcode_calls, transcode_cpu_pct_per_call  Opus <-> PCMU calls transcoded by ipbx
                       and by rtpengine (FFmpeg's codecs) on one core within the same
-                      limits, the share of a core per call at a load both carried, and
-                      {"ratio_ipbx_to_rtpengine": x}.
+                      limits, the share of a core per call at a load both carried,
+                      and ipbx's ratio_to_rtpengine (calls: ratio_ipbx_to_rtpengine).
 
 The integration part `api` (issue 6; building blocks in bench/api.py), ipbx only, one
 `ipbx serve` with api.listen on a free loopback port, an admin token from `ipbx token
