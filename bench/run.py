@@ -142,6 +142,8 @@ SERVERS = ("ipbx", "kamailio", "rtpengine", "ipbx-kernel")
 SIP_SERVERS = ("ipbx", "kamailio")
 RELAYS = ("ipbx", "rtpengine", "ipbx-kernel")
 TRANSCODERS = ("ipbx", "rtpengine")
+# media.relay's values, for the parts that can run with either.
+RELAY_MODES = ("userspace", "kernel")
 
 
 def start_server(name: str, settings: Settings, workdir: Path) -> ServerProcess:
@@ -278,7 +280,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     parser.add_argument("--queue-agents", type=int, default=20, help="agents of the queue")
     parser.add_argument(
         "--queue-relay",
-        choices=("userspace", "kernel"),
+        choices=RELAY_MODES,
         default="userspace",
         help="the queues part's media.relay (kernel: waiting callers' voice dropped there)",
     )
@@ -325,7 +327,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     )
     parser.add_argument(
         "--loaded-relay",
-        choices=("userspace", "kernel"),
+        choices=RELAY_MODES,
         default="userspace",
         help="the loaded part's media.relay (kernel: the relayed calls' RTP never reaches ipbx)",
     )

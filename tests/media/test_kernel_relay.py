@@ -11,12 +11,14 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from subprocess import PIPE
 
 import pytest
 
 from ipbx.media.bridge import connect
-from ipbx.media.codecs import OPUS, PCMU
+from ipbx.media.codecs import OPUS, PCMU, Codec
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.kernel import KernelRelay
 from ipbx.media.nftables import Nftables, NftablesError
@@ -35,7 +37,8 @@ def _why_not() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
+WHY_NOT = _why_not()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))
 
 PAYLOAD = bytes(160)
 
@@ -75,17 +78,29 @@ class Phone:
         return got
 
 
+async def bridged(
+    pool: PortPool,
+    kernel: KernelRelay,
+    a_phone: tuple[str, int],
+    b_phone: tuple[str, int],
+    b_codec: Codec = PCMU,
+) -> tuple[MediaEndpoint, MediaEndpoint]:
+    """Two server legs toward these phones, bridged, with `kernel` to take them over."""
+    a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+    a.set_remote(*a_phone, PCMU, 101)
+    b.set_remote(*b_phone, b_codec, 101)
+    pool.offload = kernel.offload
+    connect(a, b)
+    return a, b
+
+
 async def standing_call(
     pool: PortPool, kernel: KernelRelay
 ) -> tuple[Phone, MediaEndpoint, MediaEndpoint, Phone]:
     """x -- a [ipbx] b -- y, relayed; both phones have sent (so a and b latched), and the
     kernel has taken the bridge over."""
     x, y = Phone(0x1111), Phone(0x2222)
-    a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-    a.set_remote(*x.address, PCMU, 101)
-    b.set_remote(*y.address, PCMU, 101)
-    pool.offload = kernel.offload
-    connect(a, b)
+    a, b = await bridged(pool, kernel, x.address, y.address)
     x.send(a.local_address, 3)
     y.send(b.local_address, 3)
     assert len(await y.heard(3)) == len(await x.heard(3)) == 3  # relayed by ipbx
@@ -96,11 +111,16 @@ async def standing_call(
     raise AssertionError("the kernel never took the bridge over")
 
 
-def kernel_relay() -> KernelRelay:
+@contextmanager
+def kernel_relay() -> Iterator[KernelRelay]:
+    """A started kernel relay that moves bridges after 0.1 s, closed after the block."""
     kernel = KernelRelay("127.0.0.1")
     kernel.move_after = 0.1
     assert kernel.start() is None
-    return kernel
+    try:
+        yield kernel
+    finally:
+        kernel.close()
 
 
 def elements(kernel: KernelRelay) -> str:
@@ -109,8 +129,7 @@ def elements(kernel: KernelRelay) -> str:
 
 def test_the_kernel_forwards_a_standing_relay_from_the_legs_own_ports(pool: PortPool) -> None:
     async def scenario() -> None:
-        kernel = kernel_relay()
-        try:
+        with kernel_relay() as kernel:
             x, a, b, y = await standing_call(pool, kernel)
             assert a.away is b.away is not None
             read_by_ipbx = a._rtp.packets_received, b._rtp.packets_received
@@ -132,8 +151,6 @@ def test_the_kernel_forwards_a_standing_relay_from_the_legs_own_ports(pool: Port
             final = a.meter.reading()
             assert (final.packets_received, final.packets_lost) == (metered[0] + 50, 0)
             b.close()
-        finally:
-            kernel.close()
 
     run(scenario)
 
@@ -143,13 +160,9 @@ def test_two_calls_between_the_same_two_phone_ports_are_both_forwarded(pool: Por
     calls apart."""
 
     async def scenario() -> None:
-        kernel = kernel_relay()
-        try:
+        with kernel_relay() as kernel:
             x, a, b, y = await standing_call(pool, kernel)
-            c, d = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-            c.set_remote(*x.address, PCMU, 101)
-            d.set_remote(*y.address, PCMU, 101)
-            connect(c, d)
+            c, d = await bridged(pool, kernel, x.address, y.address)
             x.send(c.local_address, 1)
             y.send(d.local_address, 1)
             assert len(await y.heard(1)) == len(await x.heard(1)) == 1
@@ -163,16 +176,13 @@ def test_two_calls_between_the_same_two_phone_ports_are_both_forwarded(pool: Por
             ]
             for endpoint in (a, b, c, d):
                 endpoint.close()
-        finally:
-            kernel.close()
 
     run(scenario)
 
 
 def test_a_phone_that_moves_brings_the_bridge_back_to_ipbx(pool: PortPool) -> None:
     async def scenario() -> None:
-        kernel = kernel_relay()
-        try:
+        with kernel_relay() as kernel:
             x, a, b, y = await standing_call(pool, kernel)
             metered = a.meter.reading().packets_received
             x.send(a.local_address, 5)
@@ -189,8 +199,6 @@ def test_a_phone_that_moves_brings_the_bridge_back_to_ipbx(pool: PortPool) -> No
             assert a.meter.reading().packets_received == metered + 5
             a.close()
             b.close()
-        finally:
-            kernel.close()
 
     run(scenario)
 
@@ -199,35 +207,23 @@ def test_a_transcoded_bridge_goes_to_the_fallback(pool: PortPool) -> None:
     """The kernel only relays: a transcoded bridge goes where the fallback sends it."""
 
     async def scenario() -> None:
-        kernel = kernel_relay()
-        handed: list[tuple[MediaEndpoint, MediaEndpoint]] = []
-        kernel.fallback = lambda a, b: handed.append((a, b))
-        try:
-            a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-            a.set_remote("127.0.0.1", 9, PCMU, 101)
-            b.set_remote("127.0.0.1", 11, OPUS, 101)
-            pool.offload = kernel.offload
-            connect(a, b)
+        with kernel_relay() as kernel:
+            handed: list[tuple[MediaEndpoint, MediaEndpoint]] = []
+            kernel.fallback = lambda a, b: handed.append((a, b))
+            a, b = await bridged(pool, kernel, ("127.0.0.1", 9), ("127.0.0.1", 11), OPUS)
             await asyncio.sleep(0.3)
             assert handed == [(a, b)] and a.away is None
             a.close()
             b.close()
-        finally:
-            kernel.close()
 
     run(scenario)
 
 
 def test_a_phone_that_sends_late_is_forwarded_once_it_has(pool: PortPool) -> None:
     async def scenario() -> None:
-        kernel = kernel_relay()
-        try:
+        with kernel_relay() as kernel:
             x, y = Phone(0x1111), Phone(0x2222)
-            a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-            a.set_remote(*x.address, PCMU, 101)
-            b.set_remote(*y.address, PCMU, 101)
-            pool.offload = kernel.offload
-            connect(a, b)
+            a, b = await bridged(pool, kernel, x.address, y.address)
             x.send(a.local_address, 3)
             await asyncio.sleep(0.35)  # three looks: y has not sent yet
             assert a.away is None
@@ -236,8 +232,6 @@ def test_a_phone_that_sends_late_is_forwarded_once_it_has(pool: PortPool) -> Non
             assert a.away is b.away is not None
             a.close()
             b.close()
-        finally:
-            kernel.close()
 
     run(scenario)
 
@@ -246,10 +240,9 @@ def test_a_table_left_by_a_dead_process_is_removed_and_ours_at_close() -> None:
     async def scenario() -> None:
         nft = Nftables()
         nft.run("add table ip ipbx_999999999")  # no such process
-        kernel = kernel_relay()
-        tables = nft.run("list tables ip")
-        assert "ipbx_999999999" not in tables and kernel.table in tables
-        kernel.close()
+        with kernel_relay() as kernel:
+            tables = nft.run("list tables ip")
+            assert "ipbx_999999999" not in tables and kernel.table in tables
         assert kernel.table not in nft.run("list tables ip")
 
     run(scenario)
@@ -285,41 +278,40 @@ def test_a_listening_legs_voice_is_dropped_in_the_kernel_and_its_events_still_re
     ours, theirs = f"{subnet}.1", f"{subnet}.2"
 
     async def scenario(namespace: str) -> None:
-        kernel = kernel_relay()
-        first = random.randrange(30000, 39800, 2)
-        a = await MediaEndpoint.open(PortPool(ours, first, first + 19))
-        a.set_remote(theirs, 40000, PCMU, 101)
-        heard: list[str] = []
-        a.on_dtmf = heard.append
-        listening = kernel.quieten(a)
-        command = [sys.executable, "-c", _PHONE, ours, str(a.local_address[1]), theirs]
-        phone = subprocess.Popen(["ip", "netns", "exec", namespace, *command], stdin=PIPE)
-        assert phone.stdin is not None
-        try:
-            await asyncio.sleep(0.4)  # latched on the phone's first packets, then quiet
-            assert listening.key == (theirs, 40000, a.local_address[1])
-            read, metered = a._rtp.packets_received, a.meter.reading().packets_received
-            phone.stdin.write(b"\n")
-            phone.stdin.flush()
-            await asyncio.sleep(1.3)  # the kernel's counters are read every second
-            assert a._rtp.packets_received == read + 3  # the events alone
-            assert heard == ["5"]
-            assert a.meter.reading().packets_received == metered + 20
-            listening.close()
-            assert "elements" not in Nftables().run(f"list set ip {kernel.table} listening")
-            phone.stdin.write(b"\n")
-            phone.stdin.flush()
-            await asyncio.sleep(0.3)
-            assert a._rtp.packets_received == read + 6  # heard by ipbx again
-            # The events, the voice dropped, and the voice read after (a new count for
-            # the source, which RFC 3550 A.1 takes up from its second packet).
-            final = a.meter.reading()
-            assert (final.packets_received, final.packets_lost) == (metered + 3 + 20 + 2, 0)
-        finally:
-            phone.stdin.close()
-            phone.wait(5)
-            a.close()
-            kernel.close()
+        with kernel_relay() as kernel:
+            first = random.randrange(30000, 39800, 2)
+            a = await MediaEndpoint.open(PortPool(ours, first, first + 19))
+            a.set_remote(theirs, 40000, PCMU, 101)
+            heard: list[str] = []
+            a.on_dtmf = heard.append
+            listening = kernel.quieten(a)
+            command = [sys.executable, "-c", _PHONE, ours, str(a.local_address[1]), theirs]
+            phone = subprocess.Popen(["ip", "netns", "exec", namespace, *command], stdin=PIPE)
+            assert phone.stdin is not None
+            try:
+                await asyncio.sleep(0.4)  # latched on the phone's first packets, then quiet
+                assert listening.key == (theirs, 40000, a.local_address[1])
+                read, metered = a._rtp.packets_received, a.meter.reading().packets_received
+                phone.stdin.write(b"\n")
+                phone.stdin.flush()
+                await asyncio.sleep(1.3)  # the kernel's counters are read every second
+                assert a._rtp.packets_received == read + 3  # the events alone
+                assert heard == ["5"]
+                assert a.meter.reading().packets_received == metered + 20
+                listening.close()
+                assert "elements" not in Nftables().run(f"list set ip {kernel.table} listening")
+                phone.stdin.write(b"\n")
+                phone.stdin.flush()
+                await asyncio.sleep(0.3)
+                assert a._rtp.packets_received == read + 6  # heard by ipbx again
+                # The events, the voice dropped, and the voice read after (a new count for
+                # the source, which RFC 3550 A.1 takes up from its second packet).
+                final = a.meter.reading()
+                assert (final.packets_received, final.packets_lost) == (metered + 3 + 20 + 2, 0)
+            finally:
+                phone.stdin.close()
+                phone.wait(5)
+                a.close()
 
     with Namespace("kq") as namespace:
         link, peer = f"v{secrets.token_hex(4)}", f"v{secrets.token_hex(4)}"
@@ -336,8 +328,7 @@ def test_a_listening_phone_on_this_machine_sends_without_errors(pool: PortPool) 
     sends succeeded: dropped on their way out, its sends would fail (EPERM)."""
 
     async def scenario() -> None:
-        kernel = kernel_relay()
-        try:
+        with kernel_relay() as kernel:
             x = Phone(0x1111)
             a = await MediaEndpoint.open(pool)
             a.set_remote(*x.address, PCMU, 101)
@@ -350,7 +341,5 @@ def test_a_listening_phone_on_this_machine_sends_without_errors(pool: PortPool) 
             assert a._rtp.packets_received == 3
             listening.close()
             a.close()
-        finally:
-            kernel.close()
 
     run(scenario)

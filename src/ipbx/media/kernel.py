@@ -142,28 +142,31 @@ class KernelRelay:
         asyncio.get_running_loop().call_later(self.move_after, self._move, a, b)
 
     def _move(self, a: MediaEndpoint, b: MediaEndpoint, tries: int = LATCH_TRIES) -> None:
-        if self._nft is not None and movable_pair(a, b) and a._bridged_by is relay:
-            if not (a._rtp.latched and b._rtp.latched) and tries > 1:
-                # A phone has sent nothing yet: where it sends from is not known.
-                loop = asyncio.get_running_loop()
-                loop.call_later(self.move_after, self._move, a, b, tries - 1)
-                return
-            legs = [
-                (s, d) for s, d in ((a._rtp, b._rtp), (a._rtcp, b._rtcp)) if self._can_forward(s, d)
-            ]
-            # RTP both ways, or nothing: RTCP alone is not worth it.
-            if legs and legs[0][0] is a._rtp:
-                pair = KernelPair(self, a, b, legs)
-                try:
-                    self._nft.run(pair.elements("add"))
-                except (NftablesError, OSError) as exc:  # OSError: no route to a phone
-                    log.error("kernel relay: %s", exc)
-                else:
-                    self.pairs.add(pair)
-                    pair.away()
-                    return
-        if self.fallback is not None:
+        movable = self._nft is not None and movable_pair(a, b) and a._bridged_by is relay
+        if movable and not (a._rtp.latched and b._rtp.latched) and tries > 1:
+            # A phone has sent nothing yet: where it sends from is not known.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.move_after, self._move, a, b, tries - 1)
+        elif not (movable and self._take(a, b)) and self.fallback is not None:
             self.fallback(a, b)
+
+    def _take(self, a: MediaEndpoint, b: MediaEndpoint) -> bool:
+        """Forward the pair in the kernel: its RTP both ways (and RTCP where it can), or
+        nothing (RTCP alone is not worth it)."""
+        assert self._nft is not None
+        pairs = ((a._rtp, b._rtp), (a._rtcp, b._rtcp))
+        legs = [(s, d) for s, d in pairs if self._can_forward(s, d)]
+        if not legs or legs[0][0] is not a._rtp:
+            return False
+        pair = KernelPair(self, a, b, legs)
+        try:
+            self._nft.run(pair.elements("add"))
+        except (NftablesError, OSError) as exc:  # OSError: no route to a phone
+            log.error("kernel relay: %s", exc)
+            return False
+        self.pairs.add(pair)
+        pair.away()
+        return True
 
     def _can_forward(self, source: Channel, target: Channel) -> bool:
         if not (source.latched and target.latched and source.peer and target.peer):
@@ -276,7 +279,8 @@ class KernelPair:
         for source, target in self.ways:
             address, port, ours = self.key(source)
             to_address, to_port, theirs = self.key(target)
-            via = _source_toward(self.relay.address, to_address)
+            # What a map holds is written when an element is added, not when deleted.
+            via = _source_toward(self.relay.address, to_address) if verb == "add" else ""
             key = f"{address} . {port} . {ours}"
             lines += [
                 f"{verb} element ip {table} legs {{ {key} }}",
