@@ -60,6 +60,10 @@ The part `memory` (bench/parts/memory.py), ipbx only:
                       second, sampled every --memory-every calls, and its growth from
                       10,000 calls to the end; the goal is < 200 MB at 250/s and flat
                       (±10 %). `--parts memory --memory-calls 100000` for the long run.
+                      With --memory-rtp S each call sends S s of RTP (20 ms PCMA), which
+                      the callee echoes: the server relays it both ways, and the figure
+                      adds the share of it that came back (`--memory-rate 100
+                      --memory-rtp 2` for 100,000 relayed calls in 17 minutes).
 
 The part `queues` (bench/parts/queues.py), ipbx only: --queue-callers SIPp callers
 waiting in one queue with music on hold and announcements, then served by --queue-agents
@@ -275,6 +279,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         "--memory-settle", type=float, default=40.0, help="idle seconds before the last sample"
     )
     parser.add_argument(
+        "--memory-rtp",
+        type=float,
+        default=0.0,
+        help="seconds of RTP each memory call sends, echoed back (0: signalling only)",
+    )
+    parser.add_argument(
         "--queue-callers", type=int, default=200, help="callers waiting in the queues part"
     )
     parser.add_argument("--queue-agents", type=int, default=20, help="agents of the queue")
@@ -358,6 +368,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
         memory_rate=args.memory_rate,
         memory_every=args.memory_every,
         memory_settle=args.memory_settle,
+        memory_rtp=args.memory_rtp,
         queue_callers=args.queue_callers,
         queue_agents=args.queue_agents,
         queue_relay=args.queue_relay,

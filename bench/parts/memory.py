@@ -10,20 +10,35 @@ transactions of the last calls have outlived their 32 s (RFC 3261 Timers D, J, L
 The figure `memory_rss_mb` is the peak RSS while calls run, with every sample, and the
 growth from the sample nearest 10,000 calls to the last one under load: the goal is under
 200 MB at 250 calls/s and flat (±10 %) from 10,000 calls on.
+
+With --memory-rtp S the calls are relayed calls: uac_rtp_brief.xml plays S seconds of
+PCMA in 20 ms packets (brief.pcap) and hangs up 0.5 s after, and the callee, uas_rtp.xml
+with -rtp_echo, sends every packet back, so the server relays 100 packets a second of
+each call each way. A PacketCounter counts what comes back; `rtp_returned_pct` is that
+share of what the callers sent (loss > 0.1 % is a failed run, as in the media parts).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.parts.rtp import prioritise, threads_of
+from bench.parts.rtp import RTP_RETURN_OFFSET, PacketCounter, prioritise, threads_of
 from bench.parts.session import Settings, emit, log
-from bench.parts.sip import MAX_FAILED_PCT, register_callee, start_callee, start_uac
+from bench.parts.sip import (
+    MAX_FAILED_PCT,
+    CallParties,
+    register_callee,
+    start_callee,
+    start_uac,
+)
+from ipbx.media.codecs import PCMA
+from tests.support.ports import LOOPBACK, free_udp_range
 from tests.support.processes import ServerNotReady, ServerProcess, memory_of
 from tests.support.server import extension_range, start_ipbx
-from tests.support.sipp import SippResult, parse_sipp_stats
+from tests.support.sipp import SippProcess, SippResult, parse_sipp_stats, start_sipp, write_rtp_pcap
 
 FIGURE = "memory_rss_mb"
 # Growth is measured from here: by then the lingering transactions of a steady rate have
@@ -32,6 +47,10 @@ PLATEAU_CALLS = 10_000
 GOAL_MB = 200.0
 GOAL_GROWTH_PCT = 10.0
 POLL_S = 0.5
+MAX_RTP_LOSS_PCT = 0.1
+PACKETS_PER_S = 50
+# What a call lasts after its play starts: the echo of the last packets comes back.
+RTP_TAIL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,13 @@ class MemoryRun:
 
     samples: list[Sample]
     result: SippResult
+    # With --memory-rtp: the RTP packets the callers sent and those that came back.
+    rtp_sent: int = 0
+    rtp_returned: int = 0
+
+    @property
+    def returned_pct(self) -> float | None:
+        return 100.0 * self.rtp_returned / self.rtp_sent if self.rtp_sent else None
 
     @property
     def loaded(self) -> list[Sample]:
@@ -84,9 +110,10 @@ class MemoryRun:
 
     @property
     def passed(self) -> bool:
-        growth = self.growth_pct
+        growth, returned = self.growth_pct, self.returned_pct
         return (
             self.result.failed_pct < MAX_FAILED_PCT
+            and (returned is None or returned > 100.0 - MAX_RTP_LOSS_PCT)
             and self.peak_mb < GOAL_MB
             and growth is not None
             and abs(growth) <= GOAL_GROWTH_PCT
@@ -108,8 +135,16 @@ def run_calls(server: ServerProcess, settings: Settings, workdir: Path) -> Memor
         return Sample(done, at_s, rss_mb, peak_mb, server.cpu_seconds(), note)
 
     samples = [sample(0, "registered, before the calls")]
-    uas = start_callee("uas", (), calls, parties.uas_port, timeout, settings, workdir, "uas-memory")
-    uac = start_uac(server, parties, rate, calls, timeout, settings, workdir, "uac-memory")
+    counter: PacketCounter | None = None
+    if settings.memory_rtp:
+        uac_media, _ = free_udp_range(RTP_RETURN_OFFSET + 2)
+        counter = PacketCounter(uac_media + RTP_RETURN_OFFSET, settings.sipp_cpu)
+        uas, uac = start_relayed(server, parties, uac_media, timeout, settings, workdir)
+    else:
+        uas = start_callee(
+            "uas", (), calls, parties.uas_port, timeout, settings, workdir, "uas-memory"
+        )
+        uac = start_uac(server, parties, rate, calls, timeout, settings, workdir, "uac-memory")
     # A steady rate is the point: a test run elsewhere on the machine must not make the
     # calls late (SIP retransmissions and failed calls hold memory of their own).
     for pid in (server.pid, uas.process.pid, uac.process.pid):
@@ -128,13 +163,64 @@ def run_calls(server: ServerProcess, settings: Settings, workdir: Path) -> Memor
     finally:
         result = uac.finish()
         uas.finish(timeout=2)
+        if counter is not None:
+            counter.close()
     done = result.successful + result.failed
     if samples[-1].calls != done:
         samples.append(sample(done))
     log(f"  {result.successful} ok, {result.failed} failed, {result.rate:.0f}/s")
     time.sleep(settings.memory_settle)
     samples.append(sample(done, f"{settings.memory_settle:.0f} s after the last call"))
-    return MemoryRun(samples, result)
+    if counter is None:
+        return MemoryRun(samples, result)
+    sent = result.successful * round(settings.memory_rtp * PACKETS_PER_S)
+    log(f"  RTP: {counter.packets} of {sent} packets came back")
+    return MemoryRun(samples, result, sent, counter.packets)
+
+
+def start_relayed(
+    server: ServerProcess,
+    parties: CallParties,
+    uac_media: int,
+    timeout: float,
+    settings: Settings,
+    workdir: Path,
+) -> tuple[SippProcess, SippProcess]:
+    """The callee echoing RTP and the callers sending brief.pcap (--memory-rtp seconds)."""
+    calls, rate = settings.memory_calls, settings.memory_rate
+    write_rtp_pcap(workdir / "brief.pcap", 440, settings.memory_rtp, PCMA)
+    uas_media, _ = free_udp_range(4)
+    # As in the rtp part: a deep buffer rides out the echo thread's late wake-ups.
+    echo = ("-rtp_echo", "-mi", LOOPBACK, "-mp", str(uas_media), "-rtp_buffsize", str(4 << 20))
+    uas = start_callee(
+        "uas_rtp", echo, calls, parties.uas_port, timeout, settings, workdir, "uas-memory"
+    )
+    length_ms = round(1000 * (settings.memory_rtp + RTP_TAIL_S))
+    uac = start_sipp(
+        "uac_rtp_brief",
+        f"{LOOPBACK}:{server.port}",
+        "-s",
+        parties.callee.number,
+        "-inf",
+        str(parties.caller_csv),
+        "-mi",
+        LOOPBACK,
+        "-mp",
+        str(uac_media),
+        "-d",
+        str(length_ms),
+        "-r",
+        str(rate),
+        # Calls at once: each lasts its RTP and tail, and a late second adds its own.
+        "-l",
+        str(max(100, rate * (math.ceil(length_ms / 1000) + 4))),
+        calls=calls,
+        workdir=workdir,
+        timeout=timeout,
+        cpu=settings.sipp_cpu,
+        name="uac-memory",
+    )
+    return uas, uac
 
 
 def table(samples: list[Sample]) -> str:
@@ -168,7 +254,8 @@ def bench_memory(settings: Settings) -> bool:
         log(f"ipbx: not started: {reason}")
         emit({"figure": FIGURE, "server": "ipbx", "value": None, "error": reason})
         return False
-    log(f"ipbx: pid {server.pid}, {settings.memory_calls} calls at {settings.memory_rate}/s")
+    media = f", {settings.memory_rtp:g} s of RTP each" if settings.memory_rtp else ""
+    log(f"ipbx: pid {server.pid}, {settings.memory_calls} calls at {settings.memory_rate}/s{media}")
     try:
         run = run_calls(server, settings, workdir / "calls")
     finally:
@@ -194,6 +281,8 @@ def bench_memory(settings: Settings) -> bool:
             "failed_pct": round(run.result.failed_pct, 3),
             "samples": [[s.calls, round(s.rss_mb, 1)] for s in run.samples],
             "settled_mb": round(run.samples[-1].rss_mb, 1),
+            "rtp_seconds": settings.memory_rtp,
+            "rtp_returned_pct": None if run.returned_pct is None else round(run.returned_pct, 3),
             "hwm_mb": round(run.samples[-1].peak_mb, 1),
             "goal": f"< {GOAL_MB:.0f} MB, flat ±{GOAL_GROWTH_PCT:.0f} % from {PLATEAU_CALLS}",
         }

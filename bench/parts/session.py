@@ -28,6 +28,7 @@ class Settings:
     memory_rate: int
     memory_every: int
     memory_settle: float
+    memory_rtp: float
     queue_callers: int
     queue_agents: int
     queue_relay: str

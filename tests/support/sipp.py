@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipbx.media.codecs import PCMU, create_encoder
+from ipbx.media.codecs import PCMU, Codec, create_encoder
 from tests.support.ports import LOOPBACK, free_port, free_udp_range
 from tests.support.processes import REPO_ROOT, pinned, stop_process
 from tests.support.server import Extension
@@ -263,14 +263,15 @@ def register_contact(
     )
 
 
-def write_rtp_pcap(path: Path, frequency: float, seconds: float) -> Path:
-    """A pcap of one RTP stream (PCMU, payload type 0, 20 ms packets) carrying a sine,
+def write_rtp_pcap(path: Path, frequency: float, seconds: float, codec: Codec = PCMU) -> Path:
+    """A pcap of one RTP stream (G.711, PCMU unless told, 20 ms packets) carrying a sine,
     for SIPp's play_pcap_audio, which replays the RTP with its own addresses and ports."""
     t = np.arange(int(8000 * seconds)) / 8000
-    payload = create_encoder(PCMU).encode(np.rint(8000 * np.sin(2 * np.pi * frequency * t)))
+    payload = create_encoder(codec).encode(np.rint(8000 * np.sin(2 * np.pi * frequency * t)))
     records = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # Ethernet
     for index in range(len(payload) // 160):
-        rtp = struct.pack("!BBHII", 0x80, 0, index & 0xFFFF, index * 160, 0x1C0FFEE)
+        header = (0x80, codec.payload_type, index & 0xFFFF, index * 160, 0x1C0FFEE)
+        rtp = struct.pack("!BBHII", *header)
         rtp += payload[index * 160 : (index + 1) * 160]
         udp = struct.pack("!HHHH", 10000, 20000, 8 + len(rtp), 0) + rtp
         ip = struct.pack(
