@@ -4,6 +4,7 @@ reuse (a registered SIPp callee, a SIPp caller at a rate)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,8 +104,9 @@ def start_callee(
 
     Kamailio's parallel workers may deliver the ACK after the BYE (UDP keeps no order):
     the UAS must not abort such a finished call (and BYE it) for that. ipbx's qualify
-    OPTIONS count as calls of the UAS: leave room for a few, and stop the UAS by PID once
-    the caller is done.
+    OPTIONS count as calls of the UAS: leave room for one a second however long the run
+    (the memory part's runs take minutes), and stop the UAS by PID once the caller is
+    done.
     """
     uas = start_sipp(
         scenario,
@@ -112,7 +114,7 @@ def start_callee(
         *args,
         "-default_behaviors",
         "all,-abortunexp",
-        calls=calls + 10,
+        calls=calls + 10 + math.ceil(timeout),
         workdir=workdir,
         local_port=port,
         timeout=timeout + 5,
