@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import cast
 
 import pytest
@@ -76,3 +77,24 @@ def test_a_transcoder_sends_one_frame_a_tick_whatever_the_arrival_phase(phase_ms
         loop.run_next()
     steady = frames_per_tick[50:]
     assert steady.count(1) == len(steady), f"{len(steady) - steady.count(1)} ticks off one frame"
+
+
+def test_after_a_stall_the_ticks_skip_but_stay_on_their_grid() -> None:
+    """A loop blocked for over a period (a long garbage collection) skips the missed
+    ticks; every subscriber's ticks stay a whole number of periods apart, so nothing
+    played on the clock shifts for good."""
+    loop = LateLoop(seed=3)
+    clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
+    ticks: dict[int, list[float]] = {index: [] for index in range(4)}
+    for index in range(4):
+        clock.subscribe(ticks[index].append)
+    while len(ticks[0]) < 10:
+        loop.run_next()
+    loop.now += 0.047  # blocked: more than two periods
+    while len(ticks[0]) < 20:
+        loop.run_next()
+    for subscriber in ticks.values():
+        periods = [(tick - subscriber[0]) / TICK for tick in subscriber]
+        assert all(abs(p - round(p)) < 1e-6 for p in periods), periods
+        gaps = [b - a for a, b in pairwise(subscriber)]
+        assert max(gaps) > TICK  # the missed ticks were skipped, not burst

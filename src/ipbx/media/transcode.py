@@ -77,6 +77,9 @@ class Packetizer:
         self._pending = np.zeros(0, dtype=np.int16)
 
     def packets(self, pcm: Pcm) -> list[bytes]:
+        if not len(self._pending) and len(pcm) == self.packet_samples:
+            # A frame in, a packet out: the transcoder's every tick at equal ptimes.
+            return [self._encoder.encode(pcm)]
         pending = np.concatenate([self._pending, pcm])
         whole = len(pending) - len(pending) % self.packet_samples
         self._pending = pending[whole:]
