@@ -68,7 +68,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.sipua import Call, SipFailure, UserAgents, sdp_body  # noqa: E402
+from bench.sipua import Call, SipFailure, UserAgents, playback_rate, sdp_body  # noqa: E402
+from ipbx.media.codecs.opus import pcm_rate_for  # noqa: E402
 from tests.support.processes import core_ticks, cpu_seconds, memory_of, udp_drops  # noqa: E402
 from tests.support.rtpengine import Bencodable, NgClient  # noqa: E402
 
@@ -159,10 +160,22 @@ def quiet_line() -> Media:
     return Media(0, "PCMU/8000", 160, payloads)
 
 
-def opus() -> Media:
-    # RFC 7587: the RTP clock is 48 kHz and the rtpmap says 2 channels whatever is sent.
+def opus(playback_rate: int = 48000) -> Media:
+    """Opus for a receiver that plays back at `playback_rate` (its maxplaybackrate, RFC
+    7587 §6.1, which an encoder SHOULD heed, as libwebrtc does): libopus fed audio at
+    that rate encodes no wider (narrowband at 8000). The RTP clock is 48 kHz and the
+    rtpmap says 2 channels whatever is sent (RFC 7587 §4.1)."""
     options = {"application": "voip", "frame_duration": "20"}
-    return Media(111, "opus/48000/2", 960, encode_frames("libopus", 48000, options))
+    rate = pcm_rate_for(playback_rate)
+    return Media(111, "opus/48000/2", 960, encode_frames("libopus", rate, options))
+
+
+def heeding(calls: Sequence[CallPorts], caller: Media) -> dict[int, Media]:
+    """What the caller sends on each playback rate the relay's answers gave it: Opus no
+    wider than that rate, any other codec as it is."""
+    rates = {c.caller_playback_rate for c in calls}
+    opus_caller = caller.rtpmap.lower().startswith("opus/")
+    return {r: opus(r) if opus_caller and r < 48000 else caller for r in rates}
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,8 @@ class CallPorts:
 
     for_caller: int
     for_callee: int
+    # The maxplaybackrate of the relay's SDP to the caller (48000: none).
+    caller_playback_rate: int = 48000
 
 
 def rtp_socket() -> socket.socket:
@@ -299,8 +314,10 @@ def rtpengine_calls(
             },
         )
         for_callee = _sdp_port(offer[b"sdp"])
-        for_caller = _sdp_port(answer[b"sdp"])
-        calls.append((call_id, from_tag, CallPorts(for_caller, for_callee)))
+        answered = answer[b"sdp"]
+        assert isinstance(answered, bytes)
+        call_ports = CallPorts(_sdp_port(answered), for_callee, playback_rate(answered))
+        calls.append((call_id, from_tag, call_ports))
 
 
 def _sdp_port(sdp: object) -> int:
@@ -636,9 +653,14 @@ def streams_for(
     caller: Media,
     callee: Media,
 ) -> list[Stream]:
+    callers = heeding(calls, caller)
+    if len(callers) > 1 or 48000 not in callers:
+        rates = ", ".join(map(str, sorted(callers)))
+        print(f"the caller sends audio for playback at {rates} Hz", file=sys.stderr, flush=True)
     streams: list[Stream] = []
     for ports in calls:
-        streams.append(Stream(caller_sock, ports.for_caller, ports.for_callee, caller, True))
+        sent = callers[ports.caller_playback_rate]
+        streams.append(Stream(caller_sock, ports.for_caller, ports.for_callee, sent, True))
         streams.append(Stream(callee_sock, ports.for_callee, ports.for_caller, callee, False))
     return streams
 
@@ -707,7 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ]  # fmt: skip
                     discard_queued(caller_sock)
                 else:
-                    calls = [CallPorts(c.caller_relay_port, c.callee_relay_port) for c in placed]
+                    calls = [
+                        CallPorts(c.caller_relay_port, c.callee_relay_port, c.caller_playback_rate)
+                        for c in placed
+                    ]
                     streams = streams_for(calls, caller_sock, callee_sock, caller, callee)
                 try:
                     record |= run_streams(

@@ -37,6 +37,7 @@ _COMPACT = {
     "l": "content-length",
 }
 _PORT = re.compile(rb"^m=audio (\d+) ", re.MULTILINE)
+_PLAYBACK = re.compile(rb"^a=fmtp:\d+ .*\bmaxplaybackrate=(\d+)", re.MULTILINE)
 
 
 class SipFailure(RuntimeError):
@@ -96,6 +97,13 @@ def media_port(sdp: bytes) -> int:
     if found is None:
         raise SipFailure("SDP without m=audio")
     return int(found.group(1))
+
+
+def playback_rate(sdp: bytes) -> int:
+    """The maxplaybackrate an SDP gives its first Opus format (RFC 7587 §6.1), or 48000:
+    the widest audio the party that wrote it plays back."""
+    found = _PLAYBACK.search(sdp)
+    return int(found.group(1)) if found else 48000
 
 
 def tag_of(value: str) -> str:
@@ -261,6 +269,8 @@ class Call:
     target: str = ""
     caller_relay_port: int = 0
     callee_relay_port: int = 0
+    # The maxplaybackrate of ipbx's answer to the caller (48000: none).
+    caller_playback_rate: int = 48000
     ack: bytes = b""
 
 
@@ -435,6 +445,7 @@ class UserAgents:
             call.to_tag = tag_of(response.header("to"))
             call.target = uri_of(response.header("contact")) or uri
             call.caller_relay_port = media_port(response.body)
+            call.caller_playback_rate = playback_rate(response.body)
             call.ack = self._request(
                 self._caller, "ACK", call.target, call.call_id, 2, from_,
                 response.header("to"), [],

@@ -15,6 +15,7 @@ from ipbx.sdp import (
     make_offer,
     negotiated,
     remote_address,
+    with_format_parameters,
 )
 
 OPUS = Codec("opus", 111, 48000, 2)
@@ -358,3 +359,21 @@ def test_an_answer_limited_to_its_offer_keeps_only_the_offered_formats() -> None
         "rtpmap:101 telephone-event/8000",
         "fmtp:101 0-16",
     ]
+
+
+def test_format_parameters_are_merged_into_the_formats_fmtp_after_its_rtpmap() -> None:
+    offer = SessionDescription.parse(
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\n"
+        b"a=fmtp:111 useinbandfec=1;maxplaybackrate=48000\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    capped = with_format_parameters(offer, 111, {"maxplaybackrate": "8000"})
+    audio = capped.audio
+    assert audio is not None
+    assert audio.format_parameters(111) == {"useinbandfec": "1", "maxplaybackrate": "8000"}
+    assert [a.name for a in audio.attributes] == ["rtpmap", "fmtp", "rtpmap"]
+    assert offer.audio is not None and offer.audio.format_parameters(111)["maxplaybackrate"] == (
+        "48000"
+    )  # the original is untouched
+    plain = with_format_parameters(offer, 0, {"x": "1"}).audio
+    assert plain is not None and plain.fmtp(0) == "x=1"

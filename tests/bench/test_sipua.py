@@ -3,7 +3,15 @@ rely on."""
 
 from __future__ import annotations
 
-from bench.sipua import digest_authorization, media_port, parse_message, sdp_body, tag_of, uri_of
+from bench.sipua import (
+    digest_authorization,
+    media_port,
+    parse_message,
+    playback_rate,
+    sdp_body,
+    tag_of,
+    uri_of,
+)
 
 
 def test_digest_matches_the_rfc_2617_example() -> None:
@@ -39,3 +47,20 @@ def test_response_parsing_with_compact_and_folded_headers() -> None:
     assert tag_of(message.header("to")) == "b"
     assert uri_of(message.header("contact")) == "sip:ipbx@127.0.0.1:5060;transport=udp"
     assert media_port(message.body) == 40000
+
+
+def test_an_answers_maxplaybackrate_is_read_and_the_opus_caller_heeds_it() -> None:
+    """RFC 7587 §6.1: the load tool's Opus caller encodes no wider than the rate the
+    relay's answer gives it (narrowband at 8000: TOC configurations 0-3 or 16-19, RFC
+    6716 §3.1), and a G.711 caller sends as it is."""
+    from bench.rtpload import CallPorts, heeding, opus, pcmu
+
+    capped = sdp_body(40000, 111, "opus/48000/2") + b"a=fmtp:111 maxplaybackrate=8000\r\n"
+    assert playback_rate(capped) == 8000
+    assert playback_rate(sdp_body(40000, 111, "opus/48000/2")) == 48000
+    calls = [CallPorts(1, 2, 8000), CallPorts(3, 4)]
+    sent = heeding(calls, opus())
+    assert {p[0] >> 3 for p in sent[8000].payloads} <= {0, 1, 2, 3, 16, 17, 18, 19}
+    assert {p[0] >> 3 for p in sent[48000].payloads} - {0, 1, 2, 3, 16, 17, 18, 19}
+    g711 = pcmu()
+    assert heeding(calls, g711) == {8000: g711, 48000: g711}

@@ -38,3 +38,32 @@ def test_loss_before_any_packet_gives_a_frame_of_silence() -> None:
     concealed = create_decoder(OPUS).decode(b"")
     assert len(concealed) == FRAME_SAMPLES
     assert not concealed.any()
+
+
+def _bandwidth(packet: bytes) -> str:
+    """The audio bandwidth a packet's TOC byte says (RFC 6716 §3.1, Table 2)."""
+    config = packet[0] >> 3
+    if config < 12:
+        return ("NB", "MB", "WB")[config // 4]
+    if config < 16:
+        return ("SWB", "FB")[(config - 12) // 2]
+    return ("NB", "WB", "SWB", "FB")[(config - 16) // 4]
+
+
+def test_maxplaybackrate_keeps_the_encoder_within_what_the_receiver_plays() -> None:
+    """RFC 7587 §6.1: nothing wider than the receiver's maxplaybackrate is encoded, from
+    48 kHz audio with content up to 10 kHz; a value out of 8000-48000 is no limit."""
+    t = np.arange(48000) / 48000
+    wide = (8000 * (np.sin(2 * np.pi * 300 * t) + np.sin(2 * np.pi * 10_000 * t)) / 2).astype(
+        np.int16
+    )
+    for fmtp, expected in (
+        ({"maxplaybackrate": "8000"}, {"NB"}),
+        ({"maxplaybackrate": "16000"}, {"NB", "MB", "WB"}),
+        ({}, {"SWB", "FB"}),
+        ({"maxplaybackrate": "96000"}, {"SWB", "FB"}),
+        ({"maxplaybackrate": "fast"}, {"SWB", "FB"}),
+    ):
+        encoder = create_encoder(OPUS, fmtp)
+        packets = [encoder.encode(frame) for frame in wide.reshape(-1, FRAME_SAMPLES)]
+        assert {_bandwidth(p) for p in packets[10:]} <= expected, fmtp

@@ -274,3 +274,40 @@ def test_a_call_flow_answers_g711_first_any_codec_it_has_else_and_a_room_wideban
         assert lab.pbx.conferences.status("standup").members == ()
 
     play(tmp_path, story, _flows)
+
+
+def _format_parameters(body: bytes, name: str) -> dict[str, str]:
+    audio = sdp.SessionDescription.parse(body).audio
+    assert audio is not None
+    pt = next(pt for pt, rtpmap in audio.rtpmaps().items() if rtpmap.name.lower() == name)
+    return audio.format_parameters(pt)
+
+
+def test_an_opus_caller_transcoded_to_a_narrower_codec_is_told_how_wide_to_send(
+    tmp_path: Path,
+) -> None:
+    """RFC 7587 §6.1: the Opus caller's answer says what the callee hears, 8 kHz audio
+    for G.711 and 16 kHz for G.722 (maxplaybackrate, sprop-maxcapturerate); an Opus
+    callee's answer passes through as it is."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        offer = sdp.make_offer(RTP_HOST, RTP_PORT, (OPUS,))
+        audio = offer.audio
+        assert audio is not None
+        audio.attributes.insert(1, sdp.Attribute("fmtp", f"{OPUS.payload_type} useinbandfec=1"))
+        for callee_codec, rate in ((PCMU, "8000"), (G722, "16000"), (OPUS, None)):
+            call = alice.call("1001", bytes(offer))
+            ringing = await bob.rings()
+            ringing.answer(bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (callee_codec,))))
+            answer = await call.final()
+            assert answer.status == 200
+            limits = _format_parameters(answer.body, "opus")
+            if rate is None:
+                assert "maxplaybackrate" not in limits
+            else:
+                assert limits["maxplaybackrate"] == limits["sprop-maxcapturerate"] == rate
+            assert (await call.hang_up()).status == 200
+            await ringing.hung_up()
+
+    play(tmp_path, story)

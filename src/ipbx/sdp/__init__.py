@@ -311,6 +311,26 @@ def limited_to(answer: SessionDescription, offer: SessionDescription) -> Session
     return result
 
 
+def with_format_parameters(
+    description: SessionDescription, payload_type: int, parameters: dict[str, str]
+) -> SessionDescription:
+    """A copy whose audio stream's a=fmtp for `payload_type` also holds `parameters`
+    (replacing any of the same names), in the `name=value;name=value` form of RFC 7587."""
+    result = description.copy()
+    media = _audio(result)
+    merged = {**media.format_parameters(payload_type), **parameters}
+    line = Attribute("fmtp", f"{payload_type} " + ";".join(f"{k}={v}" for k, v in merged.items()))
+    prefix = f"{payload_type} "
+    kept = [
+        a for a in media.attributes if a.name != "fmtp" or not (a.value or "").startswith(prefix)
+    ]
+    # After the format's rtpmap, where a phone writes it.
+    rtpmaps = [a.name == "rtpmap" and (a.value or "").startswith(prefix) for a in kept]
+    at = rtpmaps.index(True) + 1 if any(rtpmaps) else len(kept)
+    media.attributes = [*kept[:at], line, *kept[at:]]
+    return result
+
+
 def _identities(media: Media) -> dict[int, tuple[str, int, int] | int]:
     """Each payload type of the stream as the format it names (encoding names are
     case-insensitive, RFC 4855 §3); one with no known meaning stands for itself."""

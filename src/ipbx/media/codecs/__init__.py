@@ -56,16 +56,27 @@ Fmtp = Mapping[str, str]
 # can run at several rates (Opus) takes the one that needs no resampling.
 _Factories = tuple[Callable[[Fmtp, int | None], Encoder], Callable[[int | None], Decoder]]
 
+
+def playback_rate(fmtp: Fmtp) -> int:
+    """RFC 7587 §6.1 maxplaybackrate: the highest rate the receiver plays Opus back at,
+    8000 to 48000 Hz; absent or out of that range, 48000 (no limit)."""
+    value = fmtp.get("maxplaybackrate", "")
+    rate = int(value) if value.isdigit() else OPUS.clock_rate
+    return rate if 8000 <= rate <= OPUS.clock_rate else OPUS.clock_rate
+
+
 _FACTORIES: dict[str, _Factories] = {
-    # RFC 7587 §6.1: useinbandfec=1 says the peer can decode in-band FEC.
     "opus": (
-        lambda fmtp, rate: OpusEncoder(fec=fmtp.get("useinbandfec") == "1", rate=rate),
+        lambda fmtp, rate: OpusEncoder(
+            fec=fmtp.get("useinbandfec") == "1", rate=rate, playback_rate=playback_rate(fmtp)
+        ),
         lambda rate: OpusDecoder(rate),
     ),
     "g722": (lambda fmtp, rate: G722Encoder(), lambda rate: G722Decoder()),
     "pcmu": (lambda fmtp, rate: pcmu_encoder(), lambda rate: pcmu_decoder()),
     "pcma": (lambda fmtp, rate: pcma_encoder(), lambda rate: pcma_decoder()),
 }
+
 
 _BCG729 = g729.load()
 if _BCG729 is not None:

@@ -51,11 +51,15 @@ _MAX_PACKET = 1275 * 3
 # opus_defines.h
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
+_SET_MAX_BANDWIDTH = 4004
 _SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
 _SET_SIGNAL = 4024
 _SIGNAL_VOICE = 3001
+# OPUS_BANDWIDTH_*, each after the sample rate it needs (RFC 6716 §2, Table 1).
+_BANDWIDTHS = ((8000, 1101), (12000, 1102), (16000, 1103), (24000, 1104))
+_FULLBAND = 1105
 
 
 class OpusError(RuntimeError):
@@ -118,12 +122,21 @@ def pcm_rate_for(rate: int | None) -> int:
     return next((r for r in RATES if r >= rate), PCM_RATE)
 
 
-class OpusEncoder:
-    """Mono 20 ms frames at `pcm_rate`; `fec` turns on in-band FEC, asked for with fmtp
-    useinbandfec=1 (RFC 7587 §6.1: the receiver says it can use FEC in what it
-    receives)."""
+def bandwidth_for(playback_rate: int) -> int:
+    """The widest audio bandwidth (OPUS_BANDWIDTH_*) a receiver that plays back at
+    `playback_rate` hears."""
+    return next((bandwidth for rate, bandwidth in _BANDWIDTHS if playback_rate <= rate), _FULLBAND)
 
-    def __init__(self, fec: bool = False, rate: int | None = None) -> None:
+
+class OpusEncoder:
+    """Mono 20 ms frames at `pcm_rate`. What the receiver asked for in its fmtp (RFC 7587
+    §6.1): `fec` turns on in-band FEC (useinbandfec=1, it can use FEC in what it
+    receives), and nothing wider than `playback_rate` is encoded (maxplaybackrate: an
+    encoder SHOULD NOT encode frequencies it cannot play back)."""
+
+    def __init__(
+        self, fec: bool = False, rate: int | None = None, playback_rate: int = PCM_RATE
+    ) -> None:
         self.fec = fec
         self.pcm_rate = pcm_rate_for(rate)
         self._frame = self.pcm_rate * FRAME_MS // 1000
@@ -141,6 +154,7 @@ class OpusEncoder:
             (_SET_SIGNAL, _SIGNAL_VOICE),
             (_SET_INBAND_FEC, int(fec)),
             (_SET_PACKET_LOSS_PERC, FEC_EXPECTED_LOSS_PERCENT if fec else 0),
+            (_SET_MAX_BANDWIDTH, bandwidth_for(playback_rate)),
         ):
             _check(ctl(self._handle, ctypes.c_int(request), ctypes.c_int32(value)))
         self._out = ctypes.create_string_buffer(_MAX_PACKET)

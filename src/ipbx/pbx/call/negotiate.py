@@ -35,7 +35,7 @@ import logging
 
 from ipbx import sdp
 from ipbx.media.bridge import connect, relay
-from ipbx.media.codecs import AUDIO_CODECS, Codec
+from ipbx.media.codecs import AUDIO_CODECS, OPUS, Codec, pcm_rate
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.srtp import (
     AES_CM_128_HMAC_SHA1_32,
@@ -194,14 +194,30 @@ def join(
     else:
         if not a.answer:
             try:
-                a.answer = bytes(answer(a, offer, address, codecs))
+                ours = answer(a, offer, address, codecs)
             except sdp.SdpError as exc:
                 raise SipError(exc.status_code, str(exc)) from None
+            a.answer = bytes(_no_wider(ours, a.media.codec, chosen))
         body = a.answer
         assert a.media.codec is not None  # answer() set it
         log.info("%s transcoding %s <-> %s", a.call.id, a.media.codec.name, chosen.name)
     connect(a.media, b.media)
     return body
+
+
+def _no_wider(
+    ours: sdp.SessionDescription, codec: Codec | None, other: Codec
+) -> sdp.SessionDescription:
+    """Our answer to an Opus phone whose call is transcoded to a narrower codec says so
+    (RFC 7587 §6.1): maxplaybackrate, ipbx plays back nothing wider than the other phone
+    hears, and sprop-maxcapturerate, it sends nothing wider. A phone that heeds it
+    (libwebrtc's encoder takes its maximum bandwidth from maxplaybackrate) spends no bits
+    on audio nobody hears, nor ipbx the decoding of it."""
+    rate = pcm_rate(other)
+    if codec is None or codec.name.lower() != OPUS.name or rate >= pcm_rate(codec):
+        return ours
+    limit = {"maxplaybackrate": str(rate), "sprop-maxcapturerate": str(rate)}
+    return sdp.with_format_parameters(ours, codec.payload_type, limit)
 
 
 # --- a phone's SDP on its leg --------------------------------------------------------------
