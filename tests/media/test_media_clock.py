@@ -98,3 +98,26 @@ def test_after_a_stall_the_ticks_skip_but_stay_on_their_grid() -> None:
         assert all(abs(p - round(p)) < 1e-6 for p in periods), periods
         gaps = [b - a for a, b in pairwise(subscriber)]
         assert max(gaps) > TICK  # the missed ticks were skipped, not burst
+
+
+def test_subscribers_of_each_kind_are_spread_over_the_slots() -> None:
+    """A transcoded call's two directions subscribe one after the other; counted alike,
+    every Opus-encoding direction would land in every other slot."""
+    loop = LateLoop(seed=5)
+    clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
+    slots: dict[str, list[int]] = {"encodes opus": [], "encodes pcmu": []}
+    stops = []
+    for _ in range(8):
+        for kind, ticks in slots.items():
+            stops.append(
+                clock.subscribe(
+                    lambda tick, ticks=ticks: ticks.append(round(tick / TICK * 4) % 4), kind
+                )
+            )
+    while sum(map(len, slots.values())) < 16:
+        loop.run_next()
+    for ticks in slots.values():
+        assert sorted(ticks) == [0, 0, 1, 1, 2, 2, 3, 3]
+    for stop in stops:
+        stop()
+    assert len(clock) == 0

@@ -110,7 +110,9 @@ class _Transcoding:
         self._tones = np.zeros(0, dtype=np.int16)
         self._timestamp: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unsubscribe = media_clock().subscribe(self.tick)
+        # Transcoders of one direction and codecs cost alike: the clock spreads them.
+        kind = (source.name.lower(), target.name.lower())
+        self._unsubscribe = media_clock().subscribe(self.tick, kind)
 
     def receive(self, data: bytes) -> None:
         packet = media_packet(data)

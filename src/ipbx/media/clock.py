@@ -13,11 +13,11 @@ two frames at one tick and none at the other, 20 ms of jitter added to a stream
 whose packets arrive in phase with the ticks.
 
 The 20 ms are cut into PHASES slots, and each subscriber is given the least busy slot
-when it subscribes: a subscriber's packets go out after the work of those before it
-in its slot, so fifty transcoded calls in one slot would send the last call's packets
-a few milliseconds after the first's, later or sooner as that work varies; spread over
-four slots the wait, and its variation, is a quarter. The sockets read on the clock
-are drained once a period, after the first slot's work.
+(of its kind: see subscribe) when it subscribes: a subscriber's packets go out after
+the work of those before it in its slot, so fifty transcoded calls in one slot would
+send the last call's packets a few milliseconds after the first's, later or sooner as
+that work varies; spread over four slots the wait, and its variation, is a quarter.
+The sockets read on the clock are drained once a period, after the first slot's work.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import asyncio
 import logging
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class MediaClock:
         self._step = period / phases
         # Each slot's subscribers; the slot of each subscriber.
         self._slots: list[dict[int, Subscriber]] = [{} for _ in range(phases)]
-        self._slot_of: dict[int, int] = {}
+        self._slot_of: dict[int, tuple[int, Hashable]] = {}
+        # Of each kind of subscriber, how many each slot has.
+        self._kinds: dict[Hashable, list[int]] = {}
         self._slot = 0
         # The readers by descriptor, and one epoll of them all: which sockets have
         # something to read is one system call a tick, not one empty read per socket.
@@ -79,14 +81,20 @@ class MediaClock:
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call `subscriber(tick)` every period, in the least busy slot, with the tick's
-        scheduled time, until the returned function is called."""
+    def subscribe(self, subscriber: Subscriber, kind: Hashable = None) -> Callable[[], None]:
+        """Call `subscriber(tick)` every period, with the tick's scheduled time, until the
+        returned function is called. It goes to the slot with the fewest subscribers of
+        its `kind`, then the fewest of all: subscribers of one kind cost about the same,
+        of two kinds maybe not (a transcoder's two directions: one encodes Opus, the other
+        G.711), and counting them all alike would put every costly one in the same slots
+        (a call's two directions subscribe one after the other)."""
         key = self._next_id
         self._next_id += 1
-        slot = min(range(len(self._slots)), key=lambda index: len(self._slots[index]))
+        counts = self._kinds.setdefault(kind, [0] * len(self._slots))
+        slot = min(range(len(self._slots)), key=lambda i: (counts[i], len(self._slots[i])))
+        counts[slot] += 1
         self._slots[slot][key] = subscriber
-        self._slot_of[key] = slot
+        self._slot_of[key] = (slot, kind)
         self._start()
         return lambda: self._unsubscribe(key)
 
@@ -138,9 +146,11 @@ class MediaClock:
                     self.remove_reader(reader)
 
     def _unsubscribe(self, key: int) -> None:
-        slot = self._slot_of.pop(key, None)
-        if slot is not None:
+        placed = self._slot_of.pop(key, None)
+        if placed is not None:
+            slot, kind = placed
             del self._slots[slot][key]
+            self._kinds[kind][slot] -= 1
         self._stop_if_idle()
 
     def _stop_if_idle(self) -> None:
