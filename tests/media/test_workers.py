@@ -163,3 +163,27 @@ def test_a_killed_worker_is_replaced_and_its_calls_are_told(pool: PortPool) -> N
                 endpoint.close()
 
     run(scenario)
+
+
+def test_a_transcoded_bridge_moves_at_once_and_a_relayed_one_after_a_second(
+    pool: PortPool,
+) -> None:
+    """A relayed call that ends within move_after never pays the move; a transcoded one
+    moves before its media flows (a transcoder moved mid-stream would shift the rest of
+    each stream by its new playout delay)."""
+
+    async def scenario() -> None:
+        async with workers(pool) as plane:
+            plane.move_after = 30.0
+            relayed = [await MediaEndpoint.open(pool) for _ in range(2)]
+            transcoded = [await MediaEndpoint.open(pool) for _ in range(2)]
+            for endpoint, codec in zip(relayed + transcoded, (PCMU, PCMU, PCMU, OPUS), strict=True):
+                endpoint.set_remote("127.0.0.1", 9, codec, 101)
+            connect(*relayed)
+            connect(*transcoded)
+            await moved(transcoded[0])
+            assert relayed[0].away is None and relayed[1].away is None
+            for endpoint in relayed + transcoded:
+                endpoint.close()
+
+    run(scenario)

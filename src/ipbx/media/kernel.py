@@ -139,7 +139,13 @@ class KernelRelay:
         return None
 
     def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
-        asyncio.get_running_loop().call_later(self.move_after, self._move, a, b)
+        loop = asyncio.get_running_loop()
+        if a._bridged_by is relay:
+            loop.call_later(self.move_after, self._move, a, b)
+        elif self.fallback is not None:
+            # The kernel forwards no transcoded bridge: it goes on (at once, see
+            # MediaWorkers.offload) to the media workers.
+            loop.call_soon(self.fallback, a, b)
 
     def _move(self, a: MediaEndpoint, b: MediaEndpoint, tries: int = LATCH_TRIES) -> None:
         movable = self._nft is not None and movable_pair(a, b) and a._bridged_by is relay

@@ -4,16 +4,16 @@ media engine sits behind its interface so it can move into worker processes").
 
 What moves. The server binds every endpoint and keeps its sockets, and bridges two
 endpoints itself at first (bridge.connect). When the bridge has stood for `MOVE_AFTER`
-seconds and both legs are plain RTP with nothing else to do here (no SRTP, WebRTC,
-recording, tap, or keys being sent), the server stops reading their sockets and hands
-them over (SCM_RIGHTS), with each leg's state (media/handover.py), to the worker
-carrying the fewest bridges: a short call (or one a phone rings for a moment) never
-pays the move. The worker relays or transcodes the pair with the
-same code as the server (bridge.join), so both legs of a bridge are always in one
-worker. Anything else done to either endpoint (hold, transfer, recording, a re-INVITE,
-hang-up) first brings the pair home (MediaEndpoint.away): a request the worker answers,
-once it has stopped reading, with the state its legs got to; the server joins them here
-and goes on.
+seconds (a transcoded one: at once, see offload) and both legs are plain RTP with
+nothing else to do here (no SRTP, WebRTC, recording, tap, or keys being sent), the
+server stops reading their sockets and hands them over (SCM_RIGHTS), with each leg's
+state (media/handover.py), to the worker carrying the fewest bridges: a short relayed
+call (or one a phone rings for a moment) never pays the move. The worker relays or
+transcodes the pair with the same code as the server (bridge.join), so both legs of a
+bridge are always in one worker. Anything else done to either endpoint (hold, transfer,
+recording, a re-INVITE, hang-up) first brings the pair home (MediaEndpoint.away): a
+request the worker answers, once it has stopped reading, with the state its legs got
+to; the server joins them here and goes on.
 
 While a pair is away the worker sends, every half second, each leg's meter reading (the
 media time-out and /metrics read them), and at once each key a phone presses (on_dtmf).
@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ipbx.media.bridge import join
+from ipbx.media.bridge import join, transcode
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.handover import LegState, leg_state, resume
 
@@ -101,9 +101,17 @@ class MediaWorkers:
             self._delay = RESTART_DELAY
 
     def offload(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
-        """`a` and `b` are bridged here: a worker takes the bridge over in `move_after`
-        seconds, if it still stands then and both legs can go."""
-        asyncio.get_running_loop().call_later(self.move_after, self.move, a, b)
+        """`a` and `b` are bridged here: a worker takes a relayed bridge over in
+        `move_after` seconds, a transcoded one at once, if it still stands then and both
+        legs can go. A second of transcoding costs more than the move, and a transcoder
+        moved once its media flows starts a new playout: the rest of each stream would
+        go out shifted by the new jitter buffer's delay (8 to 43 ms, seen in the scale
+        bench)."""
+        loop = asyncio.get_running_loop()
+        if a._bridged_by is transcode:
+            loop.call_soon(self.move, a, b)
+        else:
+            loop.call_later(self.move_after, self.move, a, b)
 
     def move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         """Hand the bridge of `a` and `b` to the least busy worker now, if it can go."""
