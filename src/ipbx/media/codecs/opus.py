@@ -158,14 +158,18 @@ class OpusEncoder:
         ):
             _check(ctl(self._handle, ctypes.c_int(request), ctypes.c_int32(value)))
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
+        # Each frame is copied into one buffer whose address is read once: numpy's
+        # `.ctypes.data` costs 1.5 µs a call, more than the copy.
+        self._in = np.zeros(self._frame, dtype=np.int16)
+        self._in_address = self._in.ctypes.data
 
     def encode(self, pcm: Pcm) -> bytes:
         """Encode exactly one 20 ms frame."""
-        samples = np.ascontiguousarray(pcm, dtype=np.int16)
-        if len(samples) != self._frame:
+        if len(pcm) != self._frame:
             raise ValueError(f"Opus at {self.pcm_rate} Hz takes {self._frame} samples a frame")
+        self._in[:] = pcm
         size = _check(
-            self._encode(self._handle, samples.ctypes.data, self._frame, self._out, _MAX_PACKET)
+            self._encode(self._handle, self._in_address, self._frame, self._out, _MAX_PACKET)
         )
         return self._out.raw[:size]
 
@@ -190,20 +194,19 @@ class OpusDecoder:
         self._most = self.pcm_rate * _MAX_MS // 1000
         self._last = self.pcm_rate * FRAME_MS // 1000
         self._pcm = np.zeros(self._most, dtype=np.int16)
+        self._address = self._pcm.ctypes.data  # read once, as the encoder's
 
     def decode(self, payload: bytes) -> Pcm:
-        out = self._pcm
+        out = self._address
         if payload:
-            count = self._decode(
-                self._handle, payload, len(payload), out.ctypes.data, self._most, 0
-            )
+            count = self._decode(self._handle, payload, len(payload), out, self._most, 0)
             if count < 0:  # a corrupt packet: concealed as a lost one
-                count = self._decode(self._handle, None, 0, out.ctypes.data, self._last, 0)
+                count = self._decode(self._handle, None, 0, out, self._last, 0)
             else:
                 self._last = count
         else:
-            count = self._decode(self._handle, None, 0, out.ctypes.data, self._last, 0)
-        return out[: max(count, 0)].copy()
+            count = self._decode(self._handle, None, 0, out, self._last, 0)
+        return self._pcm[: max(count, 0)].copy()
 
     def __del__(self) -> None:
         if getattr(self, "_handle", None):
