@@ -311,3 +311,28 @@ def test_an_opus_caller_transcoded_to_a_narrower_codec_is_told_how_wide_to_send(
             await ringing.hung_up()
 
     play(tmp_path, story)
+
+
+def test_opus_added_to_a_narrower_callers_offer_says_how_wide_the_caller_hears(
+    tmp_path: Path,
+) -> None:
+    """The callee's INVITE lists Opus after the caller's codecs; added by ipbx to a G.711
+    offer it says 8000, to a G.722 one 16000 (RFC 7587 §6.1), and the caller's own Opus
+    goes on as the caller wrote it."""
+
+    async def story(lab: Testbed) -> None:
+        alice, bob = await lab.registered("1000"), await lab.registered("1001")
+        for offered, rate in (((PCMU,), "8000"), ((G722, PCMU), "16000"), ((OPUS,), None)):
+            call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, offered)))
+            ringing = await bob.rings()
+            limits = _format_parameters(ringing.invite.body, "opus")
+            if rate is None:
+                assert "maxplaybackrate" not in limits
+            else:
+                assert limits["maxplaybackrate"] == limits["sprop-maxcapturerate"] == rate
+            ringing.answer()
+            assert (await call.final()).status == 200
+            assert (await call.hang_up()).status == 200
+            await ringing.hung_up()
+
+    play(tmp_path, story)

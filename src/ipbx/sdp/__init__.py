@@ -217,7 +217,12 @@ def srtp_keys(
 
 def offers(description: SessionDescription, codec: Codec) -> bool:
     """Whether the audio stream lists `codec` (by rtpmap, or by static number)."""
-    return _find(_audio(description), codec) is not None
+    return payload_type(description, codec) is not None
+
+
+def payload_type(description: SessionDescription, codec: Codec) -> int | None:
+    """The payload type the audio stream gives `codec`, if it lists it."""
+    return _find(_audio(description), codec)
 
 
 def with_codecs(description: SessionDescription, codecs: Sequence[Codec]) -> SessionDescription:

@@ -35,7 +35,7 @@ import logging
 
 from ipbx import sdp
 from ipbx.media.bridge import connect, relay
-from ipbx.media.codecs import AUDIO_CODECS, OPUS, Codec, pcm_rate
+from ipbx.media.codecs import AUDIO_CODECS, CODECS, OPUS, Codec, pcm_rate
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.srtp import (
     AES_CM_128_HMAC_SHA1_32,
@@ -121,7 +121,7 @@ def callee_offer(
     codec of `codecs` we can transcode to after the caller's own, in plain RTP (a callee
     gets SRTP of its own: `secure_offer`)."""
     _take(caller, offer)
-    return _anchored(sdp.with_codecs(offer, codecs), address, media, [])
+    return _anchored(_added_no_wider(offer, sdp.with_codecs(offer, codecs)), address, media, [])
 
 
 def restated(leg: Leg, offer: sdp.SessionDescription) -> bytes | None:
@@ -216,8 +216,24 @@ def _no_wider(
     rate = pcm_rate(other)
     if codec is None or codec.name.lower() != OPUS.name or rate >= pcm_rate(codec):
         return ours
+    return _capped(ours, codec.payload_type, rate)
+
+
+def _added_no_wider(
+    offer: sdp.SessionDescription, widened: sdp.SessionDescription
+) -> sdp.SessionDescription:
+    """The same for a callee: Opus that ipbx adds to a caller's offer without it can
+    only be transcoded to the caller's codecs, so it says the widest of those."""
+    added = None if sdp.offers(offer, OPUS) else sdp.payload_type(widened, OPUS)
+    rates = [pcm_rate(codec) for codec in CODECS if sdp.offers(offer, codec)]
+    if added is None or not rates or max(rates) >= pcm_rate(OPUS):
+        return widened
+    return _capped(widened, added, max(rates))
+
+
+def _capped(description: sdp.SessionDescription, pt: int, rate: int) -> sdp.SessionDescription:
     limit = {"maxplaybackrate": str(rate), "sprop-maxcapturerate": str(rate)}
-    return sdp.with_format_parameters(ours, codec.payload_type, limit)
+    return sdp.with_format_parameters(description, pt, limit)
 
 
 # --- a phone's SDP on its leg --------------------------------------------------------------
