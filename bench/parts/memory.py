@@ -25,20 +25,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.parts.rtp import RTP_RETURN_OFFSET, PacketCounter, prioritise, threads_of
+from bench.parts.rtp import (
+    RTP_RETURN_OFFSET,
+    PacketCounter,
+    media_from,
+    prioritise,
+    start_echo,
+    threads_of,
+)
 from bench.parts.session import Settings, emit, log
 from bench.parts.sip import (
     MAX_FAILED_PCT,
     CallParties,
     register_callee,
     start_callee,
+    start_callers,
     start_uac,
 )
 from ipbx.media.codecs import PCMA
-from tests.support.ports import LOOPBACK, free_udp_range
+from tests.support.ports import free_udp_range
 from tests.support.processes import ServerNotReady, ServerProcess, memory_of
 from tests.support.server import extension_range, start_ipbx
-from tests.support.sipp import SippProcess, SippResult, parse_sipp_stats, start_sipp, write_rtp_pcap
+from tests.support.sipp import SippProcess, SippResult, parse_sipp_stats, write_rtp_pcap
 
 FIGURE = "memory_rss_mb"
 # Growth is measured from here: by then the lingering transactions of a steady rate have
@@ -189,37 +197,15 @@ def start_relayed(
     """The callee echoing RTP and the callers sending brief.pcap (--memory-rtp seconds)."""
     calls, rate = settings.memory_calls, settings.memory_rate
     write_rtp_pcap(workdir / "brief.pcap", 440, settings.memory_rtp, PCMA)
-    uas_media, _ = free_udp_range(4)
-    # As in the rtp part: a deep buffer rides out the echo thread's late wake-ups.
-    echo = ("-rtp_echo", "-mi", LOOPBACK, "-mp", str(uas_media), "-rtp_buffsize", str(4 << 20))
-    uas = start_callee(
-        "uas_rtp", echo, calls, parties.uas_port, timeout, settings, workdir, "uas-memory"
-    )
+    uas = start_echo(parties, calls, timeout, settings, workdir, "uas-memory")
     length_ms = round(1000 * (settings.memory_rtp + RTP_TAIL_S))
-    uac = start_sipp(
-        "uac_rtp_brief",
-        f"{LOOPBACK}:{server.port}",
-        "-s",
-        parties.callee.number,
-        "-inf",
-        str(parties.caller_csv),
-        "-mi",
-        LOOPBACK,
-        "-mp",
-        str(uac_media),
-        "-d",
-        str(length_ms),
-        "-r",
-        str(rate),
-        # Calls at once: each lasts its RTP and tail, and a late second adds its own.
-        "-l",
-        str(max(100, rate * (math.ceil(length_ms / 1000) + 4))),
-        calls=calls,
-        workdir=workdir,
-        timeout=timeout,
-        cpu=settings.sipp_cpu,
-        name="uac-memory",
-    )
+    # Calls at once: each lasts its RTP and tail, and a late second adds its own.
+    at_once = max(100, rate * (math.ceil(length_ms / 1000) + 4))
+    uac = start_callers(
+        "uac_rtp_brief", server, parties, settings, workdir, rate=rate, at_once=at_once,
+        calls=calls, timeout=timeout, name="uac-memory",
+        extra=(*media_from(uac_media), "-d", str(length_ms)),
+    )  # fmt: skip
     return uas, uac
 
 

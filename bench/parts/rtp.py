@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.parts.session import Settings, emit, log
-from bench.parts.sip import register_callee, start_callee
+from bench.parts.sip import CallParties, register_callee, start_callee, start_callers
 from tests.support.ports import LOOPBACK, free_udp_range
 from tests.support.processes import ServerProcess, core_times, descendants, udp_drops
-from tests.support.sipp import SippResult, start_sipp
+from tests.support.sipp import SippProcess, SippResult
 
 RTP_FIGURE = "concurrent_rtp_calls"
 # concurrent_rtp_calls: a step passes with less loss and CPU than these.
@@ -153,6 +153,27 @@ def pin_workers_apart(pid: int, server_core: int | None, workers_core: int | Non
             os.sched_setaffinity(int(task.name), {core})
 
 
+def media_from(port: int) -> tuple[str, ...]:
+    """SIPp's arguments for RTP from (and, for a callee, echoed at) `port` on loopback."""
+    return ("-mi", LOOPBACK, "-mp", str(port))
+
+
+def start_echo(
+    parties: CallParties,
+    calls: int,
+    timeout: float,
+    settings: Settings,
+    workdir: Path,
+    name: str,
+) -> SippProcess:
+    """The callee answering PCMA (uas_rtp.xml) that sends every RTP packet back where it
+    came from (-rtp_echo). Its echo thread shares its core with the callers: a deep
+    buffer rides out its late wake-ups (the default 208 KiB overflows at 400 calls)."""
+    uas_media, _ = free_udp_range(4)
+    echo = ("-rtp_echo", *media_from(uas_media), "-rtp_buffsize", str(4 << 20))
+    return start_callee("uas_rtp", echo, calls, parties.uas_port, timeout, settings, workdir, name)
+
+
 @dataclass(frozen=True)
 class RtpOutcome:
     """The best passing step of the RTP ramp and what stopped the ramp."""
@@ -184,42 +205,13 @@ def bench_rtp(server: ServerProcess, settings: Settings, workdir: Path) -> RtpOu
         uac_media, _ = free_udp_range(RTP_RETURN_OFFSET + 2)
         counter = PacketCounter(uac_media + RTP_RETURN_OFFSET, settings.sipp_cpu)
         try:
-            # The echo thread shares its core with the callers: a deep buffer rides out
-            # its late wake-ups (the default 208 KiB overflows at 400 calls).
-            echo = (
-                "-rtp_echo",
-                "-mi",
-                LOOPBACK,
-                "-mp",
-                str(uas_media),
-                "-rtp_buffsize",
-                str(4 << 20),
-            )
-            uas = start_callee(
-                "uas_rtp", echo, calls, parties.uas_port, timeout, settings, workdir, f"uas-{calls}"
-            )
+            uas = start_echo(parties, calls, timeout, settings, workdir, f"uas-{calls}")
             prioritise(threads_of(uas.process.pid))
-            uac = start_sipp(
-                "uac_rtp",
-                f"{LOOPBACK}:{server.port}",
-                "-s",
-                parties.callee.number,
-                "-inf",
-                str(parties.caller_csv),
-                "-mi",
-                LOOPBACK,
-                "-mp",
-                str(uac_media),
-                "-r",
-                str(rate),
-                "-l",
-                str(calls),
-                calls=calls,
-                workdir=workdir,
-                timeout=timeout,
-                cpu=settings.sipp_cpu,
-                name=f"uac-rtp-{calls}",
-            )
+            uac = start_callers(
+                "uac_rtp", server, parties, settings, workdir, rate=rate, at_once=calls,
+                calls=calls, timeout=timeout, name=f"uac-rtp-{calls}",
+                extra=media_from(uac_media),
+            )  # fmt: skip
             started = time.monotonic()
             time.sleep(RTP_RAMP_S + RTP_MARGIN_S)
             cpu_before, packets_before = server.cpu_seconds(), counter.packets

@@ -160,17 +160,41 @@ def start_uac(
     name: str,
 ) -> SippProcess:
     """SIPp making `calls` authenticated calls (uac_auth.xml) at `rate` per second."""
+    return start_callers(
+        "uac_auth", server, parties, settings, workdir, rate=rate, at_once=max(100, rate * 4),
+        calls=calls, timeout=timeout, name=name,
+    )  # fmt: skip
+
+
+def start_callers(
+    scenario: str,
+    server: ServerProcess,
+    parties: CallParties,
+    settings: Settings,
+    workdir: Path,
+    *,
+    rate: int,
+    at_once: int,
+    calls: int,
+    timeout: float,
+    name: str,
+    extra: Sequence[str] = (),
+) -> SippProcess:
+    """SIPp calling the callee through the server as the caller (uac_auth.xml and those
+    built on it): `rate` calls a second, at most `at_once` up; `extra` arguments (media,
+    call length) besides."""
     return start_sipp(
-        "uac_auth",
+        scenario,
         f"{LOOPBACK}:{server.port}",
         "-s",
         parties.callee.number,
         "-inf",
         str(parties.caller_csv),
+        *extra,
         "-r",
         str(rate),
         "-l",
-        str(max(100, rate * 4)),
+        str(at_once),
         calls=calls,
         workdir=workdir,
         timeout=timeout,

@@ -276,11 +276,17 @@ def test_a_call_flow_answers_g711_first_any_codec_it_has_else_and_a_room_wideban
     play(tmp_path, story, _flows)
 
 
-def _format_parameters(body: bytes, name: str) -> dict[str, str]:
+def _says_playback_rate(body: bytes, rate: str | None) -> None:
+    """The SDP's Opus format gives `rate` as maxplaybackrate and sprop-maxcapturerate
+    (RFC 7587 §6.1), or, with None, no maxplaybackrate."""
     audio = sdp.SessionDescription.parse(body).audio
     assert audio is not None
-    pt = next(pt for pt, rtpmap in audio.rtpmaps().items() if rtpmap.name.lower() == name)
-    return audio.format_parameters(pt)
+    pt = next(pt for pt, rtpmap in audio.rtpmaps().items() if rtpmap.name.lower() == "opus")
+    limits = audio.format_parameters(pt)
+    if rate is None:
+        assert "maxplaybackrate" not in limits
+    else:
+        assert limits["maxplaybackrate"] == limits["sprop-maxcapturerate"] == rate
 
 
 def test_an_opus_caller_transcoded_to_a_narrower_codec_is_told_how_wide_to_send(
@@ -302,11 +308,7 @@ def test_an_opus_caller_transcoded_to_a_narrower_codec_is_told_how_wide_to_send(
             ringing.answer(bytes(sdp.make_offer(RTP_HOST, RTP_PORT, (callee_codec,))))
             answer = await call.final()
             assert answer.status == 200
-            limits = _format_parameters(answer.body, "opus")
-            if rate is None:
-                assert "maxplaybackrate" not in limits
-            else:
-                assert limits["maxplaybackrate"] == limits["sprop-maxcapturerate"] == rate
+            _says_playback_rate(answer.body, rate)
             assert (await call.hang_up()).status == 200
             await ringing.hung_up()
 
@@ -325,11 +327,7 @@ def test_opus_added_to_a_narrower_callers_offer_says_how_wide_the_caller_hears(
         for offered, rate in (((PCMU,), "8000"), ((G722, PCMU), "16000"), ((OPUS,), None)):
             call = alice.call("1001", bytes(sdp.make_offer(RTP_HOST, RTP_PORT, offered)))
             ringing = await bob.rings()
-            limits = _format_parameters(ringing.invite.body, "opus")
-            if rate is None:
-                assert "maxplaybackrate" not in limits
-            else:
-                assert limits["maxplaybackrate"] == limits["sprop-maxcapturerate"] == rate
+            _says_playback_rate(ringing.invite.body, rate)
             ringing.answer()
             assert (await call.final()).status == 200
             assert (await call.hang_up()).status == 200

@@ -8,7 +8,7 @@ Codec, telephone-event payload type). The text itself is sdp/description.py.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ipbx.media.codecs import NOT_AUDIO_CODECS, STATIC_FORMATS, TELEPHONE_EVENT, Codec
@@ -317,22 +317,23 @@ def limited_to(answer: SessionDescription, offer: SessionDescription) -> Session
 
 
 def with_format_parameters(
-    description: SessionDescription, payload_type: int, parameters: dict[str, str]
+    description: SessionDescription, pt: int, parameters: Mapping[str, str]
 ) -> SessionDescription:
-    """A copy whose audio stream's a=fmtp for `payload_type` also holds `parameters`
-    (replacing any of the same names), in the `name=value;name=value` form of RFC 7587."""
+    """A copy whose audio stream's a=fmtp for payload type `pt` also holds `parameters`
+    (replacing any of the same names), in the `name=value;name=value` form of RFC 7587
+    (a parameter without a value is written bare, as Media.format_parameters read it)."""
     result = description.copy()
     media = _audio(result)
-    merged = {**media.format_parameters(payload_type), **parameters}
-    line = Attribute("fmtp", f"{payload_type} " + ";".join(f"{k}={v}" for k, v in merged.items()))
-    prefix = f"{payload_type} "
+    merged = {**media.format_parameters(pt), **parameters}
+    written = ";".join(name if value == "" else f"{name}={value}" for name, value in merged.items())
+    prefix = f"{pt} "
     kept = [
         a for a in media.attributes if a.name != "fmtp" or not (a.value or "").startswith(prefix)
     ]
     # After the format's rtpmap, where a phone writes it.
     rtpmaps = [a.name == "rtpmap" and (a.value or "").startswith(prefix) for a in kept]
     at = rtpmaps.index(True) + 1 if any(rtpmaps) else len(kept)
-    media.attributes = [*kept[:at], line, *kept[at:]]
+    media.attributes = [*kept[:at], Attribute("fmtp", prefix + written), *kept[at:]]
     return result
 
 
