@@ -150,6 +150,8 @@ class JitterBuffer:
         self.clock_rate = clock_rate
         self.config = config or JitterConfig()
         self._ring: list[RtpPacket | None] = [None] * self.config.capacity
+        # The unwrapped timestamp of each slot's packet, as extended when it came.
+        self._stamps = [0] * self.config.capacity
         self._window = _TransitWindow(self.config.window, self.config.quantile)
         self._step = clock_rate * self.config.ptime_ms // 1000
         self._ssrc: int | None = None
@@ -200,7 +202,7 @@ class JitterBuffer:
                 return
             # Not playing yet: an earlier packet moves the start back.
             self._next_seq, self._next_ts = packet.sequence_number, ts
-        self._store(packet)
+        self._store(packet, ts)
 
     def pop(self, now: float) -> Frame | Lost | None:
         if self._ssrc is None:
@@ -235,7 +237,7 @@ class JitterBuffer:
             self._lost += seq_diff(pending.sequence_number, self._next_seq)
             self._next_seq = pending.sequence_number
             head = pending
-        ts = self._extend(head.timestamp)
+        ts = self._stamps[head.sequence_number % self.config.capacity]
         if self._resync:
             # The frame takes the current slot: markers that covered its own time (a late
             # packet) push the playout clock back; a later timestamp (after silence
@@ -288,10 +290,12 @@ class JitterBuffer:
         self._next_seq = self._highest_seq = packet.sequence_number
         self._next_ts = self._ts_ref = packet.timestamp
         self._window.add(now - packet.timestamp / self.clock_rate)
-        self._store(packet)
+        self._store(packet, packet.timestamp)
 
-    def _store(self, packet: RtpPacket) -> None:
-        self._ring[packet.sequence_number % self.config.capacity] = packet
+    def _store(self, packet: RtpPacket, ts: int) -> None:
+        slot = packet.sequence_number % self.config.capacity
+        self._ring[slot] = packet
+        self._stamps[slot] = ts
         self._received += 1
         if seq_diff(packet.sequence_number, self._highest_seq) > 0:
             self._highest_seq = packet.sequence_number
