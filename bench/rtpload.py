@@ -72,7 +72,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.sipua import Call, SipFailure, UserAgents, playback_rate, sdp_body  # noqa: E402
 from ipbx.media.codecs.opus import pcm_rate_for  # noqa: E402
-from tests.support.processes import core_ticks, cpu_seconds, memory_of, udp_drops  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    core_idle_us,
+    core_ticks,
+    cpu_seconds,
+    memory_of,
+    udp_drops,
+)
 from tests.support.rtpengine import Bencodable, NgClient  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -349,6 +355,10 @@ class Stream:
     authentic: Callable[[bytes], bool] | None = None
 
 
+# A core's /proc/stat jiffies and cpuidle's idle microseconds (None: not kept).
+CoreSample = tuple[list[int], int | None]
+
+
 @dataclass
 class Window:
     """CPU counters at the start and end of the steady part of the run."""
@@ -358,8 +368,8 @@ class Window:
     server_cpu: float = 0.0
     own_cpu: float = 0.0
     sent: int = 0
-    # /proc/stat jiffies of the generator's core and the server's.
-    cores: tuple[list[int], list[int]] = ([], [])
+    # The generator's core and the server's (see core_sample).
+    cores: tuple[CoreSample, CoreSample] = (([], None), ([], None))
     # The relay's RSS with every call up (its main process).
     server_rss_mb: float = 0.0
 
@@ -461,7 +471,7 @@ def run_streams(
             window.server_cpu = cpu_seconds(server_pid)
             window.own_cpu = time.process_time()
             window.sent = sum(map(len, sent_ns))
-            window.cores = (core_ticks(own_core), core_ticks(server_core))
+            window.cores = (core_sample(own_core), core_sample(server_core))
             window.server_rss_mb = memory_of(server_pid)[0]
         due = start + tick * SLOT_NS
         now = clock()
@@ -504,8 +514,9 @@ def run_streams(
     window.end_ns = clock()
     server_cpu = cpu_seconds(server_pid) - window.server_cpu
     own_cpu = time.process_time() - window.own_cpu
-    own_core_use = _core_use(window.cores[0], core_ticks(own_core))
-    server_core_use = _core_use(window.cores[1], core_ticks(server_core))
+    window_s = (window.end_ns - window.start_ns) / 1e9
+    own_core_use = _core_use(window.cores[0], core_sample(own_core), own_core, window_s)
+    server_core_use = _core_use(window.cores[1], core_sample(server_core), server_core, window_s)
     sent_in_window = sum(map(len, sent_ns)) - window.sent
     quiet_since = clock()
     drain_end = quiet_since + int(DRAIN_S * 1e9)
@@ -517,7 +528,6 @@ def run_streams(
     drops = udp_drops(ports) - drops_before
     poller.close()
 
-    window_s = (window.end_ns - window.start_ns) / 1e9
     figures = received_figures(
         np.array(rec_stream, dtype=np.int64),
         np.array(rec_seq, dtype=np.int64),
@@ -528,29 +538,31 @@ def run_streams(
         clocked=clocked,
     )
     late = np.array(lateness) / 1e6
+    own_pct, server_pct = 100 * own_cpu / window_s, 100 * server_cpu / window_s
+    if server_core is None:
+        # A server on every core (media workers) runs on the generator's too: what else
+        # ran, and all that ran, is read off all cores at once.
+        working = server_core_use[0] * (os.cpu_count() or 1)
+        own_other = server_other = working - own_pct - server_pct
+    else:
+        working = own_core_use[0] + server_core_use[0]
+        own_other, server_other = own_core_use[0] - own_pct, server_core_use[0] - server_pct
     return {
         **figures,
-        "server_cpu_pct": round(100 * server_cpu / window_s, 1),
+        "server_cpu_pct": round(server_pct, 1),
         "server_us_per_packet": round(1e6 * server_cpu / max(1, sent_in_window), 2),
         # Everything both cores did (processes and interrupts), the load tool included: a
         # relay in the kernel does its work in the sender's system calls and softirqs,
         # which no relay process is charged for.
-        "machine_us_per_packet": round(
-            1e4
-            * (sum(own_core_use[:2]) + sum(server_core_use[:2]))
-            * window_s
-            / max(1, sent_in_window),
-            2,
-        ),
+        "machine_us_per_packet": round(1e4 * working * window_s / max(1, sent_in_window), 2),
         "packets_per_s": round(sent_in_window / window_s),
         "window_s": round(window_s, 2),
         "server_rss_mb": round(window.server_rss_mb, 1),
-        "generator_cpu_pct": round(100 * own_cpu / window_s, 1),
-        # What else ran on each core (processes competing with the run), the kernel's
-        # interrupt work there (loopback delivery runs as softirq on the sending core) and
-        # time the hypervisor took away.
-        "generator_core_other_pct": round(own_core_use[0] - 100 * own_cpu / window_s, 1),
-        "server_core_other_pct": round(server_core_use[0] - 100 * server_cpu / window_s, 1),
+        "generator_cpu_pct": round(own_pct, 1),
+        # What else ran on each core (processes competing with the run, and interrupts
+        # not taken in their system calls), and time the hypervisor took away.
+        "generator_core_other_pct": round(own_other, 1),
+        "server_core_other_pct": round(server_other, 1),
         "generator_core_irq_pct": own_core_use[1],
         "server_core_irq_pct": server_core_use[1],
         "generator_core_steal_pct": own_core_use[2],
@@ -571,17 +583,30 @@ def _core_of(pid: int) -> int | None:
     return next(iter(cores)) if len(cores) == 1 else None
 
 
-def _core_use(before: list[int], after: list[int]) -> tuple[float, float, float]:
-    """Percent of a core's time between two core_ticks() in processes (user, nice,
-    system), in interrupts (irq, softirq) and stolen by the hypervisor."""
-    delta = [end - start for start, end in zip(before, after, strict=True)]
+def core_sample(cpu: int | None) -> CoreSample:
+    """A core's (all cores' if None) /proc/stat jiffies and cpuidle's idle microseconds."""
+    return core_ticks(cpu), core_idle_us(cpu)
+
+
+def _core_use(
+    before: CoreSample, after: CoreSample, cpu: int | None, seconds: float
+) -> tuple[float, float, float]:
+    """Percent of a core's time (all cores' if `cpu` is None) between two samples
+    `seconds` apart at work (processes and interrupts), in interrupts (irq, softirq) and
+    stolen by the hypervisor. How busy the core was comes from cpuidle's exact idle time
+    where the kernel keeps it: /proc/stat's jiffies are sampled at the timer tick, which
+    this loop's 1 ms sleeps alias (a core read 48 % less busy than the generator on it
+    alone). The jiffies still tell the interrupts' and the hypervisor's shares."""
+    delta = [end - start for start, end in zip(before[0], after[0], strict=True)]
     total = max(1, sum(delta))
-    processes, interrupts, stolen = sum(delta[0:3]), delta[5] + delta[6], delta[7]
-    return (
-        round(100 * processes / total, 1),
-        round(100 * interrupts / total, 1),
-        round(100 * stolen / total, 1),
-    )
+    interrupts, stolen = 100 * (delta[5] + delta[6]) / total, 100 * delta[7] / total
+    idle_before, idle_after = before[1], after[1]
+    if idle_before is None or idle_after is None:
+        working = 100 * (sum(delta[0:3]) + delta[5] + delta[6]) / total
+    else:
+        cores = 1 if cpu is not None else os.cpu_count() or 1
+        working = 100 - 100 * (idle_after - idle_before) / (1e6 * seconds * cores) - stolen
+    return round(working, 1), round(interrupts, 1), round(stolen, 1)
 
 
 def received_figures(

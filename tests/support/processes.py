@@ -141,6 +141,20 @@ def core_ticks(cpu: int | None) -> list[int]:
     raise OSError(f"no {name} in /proc/stat")
 
 
+def core_idle_us(cpu: int | None) -> int | None:
+    """Microseconds one core (all cores if None) has spent idle, from cpuidle's counters
+    in sysfs, which the kernel keeps exactly; None where there are none. /proc/stat's
+    jiffies are sampled at each timer tick (250 Hz here), and a process that wakes on a
+    fixed millisecond grid, as bench/rtpload.py does, is seen busy or idle by the ticks
+    in proportions that have little to do with its real share."""
+    cpus = Path("/sys/devices/system/cpu")
+    names = [f"cpu{cpu}"] if cpu is not None else [c.name for c in cpus.glob("cpu[0-9]*")]
+    counters = [path for name in names for path in (cpus / name / "cpuidle").glob("state*/time")]
+    if not counters:
+        return None
+    return sum(int(path.read_text()) for path in counters)
+
+
 def core_times(cpu: int | None) -> tuple[int, int]:
     """Busy and total jiffies of one core (all cores if None), from /proc/stat."""
     ticks = core_ticks(cpu)
