@@ -246,7 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[list[str], Settings]:
     )
     parser.add_argument(
         "--transcode-calls",
-        default="5,10,20,30,40,50,60,70,80,90,100,120,150",
+        default="5,10,20,30,40,50,60,70,80,90,100,120,130,140,150,160,180",
         help="concurrent calls per step of the Opus <-> PCMU transcoding ramp",
     )
     parser.add_argument(
