@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import select
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -118,6 +120,48 @@ def test_a_loop_a_period_behind_still_runs_every_slot_in_turn() -> None:
     for subscriber in ticks.values():
         periods = [(tick - subscriber[0]) / TICK for tick in subscriber]
         assert all(abs(p - round(p)) < 1e-6 for p in periods), periods
+
+
+class _Socket:
+    """A real UDP socket read on the clock, noting the tick of each datagram it reads."""
+
+    def __init__(self, loop: LateLoop) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.loop = loop
+        self.read_at: list[float] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_one(self, offset: float) -> bool:
+        try:
+            self.sock.recv(2048)
+        except BlockingIOError:
+            return False
+        self.read_at.append(self.loop.now)
+        return True
+
+
+def test_sockets_are_read_after_every_slot_not_once_a_period() -> None:
+    """Read once a period, after the first slot, the reading of every socket weighed on
+    that one slot (6.5 ms of work where the others took 2.4, at 140 transcoded calls)."""
+    loop = LateLoop(seed=13)
+    clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
+    reader = _Socket(loop)
+    clock.add_reader(reader)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for tick in range(8):
+            phone.sendto(b"rtp", reader.sock.getsockname())
+            assert select.select([reader.sock], [], [], 1)[0]  # arrived
+            loop.run_next()
+            assert len(reader.read_at) == tick + 1  # read at the tick it arrived before
+        clock.remove_reader(reader)
+    finally:
+        phone.close()
+        reader.sock.close()
 
 
 def test_subscribers_of_each_kind_are_spread_over_the_slots() -> None:

@@ -8,8 +8,8 @@ new SSRC, so a stray or spoofed packet reusing the stream cannot hijack it.
 Reading. A channel starts on the event loop's own datagram transport, the cheapest
 way to forward a packet the moment it arrives (a relayed call). A leg whose packets
 are only used on the media clock's ticks (music on hold, a queue's waiting room, a
-conference) is read on the clock instead (`set_clocked`): every such socket is drained
-once a tick, after the tick's work, so hundreds of them cost fifty wake-ups a second
+conference) is read on the clock instead (`set_clocked`): what has arrived is read
+after each tick's work, so hundreds of such sockets cost the clock's own wake-ups
 rather than one per packet. The kernel stamps each datagram's arrival (SO_TIMESTAMPNS)
 and `arrival_clock` gives that time to whoever asks while the packet is handled, so
 jitter figures and jitter buffers see when a packet came, not when it was read. A
