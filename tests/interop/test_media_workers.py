@@ -8,7 +8,8 @@ Two calls that talk for twice the media time-out are carried one by each worker
 and end when the callers hang up. Two more calls are up when both workers are killed
 (SIGKILL): ipbx sends BYE to both phones of each, their records say `media_failed`, the
 server still answers OPTIONS, a call placed at once is answered and carries RTP, and the
-workers come back."""
+workers come back. The default, `auto`, is run as well: a worker a core less one, and a
+call carried by one."""
 
 from __future__ import annotations
 
@@ -127,6 +128,41 @@ def test_bridged_calls_ride_the_media_workers_and_end_cleanly_when_they_are_kill
     log = server.log_path.read_text().splitlines()
     wrong = [line for line in log if any(w in line for w in WRONG) and not EXPECTED.search(line)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_default_auto_runs_a_worker_a_core_less_one_and_a_call_rides_it(
+    tmp_path: Path,
+) -> None:
+    """`media.workers: auto`, the default `make serve` runs with: a worker for each core the
+    server may run on, less the one SIP needs (none on one core), and a talking call is
+    carried by a worker when there is one. The suite's servers otherwise run with the
+    count `make test` sets, so this is where the default itself is run."""
+    api_port = free_port("tcp")
+    expected = len(os.sched_getaffinity(0)) - 1
+
+    def edit(config: dict[str, Any]) -> None:
+        config["media"].update(workers="auto", relay="userspace")
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+
+    server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[CALLER, CALLEE])
+    try:
+        api = admin_api(server.config_path, api_port)
+        eventually(lambda: len(media_workers(server)) == expected, 10, f"{expected} workers")
+        with registered_callee(server, tmp_path, "uas_rtp", 1, "-rtp_echo") as callee:
+            with callers(server, tmp_path, "uac_rtp_hangs_up", 1, "-d", str(TALK_MS)) as (
+                talking,
+                returned,
+            ):
+                if expected:
+                    assert sum(bridges(carried(api, 1))) == 1
+                talked = talking.finish()
+            assert talked.successful == 1, talked.errors()
+            assert returned.packets >= SHARE_RETURNED * PACKETS_PER_S * TALK_MS / 1000
+            assert callee.finish(timeout=10).successful == 1
+        assert len(bridges(scrape(api))) == expected
+    finally:
+        code = server.stop()
+    assert code == 0, server.log_tail()
 
 
 @contextmanager
