@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import select
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -19,6 +18,7 @@ from ipbx.media.clock import TICK, MediaClock
 from ipbx.media.jitter import JitterBuffer
 from ipbx.media.playout import PLAYOUT_JITTER
 from ipbx.media.rtp import RtpPacket
+from tests.support.sipclient import udp_socket
 
 
 @dataclass
@@ -126,8 +126,7 @@ class _Socket:
     """A real UDP socket read on the clock, noting the tick of each datagram it reads."""
 
     def __init__(self, loop: LateLoop) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = udp_socket()
         self.sock.setblocking(False)
         self.loop = loop
         self.read_at: list[float] = []
@@ -151,7 +150,7 @@ def test_sockets_are_read_after_every_slot_not_once_a_period() -> None:
     clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
     reader = _Socket(loop)
     clock.add_reader(reader)
-    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone = udp_socket()
     try:
         for tick in range(8):
             phone.sendto(b"rtp", reader.sock.getsockname())
