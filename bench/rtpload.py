@@ -623,9 +623,9 @@ def received_figures(
     A packet's place in its stream is its sequence number less the first one received.
     A relay keeps the sender's numbers, so the place indexes the packet's send time (a
     lost first packet shifts a stream by a constant, which the per-stream minimum takes
-    out). A transcoder that plays out on its own clock (`clocked`) numbers its own
-    packets and may conceal or drop a frame on the way, so a place no longer says which
-    packet went in: its packets are held against their ideal 20 ms grid instead (place x
+    out). A transcoder or a mixer (`clocked`) numbers its own packets, and one that plays
+    out on its own clock may conceal or drop a frame on the way, so a place need not say
+    which packet went in: its packets are held against their ideal 20 ms grid instead (place x
     20 ms), which measures how evenly the stream arrives (the receiver's view). A
     transcoder's resampler holds a few samples back, so its last frame comes out only
     with the next packet, which never comes when the sender stops: one frame short at

@@ -163,24 +163,26 @@ def test_sockets_are_read_after_every_slot_not_once_a_period() -> None:
         reader.sock.close()
 
 
-def test_subscribers_of_each_kind_are_spread_over_the_slots() -> None:
-    """A transcoded call's two directions subscribe one after the other; counted alike,
-    every Opus-encoding direction would land in every other slot."""
+def test_each_subscriber_goes_to_the_least_busy_slot() -> None:
+    """Eight subscribers fill the four slots two each; one that leaves frees its place
+    for the next to come."""
     loop = LateLoop(seed=5)
     clock = MediaClock(cast(asyncio.AbstractEventLoop, loop))
-    slots: dict[str, list[int]] = {"encodes opus": [], "encodes pcmu": []}
-    stops = []
-    for _ in range(8):
-        for kind, ticks in slots.items():
-            stops.append(
-                clock.subscribe(
-                    lambda tick, ticks=ticks: ticks.append(round(tick / TICK * 4) % 4), kind
-                )
-            )
-    while sum(map(len, slots.values())) < 16:
+    slots: dict[int, int] = {}
+
+    def subscriber(index: int) -> Callable[[float], None]:
+        return lambda tick: slots.setdefault(index, round(tick / TICK * 4) % 4)
+
+    stops = [clock.subscribe(subscriber(index)) for index in range(8)]
+    while len(slots) < 8:
         loop.run_next()
-    for ticks in slots.values():
-        assert sorted(ticks) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert sorted(slots.values()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    leaving = next(index for index, slot in slots.items() if slot == 2)
+    stops[leaving]()
+    stops.append(clock.subscribe(subscriber(8)))
+    while 8 not in slots:
+        loop.run_next()
+    assert slots[8] == 2
     for stop in stops:
         stop()
     assert len(clock) == 0

@@ -1,20 +1,23 @@
-"""A transcoded bridge over loopback: PCMU phone <-> ipbx <-> Opus phone, with audio
-played out through the jitter buffer and DTMF regenerated on the far leg."""
+"""A transcoded bridge over loopback: PCMU phone <-> ipbx <-> Opus phone, each packet
+re-encoded as it comes, DTMF regenerated on the far leg."""
 
 import asyncio
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipbx.media.bridge import connect, transcode
-from ipbx.media.clock import media_clock
 from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
-from ipbx.media.rtp import RtpPacket
+from ipbx.media.rtp import RtpPacket, seq_diff
 from ipbx.media.wav import read_wav
-from tests.support.media import dominant_frequency, run
+from tests.support.media import dominant_frequency, loopback_pool, run
+from tests.support.sipclient import udp_socket
 
 TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)).astype(np.int16)
 
@@ -30,9 +33,7 @@ async def _call(pool: PortPool, pcmu_dtmf: int | None) -> tuple[MediaEndpoint, .
     return x, a, b, y
 
 
-def test_tone_is_transcoded_and_stops_ticking_when_the_call_ends(
-    pool: PortPool, tmp_path: Path
-) -> None:
+def test_tone_is_transcoded(pool: PortPool, tmp_path: Path) -> None:
     async def scenario() -> None:
         x, a, b, y = await _call(pool, 101)
         y.record(tmp_path / "opus-side.wav")
@@ -40,14 +41,65 @@ def test_tone_is_transcoded_and_stops_ticking_when_the_call_ends(
         await asyncio.sleep(0.3)
         y.stop_recording()
         assert b.stats.packets_sent >= 45
-        assert len(media_clock()) == 2  # one playout per direction
         for endpoint in (x, a, b, y):
             endpoint.close()
-        assert len(media_clock()) == 0
 
     run(scenario)
     heard = read_wav(tmp_path / "opus-side.wav", 8000)
     assert dominant_frequency(heard) == pytest.approx(1000, abs=20)
+
+
+def test_packets_go_on_as_they_come_keeping_the_senders_timing(pool: PortPool) -> None:
+    """A PCMU phone's stream with a loss, a late and a repeated packet, a silence and a
+    new SSRC, as the Opus phone receives it: the loss is a skipped sequence number and
+    20 ms of timestamps, the late and repeated packets are not sent, the silence moves
+    the timestamps alone, and the new stream is a talkspurt where the clock says."""
+    phone, far = udp_socket(), udp_socket()
+    frame = bytes(range(160))
+    sent: list[tuple[int, int, int]] = []
+    # (sequence, timestamp, ssrc) in the order sent: 5 is lost, then comes late after 7,
+    # 7 comes twice, 8 follows a 40 ms silence (its timestamp jumps, its number does not).
+    stream = [(100 + k, 8000 + 160 * k, 7) for k in (0, 1, 2, 3, 4, 6, 7)]
+    stream += [(105, 8800, 7), (107, 9120, 7), (108, 9600, 7), (109, 9760, 7)]
+    stream += [(5000 + k, 123456 + 160 * k, 8) for k in range(3)]
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*phone.getsockname(), PCMU)
+        b.set_remote(*far.getsockname(), OPUS)
+        transcode(a, b)
+        for seq, timestamp, ssrc in stream:
+            header = RtpPacket(PCMU.payload_type, seq, timestamp, ssrc, frame).serialize()
+            phone.sendto(header, a.local_address)
+            sent.append((seq, timestamp, ssrc))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        for endpoint in (a, b):
+            endpoint.close()
+
+    try:
+        run(scenario)
+        heard = []
+        far.settimeout(0.5)
+        while len(heard) < 12:
+            heard.append(RtpPacket.parse(far.recv(2048)))
+    finally:
+        phone.close()
+        far.close()
+    assert len(heard) == len(stream) - 2
+    assert {p.payload_type for p in heard} == {OPUS.payload_type}
+    steps = [
+        (seq_diff(q.sequence_number, p.sequence_number), (q.timestamp - p.timestamp) % 2**32)
+        for p, q in pairwise(heard)
+    ]
+    assert steps[:8] == [(1, 960)] * 4 + [(2, 1920), (1, 960), (1, 2880), (1, 960)]
+    assert [p.marker for p in heard] == [True] + [False] * 8 + [True, False, False]
+    # The new stream starts where its first packet's arrival puts it: 20 ms on (plus
+    # however late the test's own sleep woke).
+    seq_step, timestamp_step = steps[8]
+    assert seq_step == 1
+    assert 960 <= timestamp_step < 960 + 2400
+    assert steps[9:] == [(1, 960), (1, 960)]
 
 
 @pytest.mark.parametrize(
@@ -108,3 +160,47 @@ def test_connect_transcodes_only_legs_whose_codecs_differ(
             endpoint.close()
 
     run(scenario)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=40),
+    st.integers(min_value=0, max_value=0xFFFF),
+    st.integers(min_value=0, max_value=0xFFFFFFFF),
+)
+def test_whatever_the_arrival_order_each_newer_packet_goes_on_once_in_its_place(
+    order: list[int], first_seq: int, first_timestamp: int
+) -> None:
+    """Packets k of one PCMU stream arrive in any order, lost or repeated: each one newer
+    than all before it is sent on once, its place kept (sequence k apart, timestamps
+    k x 20 ms apart, across both wraps); the others are dropped."""
+    phone, far = udp_socket(), udp_socket()
+    frame = bytes(160)
+    # Each example runs its own event loop: a pool's warm sockets belong to one.
+    pool = loopback_pool()
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*phone.getsockname(), PCMU)
+        b.set_remote(*far.getsockname(), OPUS)
+        transcode(a, b)
+        for k in order:
+            seq, timestamp = (first_seq + k) % 2**16, (first_timestamp + 160 * k) % 2**32
+            a._rtp.sink(RtpPacket(PCMU.payload_type, seq, timestamp, 7, frame).serialize())
+        await asyncio.sleep(0.05)
+        for endpoint in (a, b):
+            endpoint.close()
+
+    newer = [k for index, k in enumerate(order) if all(k > j for j in order[:index])]
+    try:
+        run(scenario)
+        far.settimeout(0.2)
+        heard = [RtpPacket.parse(far.recv(2048)) for _ in newer]
+        with pytest.raises(TimeoutError):
+            far.recv(2048)
+    finally:
+        phone.close()
+        far.close()
+    for (j, p), (k, q) in pairwise(zip(newer, heard, strict=True)):
+        assert seq_diff(q.sequence_number, p.sequence_number) == k - j
+        assert (q.timestamp - p.timestamp) % 2**32 == 960 * (k - j)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,14 @@ def media_workers() -> int | None:
     """The media workers `make test` asks for (IPBX_TEST_MEDIA_WORKERS), if it does."""
     setting = os.environ.get("IPBX_TEST_MEDIA_WORKERS")
     return None if setting is None else int(setting)
+
+
+def loopback_pool() -> PortPool:
+    """RTP ports on loopback in a random slice of 30000-39999: it keeps concurrently
+    running test sessions off each other's ports, and MediaEndpoint.open also skips any
+    port that turns out to be busy."""
+    first = random.randrange(30000, 39800, 2)
+    return PortPool("127.0.0.1", first, first + 199)
 
 
 def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop", timeout: float = 10) -> None:

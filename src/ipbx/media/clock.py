@@ -1,9 +1,10 @@
 """The media clock: one 20 ms timer for every decoding path of the process.
 
-Recorders and transcoders play their jitter buffers out at the packet rate. One timer
-that calls them all costs one wake-up per tick, where a task per call would cost one
-per call (hundreds of transcoded calls are thousands of wake-ups a second). Ticks are
-scheduled on absolute times, so late wake-ups never accumulate into drift.
+Recorders, conferences, music on hold and prompts play their audio out at the packet
+rate. One timer that calls them all costs one wake-up per tick, where a task per call
+would cost one per call (hundreds of recorded calls are thousands of wake-ups a
+second). Ticks are scheduled on absolute times, so late wake-ups never accumulate into
+drift.
 
 Each subscriber is given the time the tick was scheduled for, not the moment it ran,
 and plays out whatever is due by then. What goes out at a tick then depends on the
@@ -13,13 +14,13 @@ two frames at one tick and none at the other, 20 ms of jitter added to a stream
 whose packets arrive in phase with the ticks.
 
 The 20 ms are cut into PHASES slots, and each subscriber is given the least busy slot
-(of its kind: see subscribe) when it subscribes: a subscriber's packets go out after
-the work of those before it in its slot, so fifty transcoded calls in one slot would
-send the last call's packets a few milliseconds after the first's, later or sooner as
-that work varies; spread over four slots the wait, and its variation, is a quarter.
-The sockets read on the clock are read after every slot's work, so the reading is
-spread over the slots as the work is: read once a period, after the first slot, 280
-sockets (140 transcoded calls) made that slot's work 6.5 ms where the others took 2.4,
+when it subscribes: a subscriber's packets go out after the work of those before it in
+its slot, so fifty conference rooms in one slot would send the last room's mix a few
+milliseconds after the first's, later or sooner as that work varies; spread over four
+slots the wait, and its variation, is a quarter. The sockets read on the clock are read
+after every slot's work, so the reading is spread over the slots as the work is: read
+once a period, after the first slot, 280 sockets (140 transcoded calls, when transcoders
+still played out on this clock) made that slot's work 6.5 ms where the others took 2.4,
 longer than its 5 ms, and every tick of the next slot went out late by the difference,
 by more as that reading varied.
 """
@@ -30,7 +31,7 @@ import asyncio
 import logging
 import select
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,7 @@ class MediaClock:
         self._step = period / phases
         # Each slot's subscribers; the slot of each subscriber.
         self._slots: list[dict[int, Subscriber]] = [{} for _ in range(phases)]
-        self._slot_of: dict[int, tuple[int, Hashable]] = {}
-        # Of each kind of subscriber, how many each slot has.
-        self._kinds: dict[Hashable, list[int]] = {}
+        self._slot_of: dict[int, int] = {}
         self._slot = 0
         # The readers by descriptor, and one epoll of them all: which sockets have
         # something to read is one system call a tick, not one empty read per socket.
@@ -85,20 +84,14 @@ class MediaClock:
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
 
-    def subscribe(self, subscriber: Subscriber, kind: Hashable = None) -> Callable[[], None]:
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber(tick)` every period, with the tick's scheduled time, until the
-        returned function is called. It goes to the slot with the fewest subscribers of
-        its `kind`, then the fewest of all: subscribers of one kind cost about the same,
-        of two kinds maybe not (a transcoder's two directions: one encodes Opus, the other
-        G.711), and counting them all alike would put every costly one in the same slots
-        (a call's two directions subscribe one after the other)."""
+        returned function is called. It goes to the slot with the fewest subscribers."""
         key = self._next_id
         self._next_id += 1
-        counts = self._kinds.setdefault(kind, [0] * len(self._slots))
-        slot = min(range(len(self._slots)), key=lambda i: (counts[i], len(self._slots[i])))
-        counts[slot] += 1
+        slot = min(range(len(self._slots)), key=lambda i: len(self._slots[i]))
         self._slots[slot][key] = subscriber
-        self._slot_of[key] = (slot, kind)
+        self._slot_of[key] = slot
         self._start()
         return lambda: self._unsubscribe(key)
 
@@ -152,9 +145,7 @@ class MediaClock:
     def _unsubscribe(self, key: int) -> None:
         placed = self._slot_of.pop(key, None)
         if placed is not None:
-            slot, kind = placed
-            del self._slots[slot][key]
-            self._kinds[kind][slot] -= 1
+            del self._slots[placed][key]
         self._stop_if_idle()
 
     def _stop_if_idle(self) -> None:

@@ -5,7 +5,7 @@ reordered and late packets land in their place and lost ones are concealed: by t
 codec's own PLC where it has one (Opus), otherwise by repeating the last frame with a
 falling gain (after ITU-T G.711 Appendix I, which also mutes after 60 ms: the buffer's
 `plc_limit_ms`). The audio comes out resampled to the rate the consumer asks for.
-Used wherever ipbx decodes: recording, transcoding.
+Used wherever ipbx plays a stream out: recording, conferences.
 """
 
 from __future__ import annotations

@@ -76,9 +76,18 @@ class Packetizer:
         self.timestamp_step = codec.samples_per_frame(ptime_ms)
         self._pending = np.zeros(0, dtype=np.int16)
 
+    @property
+    def pending(self) -> int:
+        """Samples waiting for the rest of their packet."""
+        return len(self._pending)
+
+    def discard(self) -> None:
+        """Forget the samples waiting: what comes next does not follow them."""
+        self._pending = self._pending[:0]
+
     def packets(self, pcm: Pcm) -> list[bytes]:
         if not len(self._pending) and len(pcm) == self.packet_samples:
-            # A frame in, a packet out: the transcoder's every tick at equal ptimes.
+            # A frame in, a packet out: every packet of a transcoder at equal ptimes.
             return [self._encoder.encode(pcm)]
         pending = np.concatenate([self._pending, pcm])
         whole = len(pending) - len(pending) % self.packet_samples
@@ -88,8 +97,9 @@ class Packetizer:
 
 
 class Transcoder:
-    """Payloads of one codec in, payloads of another out, in arrival order (no jitter
-    buffer: the call path plays out through playout.Playout first)."""
+    """Payloads of one codec in, payloads of another out, in arrival order (there is no
+    jitter buffer here: see bridge.transcode). `decode` gives a payload's audio at the
+    encoder's rate, `encode` cuts audio into the destination's packets."""
 
     def __init__(
         self,
@@ -99,14 +109,21 @@ class Transcoder:
         dst_fmtp: Mapping[str, str] | None = None,
     ) -> None:
         # Each side at the other's rate where it can run at it (Opus): no resampling.
-        self._packetizer = Packetizer(dst, dst_fmtp, ptime_ms, pcm_rate(src))
-        self._decoder = create_decoder(src, self._packetizer.pcm_rate)
+        self.packetizer = Packetizer(dst, dst_fmtp, ptime_ms, pcm_rate(src))
+        self._decoder = create_decoder(src, self.packetizer.pcm_rate)
         self.src_rate = self._decoder.pcm_rate
-        self.dst_rate = self._packetizer.pcm_rate
-        self.packet_samples = self._packetizer.packet_samples
-        self.timestamp_step = self._packetizer.timestamp_step
+        self.dst_rate = self.packetizer.pcm_rate
+        self.packet_samples = self.packetizer.packet_samples
+        self.timestamp_step = self.packetizer.timestamp_step
         self._resampler = Resampler(self.src_rate, self.dst_rate)
 
+    def decode(self, payload: bytes) -> Pcm:
+        """A payload's audio at `dst_rate`; an empty payload is a lost packet (see Decoder)."""
+        return self._resampler.resample(self._decoder.decode(payload))
+
+    def encode(self, pcm: Pcm) -> list[bytes]:
+        return self.packetizer.packets(pcm)
+
     def transcode(self, payload: bytes) -> list[bytes]:
-        """Payloads for one source payload; an empty one is a lost packet (see Decoder)."""
-        return self._packetizer.packets(self._resampler.resample(self._decoder.decode(payload)))
+        """Payloads for one source payload."""
+        return self.encode(self.decode(payload))

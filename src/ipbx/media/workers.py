@@ -104,9 +104,7 @@ class MediaWorkers:
         """`a` and `b` are bridged here: a worker takes a relayed bridge over in
         `move_after` seconds, a transcoded one at once, if it still stands then and both
         legs can go. A second of transcoding costs more than the move, and a transcoder
-        moved once its media flows starts a new playout: the rest of each stream would
-        go out shifted by the new jitter buffer's delay (8 to 43 ms, seen in the scale
-        bench)."""
+        moved once its media flows starts each stream again, as a new talkspurt."""
         loop = asyncio.get_running_loop()
         if a._bridged_by is transcode:
             loop.call_soon(self.move, a, b)
