@@ -270,6 +270,18 @@ def test_anchor_puts_us_in_the_media_path_and_keeps_the_rest() -> None:
     assert original.serialize().startswith(PHONE_OFFER)  # the input is untouched
 
 
+def test_anchor_drops_the_sources_the_phone_declares() -> None:
+    """baresip declares its SSRC (RFC 5576); across a transcoded call the other phone
+    gets ipbx's own stream, from another SSRC, so the line must not reach it."""
+    original = offer_with(
+        "m=audio 4000 RTP/AVP 0\r\na=ssrc:2777671608 cname:sip:1000@127.0.0.1\r\n"
+        "a=ssrc-group:FID 2777671608 1\r\na=sendrecv\r\n"
+    )
+    text = anchor(original, "203.0.113.7", 31000).serialize()
+    assert "a=ssrc" not in text
+    assert "m=audio 31000 RTP/AVP 0\r\na=sendrecv\r\n" in text
+
+
 def test_anchor_restates_a_2543_hold_as_an_attribute() -> None:
     held = offer_with("m=audio 4000 RTP/AVP 0\r\n", "c=IN IP4 0.0.0.0\r\n")
     rewritten = anchor(held, "203.0.113.7", 31000, version=1)

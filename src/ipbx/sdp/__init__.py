@@ -75,10 +75,14 @@ _MIRRORED = {
     "inactive": "inactive",
 }
 # Transport addresses that only make sense for the original peer: an
-# anchoring B2BUA must drop them (RFC 3605 a=rtcp, RFC 8839 ICE).
+# anchoring B2BUA must drop them (RFC 3605 a=rtcp, RFC 8839 ICE). So too the SSRCs the
+# peer will send from (RFC 5576 a=ssrc, a=ssrc-group): the stream the other phone gets
+# may be ipbx's own (transcoded, or played), from an SSRC of its own.
 _PEER_ONLY_ATTRIBUTES = frozenset(
     {
         "rtcp",
+        "ssrc",
+        "ssrc-group",
         "candidate",
         "remote-candidates",
         "end-of-candidates",
@@ -472,10 +476,11 @@ def anchor(
     hiding), the audio port becomes ours, o= version goes up by one (RFC 3264
     §8) unless given, and other active streams are disabled because we relay
     only audio. Addresses meant for the original peer (a=rtcp, ICE) are
-    dropped. An RFC 2543 hold (c=0.0.0.0) is restated as a direction
-    attribute so the far side still sees the hold. With `crypto`, the audio
-    stream's a=crypto lines become those (RTP/SAVP), or none at all (RTP/AVP)
-    when it is empty: that is how a B2BUA ends SRTP on one leg (RFC 4568).
+    dropped, and so are the SSRCs it declares (a=ssrc). An RFC 2543 hold
+    (c=0.0.0.0) is restated as a direction attribute so the far side still
+    sees the hold. With `crypto`, the audio stream's a=crypto lines become
+    those (RTP/SAVP), or none at all (RTP/AVP) when it is empty: that is how a
+    B2BUA ends SRTP on one leg (RFC 4568).
     """
     media = _audio(sdp)
     result = sdp.copy()
