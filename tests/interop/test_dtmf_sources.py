@@ -19,7 +19,6 @@ this order their sequence numbers and timestamps rise as a phone's would.
 from __future__ import annotations
 
 import re
-import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +27,7 @@ import numpy as np
 import pytest
 
 from ipbx.media.inband import dtmf_tone
-from tests.support.baresip import BaresipControl, start_baresip
-from tests.support.ports import free_port
-from tests.support.processes import stop_process
+from tests.support.baresip import baresip_presses_keys
 from tests.support.records import call_records
 from tests.support.server import IpbxFactory, IpbxServer, extension_range
 from tests.support.sipp import run_sipp, scenario_path, write_users_csv
@@ -66,47 +63,17 @@ def sipp_plays_pcaps(server: IpbxServer, workdir: Path) -> None:
     assert (result.successful, result.failed) == (1, 0), result.errors()
 
 
-def _wait_for(path: Path, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    log = path.read_text(errors="replace") if path.exists() else "(no log)"
-    raise AssertionError(f"no {text!r} in {path}:\n{log}")
-
-
-def baresip_presses_keys(server: IpbxServer, workdir: Path) -> None:
+def baresip_sends_events(server: IpbxServer, workdir: Path) -> None:
     """baresip (1000, auth) dials 9196; once the call is up each key is pressed and
     released through ctrl_tcp, 400 ms apart, then baresip hangs up."""
-    tone = write_tone(workdir / "1000hz.wav", 1000, 10)
-    control_port = free_port("tcp")
-    process = start_baresip(
+    baresip_presses_keys(
         workdir,
+        DIGITS,
         registrar_port=server.port,
         user=CALLER,
-        audio_file=tone,
         dial=ECHO_TEST,
-        seconds=20,
-        control_port=control_port,
+        audio_file=write_tone(workdir / "1000hz.wav", 1000, 10),
     )
-    log = workdir / f"baresip-{CALLER.number}.log"
-    try:
-        control = BaresipControl(control_port)
-        try:
-            _wait_for(log, "Call established")
-            time.sleep(0.3)
-            for digit in DIGITS:
-                control.command("sndcode", digit)
-                time.sleep(0.4)
-            control.command("hangup")
-        finally:
-            control.close()
-        _wait_for(log, "terminated")
-    finally:
-        stop_process(process)
-    sent = re.findall(r"send DTMF digit: '(.)'", log.read_text(errors="replace"))
-    assert "".join(sent) == DIGITS, log.read_text(errors="replace")
 
 
 def phone_plays_tones(server: IpbxServer, workdir: Path) -> None:
@@ -129,7 +96,7 @@ def phone_plays_tones(server: IpbxServer, workdir: Path) -> None:
 
 SENDERS: dict[str, Callable[[IpbxServer, Path], None]] = {
     "SIPp RFC 4733 pcaps": sipp_plays_pcaps,
-    "baresip RFC 4733": baresip_presses_keys,
+    "baresip RFC 4733": baresip_sends_events,
     "ipbx phone in-band tones": phone_plays_tones,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -21,6 +22,17 @@ from tests.support.softphone import Audio, analyse, ipbx_phone, write_tone
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
 BARESIP, PHONE = extension_range(2)
 TOLERANCE_HZ = 20
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 10.0) -> None:
+    """Wait until `text` shows in the log at `path` (baresip's, say); fail with the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    log = path.read_text(errors="replace") if path.exists() else "(no log)"
+    raise AssertionError(f"no {text!r} in {path}:\n{log}")
 
 
 def start_baresip(
@@ -126,6 +138,56 @@ def start_baresip(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def baresip_presses_keys(
+    workdir: Path,
+    keys: str,
+    *,
+    registrar_port: int,
+    user: Extension,
+    dial: str,
+    audio_file: Path,
+    codecs: str = "PCMU",
+    sip_trace: bool = False,
+    settle: float = 0.3,
+    linger: float = 0.0,
+) -> str:
+    """baresip as `user` dials `dial`; `settle` s after the call is up it presses each
+    key through ctrl_tcp (RFC 4733 events), 400 ms apart (more than the 150 ms of tone
+    and pause ipbx plays for a key where it cannot send events), and `linger` s after
+    the last one hangs up. Returns its log, having checked it sent every key."""
+    control_port = free_port("tcp")
+    process = start_baresip(
+        workdir,
+        registrar_port=registrar_port,
+        user=user,
+        audio_file=audio_file,
+        dial=dial,
+        seconds=20,
+        codecs=codecs,
+        control_port=control_port,
+        sip_trace=sip_trace,
+    )
+    log = workdir / f"baresip-{user.number}.log"
+    try:
+        control = BaresipControl(control_port)
+        try:
+            wait_for_log(log, "Call established")
+            time.sleep(settle)
+            for key in keys:
+                control.command("sndcode", key)
+                time.sleep(0.4)
+            time.sleep(linger)
+            control.command("hangup")
+        finally:
+            control.close()
+        wait_for_log(log, "terminated")
+    finally:
+        stop_process(process)
+    text = log.read_text(errors="replace")
+    assert "".join(re.findall(r"send DTMF digit: '(.)'", text)) == keys, text
+    return text
 
 
 def _sip_port() -> int:
