@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ipbx.media.channel import Sink
+from ipbx.media.codecs import Pcm
 from ipbx.media.endpoint import DTMF_MS, MediaEndpoint
 from ipbx.media.inband import dtmf_tone
 from ipbx.media.jitter import timestamp_diff
@@ -109,12 +110,15 @@ class _Transcoding:
     """One direction of a transcoded bridge.
 
     A packet that comes after a later one was sent on (reordered or repeated) is
-    dropped: its turn has passed. Packets lost before ipbx leave their sequence numbers
-    unused, so the receiver counts them lost and conceals them as it would on a relayed
-    call; a silence (Opus DTX: the timestamp jumps, the sequence does not) moves the
-    timestamps on alone. A new SSRC, or a jump in the sequence or back in time, starts
-    a new talkspurt (marker bit) where the wall clock says it is. Key tones for a leg
-    without telephone-event go out in place of the voice, at ipbx's own pace."""
+    dropped: its turn has passed. One Opus packet lost before ipbx is rebuilt from the
+    next one's in-band FEC (concealed by libopus where that carries none) and goes out
+    late, in its place;
+    other losses leave their sequence numbers unused, so the receiver counts them lost
+    and conceals them as it would on a relayed call. A silence (Opus DTX: the timestamp
+    jumps, the sequence does not) moves the timestamps on alone. A new SSRC, or a jump
+    in the sequence or back in time, starts a new talkspurt (marker bit) where the wall
+    clock says it is. Key tones for a leg without telephone-event go out in place of
+    the voice, at ipbx's own pace."""
 
     def __init__(self, src: MediaEndpoint, dst: MediaEndpoint) -> None:
         self._src, self._dst = src, dst
@@ -160,18 +164,34 @@ class _Transcoding:
             self._restart(now)
             marker = True
         elif gap:
-            self._skip(delta - 1, gap)
+            recovered = self._recovered(packet.payload, delta, gap)
+            if len(recovered):
+                self._pass_on(recovered, False)
+            else:
+                self._skip(delta - 1, gap)
         pcm = self._transcoder.decode(packet.payload)
         rate = self._transcoder.dst_rate
         self._ssrc, self._seq = packet.ssrc, packet.sequence_number
         self._next_in = (packet.timestamp + len(pcm) * self._source_rate // rate) % TIMESTAMP_MOD
         self._frame = len(pcm) * self._target_rate // rate
         self._due = now + len(pcm) / rate
+        self._pass_on(pcm, marker)
+
+    def _pass_on(self, pcm: Pcm, marker: bool) -> None:
         dst, step = self._dst, self._packetizer.timestamp_step
         for payload in self._transcoder.encode(pcm):
             dst._send(self._target_pt, payload, marker, self._out)
             marker = False
             self._out = (self._out + step) % TIMESTAMP_MOD
+
+    def _recovered(self, payload: bytes, delta: int, gap: int) -> Pcm:
+        """The audio of the one packet lost just before `payload`, from the redundancy
+        `payload` carries (Opus in-band FEC, which useinbandfec=1 asks for); none for
+        another gap, or a codec without it."""
+        if delta != 2 or gap * self._target_rate // self._source_rate != self._frame:
+            return np.zeros(0, dtype=np.int16)
+        transcoder = self._transcoder
+        return transcoder.recover(payload, gap * transcoder.src_rate // self._source_rate)
 
     def _waiting(self) -> int:
         """The target timestamp units of the samples waiting for their packet."""

@@ -121,6 +121,11 @@ class Transcoder:
         """A payload's audio at `dst_rate`; an empty payload is a lost packet (see Decoder)."""
         return self._resampler.resample(self._decoder.decode(payload))
 
+    def recover(self, payload: bytes, samples: int) -> Pcm:
+        """The audio (at `dst_rate`) of the `samples` (at `src_rate`) before `payload`,
+        lost on the way, from the redundancy it carries (Decoder.recover)."""
+        return self._resampler.resample(self._decoder.recover(payload, samples))
+
     def encode(self, pcm: Pcm) -> list[bytes]:
         return self.packetizer.packets(pcm)
 

@@ -49,10 +49,13 @@ class Decoder(Protocol):
 
     An empty payload stands for a lost packet: a codec with packet loss
     concealment (Opus) returns a frame of concealment, the others return no
-    samples.
+    samples. `recover` gives the `samples` before `payload` when their packet was
+    lost, from the redundancy `payload` carries (Opus in-band FEC), or none.
     """
 
     @property
     def pcm_rate(self) -> int: ...
 
     def decode(self, payload: bytes) -> Pcm: ...
+
+    def recover(self, payload: bytes, samples: int) -> Pcm: ...

@@ -208,6 +208,16 @@ class OpusDecoder:
             count = self._decode(self._handle, None, 0, out, self._last, 0)
         return self._pcm[: max(count, 0)].copy()
 
+    def recover(self, payload: bytes, samples: int) -> Pcm:
+        """The `samples` before `payload`, whose packet was lost, from the in-band FEC
+        (LBRR) `payload` carries (RFC 6716 §2.1.7); libopus conceals them where it
+        carries none. `payload` itself is decoded next, as usual."""
+        size = min(samples, self._most)
+        count = self._decode(self._handle, payload, len(payload), self._address, size, 1)
+        if count < 0:  # a corrupt packet: concealed as a lost one
+            count = self._decode(self._handle, None, 0, self._address, size, 0)
+        return self._pcm[: max(count, 0)].copy()
+
     def __del__(self) -> None:
         if getattr(self, "_handle", None):
             self._destroy(self._handle)
