@@ -2,6 +2,7 @@
 re-encoded as it comes, DTMF regenerated on the far leg."""
 
 import asyncio
+import contextlib
 from itertools import pairwise
 from pathlib import Path
 
@@ -57,7 +58,6 @@ def test_packets_go_on_as_they_come_keeping_the_senders_timing(pool: PortPool) -
     the timestamps alone, and the new stream is a talkspurt where the clock says."""
     phone, far = udp_socket(), udp_socket()
     frame = bytes(range(160))
-    sent: list[tuple[int, int, int]] = []
     # (sequence, timestamp, ssrc) in the order sent: 5 is lost, then comes late after 7,
     # 7 comes twice, 8 follows a 40 ms silence (its timestamp jumps, its number does not).
     stream = [(100 + k, 8000 + 160 * k, 7) for k in (0, 1, 2, 3, 4, 6, 7)]
@@ -72,7 +72,6 @@ def test_packets_go_on_as_they_come_keeping_the_senders_timing(pool: PortPool) -
         for seq, timestamp, ssrc in stream:
             header = RtpPacket(PCMU.payload_type, seq, timestamp, ssrc, frame).serialize()
             phone.sendto(header, a.local_address)
-            sent.append((seq, timestamp, ssrc))
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         for endpoint in (a, b):
@@ -163,6 +162,37 @@ def test_connect_transcodes_only_legs_whose_codecs_differ(
     run(scenario)
 
 
+def _passed_on(
+    pool: PortPool, source: Codec, target: Codec, packets: list[RtpPacket]
+) -> list[RtpPacket]:
+    """`packets` handed to a transcoded bridge's `source` leg as its phone's, one after
+    the other; what the `target` leg's phone then receives, until 0.2 s of silence."""
+    phone, far = udp_socket(), udp_socket()
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*phone.getsockname(), source)
+        b.set_remote(*far.getsockname(), target)
+        transcode(a, b)
+        for packet in packets:
+            a._rtp.sink(packet.serialize())
+        await asyncio.sleep(0.05)
+        for endpoint in (a, b):
+            endpoint.close()
+
+    heard = []
+    try:
+        run(scenario)
+        far.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                heard.append(RtpPacket.parse(far.recv(2048)))
+    finally:
+        phone.close()
+        far.close()
+    return heard
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=40),
@@ -175,33 +205,19 @@ def test_whatever_the_arrival_order_each_newer_packet_goes_on_once_in_its_place(
     """Packets k of one PCMU stream arrive in any order, lost or repeated: each one newer
     than all before it is sent on once, its place kept (sequence k apart, timestamps
     k x 20 ms apart, across both wraps); the others are dropped."""
-    phone, far = udp_socket(), udp_socket()
-    frame = bytes(160)
+    stream = [
+        RtpPacket(
+            PCMU.payload_type,
+            (first_seq + k) % 2**16,
+            (first_timestamp + 160 * k) % 2**32,
+            7,
+            bytes(160),
+        )
+        for k in order
+    ]
     # Each example runs its own event loop: a pool's warm sockets belong to one.
-    pool = loopback_pool()
-
-    async def scenario() -> None:
-        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-        a.set_remote(*phone.getsockname(), PCMU)
-        b.set_remote(*far.getsockname(), OPUS)
-        transcode(a, b)
-        for k in order:
-            seq, timestamp = (first_seq + k) % 2**16, (first_timestamp + 160 * k) % 2**32
-            a._rtp.sink(RtpPacket(PCMU.payload_type, seq, timestamp, 7, frame).serialize())
-        await asyncio.sleep(0.05)
-        for endpoint in (a, b):
-            endpoint.close()
-
+    heard = _passed_on(loopback_pool(), PCMU, OPUS, stream)
     newer = [k for index, k in enumerate(order) if all(k > j for j in order[:index])]
-    try:
-        run(scenario)
-        far.settimeout(0.2)
-        heard = [RtpPacket.parse(far.recv(2048)) for _ in newer]
-        with pytest.raises(TimeoutError):
-            far.recv(2048)
-    finally:
-        phone.close()
-        far.close()
     for (j, p), (k, q) in pairwise(zip(newer, heard, strict=True)):
         assert seq_diff(q.sequence_number, p.sequence_number) == k - j
         assert (q.timestamp - p.timestamp) % 2**32 == 960 * (k - j)
@@ -213,30 +229,14 @@ def test_one_opus_packet_lost_is_rebuilt_from_the_next_and_sent_in_its_place(
     """An Opus phone sending in-band FEC (what useinbandfec=1 asks for) loses packet 10
     on the way: the PCMU phone gets it all the same, rebuilt from packet 11, in its
     place: no sequence number and no 20 ms of timestamps missing, the tone unbroken."""
-    phone, far = udp_socket(), udp_socket()
     encoder = OpusEncoder(fec=True, rate=8000)
     payloads = [encoder.encode(frame) for frame in TONE[:3200].reshape(-1, 160)]
-
-    async def scenario() -> None:
-        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
-        a.set_remote(*phone.getsockname(), OPUS)
-        b.set_remote(*far.getsockname(), PCMU)
-        transcode(a, b)
-        for k, payload in enumerate(payloads):
-            if k != 10:
-                packet = RtpPacket(OPUS.payload_type, 100 + k, 960 * k, 7, payload)
-                a._rtp.sink(packet.serialize())
-        await asyncio.sleep(0.05)
-        for endpoint in (a, b):
-            endpoint.close()
-
-    try:
-        run(scenario)
-        far.settimeout(0.5)
-        heard = [RtpPacket.parse(far.recv(2048)) for _ in payloads]
-    finally:
-        phone.close()
-        far.close()
+    stream = [
+        RtpPacket(OPUS.payload_type, 100 + k, 960 * k, 7, payload)
+        for k, payload in enumerate(payloads)
+        if k != 10
+    ]
+    heard = _passed_on(pool, OPUS, PCMU, stream)
     assert [seq_diff(q.sequence_number, p.sequence_number) for p, q in pairwise(heard)] == [1] * 19
     assert {(q.timestamp - p.timestamp) % 2**32 for p, q in pairwise(heard)} == {160}
     rebuilt = create_decoder(PCMU).decode(heard[10].payload)

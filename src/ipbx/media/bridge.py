@@ -78,10 +78,10 @@ def _relaying_rtcp(src: MediaEndpoint, dst: MediaEndpoint) -> Sink:
 def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     """Bridge two legs whose codecs differ (set by set_remote): each packet is decoded,
     resampled, re-encoded and sent on as it arrives, as the receiving leg's own RTP
-    stream (its SSRC and sequence; timestamps that keep the sender's timing). DTMF events
-    are regenerated on the other leg: as RFC 4733 events when it negotiated
-    telephone-event, as tones in place of its audio otherwise. RTCP describes a stream that no
-    longer exists on the other side, so it is not carried across.
+    stream (its SSRC and sequence; timestamps that keep the sender's timing). DTMF
+    events are regenerated on the other leg: as RFC 4733 events when it negotiated
+    telephone-event, as tones in place of its audio otherwise. RTCP describes a stream
+    that no longer exists on the other side, so it is not carried across.
 
     There is no jitter buffer on the way, as on a relayed call: the receiving phone's
     own buffer absorbs the network's jitter, once, from timing passed on as it came.
@@ -112,10 +112,10 @@ class _Transcoding:
     A packet that comes after a later one was sent on (reordered or repeated) is
     dropped: its turn has passed. One Opus packet lost before ipbx is rebuilt from the
     next one's in-band FEC (concealed by libopus where that carries none) and goes out
-    late, in its place;
-    other losses leave their sequence numbers unused, so the receiver counts them lost
-    and conceals them as it would on a relayed call. A silence (Opus DTX: the timestamp
-    jumps, the sequence does not) moves the timestamps on alone. A new SSRC, or a jump
+    late, in its place; other losses leave their sequence numbers unused, so the
+    receiver counts them lost and conceals them as it would on a relayed call. A
+    silence (Opus DTX: the timestamp jumps, the sequence does not) moves the timestamps
+    on alone. A new SSRC, or a jump
     in the sequence or back in time, starts a new talkspurt (marker bit) where the wall
     clock says it is. Key tones for a leg without telephone-event go out in place of
     the voice, at ipbx's own pace."""
@@ -245,16 +245,12 @@ class _Transcoding:
         loop = asyncio.get_running_loop()
         due = loop.time()
         self._restart(due)
-        marker, step = True, self._packetizer.timestamp_step
-        samples = self._packetizer.packet_samples
+        marker, samples = True, self._packetizer.packet_samples
         try:
             while len(self._tones):
                 frame, self._tones = self._tones[:samples], self._tones[samples:]
-                frame = np.pad(frame, (0, samples - len(frame)))
-                for payload in self._transcoder.encode(frame):
-                    self._dst._send(self._target_pt, payload, marker, self._out)
-                    marker = False
-                    self._out = (self._out + step) % TIMESTAMP_MOD
+                self._pass_on(np.pad(frame, (0, samples - len(frame))), marker)
+                marker = False
                 due += samples / self._transcoder.dst_rate
                 await asyncio.sleep(due - loop.time())
         finally:

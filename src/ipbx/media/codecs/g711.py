@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ipbx.media.codecs.base import Codec, Pcm
+from ipbx.media.codecs.base import Codec, NoRedundancy, Pcm
 
 PCMU = Codec("PCMU", 0, 8000)
 PCMA = Codec("PCMA", 8, 8000)
@@ -71,7 +71,7 @@ class _Encoder:
         return self._table.take(np.asarray(pcm, dtype=np.int16).view(np.uint16)).tobytes()
 
 
-class _Decoder:
+class _Decoder(NoRedundancy):
     pcm_rate = 8000
 
     def __init__(self, table: Pcm) -> None:
@@ -79,9 +79,6 @@ class _Decoder:
 
     def decode(self, payload: bytes) -> Pcm:
         return self._table.take(np.frombuffer(payload, dtype=np.uint8))
-
-    def recover(self, payload: bytes, samples: int) -> Pcm:
-        return np.zeros(0, dtype=np.int16)  # G.711 carries no redundancy
 
 
 ULAW_ENCODE = _ulaw_encode_table()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ipbx.media.codecs import pyav
-from ipbx.media.codecs.base import Codec, Pcm
+from ipbx.media.codecs.base import Codec, NoRedundancy, Pcm
 
 G722 = Codec("G722", 9, 8000)
 PCM_RATE = 16000
@@ -36,7 +36,7 @@ class G722Encoder:
         return bytes(payload)
 
 
-class G722Decoder:
+class G722Decoder(NoRedundancy):
     pcm_rate = PCM_RATE
 
     def __init__(self) -> None:
@@ -47,6 +47,3 @@ class G722Decoder:
         if not payload:
             return np.zeros(0, dtype=np.int16)
         return pyav.decode(self._context, payload)
-
-    def recover(self, payload: bytes, samples: int) -> Pcm:
-        return np.zeros(0, dtype=np.int16)  # G.722 carries no redundancy

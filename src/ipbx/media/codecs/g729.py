@@ -15,7 +15,7 @@ import ctypes.util
 
 import numpy as np
 
-from ipbx.media.codecs.base import Codec, Pcm
+from ipbx.media.codecs.base import Codec, NoRedundancy, Pcm
 
 G729 = Codec("G729", 18, 8000)
 PCM_RATE = 8000
@@ -100,7 +100,7 @@ class G729Encoder:
         return bytes(payload)
 
 
-class G729Decoder:
+class G729Decoder(NoRedundancy):
     pcm_rate = PCM_RATE
 
     def __init__(self, library: Bcg729) -> None:
@@ -121,6 +121,3 @@ class G729Decoder:
             is_sid = int(index == frames)
             self._library.decode(self._context, bits, len(chunk), 0, is_sid, 0, out)
         return pcm.reshape(-1)
-
-    def recover(self, payload: bytes, samples: int) -> Pcm:
-        return np.zeros(0, dtype=np.int16)  # G.729 carries no redundancy
