@@ -6,13 +6,13 @@ and stops them in order. It is the one module that knows both `pbx/` and `api/`
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from typing import TYPE_CHECKING
 
 from ipbx.api.server import ApiServer
 from ipbx.api.webhooks import Webhooks
 from ipbx.config import Config
+from ipbx.heap import settle
 from ipbx.pbx.core import Pbx
 from ipbx.store import Store
 
@@ -42,11 +42,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     try:
         await pbx.start()
         await api.start()
-        # Each call leaves reference cycles (call <-> legs, handlers on transactions);
-        # with CPython's default thresholds the cyclic collector ran so often it took a
-        # tenth of call-setup time. Objects alive at start-up never need scanning.
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        settle()
         log.info("ipbx ready: %d extension(s), echo test at %s", len(config.extensions),
                  config.echo_test)  # fmt: skip
         await stop.wait()

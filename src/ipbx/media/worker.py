@@ -20,6 +20,7 @@ from typing import Any
 
 import uvloop
 
+from ipbx.heap import settle
 from ipbx.media.bridge import join
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.handover import Adoption, LegState, leg_state
@@ -124,6 +125,7 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     # Sends wait for the server at most this long (it reads at once; it is gone else).
     control.settimeout(10)
+    settle()
     uvloop.run(MediaWorker(control, sys.argv[2]).serve())
 
 
