@@ -63,8 +63,8 @@ def test_reframes_30_ms_packets_into_20_ms() -> None:
 
 def test_timestamp_step_is_in_rtp_clock_units() -> None:
     # G.722 encodes 320 samples per 20 ms on an 8000 Hz RTP clock (RFC 3551 §4.5.2).
-    assert Transcoder(OPUS, G722).timestamp_step == 160
-    assert Transcoder(PCMU, OPUS).timestamp_step == 960
+    assert Transcoder(OPUS, G722).packetizer.timestamp_step == 160
+    assert Transcoder(PCMU, OPUS).packetizer.timestamp_step == 960
 
 
 def test_a_lost_opus_packet_still_yields_a_packet() -> None:

@@ -115,10 +115,9 @@ class _Transcoding:
     late, in its place; other losses leave their sequence numbers unused, so the
     receiver counts them lost and conceals them as it would on a relayed call. A
     silence (Opus DTX: the timestamp jumps, the sequence does not) moves the timestamps
-    on alone. A new SSRC, or a jump
-    in the sequence or back in time, starts a new talkspurt (marker bit) where the wall
-    clock says it is. Key tones for a leg without telephone-event go out in place of
-    the voice, at ipbx's own pace."""
+    on alone. A new SSRC, or a jump in the sequence or back in time, starts a new
+    talkspurt (marker bit) where the wall clock says it is. Key tones for a leg without
+    telephone-event go out in place of the voice, at ipbx's own pace."""
 
     def __init__(self, src: MediaEndpoint, dst: MediaEndpoint) -> None:
         self._src, self._dst = src, dst

@@ -113,8 +113,6 @@ class Transcoder:
         self._decoder = create_decoder(src, self.packetizer.pcm_rate)
         self.src_rate = self._decoder.pcm_rate
         self.dst_rate = self.packetizer.pcm_rate
-        self.packet_samples = self.packetizer.packet_samples
-        self.timestamp_step = self.packetizer.timestamp_step
         self._resampler = Resampler(self.src_rate, self.dst_rate)
 
     def decode(self, payload: bytes) -> Pcm:
