@@ -3,6 +3,8 @@ re-encoded as it comes, DTMF regenerated on the far leg."""
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from ipbx.media.bridge import connect, transcode
 from ipbx.media.codecs import OPUS, PCMA, PCMU, Codec, create_decoder
 from ipbx.media.codecs.opus import OpusEncoder
+from ipbx.media.dtmf import digit_packets
 from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.rtp import RtpPacket, seq_diff
@@ -77,15 +80,7 @@ def test_packets_go_on_as_they_come_keeping_the_senders_timing(pool: PortPool) -
         for endpoint in (a, b):
             endpoint.close()
 
-    try:
-        run(scenario)
-        heard = []
-        far.settimeout(0.5)
-        while len(heard) < 12:
-            heard.append(RtpPacket.parse(far.recv(2048)))
-    finally:
-        phone.close()
-        far.close()
+    heard = _heard(scenario, phone, far)
     assert len(heard) == len(stream) - 2
     assert {p.payload_type for p in heard} == {OPUS.payload_type}
     steps = [
@@ -100,6 +95,43 @@ def test_packets_go_on_as_they_come_keeping_the_senders_timing(pool: PortPool) -
     assert seq_step == 1
     assert 960 <= timestamp_step < 960 + 2400
     assert steps[9:] == [(1, 960), (1, 960)]
+
+
+def test_keys_and_the_legs_clock_keep_the_transcoded_audios_timing(pool: PortPool) -> None:
+    """A PCMU phone whose clock runs ahead of ipbx's (here, a second of audio sent at
+    once) presses a key: the event regenerated toward the Opus phone is stamped on its
+    audio's timeline, not on ipbx's clock a second behind (an event begins at the time
+    its timestamp gives, RFC 4733 §2.2.1), and once the bridge is gone the leg's clock goes on from
+    there rather than back."""
+    phone, far = udp_socket(), udp_socket()
+    clock: list[int] = []
+
+    async def scenario() -> None:
+        a, b = await MediaEndpoint.open(pool), await MediaEndpoint.open(pool)
+        a.set_remote(*phone.getsockname(), PCMU, 101)
+        b.set_remote(*far.getsockname(), OPUS, 101)
+        transcode(a, b)
+        for k in range(50):
+            a._rtp.sink(RtpPacket(PCMU.payload_type, 100 + k, 160 * k, 7, bytes(160)).serialize())
+        for k, key in enumerate(digit_packets("5", 160 * 50, 8000)):
+            event = RtpPacket(101, 150 + k, key.timestamp, 7, key.payload, key.marker)
+            a._rtp.sink(event.serialize())
+        await asyncio.sleep(0.4)
+        a.detach()
+        clock.append(b.timestamp_at(asyncio.get_running_loop().time()))
+        for endpoint in (a, b):
+            endpoint.close()
+
+    heard = _heard(scenario, phone, far)
+    audio = [p for p in heard if p.payload_type == OPUS.payload_type]
+    keys = [p for p in heard if p.payload_type == 101]
+    assert len(audio) == 50
+    assert keys
+    last = audio[-1].timestamp
+    # The key went in 20 ms after the last audio packet's start, as the phone sent it.
+    assert {(p.timestamp - last) % 2**32 for p in keys} <= set(range(0, 2 * 960))
+    # 0.4 s on, the leg's own clock reads 0.4 s past the audio, not 0.6 s before it.
+    assert 0 < (clock[0] - last) % 2**32 < 48000
 
 
 @pytest.mark.parametrize(
@@ -180,6 +212,14 @@ def _passed_on(
         for endpoint in (a, b):
             endpoint.close()
 
+    return _heard(scenario, phone, far)
+
+
+def _heard(
+    scenario: Callable[[], Awaitable[None]], phone: socket.socket, far: socket.socket
+) -> list[RtpPacket]:
+    """Run `scenario`; then what the `far` phone's socket received, until 0.2 s of
+    silence. Both phones' sockets are closed."""
     heard = []
     try:
         run(scenario)

@@ -100,6 +100,7 @@ def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     b.read_on_clock(False)
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
+        dst._keep_time(direction.timestamp_at)
         src._rtp.sink = src._inbound(direction.receive)
         src._rtcp.sink = src._inbound_rtcp(src._reports.received)
         src._stop_playout.append(direction.close)
@@ -204,6 +205,7 @@ class _Transcoding:
         else:
             late = round(max(0.0, now - self._due) * self._target_rate)
             self._out = (self._out + self._waiting() + late) % TIMESTAMP_MOD
+        self._due = max(now, self._due)
         self._packetizer.discard()
 
     def _skip(self, lost: int, gap: int) -> None:
@@ -216,9 +218,17 @@ class _Transcoding:
         self._out = (self._out + advance) % TIMESTAMP_MOD
         self._packetizer.discard()
 
+    def timestamp_at(self, when: float) -> int:
+        """The timestamp of audio at loop time `when` on the stream this direction sends:
+        where its packets' timing puts it (the leg's own clock before the first)."""
+        if not self._started:
+            return self._dst._own_timestamp(when)
+        return (self._out + round((when - self._due) * self._target_rate)) % TIMESTAMP_MOD
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._dst._keep_time(None)
 
     def _relay_digit(self, digit: str) -> None:
         if self._src.on_dtmf is not None:
@@ -251,7 +261,8 @@ class _Transcoding:
                 self._pass_on(np.pad(frame, (0, samples - len(frame))), marker)
                 marker = False
                 due += samples / self._transcoder.dst_rate
+                self._due = due
                 await asyncio.sleep(due - loop.time())
         finally:
             # The voice resumes as a new talkspurt, after the tones.
-            self._due, self._keying, self._ssrc = due, None, None
+            self._keying, self._ssrc = None, None

@@ -123,6 +123,8 @@ class MediaEndpoint:
         self._seq = random.randrange(SEQ_MOD)
         self._timestamp_base = random.randrange(TIMESTAMP_MOD)
         self._epoch = asyncio.get_running_loop().time()
+        # The stream's timing while a transcoded bridge sends on it (see timestamp_at).
+        self._timeline: Callable[[float], int] | None = None
         self._closed = False
         self._srtp: SrtpContext | None = None
         # The bridge function that joined this endpoint to its partner, to rewire with.
@@ -452,10 +454,33 @@ class MediaEndpoint:
         self._seq = seq_add(self._seq, 1)
 
     def timestamp_at(self, when: float) -> int:
-        """The RTP timestamp of audio sampled at loop time `when`: one clock for audio and
-        telephone-events, so interleaving them never makes it go back (RFC 4733 §2.3.4)."""
+        """The RTP timestamp of audio sampled at loop time `when`: one clock for audio,
+        telephone-events (which begin at the time their timestamp gives, RFC 4733 §2.2.1)
+        and the SRs' RTP time, so interleaving them never makes it go back. While a
+        transcoded bridge sends on this leg, its audio keeps the far phone's timing,
+        whose clock drifts from ours: its timeline is then this clock, and this leg's own
+        clock goes on from where that timeline got to."""
+        if self._timeline is not None:
+            return self._timeline(when)
+        return self._own_timestamp(when)
+
+    def _own_timestamp(self, when: float) -> int:
         clock_rate = self.codec.clock_rate if self.codec else 8000
         return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
+
+    def _keep_time(self, timeline: Callable[[float], int] | None) -> None:
+        """Take `timeline` as this leg's clock; None: back to its own, set where the
+        timeline got to."""
+        now = asyncio.get_running_loop().time()
+        self._timestamp_base = self._timestamp_base_at(now)
+        self._timeline = timeline
+
+    def _timestamp_base_at(self, now: float) -> int:
+        """The base of this leg's own clock that gives, at `now`, the timestamp its stream
+        has (for the clock to go on from elsewhere: media/handover.py)."""
+        clock_rate = self.codec.clock_rate if self.codec else 8000
+        offset = round((now - self._epoch) * clock_rate)
+        return (self.timestamp_at(now) - offset) % TIMESTAMP_MOD
 
     @property
     def closed(self) -> bool:

@@ -42,6 +42,7 @@ class LegState:
 
 
 def leg_state(endpoint: MediaEndpoint) -> LegState:
+    now = asyncio.get_running_loop().time()
     return LegState(
         endpoint._port,
         _channel_state(endpoint._rtp),
@@ -51,7 +52,7 @@ def leg_state(endpoint: MediaEndpoint) -> LegState:
         dict(endpoint.fmtp),
         endpoint._ssrc,
         endpoint._seq,
-        endpoint._timestamp_base,
+        endpoint._timestamp_base_at(now),
         endpoint._epoch,
         endpoint.meter,
         endpoint.round_trip,
