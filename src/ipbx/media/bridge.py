@@ -100,7 +100,7 @@ def transcode(a: MediaEndpoint, b: MediaEndpoint) -> None:
     b.read_on_clock(False)
     for src, dst in ((a, b), (b, a)):
         direction = _Transcoding(src, dst)
-        dst._keep_time(direction.timestamp_at)
+        dst._timeline = direction.timestamp_at
         src._rtp.sink = src._inbound(direction.receive)
         src._rtcp.sink = src._inbound_rtcp(src._reports.received)
         src._stop_playout.append(direction.close)
@@ -226,9 +226,12 @@ class _Transcoding:
         return (self._out + round((when - self._due) * self._target_rate)) % TIMESTAMP_MOD
 
     def close(self) -> None:
+        """Stop; the leg's own clock goes on from where this direction's timeline got to."""
         for task in self._tasks:
             task.cancel()
-        self._dst._keep_time(None)
+        dst = self._dst
+        dst._timestamp_base = dst._timestamp_base_at(self._clock())
+        dst._timeline = None
 
     def _relay_digit(self, digit: str) -> None:
         if self._src.on_dtmf is not None:

@@ -456,10 +456,9 @@ class MediaEndpoint:
     def timestamp_at(self, when: float) -> int:
         """The RTP timestamp of audio sampled at loop time `when`: one clock for audio,
         telephone-events (which begin at the time their timestamp gives, RFC 4733 §2.2.1)
-        and the SRs' RTP time, so interleaving them never makes it go back. While a
-        transcoded bridge sends on this leg, its audio keeps the far phone's timing,
-        whose clock drifts from ours: its timeline is then this clock, and this leg's own
-        clock goes on from where that timeline got to."""
+        and the SRs' RTP time, so interleaving them never makes it go back. A transcoded
+        bridge's audio keeps the far phone's timing, which drifts from ours: while it
+        sends on this leg its timeline is the clock (`_timeline`, see bridge.py)."""
         if self._timeline is not None:
             return self._timeline(when)
         return self._own_timestamp(when)
@@ -467,13 +466,6 @@ class MediaEndpoint:
     def _own_timestamp(self, when: float) -> int:
         clock_rate = self.codec.clock_rate if self.codec else 8000
         return (self._timestamp_base + round((when - self._epoch) * clock_rate)) % TIMESTAMP_MOD
-
-    def _keep_time(self, timeline: Callable[[float], int] | None) -> None:
-        """Take `timeline` as this leg's clock; None: back to its own, set where the
-        timeline got to."""
-        now = asyncio.get_running_loop().time()
-        self._timestamp_base = self._timestamp_base_at(now)
-        self._timeline = timeline
 
     def _timestamp_base_at(self, now: float) -> int:
         """The base of this leg's own clock that gives, at `now`, the timestamp its stream
