@@ -255,8 +255,9 @@ class _Transcoding:
         """Send the key tones in place of the voice, at the packet rate, whether or not
         the phone sends audio meanwhile (it may fall silent while a key is held)."""
         loop = asyncio.get_running_loop()
-        due = loop.time()
-        self._restart(due)
+        # The tones start where the voice's last packet ends (now, if that has passed).
+        self._restart(loop.time())
+        due = self._due
         marker, samples = True, self._packetizer.packet_samples
         try:
             while len(self._tones):

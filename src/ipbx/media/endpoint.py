@@ -470,9 +470,8 @@ class MediaEndpoint:
     def _timestamp_base_at(self, now: float) -> int:
         """The base of this leg's own clock that gives, at `now`, the timestamp its stream
         has (for the clock to go on from elsewhere: media/handover.py)."""
-        clock_rate = self.codec.clock_rate if self.codec else 8000
-        offset = round((now - self._epoch) * clock_rate)
-        return (self.timestamp_at(now) - offset) % TIMESTAMP_MOD
+        drift = self.timestamp_at(now) - self._own_timestamp(now)
+        return (self._timestamp_base + drift) % TIMESTAMP_MOD
 
     @property
     def closed(self) -> bool:
