@@ -1,10 +1,15 @@
 """Media workers (media/workers.py): real worker processes carry bridges handed over by
-real loopback endpoints, hand them back, and die under SIGKILL."""
+real loopback endpoints, hand them back, and die under SIGKILL; a worker that is behind,
+or whose message a recall read first, is kept."""
 
 import asyncio
+import contextlib
 import itertools
 import os
+import random
 import signal
+import socket
+import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.rtp import RtpPacket, media_packet
 from ipbx.media.wav import read_wav
+from ipbx.media.worker import COUNT_INTERVAL
 from ipbx.media.workers import MediaWorkers
 from tests.support.media import dominant_frequency, run, workers_for
 
@@ -194,3 +200,74 @@ def test_a_transcoded_bridge_moves_at_once_and_a_relayed_one_after_a_second(
                 endpoint.close()
 
     run(scenario)
+
+
+def test_a_wake_up_for_a_message_a_recall_read_first_keeps_the_worker(pool: PortPool) -> None:
+    """In one round of the event loop a hang-up comes first and the worker's meter
+    readings after it: the hang-up's recall reads them on its way to its reply, so the
+    loop's wake-up for them finds nothing. It goes on, and the worker carries on.
+    (It waited two seconds, with the whole server, and then gave the worker up, and
+    with it every call it carried: a burst of hang-ups did that in the scale bench.)"""
+
+    async def scenario() -> None:
+        async with workers(pool, count=1) as plane:
+            x, a, b, y = await call(pool)
+            (worker,) = plane.workers
+            loop = asyncio.get_running_loop()
+            bye, hang_up = socket.socketpair()
+
+            def hung_up() -> None:
+                hang_up.recv(1)
+                a.close()
+                b.close()
+
+            loop.add_reader(hang_up.fileno(), hung_up)
+            await asyncio.sleep(0.01)  # the loop watches it from now on
+            bye.send(b"!")
+            # The loop held while the worker's next readings arrive, after the hang-up.
+            time.sleep(COUNT_INTERVAL + 0.2)
+            await asyncio.sleep(0.1)
+            loop.remove_reader(hang_up.fileno())
+            for sock in (bye, hang_up):
+                sock.close()
+            assert plane.workers == [worker] and not worker.dead
+            x.close()
+            y.close()
+            x, a, b, y = await call(pool)
+            assert a.away is not None and a.away.worker is worker
+            for endpoint in (x, a, b, y):
+                endpoint.close()
+
+    run(scenario)
+
+
+def test_bridges_handed_to_a_worker_that_is_behind_wait_in_the_server(pool: PortPool) -> None:
+    """The worker stops reading (SIGSTOP, as one far behind) while calls keep coming: the
+    bridges handed to it wait in the server, whose loop goes on, and once the worker reads
+    again it carries them all. (The server used to wait two seconds for room on the
+    control socket, and then gave the worker up.)"""
+    first = random.randrange(30000, 39000, 2)
+    many = PortPool("127.0.0.1", first, first + 799)
+
+    async def scenario() -> None:
+        async with workers_for([many], 1) as plane:
+            (worker,) = plane.workers
+            os.kill(worker.pid, signal.SIGSTOP)
+            try:
+                calls = [await call(many) for _ in range(80)]
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # given up, and killed
+                    os.kill(worker.pid, signal.SIGCONT)
+            assert plane.workers == [worker] and not worker.dead
+            assert len(worker.pairs) == 80
+            x, *_, y = calls[-1]
+            received: list[bytes] = []
+            y.set_tap(received.append)
+            await x.play(TONE[:800])
+            await asyncio.sleep(0.3)
+            assert len(received) == 5
+            assert not worker.dead
+            for endpoint in itertools.chain.from_iterable(calls):
+                endpoint.close()
+
+    run(scenario, timeout=30)

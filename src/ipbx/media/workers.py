@@ -177,8 +177,11 @@ class Worker:
             pass_fds=[child.fileno()],
         )
         child.close()
-        # Sends and the replies awaited wait this long at most: then the worker is lost.
-        self._sock.settimeout(REPLY_TIMEOUT)
+        # The event loop's reads and sends never wait: a socket with a time-out waits
+        # even when MSG_DONTWAIT is asked for (CPython polls before it tries), and a
+        # wake-up whose message a recall has already read would hold the loop for the
+        # whole time-out and then give the worker up. Only `recall` waits.
+        self._sock.setblocking(False)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
         self.ready: asyncio.Future[None] = self._loop.create_future()
@@ -214,7 +217,7 @@ class Worker:
         while self._outbox:
             message, fds = self._outbox[0]
             try:
-                socket.send_fds(self._sock, [message], fds, socket.MSG_DONTWAIT)
+                socket.send_fds(self._sock, [message], fds)
             except BlockingIOError:
                 if not self._writing:
                     self._loop.add_writer(self._sock.fileno(), self._send_waiting)
@@ -236,6 +239,8 @@ class Worker:
             raise WorkerLost("it has gone")
         del self.pairs[pair.id]
         try:
+            # Sends and the reply awaited wait this long at most: then the worker is lost.
+            self._sock.settimeout(REPLY_TIMEOUT)
             while self._outbox:  # in order, waiting as long as a reply may
                 message, fds = self._outbox.popleft()
                 socket.send_fds(self._sock, [message], fds)
@@ -254,7 +259,7 @@ class Worker:
             raise WorkerLost from exc
         finally:
             if not self.dead:
-                self._sock.settimeout(REPLY_TIMEOUT)
+                self._sock.setblocking(False)
         return self._replies.pop(pair.id)
 
     def fail(self) -> None:
@@ -291,16 +296,16 @@ class Worker:
 
     def _readable(self) -> None:
         try:
-            # Without waiting: a reply awaited in `recall` may have taken the message.
-            self._receive(socket.MSG_DONTWAIT)
+            # A reply awaited in `recall` may have taken the message the loop woke for.
+            self._receive()
         except BlockingIOError:
             return
         except (OSError, WorkerLost) as exc:
             log.error("media worker %d lost: %s", self.pid, exc)
             self.fail()
 
-    def _receive(self, flags: int = 0) -> None:
-        data = self._sock.recv(MESSAGE_LIMIT, flags)
+    def _receive(self) -> None:
+        data = self._sock.recv(MESSAGE_LIMIT)
         if not data:
             raise WorkerLost("it has exited")
         message: tuple[Any, ...] = pickle.loads(data)
