@@ -103,12 +103,16 @@ def run_load(
     cpu: int | None,
     workdir: Path,
     tool: Path = RTPLOAD,
+    callee_cpu: int | None = None,
 ) -> MediaStep:
     """One run of bench/rtpload.py (or `tool`, which takes the same --calls, --seconds
-    and --mode and prints the same record), bounded by a subprocess deadline on top of
+    and --mode and prints the same record) on core `cpu`, its callees' side on
+    `callee_cpu` if given (rtpload.py only), bounded by a subprocess deadline on top of
     its own."""
     command = [sys.executable, str(tool), *target, "--calls", str(calls)]
     command += ["--seconds", str(seconds), "--mode", mode]
+    if callee_cpu is not None:
+        command += ["--callee-core", str(callee_cpu)]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,10 @@ stream's packet at its 20 ms tick, the streams spread over 1 ms slots, and reads
 the relay delivers after each slot's sends, with the kernel's receive timestamp
 (SO_TIMESTAMPNS), so the time the generator takes to read a packet is not counted
 against the relay. Between slots it sleeps rather than wait on its sockets (see
-run_streams: a waiting reader's wake-ups are charged to the relay's sends).
+run_streams: a waiting reader's wake-ups are charged to the relay's sends). With
+--callee-core, the callees' side (its socket's sends and arrivals) runs in a second
+process, forked once the calls stand and pinned to that core, on the same ticks; the
+figures are of both sides' packets together.
 
 Figures, one JSON line on stdout:
   loss_pct         packets sent but never received, over packets sent (both directions);
@@ -53,6 +56,7 @@ import gc
 import json
 import math
 import os
+import pickle
 import secrets
 import select
 import socket
@@ -60,7 +64,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -361,17 +365,64 @@ CoreSample = tuple[list[int], int | None]
 
 @dataclass
 class Window:
-    """CPU counters at the start and end of the steady part of the run."""
+    """The steady part of the run: its bounds, and the server's CPU, the cores' counters
+    and the server's RSS at its start and end."""
 
+    server_pid: int
+    # The generator's core and the server's, or None for all cores (see core_sample).
+    cores: tuple[int | None, int | None]
     start_ns: int = 0
     end_ns: int = 0
-    server_cpu: float = 0.0
-    own_cpu: float = 0.0
-    sent: int = 0
-    # The generator's core and the server's (see core_sample).
-    cores: tuple[CoreSample, CoreSample] = (([], None), ([], None))
+    server_cpu: tuple[float, float] = (0.0, 0.0)
+    samples: tuple[tuple[CoreSample, CoreSample], ...] = ()
     # The relay's RSS with every call up (its main process).
     server_rss_mb: float = 0.0
+
+    def mark(self, now: int) -> None:
+        """Start the window at `now`, or end it if started."""
+        samples = (core_sample(self.cores[0]), core_sample(self.cores[1]))
+        if self.start_ns:
+            self.end_ns = now
+            self.server_cpu = (self.server_cpu[0], cpu_seconds(self.server_pid))
+            self.samples = (self.samples[0], samples)
+        else:
+            self.start_ns = now
+            self.server_cpu = (cpu_seconds(self.server_pid), 0.0)
+            self.samples = (samples,)
+            self.server_rss_mb = memory_of(self.server_pid)[0]
+
+
+@dataclass
+class Side:
+    """What one process of the generator sent and read (see run_streams)."""
+
+    sent_ns: list[list[int]]
+    rec_stream: list[int] = field(default_factory=list)
+    rec_seq: list[int] = field(default_factory=list)
+    rec_time: list[bytes] = field(default_factory=list)
+    lateness: list[int] = field(default_factory=list)
+    send_errors: int = 0
+    stray: int = 0
+    control: int = 0
+    srtp_failures: int = 0
+    # Its CPU and the packets it sent in the steady window.
+    cpu_s: float = 0.0
+    sent_in_window: int = 0
+
+    def add(self, other: Side) -> None:
+        """Take in the other process's side: its streams' sends, its arrivals."""
+        for times, theirs in zip(self.sent_ns, other.sent_ns, strict=True):
+            times += theirs
+        self.rec_stream += other.rec_stream
+        self.rec_seq += other.rec_seq
+        self.rec_time += other.rec_time
+        self.lateness += other.lateness
+        self.send_errors += other.send_errors
+        self.stray += other.stray
+        self.control += other.control
+        self.srtp_failures += other.srtp_failures
+        self.cpu_s += other.cpu_s
+        self.sent_in_window += other.sent_in_window
 
 
 def run_streams(
@@ -380,17 +431,122 @@ def run_streams(
     seconds: float,
     server_pid: int,
     clocked: bool = False,
+    callee_core: int | None = None,
 ) -> dict[str, float | int]:
     """Send every stream for `seconds`, read until drained; the figures (`clocked`: see
-    received_figures)."""
-    own_core, server_core = _core_of(0), _core_of(server_pid)
+    received_figures). With `callee_core`, a second process on that core sends the
+    streams of the second socket (the callees') and reads what arrives there, on the
+    same ticks: each side's phones load the core they are on."""
     # Drops while the calls were set up (a conference's members hear the room from the
     # moment they join) are not the run's.
     ports = [sock.getsockname()[1] for sock in sockets]
     drops_before = udp_drops(ports)
-    count = len(streams)
     ticks = int(seconds * 1e9) // SLOT_NS
-    packets_per_stream = math.ceil(ticks / SLOTS)
+    own_core, server_core = _core_of(0), _core_of(server_pid)
+    if callee_core is not None and callee_core != own_core:
+        own_core = server_core = None
+    window = Window(server_pid, (own_core, server_core))
+    start = time.monotonic_ns() + 50_000_000
+    every = range(len(streams))
+    if callee_core is None:
+        side = _run_side(streams, every, sockets, start, ticks, window)
+    else:
+        callees = sockets[1]
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:
+            # Only this side's loop runs here: none of the caller's clean-up (the calls'
+            # BYEs) may, whatever happens.
+            code = 1
+            try:
+                os.close(reader)
+                os.sched_setaffinity(0, {callee_core})
+                theirs = [i for i in every if streams[i].sender is callees]
+                with os.fdopen(writer, "wb") as out:
+                    pickle.dump(_run_side(streams, theirs, [callees], start, ticks, None), out)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writer)
+        mine = [i for i in every if streams[i].sender is not callees]
+        side = _run_side(streams, mine, sockets[:1], start, ticks, window)
+        with os.fdopen(reader, "rb") as pipe:
+            side.add(pickle.load(pipe))
+        os.waitpid(child, 0)
+    drops = udp_drops(ports) - drops_before
+
+    # Each side read in arrival order; their union is put in the kernel's stamps' order.
+    stamps = np.frombuffer(b"".join(side.rec_time), dtype=np.int64).reshape(-1, 2)
+    order = np.lexsort((stamps[:, 1], stamps[:, 0]))
+    figures = received_figures(
+        np.array(side.rec_stream, dtype=np.int64)[order],
+        np.array(side.rec_seq, dtype=np.int64)[order],
+        stamps[order],
+        side.sent_ns,
+        math.ceil(ticks / SLOTS),
+        [stream.forward for stream in streams],
+        clocked=clocked,
+    )
+    window_s = (window.end_ns - window.start_ns) / 1e9
+    (own_before, server_before), (own_after, server_after) = window.samples
+    own_core_use = _core_use(own_before, own_after, own_core, window_s)
+    server_core_use = _core_use(server_before, server_after, server_core, window_s)
+    server_cpu = window.server_cpu[1] - window.server_cpu[0]
+    own_pct, server_pct = 100 * side.cpu_s / window_s, 100 * server_cpu / window_s
+    if server_core is None:
+        # A server on every core (media workers) runs on the generator's too: what else
+        # ran, and all that ran, is read off all cores at once.
+        working = server_core_use[0] * (os.cpu_count() or 1)
+        own_other = server_other = working - own_pct - server_pct
+    elif server_core == own_core:
+        working = own_core_use[0]
+        own_other = server_other = working - own_pct - server_pct
+    else:
+        working = own_core_use[0] + server_core_use[0]
+        own_other, server_other = own_core_use[0] - own_pct, server_core_use[0] - server_pct
+    sent_in_window = side.sent_in_window
+    late = np.array(side.lateness) / 1e6
+    return {
+        **figures,
+        "server_cpu_pct": round(server_pct, 1),
+        "server_us_per_packet": round(1e6 * server_cpu / max(1, sent_in_window), 2),
+        # Everything both cores did (processes and interrupts), the load tool included: a
+        # relay in the kernel does its work in the sender's system calls and softirqs,
+        # which no relay process is charged for.
+        "machine_us_per_packet": round(1e4 * working * window_s / max(1, sent_in_window), 2),
+        "packets_per_s": round(sent_in_window / window_s),
+        "window_s": round(window_s, 2),
+        "server_rss_mb": round(window.server_rss_mb, 1),
+        "generator_cpu_pct": round(own_pct, 1),
+        # What else ran on each core (processes competing with the run, and interrupts
+        # not taken in their system calls), and time the hypervisor took away.
+        "generator_core_other_pct": round(own_other, 1),
+        "server_core_other_pct": round(server_other, 1),
+        "generator_core_irq_pct": own_core_use[1],
+        "server_core_irq_pct": server_core_use[1],
+        "generator_core_steal_pct": own_core_use[2],
+        "server_core_steal_pct": server_core_use[2],
+        "generator_late_p99_ms": round(float(np.percentile(late, 99)), 3),
+        "generator_late_max_ms": round(float(late.max()), 3),
+        "generator_drops": drops,
+        "generator_send_errors": side.send_errors,
+        "stray": side.stray,
+        "control": side.control,
+        "srtp_failures": side.srtp_failures,
+    }
+
+
+def _run_side(
+    streams: Sequence[Stream],
+    mine: Sequence[int],
+    drained: Sequence[socket.socket],
+    start: int,
+    ticks: int,
+    window: Window | None,
+) -> Side:
+    """Send streams `mine` on the ticks from `start` (monotonic ns) and read `drained`
+    meanwhile, then until they fall quiet; the process that keeps `window` marks it."""
+    count = len(streams)
     rng = np.random.default_rng()
     seq0 = [int(x) for x in rng.integers(0, 1 << 16, count)]
     ts0 = [int(x) for x in rng.integers(0, 1 << 32, count)]
@@ -406,31 +562,24 @@ def run_streams(
     payloads = [stream.media.payloads for stream in streams]
     steps = [stream.media.timestamp_step for stream in streams]
     slots: list[list[int]] = [[] for _ in range(SLOTS)]
-    for index in range(count):
+    for index in mine:
         slots[index % SLOTS].append(index)
     by_port = {stream.from_port: index for index, stream in enumerate(streams)}
     protects = [stream.protect for stream in streams]
     authentics = [stream.authentic for stream in streams]
-    sent_ns: list[list[int]] = [[] for _ in range(count)]
-    rec_stream: list[int] = []
-    rec_seq: list[int] = []
-    rec_time: list[bytes] = []
-    lateness: list[int] = []
-    send_errors = 0
-    stray = 0
-    control = 0
-    srtp_failures = 0
+    side = Side([[] for _ in range(count)])
+    sent_ns, lateness = side.sent_ns, side.lateness
+    rec_stream, rec_seq, rec_time = side.rec_stream, side.rec_seq, side.rec_time
 
     poller = select.epoll()
     receivers = {}
     buffer = bytearray(2048)
     ancillary = socket.CMSG_SPACE(16)
-    for sock in sockets:
+    for sock in drained:
         poller.register(sock.fileno(), select.EPOLLIN)
         receivers[sock.fileno()] = sock.recvmsg_into
 
     def drain(fd: int) -> int:
-        nonlocal stray, control, srtp_failures
         receive = receivers[fd]
         got = 0
         for _ in range(READ_BUDGET):
@@ -440,15 +589,15 @@ def run_streams(
                 break
             index = by_port.get(source[1])
             if index is None or not anc:
-                stray += 1
+                side.stray += 1
                 continue
             # STUN, DTLS (RFC 7983 §7) or RTCP muxed on the RTP port (RFC 5761 §4).
             if not 128 <= buffer[0] < 192 or 192 <= buffer[1] <= 223:
-                control += 1
+                side.control += 1
                 continue
             authentic = authentics[index]
             if authentic is not None and not authentic(bytes(buffer[:size])):
-                srtp_failures += 1
+                side.srtp_failures += 1
                 continue
             rec_stream.append(index)
             rec_seq.append(buffer[2] << 8 | buffer[3])
@@ -458,21 +607,17 @@ def run_streams(
 
     pack = struct.pack_into
     clock, wall = time.monotonic_ns, time.time_ns
-    window = Window()
     warmup_tick = min(ticks // 4, 1_000_000_000 // SLOT_NS)
+    cpu_before = sent_before = 0
     # A cyclic collection walks every list this loop fills: milliseconds of stall, paid
     # as lateness by the packets due then. Nothing here makes reference cycles.
     gc.collect()
     gc.disable()
-    start = clock() + 50_000_000
     for tick in range(ticks):
         if tick == warmup_tick:
-            window.start_ns = clock()
-            window.server_cpu = cpu_seconds(server_pid)
-            window.own_cpu = time.process_time()
-            window.sent = sum(map(len, sent_ns))
-            window.cores = (core_sample(own_core), core_sample(server_core))
-            window.server_rss_mb = memory_of(server_pid)[0]
+            if window is not None:
+                window.mark(clock())
+            cpu_before, sent_before = time.process_time(), sum(map(len, sent_ns))
         due = start + tick * SLOT_NS
         now = clock()
         if now < due:
@@ -502,7 +647,7 @@ def run_streams(
             try:
                 sendto[index](data, dests[index])
             except OSError:
-                send_errors += 1
+                side.send_errors += 1
                 continue
             sent_ns[index].append(sent_at)
         for _ in range(DRAIN_ROUNDS):
@@ -511,13 +656,10 @@ def run_streams(
                 break
             for fd, _ in ready:
                 drain(fd)
-    window.end_ns = clock()
-    server_cpu = cpu_seconds(server_pid) - window.server_cpu
-    own_cpu = time.process_time() - window.own_cpu
-    window_s = (window.end_ns - window.start_ns) / 1e9
-    own_core_use = _core_use(window.cores[0], core_sample(own_core), own_core, window_s)
-    server_core_use = _core_use(window.cores[1], core_sample(server_core), server_core, window_s)
-    sent_in_window = sum(map(len, sent_ns)) - window.sent
+    if window is not None:
+        window.mark(clock())
+    side.cpu_s = time.process_time() - cpu_before
+    side.sent_in_window = sum(map(len, sent_ns)) - sent_before
     quiet_since = clock()
     drain_end = quiet_since + int(DRAIN_S * 1e9)
     while (now := clock()) < drain_end and now - quiet_since < DRAIN_QUIET_S * 1e9:
@@ -525,56 +667,8 @@ def run_streams(
             if drain(fd):
                 quiet_since = clock()
     gc.enable()
-    drops = udp_drops(ports) - drops_before
     poller.close()
-
-    figures = received_figures(
-        np.array(rec_stream, dtype=np.int64),
-        np.array(rec_seq, dtype=np.int64),
-        np.frombuffer(b"".join(rec_time), dtype=np.int64).reshape(-1, 2),
-        sent_ns,
-        packets_per_stream,
-        [stream.forward for stream in streams],
-        clocked=clocked,
-    )
-    late = np.array(lateness) / 1e6
-    own_pct, server_pct = 100 * own_cpu / window_s, 100 * server_cpu / window_s
-    if server_core is None:
-        # A server on every core (media workers) runs on the generator's too: what else
-        # ran, and all that ran, is read off all cores at once.
-        working = server_core_use[0] * (os.cpu_count() or 1)
-        own_other = server_other = working - own_pct - server_pct
-    else:
-        working = own_core_use[0] + server_core_use[0]
-        own_other, server_other = own_core_use[0] - own_pct, server_core_use[0] - server_pct
-    return {
-        **figures,
-        "server_cpu_pct": round(server_pct, 1),
-        "server_us_per_packet": round(1e6 * server_cpu / max(1, sent_in_window), 2),
-        # Everything both cores did (processes and interrupts), the load tool included: a
-        # relay in the kernel does its work in the sender's system calls and softirqs,
-        # which no relay process is charged for.
-        "machine_us_per_packet": round(1e4 * working * window_s / max(1, sent_in_window), 2),
-        "packets_per_s": round(sent_in_window / window_s),
-        "window_s": round(window_s, 2),
-        "server_rss_mb": round(window.server_rss_mb, 1),
-        "generator_cpu_pct": round(own_pct, 1),
-        # What else ran on each core (processes competing with the run, and interrupts
-        # not taken in their system calls), and time the hypervisor took away.
-        "generator_core_other_pct": round(own_other, 1),
-        "server_core_other_pct": round(server_other, 1),
-        "generator_core_irq_pct": own_core_use[1],
-        "server_core_irq_pct": server_core_use[1],
-        "generator_core_steal_pct": own_core_use[2],
-        "server_core_steal_pct": server_core_use[2],
-        "generator_late_p99_ms": round(float(np.percentile(late, 99)), 3),
-        "generator_late_max_ms": round(float(late.max()), 3),
-        "generator_drops": drops,
-        "generator_send_errors": send_errors,
-        "stray": stray,
-        "control": control,
-        "srtp_failures": srtp_failures,
-    }
+    return side
 
 
 def _core_of(pid: int) -> int | None:
@@ -717,6 +811,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--talkers", type=int, default=3, help="conference: per room")
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--callee-core", type=int, help="send and read the callees' side from this core"
+    )
     parser.add_argument("--caller", default="1000")
     parser.add_argument("--caller-password", default="secret1000")
     parser.add_argument("--callee", default="1001")
@@ -778,6 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.seconds,
                         args.server_pid,
                         clocked=args.mode != "relay",
+                        callee_core=args.callee_core,
                     )
                 finally:
                     hang_up = ipbx_hang_up(agents, placed)
@@ -800,6 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.seconds,
                     args.server_pid,
                     clocked=args.mode != "relay",
+                    callee_core=args.callee_core,
                 )
             finally:
                 for call_id, _, _ in engine:

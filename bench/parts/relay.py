@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import media
-from bench.parts.rtp import prioritise, threads_of
+from bench.parts.rtp import pin_workers_apart, prioritise, threads_of
 from bench.parts.session import Settings, emit, log
 from tests.support.processes import ServerNotReady, ServerProcess
 from tests.support.rtpengine import start_rtpengine
@@ -41,15 +41,27 @@ def media_ramp(
     workdir: Path,
     media_lines: Sequence[str] = (),
     pinned: bool = True,
+    spread: Sequence[int] = (),
 ) -> media.MediaOutcome | None:
-    """Start the relay, run the ramp against it, stop it; None if it did not start."""
+    """Start the relay, run the ramp against it, stop it; None if it did not start.
+
+    `spread` (ipbx, the scale part): the cores the media workers and the load go over,
+    one worker to each in turn; the server's own process and the callers' side of the
+    load share the first, the callees' side takes the last (the first if only one).
+    Otherwise the load runs on the generator's core, and the relay on its own when
+    `pinned`."""
     try:
-        server = start_media_server(name, settings, workdir / "server", media_lines, pinned)
+        server = start_media_server(
+            name, settings, workdir / "server", media_lines, pinned and not spread
+        )
     except (ServerNotReady, OSError) as error:
         reason = str(error).splitlines()[0]
         log(f"{name}: not started: {reason}")
         return None
     log(f"{name}: pid {server.pid}, {mode} ramp")
+    if spread:
+        pin_workers_apart(server.pid, spread[0], spread)
+    load_cpu, callee_cpu = (spread[0], spread[-1]) if spread else (settings.sipp_cpu, None)
     # Both relays get the generator's priority (nice -10, as root), so a test run
     # elsewhere on the machine preempts neither; what is left is caught by media.ramp.
     prioritise(threads_of(server.pid))
@@ -61,7 +73,7 @@ def media_ramp(
 
     def step(calls: int) -> media.MediaStep:
         return media.run_load(
-            target, calls, settings.media_seconds, mode, settings.sipp_cpu, workdir
+            target, calls, settings.media_seconds, mode, load_cpu, workdir, callee_cpu=callee_cpu
         )
 
     try:

@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,13 +142,17 @@ def threads_of(pid: int) -> list[int]:
     return threads
 
 
-def pin_workers_apart(pid: int, server_core: int | None, workers_core: int | None) -> None:
+def pin_workers_apart(
+    pid: int, server_core: int | None, workers_cores: Sequence[int | None]
+) -> None:
     """Pin a server's own threads to `server_core` and its descendants' (ipbx's media
-    workers) to `workers_core` (as root; None leaves them be)."""
-    if server_core is None or workers_core is None:
+    workers), by process ID, to `workers_cores` in turn (as root; None leaves them be)."""
+    if server_core is None or None in workers_cores:
         return
-    for member in descendants(pid):
-        core = server_core if member == pid else workers_core
+    workers = sorted(member for member in descendants(pid) if member != pid)
+    placed = [(pid, server_core)]
+    placed += [(worker, workers_cores[i % len(workers_cores)]) for i, worker in enumerate(workers)]
+    for member, core in placed:
         for task in Path(f"/proc/{member}/task").iterdir():
             os.sched_setaffinity(int(task.name), {core})
 

@@ -2,14 +2,20 @@
 
   scale_calls   Opus <-> PCMU calls transcoded through ipbx within the media limits
                 (bench/media.py: loss, added jitter), ramped once with one media worker
-                and once with two: the calls carried by each, the calls per worker, and
-                their ratio (the media issue's goal: two workers carry at least 1.8 times
-                what one carries). With one worker the whole server (SIP and the worker) is
-                pinned to the server's core and the generator has the other; with two, the
-                server runs on both cores and the generator stays on its own, so on a
-                two-core machine the second worker shares its core with the generator,
-                whose CPU each step prints: on such a machine the ratio is bound by what
-                the generator leaves. A bigger machine's run compares per worker.
+                on one core and once with two workers on two cores: the calls carried by
+                each, the calls per worker, and their ratio (the media issue's goal: two
+                workers carry at least 1.8 times what one carries).
+
+Each core carries its worker's share of the calls and of the load tool, since this
+machine has no core to spare for the tool (bench/parts/relay.py's media_ramp, `spread`). With
+one worker, the whole server and both sides of the load (the callers, and the callees in
+a second process) run on the server's core, and the other core is idle; with two, the
+second worker and the callees' side move to the other core. The tool costs a core about
+a quarter of what the calls cost the worker there, so the per-core figure is lower than
+a machine with cores for its load tools would show. Before (until 2026-12-06), the
+generator had a core of its own with one worker and shared the second worker's with
+two, which bound the ratio by what the generator left of that core rather than by the
+workers (README).
 
 Transcoding is the load that scales: a transcoded call costs the worker some twenty
 times what the generator spends on it, where a relayed call costs them about the same.
@@ -26,6 +32,11 @@ WORKERS = (1, 2)
 
 
 def bench_scale(settings: Settings) -> bool:
+    if settings.server_cpu is None or settings.sipp_cpu is None:
+        log("scale: needs two cores to pin the workers and the load to")
+        emit({"figure": FIGURE, "value": None, "error": "fewer than two cores"})
+        return False
+    cores = (settings.server_cpu, settings.sipp_cpu)
     carried: dict[int, int] = {}
     for workers in WORKERS:
         outcome = media_ramp(
@@ -35,7 +46,7 @@ def bench_scale(settings: Settings) -> bool:
             settings,
             settings.out / "scale" / f"workers-{workers}",
             media_lines=[f"workers: {workers}"],
-            pinned=workers == 1,
+            spread=cores[:workers],
         )
         if outcome is None:
             emit({"figure": FIGURE, "workers": workers, "value": None, "error": "not started"})

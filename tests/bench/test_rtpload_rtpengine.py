@@ -1,29 +1,48 @@
 """bench/rtpload.py against a real rtpengine: the calls its transcode mode sets up are
 transcoded by rtpengine (the callee is offered its own codec, the caller keeps opus),
-and the audio comes out in the codec each side asked for."""
+and the audio comes out in the codec each side asked for; a run whose callees' side is
+a second process counts every packet of both sides."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.rtpload import CallPorts, opus, pcmu, rtpengine_calls
+from bench.rtpload import (
+    PTIME_NS,
+    CallPorts,
+    opus,
+    pcmu,
+    rtp_socket,
+    rtpengine_calls,
+    run_streams,
+    streams_for,
+)
 from tests.support.ports import LOOPBACK
+from tests.support.processes import ServerProcess
 from tests.support.rtpengine import NgClient, start_rtpengine
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[NgClient]:
+def rtpengine(tmp_path: Path) -> Iterator[ServerProcess]:
     server = start_rtpengine(tmp_path, rtp_ports=40)
-    client = NgClient(server.port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def engine(rtpengine: ServerProcess) -> Iterator[NgClient]:
+    client = NgClient(rtpengine.port)
     try:
         yield client
     finally:
         client.close()
-        server.stop()
 
 
 def _socket() -> socket.socket:
@@ -54,3 +73,30 @@ def test_the_transcode_mode_makes_rtpengine_transcode_opus_to_pcmu(engine: NgCli
             engine.command("delete", **{"call-id": call_id})
         a.close()
         b.close()
+
+
+def test_a_run_with_the_callees_in_a_second_process_counts_both_sides(
+    rtpengine: ServerProcess, engine: NgClient
+) -> None:
+    caller, callee = pcmu(), pcmu()
+    a, b = rtp_socket(), rtp_socket()
+    calls: list[tuple[str, str, CallPorts]] = []
+    seconds = 1.0
+    try:
+        rtpengine_calls(engine, 3, caller, callee, (a.getsockname()[1], b.getsockname()[1]), calls)
+        streams = streams_for([ports for _, _, ports in calls], a, b, caller, callee)
+        core = min(os.sched_getaffinity(0))
+        record = run_streams(streams, (a, b), seconds, rtpengine.pid, callee_core=core)
+    finally:
+        for call_id, _, _ in calls:
+            engine.command("delete", **{"call-id": call_id})
+        a.close()
+        b.close()
+    # The callees' packets are sent only by the second process, and read only there.
+    assert record["sent"] == 6 * round(seconds * 1e9 / PTIME_NS)
+    assert record["received"] == record["sent"]
+    assert record["loss_pct_forward"] == record["loss_pct_backward"] == 0
+    assert record["silent_streams"] == 0
+    # Each stream's arrivals in order: a relay adds next to no delay on loopback.
+    assert record["jitter_p99_ms"] < 5
+    assert record["generator_cpu_pct"] > 0
