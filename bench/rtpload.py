@@ -608,7 +608,7 @@ def _run_side(
     pack = struct.pack_into
     clock, wall = time.monotonic_ns, time.time_ns
     warmup_tick = min(ticks // 4, 1_000_000_000 // SLOT_NS)
-    cpu_before = sent_before = 0
+    cpu_before, sent_before = 0.0, 0
     # A cyclic collection walks every list this loop fills: milliseconds of stall, paid
     # as lateness by the packets due then. Nothing here makes reference cycles.
     gc.collect()

@@ -53,7 +53,8 @@ def bench_loaded(settings: Settings) -> bool:
     log(f"ipbx: pid {server.pid}, call ramps idle and under {settings.loaded_media_calls} calls")
     beside_sipp = settings.loaded_worker_core == "sipp"
     worker_core = settings.sipp_cpu if beside_sipp else settings.server_cpu
-    pin_workers_apart(server.pid, settings.server_cpu, [worker_core])
+    if worker_core is not None:
+        pin_workers_apart(server.pid, settings.server_cpu, [worker_core])
     prioritise(threads_of(server.pid))
     try:
         idle = bench_calls(server, settings, workdir / "idle")

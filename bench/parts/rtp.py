@@ -118,6 +118,10 @@ class PacketCounter:
         self._sock.close()
 
 
+# The longest a server's media workers take to start.
+WORKERS_START_S = 10.0
+
+
 def prioritise(threads: Iterable[int]) -> None:
     """Raise these threads to nice -10 (as root; otherwise leave them be).
 
@@ -142,16 +146,19 @@ def threads_of(pid: int) -> list[int]:
     return threads
 
 
-def pin_workers_apart(
-    pid: int, server_core: int | None, workers_cores: Sequence[int | None]
-) -> None:
-    """Pin a server's own threads to `server_core` and its descendants' (ipbx's media
-    workers), by process ID, to `workers_cores` in turn (as root; None leaves them be)."""
-    if server_core is None or None in workers_cores:
+def pin_workers_apart(pid: int, server_core: int | None, workers_cores: Sequence[int]) -> None:
+    """Pin a server's own threads to `server_core` and its media workers', by process ID,
+    to `workers_cores`, one core each (as root; a server_core of None leaves them be).
+    ipbx starts its workers just after it says it is ready: they are waited for,
+    WORKERS_START_S at most."""
+    if server_core is None:
         return
-    workers = sorted(member for member in descendants(pid) if member != pid)
-    placed = [(pid, server_core)]
-    placed += [(worker, workers_cores[i % len(workers_cores)]) for i, worker in enumerate(workers)]
+    deadline = time.monotonic() + WORKERS_START_S
+    while len(workers := sorted(set(descendants(pid)) - {pid})) < len(workers_cores):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(workers)} of {len(workers_cores)} media workers started")
+        time.sleep(0.05)
+    placed = [(pid, server_core), *zip(workers, workers_cores, strict=False)]
     for member, core in placed:
         for task in Path(f"/proc/{member}/task").iterdir():
             os.sched_setaffinity(int(task.name), {core})
