@@ -7,15 +7,15 @@
                 workers carry at least 1.8 times what one carries).
 
 Each core carries its worker's share of the calls and of the load tool, since this
-machine has no core to spare for the tool (bench/parts/relay.py's media_ramp, `spread`). With
-one worker, the whole server and both sides of the load (the callers, and the callees in
-a second process) run on the server's core, and the other core is idle; with two, the
-second worker and the callees' side move to the other core. The tool costs a core about
-a quarter of what the calls cost the worker there, so the per-core figure is lower than
-a machine with cores for its load tools would show. Before (until 2026-12-06), the
-generator had a core of its own with one worker and shared the second worker's with
-two, which bound the ratio by what the generator left of that core rather than by the
-workers (README).
+machine has no core to spare for the tool (bench/parts/relay.py's media_ramp, `spread`).
+With one worker, the whole server and both sides of the load (the callers, and the
+callees in a second process) run on the server's core, and the other core is idle; with
+two, the second worker and the callees' side move to the other core. The tool costs a
+core 0.12-0.15 % a call beside the server's 0.43-0.48 % (2026-12-06), so the per-core
+figure is lower than a machine with cores for its load tools would show. Before
+(until 2026-12-06), the generator had a core of its own with one worker and shared the
+second worker's with two, which bound the ratio by what the generator left of that core
+rather than by the workers (README).
 
 Transcoding is the load that scales: a transcoded call costs the worker some twenty
 times what the generator spends on it, where a relayed call costs them about the same.
