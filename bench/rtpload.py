@@ -363,33 +363,33 @@ class Stream:
 CoreSample = tuple[list[int], int | None]
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One end of the steady part of the run: when, the server's CPU, the cores' counters
+    (the generator's core and the server's)."""
+
+    ns: int
+    server_cpu: float
+    cores: tuple[CoreSample, CoreSample]
+
+
 @dataclass
 class Window:
-    """The steady part of the run: its bounds, and the server's CPU, the cores' counters
-    and the server's RSS at its start and end."""
+    """The steady part of the run, marked at its start and end by the process that keeps
+    it, and the server's RSS at its start."""
 
     server_pid: int
     # The generator's core and the server's, or None for all cores (see core_sample).
     cores: tuple[int | None, int | None]
-    start_ns: int = 0
-    end_ns: int = 0
-    server_cpu: tuple[float, float] = (0.0, 0.0)
-    samples: tuple[tuple[CoreSample, CoreSample], ...] = ()
+    marks: list[Mark] = field(default_factory=list)
     # The relay's RSS with every call up (its main process).
     server_rss_mb: float = 0.0
 
     def mark(self, now: int) -> None:
-        """Start the window at `now`, or end it if started."""
-        samples = (core_sample(self.cores[0]), core_sample(self.cores[1]))
-        if self.start_ns:
-            self.end_ns = now
-            self.server_cpu = (self.server_cpu[0], cpu_seconds(self.server_pid))
-            self.samples = (self.samples[0], samples)
-        else:
-            self.start_ns = now
-            self.server_cpu = (cpu_seconds(self.server_pid), 0.0)
-            self.samples = (samples,)
+        if not self.marks:
             self.server_rss_mb = memory_of(self.server_pid)[0]
+        cores = (core_sample(self.cores[0]), core_sample(self.cores[1]))
+        self.marks.append(Mark(now, cpu_seconds(self.server_pid), cores))
 
 
 @dataclass
@@ -487,11 +487,11 @@ def run_streams(
         [stream.forward for stream in streams],
         clocked=clocked,
     )
-    window_s = (window.end_ns - window.start_ns) / 1e9
-    (own_before, server_before), (own_after, server_after) = window.samples
-    own_core_use = _core_use(own_before, own_after, own_core, window_s)
-    server_core_use = _core_use(server_before, server_after, server_core, window_s)
-    server_cpu = window.server_cpu[1] - window.server_cpu[0]
+    begin, end = window.marks
+    window_s = (end.ns - begin.ns) / 1e9
+    own_core_use = _core_use(begin.cores[0], end.cores[0], own_core, window_s)
+    server_core_use = _core_use(begin.cores[1], end.cores[1], server_core, window_s)
+    server_cpu = end.server_cpu - begin.server_cpu
     own_pct, server_pct = 100 * side.cpu_s / window_s, 100 * server_cpu / window_s
     if server_core is None:
         # A server on every core (media workers) runs on the generator's too: what else

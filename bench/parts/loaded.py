@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.media import RTPLOAD
-from bench.parts.rtp import pin_workers_apart, prioritise, threads_of
+from bench.parts.rtp import pin_workers_apart, prioritise, threads_of, wait_until
 from bench.parts.session import Settings, emit, log
 from bench.parts.sip import Step, bench_calls
 from tests.support.processes import ServerNotReady, stop_process
@@ -90,21 +89,18 @@ def _start_media(
     if settings.sipp_cpu is not None:
         command = ["taskset", "-c", str(settings.sipp_cpu), *command]
     workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / "media.stderr.log").open("ab") as errors:
+    errors_path = workdir / "media.stderr.log"
+    with errors_path.open("ab") as errors:
         media = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
         )
+
+    def running() -> bool:
+        return "media running" in errors_path.read_text(errors="replace")
+
     # The calls are set up before the ramp starts (rtpload says so on stderr).
-    _wait_for(workdir / "media.stderr.log", "media running", 60.0)
+    wait_until(running, 60.0, f"'media running' in {errors_path}")
     return media
-
-
-def _wait_for(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: no {text!r} in {timeout} s")
-        time.sleep(0.2)
 
 
 def _media_record(media: subprocess.Popen[bytes], seconds: float) -> dict[str, object] | None:

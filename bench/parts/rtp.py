@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,15 +153,25 @@ def pin_workers_apart(pid: int, server_core: int | None, workers_cores: Sequence
     WORKERS_START_S at most."""
     if server_core is None:
         return
-    deadline = time.monotonic() + WORKERS_START_S
-    while len(workers := sorted(set(descendants(pid)) - {pid})) < len(workers_cores):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(workers)} of {len(workers_cores)} media workers started")
-        time.sleep(0.05)
-    placed = [(pid, server_core), *zip(workers, workers_cores, strict=False)]
+
+    def workers() -> list[int]:
+        return sorted(set(descendants(pid)) - {pid})
+
+    wanted = len(workers_cores)
+    wait_until(lambda: len(workers()) >= wanted, WORKERS_START_S, f"{wanted} media workers")
+    placed = [(pid, server_core), *zip(workers(), workers_cores, strict=False)]
     for member, core in placed:
         for task in Path(f"/proc/{member}/task").iterdir():
             os.sched_setaffinity(int(task.name), {core})
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it holds; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
 
 
 def media_from(port: int) -> tuple[str, ...]:
