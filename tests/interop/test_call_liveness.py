@@ -11,12 +11,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ipbx.media.nftables import Nftables
+from tests.interop.test_conference import admin_api
+from tests.interop.test_media_workers import RECEIVED, callers, scrape
+from tests.interop.test_sipp import registered_callee
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.server import IpbxFactory, IpbxServer, extension_range, start_ipbx
+from tests.support.server import (
+    IpbxFactory,
+    IpbxServer,
+    extension_range,
+    start_configured_ipbx,
+    start_ipbx,
+)
 from tests.support.sipp import register_contact, run_sipp, start_sipp, write_users_csv
+from tests.support.trunks import eventually
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 CALLER, CALLEE = extension_range(2)
@@ -62,6 +74,51 @@ def test_a_call_whose_rtp_flows_outlives_the_media_timeout(
     took = call_echo_test(short_timeout, tmp_path, "uac_rtp")
     assert took >= 14
     assert "no RTP from" not in short_timeout.log_path.read_text()
+
+
+@pytest.mark.parametrize("timeout", [2, 0], ids=["timeout_2s", "timeout_off"])
+def test_a_call_the_kernel_forwards_outlives_the_media_timeout(
+    tmp_path: Path, timeout: int
+) -> None:
+    """media.relay: kernel: a second into a call between two phones the kernel forwards its
+    RTP, and ipbx reads none of it. The time-out reads the kernel's counters at each sweep,
+    so a call that talks for twice the time-out is not cut (a BYE from ipbx would fail the
+    caller's scenario). /metrics reads them at each scrape: with the time-out off, sweeps
+    (which still read them) come only every 5 s, so a count a sweep left would be short.
+    The legs come back with what the kernel counted."""
+    api_port = free_port("tcp")
+
+    def edit(config: dict[str, Any]) -> None:
+        config["media"].update(timeout_seconds=timeout, relay="kernel")
+        config["api"] = {"listen": f"{LOOPBACK}:{api_port}"}
+
+    server = start_configured_ipbx(tmp_path / "ipbx", edit, extensions=[CALLER, CALLEE])
+    legs = f"list set ip ipbx_{server.pid} legs"
+    try:
+        api = admin_api(server.config_path, api_port)
+        with registered_callee(server, tmp_path, "uas_rtp", 1, "-rtp_echo") as callee:
+            with callers(server, tmp_path, "uac_rtp_hangs_up", 1, "-d", "4000") as (
+                talking,
+                returned,
+            ):
+                eventually(lambda: "elements" in Nftables().run(legs), 5, "kernel forwarding")
+                time.sleep(1)
+                echoed = returned.packets
+                received = scrape(api)[RECEIVED]
+                # Each packet echoed to the caller crossed ipbx twice, each time counted
+                # (less a few: the meters' probation, packets queued at the move).
+                assert received >= 2 * echoed - 10, (received, echoed)
+                talked = talking.finish()
+            assert talked.successful == 1, f"{talked.errors()}\n{server.log_tail()}"
+            assert callee.finish(timeout=10).successful == 1
+    finally:
+        assert server.stop() == 0, server.log_tail(100)
+    log = server.log_path.read_text()
+    assert "no RTP from" not in log
+    [line] = [line for line in log.splitlines() if "forwarded in the kernel" in line]
+    # About 3 s of the caller's 33 packets a second and of their echo.
+    counts = [int(word) for word in line.split("home, ")[1].split() if word.isdigit()]
+    assert len(counts) == 2 and min(counts) > 50, line
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ class Calls(CallRegistry):
         self.hold = Hold(self, music)
         self.parked = ParkedCalls(self.flows, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
-        self.media_timeout = MediaTimeout(self, lambda: self.policy.media_timeout)
+        self.media_timeout = MediaTimeout(
+            self, lambda: self.policy.media_timeout, kernel.refresh if kernel is not None else None
+        )
         # Processes that carry bridged calls' media (media/workers.py); None: all here.
         self.media_workers = workers
         if workers is not None:
