@@ -22,7 +22,6 @@ from ipbx.media.endpoint import MediaEndpoint
 from ipbx.media.ports import PortPool
 from ipbx.media.rtp import RtpPacket, media_packet
 from ipbx.media.wav import read_wav
-from ipbx.media.worker import COUNT_INTERVAL
 from ipbx.media.workers import MediaWorkers
 from tests.support.media import dominant_frequency, run, workers_for
 
@@ -48,6 +47,15 @@ async def call(pool: PortPool, far_codec=PCMU) -> tuple[MediaEndpoint, ...]:
     return x, a, b, y
 
 
+async def readings(endpoint: MediaEndpoint) -> None:
+    """Once the worker's meter readings have reached the server (asked for by refresh)."""
+    for _ in range(100):
+        if endpoint.meter.elsewhere is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no meter readings from the worker")
+
+
 async def moved(endpoint: MediaEndpoint) -> None:
     """Once a worker has taken the endpoint's bridge over (within a second)."""
     for _ in range(100):
@@ -66,7 +74,11 @@ def test_a_relayed_call_goes_to_a_worker_and_comes_back_with_its_counts(pool: Po
             heard: list[int] = []
             y.set_tap(lambda data: heard.append(RtpPacket.parse(data).sequence_number))
             await asyncio.gather(x.play(TONE[:1600]), y.play(TONE[:800]))
-            await asyncio.sleep(0.7)  # a meter reading reaches the server twice a second
+            await asyncio.sleep(0.1)
+            # The readings come when asked (the media time-out asks at each sweep).
+            assert a.meter.elsewhere is None
+            plane.refresh()
+            await readings(a)
             # The stream meter (RFC 3550 A.1) counts once a source passes its probation.
             away = a.meter.reading()
             assert away.packets_received >= 8
@@ -224,8 +236,9 @@ def test_a_wake_up_for_a_message_a_recall_read_first_keeps_the_worker(pool: Port
             loop.add_reader(hang_up.fileno(), hung_up)
             await asyncio.sleep(0.01)  # the loop watches it from now on
             bye.send(b"!")
-            # The loop held while the worker's next readings arrive, after the hang-up.
-            time.sleep(COUNT_INTERVAL + 0.2)
+            plane.refresh()
+            # The loop held while the worker's readings arrive, after the hang-up.
+            time.sleep(0.3)
             await asyncio.sleep(0.1)
             loop.remove_reader(hang_up.fileno())
             for sock in (bye, hang_up):

@@ -2,9 +2,10 @@
 server (media/workers.py) with its end of the control socket as FD and the media address.
 
 It carries the bridges the server hands it, with the server's own code (bridge.join),
-and answers each recall with the state its legs got to. It reads its messages in order,
-so a recall is answered after the bridge it recalls was set up. It exits when the server
-closes the control socket (or dies); Ctrl-C on the server's terminal is for the server.
+answers each recall with the state its legs got to, and each count with its legs' meter
+readings. It reads its messages in order, so a recall is answered after the bridge it
+recalls was set up. It exits when the server closes the control socket (or dies); Ctrl-C
+on the server's terminal is for the server.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from ipbx.media.workers import MESSAGE_LIMIT
 
 log = logging.getLogger(__name__)
 
-# Seconds between the meter readings sent to the server (media time-out, /metrics).
-COUNT_INTERVAL = 0.5
 # Pairs' readings a message: a batch stays well inside one datagram.
 COUNT_BATCH = 200
 
@@ -46,7 +45,6 @@ class MediaWorker:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._control.fileno(), self._readable)
-        counting = loop.create_task(self._count())
         self._send(("ready",))
         try:
             while True:
@@ -62,7 +60,6 @@ class MediaWorker:
                     for sock in sockets:
                         sock.close()
         finally:
-            counting.cancel()
             for a, b in self._pairs.values():
                 a.close()
                 b.close()
@@ -80,7 +77,11 @@ class MediaWorker:
         self._inbox.put_nowait((pickle.loads(data), sockets))
 
     async def _handle(self, message: tuple[Any, ...], sockets: list[socket.socket]) -> None:
-        kind, pair_id = message[0], message[1]
+        kind = message[0]
+        if kind == "count":
+            self._count()
+            return
+        pair_id = message[1]
         if kind == "bridge":
             states: list[LegState] = message[2]
             adoption = Adoption(self._address)
@@ -105,15 +106,14 @@ class MediaWorker:
     def _dtmf(self, pair_id: int, index: int, digit: str) -> None:
         self._send(("dtmf", pair_id, index, digit))
 
-    async def _count(self) -> None:
-        while True:
-            await asyncio.sleep(COUNT_INTERVAL)
-            readings = [
-                (pair_id, a.meter.reading(), b.meter.reading())
-                for pair_id, (a, b) in self._pairs.items()
-            ]
-            for start in range(0, len(readings), COUNT_BATCH):
-                self._send(("counts", readings[start : start + COUNT_BATCH]))
+    def _count(self) -> None:
+        """Each pair's meter readings, for the server (its media time-out, /metrics)."""
+        readings = [
+            (pair_id, a.meter.reading(), b.meter.reading())
+            for pair_id, (a, b) in self._pairs.items()
+        ]
+        for start in range(0, len(readings), COUNT_BATCH):
+            self._send(("counts", readings[start : start + COUNT_BATCH]))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         self._control.send(pickle.dumps(message))

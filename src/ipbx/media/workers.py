@@ -15,8 +15,12 @@ recording, a re-INVITE, hang-up) first brings the pair home (MediaEndpoint.away)
 request the worker answers, once it has stopped reading, with the state its legs got
 to; the server joins them here and goes on.
 
-While a pair is away the worker sends, every half second, each leg's meter reading (the
-media time-out and /metrics read them), and at once each key a phone presses (on_dtmf).
+While a pair is away the worker sends at once each key a phone presses (on_dtmf), and
+each leg's meter reading when asked (`refresh`: the media time-out asks at each sweep,
+/metrics at each scrape): the readings come with its answer, so a sweep reads what the
+worker counted at the one before. Readings sent on a clock instead cost the server time
+for every call whether anyone reads them or not (1 % of its core for 500 calls twice a
+second, measured).
 
 A worker that dies, or does not answer within two seconds, is killed and replaced: its
 pairs come home as they left and `on_lost` is told their endpoints, so that the PBX ends
@@ -113,9 +117,17 @@ class MediaWorkers:
 
     def move(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         """Hand the bridge of `a` and `b` to the least busy worker now, if it can go."""
-        ready = [w for w in self.workers if w.ready.done() and not w.ready.exception()]
+        ready = self._ready()
         if ready and movable_pair(a, b):
             min(ready, key=lambda w: len(w.pairs)).take(a, b)
+
+    def refresh(self) -> None:
+        """Ask every worker for its legs' meter readings (they come with its answer)."""
+        for worker in self._ready():
+            worker.count()
+
+    def _ready(self) -> list[Worker]:
+        return [w for w in self.workers if w.ready.done() and not w.ready.exception()]
 
     def close(self) -> None:
         self._closing = True
@@ -212,6 +224,12 @@ class Worker:
         self._outbox.append((message, [s.fileno() for s in sockets]))
         self._send_waiting()
 
+    def count(self) -> None:
+        """Ask for the meter readings of the pairs this worker carries."""
+        if self.pairs and not self.dead:
+            self._outbox.append((pickle.dumps(("count",)), []))
+            self._send_waiting()
+
     def _send_waiting(self) -> None:
         """Send what waits, as far as the socket takes it now; the rest when it can."""
         while self._outbox:
@@ -246,7 +264,7 @@ class Worker:
                 socket.send_fds(self._sock, [message], fds)
             self._send_waiting()  # nothing waits now: stop watching for room
             self._sock.send(pickle.dumps(("home", pair.id)))
-            # The worker's meter readings keep coming meanwhile: the wait is bounded as a
+            # The worker's meter readings may come meanwhile: the wait is bounded as a
             # whole, not message by message.
             deadline = time.monotonic() + REPLY_TIMEOUT
             while pair.id not in self._replies:

@@ -334,8 +334,7 @@ class Pbx:
         return self._extension_name(number) is not None
 
     def rtp_totals(self) -> tuple[int, int]:
-        if self.calls.kernel_relay is not None:
-            self.calls.kernel_relay.refresh()
+        self.calls.refresh_meters()
         return self.calls.ports.reception.totals()
 
     def media_bridges(self) -> list[int]:

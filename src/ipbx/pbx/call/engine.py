@@ -61,7 +61,7 @@ class Calls(CallRegistry):
         self.parked = ParkedCalls(self.flows, music)
         self.in_dialog = InDialog(self, self.flows, self.hold, self.transfers)
         self.media_timeout = MediaTimeout(
-            self, lambda: self.policy.media_timeout, kernel.refresh if kernel is not None else None
+            self, lambda: self.policy.media_timeout, self.refresh_meters
         )
         # Processes that carry bridged calls' media (media/workers.py); None: all here.
         self.media_workers = workers
@@ -75,6 +75,14 @@ class Calls(CallRegistry):
             kernel.fallback = workers.move if workers is not None else None
         # A recording still running stops first: the call record names a complete file.
         self.on_end.append(lambda call: stop_recording(self, call))
+
+    def refresh_meters(self) -> None:
+        """Bring up the meters of the legs whose media is carried elsewhere: what the
+        kernel counted at once, the media workers' readings with their answer."""
+        if self.kernel_relay is not None:
+            self.kernel_relay.refresh()
+        if self.media_workers is not None:
+            self.media_workers.refresh()
 
     def close(self) -> None:
         self.media_timeout.close()

@@ -2,8 +2,9 @@
 the way, would otherwise leave the call (and the trunk channel it holds) up for ever.
 
 Every few seconds the watch reads how many RTP packets each leg of each answered call
-has received (the stream meter every path feeds, relay included; the counters of the
-legs the kernel forwards, media/kernel.py, are read just before); a leg whose count has
+has received (the stream meter every path feeds, relay included; the legs carried
+elsewhere are asked for theirs just before: the kernel's counts come at once, media
+workers' with their answer, for the next sweep); a leg whose count has
 not moved for `media.timeout_seconds` ends its call with a BYE to both phones, and the
 call record says `media_timeout`. A call on hold is left alone, whichever phone holds:
 a held phone may rightly send nothing (RFC 3264 §8.4). A timeout of 0 turns this off.
@@ -102,11 +103,11 @@ class MediaTimeout:
         self,
         registry: CallRegistry,
         timeout: Callable[[], float],
-        refresh: Callable[[], None] | None = None,
+        refresh: Callable[[], None],
     ) -> None:
         self.registry = registry
         self._timeout = timeout
-        # What brings the meters of legs counted elsewhere up to date (KernelRelay).
+        # What brings up the meters of legs carried elsewhere (Calls.refresh_meters).
         self._refresh = refresh
         loop = registry.endpoint.loop
         self._silence: RtpSilence[tuple[str, str, str]] = RtpSilence(timeout(), loop.time())
@@ -116,8 +117,7 @@ class MediaTimeout:
     def _ring(self, now: float) -> None:
         silence = self._silence
         silence.timeout = self._timeout()
-        if self._refresh is not None:
-            self._refresh()
+        self._refresh()
         legs = _talking(list(self.registry.calls.values())) if silence.timeout > 0 else {}
         counts = ((key, leg.media.meter.reading().packets_received) for key, leg in legs.items())
         for key in silence.sweep(now, counts):
