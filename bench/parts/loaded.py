@@ -4,10 +4,10 @@
                       registered as 1001) against one ipbx twice: idle, then while
                       bench/rtpload.py keeps --loaded-media-calls relayed G.711 calls up
                       through the same server (1002 -> 1003, 50 packets/s each way). The
-                      best rate of each ramp (failed calls under 0.1 %), their ratio, and
-                      the media's own loss and jitter over the loaded ramp. The media
-                      issue's goal: no drop (the media worker carries the RTP on the
-                      other core).
+                      best rate of each ramp (failed calls under 0.1 %), their ratio, the
+                      server's CPU a setup at those two steps, and the media's own loss
+                      and jitter over the loaded ramp. The media issue's goal: no drop
+                      (the media worker carries the RTP on the other core).
 
 The server runs with one media worker (media.workers: 1): its own process (SIP) is pinned
 to one core, the worker to the other, which SIPp and the RTP generator share
@@ -116,12 +116,22 @@ def _rate(step: Step | None) -> float | None:
     return None if step is None else round(step.result.rate, 1)
 
 
+def _cpu_ms(step: Step | None) -> float | None:
+    """The server's CPU a setup at the step: the best rate of a ramp is the step where a
+    queue did or did not collapse, which varies more between runs than this."""
+    if step is None or not step.result.successful:
+        return None
+    return round(1000 * step.cpu_s / step.result.successful, 2)
+
+
 def _report(
     idle: Step | None, loaded: Step | None, media: dict[str, object] | None, settings: Settings
 ) -> None:
     idle_rate, loaded_rate = _rate(idle), _rate(loaded)
     ratio = round(loaded_rate / idle_rate, 3) if idle_rate and loaded_rate else None
+    idle_ms, loaded_ms = _cpu_ms(idle), _cpu_ms(loaded)
     log(f"  call setups/s: idle {idle_rate}, under media {loaded_rate} (ratio {ratio})")
+    log(f"  server CPU a setup at those steps: idle {idle_ms} ms, under media {loaded_ms} ms")
     emit(
         {
             "figure": FIGURE,
@@ -129,6 +139,8 @@ def _report(
             "value": loaded_rate,
             "idle": idle_rate,
             "ratio_loaded_to_idle": ratio,
+            "idle_ms_per_setup": idle_ms,
+            "loaded_ms_per_setup": loaded_ms,
             "media_calls": settings.loaded_media_calls,
             "worker_core": settings.loaded_worker_core,
             "relay": settings.loaded_relay,
